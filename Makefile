@@ -1,0 +1,83 @@
+# pymic -- developer entry points.
+#
+#   make demo    set up .venv, build and install pymic, run an example
+#   make test    set up, build, run every test (C engine, sanitizers, pytest)
+#   make bench   run the benchmark suite against its peers
+#
+# Nothing but make, a C compiler and Python >= 3.9 (PYTHON) is needed first:
+# everything else is installed into $(VENV) from the package registries.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BUILD  ?= build
+
+VENV_ABS  := $(abspath $(VENV))
+BUILD_ABS := $(abspath $(BUILD))
+VPY       := $(VENV_ABS)/bin/python
+export PATH := $(VENV_ABS)/bin:$(PATH)
+
+# Everything the build reads: a change re-installs the package.
+SOURCES := $(shell find include src pymic tests/c -type f -not -name '*.pyc' 2>/dev/null) \
+           meson.build meson.options pyproject.toml
+
+.PHONY: all venv install demo test test-c test-asan test-tsan test-python \
+        examples bench clean distclean
+
+all: install
+
+# --------------------------------------------------------------- set-up
+$(VENV_ABS)/.deps: requirements-dev.txt
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV_ABS)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV_ABS)/.deps
+
+$(VENV_ABS)/.installed: $(VENV_ABS)/.deps $(SOURCES)
+	$(VPY) -m pip install -q --no-build-isolation --no-deps \
+	    -Cbuild-dir=$(BUILD_ABS)/wheel .
+	touch $@
+
+install: $(VENV_ABS)/.installed
+
+# ---------------------------------------------------------------- demo
+examples: install
+	$(MAKE) -C examples PYTHON=$(VPY)
+
+demo: examples
+	cd examples/double_it && $(VPY) double_it.py
+
+# --------------------------------------------------------------- tests
+# $(1): build directory name, $(2): extra meson setup arguments
+define meson_tests
+	test -f $(BUILD_ABS)/$(1)/build.ninja || \
+	    meson setup $(BUILD_ABS)/$(1) --buildtype=debugoptimized -Dpython=false $(2)
+	meson compile -C $(BUILD_ABS)/$(1)
+	meson test -C $(BUILD_ABS)/$(1) --print-errorlogs
+endef
+
+test-c: venv
+	$(call meson_tests,c,)
+
+test-asan: venv
+	$(call meson_tests,asan,-Db_sanitize=address,undefined -Db_lundef=false)
+
+test-tsan: venv
+	$(call meson_tests,tsan,-Db_sanitize=thread -Db_lundef=false)
+
+test-python: examples
+	$(VPY) -m pytest -q tests/python
+
+test: test-c test-asan test-tsan test-python
+
+# ----------------------------------------------------------- benchmarks
+bench: install
+	$(MAKE) -C benchmarks PYTHON=$(VPY)
+
+clean:
+	rm -rf $(BUILD_ABS)
+	$(MAKE) -C examples clean
+
+distclean: clean
+	rm -rf $(VENV_ABS)

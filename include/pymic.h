@@ -1,0 +1,268 @@
+/*
+ * pymic.h -- public C API of libpymic, the pymic offload engine.
+ *
+ * libpymic runs compute kernels (functions in shared libraries) on offload
+ * devices.  A device has its own memory and its own worker threads; work is
+ * queued on streams and runs asynchronously.  Today's only backend is the
+ * host device: a partition of this machine's cores with private memory.
+ *
+ * Conventions
+ *   - Every call returns an int status: PYMIC_OK (0) on success, a negative
+ *     PYMIC_ERR_* code on failure.  Query calls that answer yes/no return
+ *     1 or 0 on success.  Outputs go through pointer parameters.
+ *   - After a failure, pymic_last_error() returns a message for the calling
+ *     thread naming the operation, the device and the reason.  A failed call
+ *     changes nothing and leaves the engine usable.
+ *   - Devices are numbered 0 .. count-1.  Device 0 always exists.
+ *   - Device pointers are the addresses returned by pymic_mem_alloc.  Every
+ *     allocation is tracked; transfers and frees are checked against it.
+ *   - All calls are thread-safe.  Several host threads may enqueue into one
+ *     stream; commands of one stream run in the order they were enqueued.
+ *   - The engine initialises itself on first use (reading PYMIC_DEVICES,
+ *     PYMIC_DEBUG, PYMIC_SPIN_NS, PYMIC_MEMORY_LIMIT); pymic_init() lets a
+ *     program do it explicitly and see configuration errors.
+ */
+#ifndef PYMIC_H
+#define PYMIC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define PYMIC_API
+#else
+#define PYMIC_API __attribute__((visibility("default")))
+#endif
+
+#define PYMIC_VERSION_MAJOR 0
+#define PYMIC_VERSION_MINOR 1
+#define PYMIC_VERSION_PATCH 0
+
+/* Most arguments one kernel invocation may take. */
+#define PYMIC_MAX_KERNEL_ARGS 128
+/* Most scalar bytes one invocation may carry (each scalar rounded up to 16). */
+#define PYMIC_MAX_SCALAR_BYTES (16 * PYMIC_MAX_KERNEL_ARGS)
+/* Longest device kind / name strings, including the terminating NUL. */
+#define PYMIC_NAME_MAX 64
+
+/* ------------------------------------------------------------------ status */
+
+enum pymic_status {
+    PYMIC_OK = 0,
+    PYMIC_ERR_INVALID_ARGUMENT = -1, /* NULL where an object is needed, zero size,
+                                        bad alignment, unknown device number     */
+    PYMIC_ERR_OUT_OF_MEMORY = -2,    /* device memory (or its limit) exhausted    */
+    PYMIC_ERR_INVALID_POINTER = -3,  /* not a live allocation of this device;
+                                        double free                              */
+    PYMIC_ERR_OUT_OF_RANGE = -4,     /* transfer beyond the end of an allocation  */
+    PYMIC_ERR_LIBRARY = -5,          /* shared object not found or not loadable   */
+    PYMIC_ERR_KERNEL_NOT_FOUND = -6, /* library does not export that name         */
+    PYMIC_ERR_WRONG_DEVICE = -7,     /* object belongs to another device          */
+    PYMIC_ERR_TOO_MANY_ARGS = -8,    /* more than PYMIC_MAX_KERNEL_ARGS arguments
+                                        or PYMIC_MAX_SCALAR_BYTES scalar bytes    */
+    PYMIC_ERR_CONFIG = -9,           /* bad PYMIC_DEVICES / environment setting   */
+    PYMIC_ERR_SYSTEM = -10,          /* the OS refused (thread creation, ...)     */
+    PYMIC_ERR_NOT_RECORDED = -11     /* event used before it was ever recorded    */
+};
+
+/* Message describing the calling thread's most recent failure ("" if none).
+ * The string stays valid until the next failing call on this thread. */
+PYMIC_API const char *pymic_last_error(void);
+
+/* Short constant name of a status code, e.g. "PYMIC_ERR_OUT_OF_RANGE". */
+PYMIC_API const char *pymic_status_name(int status);
+
+/* ----------------------------------------------------------------- engine */
+
+/* Initialise the engine now (idempotent).  Parses PYMIC_DEVICES:
+ *   "host"            one device on all cores of the process (default)
+ *   "host*N"          N devices that split the cores evenly (N > cores:
+ *                     devices share cores round-robin)
+ *   "host:0-3;host:4,5"  explicit CPU lists, one device per ';'-item
+ * PYMIC_MEMORY_LIMIT ("512M", "2G", bytes) bounds each device's memory.
+ * PYMIC_SPIN_NS sets the spin window of waits (see pymic_set_spin_ns).
+ * PYMIC_DEBUG >= 1 prints engine messages on stderr prefixed "PYMIC:". */
+PYMIC_API int pymic_init(void);
+
+/* Version as major*10000 + minor*100 + patch. */
+PYMIC_API int pymic_version(void);
+
+/* How long a waiter (host sync, idle worker) spins before it sleeps, in
+ * nanoseconds.  Spinning makes small offloads fast; sleeping keeps an idle
+ * process at ~0% CPU.  Default 50000 (50 us); 0 means sleep at once. */
+PYMIC_API int pymic_set_spin_ns(uint64_t ns);
+PYMIC_API int pymic_get_spin_ns(uint64_t *ns);
+
+/* Debug level (PYMIC_DEBUG); messages go to stderr prefixed "PYMIC:". */
+PYMIC_API int pymic_set_debug_level(int level);
+PYMIC_API int pymic_get_debug_level(int *level);
+
+/* ---------------------------------------------------------------- devices */
+
+typedef struct pymic_device_info {
+    int id;                       /* device number                          */
+    char kind[PYMIC_NAME_MAX];    /* backend kind: "host"                   */
+    char name[PYMIC_NAME_MAX];    /* human-readable, e.g. "host:0-1"        */
+    int ncores;                   /* cores (CPUs) the device runs on        */
+    size_t memory_total;          /* bytes the device may hold (its limit)  */
+    size_t memory_used;           /* bytes in live allocations              */
+} pymic_device_info;
+
+PYMIC_API int pymic_device_count(int *count);
+PYMIC_API int pymic_device_get_info(int device, pymic_device_info *info);
+
+/* The CPU numbers of a device: writes up to `max` of them to `cpus`, the
+ * total to *count. */
+PYMIC_API int pymic_device_get_cpus(int device, int *cpus, int max, int *count);
+
+/* Memory limit of a device in bytes (0 = back to the default: physical
+ * memory divided among devices).  Fails with OUT_OF_MEMORY if below the
+ * bytes already allocated. */
+PYMIC_API int pymic_device_set_memory_limit(int device, size_t bytes);
+
+/* Block until every stream of the device has drained. */
+PYMIC_API int pymic_device_sync(int device);
+
+/* ---------------------------------------------------------------- streams */
+
+typedef struct pymic_stream pymic_stream;
+
+/* A new stream on `device`, with its own worker thread pinned to the
+ * device's cores.  Streams of one device run concurrently. */
+PYMIC_API int pymic_stream_create(int device, pymic_stream **stream);
+
+/* Drain the stream (everything enqueued completes), then destroy it. */
+PYMIC_API int pymic_stream_destroy(pymic_stream *stream);
+
+/* Block until everything enqueued so far has completed. */
+PYMIC_API int pymic_stream_sync(pymic_stream *stream);
+
+/* 1 if everything enqueued so far has completed, 0 if not. */
+PYMIC_API int pymic_stream_query(pymic_stream *stream);
+
+/* The device number of a stream (negative status if stream is NULL). */
+PYMIC_API int pymic_stream_device(const pymic_stream *stream);
+
+/* Sequence numbers: each enqueued command gets the next number (starting at
+ * 1).  last_enqueued is the newest command's number, completed the number
+ * up to which every command has finished.  A host object used by a command
+ * enqueued before reading last_enqueued may be released once completed has
+ * reached that value (this is how the Python layer keeps buffers alive). */
+PYMIC_API uint64_t pymic_stream_last_enqueued(const pymic_stream *stream);
+PYMIC_API uint64_t pymic_stream_completed(const pymic_stream *stream);
+
+/* Block until the stream's completed sequence number reaches `seq`. */
+PYMIC_API int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq);
+
+/* ----------------------------------------------------------------- events */
+
+typedef struct pymic_event pymic_event;
+
+PYMIC_API int pymic_event_create(pymic_event **event);
+/* Waits for a pending record of the event, then destroys it. */
+PYMIC_API int pymic_event_destroy(pymic_event *event);
+
+/* Enqueue a marker: the event completes (and takes its timestamp) when the
+ * stream reaches this point.  Re-recording moves the event to the new point. */
+PYMIC_API int pymic_event_record(pymic_event *event, pymic_stream *stream);
+
+/* Later commands of `stream` wait until `event` (as last recorded) has
+ * completed.  The host does not block.  The event may be on any device. */
+PYMIC_API int pymic_stream_wait_event(pymic_stream *stream, pymic_event *event);
+
+/* Block until the event has completed.  NOT_RECORDED if never recorded. */
+PYMIC_API int pymic_event_sync(pymic_event *event);
+
+/* 1 if completed, 0 if pending; NOT_RECORDED if never recorded. */
+PYMIC_API int pymic_event_query(pymic_event *event);
+
+/* Seconds from `start` to `end`; both must have completed (else
+ * INVALID_ARGUMENT) and been recorded (else NOT_RECORDED). */
+PYMIC_API int pymic_event_elapsed(pymic_event *start, pymic_event *end, double *seconds);
+
+/* ---------------------------------------------------------- device memory */
+
+/* Allocate `nbytes` (> 0) of device memory aligned to `alignment` (a power
+ * of two; 0 means 64).  Synchronous. */
+PYMIC_API int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_ptr);
+
+/* Stream-ordered free: the memory is released after every command enqueued
+ * on `stream` before this call has completed.  The pointer is dead at once:
+ * using or freeing it again is INVALID_POINTER. */
+PYMIC_API int pymic_mem_free(pymic_stream *stream, void *device_ptr);
+
+/* Describe the live allocation containing `device_ptr` (which may point
+ * inside it): its start and size.  INVALID_POINTER if there is none. */
+PYMIC_API int pymic_mem_query(int device, const void *device_ptr, void **base, size_t *nbytes);
+
+/* Raw address of `device_ptr` + `offset` as the device's code sees it,
+ * after checking it lies inside a live allocation. */
+PYMIC_API int pymic_mem_translate(int device, const void *device_ptr, size_t offset, uintptr_t *address);
+
+/* Asynchronous copies, ordered in `stream`.  Device-side ranges are
+ * [ptr + offset, ptr + offset + nbytes) and must lie inside one live
+ * allocation of the stream's device (OUT_OF_RANGE otherwise; INVALID_POINTER
+ * for an unknown pointer, WRONG_DEVICE for another device's memory).  The
+ * host buffer must stay valid until the copy completes.  nbytes == 0 is
+ * INVALID_ARGUMENT. */
+PYMIC_API int pymic_memcpy_h2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
+                               const void *host_src, size_t nbytes);
+PYMIC_API int pymic_memcpy_d2h(pymic_stream *stream, void *host_dst, const void *device_src,
+                               size_t src_offset, size_t nbytes);
+PYMIC_API int pymic_memcpy_d2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
+                               const void *device_src, size_t src_offset, size_t nbytes);
+
+/* -------------------------------------------------------------- libraries */
+
+typedef struct pymic_library pymic_library;
+typedef struct pymic_kernel pymic_kernel;
+
+/* Load a shared object on a device.  `path` containing a '/' is used as is;
+ * a bare name is resolved by the caller (the Python layer searches
+ * PYMIC_LIBRARY_PATH) or by the system loader.  Failure is LIBRARY with the
+ * file and the loader's reason (missing, wrong format, undefined symbol). */
+PYMIC_API int pymic_library_load(int device, const char *path, pymic_library **library);
+
+/* Drain the device's streams, then unload.  Kernel handles die with it. */
+PYMIC_API int pymic_library_unload(pymic_library *library);
+
+/* The path the library was loaded from; the device it is loaded on. */
+PYMIC_API const char *pymic_library_path(const pymic_library *library);
+PYMIC_API int pymic_library_device(const pymic_library *library);
+
+/* Find an exported function by name.  The handle is owned by the library,
+ * cached (same name, same handle) and valid until the library is unloaded.
+ * KERNEL_NOT_FOUND names kernel and library. */
+PYMIC_API int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **kernel);
+
+PYMIC_API const char *pymic_kernel_name(const pymic_kernel *kernel);
+PYMIC_API void *pymic_kernel_address(const pymic_kernel *kernel);
+PYMIC_API int pymic_kernel_device(const pymic_kernel *kernel);
+PYMIC_API pymic_library *pymic_kernel_library(const pymic_kernel *kernel);
+
+/* ----------------------------------------------------------------- invoke */
+
+/* One kernel argument.  The kernel receives one pointer per argument:
+ *   size == 0: `data` itself (a device pointer, or NULL);
+ *   size  > 0: a pointer to a copy of the `size` bytes at `data`, taken at
+ *              enqueue time and aligned to 16 bytes (scalars).          */
+typedef struct pymic_arg {
+    const void *data;
+    size_t size;
+} pymic_arg;
+
+/* Enqueue `kernel` with `nargs` arguments (0 .. PYMIC_MAX_KERNEL_ARGS).
+ * WRONG_DEVICE if the kernel was found on another device than the stream's.
+ * Never allocates: a full command ring makes the caller wait for room. */
+PYMIC_API int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
+                           const pymic_arg *args);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PYMIC_H */
