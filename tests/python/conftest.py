@@ -1,0 +1,100 @@
+"""Shared fixtures of the pymic test suite.
+
+The test kernels in ``tests/python/kernels`` are compiled once per session,
+the way a pymic user builds kernels: the system C compiler, the include
+directory from :func:`pymic.get_include`, ``-shared -fPIC -fopenmp``.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import pymic
+from helpers import assert_usable
+
+TESTS_DIR = Path(__file__).resolve().parent
+KERNEL_SOURCES = TESTS_DIR / "kernels"
+
+KERNEL_FLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
+                "-fPIC", "-shared", "-fopenmp"]
+
+# Every library the suite builds: file name -> source directory.
+TEST_LIBRARIES = {
+    "libpymictest.so": KERNEL_SOURCES / "main",
+    "libpymicsecond.so": KERNEL_SOURCES / "second",
+    "libpymicundefined.so": KERNEL_SOURCES / "broken",
+}
+
+
+def compile_library(output, sources):
+    """Compile C kernel sources into the shared object `output`.
+
+    Parameters
+    ----------
+    output : pathlib.Path
+        The shared object to write.
+    sources : list of pathlib.Path
+        The C files to compile into it.
+    """
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        pytest.exit(f"no C compiler ({compiler}) to build the test kernels", 2)
+    command = [compiler, *KERNEL_FLAGS, f"-I{pymic.get_include()}",
+               "-o", str(output), *map(str, sources)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.exit(f"building {output.name} failed:\n{' '.join(command)}\n"
+                    f"{result.stderr}", 2)
+
+
+@pytest.fixture(scope="session")
+def kernel_dir(tmp_path_factory):
+    """Directory holding the compiled test libraries and ``libbogus.so``.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    directory = tmp_path_factory.mktemp("kernels")
+    for name, source_dir in TEST_LIBRARIES.items():
+        compile_library(directory / name, sorted(source_dir.glob("*.c")))
+    # A file with a library's name that is not a library at all.
+    (directory / "libbogus.so").write_text("this is a text file, not an ELF shared object\n")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def device():
+    """The first offload device, ``pymic.devices[0]``."""
+    return pymic.devices[0]
+
+
+@pytest.fixture(scope="session")
+def lib(device, kernel_dir):
+    """The main test kernel library loaded on device 0 by absolute path."""
+    return device.load_library(str(kernel_dir / "libpymictest.so"))
+
+
+@pytest.fixture
+def stream(device):
+    """A fresh stream per test, so a failing test cannot disturb another."""
+    new_stream = device.create_stream()
+    yield new_stream
+    new_stream.sync()
+
+
+@pytest.fixture
+def default_stream(device):
+    """The device's default stream (what most pyMIC programs use)."""
+    default = device.get_default_stream()
+    yield default
+    default.sync()
+
+
+@pytest.fixture
+def usable(stream, lib):
+    """A callable ``usable()`` asserting that `stream` still works."""
+    return lambda: assert_usable(stream, lib)

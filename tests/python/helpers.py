@@ -1,0 +1,61 @@
+"""Helpers shared by the test modules (imported as ``helpers``)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+
+def assert_usable(stream, lib):
+    """Check that a normal invoke still works on `stream`.
+
+    Every error test calls this after the expected exception, because a
+    failed call must leave pymic usable.
+
+    Parameters
+    ----------
+    stream : pymic.OffloadStream
+        The stream to invoke on.
+    lib : pymic.OffloadLibrary
+        The test kernel library.
+    """
+    data = np.arange(8, dtype=np.float64)
+    stream.invoke(lib.scale_double, data, data.size, 3.0)
+    stream.sync()
+    np.testing.assert_array_equal(data, np.arange(8, dtype=np.float64) * 3.0)
+    bound = stream.bind(np.ones(4))
+    stream.invoke(lib.scale_double, bound, 4, 2.0)
+    result = bound.update_host().array
+    stream.sync()
+    np.testing.assert_array_equal(result, np.full(4, 2.0))
+
+
+def run_python(code, env=None, cwd=None, timeout=60):
+    """Run a Python snippet in a fresh interpreter (same as the tests').
+
+    Parameters
+    ----------
+    code : str
+        The program text.
+    env : dict, optional
+        Variables added to (or, with value None, removed from) the
+        environment of the child.
+    cwd : str or pathlib.Path, optional
+        Working directory of the child.
+    timeout : float
+        Seconds before the child is considered hung.
+
+    Returns
+    -------
+    subprocess.CompletedProcess
+        With text ``stdout`` and ``stderr``.
+    """
+    child_env = dict(os.environ)
+    for key, value in (env or {}).items():
+        if value is None:
+            child_env.pop(key, None)
+        else:
+            child_env[key] = value
+    return subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, env=child_env, cwd=cwd, timeout=timeout)

@@ -1,0 +1,111 @@
+"""OffloadLibrary and kernel handles (API.md sections 3 and 4)."""
+
+import os
+
+import numpy as np
+import pytest
+
+import pymic
+
+
+def test_kernel_handle_is_a_pymic_style_tuple(lib, device):
+    kernel = lib.scale_double
+    assert kernel[0] == "scale_double"
+    assert isinstance(kernel[1], int) and kernel[1] != 0
+    assert kernel[2] == device
+    assert kernel[3] is lib
+
+
+def test_kernel_handles_are_cached(lib):
+    assert lib.scale_double is lib.scale_double
+
+
+def test_different_kernels_have_different_addresses(lib):
+    assert lib.scale_double[1] != lib.increment_int64[1]
+
+
+def test_unknown_kernel_names_kernel_and_library(lib):
+    with pytest.raises(pymic.OffloadError) as info:
+        lib.no_such_kernel
+    message = str(info.value)
+    assert "no_such_kernel" in message
+    assert "libpymictest" in message
+
+
+def test_unknown_kernel_leaves_library_usable(lib, stream, usable):
+    with pytest.raises(pymic.OffloadError):
+        lib.no_such_kernel
+    usable()
+
+
+def test_kernel_from_another_library_is_not_found_here(lib, device, kernel_dir):
+    second = device.load_library(str(kernel_dir / "libpymicsecond.so"))
+    assert second.second_answer[0] == "second_answer"
+    with pytest.raises(pymic.OffloadError):
+        lib.second_answer
+    with pytest.raises(pymic.OffloadError):
+        second.scale_double
+
+
+def test_static_helper_is_not_a_kernel(lib):
+    # report_arguments in many_args.c is static: not exported.
+    with pytest.raises(pymic.OffloadError):
+        lib.report_arguments
+
+
+def test_loading_the_same_library_twice_works(device, kernel_dir, stream):
+    path = str(kernel_dir / "libpymicsecond.so")
+    first = device.load_library(path)
+    second = device.load_library(path)
+    out = np.zeros(2, dtype=np.int64)
+    stream.invoke(first.second_answer, out[0:1])
+    stream.invoke(second.second_answer, out)
+    assert out[0] == 42
+
+
+def test_bare_name_found_in_the_working_directory(device, kernel_dir, monkeypatch, stream):
+    monkeypatch.delenv("PYMIC_LIBRARY_PATH", raising=False)
+    monkeypatch.chdir(kernel_dir)
+    library = device.load_library("libpymicsecond.so")
+    out = np.zeros(1, dtype=np.int64)
+    stream.invoke(library.second_answer, out)
+    assert out[0] == 42
+
+
+def test_bare_name_found_in_pymic_library_path(device, kernel_dir, monkeypatch, tmp_path, stream):
+    # The variable is read when load_library runs, as with pyMIC.
+    monkeypatch.setenv("PYMIC_LIBRARY_PATH",
+                       os.pathsep.join([str(tmp_path / "nothing-here"), str(kernel_dir)]))
+    monkeypatch.chdir(tmp_path)
+    library = device.load_library("libpymicsecond.so")
+    out = np.zeros(1, dtype=np.int64)
+    stream.invoke(library.second_answer, out)
+    assert out[0] == 42
+
+
+def test_absolute_path_is_used_as_is(device, kernel_dir, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYMIC_LIBRARY_PATH", str(tmp_path))
+    library = device.load_library(str(kernel_dir / "libpymicsecond.so"))
+    assert library.second_answer[0] == "second_answer"
+
+
+def test_builtin_array_library_is_found_by_bare_name(device):
+    # libpymic_array.so lives in the package directory, which is searched.
+    library = device.load_library("libpymic_array.so")
+    assert library.pymic_array_add_float64[0] == "pymic_array_add_float64"
+
+
+def test_not_a_library_names_the_file(device, kernel_dir, usable):
+    with pytest.raises(pymic.OffloadError, match="libbogus"):
+        device.load_library(str(kernel_dir / "libbogus.so"))
+    usable()
+
+
+def test_undefined_symbol_names_file_and_symbol(device, kernel_dir, usable):
+    with pytest.raises(pymic.OffloadError) as info:
+        device.load_library(str(kernel_dir / "libpymicundefined.so"))
+    message = str(info.value)
+    assert "libpymicundefined" in message
+    assert "pymic_tests_variable_nobody_defines" in message
+    usable()

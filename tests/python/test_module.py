@@ -1,0 +1,72 @@
+"""Module level of pymic (API.md section 2): devices, classes, errors."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+import pymic
+
+
+def test_devices_has_device_zero():
+    assert 0 in pymic.devices
+    assert isinstance(pymic.devices[0], pymic.OffloadDevice)
+
+
+def test_devices_behaves_like_a_mapping_of_numbers():
+    assert len(pymic.devices) == pymic.number_of_devices()
+    numbers = list(pymic.devices)
+    assert numbers == list(range(len(pymic.devices)))
+    for number in pymic.devices:
+        assert pymic.devices[number].device_id == number
+
+
+def test_number_of_devices_is_a_positive_int():
+    count = pymic.number_of_devices()
+    assert isinstance(count, int)
+    assert count >= 1
+
+
+def test_unknown_device_number_is_a_key_error():
+    with pytest.raises(KeyError):
+        pymic.devices[pymic.number_of_devices()]
+
+
+def test_classes_are_exported_from_the_package_root():
+    for name in ("OffloadArray", "OffloadStream", "OffloadDevice",
+                 "OffloadLibrary", "OffloadError"):
+        assert isinstance(getattr(pymic, name), type), name
+
+
+def test_offload_error_is_an_exception():
+    assert issubclass(pymic.OffloadError, Exception)
+    with pytest.raises(pymic.OffloadError, match="reason"):
+        raise pymic.OffloadError("reason")
+
+
+def test_get_include_holds_both_headers():
+    include = Path(pymic.get_include())
+    assert include.is_dir()
+    assert (include / "pymic_kernel.h").is_file()
+    assert (include / "pymic.h").is_file()
+
+
+def test_public_calls_have_docstrings():
+    public = [pymic.number_of_devices, pymic.get_include, pymic.OffloadDevice,
+              pymic.OffloadStream, pymic.OffloadArray, pymic.OffloadLibrary,
+              pymic.OffloadDevice.load_library, pymic.OffloadStream.invoke,
+              pymic.OffloadStream.bind, pymic.OffloadArray.update_host]
+    for item in public:
+        assert item.__doc__ and item.__doc__.strip(), item
+
+
+def test_import_is_cheap_to_repeat():
+    # A second import returns the same module and the same device objects.
+    import importlib
+    again = importlib.import_module("pymic")
+    assert again is pymic
+    assert again.devices[0] == pymic.devices[0]
+
+
+def test_module_lives_in_an_installed_package_directory():
+    assert os.path.isdir(os.path.dirname(pymic.__file__))
