@@ -1,0 +1,258 @@
+"""Every bad input API.md names raises the documented exception, and pymic
+stays usable afterwards: after each error a normal invoke still works."""
+
+import textwrap
+
+import numpy as np
+import pytest
+
+import pymic
+from helpers import assert_usable, run_python
+
+
+def bad_kernel_argument(stream, lib, kernel_dir):
+    stream.invoke(lib.store_double, np.zeros(1), "not a scalar")
+
+
+def kernel_is_a_string(stream, lib, kernel_dir):
+    stream.invoke("scale_double", np.zeros(1), 1, 1.0)
+
+
+def too_many_arguments(stream, lib, kernel_dir):
+    stream.invoke(lib.args_128, np.zeros(129, dtype=np.int64), *range(1, 129))
+
+
+def far_too_many_arguments(stream, lib, kernel_dir):
+    stream.invoke(lib.empty_kernel, *([1.0] * 1000))
+
+
+def bind_a_list(stream, lib, kernel_dir):
+    stream.bind([1.0, 2.0])
+
+
+def bind_non_contiguous(stream, lib, kernel_dir):
+    stream.bind(np.zeros((4, 4))[:, ::2])
+
+
+def add_mismatched_shapes(stream, lib, kernel_dir):
+    stream.bind(np.ones(3)) + stream.bind(np.ones(4))
+
+
+def add_mismatched_dtypes(stream, lib, kernel_dir):
+    stream.bind(np.ones(3)) + np.ones(3, dtype=np.float32)
+
+
+def reshape_to_other_size(stream, lib, kernel_dir):
+    stream.bind(np.ones(6)).reshape(5)
+
+
+def slice_with_step(stream, lib, kernel_dir):
+    stream.bind(np.ones(6))[::3] = 0.0
+
+
+def allocate_zero_bytes(stream, lib, kernel_dir):
+    stream.allocate_device_memory(0)
+
+
+def allocate_negative_bytes(stream, lib, kernel_dir):
+    stream.allocate_device_memory(-64)
+
+
+def transfer_beyond_allocation(stream, lib, kernel_dir):
+    pointer = stream.allocate_device_memory(64)
+    stream.transfer_host2device(np.zeros(16).ctypes.data, pointer, 128)
+
+
+def transfer_negative_offset(stream, lib, kernel_dir):
+    pointer = stream.allocate_device_memory(64)
+    stream.transfer_device2host(pointer, np.zeros(8).ctypes.data, 8, offset_device=-8)
+
+
+def transfer_zero_bytes(stream, lib, kernel_dir):
+    pointer = stream.allocate_device_memory(64)
+    stream.transfer_device2device(pointer, pointer, 0)
+
+
+def transfer_offset_past_end(stream, lib, kernel_dir):
+    pointer = stream.allocate_device_memory(64)
+    stream.transfer_device2device(pointer, pointer, 8, offset_device_src=64)
+
+
+def unknown_kernel(stream, lib, kernel_dir):
+    lib.this_kernel_does_not_exist
+
+
+def unknown_library(stream, lib, kernel_dir):
+    stream.get_device().load_library("libthis_library_does_not_exist.so")
+
+
+def unknown_library_by_path(stream, lib, kernel_dir):
+    stream.get_device().load_library(str(kernel_dir / "libmissing.so"))
+
+
+def not_a_library(stream, lib, kernel_dir):
+    stream.get_device().load_library(str(kernel_dir / "libbogus.so"))
+
+
+def library_with_undefined_symbol(stream, lib, kernel_dir):
+    stream.get_device().load_library(str(kernel_dir / "libpymicundefined.so"))
+
+
+def double_free(stream, lib, kernel_dir):
+    pointer = stream.allocate_device_memory(64)
+    stream.deallocate_device_memory(pointer)
+    stream.deallocate_device_memory(pointer)
+
+
+def transfer_after_free(stream, lib, kernel_dir):
+    pointer = stream.allocate_device_memory(64)
+    stream.deallocate_device_memory(pointer)
+    stream.transfer_device2host(pointer, np.zeros(8).ctypes.data, 8)
+
+
+BAD_CALLS = [
+    (bad_kernel_argument, TypeError),
+    (kernel_is_a_string, TypeError),
+    (too_many_arguments, ValueError),
+    (far_too_many_arguments, ValueError),
+    (bind_a_list, TypeError),
+    (bind_non_contiguous, ValueError),
+    (add_mismatched_shapes, ValueError),
+    (add_mismatched_dtypes, ValueError),
+    (reshape_to_other_size, ValueError),
+    (slice_with_step, ValueError),
+    (allocate_zero_bytes, ValueError),
+    (allocate_negative_bytes, ValueError),
+    (transfer_beyond_allocation, ValueError),
+    (transfer_negative_offset, ValueError),
+    (transfer_zero_bytes, ValueError),
+    (transfer_offset_past_end, ValueError),
+    (unknown_kernel, pymic.OffloadError),
+    (unknown_library, pymic.OffloadError),
+    (unknown_library_by_path, pymic.OffloadError),
+    (not_a_library, pymic.OffloadError),
+    (library_with_undefined_symbol, pymic.OffloadError),
+    (double_free, pymic.OffloadError),
+    (transfer_after_free, pymic.OffloadError),
+]
+
+
+@pytest.mark.parametrize("bad_call, exception", BAD_CALLS,
+                         ids=[call.__name__ for call, _ in BAD_CALLS])
+def test_bad_input_raises_and_pymic_stays_usable(stream, lib, kernel_dir, usable,
+                                                 bad_call, exception):
+    with pytest.raises(exception):
+        bad_call(stream, lib, kernel_dir)
+    usable()
+
+
+@pytest.mark.parametrize("bad_call, exception", BAD_CALLS,
+                         ids=[call.__name__ for call, _ in BAD_CALLS])
+def test_bad_input_on_the_default_stream(default_stream, lib, kernel_dir,
+                                         bad_call, exception):
+    # pyMIC programs use the default stream: the same errors must leave it usable.
+    with pytest.raises(exception):
+        bad_call(default_stream, lib, kernel_dir)
+    assert_usable(default_stream, lib)
+
+
+def test_offload_error_message_is_informative(device, kernel_dir):
+    with pytest.raises(pymic.OffloadError) as info:
+        device.load_library(str(kernel_dir / "libbogus.so"))
+    message = str(info.value)
+    assert "libbogus.so" in message
+    # Not just the file: the reason the loader gave (more than the name).
+    assert len(message) > len("libbogus.so") + 10
+
+
+def test_rejected_invoke_enqueues_nothing(stream, lib, usable):
+    # The ndarray would be copied back if anything had been enqueued.
+    out = np.full(129, -1, dtype=np.int64)
+    with pytest.raises(ValueError):
+        stream.invoke(lib.args_128, out, *range(1, 129))
+    stream.sync()
+    assert (out == -1).all()
+    with pytest.raises(TypeError):
+        stream.invoke(lib.store_double, out, object())
+    stream.sync()
+    assert (out == -1).all()
+    usable()
+
+
+def test_many_errors_in_a_row_leave_pymic_usable(stream, lib, kernel_dir, usable):
+    for _ in range(50):
+        for bad_call, exception in BAD_CALLS:
+            with pytest.raises(exception):
+                bad_call(stream, lib, kernel_dir)
+    usable()
+
+
+def test_errors_in_one_stream_do_not_disturb_another(device, lib, kernel_dir):
+    busy = device.create_stream()
+    target = busy.bind(np.zeros(8))
+    busy.invoke(lib.sleep_then_fill, target, 8, 6.0, 100)
+    other = device.create_stream()
+    for bad_call, exception in BAD_CALLS:
+        with pytest.raises(exception):
+            bad_call(other, lib, kernel_dir)
+    result = target.update_host().array
+    busy.sync()
+    np.testing.assert_array_equal(result, np.full(8, 6.0))
+
+
+WRONG_DEVICE_PROGRAM = textwrap.dedent("""
+    import numpy as np
+    import pymic
+
+    assert pymic.number_of_devices() == 2, pymic.number_of_devices()
+    first, second = pymic.devices[0], pymic.devices[1]
+    lib_first = first.load_library(LIBRARY)
+    lib_second = second.load_library(LIBRARY)
+    stream_first = first.get_default_stream()
+    stream_second = second.get_default_stream()
+
+    def expect(exceptions, call, what):
+        try:
+            call()
+        except exceptions as error:
+            print(what, "raised", type(error).__name__)
+        else:
+            raise SystemExit(what + " did not raise")
+
+    def still_usable():
+        for stream, lib in ((stream_first, lib_first), (stream_second, lib_second)):
+            data = np.ones(4)
+            stream.invoke(lib.scale_double, data, 4, 2.0)
+            assert (data == 2.0).all(), data
+
+    # A kernel of device 0 invoked on a stream of device 1.
+    expect(pymic.OffloadError,
+           lambda: stream_second.invoke(lib_first.scale_double, np.ones(2), 2, 1.0),
+           "kernel on another device's stream")
+    still_usable()
+    expect(pymic.OffloadError,
+           lambda: stream_first.invoke(lib_second.empty_kernel),
+           "kernel of device 1 on device 0")
+    still_usable()
+
+    # An OffloadArray moved to a stream of another device.
+    offload = stream_first.bind(np.ones(3))
+    expect(ValueError, lambda: offload.assign_stream(stream_second),
+           "assign_stream to another device")
+    still_usable()
+
+    # Device memory of device 0 used by a transfer on device 1.
+    pointer = stream_first.allocate_device_memory(64)
+    expect((pymic.OffloadError, ValueError),
+           lambda: stream_second.transfer_device2host(pointer, np.zeros(8).ctypes.data, 8),
+           "memory of another device")
+    still_usable()
+    print("ALL OK")
+""")
+
+
+def test_kernel_on_another_devices_stream(kernel_dir):
+    program = f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + WRONG_DEVICE_PROGRAM
+    result = run_python(program, env={"PYMIC_DEVICES": "host*2"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ALL OK" in result.stdout

@@ -1,0 +1,205 @@
+"""Streams and events (API.md sections 5 and 6)."""
+
+import gc
+
+import numpy as np
+import pytest
+
+import pymic
+
+
+def test_sync_waits_for_everything_enqueued(stream, lib):
+    target = stream.bind(np.zeros(3))
+    stream.invoke(lib.sleep_then_fill, target, 3, 2.0, 100)
+    target.update_host()
+    stream.sync()
+    np.testing.assert_array_equal(target.array, [2.0] * 3)
+
+
+def test_sync_on_an_idle_stream_returns(stream):
+    stream.sync()
+    stream.sync()
+
+
+def test_get_device(stream, device):
+    assert stream.get_device() == device
+
+
+def test_record_event_returns_an_event(stream):
+    event = stream.record_event()
+    assert isinstance(event, pymic.OffloadEvent)
+    event.sync()
+    assert event.done
+
+
+def test_event_is_pending_until_its_point_is_reached(stream, lib):
+    stream.invoke(lib.sleep_ms, 200)
+    event = stream.record_event()
+    assert event.done is False
+    event.sync()
+    assert event.done is True
+
+
+def test_event_sync_does_not_wait_for_later_commands(stream, lib):
+    first = stream.bind(np.zeros(1))
+    stream.invoke(lib.sleep_then_fill, first, 1, 1.0, 50)
+    event = stream.record_event()
+    stream.invoke(lib.sleep_ms, 300)
+    after = stream.record_event()
+    event.sync()
+    assert event.done
+    assert not after.done
+    stream.sync()
+    assert after.done
+
+
+def test_elapsed_between_two_events(stream, lib):
+    start = stream.record_event()
+    stream.invoke(lib.sleep_ms, 100)
+    end = stream.record_event()
+    end.sync()
+    seconds = start.elapsed(end)
+    assert isinstance(seconds, float)
+    # The events bracket a 100 ms sleep: the span cannot be shorter.
+    assert seconds >= 0.099
+
+
+def test_elapsed_of_a_pending_event_is_an_error(stream, lib, usable):
+    start = stream.record_event()
+    stream.invoke(lib.sleep_ms, 300)
+    end = stream.record_event()
+    with pytest.raises((pymic.OffloadError, ValueError)):
+        start.elapsed(end)
+    stream.sync()
+    usable()
+
+
+def test_wait_event_orders_two_streams(device, lib):
+    producer = device.create_stream()
+    consumer = device.create_stream()
+    shared = producer.bind(np.zeros(4))
+    producer.invoke(lib.sleep_then_fill, shared, 4, 9.0, 200)
+    ready = producer.record_event()
+    consumer.wait_event(ready)
+    # Runs on the consumer stream only after the producer's kernel.
+    result = np.zeros(4)
+    consumer.invoke(lib.copy_double, result, shared, 4)
+    np.testing.assert_array_equal(result, np.full(4, 9.0))
+
+
+def test_wait_event_does_not_block_the_host(device, lib):
+    producer = device.create_stream()
+    consumer = device.create_stream()
+    producer.invoke(lib.sleep_ms, 300)
+    ready = producer.record_event()
+    consumer.wait_event(ready)
+    consumer.invoke(lib.empty_kernel)
+    after = consumer.record_event()
+    # wait_event returned at once; the consumer is held back by the event.
+    assert not ready.done
+    assert not after.done
+    consumer.sync()
+    assert ready.done and after.done
+
+
+def test_event_from_another_stream_in_a_pipeline(device, lib):
+    first = device.create_stream()
+    second = device.create_stream()
+    chunks = [first.bind(np.full(8, float(i))) for i in range(4)]
+    for chunk in chunks:
+        first.invoke(lib.scale_double, chunk, 8, 2.0)
+        done = first.record_event()
+        second.wait_event(done)
+        chunk.assign_stream(second)
+        second.invoke(lib.scale_double, chunk, 8, 3.0)
+        chunk.update_host()
+    second.sync()
+    for i, chunk in enumerate(chunks):
+        np.testing.assert_array_equal(chunk.array, np.full(8, 6.0 * i))
+
+
+def test_wait_event_rejects_non_events(stream, usable):
+    with pytest.raises(TypeError):
+        stream.wait_event("event")
+    usable()
+
+
+def test_many_events(stream, lib):
+    events = []
+    for _ in range(200):
+        stream.invoke(lib.empty_kernel)
+        events.append(stream.record_event())
+    events[-1].sync()
+    assert all(event.done for event in events)
+    assert events[0].elapsed(events[-1]) >= 0.0
+
+
+def test_default_stream_works_after_other_streams_are_dropped(device, lib):
+    for _ in range(4):
+        temporary = device.create_stream()
+        temporary.invoke(lib.sleep_ms, 5)
+        del temporary
+    gc.collect()
+    default = device.get_default_stream()
+    data = np.ones(2)
+    default.invoke(lib.scale_double, data, 2, 3.0)
+    np.testing.assert_array_equal(data, [3.0, 3.0])
+
+
+# ------------------------------------------------ lifetime of pending work
+
+ELEMENTS = 4096  # 32 KiB: small enough that malloc reuses a freed block
+
+
+def test_array_dropped_while_its_copy_back_is_pending(stream, lib):
+    offload = stream.bind(np.zeros(ELEMENTS))
+    stream.invoke(lib.sleep_then_fill, offload, ELEMENTS, 3.0, 100)
+    offload.update_host()
+    host = offload.array
+    del offload
+    gc.collect()
+    stream.sync()
+    assert (host == 3.0).all()
+
+
+def test_array_and_host_buffer_dropped_while_copies_are_pending(stream, lib, usable):
+    # The kernel holds the stream, so the copy to the device (bind) and the
+    # copy back (update_host) are still queued when both the OffloadArray
+    # and its host array lose their last reference.
+    stream.invoke(lib.sleep_ms, 100)
+    offload = stream.bind(np.full(ELEMENTS, 5.0))
+    offload.update_host()
+    del offload
+    gc.collect()
+    # Fresh arrays likely reuse the dropped buffer's memory; a copy-back into
+    # freed memory would overwrite them.
+    fresh = [np.full(ELEMENTS, 7.0) for _ in range(8)]
+    stream.sync()
+    for array in fresh:
+        assert (array == 7.0).all()
+    usable()
+
+
+def test_ndarray_argument_dropped_after_invoke(stream, lib, usable):
+    # invoke with an ndarray returns after the copy-back, so the caller may
+    # drop it at once; nothing may touch it afterwards.
+    for _ in range(10):
+        stream.invoke(lib.scale_double, np.ones(ELEMENTS), ELEMENTS, 2.0)
+    fresh = [np.full(ELEMENTS, 7.0) for _ in range(8)]
+    stream.sync()
+    for array in fresh:
+        assert (array == 7.0).all()
+    usable()
+
+
+def test_offload_array_dropped_while_a_kernel_uses_it(stream, lib, usable):
+    keep = stream.bind(np.zeros(ELEMENTS))
+    scratch = stream.bind(np.zeros(ELEMENTS))
+    stream.invoke(lib.sleep_then_fill, scratch, ELEMENTS, 4.0, 100)
+    stream.invoke(lib.copy_double, keep, scratch, ELEMENTS)
+    del scratch
+    gc.collect()
+    result = keep.update_host().array
+    stream.sync()
+    assert (result == 4.0).all()
+    usable()
