@@ -1,0 +1,83 @@
+/*
+ * device.c -- device queries, memory limits and device-wide sync.
+ */
+#include "engine.h"
+
+#include <stdio.h>
+#include <string.h>
+
+pymic_device *pymic_device_lookup(int id, const char *op, int *status)
+{
+    *status = pymic_ensure_init();
+    if (*status != PYMIC_OK)
+        return NULL;
+    if (id < 0 || id >= pymic_global.ndevices) {
+        *status = pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                             "%s: device %d does not exist (devices are 0..%d)", op, id,
+                             pymic_global.ndevices - 1);
+        return NULL;
+    }
+    return &pymic_global.devices[id];
+}
+
+int pymic_device_count(int *count)
+{
+    int status = pymic_ensure_init();
+    if (status != PYMIC_OK)
+        return status;
+    if (!count)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "pymic_device_count: count is NULL");
+    *count = pymic_global.ndevices;
+    return PYMIC_OK;
+}
+
+int pymic_device_get_info(int device, pymic_device_info *info)
+{
+    int status;
+    pymic_device *d = pymic_device_lookup(device, "pymic_device_get_info", &status);
+    if (!d)
+        return status;
+    if (!info)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                          "pymic_device_get_info: device %d: info is NULL", device);
+    memset(info, 0, sizeof *info);
+    info->id = d->id;
+    snprintf(info->kind, sizeof info->kind, "host");
+    snprintf(info->name, sizeof info->name, "%s", d->name);
+    info->ncores = d->ncpus;
+    pymic_memory_usage(d, &info->memory_total, &info->memory_used);
+    return PYMIC_OK;
+}
+
+int pymic_device_get_cpus(int device, int *cpus, int max, int *count)
+{
+    int status;
+    pymic_device *d = pymic_device_lookup(device, "pymic_device_get_cpus", &status);
+    if (!d)
+        return status;
+    if (!count || max < 0 || (max > 0 && !cpus))
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                          "pymic_device_get_cpus: device %d: NULL output or negative max",
+                          device);
+    for (int i = 0; i < d->ncpus && i < max; i++)
+        cpus[i] = d->cpus[i];
+    *count = d->ncpus;
+    return PYMIC_OK;
+}
+
+int pymic_device_sync(int device)
+{
+    int status;
+    pymic_device *d = pymic_device_lookup(device, "pymic_device_sync", &status);
+    if (!d)
+        return status;
+    /* Holding the list lock keeps every stream alive while we wait for it;
+     * workers never take this lock, so they always make progress. */
+    pthread_mutex_lock(&d->lock);
+    for (pymic_stream *s = d->streams; s; s = s->next_in_device) {
+        uint64_t target = atomic_load_explicit(&s->enqueued, memory_order_acquire);
+        pymic_wait_geq(&s->done_q, &s->completed, target);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return PYMIC_OK;
+}

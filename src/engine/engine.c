@@ -1,0 +1,227 @@
+/*
+ * engine.c -- the global engine: one-time initialisation from the
+ * environment and the engine-wide tunables.
+ */
+#include "engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+pymic_engine pymic_global = {
+    .spin_ns = 50000,
+};
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int init_status = PYMIC_OK;
+static char init_message[512];
+
+/* CPUs of the process affinity mask, ascending. */
+static int available_cpus(int **cpus_out, int *count_out)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return PYMIC_ERR_SYSTEM;
+    int n = CPU_COUNT(&set), k = 0;
+    int *cpus = malloc(sizeof *cpus * (size_t)(n > 0 ? n : 1));
+    if (!cpus)
+        return PYMIC_ERR_SYSTEM;
+    for (int c = 0; c < CPU_SETSIZE && k < n; c++)
+        if (CPU_ISSET(c, &set))
+            cpus[k++] = c;
+    *cpus_out = cpus;
+    *count_out = k;
+    return PYMIC_OK;
+}
+
+/* "host:0-3,6" style name from a sorted CPU list. */
+static void format_device_name(const int *cpus, int n, char *out, size_t len)
+{
+    size_t used = (size_t)snprintf(out, len, "host:");
+    for (int i = 0; i < n && used < len; ) {
+        int j = i;
+        while (j + 1 < n && cpus[j + 1] == cpus[j] + 1)
+            j++;
+        const char *sep = i ? "," : "";
+        if (j > i)
+            used += (size_t)snprintf(out + used, len - used, "%s%d-%d", sep, cpus[i], cpus[j]);
+        else
+            used += (size_t)snprintf(out + used, len - used, "%s%d", sep, cpus[i]);
+        i = j + 1;
+    }
+}
+
+static int read_tunables(void)
+{
+    const char *text = getenv("PYMIC_DEBUG");
+    if (text && *text) {
+        char *end;
+        long level = strtol(text, &end, 10);
+        if (*end != '\0') {
+            snprintf(init_message, sizeof init_message,
+                     "pymic_init: PYMIC_DEBUG=\"%s\" is not an integer", text);
+            return PYMIC_ERR_CONFIG;
+        }
+        atomic_store(&pymic_global.debug_level, (int)level);
+    }
+    text = getenv("PYMIC_SPIN_NS");
+    if (text && *text) {
+        char *end;
+        unsigned long long ns = strtoull(text, &end, 10);
+        if (*end != '\0' || text[0] == '-') {
+            snprintf(init_message, sizeof init_message,
+                     "pymic_init: PYMIC_SPIN_NS=\"%s\" is not a number of nanoseconds", text);
+            return PYMIC_ERR_CONFIG;
+        }
+        atomic_store(&pymic_global.spin_ns, (uint64_t)ns);
+    }
+    return PYMIC_OK;
+}
+
+static size_t default_memory_limit(int ndevices)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0)
+        return SIZE_MAX / 2;
+    return (size_t)pages * (size_t)page / (size_t)ndevices;
+}
+
+static int read_memory_limit(size_t *limit)
+{
+    const char *text = getenv("PYMIC_MEMORY_LIMIT");
+    if (!text || !*text)
+        return PYMIC_OK;
+    if (!pymic_parse_size(text, limit) || *limit == 0) {
+        snprintf(init_message, sizeof init_message,
+                 "pymic_init: PYMIC_MEMORY_LIMIT=\"%s\" is not a size such as 512M or 2G",
+                 text);
+        return PYMIC_ERR_CONFIG;
+    }
+    return PYMIC_OK;
+}
+
+static int create_devices(const pymic_device_spec *specs, int count, size_t limit)
+{
+    pymic_device *devices = calloc((size_t)count, sizeof *devices);
+    if (!devices)
+        return PYMIC_ERR_SYSTEM;
+    for (int i = 0; i < count; i++) {
+        pymic_device *d = &devices[i];
+        d->id = i;
+        d->ncpus = specs[i].ncpus;
+        d->cpus = malloc(sizeof *d->cpus * (size_t)d->ncpus);
+        d->cache = pymic_block_cache_create();
+        if (!d->cpus || !d->cache)
+            return PYMIC_ERR_SYSTEM; /* process is out of memory at start-up */
+        memcpy(d->cpus, specs[i].cpus, sizeof *d->cpus * (size_t)d->ncpus);
+        CPU_ZERO(&d->cpuset);
+        for (int c = 0; c < d->ncpus; c++)
+            CPU_SET(d->cpus[c], &d->cpuset);
+        format_device_name(d->cpus, d->ncpus, d->name, sizeof d->name);
+        pthread_mutex_init(&d->lock, NULL);
+        d->memory_limit = limit;
+        pymic_log(1, "device %d: %s (%d cores, memory limit %zu bytes)",
+                  i, d->name, d->ncpus, limit);
+    }
+    pymic_global.devices = devices;
+    pymic_global.ndevices = count;
+    return PYMIC_OK;
+}
+
+static int initialise(void)
+{
+    int status = read_tunables();
+    if (status != PYMIC_OK)
+        return status;
+    int *avail = NULL, navail = 0;
+    if (available_cpus(&avail, &navail) != PYMIC_OK) {
+        snprintf(init_message, sizeof init_message,
+                 "pymic_init: cannot read the process affinity mask");
+        return PYMIC_ERR_SYSTEM;
+    }
+    const char *layout = getenv("PYMIC_DEVICES");
+    pymic_device_spec *specs = NULL;
+    int count = 0;
+    char why[256];
+    status = pymic_parse_devices(layout, avail, navail, &specs, &count, why, sizeof why);
+    free(avail);
+    if (status != PYMIC_OK) {
+        snprintf(init_message, sizeof init_message, "pymic_init: PYMIC_DEVICES=\"%s\": %s",
+                 layout ? layout : "", why);
+        return status;
+    }
+    size_t limit = default_memory_limit(count);
+    status = read_memory_limit(&limit);
+    if (status == PYMIC_OK) {
+        pymic_global.default_memory_limit = limit;
+        status = create_devices(specs, count, limit);
+        if (status != PYMIC_OK)
+            snprintf(init_message, sizeof init_message, "pymic_init: out of memory");
+    }
+    pymic_free_device_specs(specs, count);
+    return status;
+}
+
+static void initialise_once(void)
+{
+    init_status = initialise();
+}
+
+int pymic_ensure_init(void)
+{
+    pthread_once(&init_once, initialise_once);
+    if (init_status != PYMIC_OK)
+        return pymic_fail(init_status, "%s", init_message);
+    return PYMIC_OK;
+}
+
+int pymic_init(void)
+{
+    return pymic_ensure_init();
+}
+
+int pymic_version(void)
+{
+    return PYMIC_VERSION_MAJOR * 10000 + PYMIC_VERSION_MINOR * 100 + PYMIC_VERSION_PATCH;
+}
+
+int pymic_set_spin_ns(uint64_t ns)
+{
+    int status = pymic_ensure_init();
+    if (status != PYMIC_OK)
+        return status;
+    atomic_store_explicit(&pymic_global.spin_ns, ns, memory_order_relaxed);
+    return PYMIC_OK;
+}
+
+int pymic_get_spin_ns(uint64_t *ns)
+{
+    int status = pymic_ensure_init();
+    if (status != PYMIC_OK)
+        return status;
+    if (!ns)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "pymic_get_spin_ns: ns is NULL");
+    *ns = atomic_load_explicit(&pymic_global.spin_ns, memory_order_relaxed);
+    return PYMIC_OK;
+}
+
+int pymic_set_debug_level(int level)
+{
+    int status = pymic_ensure_init();
+    if (status != PYMIC_OK)
+        return status;
+    atomic_store_explicit(&pymic_global.debug_level, level, memory_order_relaxed);
+    return PYMIC_OK;
+}
+
+int pymic_get_debug_level(int *level)
+{
+    int status = pymic_ensure_init();
+    if (status != PYMIC_OK)
+        return status;
+    if (!level)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "pymic_get_debug_level: level is NULL");
+    *level = atomic_load_explicit(&pymic_global.debug_level, memory_order_relaxed);
+    return PYMIC_OK;
+}

@@ -1,0 +1,224 @@
+/*
+ * engine.h -- internal declarations shared by the files of libpymic.
+ *
+ * Nothing here is public: every symbol is hidden (the library is built with
+ * -fvisibility=hidden) and only include/pymic.h forms the ABI.
+ *
+ * Object map
+ *   engine   one global: the devices parsed from PYMIC_DEVICES, tunables
+ *   device   a CPU set, a memory limit, the list of its streams
+ *   stream   a ring of commands and one worker thread that runs them
+ *   event    a generation counter advanced by record commands
+ *   alloc    one tracked device allocation (in the global allocation table)
+ *   library  a dlopen handle and the kernels found in it
+ */
+#ifndef PYMIC_ENGINE_H
+#define PYMIC_ENGINE_H
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pymic.h"
+#include "wait.h"
+
+#define PYMIC_FORMAT(a, b) __attribute__((format(printf, a, b)))
+
+/* ------------------------------------------------------------- errors */
+
+/* Record `status` with a formatted message for the calling thread and return
+ * `status`, so a failing call can end with `return pymic_fail(...)`. */
+int pymic_fail(int status, const char *fmt, ...) PYMIC_FORMAT(2, 3);
+
+/* Print "PYMIC: ..." on stderr when the debug level is at least `level`. */
+void pymic_log(int level, const char *fmt, ...) PYMIC_FORMAT(2, 3);
+
+/* ------------------------------------------------------------- config */
+
+/* One device as described by PYMIC_DEVICES, before any thread exists. */
+typedef struct pymic_device_spec {
+    int ncpus;
+    int *cpus; /* sorted, distinct */
+} pymic_device_spec;
+
+/* Parse a PYMIC_DEVICES string against the CPUs the process may use.
+ * On success *specs is a malloc'd array of *count specs (free with
+ * pymic_free_device_specs).  On failure returns PYMIC_ERR_CONFIG and writes
+ * the reason to `why`. */
+int pymic_parse_devices(const char *text, const int *avail, int navail,
+                        pymic_device_spec **specs, int *count, char *why, size_t why_len);
+void pymic_free_device_specs(pymic_device_spec *specs, int count);
+
+/* Parse "512M", "2G", "1048576" into bytes; false on a malformed string. */
+bool pymic_parse_size(const char *text, size_t *bytes);
+
+/* ------------------------------------------------------------- devices */
+
+typedef struct pymic_device {
+    int id;
+    int ncpus;
+    int *cpus;
+    cpu_set_t cpuset;
+    char name[PYMIC_NAME_MAX];
+
+    pthread_mutex_t lock;      /* guards the stream list                  */
+    struct pymic_stream *streams;
+    size_t memory_limit;       /* guarded by the allocation table's lock  */
+    size_t memory_used;        /* idem                                    */
+
+    struct pymic_block_cache *cache; /* freed blocks kept for reuse       */
+} pymic_device;
+
+typedef struct pymic_engine {
+    int ndevices;
+    pymic_device *devices;
+    size_t default_memory_limit;
+    _Atomic uint64_t spin_ns;
+    _Atomic int debug_level;
+} pymic_engine;
+
+extern pymic_engine pymic_global;
+
+/* Initialise on first use; returns the (sticky) init status, setting the
+ * thread's error message when it is a failure. */
+int pymic_ensure_init(void);
+
+/* The device `id` after initialising, or NULL with the error recorded
+ * (operation `op` names the caller in the message). */
+pymic_device *pymic_device_lookup(int id, const char *op, int *status);
+
+/* ----------------------------------------------------------- commands */
+
+typedef void (*pymic_kernel_fn)(void);
+
+enum pymic_command_kind {
+    PYMIC_CMD_INVOKE,
+    PYMIC_CMD_COPY,
+    PYMIC_CMD_FREE,
+    PYMIC_CMD_RECORD,
+    PYMIC_CMD_WAIT_EVENT,
+    PYMIC_CMD_STOP
+};
+
+struct pymic_alloc;
+struct pymic_event;
+
+/* One ring slot.  Scalars are copied into `scalars` so the kernel's pointer
+ * stays valid until the slot is recycled, which happens only after the
+ * command has completed. */
+typedef struct pymic_command {
+    int kind;
+    int nargs;
+    union {
+        pymic_kernel_fn kernel;
+        struct { void *dst; const void *src; size_t nbytes; bool overlap; } copy;
+        struct pymic_alloc *alloc;
+        struct { struct pymic_event *event; uint64_t generation; } event;
+    } u;
+    void *args[PYMIC_MAX_KERNEL_ARGS];
+    _Alignas(16) unsigned char scalars[PYMIC_MAX_SCALAR_BYTES];
+} pymic_command;
+
+/* Ring capacity in commands: a power of two so the slot index is a mask. */
+#define PYMIC_RING_SLOTS 128u
+
+struct pymic_stream {
+    pymic_device *device;
+    pymic_command *ring;
+
+    /* Producers serialise on `enqueue_lock`; the worker is the only
+     * consumer.  `enqueued` is the sequence number of the newest published
+     * command, `completed` the one up to which all have run. */
+    pthread_mutex_t enqueue_lock;
+    _Alignas(64) _Atomic uint64_t enqueued;
+    pymic_waitq work_q;        /* the worker sleeps here when idle        */
+    _Alignas(64) _Atomic uint64_t completed;
+    pymic_waitq done_q;        /* host syncs and blocked producers        */
+
+    pthread_t worker;
+    struct pymic_stream *next_in_device;
+};
+
+/* Reserve the next slot (waiting for room), with enqueue_lock held on
+ * return.  The caller fills the slot and calls pymic_stream_publish. */
+pymic_command *pymic_stream_reserve(pymic_stream *stream);
+/* Publish the reserved slot, release the lock, wake the worker if it
+ * sleeps. */
+void pymic_stream_publish(pymic_stream *stream);
+
+/* Run one command on the worker (invoke.c, memory.c, event.c). */
+void pymic_command_execute(pymic_stream *stream, pymic_command *cmd);
+
+/* A kernel found in a library (library.c); invoke reads it directly. */
+struct pymic_kernel {
+    char *name;
+    pymic_kernel_fn fn;
+    void *address;
+    pymic_library *library;
+    pymic_device *device;
+    struct pymic_kernel *next;
+};
+
+/* --------------------------------------------------------------- events */
+
+struct pymic_event {
+    _Atomic int refs;          /* owner + one per queued command          */
+    pthread_mutex_t lock;      /* orders record-generation updates        */
+    _Atomic uint64_t recorded; /* generation of the latest record         */
+    _Atomic uint64_t done;     /* newest generation that has completed    */
+    uint64_t stamp_generation; /* generation whose time is in stamp_ns    */
+    uint64_t stamp_ns;         /* guarded by lock                         */
+    pymic_waitq q;
+};
+
+void pymic_event_release(struct pymic_event *event);
+void pymic_event_execute_record(struct pymic_event *event, uint64_t generation);
+void pymic_event_execute_wait(struct pymic_event *event, uint64_t generation);
+
+/* --------------------------------------------------------------- memory */
+
+/* A tracked allocation.  `block` is what the host allocator handed out. */
+typedef struct pymic_alloc {
+    void *base;
+    size_t nbytes;
+    pymic_device *device;
+    struct pymic_block *block;
+} pymic_alloc;
+
+/* A device's limit and live bytes, read consistently. */
+void pymic_memory_usage(pymic_device *device, size_t *limit, size_t *used);
+
+/* Return an allocation's memory to the device (runs on the worker for
+ * stream-ordered frees). */
+void pymic_alloc_release(pymic_alloc *alloc);
+
+/* ------------------------------------------------------------ host backend */
+
+/* A block of host memory standing for device memory. */
+typedef struct pymic_block {
+    void *ptr;          /* aligned address handed to the user           */
+    void *map;          /* start of the underlying mapping / malloc     */
+    size_t map_bytes;   /* bytes of the mapping (0: came from malloc)   */
+    size_t class_bytes; /* size class, the cache key                    */
+    struct pymic_block *next;
+} pymic_block;
+
+struct pymic_block_cache *pymic_block_cache_create(void);
+void pymic_block_cache_destroy(struct pymic_block_cache *cache);
+/* NULL when the OS refuses. */
+pymic_block *pymic_block_get(struct pymic_block_cache *cache, size_t nbytes, size_t alignment);
+void pymic_block_put(struct pymic_block_cache *cache, pymic_block *block);
+
+/* memcpy that may split big copies over the device's cores. */
+void pymic_host_copy(void *dst, const void *src, size_t nbytes, int ncores);
+
+/* Start a worker thread pinned to the device's CPUs. */
+int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *));
+
+/* Monotonic clock in nanoseconds. */
+uint64_t pymic_now_ns(void);
+
+#endif /* PYMIC_ENGINE_H */

@@ -1,0 +1,45 @@
+/*
+ * worker.c -- starting a stream's worker thread on the host device.
+ *
+ * The thread is created with the device's CPU set as its affinity, so it
+ * never runs elsewhere, and it sizes its OpenMP team to the device: a
+ * kernel that opens a parallel region gets one thread per device core, and
+ * those threads inherit the worker's affinity mask.
+ */
+#include "../engine.h"
+
+#include <omp.h>
+#include <stdlib.h>
+
+typedef struct worker_start {
+    pymic_stream *stream;
+    void *(*body)(void *);
+} worker_start;
+
+static void *worker_trampoline(void *arg)
+{
+    worker_start start = *(worker_start *)arg;
+    free(arg);
+    omp_set_num_threads(start.stream->device->ncpus);
+    return start.body(start.stream);
+}
+
+int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *))
+{
+    worker_start *start = malloc(sizeof *start);
+    if (!start)
+        return PYMIC_ERR_SYSTEM;
+    start->stream = stream;
+    start->body = body;
+
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setaffinity_np(&attr, sizeof stream->device->cpuset, &stream->device->cpuset);
+    int rc = pthread_create(&stream->worker, &attr, worker_trampoline, start);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        free(start);
+        return PYMIC_ERR_SYSTEM;
+    }
+    return PYMIC_OK;
+}

@@ -1,0 +1,121 @@
+/*
+ * invoke.c -- enqueueing kernel invocations and running commands.
+ *
+ * pymic_invoke is the hot path: validate, take one ring slot, copy the
+ * argument pointers and scalar bytes into it, publish.  No allocation, no
+ * system call unless the worker sleeps.
+ */
+#include "engine.h"
+
+#include <string.h>
+
+#include "invoke_call.h"
+
+/* Scalars are placed at 16-byte boundaries so any scalar type (long double,
+ * double complex) is aligned for the kernel. */
+static size_t scalar_footprint(size_t size)
+{
+    return (size + 15) & ~(size_t)15;
+}
+
+static int check_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
+                        const pymic_arg *args)
+{
+    static const char op[] = "pymic_invoke";
+    if (!stream || !kernel)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: NULL stream or kernel", op);
+    int device = stream->device->id;
+    if (kernel->device != stream->device)
+        return pymic_fail(PYMIC_ERR_WRONG_DEVICE,
+                          "%s: device %d: kernel \"%s\" was loaded on device %d", op, device,
+                          kernel->name, kernel->device->id);
+    if (nargs < 0)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: negative argument count",
+                          op, device);
+    if (nargs > PYMIC_MAX_KERNEL_ARGS)
+        return pymic_fail(PYMIC_ERR_TOO_MANY_ARGS,
+                          "%s: device %d: kernel \"%s\" given %d arguments (at most %d)", op,
+                          device, kernel->name, nargs, PYMIC_MAX_KERNEL_ARGS);
+    if (nargs > 0 && !args)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: argument array is NULL",
+                          op, device);
+    size_t scalar_bytes = 0;
+    for (int i = 0; i < nargs; i++) {
+        if (args[i].size == 0)
+            continue;
+        if (!args[i].data)
+            return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                              "%s: device %d: scalar argument %d has size %zu but no data", op,
+                              device, i, args[i].size);
+        if (args[i].size > PYMIC_MAX_SCALAR_BYTES) {
+            scalar_bytes = PYMIC_MAX_SCALAR_BYTES + 1;
+            break;
+        }
+        scalar_bytes += scalar_footprint(args[i].size);
+    }
+    if (scalar_bytes > PYMIC_MAX_SCALAR_BYTES)
+        return pymic_fail(PYMIC_ERR_TOO_MANY_ARGS,
+                          "%s: device %d: kernel \"%s\" given more than %d bytes of scalars", op,
+                          device, kernel->name, PYMIC_MAX_SCALAR_BYTES);
+    return PYMIC_OK;
+}
+
+int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
+                 const pymic_arg *args)
+{
+    int status = check_invoke(stream, kernel, nargs, args);
+    if (status != PYMIC_OK)
+        return status;
+    pymic_command *cmd = pymic_stream_reserve(stream);
+    cmd->kind = PYMIC_CMD_INVOKE;
+    cmd->nargs = nargs;
+    cmd->u.kernel = kernel->fn;
+    size_t used = 0;
+    for (int i = 0; i < nargs; i++) {
+        if (args[i].size == 0) {
+            cmd->args[i] = (void *)args[i].data;
+        } else {
+            memcpy(cmd->scalars + used, args[i].data, args[i].size);
+            cmd->args[i] = cmd->scalars + used;
+            used += scalar_footprint(args[i].size);
+        }
+    }
+    pymic_stream_publish(stream);
+    return PYMIC_OK;
+}
+
+static void call_kernel(pymic_kernel_fn fn, int nargs, void *const *a)
+{
+    switch (nargs) {
+        PYMIC_CALL_CASES
+    default:
+        break; /* excluded by check_invoke */
+    }
+}
+
+void pymic_command_execute(pymic_stream *stream, pymic_command *cmd)
+{
+    switch (cmd->kind) {
+    case PYMIC_CMD_INVOKE:
+        call_kernel(cmd->u.kernel, cmd->nargs, cmd->args);
+        break;
+    case PYMIC_CMD_COPY:
+        if (cmd->u.copy.overlap)
+            memmove(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
+        else
+            pymic_host_copy(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes,
+                            stream->device->ncpus);
+        break;
+    case PYMIC_CMD_FREE:
+        pymic_alloc_release(cmd->u.alloc);
+        break;
+    case PYMIC_CMD_RECORD:
+        pymic_event_execute_record(cmd->u.event.event, cmd->u.event.generation);
+        break;
+    case PYMIC_CMD_WAIT_EVENT:
+        pymic_event_execute_wait(cmd->u.event.event, cmd->u.event.generation);
+        break;
+    default:
+        break;
+    }
+}

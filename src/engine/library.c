@@ -1,0 +1,169 @@
+/*
+ * library.c -- kernel libraries: dlopen'ed shared objects and the kernels
+ * found in them.
+ *
+ * Libraries are opened with RTLD_NOW so an undefined symbol is reported
+ * when the library is loaded, with the loader's own reason, instead of
+ * killing a worker in the middle of a kernel call later.
+ */
+#include "engine.h"
+
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pymic_library {
+    char *path;
+    pymic_device *device;
+    void *handle;
+    pthread_mutex_t lock; /* guards the kernel list */
+    struct pymic_kernel *kernels;
+};
+
+/* dlerror's message is per thread in glibc; copy it before anything else
+ * may call into the loader. */
+static const char *loader_reason(void)
+{
+    const char *why = dlerror();
+    return why ? why : "unknown loader error";
+}
+
+int pymic_library_load(int device, const char *path, pymic_library **library_out)
+{
+    static const char op[] = "pymic_library_load";
+    int status;
+    pymic_device *d = pymic_device_lookup(device, op, &status);
+    if (!d)
+        return status;
+    if (!path || !*path || !library_out)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: empty path or NULL output",
+                          op, device);
+    dlerror();
+    void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!handle)
+        return pymic_fail(PYMIC_ERR_LIBRARY, "%s: device %d: cannot load \"%s\": %s", op,
+                          device, path, loader_reason());
+    pymic_library *lib = calloc(1, sizeof *lib);
+    char *path_copy = strdup(path);
+    if (!lib || !path_copy) {
+        free(lib);
+        free(path_copy);
+        dlclose(handle);
+        return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op, device);
+    }
+    lib->path = path_copy;
+    lib->device = d;
+    lib->handle = handle;
+    pthread_mutex_init(&lib->lock, NULL);
+    pymic_log(2, "%s: device %d: loaded %s", op, device, path);
+    *library_out = lib;
+    return PYMIC_OK;
+}
+
+int pymic_library_unload(pymic_library *library)
+{
+    if (!library)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "pymic_library_unload: library is NULL");
+    /* Queued invokes may still call into the library: let them finish. */
+    int status = pymic_device_sync(library->device->id);
+    if (status != PYMIC_OK)
+        return status;
+    struct pymic_kernel *k = library->kernels;
+    while (k) {
+        struct pymic_kernel *next = k->next;
+        free(k->name);
+        free(k);
+        k = next;
+    }
+    dlclose(library->handle);
+    pthread_mutex_destroy(&library->lock);
+    free(library->path);
+    free(library);
+    return PYMIC_OK;
+}
+
+const char *pymic_library_path(const pymic_library *library)
+{
+    return library ? library->path : NULL;
+}
+
+int pymic_library_device(const pymic_library *library)
+{
+    if (!library)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "pymic_library_device: library is NULL");
+    return library->device->id;
+}
+
+static struct pymic_kernel *find_cached(pymic_library *library, const char *name)
+{
+    for (struct pymic_kernel *k = library->kernels; k; k = k->next)
+        if (strcmp(k->name, name) == 0)
+            return k;
+    return NULL;
+}
+
+int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **kernel_out)
+{
+    static const char op[] = "pymic_kernel_find";
+    if (!library || !name || !kernel_out)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: NULL library, name or output", op);
+    int device = library->device->id;
+    pthread_mutex_lock(&library->lock);
+    struct pymic_kernel *k = find_cached(library, name);
+    if (k) {
+        pthread_mutex_unlock(&library->lock);
+        *kernel_out = k;
+        return PYMIC_OK;
+    }
+    dlerror();
+    void *address = dlsym(library->handle, name);
+    if (!address) {
+        const char *why = loader_reason();
+        pthread_mutex_unlock(&library->lock);
+        return pymic_fail(PYMIC_ERR_KERNEL_NOT_FOUND,
+                          "%s: device %d: kernel \"%s\" not found in library \"%s\" (%s)", op,
+                          device, name, library->path, why);
+    }
+    k = calloc(1, sizeof *k);
+    char *name_copy = k ? strdup(name) : NULL;
+    if (!name_copy) {
+        free(k);
+        pthread_mutex_unlock(&library->lock);
+        return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op, device);
+    }
+    k->name = name_copy;
+    k->address = address;
+    /* POSIX guarantees a data pointer from dlsym converts to a function
+     * pointer; memcpy says so without a cast the compiler would flag. */
+    memcpy(&k->fn, &address, sizeof k->fn);
+    k->library = library;
+    k->device = library->device;
+    k->next = library->kernels;
+    library->kernels = k;
+    pthread_mutex_unlock(&library->lock);
+    *kernel_out = k;
+    return PYMIC_OK;
+}
+
+const char *pymic_kernel_name(const pymic_kernel *kernel)
+{
+    return kernel ? kernel->name : NULL;
+}
+
+void *pymic_kernel_address(const pymic_kernel *kernel)
+{
+    return kernel ? kernel->address : NULL;
+}
+
+int pymic_kernel_device(const pymic_kernel *kernel)
+{
+    if (!kernel)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "pymic_kernel_device: kernel is NULL");
+    return kernel->device->id;
+}
+
+pymic_library *pymic_kernel_library(const pymic_kernel *kernel)
+{
+    return kernel ? kernel->library : NULL;
+}
+

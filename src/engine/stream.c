@@ -1,0 +1,180 @@
+/*
+ * stream.c -- streams: a ring of commands, one worker thread that runs
+ * them in order, and the sequence numbers the host waits on.
+ *
+ * Sequence number s lives in slot (s - 1) % PYMIC_RING_SLOTS.  A producer
+ * may write the slot of s once completed >= s - PYMIC_RING_SLOTS, i.e.
+ * once the command that used the slot before has finished; a full ring
+ * therefore blocks the producer on the completion counter instead of
+ * failing or allocating.
+ */
+#include "engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static pymic_command *slot_of(pymic_stream *stream, uint64_t seq)
+{
+    return &stream->ring[(seq - 1) & (PYMIC_RING_SLOTS - 1)];
+}
+
+pymic_command *pymic_stream_reserve(pymic_stream *stream)
+{
+    pthread_mutex_lock(&stream->enqueue_lock);
+    uint64_t seq = atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
+    if (seq > PYMIC_RING_SLOTS)
+        pymic_wait_geq(&stream->done_q, &stream->completed, seq - PYMIC_RING_SLOTS);
+    return slot_of(stream, seq);
+}
+
+void pymic_stream_publish(pymic_stream *stream)
+{
+    uint64_t seq = atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
+    /* seq_cst store: ordered before reading the worker's sleeper count. */
+    atomic_store_explicit(&stream->enqueued, seq, memory_order_seq_cst);
+    pthread_mutex_unlock(&stream->enqueue_lock);
+    pymic_notify(&stream->work_q);
+}
+
+static void *worker_main(void *arg)
+{
+    pymic_stream *stream = arg;
+    for (uint64_t seq = 1;; seq++) {
+        pymic_wait_geq(&stream->work_q, &stream->enqueued, seq);
+        pymic_command *cmd = slot_of(stream, seq);
+        int kind = cmd->kind;
+        if (kind != PYMIC_CMD_STOP)
+            pymic_command_execute(stream, cmd);
+        pymic_store_and_notify(&stream->done_q, &stream->completed, seq);
+        if (kind == PYMIC_CMD_STOP)
+            return NULL;
+    }
+}
+
+static int check_stream(const pymic_stream *stream, const char *op)
+{
+    if (!stream)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: stream is NULL", op);
+    return PYMIC_OK;
+}
+
+int pymic_stream_create(int device, pymic_stream **stream_out)
+{
+    int status;
+    pymic_device *d = pymic_device_lookup(device, "pymic_stream_create", &status);
+    if (!d)
+        return status;
+    if (!stream_out)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                          "pymic_stream_create: device %d: stream output is NULL", device);
+    pymic_stream *stream = aligned_alloc(64, sizeof *stream);
+    pymic_command *ring = calloc(PYMIC_RING_SLOTS, sizeof *ring);
+    if (!stream || !ring) {
+        free(stream);
+        free(ring);
+        return pymic_fail(PYMIC_ERR_SYSTEM,
+                          "pymic_stream_create: device %d: out of host memory", device);
+    }
+    memset(stream, 0, sizeof *stream);
+    stream->device = d;
+    stream->ring = ring;
+    pthread_mutex_init(&stream->enqueue_lock, NULL);
+    status = pymic_host_start_worker(stream, worker_main);
+    if (status != PYMIC_OK) {
+        pthread_mutex_destroy(&stream->enqueue_lock);
+        free(ring);
+        free(stream);
+        return pymic_fail(status, "pymic_stream_create: device %d: cannot start a worker thread",
+                          device);
+    }
+    pthread_mutex_lock(&d->lock);
+    stream->next_in_device = d->streams;
+    d->streams = stream;
+    pthread_mutex_unlock(&d->lock);
+    *stream_out = stream;
+    return PYMIC_OK;
+}
+
+int pymic_stream_destroy(pymic_stream *stream)
+{
+    int status = check_stream(stream, "pymic_stream_destroy");
+    if (status != PYMIC_OK)
+        return status;
+    pymic_device *d = stream->device;
+    pthread_mutex_lock(&d->lock);
+    for (pymic_stream **link = &d->streams; *link; link = &(*link)->next_in_device) {
+        if (*link == stream) {
+            *link = stream->next_in_device;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+
+    /* The stop command runs after everything queued before it: destroying
+     * drains the stream. */
+    pymic_command *cmd = pymic_stream_reserve(stream);
+    cmd->kind = PYMIC_CMD_STOP;
+    pymic_stream_publish(stream);
+    pthread_join(stream->worker, NULL);
+
+    pthread_mutex_destroy(&stream->enqueue_lock);
+    free(stream->ring);
+    free(stream);
+    return PYMIC_OK;
+}
+
+int pymic_stream_sync(pymic_stream *stream)
+{
+    int status = check_stream(stream, "pymic_stream_sync");
+    if (status != PYMIC_OK)
+        return status;
+    uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
+    pymic_wait_geq(&stream->done_q, &stream->completed, target);
+    return PYMIC_OK;
+}
+
+int pymic_stream_query(pymic_stream *stream)
+{
+    int status = check_stream(stream, "pymic_stream_query");
+    if (status != PYMIC_OK)
+        return status;
+    uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
+    return atomic_load_explicit(&stream->completed, memory_order_acquire) >= target;
+}
+
+int pymic_stream_device(const pymic_stream *stream)
+{
+    int status = check_stream(stream, "pymic_stream_device");
+    if (status != PYMIC_OK)
+        return status;
+    return stream->device->id;
+}
+
+uint64_t pymic_stream_last_enqueued(const pymic_stream *stream)
+{
+    if (!stream)
+        return 0;
+    return atomic_load_explicit(&((pymic_stream *)stream)->enqueued, memory_order_acquire);
+}
+
+uint64_t pymic_stream_completed(const pymic_stream *stream)
+{
+    if (!stream)
+        return 0;
+    return atomic_load_explicit(&((pymic_stream *)stream)->completed, memory_order_acquire);
+}
+
+int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq)
+{
+    int status = check_stream(stream, "pymic_stream_wait_seq");
+    if (status != PYMIC_OK)
+        return status;
+    uint64_t last = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
+    if (seq > last)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                          "pymic_stream_wait_seq: device %d: sequence number %llu was never "
+                          "enqueued (last is %llu)",
+                          stream->device->id, (unsigned long long)seq, (unsigned long long)last);
+    pymic_wait_geq(&stream->done_q, &stream->completed, seq);
+    return PYMIC_OK;
+}
