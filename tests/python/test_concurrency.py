@@ -1,0 +1,191 @@
+"""Several Python threads at once, and streams that really run concurrently."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+THREADS = 4
+ITERATIONS = 200
+
+
+def run_threads(target, count=THREADS):
+    """Start `count` threads running target(index), join them, re-raise failures."""
+    failures = []
+    barrier = threading.Barrier(count)
+
+    def body(index):
+        try:
+            barrier.wait()
+            target(index)
+        except BaseException as error:  # reported in the main thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "a thread hung"
+    if failures:
+        raise failures[0]
+
+
+def test_threads_share_one_stream_and_one_array(stream, lib):
+    counter = stream.bind(np.zeros(16, dtype=np.int64))
+
+    def work(_):
+        for _ in range(ITERATIONS):
+            stream.invoke(lib.increment_int64, counter, 16)
+
+    run_threads(work)
+    result = counter.update_host().array
+    stream.sync()
+    # Commands of one stream run one after another: no increment is lost.
+    np.testing.assert_array_equal(result, np.full(16, THREADS * ITERATIONS))
+
+
+def test_threads_share_one_stream_with_their_own_ndarrays(stream, lib):
+    def work(index):
+        for i in range(ITERATIONS // 4):
+            data = np.full(64, float(index + i))
+            stream.invoke(lib.scale_double, data, 64, 2.0)
+            assert (data == 2.0 * (index + i)).all()
+
+    run_threads(work)
+
+
+def test_threads_on_the_default_stream(default_stream, lib):
+    def work(index):
+        offload = default_stream.bind(np.full(32, float(index)))
+        for _ in range(10):
+            default_stream.invoke(lib.scale_double, offload, 32, 2.0)
+        result = offload.update_host().array
+        default_stream.sync()
+        assert (result == index * 2.0 ** 10).all()
+
+    run_threads(work)
+
+
+def test_threads_on_separate_streams(device, lib):
+    def work(index):
+        own_stream = device.create_stream()
+        counter = own_stream.bind(np.zeros(8, dtype=np.int64))
+        for _ in range(ITERATIONS):
+            own_stream.invoke(lib.increment_int64, counter, 8)
+        values = own_stream.bind(np.arange(100.0) + index)
+        doubled = values + values
+        result = counter.update_host().array
+        twice = doubled.update_host().array
+        own_stream.sync()
+        assert (result == ITERATIONS).all()
+        np.testing.assert_array_equal(twice, 2 * (np.arange(100.0) + index))
+
+    run_threads(work)
+
+
+def test_threads_with_low_level_transfers(device):
+    def work(index):
+        own_stream = device.create_stream()
+        source = np.arange(256, dtype=np.float64) * (index + 1)
+        target = np.zeros(256)
+        pointer = own_stream.allocate_device_memory(source.nbytes)
+        for _ in range(20):
+            own_stream.transfer_host2device(source.ctypes.data, pointer, source.nbytes)
+            own_stream.transfer_device2host(pointer, target.ctypes.data, source.nbytes)
+        own_stream.sync()
+        own_stream.deallocate_device_memory(pointer)
+        own_stream.sync()
+        np.testing.assert_array_equal(target, source)
+
+    run_threads(work)
+
+
+def test_threads_with_errors_and_good_calls(stream, lib):
+    import pymic
+
+    def work(index):
+        for _ in range(50):
+            if index % 2:
+                with pytest.raises(pymic.OffloadError):
+                    lib.no_such_kernel_here
+                with pytest.raises(ValueError):
+                    stream.allocate_device_memory(0)
+            else:
+                data = np.ones(4)
+                stream.invoke(lib.scale_double, data, 4, 3.0)
+                assert (data == 3.0).all()
+
+    run_threads(work)
+
+
+def test_two_streams_really_run_concurrently(device, lib):
+    first = device.create_stream()
+    second = device.create_stream()
+    # Warm both streams so start-up costs stay out of the measurement.
+    for warm in (first, second):
+        warm.invoke(lib.empty_kernel)
+        warm.sync()
+    stamps = [first.bind(np.zeros(2)), second.bind(np.zeros(2))]
+    first.sync()
+    second.sync()
+    begin = time.monotonic()
+    first.invoke(lib.stamp_sleep, stamps[0], 200)
+    second.invoke(lib.stamp_sleep, stamps[1], 200)
+    first.sync()
+    second.sync()
+    elapsed = time.monotonic() - begin
+    # Sleeping (not spinning) kernels: serial would take >= 400 ms.
+    assert elapsed < 0.350, f"two 200 ms kernels on two streams took {elapsed:.3f} s"
+    (start_a, end_a), (start_b, end_b) = (s.update_host().array for s in stamps)
+    first.sync()
+    second.sync()
+    assert max(start_a, start_b) < min(end_a, end_b), "the kernels did not overlap"
+
+
+def test_sync_releases_the_gil(stream, lib):
+    ticks = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    try:
+        stream.invoke(lib.sleep_ms, 300)
+        begin = time.monotonic()
+        stream.sync()
+        end = time.monotonic()
+    finally:
+        stop.set()
+        thread.join()
+    inside = [t for t in ticks if begin + 0.05 < t < end - 0.05]
+    assert inside, "no other Python thread ran while sync() waited"
+
+
+def test_invoke_with_ndarray_releases_the_gil(stream, lib):
+    ticks = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    try:
+        data = np.zeros(4)
+        begin = time.monotonic()
+        stream.invoke(lib.sleep_then_fill, data, 4, 1.0, 300)
+        end = time.monotonic()
+    finally:
+        stop.set()
+        thread.join()
+    assert (data == 1.0).all()
+    inside = [t for t in ticks if begin + 0.05 < t < end - 0.05]
+    assert inside, "no other Python thread ran while invoke waited for the copy-back"
