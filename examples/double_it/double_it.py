@@ -1,0 +1,38 @@
+"""double_it: the first pymic program.
+
+Binds a NumPy array to the offload device, doubles it there with a C kernel
+(double_it.c), brings the result back and checks it against NumPy.  Run it
+from this directory after ``make -C examples``.
+"""
+
+import sys
+
+import numpy as np
+
+import pymic as mic
+
+# The library with the kernel is loaded on the device by its file name.
+device = mic.devices[0]
+library = device.load_library("libdouble_it.so")
+
+# Work goes to the device's default stream.
+stream = device.get_default_stream()
+
+# Some data on the host, bound to device memory (this copies it over).
+a = np.arange(1.0, 33.0)
+offl_a = stream.bind(a)
+
+print("input:")
+print(offl_a)
+
+# Double it on the device, then copy the result back into `a`.
+stream.invoke(library.doubleit_kernel, offl_a, offl_a.size)
+offl_a.update_host()
+stream.sync()
+
+print("output:")
+print(offl_a)
+
+matches = np.array_equal(a, 2.0 * np.arange(1.0, 33.0))
+print("result matches NumPy:", matches)
+sys.exit(0 if matches else 1)
