@@ -6,7 +6,10 @@
  * results against NumPy (whose loops use the plain textbook formula) and
  * keeps GCC from vectorising the loop.  These helpers spell the formulas out.
  * The library is built with -ffp-contract=off so GCC does not fuse them into
- * FMAs either, which would round differently from NumPy's scalar loops.
+ * FMAs in scalar code: complex pow must round exactly like NumPy's scalar
+ * loop.  (Vectorised loops may still become fmaddsub through GCC's complex
+ * multiply pattern; NumPy's own SIMD multiply does the same, and either way
+ * the result is within an ulp of |x||y|.)
  *
  * _Generic picks the double or float version, so the macro-generated kernels
  * can call one name for both complex dtypes.

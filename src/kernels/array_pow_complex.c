@@ -4,7 +4,7 @@
  * NumPy's complex power is cpow() except in three cases, which it computes
  * itself and pymic therefore does too:
  *   - b == 0 gives 1 (even for a NaN base);
- *   - a == 0 gives 0 when b is real and positive, NaN otherwise;
+ *   - a == 0 gives 0 when the real part of b is positive, NaN otherwise;
  *   - b real and integral with |b| < 100 uses repeated squaring with the
  *     textbook complex product, and a reciprocal for negative b.  That is
  *     both faster than cpow and rounded differently, so matching it matters.
@@ -19,20 +19,29 @@
 #define PYMIC_CPOW_SQUARING_LIMIT 100
 
 #define PYMIC_DEFINE_CPOW(sfx, T, U)                                          \
-    /* base ** count for count >= 1 by squaring. */                           \
+    /* base ** count for count >= 1.  Like NumPy, powers 1 to 3 are spelled \
+     * out and higher ones multiply into an accumulator that starts at 1:   \
+     * once a power overflows, 1 * inf makes NaNs there, and NumPy's       \
+     * results have them.                                                  \
+     */                                                                     \
     static inline T pymic_cpow_by_squaring_##sfx(T base, int count)           \
     {                                                                         \
-        while ((count & 1) == 0) {                                            \
-            base = PYMIC_CMUL(base, base);                                    \
-            count >>= 1;                                                      \
-        }                                                                     \
-        T result = base;                                                      \
-        for (count >>= 1; count != 0; count >>= 1) {                          \
-            base = PYMIC_CMUL(base, base);                                    \
+        if (count == 1)                                                       \
+            return base;                                                      \
+        const T square = PYMIC_CMUL(base, base);                              \
+        if (count == 2)                                                       \
+            return square;                                                    \
+        if (count == 3)                                                       \
+            return PYMIC_CMUL(base, square);                                  \
+        T result = PYMIC_CMAKE((U)1, (U)0);                                   \
+        for (;;) {                                                            \
             if (count & 1)                                                    \
                 result = PYMIC_CMUL(result, base);                            \
+            count >>= 1;                                                      \
+            if (count == 0)                                                   \
+                return result;                                                \
+            base = PYMIC_CMUL(base, base);                                    \
         }                                                                     \
-        return result;                                                        \
     }                                                                         \
     static inline T pymic_cpow_##sfx(T a, T b)                                \
     {                                                                         \
@@ -40,7 +49,7 @@
         if (br == 0 && bi == 0)                                               \
             return PYMIC_CMAKE((U)1, (U)0);                                   \
         if (PYMIC_CREAL(a) == 0 && PYMIC_CIMAG(a) == 0) {                     \
-            if (br > 0 && bi == 0)                                            \
+            if (br > 0)                                                       \
                 return PYMIC_CMAKE((U)0, (U)0);                               \
             return PYMIC_CMAKE((U)NAN, (U)NAN);                               \
         }                                                                     \
