@@ -1,0 +1,129 @@
+"""B5: OffloadArray element-wise operations against the same NumPy expression.
+
+Operands are bound once and stay on the device; a pymic sample is the
+operation plus stream.sync().  NumPy evaluates the same expression on the
+host arrays (allocating its result, as the user's code would).  Every
+operation's device result is checked once against NumPy's.
+"""
+
+import numpy as np
+
+import targets
+from context import pymic_default_stream
+from timing import interleave, perf_ns, summarize
+
+NAME = "OffloadArray + - * ** abs fill"
+DTYPES = ("float64", "float32", "complex128")
+MEMORY_BOUND = ("add", "sub", "mul", "abs", "fill")
+
+
+def _operands(dtype, count, seed):
+    """Values in [0.5, 1.5] (and a small imaginary part): ** stays finite."""
+    generator = np.random.default_rng(seed)
+    real = generator.uniform(0.5, 1.5, count)
+    if np.dtype(dtype).kind == "c":
+        return (real + 1j * generator.uniform(-0.5, 0.5, count)).astype(dtype)
+    return real.astype(dtype)
+
+
+def _operations(stream, a, b, scratch):
+    """Map op name to (pymic callable, NumPy callable); both return the result."""
+    device_a, device_b = stream.bind(a), stream.bind(b)
+    device_scratch = stream.bind(scratch.copy())  # own host array: verification compares two
+    stream.sync()
+    fill_value = a.dtype.type(0.75)
+    return {
+        "add": (lambda: device_a + device_b, lambda: a + b),
+        "sub": (lambda: device_a - device_b, lambda: a - b),
+        "mul": (lambda: device_a * device_b, lambda: a * b),
+        "pow": (lambda: device_a ** device_b, lambda: a ** b),
+        "abs": (lambda: abs(device_a), lambda: np.abs(a)),
+        "fill": (lambda: device_scratch.fill(fill_value), lambda: scratch.fill(fill_value) or scratch),
+    }
+
+
+def _verify(stream, name, dtype, device_result, host_result):
+    values = device_result.update_host().array
+    stream.sync()
+    tolerance = 1e-5 if np.dtype(dtype) in (np.float32, np.complex64) else 1e-12
+    if not np.allclose(values, host_result, rtol=tolerance, atol=0):
+        raise AssertionError(f"{name} {dtype}: device result differs from NumPy's")
+
+
+def _measure_op(stream, name, dtype, pymic_op, numpy_op, rounds):
+    """Alternate pymic and NumPy samples of one operation; verify once."""
+    latest = {}
+
+    def pymic_sample():
+        latest.pop("pymic", None)  # the previous result is freed outside the timing
+        start = perf_ns()
+        result = pymic_op()
+        stream.sync()
+        seconds = (perf_ns() - start) / 1e9
+        latest["pymic"] = result
+        return [seconds]
+
+    def numpy_sample():
+        latest.pop("numpy", None)
+        start = perf_ns()
+        result = numpy_op()
+        seconds = (perf_ns() - start) / 1e9
+        latest["numpy"] = result
+        return [seconds]
+
+    pymic_sample(), numpy_sample()  # warm-up, and results to verify
+    _verify(stream, name, dtype, latest["pymic"], latest["numpy"])
+    samples = interleave({"pymic": pymic_sample, "numpy": numpy_sample}, rounds)
+    return {contender: summarize(values) for contender, values in samples.items()}
+
+
+def _target_rows(results):
+    rows = []
+    for name in ("add", "sub", "mul", "pow", "abs", "fill"):
+        ratios = {dtype: results[dtype][name]["numpy"]["median"] / results[dtype][name]["pymic"]["median"]
+                  for dtype in results}
+        worst = min(ratios, key=ratios.get)
+        threshold = 1.0 if name in MEMORY_BOUND else 1.5
+        stats = results[worst][name]
+        rows.append(targets.check(
+            "B5", f"{name} ≥ {threshold:g}× NumPy (worst dtype shown)",
+            f"{stats['pymic']['median'] * 1e3:.2f} ms ({worst})",
+            f"NumPy {stats['numpy']['median'] * 1e3:.2f} ms", ratios[worst], ">=", threshold,
+            note=", ".join(f"{dtype} {ratio:.2f}×" for dtype, ratio in ratios.items())))
+    return rows
+
+
+def run(context):
+    """Run B5 and judge its targets.
+
+    Parameters
+    ----------
+    context : Context
+        Run options.
+
+    Returns
+    -------
+    dict
+        ``figures`` (seconds per dtype, op and contender), ``tables`` and
+        ``targets``.
+    """
+    _, _, stream, _ = pymic_default_stream(context)
+    count = context.pick(8 * 1024 * 1024, 1024 * 1024)
+    rounds = context.pick(5, 2)
+    results = {}
+    for seed, dtype in enumerate(DTYPES):
+        a, b = _operands(dtype, count, seed), _operands(dtype, count, seed + 10)
+        scratch = np.zeros(count, dtype=dtype)
+        operations = _operations(stream, a, b, scratch)
+        results[dtype] = {name: _measure_op(stream, name, dtype, pymic_op, numpy_op, rounds)
+                          for name, (pymic_op, numpy_op) in operations.items()}
+        del operations
+    table = [[dtype, name, f"{stat['pymic']['median'] * 1e3:.2f}",
+              f"{stat['numpy']['median'] * 1e3:.2f}",
+              f"{stat['numpy']['median'] / stat['pymic']['median']:.2f}×"]
+             for dtype, per_op in results.items() for name, stat in per_op.items()]
+    return {"figures": {"elements": count, "seconds": results},
+            "tables": [{"title": f"Time per operation on {count:,} elements (ms), speed-up over NumPy",
+                        "columns": ["dtype", "op", "pymic", "NumPy", "NumPy / pymic"],
+                        "rows": table}],
+            "targets": _target_rows(results)}

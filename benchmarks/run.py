@@ -1,0 +1,192 @@
+"""Run the pymic benchmark suite (B1-B8) and write results/.
+
+    python run.py [--quick] [--only B1,B3] [--kernels build] [--results results]
+
+Each benchmark runs in a child process of its own: a crash or a hang in one
+(pymic is young) is recorded in the table and the rest still run, and no
+benchmark inherits another's threads, allocator state or BLAS pools.  A full
+run writes results/latest.json, results/README.md and the PNG plots; a
+--quick or --only run writes to results/scratch/ instead, so committed
+results always come from one complete run.
+"""
+
+import argparse
+import importlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+# Must happen before anything imports NumPy or OpenBLAS: these variables pin
+# an old OpenBLAS core and slow current builds down.  Children inherit this.
+SLOW_BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+UNSET = {name: os.environ.pop(name) for name in SLOW_BLAS_VARIABLES if name in os.environ}
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+BENCHMARKS = {
+    "B1": ("b1_latency", 300),
+    "B2": ("b2_throughput", 300),
+    "B3": ("b3_transfers", 420),
+    "B4": ("b4_bind", 300),
+    "B5": ("b5_array_ops", 420),
+    "B6": ("b6_dgemm", 480),
+    "B7": ("b7_pipeline", 300),
+    "B8": ("b8_idle", 120),
+}
+
+
+def _parse_arguments(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations and sizes")
+    parser.add_argument("--only", default="", help="comma-separated ids, e.g. B1,B3")
+    parser.add_argument("--kernels", default=str(HERE / "build"),
+                        help="directory holding libbench_kernels.so and libbench_dgemm.so")
+    parser.add_argument("--results", default=str(HERE / "results"), help="output directory")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _selection(only):
+    if not only:
+        return list(BENCHMARKS)
+    chosen = [item.strip().upper() for item in only.split(",") if item.strip()]
+    unknown = [item for item in chosen if item not in BENCHMARKS]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    return chosen
+
+
+def run_child(bench, arguments):
+    """Run one benchmark in this process and write its result as JSON.
+
+    Parameters
+    ----------
+    bench : str
+        Benchmark id.
+    arguments : argparse.Namespace
+        Parsed command line (``--out`` names the JSON file).
+
+    Returns
+    -------
+    int
+        Process exit status.
+    """
+    from context import Context
+
+    context = Context(quick=arguments.quick, kernel_dir=pathlib.Path(arguments.kernels))
+    module = importlib.import_module(BENCHMARKS[bench][0])
+    result = module.run(context)
+    result["name"] = module.NAME
+    with open(arguments.out, "w", encoding="utf-8") as output:
+        json.dump(result, output, default=float)
+    return 0
+
+
+def _failure(bench, reason):
+    import targets
+
+    module = importlib.import_module(BENCHMARKS[bench][0])
+    return {"name": module.NAME, "error": reason,
+            "targets": [targets.failed(bench, module.NAME, reason)], "figures": {}}
+
+
+def run_in_child(bench, arguments):
+    """Run one benchmark in a child process with a time limit.
+
+    Parameters
+    ----------
+    bench : str
+        Benchmark id.
+    arguments : argparse.Namespace
+        Parsed command line, passed on to the child.
+
+    Returns
+    -------
+    dict
+        The benchmark's result, or an error record if the child crashed,
+        hung or wrote nothing.
+    """
+    module_name, time_limit = BENCHMARKS[bench]
+    with tempfile.TemporaryDirectory() as scratch:
+        out = os.path.join(scratch, f"{bench}.json")
+        command = [sys.executable, str(HERE / "run.py"), "--child", bench, "--out", out,
+                   "--kernels", arguments.kernels] + (["--quick"] if arguments.quick else [])
+        started = time.monotonic()
+        try:
+            completed = subprocess.run(command, stderr=subprocess.PIPE, text=True,
+                                       timeout=time_limit, check=False)
+        except subprocess.TimeoutExpired:
+            return _failure(bench, f"no result within {time_limit} s (hang?)")
+        elapsed = time.monotonic() - started
+        if completed.stderr:
+            sys.stderr.write(completed.stderr)
+        if completed.returncode != 0 or not os.path.exists(out):
+            last_lines = [line for line in completed.stderr.strip().splitlines() if line][-1:]
+            reason = f"{module_name} exited with status {completed.returncode}"
+            if last_lines:
+                reason += f": {last_lines[0].strip()}"
+            return _failure(bench, reason)
+        with open(out, encoding="utf-8") as result_file:
+            result = json.load(result_file)
+    result["seconds"] = round(elapsed, 1)
+    return result
+
+
+def main(argv=None):
+    """Run the selected benchmarks and write the results.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command line without the program name.
+
+    Returns
+    -------
+    int
+        0 if every benchmark produced its figures, 1 otherwise.
+    """
+    arguments = _parse_arguments(argv)
+    if arguments.child:
+        try:
+            return run_child(arguments.child, arguments)
+        except Exception:
+            traceback.print_exc()
+            return 1
+
+    import machine
+    import plots
+    import report
+
+    selection = _selection(arguments.only)
+    partial = arguments.quick or len(selection) < len(BENCHMARKS)
+    results_dir = pathlib.Path(arguments.results)
+    if partial:
+        results_dir = results_dir / "scratch"
+    results_dir.mkdir(parents=True, exist_ok=True)
+
+    facts = machine.collect(UNSET)
+    results = {}
+    for bench in selection:
+        print(f"== {bench} {importlib.import_module(BENCHMARKS[bench][0]).NAME}", flush=True)
+        results[bench] = run_in_child(bench, arguments)
+        for row in results[bench]["targets"]:
+            print(f"   {row['status']:8} {row['goal']}: {row['pymic']} | {row['peer']} "
+                  f"| {row['value_text']}", flush=True)
+    facts["load_average_end"] = machine.load_average()
+    run = {"facts": facts, "quick": arguments.quick, "partial": partial,
+           "benchmarks": results}
+    run["plots"] = plots.draw_all(run, results_dir)
+    report.write(run, results_dir, run["plots"])
+    print(f"results written to {results_dir}")
+    return 1 if any("error" in result for result in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
