@@ -1,0 +1,163 @@
+"""Environment variables (API.md section 8), each in a fresh interpreter."""
+
+import os
+import shutil
+import textwrap
+
+import pytest
+
+from helpers import run_python
+
+LOAD_AND_RUN = textwrap.dedent("""
+    import numpy as np
+    import pymic
+    library = pymic.devices[0].load_library(NAME)
+    out = np.zeros(1, dtype=np.int64)
+    pymic.devices[0].get_default_stream().invoke(getattr(library, KERNEL), out)
+    print("VALUE", out[0])
+""")
+
+
+def load_program(name, kernel="second_answer"):
+    return f"NAME = {name!r}\nKERNEL = {kernel!r}\n" + LOAD_AND_RUN
+
+
+def test_library_path_finds_a_bare_name(kernel_dir, tmp_path):
+    result = run_python(load_program("libpymicsecond.so"), cwd=tmp_path,
+                        env={"PYMIC_LIBRARY_PATH": str(kernel_dir)})
+    assert result.returncode == 0, result.stderr
+    assert "VALUE 42" in result.stdout
+
+
+def test_library_path_with_several_directories_in_order(kernel_dir, tmp_path):
+    first, second, empty = tmp_path / "first", tmp_path / "second", tmp_path / "empty"
+    for directory in (first, second, empty):
+        directory.mkdir()
+    # The same file name in both: the first directory of the path wins.
+    shutil.copy(kernel_dir / "libpymicsecond.so", first / "libpick.so")
+    shutil.copy(kernel_dir / "libpymictest.so", second / "libpick.so")
+    path = os.pathsep.join([str(empty), str(first), str(second)])
+    result = run_python(load_program("libpick.so"), cwd=empty,
+                        env={"PYMIC_LIBRARY_PATH": path})
+    assert result.returncode == 0, result.stderr
+    assert "VALUE 42" in result.stdout
+
+
+def test_library_path_comes_before_the_working_directory(kernel_dir, tmp_path):
+    in_path, working = tmp_path / "in_path", tmp_path / "working"
+    in_path.mkdir()
+    working.mkdir()
+    shutil.copy(kernel_dir / "libpymicsecond.so", in_path / "libpick.so")
+    shutil.copy(kernel_dir / "libpymictest.so", working / "libpick.so")
+    result = run_python(load_program("libpick.so"), cwd=working,
+                        env={"PYMIC_LIBRARY_PATH": str(in_path)})
+    assert result.returncode == 0, result.stderr
+    assert "VALUE 42" in result.stdout
+
+
+def test_working_directory_is_searched_last(kernel_dir, tmp_path):
+    shutil.copy(kernel_dir / "libpymicsecond.so", tmp_path / "libpick.so")
+    result = run_python(load_program("libpick.so"), cwd=tmp_path,
+                        env={"PYMIC_LIBRARY_PATH": str(tmp_path / "missing")})
+    assert result.returncode == 0, result.stderr
+    assert "VALUE 42" in result.stdout
+
+
+def test_bare_name_found_nowhere_is_an_offload_error(tmp_path):
+    result = run_python(load_program("libpymicsecond.so"), cwd=tmp_path,
+                        env={"PYMIC_LIBRARY_PATH": None})
+    assert result.returncode != 0
+    assert "OffloadError" in result.stderr
+    assert "libpymicsecond.so" in result.stderr
+
+
+def test_debug_messages_go_to_stderr_with_prefix(kernel_dir, tmp_path):
+    program = load_program(str(kernel_dir / "libpymicsecond.so"))
+    result = run_python(program, env={"PYMIC_DEBUG": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "VALUE 42" in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines, "PYMIC_DEBUG=1 printed nothing"
+    assert any(line.startswith("PYMIC:") for line in lines), result.stderr
+    assert "PYMIC:" not in result.stdout
+
+
+def test_no_debug_messages_by_default(kernel_dir):
+    program = load_program(str(kernel_dir / "libpymicsecond.so"))
+    result = run_python(program, env={"PYMIC_DEBUG": None})
+    assert result.returncode == 0, result.stderr
+    assert "PYMIC:" not in result.stderr
+
+
+TWO_DEVICES = textwrap.dedent("""
+    import os
+    import numpy as np
+    import pymic
+
+    print("DEVICES", pymic.number_of_devices(), len(pymic.devices))
+    masks = []
+    for number in pymic.devices:
+        device = pymic.devices[number]
+        library = device.load_library(LIBRARY)
+        stream = device.create_stream()
+        report = np.zeros(4, dtype=np.int64)
+        stream.invoke(library.omp_report, report)
+        masks.append(int(report[3]))
+        data = stream.bind(np.arange(4.0))
+        doubled = (data + data).update_host().array
+        stream.sync()
+        assert (doubled == 2 * np.arange(4.0)).all(), doubled
+        assert stream.get_device().device_id == number
+    print("MASKS", *masks)
+    all_cpus = 0
+    for cpu in os.sched_getaffinity(0):
+        all_cpus |= 1 << cpu
+    print("ALL", all_cpus)
+""")
+
+
+def test_two_host_devices(kernel_dir):
+    program = f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + TWO_DEVICES
+    result = run_python(program, env={"PYMIC_DEVICES": "host*2"})
+    assert result.returncode == 0, result.stderr
+    fields = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
+    assert fields["DEVICES"] == ["2", "2"]
+    first, second = (int(mask) for mask in fields["MASKS"])
+    all_cpus = int(fields["ALL"][0])
+    assert first and second
+    if bin(all_cpus).count("1") >= 2:
+        # Two devices split the cores: disjoint, together all of them.
+        assert first & second == 0
+        assert first | second == all_cpus
+
+
+def test_one_host_device_is_the_default(kernel_dir):
+    result = run_python("import pymic; print(pymic.number_of_devices())",
+                        env={"PYMIC_DEVICES": None})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+
+
+def test_explicit_host_layout(kernel_dir):
+    result = run_python("import pymic; print(pymic.number_of_devices())",
+                        env={"PYMIC_DEVICES": "host"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("layout", ["gpu", "host*0", "host*x"])
+def test_bad_device_layout_is_reported(layout):
+    program = textwrap.dedent("""
+        try:
+            import pymic
+            pymic.number_of_devices()
+            pymic.devices[0]
+        except Exception as error:
+            print("ERROR", type(error).__name__, error)
+        else:
+            print("NO ERROR")
+    """)
+    result = run_python(program, env={"PYMIC_DEVICES": layout})
+    output = result.stdout + result.stderr
+    assert "NO ERROR" not in output
+    assert "PYMIC_DEVICES" in output
