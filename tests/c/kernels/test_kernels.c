@@ -1,0 +1,53 @@
+/*
+ * test_kernels.c -- small kernels the engine tests invoke.
+ */
+#include <pymic_kernel.h>
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+
+PYMIC_KERNEL void empty_kernel(void) {}
+
+/* *counter += 1, as the kernel's only effect. */
+PYMIC_KERNEL void increment(int64_t *counter) { (*counter)++; }
+
+/* Appends *value to log[0..] (log[0] holds the count): shows the order. */
+PYMIC_KERNEL void append(int64_t *log, const int64_t *value)
+{
+    log[1 + log[0]] = *value;
+    log[0]++;
+}
+
+/* out[0] = *a + *b for scalars passed by value. */
+PYMIC_KERNEL void add_scalars(double *out, const double *a, const int64_t *b)
+{
+    out[0] = *a + (double)*b;
+}
+
+/* Stores 1 in *flag only once *gate is nonzero, then sets *gate = 0:
+ * lets a test hold a stream busy until it opens the gate. */
+PYMIC_KERNEL void wait_for_gate(_Atomic int64_t *gate)
+{
+    while (atomic_load(gate) == 0) {
+        struct timespec pause = {0, 100000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+/* Sleep *ms milliseconds. */
+PYMIC_KERNEL void sleep_ms(const int64_t *ms)
+{
+    struct timespec t = {(time_t)(*ms / 1000), (long)(*ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+/* out[i] = in[i] * 2 for i < *n. */
+PYMIC_KERNEL void double_it(const double *in, double *out, const int64_t *n)
+{
+    for (int64_t i = 0; i < *n; i++)
+        out[i] = in[i] * 2.0;
+}
+
+/* Records the CPU the kernel runs on. */
+PYMIC_KERNEL void which_cpu(int64_t *cpu) { *cpu = sched_getcpu(); }

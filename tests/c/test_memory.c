@@ -1,0 +1,233 @@
+/*
+ * test_memory.c -- device memory: allocation, tracking, checked copies and
+ * stream-ordered frees, with every error path.
+ */
+#include "check.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+static void test_alloc_and_query(void)
+{
+    void *p = NULL;
+    CHECK_OK(pymic_mem_alloc(0, 1000, 0, &p));
+    CHECK(p != NULL && (uintptr_t)p % 64 == 0);
+    void *base = NULL;
+    size_t size = 0;
+    CHECK_OK(pymic_mem_query(0, p, &base, &size));
+    CHECK(base == p && size == 1000);
+    /* A pointer inside the allocation finds it too. */
+    CHECK_OK(pymic_mem_query(0, (char *)p + 999, &base, &size));
+    CHECK(base == p && size == 1000);
+    CHECK_STATUS(pymic_mem_query(0, (char *)p + 1000, &base, &size), PYMIC_ERR_INVALID_POINTER);
+    CHECK_MESSAGE("pymic_mem_query");
+    CHECK_STATUS(pymic_mem_query(0, p, NULL, &size), PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pymic_mem_query(1, p, &base, &size), PYMIC_ERR_INVALID_ARGUMENT);
+
+    uintptr_t address = 0;
+    CHECK_OK(pymic_mem_translate(0, p, 0, &address));
+    CHECK(address == (uintptr_t)p);
+    CHECK_OK(pymic_mem_translate(0, p, 999, &address));
+    CHECK(address == (uintptr_t)p + 999);
+    CHECK_STATUS(pymic_mem_translate(0, p, 1000, &address), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_STATUS(pymic_mem_translate(0, p, SIZE_MAX, &address), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_STATUS(pymic_mem_translate(0, p, 0, NULL), PYMIC_ERR_INVALID_ARGUMENT);
+    int on_stack;
+    CHECK_STATUS(pymic_mem_translate(0, &on_stack, 0, &address), PYMIC_ERR_INVALID_POINTER);
+
+    /* Alignment: honoured, checked. */
+    void *q = NULL;
+    CHECK_OK(pymic_mem_alloc(0, 10, 4096, &q));
+    CHECK((uintptr_t)q % 4096 == 0);
+    void *r = NULL;
+    CHECK_OK(pymic_mem_alloc(0, 3 << 20, 1 << 16, &r)); /* big and over-aligned */
+    CHECK((uintptr_t)r % (1 << 16) == 0);
+    void *bad = NULL;
+    CHECK_STATUS(pymic_mem_alloc(0, 10, 48, &bad), PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE("power of two");
+    CHECK_STATUS(pymic_mem_alloc(0, 0, 0, &bad), PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pymic_mem_alloc(0, 10, 0, NULL), PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pymic_mem_alloc(2, 10, 0, &bad), PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pymic_mem_alloc(0, SIZE_MAX, 0, &bad), PYMIC_ERR_OUT_OF_MEMORY);
+    CHECK(bad == NULL);
+
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_mem_free(s, p));
+    CHECK_OK(pymic_mem_free(s, q));
+    CHECK_OK(pymic_mem_free(s, r));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+static void test_copies(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    enum { N = 4096 };
+    int64_t *host = malloc(N * sizeof *host), *back = calloc(N, sizeof *back);
+    for (int i = 0; i < N; i++)
+        host[i] = i * 7 + 1;
+
+    void *a = NULL, *b = NULL;
+    CHECK_OK(pymic_mem_alloc(0, N * sizeof(int64_t), 0, &a));
+    CHECK_OK(pymic_mem_alloc(0, N * sizeof(int64_t), 0, &b));
+    CHECK_OK(pymic_memcpy_h2d(s, a, 0, host, N * sizeof(int64_t)));
+    CHECK_OK(pymic_memcpy_d2d(s, b, 0, a, 0, N * sizeof(int64_t)));
+    CHECK_OK(pymic_memcpy_d2h(s, back, b, 0, N * sizeof(int64_t)));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(memcmp(host, back, N * sizeof(int64_t)) == 0);
+
+    /* Offsets on both sides. */
+    int64_t seven = 7777, got = 0;
+    CHECK_OK(pymic_memcpy_h2d(s, a, 10 * sizeof(int64_t), &seven, sizeof seven));
+    CHECK_OK(pymic_memcpy_d2d(s, b, 20 * sizeof(int64_t), a, 10 * sizeof(int64_t), 8));
+    CHECK_OK(pymic_memcpy_d2h(s, &got, b, 20 * sizeof(int64_t), sizeof got));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(got == 7777);
+
+    /* Overlapping device-to-device copy inside one allocation (memmove). */
+    CHECK_OK(pymic_memcpy_h2d(s, a, 0, host, N * sizeof(int64_t)));
+    CHECK_OK(pymic_memcpy_d2d(s, a, 8, a, 0, (N - 1) * sizeof(int64_t)));
+    CHECK_OK(pymic_memcpy_d2h(s, back, a, 0, N * sizeof(int64_t)));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(back[0] == host[0] && back[1] == host[0] && back[N - 1] == host[N - 2]);
+
+    /* A big copy takes the parallel path. */
+    size_t big = (size_t)24 << 20;
+    unsigned char *hbig = malloc(big), *hback = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        hbig[i] = (unsigned char)(i * 131 + (i >> 12));
+    void *dbig = NULL, *dbig2 = NULL;
+    CHECK_OK(pymic_mem_alloc(0, big, 0, &dbig));
+    CHECK_OK(pymic_mem_alloc(0, big, 0, &dbig2));
+    CHECK_OK(pymic_memcpy_h2d(s, dbig, 0, hbig, big));
+    CHECK_OK(pymic_memcpy_d2d(s, dbig2, 0, dbig, 0, big));
+    CHECK_OK(pymic_memcpy_d2h(s, hback, dbig2, 0, big));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(memcmp(hbig, hback, big) == 0);
+    CHECK_OK(pymic_mem_free(s, dbig));
+    CHECK_OK(pymic_mem_free(s, dbig2));
+    /* Freed big blocks are cached and reused: the next one of that size
+     * still works and holds what we write. */
+    CHECK_OK(pymic_mem_alloc(0, big, 0, &dbig));
+    CHECK_OK(pymic_memcpy_h2d(s, dbig, 0, hbig, big));
+    memset(hback, 0, big);
+    CHECK_OK(pymic_memcpy_d2h(s, hback, dbig, 0, big));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(memcmp(hbig, hback, big) == 0);
+    CHECK_OK(pymic_mem_free(s, dbig));
+    free(hbig);
+    free(hback);
+
+    CHECK_OK(pymic_mem_free(s, a));
+    CHECK_OK(pymic_mem_free(s, b));
+    CHECK_OK(pymic_stream_destroy(s));
+    free(host);
+    free(back);
+}
+
+static void test_copy_errors(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    char host[256] = {0};
+    void *a = NULL;
+    CHECK_OK(pymic_mem_alloc(0, 128, 0, &a));
+    uint64_t before = pymic_stream_last_enqueued(s);
+
+    /* Beyond the end, by offset and by size, and offsets that overflow. */
+    CHECK_STATUS(pymic_memcpy_h2d(s, a, 0, host, 129), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE("pymic_memcpy_h2d");
+    CHECK_MESSAGE("device 0");
+    CHECK_MESSAGE("128-byte allocation");
+    CHECK_STATUS(pymic_memcpy_h2d(s, a, 100, host, 29), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_STATUS(pymic_memcpy_h2d(s, a, 128, host, 1), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_STATUS(pymic_memcpy_h2d(s, a, SIZE_MAX, host, 2), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_STATUS(pymic_memcpy_d2h(s, host, a, 1, SIZE_MAX), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE("pymic_memcpy_d2h");
+    CHECK_STATUS(pymic_memcpy_d2d(s, a, 64, a, 0, 65), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE("destination");
+    CHECK_STATUS(pymic_memcpy_d2d(s, a, 0, a, 64, 65), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE("source");
+    /* Exactly to the end is fine. */
+    CHECK_OK(pymic_memcpy_h2d(s, a, 100, host, 28));
+
+    /* Unknown pointers: host memory, NULL, one past the end. */
+    CHECK_STATUS(pymic_memcpy_h2d(s, host, 0, host, 1), PYMIC_ERR_INVALID_POINTER);
+    CHECK_MESSAGE("not a live allocation");
+    CHECK_STATUS(pymic_memcpy_h2d(s, NULL, 0, host, 1), PYMIC_ERR_INVALID_POINTER);
+    CHECK_STATUS(pymic_memcpy_d2h(s, host, (char *)a + 128, 0, 1), PYMIC_ERR_INVALID_POINTER);
+    CHECK_STATUS(pymic_memcpy_d2d(s, a, 0, host, 0, 1), PYMIC_ERR_INVALID_POINTER);
+
+    /* Bad arguments. */
+    CHECK_STATUS(pymic_memcpy_h2d(s, a, 0, host, 0), PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pymic_memcpy_h2d(s, a, 0, NULL, 1), PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pymic_memcpy_d2h(s, NULL, a, 0, 1), PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pymic_memcpy_d2h(NULL, host, a, 0, 1), PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pymic_memcpy_d2d(s, a, 0, a, 0, 0), PYMIC_ERR_INVALID_ARGUMENT);
+
+    /* Failed calls enqueue nothing. */
+    CHECK(pymic_stream_last_enqueued(s) == before + 1);
+
+    /* Frees: interior pointer, double free, unknown pointer, use after free. */
+    CHECK_STATUS(pymic_mem_free(s, (char *)a + 1), PYMIC_ERR_INVALID_POINTER);
+    CHECK_MESSAGE("inside an allocation");
+    CHECK_STATUS(pymic_mem_free(NULL, a), PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_OK(pymic_mem_free(s, a));
+    CHECK_STATUS(pymic_mem_free(s, a), PYMIC_ERR_INVALID_POINTER);
+    CHECK_MESSAGE("pymic_mem_free");
+    CHECK_MESSAGE("already freed");
+    CHECK_STATUS(pymic_memcpy_h2d(s, a, 0, host, 1), PYMIC_ERR_INVALID_POINTER);
+    CHECK_STATUS(pymic_mem_free(s, host), PYMIC_ERR_INVALID_POINTER);
+    CHECK_STATUS(pymic_mem_free(s, NULL), PYMIC_ERR_INVALID_POINTER);
+    void *base;
+    size_t size;
+    CHECK_STATUS(pymic_mem_query(0, a, &base, &size), PYMIC_ERR_INVALID_POINTER);
+
+    /* The engine stays usable after all those failures. */
+    void *c = NULL;
+    CHECK_OK(pymic_mem_alloc(0, 64, 0, &c));
+    CHECK_OK(pymic_memcpy_h2d(s, c, 0, host, 64));
+    CHECK_OK(pymic_mem_free(s, c));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK_OK(pymic_stream_destroy(s));
+
+    pymic_device_info info;
+    CHECK_OK(pymic_device_get_info(0, &info));
+    CHECK(info.memory_used == 0);
+}
+
+/* A free waits for the commands queued before it: copy from the buffer,
+ * free it, and the copy still sees the data. */
+static void test_stream_ordered_free(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    size_t n = 8 << 20;
+    char *src = malloc(n), *dst = calloc(1, n);
+    memset(src, 0x5a, n);
+    void *d = NULL;
+    CHECK_OK(pymic_mem_alloc(0, n, 0, &d));
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(pymic_memcpy_h2d(s, d, 0, src, n));
+    CHECK_OK(pymic_memcpy_d2h(s, dst, d, 0, n));
+    CHECK_OK(pymic_mem_free(s, d));
+    pymic_device_info info;
+    CHECK_OK(pymic_device_get_info(0, &info));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(dst[0] == 0x5a && dst[n - 1] == 0x5a);
+    CHECK_OK(pymic_device_get_info(0, &info));
+    CHECK(info.memory_used == 0);
+    CHECK_OK(pymic_stream_destroy(s));
+    free(src);
+    free(dst);
+}
+
+int main(void)
+{
+    test_alloc_and_query();
+    test_copies();
+    test_copy_errors();
+    test_stream_ordered_free();
+    return check_finish();
+}
