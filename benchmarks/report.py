@@ -79,7 +79,7 @@ def markdown(run, plots_present):
         for row in result["targets"]:
             rows.append([bench, row["goal"], row["pymic"], row["peer"], row["value_text"],
                          f"**{row['status']}**", row["note"]])
-    lines += _table(["#", "target", "pymic", "peer", "ratio", "verdict", "note"], rows)
+    lines += _table(["#", "target", "pymic", "peer", "judged figure", "verdict", "note"], rows)
     lines += [""]
     for bench, result in run["benchmarks"].items():
         lines += [f"## {bench}: {result['name']}", ""]
