@@ -1,5 +1,8 @@
 """OffloadDevice (API.md section 3)."""
 
+import gc
+
+import numpy as np
 import pytest
 
 import pymic
@@ -44,7 +47,6 @@ def test_create_stream_gives_new_streams(device):
 
 
 def test_created_stream_runs_kernels(device, lib):
-    import numpy as np
     new_stream = device.create_stream()
     data = np.ones(16)
     new_stream.invoke(lib.scale_double, data, data.size, 5.0)
@@ -53,7 +55,6 @@ def test_created_stream_runs_kernels(device, lib):
 
 
 def test_many_streams_can_be_created_and_dropped(device, lib):
-    import gc
     for _ in range(32):
         created = device.create_stream()
         created.invoke(lib.empty_kernel)
@@ -79,7 +80,6 @@ def test_load_library_accepts_a_tuple_as_pymic_did(device, kernel_dir):
                                      str(kernel_dir / "libpymicsecond.so")))
     assert isinstance(libraries, list) and len(libraries) == 2
     stream = device.get_default_stream()
-    import numpy as np
     out = np.zeros(1, dtype=np.int64)
     stream.invoke(libraries[1].second_answer, out)
     assert out[0] == 42

@@ -35,9 +35,9 @@ def test_record_event_returns_an_event(stream):
 def test_event_is_pending_until_its_point_is_reached(stream, lib):
     stream.invoke(lib.sleep_ms, 200)
     event = stream.record_event()
-    assert event.done is False
+    assert not event.done
     event.sync()
-    assert event.done is True
+    assert event.done
 
 
 def test_event_sync_does_not_wait_for_later_commands(stream, lib):
