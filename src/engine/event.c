@@ -139,31 +139,39 @@ int pymic_event_query(pymic_event *event)
     return atomic_load_explicit(&event->done, memory_order_acquire) >= target;
 }
 
+static int check_recorded(pymic_event *event, const char *which)
+{
+    if (atomic_load_explicit(&event->recorded, memory_order_acquire) == 0)
+        return pymic_fail(PYMIC_ERR_NOT_RECORDED,
+                          "pymic_event_elapsed: the %s event was never recorded", which);
+    return PYMIC_OK;
+}
+
 /* The timestamp of the event's latest record, if it has completed. */
 static int completed_stamp(pymic_event *event, const char *which, uint64_t *stamp)
 {
-    static const char op[] = "pymic_event_elapsed";
     uint64_t target = atomic_load_explicit(&event->recorded, memory_order_acquire);
-    if (target == 0)
-        return pymic_fail(PYMIC_ERR_NOT_RECORDED, "%s: the %s event was never recorded", op,
-                          which);
     pthread_mutex_lock(&event->lock);
     bool done = event->stamp_generation >= target;
     *stamp = event->stamp_ns;
     pthread_mutex_unlock(&event->lock);
     if (!done)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: the %s event has not completed yet",
-                          op, which);
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                          "pymic_event_elapsed: the %s event has not completed yet", which);
     return PYMIC_OK;
 }
 
 int pymic_event_elapsed(pymic_event *start, pymic_event *end, double *seconds)
 {
-    static const char op[] = "pymic_event_elapsed";
     if (!start || !end || !seconds)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: NULL event or output", op);
-    uint64_t t0, t1;
-    int status = completed_stamp(start, "start", &t0);
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                          "pymic_event_elapsed: NULL event or output");
+    uint64_t t0 = 0, t1 = 0;
+    int status = check_recorded(start, "start");
+    if (status == PYMIC_OK)
+        status = check_recorded(end, "end");
+    if (status == PYMIC_OK)
+        status = completed_stamp(start, "start", &t0);
     if (status == PYMIC_OK)
         status = completed_stamp(end, "end", &t1);
     if (status != PYMIC_OK)
