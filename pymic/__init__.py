@@ -1,0 +1,97 @@
+"""pymic: offload compute kernels from Python to devices.
+
+pymic re-implements the programming model and the Python API of Intel's
+pyMIC for today's CPUs: kernels written in C (or any language with a C
+entry point) run on *offload devices* -- partitions of this machine's cores
+with their own memory and worker threads -- fed by asynchronous *streams*.
+
+Quick start::
+
+    import numpy, pymic
+    device = pymic.devices[0]
+    library = device.load_library("libdouble_it.so")
+    stream = device.get_default_stream()
+    a = numpy.arange(8.0)
+    offl_a = stream.bind(a)
+    stream.invoke(library.double_it, offl_a, a.size)
+    offl_a.update_host()
+    stream.sync()
+
+Environment: PYMIC_DEVICES (device layout), PYMIC_LIBRARY_PATH (library
+search path), PYMIC_DEBUG (debug messages on stderr, prefixed ``PYMIC:``).
+"""
+
+import atexit as _atexit
+import os as _os
+
+import numpy as _numpy
+
+from . import _engine
+from ._engine import OffloadError, OffloadValueError
+
+_engine.init()
+_engine.set_numpy_types(_numpy.ndarray, _numpy.generic)
+
+from .device import OffloadDevice, devices, number_of_devices  # noqa: E402
+from .stream import OffloadStream  # noqa: E402
+from .library import OffloadLibrary  # noqa: E402
+from .array import OffloadArray  # noqa: E402
+
+OffloadEvent = _engine.Event
+DevicePointer = _engine.DevicePointer
+KernelHandle = _engine.KernelHandle
+#: Most arguments one kernel invocation may take.
+MAX_KERNEL_ARGS = _engine.MAX_KERNEL_ARGS
+
+__version__ = "%d.%d.%d" % _engine.version()
+
+__all__ = [
+    "DevicePointer",
+    "KernelHandle",
+    "MAX_KERNEL_ARGS",
+    "OffloadArray",
+    "OffloadDevice",
+    "OffloadError",
+    "OffloadEvent",
+    "OffloadLibrary",
+    "OffloadStream",
+    "OffloadValueError",
+    "devices",
+    "get_include",
+    "number_of_devices",
+]
+
+
+def get_include():
+    """Return the directory holding pymic.h and pymic_kernel.h.
+
+    Use it to compile kernel libraries and C extensions against pymic, as
+    with ``numpy.get_include()``::
+
+        cc -shared -fPIC -I$(python -c "import pymic; print(pymic.get_include())") ...
+
+    Returns
+    -------
+    str
+        Absolute path of the headers' directory.
+    """
+    return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
+
+
+def _sync_all_streams():
+    """Drain every device at interpreter exit.
+
+    No queued command may outlive the host objects it uses, and module
+    teardown destroys those objects in no particular order.
+    """
+    for device_id in devices:
+        try:
+            devices[device_id].sync()
+            stream = devices[device_id]._default_stream
+            if stream is not None:
+                stream.sync()
+        except OffloadError:
+            pass
+
+
+_atexit.register(_sync_all_streams)

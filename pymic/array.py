@@ -1,0 +1,513 @@
+"""OffloadArray: a NumPy array with a buffer on an offload device."""
+
+import math
+import operator
+
+import numpy
+
+from . import _engine
+from ._dtypes import ABS_RESULT, KERNEL_SUFFIX, scalar_of, supported_dtype
+
+
+def _normalise_shape(shape):
+    """Return `shape` as a tuple of non-negative ints."""
+    if isinstance(shape, (int, numpy.integer)):
+        shape = (shape,)
+    try:
+        shape = tuple(operator.index(extent) for extent in shape)
+    except TypeError as error:
+        raise TypeError(f"shape must be an int or a sequence of ints, not {shape!r}") from error
+    if any(extent < 0 for extent in shape):
+        raise ValueError(f"negative dimensions are not allowed: {shape}")
+    return shape
+
+
+def _normalise_order(order):
+    if order not in ("C", "F"):
+        raise ValueError(f"order must be 'C' or 'F', not {order!r}")
+    return order
+
+
+def _resolve_placement(device, stream):
+    """The (device, stream) pair an array lives on, from either or both."""
+    from .device import _resolve_device
+    if stream is None:
+        device = _resolve_device(device)
+        return device, device.get_default_stream()
+    stream_device = stream.get_device()
+    if device is not None and _resolve_device(device) != stream_device:
+        raise ValueError(f"stream runs on {stream_device}, not on {device}")
+    return stream_device, stream
+
+
+class OffloadArray(_engine.ArrayBase):
+    """A NumPy array with a mirror buffer on an offload device.
+
+    The host side is the ``array`` attribute; the device side is written by
+    kernels and element-wise operations.  The two meet only through
+    :meth:`update_device` and :meth:`update_host`, which are asynchronous
+    like every operation on the array.  Usually created by the stream
+    methods ``bind``, ``copy``, ``empty``, ``zeros``, ``ones`` and ``bcast``.
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        Shape of the array.
+    dtype : dtype-like
+        One of int64, int32, uint64, float64, float32, complex128, complex64.
+    order : {'C', 'F'}, optional
+        Memory layout; default 'C'.
+    alloc_arr : bool, optional
+        If True (default) and `base` is None, allocate a new host array.
+    base : numpy.ndarray, optional
+        Host array to bind to (same shape, dtype and contiguous in `order`).
+    device : OffloadDevice, optional
+        Device of the array; default that of `stream`, else device 0.
+    stream : OffloadStream, optional
+        Stream the array's operations use; default the device's default
+        stream.
+
+    Attributes
+    ----------
+    array : numpy.ndarray
+        The host array (None if created with ``alloc_arr=False``).
+    device : OffloadDevice
+        Device holding the buffer.
+    stream : OffloadStream
+        Stream used by the array's operations.
+    shape, dtype, size, ndim, order, nbytes
+        As for the host array.
+
+    Raises
+    ------
+    ValueError
+        For an unsupported dtype, a bad order, or a `base` that does not
+        match.
+    OffloadError
+        If the device is out of memory.
+    """
+
+    __hash__ = None
+    # NumPy must defer to our reflected operators (ndarray + OffloadArray).
+    __array_ufunc__ = None
+
+    def __init__(self, shape, dtype, order="C", alloc_arr=True, base=None, device=None,
+                 stream=None):
+        shape = _normalise_shape(shape)
+        dtype = supported_dtype(dtype)
+        order = _normalise_order(order)
+        device, stream = _resolve_placement(device, stream)
+        if base is not None:
+            array = self._check_base(base, shape, dtype, order)
+        elif alloc_arr:
+            array = numpy.empty(shape, dtype=dtype, order=order)
+        else:
+            array = None
+        self._describe(array, device, stream, shape, dtype, order)
+        # Empty arrays still own a (tiny) allocation so that kernels get a
+        # valid pointer.
+        self._dptr = stream.allocate_device_memory(max(self.nbytes, 1))
+        self._doffset = 0
+
+    @staticmethod
+    def _check_base(base, shape, dtype, order):
+        if not isinstance(base, numpy.ndarray):
+            raise TypeError(f"base must be a numpy.ndarray, not {type(base).__name__}")
+        if base.shape != shape or base.dtype != dtype:
+            raise ValueError(f"base has shape {base.shape} and dtype {base.dtype}, "
+                             f"expected {shape} and {dtype}")
+        contiguous = base.flags.c_contiguous if order == "C" else base.flags.f_contiguous
+        if not contiguous:
+            raise ValueError(f"base must be {order}-contiguous")
+        return base
+
+    def _describe(self, array, device, stream, shape, dtype, order):
+        self.array = array
+        self.device = device
+        self.stream = stream
+        self.shape = shape
+        self.dtype = dtype
+        self.order = order
+        self.ndim = len(shape)
+        self.size = math.prod(shape)
+        self.nbytes = self.size * dtype.itemsize
+
+    def _view(self, array, shape, byte_offset=0):
+        """A new OffloadArray sharing this one's device buffer."""
+        view = OffloadArray.__new__(OffloadArray)
+        view._describe(array, self.device, self.stream, shape, self.dtype, self.order)
+        view._dptr = self._dptr
+        view._doffset = self._doffset + byte_offset
+        return view
+
+    def _new_like(self, dtype=None):
+        """A new array of this shape for a result, on the same stream."""
+        return OffloadArray(self.shape, self.dtype if dtype is None else dtype,
+                            order=self.order, stream=self.stream)
+
+    def _kernel(self, operation, dtype=None):
+        suffix = KERNEL_SUFFIX[self.dtype if dtype is None else dtype]
+        return self.device._array_kernel(f"pymic_array_{operation}_{suffix}")
+
+    # ------------------------------------------------------------ transfers
+
+    def update_device(self):
+        """Enqueue the copy of the host array to the device buffer.
+
+        Returns
+        -------
+        OffloadArray
+            self.
+        """
+        if self.array is None:
+            raise _engine.OffloadError("this OffloadArray has no host array")
+        if self.nbytes:
+            self.stream.transfer_host2device(self.array, self._dptr, self.nbytes, 0,
+                                             self._doffset)
+        return self
+
+    def update_host(self):
+        """Enqueue the copy of the device buffer to the host array.
+
+        The host array holds the device contents once the stream has been
+        synchronised: ``r = a.update_host().array; stream.sync()``.
+
+        Returns
+        -------
+        OffloadArray
+            self.
+        """
+        if self.array is None:
+            raise _engine.OffloadError("this OffloadArray has no host array")
+        if self.nbytes:
+            self.stream.transfer_device2host(self._dptr, self.array, self.nbytes,
+                                             self._doffset, 0)
+        return self
+
+    def assign_stream(self, stream):
+        """Make later operations of this array use `stream`.
+
+        Later commands of `stream` wait for the work already enqueued on the
+        old stream, so the switch needs no host synchronisation.
+
+        Parameters
+        ----------
+        stream : OffloadStream
+            A stream of the same device.
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        ValueError
+            If `stream` belongs to another device.
+        """
+        if not isinstance(stream, _engine.Stream):
+            raise TypeError(f"expected an OffloadStream, not {type(stream).__name__}")
+        if stream.get_device() != self.device:
+            raise ValueError(f"cannot assign a stream of {stream.get_device()} to an array "
+                             f"on {self.device}")
+        if stream is self.stream:
+            return
+        stream.wait_event(self.stream.record_event())
+        self.stream = stream
+        # Garbage collection frees the buffer in the order of the new stream.
+        self._dptr._stream = stream
+
+    # ------------------------------------------------------------ operands
+
+    def _device_operand(self, other):
+        """Return `other` as an OffloadArray (device data) or a scalar."""
+        if isinstance(other, OffloadArray):
+            if other.shape != self.shape or other.dtype != self.dtype:
+                raise ValueError(f"operands differ: shape {self.shape} dtype {self.dtype} "
+                                 f"and shape {other.shape} dtype {other.dtype}")
+            if other.order != self.order and self.ndim > 1:
+                raise ValueError("operands have different memory orders")
+            if other.device != self.device:
+                raise ValueError("operands live on different devices")
+            return other
+        if isinstance(other, numpy.ndarray):
+            if other.shape != self.shape or other.dtype != self.dtype:
+                raise ValueError(f"ndarray operand has shape {other.shape} and dtype "
+                                 f"{other.dtype}, expected {self.shape} and {self.dtype}")
+            host = numpy.require(other, requirements=[self.order])
+            return self.stream.bind(host)
+        return scalar_of(other, self.dtype)
+
+    def _binary(self, operation, other, out):
+        operand = self._device_operand(other)
+        if isinstance(operand, OffloadArray):
+            kernel = self._kernel(operation)
+        else:
+            kernel = self._kernel(operation + "_scalar")
+        self.stream.invoke(kernel, self, operand, out, self.size)
+        return out
+
+    def _reflected(self, operation, other):
+        """``other <op> self`` for a non-commutative operation."""
+        operand = self._device_operand(other)
+        out = self._new_like()
+        if isinstance(operand, OffloadArray):
+            self.stream.invoke(self._kernel(operation), operand, self, out, self.size)
+        else:
+            self.stream.invoke(self._kernel(f"r{operation}_scalar"), self, operand, out,
+                               self.size)
+        return out
+
+    def __add__(self, other):
+        return self._binary("add", other, self._new_like())
+
+    def __sub__(self, other):
+        return self._binary("sub", other, self._new_like())
+
+    def __mul__(self, other):
+        return self._binary("mul", other, self._new_like())
+
+    def __pow__(self, other):
+        return self._binary("pow", other, self._new_like())
+
+    def __radd__(self, other):
+        return self._binary("add", other, self._new_like())
+
+    def __rmul__(self, other):
+        return self._binary("mul", other, self._new_like())
+
+    def __rsub__(self, other):
+        return self._reflected("sub", other)
+
+    def __rpow__(self, other):
+        return self._reflected("pow", other)
+
+    def __iadd__(self, other):
+        return self._binary("add", other, self)
+
+    def __isub__(self, other):
+        return self._binary("sub", other, self)
+
+    def __imul__(self, other):
+        return self._binary("mul", other, self)
+
+    def __abs__(self):
+        result_dtype = ABS_RESULT.get(self.dtype, self.dtype)
+        out = self._new_like(result_dtype)
+        self.stream.invoke(self._kernel("abs"), self, out, self.size)
+        return out
+
+    # ------------------------------------------------------------ filling
+
+    def fill(self, value):
+        """Set every element to `value` on the device.
+
+        Parameters
+        ----------
+        value : scalar
+            A value representable in the array's dtype.
+
+        Returns
+        -------
+        OffloadArray
+            self.
+
+        Raises
+        ------
+        ValueError
+            If `value` does not match the dtype.
+        """
+        scalar = scalar_of(value, self.dtype)
+        if self.size:
+            self.stream.invoke(self._kernel("fill"), self, scalar, self.size)
+        return self
+
+    def zero(self):
+        """Set every element to zero on the device.
+
+        Returns
+        -------
+        OffloadArray
+            self.
+        """
+        return self.fill(0)
+
+    def one(self):
+        """Set every element to one on the device.
+
+        Returns
+        -------
+        OffloadArray
+            self.
+        """
+        return self.fill(1)
+
+    def fillfrom(self, array):
+        """Copy the contents of a host array into the device buffer.
+
+        The array's own host side is not changed.
+
+        Parameters
+        ----------
+        array : array_like
+            Data of the same shape; converted to the array's dtype.
+
+        Returns
+        -------
+        OffloadArray
+            self.
+
+        Raises
+        ------
+        ValueError
+            If the shapes differ.
+        """
+        source = numpy.asarray(array)
+        if source.shape != self.shape:
+            raise ValueError(f"fillfrom: shape {source.shape} does not match {self.shape}")
+        source = numpy.require(source, dtype=self.dtype, requirements=[self.order])
+        if self.nbytes:
+            self.stream.transfer_host2device(source, self._dptr, self.nbytes, 0,
+                                             self._doffset)
+        return self
+
+    # ------------------------------------------------------------ reshaping
+
+    def reverse(self):
+        """Return a new array with the elements in reverse order (1-D only).
+
+        Returns
+        -------
+        OffloadArray
+            The reversed array.
+
+        Raises
+        ------
+        ValueError
+            If the array is not one-dimensional.
+        """
+        if self.ndim != 1:
+            raise ValueError(f"reverse() needs a 1-D array, this one has {self.ndim} dimensions")
+        out = self._new_like()
+        if self.size:
+            self.stream.invoke(self._kernel("reverse"), self, out, self.size)
+        return out
+
+    def reshape(self, *shape, order=None):
+        """Return a view with a new shape sharing the device buffer.
+
+        Parameters
+        ----------
+        *shape : int or tuple of int
+            The new shape, given as ints or one tuple; one extent may be -1.
+        order : {'C', 'F'}, optional
+            Must match the array's order if given.
+
+        Returns
+        -------
+        OffloadArray
+            A view: kernels writing it write this array's device buffer.
+
+        Raises
+        ------
+        ValueError
+            If the total size changes.
+        """
+        if len(shape) == 1 and not isinstance(shape[0], (int, numpy.integer)):
+            shape = shape[0]
+        if order is not None and order != self.order:
+            raise ValueError("reshape cannot change the memory order of an OffloadArray")
+        try:
+            host = (self.array if self.array is not None
+                    else numpy.empty(self.shape, self.dtype, order=self.order))
+            new_host = host.reshape(shape, order=self.order)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"cannot reshape array of size {self.size} into shape "
+                             f"{shape}") from error
+        return self._view(new_host if self.array is not None else None, new_host.shape)
+
+    def ravel(self):
+        """Return a one-dimensional view sharing the device buffer.
+
+        Returns
+        -------
+        OffloadArray
+            A view of all elements in memory order.
+        """
+        return self.reshape(self.size)
+
+    # ------------------------------------------------------------ slicing
+
+    def _leading_range(self, key):
+        """(start, stop) of a step-1 slice (or index) of the leading axis."""
+        if self.ndim == 0:
+            raise ValueError("a 0-d OffloadArray cannot be sliced")
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.shape[0])
+            if step != 1:
+                raise ValueError(f"OffloadArray slices need step 1, got {key.step}")
+            stop = max(start, stop)
+        else:
+            try:
+                index = operator.index(key)
+            except TypeError:
+                raise TypeError("OffloadArray indices must be slices of the leading axis "
+                                f"or ints, not {type(key).__name__}") from None
+            if index < 0:
+                index += self.shape[0]
+            if not 0 <= index < self.shape[0]:
+                raise IndexError(f"index {key} out of range for length {self.shape[0]}")
+            start, stop = index, index + 1
+        if self.ndim > 1 and self.order == "F":
+            raise ValueError("slicing the leading axis of a multi-dimensional Fortran-order "
+                             "OffloadArray is not contiguous")
+        return start, stop
+
+    def _slice_view(self, start, stop):
+        row_size = math.prod(self.shape[1:])
+        shape = (stop - start,) + self.shape[1:]
+        host = self.array[start:stop] if self.array is not None else None
+        return self._view(host, shape, start * row_size * self.dtype.itemsize)
+
+    def __getitem__(self, key):
+        """Return a view of a step-1 slice (or one index) of the leading axis."""
+        start, stop = self._leading_range(key)
+        view = self._slice_view(start, stop)
+        if not isinstance(key, slice):
+            # An index drops the leading axis, as in NumPy.
+            host = view.array[0] if view.array is not None else None
+            view = view._view(host, view.shape[1:])
+        return view
+
+    def __setitem__(self, key, value):
+        """Assign a scalar, ndarray or OffloadArray to rows ``key`` on the device."""
+        start, stop = self._leading_range(key)
+        target = self._slice_view(start, stop)
+        if target.size == 0:
+            return
+        if isinstance(value, OffloadArray):
+            if value.shape != target.shape or value.dtype != target.dtype:
+                raise ValueError(f"cannot assign shape {value.shape} dtype {value.dtype} to "
+                                 f"shape {target.shape} dtype {target.dtype}")
+            self.stream.transfer_device2device(value._dptr, self._dptr, target.nbytes,
+                                               value._doffset, target._doffset)
+        elif isinstance(value, numpy.ndarray):
+            if value.shape != target.shape:
+                raise ValueError(f"cannot assign shape {value.shape} to shape {target.shape}")
+            source = numpy.require(value, dtype=self.dtype, requirements=["C"])
+            self.stream.transfer_host2device(source, self._dptr, target.nbytes, 0,
+                                             target._doffset)
+        else:
+            target.fill(value)
+
+    # ------------------------------------------------------------ protocol
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d OffloadArray")
+        return self.shape[0]
+
+    def __str__(self):
+        return str(self.array)
+
+    def __repr__(self):
+        return repr(self.array)

@@ -1,0 +1,257 @@
+"""Offload devices and the module-level device table."""
+
+import collections.abc
+import os
+import threading
+
+from . import _engine
+from ._debug import debug
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_ARRAY_LIBRARY = "libpymic_array.so"
+
+
+class OffloadDevice:
+    """A compute target with its own memory and worker threads.
+
+    There is one object per device number: ``OffloadDevice(0) is
+    pymic.devices[0]``.  Today's devices are partitions of this machine's
+    cores (see PYMIC_DEVICES).
+
+    Parameters
+    ----------
+    device_id : int
+        Device number, ``0 <= device_id < number_of_devices()``.
+
+    Raises
+    ------
+    OffloadError
+        If no device has that number.
+    """
+
+    _instances = {}
+    _instances_lock = threading.Lock()
+
+    def __new__(cls, device_id):
+        device_id = int(device_id)
+        with cls._instances_lock:
+            device = cls._instances.get(device_id)
+            if device is None:
+                info = _engine.device_info(device_id)
+                device = super().__new__(cls)
+                device._init(device_id, info)
+                cls._instances[device_id] = device
+            return device
+
+    def _init(self, device_id, info):
+        self._device_id = device_id
+        self._info = info
+        self._lock = threading.RLock()
+        self._default_stream = None
+        self._libraries = {}
+        self._array_library = None
+        self._array_kernels = {}
+
+    @property
+    def device_id(self):
+        """int: The device number."""
+        return self._device_id
+
+    @property
+    def name(self):
+        """str: Human-readable name of the device, e.g. ``'host:0-1'``."""
+        return self._info["name"]
+
+    @property
+    def kind(self):
+        """str: Backend kind of the device, e.g. ``'host'``."""
+        return self._info["kind"]
+
+    @property
+    def ncores(self):
+        """int: Number of cores the device runs on."""
+        return self._info["ncores"]
+
+    @property
+    def cpus(self):
+        """list of int: CPU numbers the device's threads are pinned to."""
+        return list(self._info["cpus"])
+
+    @property
+    def memory_total(self):
+        """int: Bytes of device memory the device may hold."""
+        return _engine.device_info(self._device_id)["memory_total"]
+
+    @property
+    def memory_used(self):
+        """int: Bytes of device memory in live allocations."""
+        return _engine.device_info(self._device_id)["memory_used"]
+
+    def __repr__(self):
+        return (f"<OffloadDevice {self._device_id}: {self.kind} device {self.name!r}, "
+                f"{self.ncores} cores>")
+
+    def __str__(self):
+        return f"device {self._device_id} ({self.kind} {self.name}, {self.ncores} cores)"
+
+    def __eq__(self, other):
+        if isinstance(other, OffloadDevice):
+            return self._device_id == other._device_id
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(("pymic.OffloadDevice", self._device_id))
+
+    def __reduce__(self):
+        return (OffloadDevice, (self._device_id,))
+
+    def get_default_stream(self):
+        """Return the device's default stream.
+
+        There is one default stream per device, created on first use.
+
+        Returns
+        -------
+        OffloadStream
+            The default stream.
+        """
+        stream = self._default_stream
+        if stream is None:
+            with self._lock:
+                if self._default_stream is None:
+                    from .stream import OffloadStream
+                    self._default_stream = OffloadStream(self)
+                stream = self._default_stream
+        return stream
+
+    def create_stream(self):
+        """Create a new stream on this device.
+
+        Streams of one device run concurrently; each has its own worker.
+
+        Returns
+        -------
+        OffloadStream
+            A new stream, destroyed (after draining) when garbage-collected.
+        """
+        from .stream import OffloadStream
+        return OffloadStream(self)
+
+    def load_library(self, *names):
+        """Load one or several kernel libraries on this device.
+
+        A bare name is searched in the directories of PYMIC_LIBRARY_PATH,
+        then in the pymic package directory, then in the working directory;
+        an absolute path is used as is.
+
+        Parameters
+        ----------
+        *names : str or tuple or list of str
+            One name loads one library; several names, or a tuple or list
+            of names, load several.
+
+        Returns
+        -------
+        OffloadLibrary or list of OffloadLibrary
+            The library, or a list of libraries in the order given.
+
+        Raises
+        ------
+        OffloadError
+            If a library is not found or cannot be loaded on this device
+            (naming the file and the loader's reason).
+        """
+        from .library import load_libraries
+        if len(names) == 1 and isinstance(names[0], (tuple, list)):
+            return load_libraries(self, list(names[0]))
+        if len(names) == 1:
+            return load_libraries(self, [names[0]])[0]
+        if not names:
+            raise TypeError("load_library() needs at least one library name")
+        return load_libraries(self, list(names))
+
+    def sync(self):
+        """Block until every stream of this device has drained.
+
+        Returns
+        -------
+        None
+        """
+        _engine.device_sync(self._device_id)
+
+    def _array_kernel(self, name):
+        """Return the handle of a built-in OffloadArray kernel.
+
+        libpymic_array is loaded from the package directory on first use and
+        the handles are cached per device.
+
+        Parameters
+        ----------
+        name : str
+            Kernel name, e.g. ``'pymic_array_add_float64'``.
+
+        Returns
+        -------
+        pymic.kernel
+            The kernel handle.
+        """
+        kernel = self._array_kernels.get(name)
+        if kernel is None:
+            with self._lock:
+                if self._array_library is None:
+                    from .library import OffloadLibrary
+                    path = os.path.join(_PACKAGE_DIR, _ARRAY_LIBRARY)
+                    self._array_library = OffloadLibrary(path, device=self)
+                kernel = getattr(self._array_library, name)
+                self._array_kernels[name] = kernel
+        return kernel
+
+
+class _DeviceTable(collections.abc.Mapping):
+    """Read-only mapping from device number to OffloadDevice."""
+
+    def __init__(self, count):
+        self._count = count
+
+    def __getitem__(self, device_id):
+        if not isinstance(device_id, int) or not 0 <= device_id < self._count:
+            raise KeyError(device_id)
+        return OffloadDevice(device_id)
+
+    def __iter__(self):
+        return iter(range(self._count))
+
+    def __len__(self):
+        return self._count
+
+    def __repr__(self):
+        return "{" + ", ".join(f"{i}: {self[i]!r}" for i in self) + "}"
+
+
+#: Mapping from device number to :class:`OffloadDevice`.
+devices = _DeviceTable(_engine.device_count())
+
+
+def number_of_devices():
+    """Return the number of offload devices.
+
+    Returns
+    -------
+    int
+        How many devices exist (at least 1).
+    """
+    return len(devices)
+
+
+def _resolve_device(device):
+    """Turn None, a device number or an OffloadDevice into an OffloadDevice."""
+    if device is None:
+        return devices[0]
+    if isinstance(device, OffloadDevice):
+        return device
+    if isinstance(device, int):
+        return OffloadDevice(device)
+    raise TypeError(f"expected an OffloadDevice or a device number, not {type(device).__name__}")
+
+
+debug(1, "%d device(s)", len(devices))

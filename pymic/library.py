@@ -1,0 +1,147 @@
+"""Kernel libraries: finding, loading and looking up kernels."""
+
+import os
+
+from . import _engine
+from ._debug import debug
+from ._engine import OffloadError
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def search_path():
+    """Return the directories a bare library name is searched in.
+
+    Returns
+    -------
+    list of str
+        PYMIC_LIBRARY_PATH's directories (``os.pathsep``-separated), the
+        package directory, then the working directory.
+    """
+    entries = os.environ.get("PYMIC_LIBRARY_PATH", "").split(os.pathsep)
+    return [entry for entry in entries if entry] + [_PACKAGE_DIR, os.getcwd()]
+
+
+def find_library(name):
+    """Resolve a library name to the file that will be loaded.
+
+    Parameters
+    ----------
+    name : str or os.PathLike
+        A bare name (or relative path) to search for, or an absolute path.
+
+    Returns
+    -------
+    str
+        Absolute path of the library file.
+
+    Raises
+    ------
+    OffloadError
+        If the file does not exist, naming it and the directories searched.
+    """
+    name = os.fspath(name)
+    if os.path.isabs(name):
+        if not os.path.exists(name):
+            raise OffloadError(f"cannot load library {name}: no such file")
+        return name
+    directories = search_path()
+    for directory in directories:
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    raise OffloadError(f"cannot find library {name!r} in PYMIC_LIBRARY_PATH, the pymic "
+                       f"package or the working directory (searched: "
+                       f"{os.pathsep.join(directories)})")
+
+
+def load_libraries(device, names):
+    """Load libraries on a device, reusing ones it already loaded.
+
+    Parameters
+    ----------
+    device : OffloadDevice
+        Target device.
+    names : list of str
+        Library names or paths.
+
+    Returns
+    -------
+    list of OffloadLibrary
+        One library per name, in order.
+    """
+    libraries = []
+    for name in names:
+        path = find_library(name)
+        with device._lock:
+            library = device._libraries.get(path)
+            if library is None:
+                library = OffloadLibrary(path, device=device)
+                device._libraries[path] = library
+        libraries.append(library)
+    return libraries
+
+
+class OffloadLibrary:
+    """A shared object of kernels loaded on a device.
+
+    Kernels are attributes: ``library.my_kernel`` returns the handle of the
+    exported function ``my_kernel``, a tuple ``(name, address, device,
+    library)`` as in pyMIC, to pass to :meth:`OffloadStream.invoke`.
+    Handles are cached.  Usually obtained from
+    :meth:`OffloadDevice.load_library`.
+
+    Parameters
+    ----------
+    library : str or os.PathLike
+        Library name (searched as ``load_library`` does) or absolute path.
+    device : OffloadDevice, optional
+        Device to load on; default ``pymic.devices[0]``.
+
+    Raises
+    ------
+    OffloadError
+        If the library is not found or not loadable on the device.
+    """
+
+    def __init__(self, library, device=None):
+        from .device import _resolve_device
+        device = _resolve_device(device)
+        path = find_library(library)
+        debug(1, "loading library %s on device %d", path, device.device_id)
+        self._library = _engine.Library(device.device_id, path)
+        self._device = device
+        self._path = path
+        self._name = os.path.basename(path)
+
+    @property
+    def name(self):
+        """str: File name of the library."""
+        return self._name
+
+    @property
+    def path(self):
+        """str: Full path the library was loaded from."""
+        return self._path
+
+    @property
+    def device(self):
+        """OffloadDevice: The device the library is loaded on."""
+        return self._device
+
+    def __getattr__(self, name):
+        # Private and special names never reach the engine, so copy, pickle
+        # and hasattr probes behave as for any object.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            kernel = self._library.kernel(name, self._device, self)
+        except OffloadError as error:
+            raise OffloadError(f"library {self._name} does not export kernel {name!r} "
+                               f"({error})") from None
+        debug(2, "found kernel %s in %s at %#x", name, self._name, kernel[1])
+        self.__dict__[name] = kernel  # later lookups skip __getattr__
+        return kernel
+
+    def __repr__(self):
+        return f"<OffloadLibrary {self._path!r} on device {self._device.device_id}>"

@@ -1,0 +1,202 @@
+/*
+ * engine_module.h -- internals shared by the source files of pymic._engine.
+ *
+ * pymic._engine is the CPython face of libpymic.  Each file implements one
+ * concept (stream, device pointer, event, library, keep-alive, invoke,
+ * transfers, errors); this header declares the objects and helpers they
+ * share.  Nothing here is part of any public API.
+ */
+#ifndef PYMIC_ENGINE_MODULE_H
+#define PYMIC_ENGINE_MODULE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+#include "pymic.h"
+
+/* ------------------------------------------------------------- keep-alive */
+
+/* One host object that a queued command reads or writes.  The entry holds
+ * either an exported buffer (view.obj != NULL) or a plain reference (obj). */
+typedef struct keepalive_entry {
+    uint64_t seq;   /* stream sequence number of the last command using it */
+    PyObject *obj;
+    Py_buffer view;
+} keepalive_entry;
+
+/* FIFO of keep-alive entries; sequence numbers grow from head to tail, so
+ * completed entries are always at the head. */
+typedef struct keepalive_queue {
+    keepalive_entry *items;
+    size_t head;
+    size_t tail;
+    size_t capacity;
+} keepalive_queue;
+
+/* Takes over `view` (which must have been filled by PyObject_GetBuffer). */
+int keepalive_push_view(keepalive_queue *queue, uint64_t seq, Py_buffer *view);
+/* Takes a new reference to `obj`. */
+int keepalive_push_object(keepalive_queue *queue, uint64_t seq, PyObject *obj);
+/* Releases every entry whose command has completed (seq <= completed). */
+void keepalive_release_until(keepalive_queue *queue, uint64_t completed);
+void keepalive_release_all(keepalive_queue *queue);
+int keepalive_traverse(keepalive_queue *queue, visitproc visit, void *arg);
+
+static inline int keepalive_is_empty(const keepalive_queue *queue)
+{
+    return queue->head == queue->tail;
+}
+
+/* ----------------------------------------------------------------- stream */
+
+typedef struct StreamObject {
+    PyObject_HEAD
+    pymic_stream *handle;
+    int device;
+    PyObject *device_obj; /* the Python OffloadDevice (or the device number) */
+    keepalive_queue keep;
+} StreamObject;
+
+extern PyTypeObject Stream_Type;
+
+/* Release keep-alive entries of commands that have completed. */
+static inline void stream_release_completed(StreamObject *stream)
+{
+    if (!keepalive_is_empty(&stream->keep))
+        keepalive_release_until(&stream->keep, pymic_stream_completed(stream->handle));
+}
+
+/* Block (GIL released) until everything enqueued has completed; then drop
+ * the keep-alive references.  Returns 0 or -1 with an exception set. */
+int stream_sync_released(StreamObject *stream);
+
+/* Stream methods implemented in other files. */
+PyObject *stream_invoke(StreamObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *stream_allocate_device_memory(StreamObject *self, PyObject *args, PyObject *kwargs);
+PyObject *stream_deallocate_device_memory(StreamObject *self, PyObject *dptr);
+PyObject *stream_transfer_host2device(StreamObject *self, PyObject *args, PyObject *kwargs);
+PyObject *stream_transfer_device2host(StreamObject *self, PyObject *args, PyObject *kwargs);
+PyObject *stream_transfer_device2device(StreamObject *self, PyObject *args, PyObject *kwargs);
+PyObject *stream_translate_device_pointer(StreamObject *self, PyObject *dptr);
+PyObject *stream_record_event(StreamObject *self, PyObject *args, PyObject *kwargs);
+PyObject *stream_wait_event(StreamObject *self, PyObject *event);
+
+extern const char stream_invoke_doc[];
+extern const char stream_allocate_device_memory_doc[];
+extern const char stream_deallocate_device_memory_doc[];
+extern const char stream_transfer_host2device_doc[];
+extern const char stream_transfer_device2host_doc[];
+extern const char stream_transfer_device2device_doc[];
+extern const char stream_translate_device_pointer_doc[];
+extern const char stream_record_event_doc[];
+extern const char stream_wait_event_doc[];
+
+/* --------------------------------------------------------- device pointer */
+
+typedef struct DevicePointerObject {
+    PyObject_HEAD
+    void *ptr;
+    size_t nbytes;
+    int device;
+    int sticky;            /* never freed by garbage collection            */
+    int freed;             /* deallocate_device_memory has been called     */
+    StreamObject *stream;  /* garbage collection frees in this stream      */
+    PyObject *dict;        /* programs may attach attributes of their own  */
+    PyObject *weakreflist;
+} DevicePointerObject;
+
+extern PyTypeObject DevicePointer_Type;
+
+DevicePointerObject *devptr_new(StreamObject *stream, void *ptr, size_t nbytes, int sticky);
+
+/* Checks that `obj` is a live device pointer; sets an exception if not. */
+DevicePointerObject *devptr_check_live(PyObject *obj, const char *what);
+
+/* ------------------------------------------------------------ array base */
+
+/* C base of pymic.OffloadArray: where its elements live on the device.
+ * invoke reads these two fields directly, without attribute lookups. */
+typedef struct ArrayBaseObject {
+    PyObject_HEAD
+    PyObject *dptr;        /* DevicePointerObject, or NULL before binding */
+    Py_ssize_t doffset;    /* byte offset of the first element (views)    */
+} ArrayBaseObject;
+
+extern PyTypeObject ArrayBase_Type;
+
+/* ------------------------------------------------------------------ event */
+
+typedef struct EventObject {
+    PyObject_HEAD
+    pymic_event *handle;
+    PyObject *weakreflist;
+} EventObject;
+
+extern PyTypeObject Event_Type;
+
+EventObject *event_create(PyTypeObject *type);
+
+/* -------------------------------------------------------- library, kernel */
+
+typedef struct LibraryObject {
+    PyObject_HEAD
+    pymic_library *handle;
+} LibraryObject;
+
+extern PyTypeObject Library_Type;
+
+/* The opaque reference hidden inside a kernel handle. */
+typedef struct KernelRefObject {
+    PyObject_HEAD
+    pymic_kernel *kernel;
+    PyObject *library; /* LibraryObject that owns the kernel */
+} KernelRefObject;
+
+extern PyTypeObject KernelRef_Type;
+
+/* pymic.kernel: a tuple (name, address, device, library) carrying a hidden
+ * KernelRef beyond its visible length. */
+extern PyTypeObject *KernelHandle_Type;
+#define KERNEL_HANDLE_VISIBLE 4
+#define KERNEL_HANDLE_REF_INDEX 4
+
+int library_module_init(PyObject *module);
+
+/* ----------------------------------------------------------------- errors */
+
+extern PyObject *OffloadError;      /* every failure the engine reports   */
+extern PyObject *OffloadValueError; /* OffloadError and ValueError at once */
+
+int errors_module_init(PyObject *module);
+
+/* Raise the exception that matches an engine status, carrying
+ * pymic_last_error().  Always returns NULL. */
+PyObject *raise_engine_error(int status);
+/* The same with a message saved earlier (when later calls may replace it). */
+PyObject *raise_engine_message(int status, const char *message);
+
+/* ---------------------------------------------------------- module state */
+
+/* numpy.ndarray and numpy.generic, handed over by the package at import so
+ * that invoke can recognise arrays and NumPy scalars without importing
+ * NumPy from C.  NULL until then. */
+extern PyTypeObject *ndarray_type;
+extern PyTypeObject *numpy_generic_type;
+
+/* Cached PYMIC_DEBUG level of the Python layer. */
+extern int debug_level;
+
+#define PYMIC_DEBUG_PRINT(level, ...)                   \
+    do {                                                \
+        if (debug_level >= (level)) {                   \
+            fputs("PYMIC: ", stderr);                   \
+            fprintf(stderr, __VA_ARGS__);               \
+            fputc('\n', stderr);                        \
+        }                                               \
+    } while (0)
+
+/* Parse a non-negative byte count or offset; -1 with ValueError set. */
+int parse_size_arg(PyObject *obj, const char *name, int allow_zero, size_t *out);
+
+#endif /* PYMIC_ENGINE_MODULE_H */

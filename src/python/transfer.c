@@ -1,0 +1,286 @@
+/*
+ * transfer.c -- the stream's explicit copies between host and device.
+ *
+ * pyMIC's low-level API takes raw host addresses (ndarray.ctypes.data) and
+ * device pointer objects.  pymic also accepts any object exporting a
+ * contiguous buffer in place of a raw address; such an object is kept alive
+ * until the copy completes.  Every range is checked here, before anything is
+ * enqueued, so bad values raise ValueError (the engine checks again).
+ */
+#include "engine_module.h"
+
+/* Where a copy's host side lives: a raw address, or an exported buffer that
+ * must be kept alive while the copy is queued. */
+typedef struct host_side {
+    char *address;
+    Py_buffer view; /* view.obj == NULL for raw addresses */
+} host_side;
+
+static int host_side_open(PyObject *obj, int writable, size_t offset, size_t nbytes,
+                          host_side *host)
+{
+    host->view.obj = NULL;
+    if (PyLong_Check(obj)) {
+        void *address = PyLong_AsVoidPtr(obj);
+        if (address == NULL && PyErr_Occurred())
+            return -1;
+        if (address == NULL) {
+            PyErr_SetString(PyExc_ValueError, "host_ptr must not be 0 (NULL)");
+            return -1;
+        }
+        host->address = (char *)address + offset;
+        return 0;
+    }
+    int flags = PyBUF_ANY_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &host->view, flags) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError))
+            return -1;
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "host_ptr: %.100s buffer is not %scontiguous",
+                     Py_TYPE(obj)->tp_name, writable ? "writable and " : "");
+        return -1;
+    }
+    if (offset > (size_t)host->view.len || nbytes > (size_t)host->view.len - offset) {
+        PyErr_Format(PyExc_ValueError,
+                     "host range [%zu, %zu) lies beyond the host buffer (%zd bytes)", offset,
+                     offset + nbytes, host->view.len);
+        PyBuffer_Release(&host->view);
+        return -1;
+    }
+    host->address = (char *)host->view.buf + offset;
+    return 0;
+}
+
+/* After a successful enqueue: hand the buffer (if any) to the keep-alive
+ * queue tagged with the copy's sequence number. */
+static int host_side_keep(StreamObject *stream, host_side *host)
+{
+    if (host->view.obj == NULL)
+        return 0;
+    uint64_t seq = pymic_stream_last_enqueued(stream->handle);
+    if (keepalive_push_view(&stream->keep, seq, &host->view) < 0) {
+        /* Out of memory: keep the promise by waiting for the copy. */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        Py_BEGIN_ALLOW_THREADS
+        pymic_stream_wait_seq(stream->handle, seq);
+        Py_END_ALLOW_THREADS
+        PyBuffer_Release(&host->view);
+        PyErr_Restore(type, value, traceback);
+        return -1;
+    }
+    return 0;
+}
+
+static void host_side_close(host_side *host)
+{
+    if (host->view.obj != NULL)
+        PyBuffer_Release(&host->view);
+}
+
+/* Check a device range against a device pointer's allocation and stream. */
+static DevicePointerObject *device_side(StreamObject *stream, PyObject *obj, const char *what,
+                                        size_t offset, size_t nbytes)
+{
+    DevicePointerObject *dptr = devptr_check_live(obj, what);
+    if (dptr == NULL)
+        return NULL;
+    if (dptr->device != stream->device) {
+        PyErr_Format(OffloadError, "%s: device pointer of device %d used on a stream of device %d",
+                     what, dptr->device, stream->device);
+        return NULL;
+    }
+    if (offset > dptr->nbytes || nbytes > dptr->nbytes - offset) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: range [%zu, %zu) lies beyond the allocation (%zu bytes)", what,
+                     offset, offset + nbytes, dptr->nbytes);
+        return NULL;
+    }
+    return dptr;
+}
+
+static int parse_offset(PyObject *obj, const char *name, size_t *out)
+{
+    *out = 0;
+    if (obj == NULL)
+        return 0;
+    return parse_size_arg(obj, name, 1, out);
+}
+
+const char stream_transfer_host2device_doc[] =
+"transfer_host2device(host_ptr, device_ptr, nbytes, offset_host=0, offset_device=0)\n"
+"--\n"
+"\n"
+"Enqueue a copy from host memory to device memory.\n"
+"\n"
+"Parameters\n"
+"----------\n"
+"host_ptr : int or buffer\n"
+"    Raw host address (e.g. ``ndarray.ctypes.data``), or an object exporting\n"
+"    a contiguous buffer, which is then kept alive until the copy completes.\n"
+"    A raw address must stay valid until the copy completes.\n"
+"device_ptr : DevicePointer\n"
+"    Destination allocation.\n"
+"nbytes : int\n"
+"    Bytes to copy, greater than zero.\n"
+"offset_host, offset_device : int, optional\n"
+"    Byte offsets into the source and destination.\n"
+"\n"
+"Returns\n"
+"-------\n"
+"None\n"
+"\n"
+"Raises\n"
+"------\n"
+"ValueError\n"
+"    For negative offsets, `nbytes` <= 0 or a range beyond the allocation.\n"
+"OffloadError\n"
+"    For a deallocated pointer or another device's pointer.\n";
+
+PyObject *stream_transfer_host2device(StreamObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"host_ptr", "device_ptr", "nbytes", "offset_host",
+                               "offset_device", NULL};
+    PyObject *host_obj, *dptr_obj, *nbytes_obj, *off_host_obj = NULL, *off_dev_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:transfer_host2device", keywords,
+                                     &host_obj, &dptr_obj, &nbytes_obj, &off_host_obj,
+                                     &off_dev_obj))
+        return NULL;
+    size_t nbytes, off_host, off_dev;
+    if (parse_size_arg(nbytes_obj, "nbytes", 0, &nbytes) < 0 ||
+        parse_offset(off_host_obj, "offset_host", &off_host) < 0 ||
+        parse_offset(off_dev_obj, "offset_device", &off_dev) < 0)
+        return NULL;
+    DevicePointerObject *dptr =
+        device_side(self, dptr_obj, "transfer_host2device", off_dev, nbytes);
+    if (dptr == NULL)
+        return NULL;
+    host_side host;
+    if (host_side_open(host_obj, 0, off_host, nbytes, &host) < 0)
+        return NULL;
+    stream_release_completed(self);
+    int status = pymic_memcpy_h2d(self->handle, dptr->ptr, off_dev, host.address, nbytes);
+    if (status != PYMIC_OK) {
+        host_side_close(&host);
+        return raise_engine_error(status);
+    }
+    if (host_side_keep(self, &host) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+const char stream_transfer_device2host_doc[] =
+"transfer_device2host(device_ptr, host_ptr, nbytes, offset_device=0, offset_host=0)\n"
+"--\n"
+"\n"
+"Enqueue a copy from device memory to host memory.\n"
+"\n"
+"Parameters\n"
+"----------\n"
+"device_ptr : DevicePointer\n"
+"    Source allocation.\n"
+"host_ptr : int or buffer\n"
+"    Raw host address, or an object exporting a writable contiguous\n"
+"    buffer (kept alive until the copy completes).\n"
+"nbytes : int\n"
+"    Bytes to copy, greater than zero.\n"
+"offset_device, offset_host : int, optional\n"
+"    Byte offsets into the source and destination.\n"
+"\n"
+"Returns\n"
+"-------\n"
+"None\n"
+"\n"
+"Raises\n"
+"------\n"
+"ValueError\n"
+"    For negative offsets, `nbytes` <= 0 or a range beyond the allocation.\n"
+"OffloadError\n"
+"    For a deallocated pointer or another device's pointer.\n";
+
+PyObject *stream_transfer_device2host(StreamObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"device_ptr", "host_ptr", "nbytes", "offset_device",
+                               "offset_host", NULL};
+    PyObject *host_obj, *dptr_obj, *nbytes_obj, *off_host_obj = NULL, *off_dev_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:transfer_device2host", keywords,
+                                     &dptr_obj, &host_obj, &nbytes_obj, &off_dev_obj,
+                                     &off_host_obj))
+        return NULL;
+    size_t nbytes, off_host, off_dev;
+    if (parse_size_arg(nbytes_obj, "nbytes", 0, &nbytes) < 0 ||
+        parse_offset(off_dev_obj, "offset_device", &off_dev) < 0 ||
+        parse_offset(off_host_obj, "offset_host", &off_host) < 0)
+        return NULL;
+    DevicePointerObject *dptr =
+        device_side(self, dptr_obj, "transfer_device2host", off_dev, nbytes);
+    if (dptr == NULL)
+        return NULL;
+    host_side host;
+    if (host_side_open(host_obj, 1, off_host, nbytes, &host) < 0)
+        return NULL;
+    stream_release_completed(self);
+    int status = pymic_memcpy_d2h(self->handle, host.address, dptr->ptr, off_dev, nbytes);
+    if (status != PYMIC_OK) {
+        host_side_close(&host);
+        return raise_engine_error(status);
+    }
+    if (host_side_keep(self, &host) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+const char stream_transfer_device2device_doc[] =
+"transfer_device2device(src_ptr, dst_ptr, nbytes, offset_device_src=0, offset_device_dst=0)\n"
+"--\n"
+"\n"
+"Enqueue a copy between two allocations of the stream's device.\n"
+"\n"
+"Parameters\n"
+"----------\n"
+"src_ptr, dst_ptr : DevicePointer\n"
+"    Source and destination allocations.\n"
+"nbytes : int\n"
+"    Bytes to copy, greater than zero.\n"
+"offset_device_src, offset_device_dst : int, optional\n"
+"    Byte offsets into the source and destination.\n"
+"\n"
+"Returns\n"
+"-------\n"
+"None\n"
+"\n"
+"Raises\n"
+"------\n"
+"ValueError\n"
+"    For negative offsets, `nbytes` <= 0 or a range beyond an allocation.\n"
+"OffloadError\n"
+"    For a deallocated pointer or another device's pointer.\n";
+
+PyObject *stream_transfer_device2device(StreamObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"src_ptr", "dst_ptr", "nbytes", "offset_device_src",
+                               "offset_device_dst", NULL};
+    PyObject *src_obj, *dst_obj, *nbytes_obj, *off_src_obj = NULL, *off_dst_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:transfer_device2device", keywords,
+                                     &src_obj, &dst_obj, &nbytes_obj, &off_src_obj,
+                                     &off_dst_obj))
+        return NULL;
+    size_t nbytes, off_src, off_dst;
+    if (parse_size_arg(nbytes_obj, "nbytes", 0, &nbytes) < 0 ||
+        parse_offset(off_src_obj, "offset_device_src", &off_src) < 0 ||
+        parse_offset(off_dst_obj, "offset_device_dst", &off_dst) < 0)
+        return NULL;
+    DevicePointerObject *src =
+        device_side(self, src_obj, "transfer_device2device (source)", off_src, nbytes);
+    if (src == NULL)
+        return NULL;
+    DevicePointerObject *dst =
+        device_side(self, dst_obj, "transfer_device2device (destination)", off_dst, nbytes);
+    if (dst == NULL)
+        return NULL;
+    stream_release_completed(self);
+    int status = pymic_memcpy_d2d(self->handle, dst->ptr, off_dst, src->ptr, off_src, nbytes);
+    if (status != PYMIC_OK)
+        return raise_engine_error(status);
+    Py_RETURN_NONE;
+}
