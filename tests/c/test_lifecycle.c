@@ -1,0 +1,128 @@
+/*
+ * test_lifecycle.c -- process exit with work in flight, and the cost of an
+ * idle process that holds streams.
+ *
+ * The exit cases run in forked children (the parent never initialises the
+ * engine) and the parent watches them with a deadline: a child that hangs
+ * is killed and counted as a failure, one that crashes fails on its status.
+ *
+ * argv[1]: the test kernel library.
+ */
+#include "check.h"
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *lib_path;
+
+static double now_seconds(clockid_t clock)
+{
+    struct timespec t;
+    clock_gettime(clock, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* A kernel that runs for 20 s is in flight, more work is queued behind it
+ * on several streams, and main returns. */
+static void exit_with_long_kernel(void)
+{
+    pymic_library *lib;
+    pymic_kernel *sleep_k, *inc;
+    if (pymic_library_load(0, lib_path, &lib) != PYMIC_OK ||
+        pymic_kernel_find(lib, "sleep_ms", &sleep_k) != PYMIC_OK ||
+        pymic_kernel_find(lib, "increment", &inc) != PYMIC_OK)
+        exit(3);
+    static int64_t counter;
+    int64_t ms = 20000;
+    pymic_arg ms_arg = {&ms, sizeof ms}, inc_arg = {&counter, 0};
+    pymic_stream *s[3];
+    for (int i = 0; i < 3; i++) {
+        if (pymic_stream_create(0, &s[i]) != PYMIC_OK)
+            exit(4);
+        pymic_invoke(s[i], sleep_k, 1, &ms_arg);
+        for (int j = 0; j < 50; j++)
+            pymic_invoke(s[i], inc, 1, &inc_arg);
+    }
+    exit(0);
+}
+
+/* Streams exist but are idle (their workers sleep) when the process ends. */
+static void exit_with_idle_streams(void)
+{
+    pymic_stream *s[4];
+    for (int i = 0; i < 4; i++)
+        if (pymic_stream_create(0, &s[i]) != PYMIC_OK)
+            exit(4);
+    void *p;
+    if (pymic_mem_alloc(0, 1 << 20, 0, &p) != PYMIC_OK)
+        exit(5);
+    exit(0);
+}
+
+static void run_child(const char *label, void (*body)(void), double deadline)
+{
+    fflush(stdout);
+    fflush(stderr);
+    double start = now_seconds(CLOCK_MONOTONIC);
+    pid_t pid = fork();
+    if (pid == 0)
+        body();
+    CHECK(pid > 0);
+    int status = 0;
+    pid_t done = 0;
+    while ((done = waitpid(pid, &status, WNOHANG)) == 0 &&
+           now_seconds(CLOCK_MONOTONIC) - start < deadline) {
+        struct timespec pause = {0, 10 * 1000000};
+        nanosleep(&pause, NULL);
+    }
+    if (done == 0) {
+        fprintf(stderr, "%s: the child hung; killing it\n", label);
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    CHECK(done == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (WIFSIGNALED(status))
+        fprintf(stderr, "%s: the child died of signal %d\n", label, WTERMSIG(status));
+}
+
+/* An idle process holding streams must burn (almost) no CPU: its workers
+ * sleep on futexes once the spin window has passed. */
+static void test_idle_cost(void)
+{
+    pymic_stream *s[4];
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(pymic_stream_create(0, &s[i]));
+    struct timespec settle = {0, 50 * 1000000};
+    nanosleep(&settle, NULL);
+    double cpu0 = now_seconds(CLOCK_PROCESS_CPUTIME_ID);
+    double wall0 = now_seconds(CLOCK_MONOTONIC);
+    struct timespec idle = {0, 500 * 1000000};
+    nanosleep(&idle, NULL);
+    double cpu = now_seconds(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
+    double wall = now_seconds(CLOCK_MONOTONIC) - wall0;
+    printf("idle: %.3f ms CPU over %.0f ms with 4 streams (%.3f%% of a core)\n", cpu * 1e3,
+           wall * 1e3, 100.0 * cpu / wall);
+    /* The target is < 1%; the check allows for a slow sanitizer build. */
+    CHECK(cpu / wall < 0.05);
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(pymic_stream_destroy(s[i]));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s test_kernels.so\n", argv[0]);
+        return 2;
+    }
+    lib_path = argv[1];
+    /* Children first: the parent must not have engine threads at fork. */
+    run_child("exit with a long kernel in flight", exit_with_long_kernel, 10.0);
+    run_child("exit with idle streams", exit_with_idle_streams, 10.0);
+    test_idle_cost();
+    return check_finish();
+}
