@@ -131,6 +131,15 @@ static void expect_workers_pinned(const void *arg)
                 found |= cpus[c] == cpu;
             CHECK(found);
         }
+        /* The device's OpenMP team has as many threads as it has cores. */
+        pymic_kernel *team_k;
+        CHECK_OK(pymic_kernel_find(lib, "omp_team_info", &team_k));
+        int64_t team = 0, team_cpus[64];
+        pymic_arg team_args[2] = {{&team, 0}, {team_cpus, 0}};
+        CHECK_OK(pymic_invoke(s, team_k, 2, team_args));
+        CHECK_OK(pymic_stream_sync(s));
+        int cpus[CPU_SETSIZE];
+        CHECK(team == device_cpus(d, cpus));
         CHECK_OK(pymic_stream_destroy(s));
         CHECK_OK(pymic_library_unload(lib));
     }

@@ -87,6 +87,23 @@ static void test_invoke_basics(void)
         on_device |= cpus[i] == cpu;
     CHECK(on_device);
 
+    /* An OpenMP team in a kernel has one thread per device core, all on
+     * the device's CPUs. */
+    int64_t team = 0;
+    _Atomic int64_t team_cpus[64];
+    for (int i = 0; i < 64; i++)
+        atomic_init(&team_cpus[i], -1);
+    pymic_arg team_args[2] = {ptr_arg(&team), ptr_arg((void *)team_cpus)};
+    CHECK_OK(pymic_invoke(s, find(lib, "omp_team_info"), 2, team_args));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(team == ncpus);
+    for (int t = 0; t < team && t < 64; t++) {
+        int found = 0;
+        for (int i = 0; i < ncpus; i++)
+            found |= cpus[i] == atomic_load(&team_cpus[t]);
+        CHECK(found);
+    }
+
     CHECK_OK(pymic_stream_destroy(s));
 }
 

@@ -3,6 +3,7 @@
  */
 #include <pymic_kernel.h>
 
+#include <omp.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -51,3 +52,21 @@ PYMIC_KERNEL void double_it(const double *in, double *out, const int64_t *n)
 
 /* Records the CPU the kernel runs on. */
 PYMIC_KERNEL void which_cpu(int64_t *cpu) { *cpu = sched_getcpu(); }
+
+/* Opens an OpenMP team and reports what the device gave it: the team size
+ * in *team, and the CPU each member ran on in cpus[thread] (at most 64).
+ * Atomic stores keep ThreadSanitizer quiet about libgomp's (uninstrumented)
+ * barrier, which is what really orders these writes before the read. */
+PYMIC_KERNEL void omp_team_info(int64_t *team, _Atomic int64_t *cpus)
+{
+    _Atomic int64_t size = 0;
+    #pragma omp parallel
+    {
+        int thread = omp_get_thread_num();
+        if (thread < 64)
+            atomic_store(&cpus[thread], sched_getcpu());
+        if (thread == 0)
+            atomic_store(&size, omp_get_num_threads());
+    }
+    *team = atomic_load(&size);
+}
