@@ -112,7 +112,9 @@ typedef struct pymic_device_info {
     size_t memory_used;           /* bytes in live allocations              */
 } pymic_device_info;
 
+/* Number of devices (at least 1) in *count. */
 PYMIC_API int pymic_device_count(int *count);
+/* Fill *info for `device`; memory_used is read atomically with the limit. */
 PYMIC_API int pymic_device_get_info(int device, pymic_device_info *info);
 
 /* The CPU numbers of a device: writes up to `max` of them to `cpus`, the
@@ -162,6 +164,7 @@ PYMIC_API int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq);
 
 typedef struct pymic_event pymic_event;
 
+/* A new, never-recorded event (query/sync on it give NOT_RECORDED). */
 PYMIC_API int pymic_event_create(pymic_event **event);
 /* Waits for a pending record of the event, then destroys it. */
 PYMIC_API int pymic_event_destroy(pymic_event *event);
@@ -171,7 +174,9 @@ PYMIC_API int pymic_event_destroy(pymic_event *event);
 PYMIC_API int pymic_event_record(pymic_event *event, pymic_stream *stream);
 
 /* Later commands of `stream` wait until `event` (as last recorded) has
- * completed.  The host does not block.  The event may be on any device. */
+ * completed.  The host does not block.  The event may be on any device.
+ * NOT_RECORDED if the event was never recorded.  The event may be
+ * destroyed while the wait is still queued. */
 PYMIC_API int pymic_stream_wait_event(pymic_stream *stream, pymic_event *event);
 
 /* Block until the event has completed.  NOT_RECORDED if never recorded. */
@@ -239,6 +244,8 @@ PYMIC_API int pymic_library_device(const pymic_library *library);
  * KERNEL_NOT_FOUND names kernel and library. */
 PYMIC_API int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **kernel);
 
+/* A kernel's name, its function's address, its device and its library
+ * (NULL / negative status for a NULL kernel). */
 PYMIC_API const char *pymic_kernel_name(const pymic_kernel *kernel);
 PYMIC_API void *pymic_kernel_address(const pymic_kernel *kernel);
 PYMIC_API int pymic_kernel_device(const pymic_kernel *kernel);
