@@ -48,4 +48,28 @@
         }                                                                   \
     } while (0)
 
+/*
+ * Run STATEMENT once per block of at most `block` elements: `start` is the
+ * block's first index and `len` its length.  For kernels that work through
+ * a small buffer per block (see array_pow_float.c).
+ */
+#define PYMIC_FOR_EACH_BLOCK(start, len, n, block, team_min, STATEMENT)     \
+    do {                                                                    \
+        const int64_t pymic_n_ = (n);                                       \
+        if (pymic_n_ >= (team_min)) {                                       \
+            _Pragma("omp parallel for schedule(static)")                    \
+            for (int64_t start = 0; start < pymic_n_; start += (block)) {   \
+                const int64_t len = pymic_n_ - start < (block)              \
+                                        ? pymic_n_ - start : (block);       \
+                STATEMENT;                                                  \
+            }                                                               \
+        } else {                                                            \
+            for (int64_t start = 0; start < pymic_n_; start += (block)) {   \
+                const int64_t len = pymic_n_ - start < (block)              \
+                                        ? pymic_n_ - start : (block);       \
+                STATEMENT;                                                  \
+            }                                                               \
+        }                                                                   \
+    } while (0)
+
 #endif /* PYMIC_ARRAY_LOOP_H */
