@@ -228,6 +228,7 @@ class OffloadArray(_engine.ArrayBase):
                 raise ValueError("operands have different memory orders")
             if other.device != self.device:
                 raise ValueError("operands live on different devices")
+            self._wait_for(other)
             return other
         if isinstance(other, numpy.ndarray):
             if other.shape != self.shape or other.dtype != self.dtype:
@@ -236,6 +237,11 @@ class OffloadArray(_engine.ArrayBase):
             host = numpy.require(other, requirements=[self.order])
             return self.stream.bind(host)
         return scalar_of(other, self.dtype)
+
+    def _wait_for(self, other):
+        """Order this array's stream after work queued on `other`'s stream."""
+        if other.stream is not self.stream:
+            self.stream.wait_event(other.stream.record_event())
 
     def _binary(self, operation, other, out):
         operand = self._device_operand(other)
@@ -488,6 +494,7 @@ class OffloadArray(_engine.ArrayBase):
             if value.shape != target.shape or value.dtype != target.dtype:
                 raise ValueError(f"cannot assign shape {value.shape} dtype {value.dtype} to "
                                  f"shape {target.shape} dtype {target.dtype}")
+            self._wait_for(value)
             self.stream.transfer_device2device(value._dptr, self._dptr, target.nbytes,
                                                value._doffset, target._doffset)
         elif isinstance(value, numpy.ndarray):

@@ -134,11 +134,8 @@ class OffloadLibrary:
         # and hasattr probes behave as for any object.
         if name.startswith("_"):
             raise AttributeError(name)
-        try:
-            kernel = self._library.kernel(name, self._device, self)
-        except OffloadError as error:
-            raise OffloadError(f"library {self._name} does not export kernel {name!r} "
-                               f"({error})") from None
+        # The engine's OffloadError names the kernel and the library.
+        kernel = self._library.kernel(name, self._device, self)
         debug(2, "found kernel %s in %s at %#x", name, self._name, kernel[1])
         self.__dict__[name] = kernel  # later lookups skip __getattr__
         return kernel
