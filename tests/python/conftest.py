@@ -8,14 +8,22 @@ directory from :func:`pymic.get_include`, ``-shared -fPIC -fopenmp``.
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-import pymic
-from helpers import assert_usable
-
 TESTS_DIR = Path(__file__).resolve().parent
+REPOSITORY = TESTS_DIR.parents[1]
+
+# `python -m pytest` run from the repository root puts the root on sys.path,
+# and there the pymic *source* directory (which has no compiled _engine)
+# would shadow the installed package.  The suite tests what users install.
+sys.path[:] = [entry for entry in sys.path
+               if Path(entry or os.getcwd()).resolve() != REPOSITORY]
+
+import pymic  # noqa: E402  (after the sys.path fix above)
+from helpers import assert_usable  # noqa: E402
 KERNEL_SOURCES = TESTS_DIR / "kernels"
 
 KERNEL_FLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -42,7 +43,9 @@ def run_python(code, env=None, cwd=None, timeout=60):
         Variables added to (or, with value None, removed from) the
         environment of the child.
     cwd : str or pathlib.Path, optional
-        Working directory of the child.
+        Working directory of the child; by default the temporary directory,
+        so that a pymic source tree in the working directory cannot shadow
+        the installed package.
     timeout : float
         Seconds before the child is considered hung.
 
@@ -58,4 +61,5 @@ def run_python(code, env=None, cwd=None, timeout=60):
         else:
             child_env[key] = value
     return subprocess.run([sys.executable, "-c", code], capture_output=True,
-                          text=True, env=child_env, cwd=cwd, timeout=timeout)
+                          text=True, env=child_env, cwd=cwd or tempfile.gettempdir(),
+                          timeout=timeout)

@@ -138,9 +138,10 @@ def test_two_streams_really_run_concurrently(device, lib):
     elapsed = time.monotonic() - begin
     # Sleeping (not spinning) kernels: serial would take >= 400 ms.
     assert elapsed < 0.350, f"two 200 ms kernels on two streams took {elapsed:.3f} s"
-    (start_a, end_a), (start_b, end_b) = (s.update_host().array for s in stamps)
+    hosts = [offload.update_host().array for offload in stamps]
     first.sync()
     second.sync()
+    (start_a, end_a), (start_b, end_b) = hosts
     assert max(start_a, start_b) < min(end_a, end_b), "the kernels did not overlap"
 
 

@@ -133,7 +133,9 @@ def test_offload_array_and_ndarray_together(stream, lib):
 
 def test_device_pointer_argument(stream, lib):
     pointer = stream.allocate_device_memory(8 * 4)
-    stream.transfer_host2device(np.arange(4, dtype=np.float64).ctypes.data, pointer, 32)
+    # A raw-address transfer is asynchronous: the source must outlive it.
+    source = np.arange(4, dtype=np.float64)
+    stream.transfer_host2device(source.ctypes.data, pointer, 32)
     stream.invoke(lib.scale_double, pointer, 4, 0.5)
     result = np.zeros(4)
     stream.transfer_device2host(pointer, result.ctypes.data, 32)

@@ -87,7 +87,9 @@ def test_device_to_device_with_offsets(stream):
     source = host_array(np.arange(8))
     src = stream.allocate_device_memory(8 * DOUBLE)
     dst = stream.allocate_device_memory(8 * DOUBLE)
-    stream.transfer_host2device(np.zeros(8).ctypes.data, dst, 8 * DOUBLE)
+    # Raw-address transfers are asynchronous: host buffers must outlive them.
+    zeros = np.zeros(8)
+    stream.transfer_host2device(zeros.ctypes.data, dst, 8 * DOUBLE)
     stream.transfer_host2device(source.ctypes.data, src, 8 * DOUBLE)
     stream.transfer_device2device(src, dst, 3 * DOUBLE,
                                   offset_device_src=4 * DOUBLE, offset_device_dst=1 * DOUBLE)

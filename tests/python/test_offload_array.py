@@ -315,6 +315,8 @@ def test_update_device_sends_host_changes(stream):
     offload = stream.bind(host)
     host[:] = 3.0
     offload.update_device()
+    stream.sync()
+    # Once the copy has run, host changes no longer reach the device.
     offload.array[:] = 0.0
     np.testing.assert_array_equal(fetch(offload), np.full(5, 3.0))
 
