@@ -296,7 +296,48 @@ class OffloadArray(_engine.ArrayBase):
     def __imul__(self, other):
         return self._binary("mul", other, self)
 
+    for _method, _expression, _result in (
+            (__add__, "self + other", "A new array."),
+            (__sub__, "self - other", "A new array."),
+            (__mul__, "self * other", "A new array."),
+            (__pow__, "self ** other", "A new array."),
+            (__radd__, "other + self", "A new array."),
+            (__rsub__, "other - self", "A new array."),
+            (__rmul__, "other * self", "A new array."),
+            (__rpow__, "other ** self", "A new array."),
+            (__iadd__, "self += other", "self, updated in place."),
+            (__isub__, "self -= other", "self, updated in place."),
+            (__imul__, "self *= other", "self, updated in place.")):
+        _method.__doc__ = f"""Element-wise ``{_expression}`` on the device (asynchronous).
+
+        Parameters
+        ----------
+        other : OffloadArray, numpy.ndarray or scalar
+            An OffloadArray or ndarray of the same shape and dtype (an ndarray
+            is copied to the device into a temporary), or a scalar of the
+            array's type.
+
+        Returns
+        -------
+        OffloadArray
+            {_result}
+
+        Raises
+        ------
+        ValueError
+            If `other` does not match the array's shape, dtype or type.
+        """
+    del _method, _expression, _result
+
     def __abs__(self):
+        """Element-wise absolute value on the device (asynchronous).
+
+        Returns
+        -------
+        OffloadArray
+            A new array; complex arrays give real arrays of the matching
+            precision (complex128 -> float64, complex64 -> float32).
+        """
         result_dtype = ABS_RESULT.get(self.dtype, self.dtype)
         out = self._new_like(result_dtype)
         self.stream.invoke(self._kernel("abs"), self, out, self.size)
@@ -509,6 +550,18 @@ class OffloadArray(_engine.ArrayBase):
     # ------------------------------------------------------------ protocol
 
     def __len__(self):
+        """Return the length of the leading dimension.
+
+        Returns
+        -------
+        int
+            ``shape[0]``.
+
+        Raises
+        ------
+        TypeError
+            For a 0-d array.
+        """
         if self.ndim == 0:
             raise TypeError("len() of a 0-d OffloadArray")
         return self.shape[0]

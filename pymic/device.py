@@ -1,6 +1,7 @@
 """Offload devices and the module-level device table."""
 
 import collections.abc
+import operator
 import os
 import threading
 
@@ -214,9 +215,13 @@ class _DeviceTable(collections.abc.Mapping):
         self._count = count
 
     def __getitem__(self, device_id):
-        if not isinstance(device_id, int) or not 0 <= device_id < self._count:
+        try:
+            number = operator.index(device_id)
+        except TypeError:
+            raise KeyError(device_id) from None
+        if not 0 <= number < self._count:
             raise KeyError(device_id)
-        return OffloadDevice(device_id)
+        return OffloadDevice(number)
 
     def __iter__(self):
         return iter(range(self._count))
