@@ -170,6 +170,15 @@ static int stage_ndarray(invoke_state *state, int index, PyObject *obj)
         return 0;
     }
     PyErr_Clear();
+    /* Non-contiguous: results go back into the original only if it is
+     * writable (probe with a strided request, which any array satisfies). */
+    Py_buffer probe;
+    if (PyObject_GetBuffer(obj, &probe, PyBUF_FULL_RO | PyBUF_WRITABLE) == 0)
+        PyBuffer_Release(&probe);
+    else {
+        PyErr_Clear();
+        staged->writable = 0;
+    }
     PyObject *copy = PyObject_CallMethod(obj, "copy", NULL);
     if (copy == NULL)
         return -1;
@@ -177,7 +186,7 @@ static int stage_ndarray(invoke_state *state, int index, PyObject *obj)
         Py_DECREF(copy);
         return -1;
     }
-    staged->original = Py_NewRef(obj);
+    staged->original = staged->writable ? Py_NewRef(obj) : NULL;
     staged->contiguous = copy;
     state->nstaged++;
     return 0;
@@ -247,8 +256,8 @@ static int release_staged(invoke_state *state, int write_back)
                 PyObject_SetItem(staged->original, Py_Ellipsis, staged->contiguous) < 0)
                 rc = -1;
             Py_DECREF(staged->original);
-            Py_DECREF(staged->contiguous);
         }
+        Py_XDECREF(staged->contiguous);
     }
     state->nstaged = 0;
     return rc;
