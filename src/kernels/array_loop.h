@@ -18,10 +18,15 @@
  * Element counts from which a team pays off.  Measured on a 2-core VM: a
  * team hand-off costs a few microseconds, which a memory-bound loop earns
  * back after roughly 64 Ki elements; a libm call per element (pow, cpow)
- * costs tens of nanoseconds, so a team pays off after a few hundred.
+ * costs nanoseconds to tens of them, so a team pays off after a few hundred.
+ * Both can be set with -D for tuning on other machines.
  */
+#ifndef PYMIC_TEAM_MIN_CHEAP
 #define PYMIC_TEAM_MIN_CHEAP  ((int64_t)1 << 16)
+#endif
+#ifndef PYMIC_TEAM_MIN_COSTLY
 #define PYMIC_TEAM_MIN_COSTLY ((int64_t)1 << 9)
+#endif
 
 /* Run STATEMENT for i in [0, n), vectorised; on a team when n >= team_min. */
 #define PYMIC_FOR_EACH_SIMD(i, n, team_min, STATEMENT)                      \

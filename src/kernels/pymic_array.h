@@ -18,8 +18,18 @@
  *   pymic_array_fill_<T>(T *out, const T *value, const int64_t *n)
  *   pymic_array_reverse_<T>(const T *a, T *out, const int64_t *n)   (out != a)
  *
- * Integer pow follows NumPy: exponent 0 gives 1, negative exponents give 0
- * unless the base is 1 or -1.  Float and complex pow use pow()/cpow().
+ * Results follow NumPy's:
+ *   - integers wrap on overflow (abs of the most negative value included);
+ *     pow is exponentiation by squaring, and a negative exponent gives 1 for
+ *     base 1, +-1 for base -1 (by parity), 0 for every other base;
+ *   - float64 pow uses glibc's vector pow (within 1 ulp, as NumPy's is);
+ *     float32 pow is evaluated in double precision and correctly rounded in
+ *     all but the rarest cases; pow_scalar with exponent 2 or 0.5 is the
+ *     square or the square root, as NumPy's `a ** 2` and `a ** 0.5` are;
+ *   - complex pow is cpow() except where NumPy computes it itself (b == 0,
+ *     a == 0, integral real b with |b| < 100), with NumPy's exact results;
+ *     complex abs is the magnitude hypot(re, im).
+ * Large arrays are split over an OpenMP team on the calling thread.
  */
 #ifndef PYMIC_ARRAY_H
 #define PYMIC_ARRAY_H

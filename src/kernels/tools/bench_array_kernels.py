@@ -30,13 +30,18 @@ def default_library():
         return os.path.join(directory, "libpymic_array.so")
 
 
-def best_time(action, repeats):
-    """The fastest of `repeats` runs of `action()`, in seconds."""
-    best = float("inf")
+def best_times(actions, repeats):
+    """The fastest of `repeats` runs of each action, in seconds.
+
+    The actions take turns, so a burst of load from other processes on this
+    shared machine hits all of them alike instead of one.
+    """
+    best = [float("inf")] * len(actions)
     for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        best = min(best, time.perf_counter() - start)
+        for index, action in enumerate(actions):
+            start = time.perf_counter()
+            action()
+            best[index] = min(best[index], time.perf_counter() - start)
     return best
 
 
@@ -72,7 +77,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--library", default=None)
     parser.add_argument("-n", type=int, default=8 * 2**20)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     options = parser.parse_args()
     lib = ctypes.CDLL(options.library or default_library())
     rng = np.random.default_rng(0)
@@ -97,9 +102,8 @@ def main():
                 kernel_caller(lib, name, *fresh_buffers)()
 
             warm()
-            t_numpy = best_time(numpy_expr, options.repeats)
-            t_warm = best_time(warm, options.repeats)
-            t_fresh = best_time(fresh, options.repeats)
+            t_numpy, t_warm, t_fresh = best_times([numpy_expr, warm, fresh],
+                                                  options.repeats)
             print(f"{suffix:11} {op:7} {t_numpy * 1e3:9.2f} {t_warm * 1e3:9.2f}"
                   f" {t_numpy / t_warm:6.2f} {t_fresh * 1e3:9.2f}"
                   f" {t_numpy / t_fresh:6.2f}", flush=True)
