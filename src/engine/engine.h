@@ -148,6 +148,8 @@ pymic_command *pymic_stream_reserve(pymic_stream *stream);
 /* Publish the reserved slot, release the lock, wake the worker if it
  * sleeps. */
 void pymic_stream_publish(pymic_stream *stream);
+/* Give the reserved slot up unpublished and release the lock. */
+void pymic_stream_cancel(pymic_stream *stream);
 
 /* Run one command on the worker (invoke.c, memory.c, event.c). */
 void pymic_command_execute(pymic_stream *stream, pymic_command *cmd);

@@ -39,25 +39,20 @@ static int check_invoke(pymic_stream *stream, const pymic_kernel *kernel, int na
     if (nargs > 0 && !args)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: argument array is NULL",
                           op, device);
-    size_t scalar_bytes = 0;
-    for (int i = 0; i < nargs; i++) {
-        if (args[i].size == 0)
-            continue;
-        if (!args[i].data)
-            return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
-                              "%s: device %d: scalar argument %d has size %zu but no data", op,
-                              device, i, args[i].size);
-        if (args[i].size > PYMIC_MAX_SCALAR_BYTES) {
-            scalar_bytes = PYMIC_MAX_SCALAR_BYTES + 1;
-            break;
-        }
-        scalar_bytes += scalar_footprint(args[i].size);
-    }
-    if (scalar_bytes > PYMIC_MAX_SCALAR_BYTES)
-        return pymic_fail(PYMIC_ERR_TOO_MANY_ARGS,
-                          "%s: device %d: kernel \"%s\" given more than %d bytes of scalars", op,
-                          device, kernel->name, PYMIC_MAX_SCALAR_BYTES);
     return PYMIC_OK;
+}
+
+static int scalar_error(pymic_stream *stream, const pymic_kernel *kernel, int index,
+                        const pymic_arg *arg)
+{
+    if (!arg->data)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                          "pymic_invoke: device %d: scalar argument %d has size %zu but no data",
+                          stream->device->id, index, arg->size);
+    return pymic_fail(PYMIC_ERR_TOO_MANY_ARGS,
+                      "pymic_invoke: device %d: kernel \"%s\" given more than %d bytes of "
+                      "scalars",
+                      stream->device->id, kernel->name, PYMIC_MAX_SCALAR_BYTES);
 }
 
 int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
@@ -66,20 +61,27 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
     int status = check_invoke(stream, kernel, nargs, args);
     if (status != PYMIC_OK)
         return status;
+    /* Scalars are validated while they are copied, so the arguments are
+     * walked once; a bad one abandons the slot unpublished. */
     pymic_command *cmd = pymic_stream_reserve(stream);
+    size_t used = 0;
+    for (int i = 0; i < nargs; i++) {
+        size_t size = args[i].size;
+        if (size == 0) {
+            cmd->args[i] = (void *)args[i].data;
+            continue;
+        }
+        if (!args[i].data || size > PYMIC_MAX_SCALAR_BYTES - used) {
+            pymic_stream_cancel(stream);
+            return scalar_error(stream, kernel, i, &args[i]);
+        }
+        memcpy(cmd->scalars + used, args[i].data, size);
+        cmd->args[i] = cmd->scalars + used;
+        used += scalar_footprint(size);
+    }
     cmd->kind = PYMIC_CMD_INVOKE;
     cmd->nargs = nargs;
     cmd->u.kernel = kernel->fn;
-    size_t used = 0;
-    for (int i = 0; i < nargs; i++) {
-        if (args[i].size == 0) {
-            cmd->args[i] = (void *)args[i].data;
-        } else {
-            memcpy(cmd->scalars + used, args[i].data, args[i].size);
-            cmd->args[i] = cmd->scalars + used;
-            used += scalar_footprint(args[i].size);
-        }
-    }
     pymic_stream_publish(stream);
     return PYMIC_OK;
 }

@@ -20,8 +20,9 @@ struct pymic_library {
     struct pymic_kernel *kernels;
 };
 
-/* dlerror's message is per thread in glibc; copy it before anything else
- * may call into the loader. */
+/* The loader's message for the calling thread's last dl* failure.  It
+ * stays valid until this thread's next dl* call, so it is formatted into
+ * the error message right away. */
 static const char *loader_reason(void)
 {
     const char *why = dlerror();

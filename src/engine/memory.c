@@ -213,21 +213,25 @@ int pymic_mem_free(pymic_stream *stream, void *device_ptr)
 
 /* ---------------------------------------------------------------- queries */
 
+/* What the table says about one allocation, copied out under the lock. */
+typedef struct alloc_view {
+    uintptr_t base;
+    size_t nbytes;
+} alloc_view;
+
 /* Check that [ptr + offset, ptr + offset + nbytes) lies inside one live
- * allocation of `device`; returns the start address of the range.
- * `what` names the side ("destination", "source") for the message. */
+ * allocation of `device` (nbytes == 0: that ptr + offset does); describe
+ * that allocation in *view.  `what` names the side ("destination",
+ * "source") for the message. */
 static int check_range(const char *op, const char *what, pymic_device *device,
-                       const void *ptr, size_t offset, size_t nbytes,
-                       uintptr_t *address)
+                       const void *ptr, size_t offset, size_t nbytes, alloc_view *view)
 {
     pthread_mutex_lock(&table_lock);
     pymic_alloc *alloc = find_containing(ptr, NULL);
-    uintptr_t base = 0;
-    size_t size = 0;
     int owner = -1;
     if (alloc) {
-        base = (uintptr_t)alloc->base;
-        size = alloc->nbytes;
+        view->base = (uintptr_t)alloc->base;
+        view->nbytes = alloc->nbytes;
         owner = alloc->device->id;
     }
     pthread_mutex_unlock(&table_lock);
@@ -239,15 +243,15 @@ static int check_range(const char *op, const char *what, pymic_device *device,
     if (owner != device->id)
         return pymic_fail(PYMIC_ERR_WRONG_DEVICE, "%s: device %d: %s %p belongs to device %d",
                           op, device->id, what, ptr, owner);
-    size_t start = (size_t)((uintptr_t)ptr - base); /* < size */
-    size_t room = size - start;
+    size_t start = (size_t)((uintptr_t)ptr - view->base); /* < nbytes */
+    size_t room = view->nbytes - start;
     bool inside = offset < room && nbytes <= room - offset;
     if (!inside)
         return pymic_fail(PYMIC_ERR_OUT_OF_RANGE,
                           "%s: device %d: %s range of %zu bytes at offset %zu from %p exceeds "
                           "the %zu-byte allocation at %p",
-                          op, device->id, what, nbytes, offset, ptr, size, (void *)base);
-    *address = (uintptr_t)ptr + offset;
+                          op, device->id, what, nbytes, offset, ptr, view->nbytes,
+                          (void *)view->base);
     return PYMIC_OK;
 }
 
@@ -260,20 +264,12 @@ int pymic_mem_query(int device, const void *device_ptr, void **base, size_t *nby
         return status;
     if (!base || !nbytes)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: NULL output", op, device);
-    uintptr_t ignored;
-    status = check_range(op, "pointer", d, device_ptr, 0, 0, &ignored);
+    alloc_view view;
+    status = check_range(op, "pointer", d, device_ptr, 0, 0, &view);
     if (status != PYMIC_OK)
         return status;
-    pthread_mutex_lock(&table_lock);
-    pymic_alloc *alloc = find_containing(device_ptr, NULL);
-    if (alloc) {
-        *base = alloc->base;
-        *nbytes = alloc->nbytes;
-    }
-    pthread_mutex_unlock(&table_lock);
-    if (!alloc) /* freed by another thread between the two looks */
-        return pymic_fail(PYMIC_ERR_INVALID_POINTER, "%s: device %d: %p is not a live "
-                          "allocation", op, device, device_ptr);
+    *base = (void *)view.base;
+    *nbytes = view.nbytes;
     return PYMIC_OK;
 }
 
@@ -286,7 +282,12 @@ int pymic_mem_translate(int device, const void *device_ptr, size_t offset, uintp
         return status;
     if (!address)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: NULL output", op, device);
-    return check_range(op, "pointer", d, device_ptr, offset, 0, address);
+    alloc_view view;
+    status = check_range(op, "pointer", d, device_ptr, offset, 0, &view);
+    if (status != PYMIC_OK)
+        return status;
+    *address = (uintptr_t)device_ptr + offset;
+    return PYMIC_OK;
 }
 
 /* -------------------------------------------------------------- transfers */
@@ -307,13 +308,18 @@ static int enqueue_copy(pymic_stream *stream, void *dst, const void *src, size_t
     return PYMIC_OK;
 }
 
-static int check_copy_args(const char *op, pymic_stream *stream, const void *host, size_t nbytes)
+static int check_copy_args(const char *op, pymic_stream *stream, size_t nbytes)
 {
     if (!stream)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: stream is NULL", op);
     if (nbytes == 0)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: size is zero", op,
                           stream->device->id);
+    return PYMIC_OK;
+}
+
+static int check_host_buffer(const char *op, pymic_stream *stream, const void *host)
+{
     if (!host)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: host buffer is NULL", op,
                           stream->device->id);
@@ -324,46 +330,48 @@ int pymic_memcpy_h2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
                      const void *host_src, size_t nbytes)
 {
     static const char op[] = "pymic_memcpy_h2d";
-    int status = check_copy_args(op, stream, host_src, nbytes);
+    alloc_view dst;
+    int status = check_copy_args(op, stream, nbytes);
+    if (status == PYMIC_OK)
+        status = check_host_buffer(op, stream, host_src);
+    if (status == PYMIC_OK)
+        status = check_range(op, "destination", stream->device, device_dst, dst_offset, nbytes,
+                             &dst);
     if (status != PYMIC_OK)
         return status;
-    uintptr_t dst;
-    status = check_range(op, "destination", stream->device, device_dst, dst_offset, nbytes,
-                         &dst);
-    if (status != PYMIC_OK)
-        return status;
-    return enqueue_copy(stream, (void *)dst, host_src, nbytes);
+    return enqueue_copy(stream, (char *)device_dst + dst_offset, host_src, nbytes);
 }
 
 int pymic_memcpy_d2h(pymic_stream *stream, void *host_dst, const void *device_src,
                      size_t src_offset, size_t nbytes)
 {
     static const char op[] = "pymic_memcpy_d2h";
-    int status = check_copy_args(op, stream, host_dst, nbytes);
+    alloc_view src;
+    int status = check_copy_args(op, stream, nbytes);
+    if (status == PYMIC_OK)
+        status = check_host_buffer(op, stream, host_dst);
+    if (status == PYMIC_OK)
+        status = check_range(op, "source", stream->device, device_src, src_offset, nbytes,
+                             &src);
     if (status != PYMIC_OK)
         return status;
-    uintptr_t src;
-    status = check_range(op, "source", stream->device, device_src, src_offset, nbytes,
-                         &src);
-    if (status != PYMIC_OK)
-        return status;
-    return enqueue_copy(stream, host_dst, (const void *)src, nbytes);
+    return enqueue_copy(stream, host_dst, (const char *)device_src + src_offset, nbytes);
 }
 
 int pymic_memcpy_d2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
                      const void *device_src, size_t src_offset, size_t nbytes)
 {
     static const char op[] = "pymic_memcpy_d2d";
-    int status = check_copy_args(op, stream, device_src, nbytes);
-    if (status != PYMIC_OK)
-        return status;
-    uintptr_t dst, src;
-    status = check_range(op, "destination", stream->device, device_dst, dst_offset, nbytes,
-                         &dst);
+    alloc_view dst, src;
+    int status = check_copy_args(op, stream, nbytes);
+    if (status == PYMIC_OK)
+        status = check_range(op, "destination", stream->device, device_dst, dst_offset, nbytes,
+                             &dst);
     if (status == PYMIC_OK)
         status = check_range(op, "source", stream->device, device_src, src_offset, nbytes,
                              &src);
     if (status != PYMIC_OK)
         return status;
-    return enqueue_copy(stream, (void *)dst, (const void *)src, nbytes);
+    return enqueue_copy(stream, (char *)device_dst + dst_offset,
+                        (const char *)device_src + src_offset, nbytes);
 }

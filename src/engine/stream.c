@@ -36,6 +36,11 @@ void pymic_stream_publish(pymic_stream *stream)
     pymic_notify(&stream->work_q);
 }
 
+void pymic_stream_cancel(pymic_stream *stream)
+{
+    pthread_mutex_unlock(&stream->enqueue_lock);
+}
+
 static void *worker_main(void *arg)
 {
     pymic_stream *stream = arg;
