@@ -161,3 +161,48 @@ def test_bad_device_layout_is_reported(layout):
     output = result.stdout + result.stderr
     assert "NO ERROR" not in output
     assert "PYMIC_DEVICES" in output
+
+
+CROSS_DEVICE_EVENTS = textwrap.dedent("""
+    import numpy as np
+    import pymic
+
+    first, second = pymic.devices[0], pymic.devices[1]
+    lib_first = first.load_library(LIBRARY)
+    lib_second = second.load_library(LIBRARY)
+    producer = first.create_stream()
+    consumer = second.create_stream()
+
+    # An event of device 0 orders a stream of device 1; data crosses over
+    # through the host.
+    stage = np.zeros(4)
+    offload = producer.bind(stage)
+    producer.invoke(lib_first.sleep_then_fill, offload, 4, 8.0, 150)
+    offload.update_host()
+    ready = producer.record_event()
+    consumer.wait_event(ready)
+    late = consumer.bind(np.zeros(1))
+    consumer.invoke(lib_second.sleep_then_fill, late, 1, 1.0, 0)
+    after = consumer.record_event()
+    after.sync()
+    assert ready.done, "device 1 ran before the event of device 0"
+    assert (stage == 8.0).all(), stage
+
+    # Kernels on the two devices run at the same time.
+    stamps = [producer.bind(np.zeros(2)), consumer.bind(np.zeros(2))]
+    producer.invoke(lib_first.stamp_sleep, stamps[0], 200)
+    consumer.invoke(lib_second.stamp_sleep, stamps[1], 200)
+    hosts = [s.update_host().array for s in stamps]
+    producer.sync()
+    consumer.sync()
+    (a0, a1), (b0, b1) = hosts
+    assert max(a0, b0) < min(a1, b1), "devices did not overlap"
+    print("ALL OK")
+""")
+
+
+def test_events_and_concurrency_across_two_devices(kernel_dir):
+    program = f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + CROSS_DEVICE_EVENTS
+    result = run_python(program, env={"PYMIC_DEVICES": "host*2"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ALL OK" in result.stdout

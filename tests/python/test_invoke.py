@@ -237,3 +237,34 @@ def test_kernel_from_default_stream_and_created_stream(default_stream, stream, l
     stream.invoke(lib.scale_double, second, 3, 4.0)
     np.testing.assert_array_equal(first, [2.0] * 3)
     np.testing.assert_array_equal(second, [4.0] * 3)
+
+
+def test_128_ndarray_arguments(stream, lib):
+    # Every argument is an array copied in and out: 128 buffers kept alive
+    # and copied back in one invoke.
+    out = np.zeros(128, dtype=np.int64)
+    cells = [np.array([3 * i], dtype=np.int64) for i in range(1, 128)]
+    stream.invoke(lib.args_128, out, *cells)
+    assert out[0] == 128
+    np.testing.assert_array_equal(out[1:], [3 * i for i in range(1, 128)])
+
+
+def test_128_complex_scalars(stream, lib):
+    # The most scalar bytes one invocation may carry.
+    out = np.zeros(64, dtype=np.int64)
+    stream.invoke(lib.args_64, out, *range(1, 64))
+    complexes = [complex(i, -i) for i in range(127)]
+    sink = np.zeros(128, dtype=np.int64)
+    stream.invoke(lib.args_128, sink, *complexes)
+    assert sink[0] == 128
+    # Each pointer addresses a 16-byte complex; the kernel reads its first
+    # 8 bytes as int64, i.e. the bit pattern of the real part.
+    real_bits = np.array([c.real for c in complexes[1:]], dtype=np.float64).view(np.int64)
+    np.testing.assert_array_equal(sink[2:], real_bits)
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, 10**30])
+def test_int_out_of_int64_range_is_refused(stream, lib, usable, value):
+    with pytest.raises((OverflowError, ValueError, TypeError)):
+        stream.invoke(lib.store_int64, np.zeros(1, dtype=np.int64), value)
+    usable()

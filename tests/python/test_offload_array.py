@@ -503,3 +503,77 @@ def test_failed_operation_leaves_the_array_intact(stream, usable):
         left += np.ones(5)
     np.testing.assert_array_equal(fetch(left), np.arange(4.0))
     usable()
+
+
+# ------------------------------------------------------------ layouts and misc
+
+def test_fortran_arrays_add_like_numpy(stream):
+    left = np.asfortranarray(np.arange(12.0).reshape(3, 4))
+    right = np.asfortranarray(np.arange(12.0).reshape(3, 4) * 10)
+    result = stream.bind(left.copy(order="F")) + stream.bind(right.copy(order="F"))
+    np.testing.assert_array_equal(fetch(result), left + right)
+
+
+def test_mixed_memory_orders_give_numpy_result_or_value_error(stream):
+    # Element-wise kernels see flat buffers: a C and an F array of one shape
+    # hold their elements in different places.  pymic must either line them
+    # up (NumPy's answer) or refuse, never add unrelated elements.
+    c_order = np.arange(6.0).reshape(2, 3)
+    f_order = np.asfortranarray(np.arange(6.0).reshape(2, 3) * 10)
+    try:
+        result = stream.bind(c_order.copy()) + stream.bind(f_order.copy(order="F"))
+    except ValueError:
+        return
+    np.testing.assert_array_equal(fetch(result), c_order + f_order)
+
+
+def test_row_slice_of_a_two_dimensional_array(stream):
+    host = np.zeros((4, 3))
+    offload = stream.bind(host.copy())
+    rows = np.arange(6.0).reshape(2, 3)
+    offload[1:3] = rows
+    host[1:3] = rows
+    np.testing.assert_array_equal(fetch(offload), host)
+
+
+def test_fillfrom_of_wrong_shape_is_a_value_error(stream, usable):
+    offload = stream.bind(np.zeros(4))
+    with pytest.raises(ValueError):
+        offload.fillfrom(np.ones(5))
+    with pytest.raises(ValueError):
+        offload.fillfrom(np.ones((2, 2)).T[:, :1])
+    np.testing.assert_array_equal(fetch(offload), np.zeros(4))
+    usable()
+
+
+def test_fillfrom_of_another_dtype_converts_like_numpy_or_refuses(stream, usable):
+    offload = stream.bind(np.zeros(4))
+    source = np.array([1, -2, 3, 2**40], dtype=np.int64)
+    try:
+        offload.fillfrom(source)
+    except ValueError:
+        np.testing.assert_array_equal(fetch(offload), np.zeros(4))
+    else:
+        # Never the raw bytes of the int64 values reinterpreted as doubles.
+        np.testing.assert_array_equal(fetch(offload), source.astype(np.float64))
+    usable()
+
+
+def test_fill_with_a_value_of_another_kind_is_a_value_error(stream, usable):
+    offload = stream.bind(np.zeros(4, dtype=np.int64))
+    with pytest.raises(ValueError):
+        offload.fill(2.5)
+    with pytest.raises((TypeError, ValueError)):
+        offload.fill("one")
+    usable()
+
+
+def test_arithmetic_on_an_unsupported_dtype_is_refused(stream, usable):
+    try:
+        offload = stream.bind(np.ones(4, dtype=np.int8))
+    except (TypeError, ValueError):
+        usable()
+        return
+    with pytest.raises((TypeError, ValueError)):
+        offload + offload
+    usable()

@@ -203,3 +203,35 @@ def test_offload_array_dropped_while_a_kernel_uses_it(stream, lib, usable):
     stream.sync()
     assert (result == 4.0).all()
     usable()
+
+
+def test_dropping_a_busy_stream_finishes_its_work(device, lib, usable):
+    temporary = device.create_stream()
+    host = np.zeros(4)
+    offload = temporary.bind(host)
+    temporary.invoke(lib.sleep_then_fill, offload, 4, 5.0, 100)
+    offload.update_host()
+    event = temporary.record_event()
+    del temporary, offload
+    gc.collect()
+    # The event outlives its stream; waiting on it still works.
+    event.sync()
+    assert event.done
+    np.testing.assert_array_equal(host, np.full(4, 5.0))
+    usable()
+
+
+def test_same_array_twice_in_one_invoke(stream, lib):
+    data = np.arange(5.0)
+    stream.invoke(lib.copy_double, data, data, 5)
+    np.testing.assert_array_equal(data, np.arange(5.0))
+
+
+def test_binding_one_array_twice_gives_independent_device_copies(stream, lib):
+    host = np.ones(3)
+    first = stream.bind(host)
+    second = stream.bind(host)
+    stream.invoke(lib.scale_double, first, 3, 4.0)
+    result = (second + second).update_host().array
+    stream.sync()
+    np.testing.assert_array_equal(result, np.full(3, 2.0))
