@@ -182,6 +182,34 @@ static void expect_env_settings(const void *arg)
     CHECK(info.memory_total == (size_t)3 << 20);
 }
 
+/* PYMIC_DEBUG=1 prints the layout and every failure on stderr, each line
+ * prefixed "PYMIC:". */
+static void expect_debug_messages(const void *arg)
+{
+    (void)arg;
+    char path[] = "/tmp/pymic_test_debugXXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    int saved = dup(2);
+    dup2(fd, 2);
+    setenv("PYMIC_DEBUG", "1", 1);
+    CHECK_OK(pymic_init());
+    int level = 0;
+    CHECK_OK(pymic_get_debug_level(&level));
+    CHECK(level == 1);
+    void *p;
+    CHECK_STATUS(pymic_mem_alloc(0, 0, 0, &p), PYMIC_ERR_INVALID_ARGUMENT);
+    fflush(stderr);
+    dup2(saved, 2);
+    char text[4096] = {0};
+    CHECK(pread(fd, text, sizeof text - 1, 0) > 0);
+    close(fd);
+    unlink(path);
+    CHECK(strncmp(text, "PYMIC: device 0: host:", 22) == 0);
+    CHECK(strstr(text, "PYMIC: PYMIC_ERR_INVALID_ARGUMENT: pymic_mem_alloc: device 0: size is "
+                       "zero") != NULL);
+}
+
 /* ------------------------------------------------------------- bad settings */
 
 static void expect_config_error(const void *arg)
@@ -237,6 +265,7 @@ int main(int argc, char **argv)
     in_child("pinned workers, host*2", "host*2", expect_workers_pinned, argv[1]);
     in_child("affinity mask", NULL, expect_affinity_respected, NULL);
     in_child("environment settings", NULL, expect_env_settings, NULL);
+    in_child("debug messages", NULL, expect_debug_messages, NULL);
 
     static const char *const bad_layouts[] = {
         "gpu", "host*0", "host*", "host*x", "host*2x", "host*100000", "host:", "host:1-0",
