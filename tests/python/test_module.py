@@ -70,3 +70,9 @@ def test_import_is_cheap_to_repeat():
 
 def test_module_lives_in_an_installed_package_directory():
     assert os.path.isdir(os.path.dirname(pymic.__file__))
+
+
+def test_devices_converts_to_a_dict():
+    as_dict = dict(pymic.devices)
+    assert sorted(as_dict) == list(range(pymic.number_of_devices()))
+    assert as_dict[0] == pymic.devices[0]

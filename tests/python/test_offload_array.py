@@ -577,3 +577,15 @@ def test_arithmetic_on_an_unsupported_dtype_is_refused(stream, usable):
     with pytest.raises((TypeError, ValueError)):
         offload + offload
     usable()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_empty_arrays_work_like_numpy(stream, dtype):
+    empty = stream.bind(np.zeros(0, dtype=dtype))
+    total = empty + empty
+    total += empty
+    scaled = empty * scalar_sample(dtype, "value", python=False)
+    assert fetch(total).shape == (0,)
+    assert fetch(scaled).shape == (0,)
+    assert fetch(abs(empty)).shape == (0,)
+    assert stream.zeros((0, 3), dtype=dtype).shape == (0, 3)

@@ -235,3 +235,12 @@ def test_binding_one_array_twice_gives_independent_device_copies(stream, lib):
     result = (second + second).update_host().array
     stream.sync()
     np.testing.assert_array_equal(result, np.full(3, 2.0))
+
+
+def test_elapsed_is_positive_from_earlier_to_later(stream, lib):
+    start = stream.record_event()
+    stream.invoke(lib.sleep_ms, 20)
+    end = stream.record_event()
+    end.sync()
+    # Read as "time elapsed from this event to the other one".
+    assert start.elapsed(end) > 0.0
