@@ -126,20 +126,22 @@ typedef struct pymic_command {
 #define PYMIC_RING_SLOTS 128u
 
 struct pymic_stream {
+    /* Set at creation, read by everyone: kept apart from the lines the
+     * producers and the worker write, so reading them never misses. */
     pymic_device *device;
     pymic_command *ring;
+    pthread_t worker;
+    struct pymic_stream *next_in_device; /* guarded by device->lock */
 
     /* Producers serialise on `enqueue_lock`; the worker is the only
      * consumer.  `enqueued` is the sequence number of the newest published
-     * command, `completed` the one up to which all have run. */
-    pthread_mutex_t enqueue_lock;
+     * command, `completed` the one up to which all have run.  Each counter
+     * shares a cache line only with the wait queue of its readers. */
+    _Alignas(64) pthread_mutex_t enqueue_lock;
     _Alignas(64) _Atomic uint64_t enqueued;
     pymic_waitq work_q;        /* the worker sleeps here when idle        */
     _Alignas(64) _Atomic uint64_t completed;
     pymic_waitq done_q;        /* host syncs and blocked producers        */
-
-    pthread_t worker;
-    struct pymic_stream *next_in_device;
 };
 
 /* Reserve the next slot (waiting for room), with enqueue_lock held on

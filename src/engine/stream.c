@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static pymic_command *slot_of(pymic_stream *stream, uint64_t seq)
+static pymic_command *slot_of(pymic_command *ring, uint64_t seq)
 {
-    return &stream->ring[(seq - 1) & (PYMIC_RING_SLOTS - 1)];
+    return &ring[(seq - 1) & (PYMIC_RING_SLOTS - 1)];
 }
 
 pymic_command *pymic_stream_reserve(pymic_stream *stream)
@@ -24,7 +24,7 @@ pymic_command *pymic_stream_reserve(pymic_stream *stream)
     uint64_t seq = atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
     if (seq > PYMIC_RING_SLOTS)
         pymic_wait_geq(&stream->done_q, &stream->completed, seq - PYMIC_RING_SLOTS);
-    return slot_of(stream, seq);
+    return slot_of(stream->ring, seq);
 }
 
 void pymic_stream_publish(pymic_stream *stream)
@@ -44,9 +44,10 @@ void pymic_stream_cancel(pymic_stream *stream)
 static void *worker_main(void *arg)
 {
     pymic_stream *stream = arg;
+    pymic_command *ring = stream->ring;
     for (uint64_t seq = 1;; seq++) {
         pymic_wait_geq(&stream->work_q, &stream->enqueued, seq);
-        pymic_command *cmd = slot_of(stream, seq);
+        pymic_command *cmd = slot_of(ring, seq);
         int kind = cmd->kind;
         if (kind != PYMIC_CMD_STOP)
             pymic_command_execute(stream, cmd);
