@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 
 def _cpu_model():
@@ -102,3 +103,56 @@ def collect(unset_environment):
         "unset_for_benchmarks": unset_environment,
         "load_average_start": load_average(),
     }
+
+
+def _busy_cpu_seconds():
+    """CPU seconds the whole machine spent busy since boot (/proc/stat)."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds():
+    """CPU seconds of this process and of every child it has waited for."""
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+class OtherLoad:
+    """Measures how many cores other processes kept busy during a span.
+
+    A benchmark on a shared 2-core machine is only as good as the quiet it
+    ran in: this turns "the numbers look odd" into a figure on the page.
+    Create it before the span, call :meth:`cores` after it.
+    """
+
+    def __init__(self):
+        self._start = (time.monotonic(), _busy_cpu_seconds(), _own_cpu_seconds())
+
+    def cores(self):
+        """Average number of cores used by processes outside this run.
+
+        Returns
+        -------
+        float or None
+            Busy CPU seconds of the machine minus this run's own (this
+            process and its waited-for children), per wall second since
+            construction; None where /proc/stat is unavailable.
+        """
+        wall_start, busy_start, own_start = self._start
+        busy_end = _busy_cpu_seconds()
+        if busy_start is None or busy_end is None:
+            return None
+        wall = max(time.monotonic() - wall_start, 1e-9)
+        others = (busy_end - busy_start) - (_own_cpu_seconds() - own_start)
+        return round(max(0.0, others) / wall, 2)

@@ -3,6 +3,10 @@
 import json
 import pathlib
 
+# Above this many cores used by other processes the page warns that the run
+# was noisy (0.1 core on average already skews microsecond figures).
+BUSY_WARNING_CORES = 0.1
+
 PLOTS = [
     ("latency.png", "B1 latency of an empty offload, every peer"),
     ("bandwidth.png", "B3 transfer bandwidth against size, beside numpy.copyto"),
@@ -73,6 +77,14 @@ def markdown(run, plots_present):
               "`make bench` regenerates this page (see ../README.md).", "",
               "## Machine", ""]
     lines += _machine_lines(run["facts"], run)
+    others = run["facts"].get("other_processes_cores")
+    if others is not None:
+        lines.append(f"- Other processes kept {others} of {run['facts']['cpus_usable']} cores "
+                     "busy on average during the run")
+    if others is not None and others > BUSY_WARNING_CORES:
+        lines[2:2] = [f"**Warning: the machine was busy (other processes used {others} cores "
+                      "on average), so these figures are noisy; spinning hand-offs and OpenMP "
+                      "teams suffer most. Re-run `make bench` on a quiet machine.**", ""]
     lines += ["", "## Targets", ""]
     rows = []
     for bench, result in run["benchmarks"].items():
@@ -87,7 +99,10 @@ def markdown(run, plots_present):
             lines += [f"Did not complete: {result['error']}", ""]
             continue
         if result.get("seconds") is not None:
-            lines += [f"Ran for {result['seconds']} s.", ""]
+            others = result.get("other_processes_cores")
+            lines += [f"Ran for {result['seconds']} s"
+                      + (f"; other processes kept {others} cores busy on average meanwhile."
+                         if others is not None else "."), ""]
         for table in result.get("tables", []):
             lines += [f"**{table['title']}**", ""]
             lines += _table(table["columns"], table["rows"]) + [""]

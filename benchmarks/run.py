@@ -120,7 +120,9 @@ def run_in_child(bench, arguments):
         out = os.path.join(scratch, f"{bench}.json")
         command = [sys.executable, str(HERE / "run.py"), "--child", bench, "--out", out,
                    "--kernels", arguments.kernels] + (["--quick"] if arguments.quick else [])
-        started = time.monotonic()
+        import machine
+
+        started, other_load = time.monotonic(), machine.OtherLoad()
         try:
             completed = subprocess.run(command, stderr=subprocess.PIPE, text=True,
                                        timeout=time_limit, check=False)
@@ -138,6 +140,7 @@ def run_in_child(bench, arguments):
         with open(out, encoding="utf-8") as result_file:
             result = json.load(result_file)
     result["seconds"] = round(elapsed, 1)
+    result["other_processes_cores"] = other_load.cores()
     return result
 
 
@@ -174,6 +177,7 @@ def main(argv=None):
     results_dir.mkdir(parents=True, exist_ok=True)
 
     facts = machine.collect(UNSET)
+    whole_run_load = machine.OtherLoad()
     results = {}
     for bench in selection:
         print(f"== {bench} {importlib.import_module(BENCHMARKS[bench][0]).NAME}", flush=True)
@@ -182,6 +186,7 @@ def main(argv=None):
             print(f"   {row['status']:8} {row['goal']}: {row['pymic']} | {row['peer']} "
                   f"| {row['value_text']}", flush=True)
     facts["load_average_end"] = machine.load_average()
+    facts["other_processes_cores"] = whole_run_load.cores()
     run = {"facts": facts, "quick": arguments.quick, "partial": partial,
            "benchmarks": results}
     run["plots"] = plots.draw_all(run, results_dir)
