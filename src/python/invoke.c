@@ -116,7 +116,19 @@ static int set_numpy_scalar(pymic_arg *arg, scalar_slot *slot, PyObject *obj,
     return 0;
 }
 
-static int set_device_pointer(pymic_arg *arg, PyObject *obj, Py_ssize_t position)
+/* Device memory of another device would be a wild pointer on a real
+ * accelerator, so it is refused even where the host backend could cope. */
+static int check_device(const DevicePointerObject *dptr, int device, Py_ssize_t position)
+{
+    if (dptr->device == device)
+        return 0;
+    PyErr_Format(OffloadError,
+                 "invoke: argument %zd lives on device %d, the stream runs on device %d",
+                 position, dptr->device, device);
+    return -1;
+}
+
+static int set_device_pointer(pymic_arg *arg, PyObject *obj, int device, Py_ssize_t position)
 {
     DevicePointerObject *dptr = (DevicePointerObject *)obj;
     if (dptr->freed) {
@@ -124,12 +136,14 @@ static int set_device_pointer(pymic_arg *arg, PyObject *obj, Py_ssize_t position
                      position);
         return -1;
     }
+    if (check_device(dptr, device, position) < 0)
+        return -1;
     arg->data = dptr->ptr;
     arg->size = 0;
     return 0;
 }
 
-static int set_offload_array(pymic_arg *arg, PyObject *obj, Py_ssize_t position)
+static int set_offload_array(pymic_arg *arg, PyObject *obj, int device, Py_ssize_t position)
 {
     ArrayBaseObject *array = (ArrayBaseObject *)obj;
     PyObject *dptr_obj = array->dptr;
@@ -144,6 +158,8 @@ static int set_offload_array(pymic_arg *arg, PyObject *obj, Py_ssize_t position)
                      position);
         return -1;
     }
+    if (check_device(dptr, device, position) < 0)
+        return -1;
     arg->data = (char *)dptr->ptr + array->doffset;
     arg->size = 0;
     return 0;
@@ -192,7 +208,7 @@ static int stage_ndarray(invoke_state *state, int index, PyObject *obj)
     return 0;
 }
 
-static int classify(invoke_state *state, PyObject *const *objs, int nargs)
+static int classify(invoke_state *state, int device, PyObject *const *objs, int nargs)
 {
     for (int i = 0; i < nargs; i++) {
         PyObject *obj = objs[i];
@@ -213,9 +229,9 @@ static int classify(invoke_state *state, PyObject *const *objs, int nargs)
             arg->size = 0;
             rc = 0;
         } else if (type == &DevicePointer_Type) {
-            rc = set_device_pointer(arg, obj, position);
+            rc = set_device_pointer(arg, obj, device, position);
         } else if (PyType_IsSubtype(type, &ArrayBase_Type)) {
-            rc = set_offload_array(arg, obj, position);
+            rc = set_offload_array(arg, obj, device, position);
         } else if (ndarray_type != NULL && PyType_IsSubtype(type, ndarray_type)) {
             rc = stage_ndarray(state, i, obj);
         } else if (type == &PyBool_Type) {
@@ -384,7 +400,7 @@ PyObject *stream_invoke(StreamObject *self, PyObject *const *objs, Py_ssize_t no
     }
     invoke_state state;
     state.nstaged = 0;
-    if (classify(&state, objs + 1, (int)nargs) < 0) {
+    if (classify(&state, self->device, objs + 1, (int)nargs) < 0) {
         release_staged(&state, 0);
         return NULL;
     }
