@@ -83,6 +83,14 @@ def _row(goal, pymic, peer_label, peer, comparison, threshold, invert=False):
                          ratio, comparison, threshold)
 
 
+def _pocl_note(unavailable):
+    info = unavailable.get("pocl_info")
+    if not info:
+        return []
+    return [f"OpenCL peer: {info['platform_version']} on device '{info['device']}', "
+            f"PyOpenCL {info['pyopencl']}."]
+
+
 def run(context):
     """Run B1 and judge its targets.
 
@@ -120,5 +128,5 @@ def run(context):
                         "columns": ["contender", "median", "p10", "p90", "samples"],
                         "rows": table}],
             "notes": ["Each sample includes one perf_counter_ns pair (about 0.1 µs), "
-                      "which is most of the direct ctypes figure."],
+                      "which is most of the direct ctypes figure."] + _pocl_note(unavailable),
             "targets": rows}

@@ -55,7 +55,10 @@ def _measure_op(stream, name, dtype, pymic_op, numpy_op, rounds):
     latest = {}
 
     def pymic_sample():
-        latest.pop("pymic", None)  # the previous result is freed outside the timing
+        # Freeing is stream-ordered: sync so the previous result's free runs
+        # now, not inside this sample's timing.
+        latest.pop("pymic", None)
+        stream.sync()
         start = perf_ns()
         result = pymic_op()
         stream.sync()

@@ -82,6 +82,31 @@ def _dgemm(result, path):
     plt.close(figure)
 
 
+def _array_ops(result, path):
+    seconds = result["figures"]["seconds"]
+    dtypes = list(seconds)
+    operations = list(seconds[dtypes[0]])
+    width = 0.8 / len(dtypes)
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for index, dtype in enumerate(dtypes):
+        ratios = [seconds[dtype][op]["numpy"]["median"] / seconds[dtype][op]["pymic"]["median"]
+                  for op in operations]
+        axes.bar([position + (index - (len(dtypes) - 1) / 2) * width
+                  for position in range(len(operations))], ratios, width, label=dtype)
+    axes.axhline(1.0, color="black", linewidth=1, label="target, memory-bound ops (1.0×)")
+    axes.axhline(1.5, color="black", linestyle="--", linewidth=1, label="target for ** (1.5×)")
+    axes.set_xticks(range(len(operations)))
+    axes.set_xticklabels(operations)
+    axes.set_ylabel("speed-up over NumPy (NumPy time / pymic time)")
+    axes.set_title(f"B5: OffloadArray ops on {result['figures']['elements']:,} device-resident "
+                   "elements")
+    axes.legend(fontsize=8)
+    axes.grid(True, axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def _timeline(result, path):
     figures = result["figures"]
     spans = figures["spans"]
@@ -111,8 +136,11 @@ def _timeline(result, path):
     plt.close(figure)
 
 
-_DRAWERS = (("B1", "latency.png", _latency), ("B3", "bandwidth.png", _bandwidth),
-            ("B6", "dgemm.png", _dgemm), ("B7", "pipeline_timeline.png", _timeline))
+_DRAWERS = (("B1", "latency.png", _latency),
+            ("B3", "bandwidth.png", _bandwidth),
+            ("B5", "array_ops.png", _array_ops),
+            ("B6", "dgemm.png", _dgemm),
+            ("B7", "pipeline_timeline.png", _timeline))
 
 
 def draw_all(run, directory):

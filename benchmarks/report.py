@@ -10,6 +10,7 @@ BUSY_WARNING_CORES = 0.1
 PLOTS = [
     ("latency.png", "B1 latency of an empty offload, every peer"),
     ("bandwidth.png", "B3 transfer bandwidth against size, beside numpy.copyto"),
+    ("array_ops.png", "B5 OffloadArray operations: speed-up over NumPy"),
     ("dgemm.png", "B6 dgemm GFLOP/s against n, beside numpy.dot"),
     ("pipeline_timeline.png", "B7 one stream against two streams, chunk stages on a time axis"),
 ]
