@@ -141,9 +141,16 @@ class OffloadArray(_engine.ArrayBase):
         return view
 
     def _new_like(self, dtype=None):
-        """A new array of this shape for a result, on the same stream."""
-        return OffloadArray(self.shape, self.dtype if dtype is None else dtype,
-                            order=self.order, stream=self.stream)
+        """A new array of this shape for a result, on the same stream.
+
+        Skips the constructor's argument checks: everything is known valid.
+        """
+        dtype = self.dtype if dtype is None else dtype
+        result = OffloadArray.__new__(OffloadArray)
+        result._describe(numpy.empty(self.shape, dtype=dtype, order=self.order), self.device,
+                         self.stream, self.shape, dtype, self.order)
+        result._dptr = self.stream.allocate_device_memory(max(result.nbytes, 1))
+        return result
 
     def _kernel(self, operation, dtype=None):
         suffix = KERNEL_SUFFIX[self.dtype if dtype is None else dtype]
