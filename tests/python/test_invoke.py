@@ -268,3 +268,28 @@ def test_int_out_of_int64_range_is_refused(stream, lib, usable, value):
     with pytest.raises((OverflowError, ValueError, TypeError)):
         stream.invoke(lib.store_int64, np.zeros(1, dtype=np.int64), value)
     usable()
+
+
+def test_object_array_argument_is_refused(stream, lib, usable):
+    # An object array holds PyObject pointers: a kernel writing it would
+    # corrupt the interpreter.  (empty_kernel keeps this test from crashing
+    # if pymic wrongly accepts it.)
+    objects = np.array([1.0, None, "text"], dtype=object)
+    with pytest.raises((TypeError, ValueError)):
+        stream.invoke(lib.empty_kernel, objects)
+    usable()
+
+
+def test_non_contiguous_ndarray_argument_round_trips(stream, lib):
+    # A strided view cannot be handed over as is; pymic either copies it
+    # through a contiguous buffer (and back) or refuses it.
+    base = np.arange(10.0)
+    view = base[::2]
+    try:
+        stream.invoke(lib.scale_double, view, 5, 2.0)
+    except ValueError:
+        np.testing.assert_array_equal(base, np.arange(10.0))
+        return
+    expected = np.arange(10.0)
+    expected[::2] *= 2.0
+    np.testing.assert_array_equal(base, expected)
