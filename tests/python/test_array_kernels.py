@@ -286,8 +286,9 @@ def test_abs(lib, suffix, in_place, n):
     call(lib, f"pymic_array_abs_{suffix}", source, out, count(n))
     check_guard(out, n)
     if suffix in ABS_RESULT:
-        # libmvec's and NumPy's hypot are each within an ulp of the truth.
-        assert_within_ulps(out[:n], np.abs(a), 2)
+        # NumPy's hypot is within an ulp of the truth; libmvec's within an
+        # ulp on AVX-512 and within 2 ulp in its SSE variant.
+        assert_within_ulps(out[:n], np.abs(a), 3)
     else:
         assert_matches(out[:n], np.abs(a))
 
@@ -316,7 +317,7 @@ def test_abs_special_values(lib, suffix):
     call(lib, f"pymic_array_abs_{suffix}", a, out, count(a.size))
     with np.errstate(all="ignore"):
         expected = np.abs(a)
-    assert_within_ulps(out[:a.size], expected, 2 if suffix in ABS_RESULT else 0)
+    assert_within_ulps(out[:a.size], expected, 3 if suffix in ABS_RESULT else 0)
     assert np.array_equal(np.signbit(out[:a.size]), np.signbit(expected))
 
 

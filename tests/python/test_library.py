@@ -1,6 +1,8 @@
 """OffloadLibrary and kernel handles (API.md sections 3 and 4)."""
 
+import gc
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -108,4 +110,35 @@ def test_undefined_symbol_names_file_and_symbol(device, kernel_dir, usable):
     message = str(info.value)
     assert "libpymicundefined" in message
     assert "pymic_tests_variable_nobody_defines" in message
+    usable()
+
+
+def fresh_library(device, kernel_dir, tmp_path, name="libpymictest.so"):
+    """Load a private copy of a test library, so that dropping it can really
+    unload it (the session's copy stays loaded through the `lib` fixture)."""
+    copy = tmp_path / f"private_{name}"
+    shutil.copy(kernel_dir / name, copy)
+    return device.load_library(str(copy))
+
+
+def test_kernel_handle_keeps_its_library_alive(device, kernel_dir, tmp_path, stream):
+    library = fresh_library(device, kernel_dir, tmp_path)
+    kernel = library.scale_double
+    del library
+    gc.collect()
+    data = np.ones(3)
+    stream.invoke(kernel, data, 3, 7.0)
+    np.testing.assert_array_equal(data, np.full(3, 7.0))
+    assert kernel[3].scale_double is kernel
+
+
+def test_library_dropped_while_its_kernel_is_queued(device, kernel_dir, tmp_path, stream, usable):
+    library = fresh_library(device, kernel_dir, tmp_path)
+    target = stream.bind(np.zeros(4))
+    stream.invoke(library.sleep_then_fill, target, 4, 2.0, 100)
+    del library
+    gc.collect()
+    result = target.update_host().array
+    stream.sync()
+    np.testing.assert_array_equal(result, np.full(4, 2.0))
     usable()

@@ -315,3 +315,25 @@ class TestBadTransfers:
             with pytest.raises(TypeError):
                 stream.transfer_host2device(bad, src, 8)
         usable()
+
+
+def test_pointer_dropped_while_queued_work_uses_it(stream, lib, usable):
+    pointer = stream.allocate_device_memory(4 * DOUBLE)
+    keep = stream.allocate_device_memory(4 * DOUBLE)
+    stream.invoke(lib.sleep_then_fill, pointer, 4, 3.0, 100)
+    stream.transfer_device2device(pointer, keep, 4 * DOUBLE)
+    del pointer
+    gc.collect()
+    target = np.zeros(4)
+    stream.transfer_device2host(keep, target.ctypes.data, 4 * DOUBLE)
+    stream.sync()
+    np.testing.assert_array_equal(target, np.full(4, 3.0))
+    usable()
+
+
+def test_translate_synchronizes_the_stream(stream, lib):
+    pointer = stream.allocate_device_memory(4 * DOUBLE)
+    stream.invoke(lib.sleep_then_fill, pointer, 4, 1.0, 100)
+    before = stream.record_event()
+    stream.translate_device_pointer(pointer)
+    assert before.done
