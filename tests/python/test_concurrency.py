@@ -6,6 +6,8 @@ import time
 import numpy as np
 import pytest
 
+import pymic
+
 THREADS = 4
 ITERATIONS = 200
 
@@ -103,8 +105,6 @@ def test_threads_with_low_level_transfers(device):
 
 
 def test_threads_with_errors_and_good_calls(stream, lib):
-    import pymic
-
     def work(index):
         for _ in range(50):
             if index % 2:

@@ -1,5 +1,7 @@
 """OffloadStream.invoke: every argument kind of API.md section 1."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -220,7 +222,6 @@ def test_unsupported_argument_type_is_a_type_error(stream, lib, usable):
 
 
 def test_openmp_kernel_uses_the_device_cores(stream, lib):
-    import os
     out = np.zeros(4, dtype=np.int64)
     stream.invoke(lib.omp_report, out)
     cores = len(os.sched_getaffinity(0))

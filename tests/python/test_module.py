@@ -1,5 +1,6 @@
 """Module level of pymic (API.md section 2): devices, classes, errors."""
 
+import importlib
 import os
 from pathlib import Path
 
@@ -62,7 +63,6 @@ def test_public_calls_have_docstrings():
 
 def test_import_is_cheap_to_repeat():
     # A second import returns the same module and the same device objects.
-    import importlib
     again = importlib.import_module("pymic")
     assert again is pymic
     assert again.devices[0] == pymic.devices[0]
