@@ -1,5 +1,6 @@
 """Several Python threads at once, and streams that really run concurrently."""
 
+import gc
 import threading
 import time
 
@@ -190,3 +191,43 @@ def test_invoke_with_ndarray_releases_the_gil(stream, lib):
     assert (data == 1.0).all()
     inside = [t for t in ticks if begin + 0.05 < t < end - 0.05]
     assert inside, "no other Python thread ran while invoke waited for the copy-back"
+
+
+def test_threads_creating_and_dropping_streams_and_arrays(device, lib):
+    def work(index):
+        for round_number in range(15):
+            own_stream = device.create_stream()
+            values = own_stream.bind(np.full(64, float(index)))
+            scaled = values * float(round_number)
+            own_stream.invoke(lib.increment_int64, own_stream.bind(np.zeros(2, dtype=np.int64)), 2)
+            result = scaled.update_host().array
+            own_stream.sync()
+            assert (result == index * round_number).all()
+            del own_stream, values, scaled
+            if round_number % 5 == 0:
+                gc.collect()
+
+    run_threads(work)
+
+
+def test_one_thread_syncs_while_others_enqueue(stream, lib):
+    counter = stream.bind(np.zeros(1, dtype=np.int64))
+    stop = threading.Event()
+
+    def syncer():
+        while not stop.is_set():
+            stream.sync()
+
+    watcher = threading.Thread(target=syncer)
+    watcher.start()
+    try:
+        def work(_):
+            for _ in range(ITERATIONS):
+                stream.invoke(lib.increment_int64, counter, 1)
+        run_threads(work, count=3)
+    finally:
+        stop.set()
+        watcher.join()
+    result = counter.update_host().array
+    stream.sync()
+    assert result[0] == 3 * ITERATIONS

@@ -589,3 +589,17 @@ def test_empty_arrays_work_like_numpy(stream, dtype):
     assert fetch(scaled).shape == (0,)
     assert fetch(abs(empty)).shape == (0,)
     assert stream.zeros((0, 3), dtype=dtype).shape == (0, 3)
+
+
+def test_operands_on_two_streams_are_ordered(device, lib):
+    # b's copy to the device waits behind a sleeping kernel on its stream;
+    # a + b on a's stream must still see b's data, as a user expects.
+    first, second = device.create_stream(), device.create_stream()
+    a = first.bind(np.ones(4))
+    second.invoke(lib.sleep_ms, 150)
+    b = second.bind(np.full(4, 10.0))
+    total = a + b
+    a += b
+    np.testing.assert_array_equal(fetch(total), np.full(4, 11.0))
+    np.testing.assert_array_equal(fetch(a), np.full(4, 11.0))
+    second.sync()
