@@ -200,7 +200,7 @@ def test_errors_in_one_stream_do_not_disturb_another(device, lib, kernel_dir):
     np.testing.assert_array_equal(result, np.full(8, 6.0))
 
 
-WRONG_DEVICE_PROGRAM = textwrap.dedent("""
+WRONG_DEVICE_SETUP = textwrap.dedent("""
     import numpy as np
     import pymic
 
@@ -210,14 +210,8 @@ WRONG_DEVICE_PROGRAM = textwrap.dedent("""
     lib_second = second.load_library(LIBRARY)
     stream_first = first.get_default_stream()
     stream_second = second.get_default_stream()
-
-    def expect(exceptions, call, what):
-        try:
-            call()
-        except exceptions as error:
-            print(what, "raised", type(error).__name__)
-        else:
-            raise SystemExit(what + " did not raise")
+    offload = stream_first.bind(np.ones(3))
+    pointer = stream_first.allocate_device_memory(64)
 
     def still_usable():
         for stream, lib in ((stream_first, lib_first), (stream_second, lib_second)):
@@ -225,34 +219,43 @@ WRONG_DEVICE_PROGRAM = textwrap.dedent("""
             stream.invoke(lib.scale_double, data, 4, 2.0)
             assert (data == 2.0).all(), data
 
-    # A kernel of device 0 invoked on a stream of device 1.
-    expect(pymic.OffloadError,
-           lambda: stream_second.invoke(lib_first.scale_double, np.ones(2), 2, 1.0),
-           "kernel on another device's stream")
-    still_usable()
-    expect(pymic.OffloadError,
-           lambda: stream_first.invoke(lib_second.empty_kernel),
-           "kernel of device 1 on device 0")
-    still_usable()
-
-    # An OffloadArray moved to a stream of another device.
-    offload = stream_first.bind(np.ones(3))
-    expect(ValueError, lambda: offload.assign_stream(stream_second),
-           "assign_stream to another device")
-    still_usable()
-
-    # Device memory of device 0 used by a transfer on device 1.
-    pointer = stream_first.allocate_device_memory(64)
-    expect((pymic.OffloadError, ValueError),
-           lambda: stream_second.transfer_device2host(pointer, np.zeros(8).ctypes.data, 8),
-           "memory of another device")
+    try:
+        BAD_CALL()
+    except EXPECTED as error:
+        print("raised", type(error).__name__, error)
+    else:
+        raise SystemExit("did not raise")
     still_usable()
     print("ALL OK")
 """)
 
+# Everything of device 0 used with device 1, and the exceptions accepted.
+WRONG_DEVICE_CALLS = {
+    "kernel_on_another_devices_stream":
+        ("lambda: stream_second.invoke(lib_first.scale_double, np.ones(2), 2, 1.0)",
+         "pymic.OffloadError"),
+    "kernel_of_device_1_on_device_0":
+        ("lambda: stream_first.invoke(lib_second.empty_kernel)", "pymic.OffloadError"),
+    "assign_stream_to_another_device":
+        ("lambda: offload.assign_stream(stream_second)", "ValueError"),
+    "transfer_of_another_devices_memory":
+        ("lambda: stream_second.transfer_device2host(pointer, np.zeros(8).ctypes.data, 8)",
+         "(pymic.OffloadError, ValueError)"),
+    "device_pointer_of_another_device_in_invoke":
+        ("lambda: stream_second.invoke(lib_second.scale_double, pointer, 8, 1.0)",
+         "(pymic.OffloadError, ValueError)"),
+    "offload_array_of_another_device_in_invoke":
+        ("lambda: stream_second.invoke(lib_second.scale_double, offload, 3, 1.0)",
+         "(pymic.OffloadError, ValueError)"),
+}
 
-def test_kernel_on_another_devices_stream(kernel_dir):
-    program = f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + WRONG_DEVICE_PROGRAM
+
+@pytest.mark.parametrize("scenario", list(WRONG_DEVICE_CALLS))
+def test_objects_of_another_device(kernel_dir, scenario):
+    call, expected = WRONG_DEVICE_CALLS[scenario]
+    program = (f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n"
+               + WRONG_DEVICE_SETUP.replace("BAD_CALL()", f"({call})()")
+                                   .replace("EXPECTED", expected))
     result = run_python(program, env={"PYMIC_DEVICES": "host*2"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ALL OK" in result.stdout

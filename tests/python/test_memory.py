@@ -337,3 +337,20 @@ def test_translate_synchronizes_the_stream(stream, lib):
     before = stream.record_event()
     stream.translate_device_pointer(pointer)
     assert before.done
+
+
+def test_pointer_outlives_the_stream_that_allocated_it(device, stream, usable):
+    temporary = device.create_stream()
+    pointer = temporary.allocate_device_memory(4 * DOUBLE)
+    del temporary
+    gc.collect()
+    # Device memory belongs to the device, not to a stream.
+    source = np.arange(4.0)
+    target = np.zeros(4)
+    stream.transfer_host2device(source.ctypes.data, pointer, 4 * DOUBLE)
+    stream.transfer_device2host(pointer, target.ctypes.data, 4 * DOUBLE)
+    stream.sync()
+    np.testing.assert_array_equal(target, source)
+    del pointer
+    gc.collect()
+    usable()
