@@ -129,6 +129,20 @@ static int create_devices(const pymic_device_spec *specs, int count, size_t limi
     return PYMIC_OK;
 }
 
+/* In the child of a fork() only the forking thread exists.  Locks another
+ * thread held at that moment would stay locked forever, so the engine's
+ * global locks are made fresh, and streams created before are marked as
+ * the parent's (see pymic_stream_check). */
+static void after_fork_in_child(void)
+{
+    atomic_fetch_add(&pymic_global.fork_generation, 1);
+    pymic_memory_after_fork();
+    for (int i = 0; i < pymic_global.ndevices; i++) {
+        pthread_mutex_init(&pymic_global.devices[i].lock, NULL);
+        pymic_block_cache_after_fork(pymic_global.devices[i].cache);
+    }
+}
+
 static int initialise(void)
 {
     int status = read_tunables();
@@ -160,6 +174,10 @@ static int initialise(void)
             snprintf(init_message, sizeof init_message, "pymic_init: out of memory");
     }
     pymic_free_device_specs(specs, count);
+    if (status == PYMIC_OK && pthread_atfork(NULL, NULL, after_fork_in_child) != 0) {
+        snprintf(init_message, sizeof init_message, "pymic_init: pthread_atfork failed");
+        status = PYMIC_ERR_SYSTEM;
+    }
     return status;
 }
 

@@ -78,6 +78,9 @@ typedef struct pymic_engine {
     size_t default_memory_limit;
     _Atomic uint64_t spin_ns;
     _Atomic int debug_level;
+    /* Bumped in the child of every fork(): streams of an older generation
+     * belong to the parent, and their workers do not exist here. */
+    _Atomic unsigned fork_generation;
 } pymic_engine;
 
 extern pymic_engine pymic_global;
@@ -131,6 +134,7 @@ struct pymic_stream {
     pymic_device *device;
     pymic_command *ring;
     pthread_t worker;
+    unsigned fork_generation;            /* see pymic_engine             */
     struct pymic_stream *next_in_device; /* guarded by device->lock */
 
     /* Producers serialise on `enqueue_lock`; the worker is the only
@@ -143,6 +147,10 @@ struct pymic_stream {
     _Alignas(64) _Atomic uint64_t completed;
     pymic_waitq done_q;        /* host syncs and blocked producers        */
 };
+
+/* PYMIC_OK if `stream` can take commands in this process; else the error
+ * (NULL stream, or a stream inherited across fork()) for operation `op`. */
+int pymic_stream_check(const pymic_stream *stream, const char *op);
 
 /* Reserve the next slot (waiting for room), with enqueue_lock held on
  * return.  The caller fills the slot and calls pymic_stream_publish. */
@@ -193,6 +201,9 @@ typedef struct pymic_alloc {
 } pymic_alloc;
 
 /* A device's limit and live bytes, read consistently. */
+/* In the child of a fork: make the allocation table's lock usable again. */
+void pymic_memory_after_fork(void);
+
 void pymic_memory_usage(pymic_device *device, size_t *limit, size_t *used);
 
 /* Return an allocation's memory to the device (runs on the worker for
@@ -212,6 +223,8 @@ typedef struct pymic_block {
 
 struct pymic_block_cache *pymic_block_cache_create(void);
 void pymic_block_cache_destroy(struct pymic_block_cache *cache);
+/* In the child of a fork: make the cache's lock usable again. */
+void pymic_block_cache_after_fork(struct pymic_block_cache *cache);
 /* NULL when the OS refuses. */
 pymic_block *pymic_block_get(struct pymic_block_cache *cache, size_t nbytes, size_t alignment);
 void pymic_block_put(struct pymic_block_cache *cache, pymic_block *block);

@@ -58,8 +58,8 @@ int pymic_event_destroy(pymic_event *event)
 int pymic_event_record(pymic_event *event, pymic_stream *stream)
 {
     int status = check_event(event, "pymic_event_record");
-    if (status == PYMIC_OK && !stream)
-        status = pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "pymic_event_record: stream is NULL");
+    if (status == PYMIC_OK)
+        status = pymic_stream_check(stream, "pymic_event_record");
     if (status != PYMIC_OK)
         return status;
     atomic_fetch_add_explicit(&event->refs, 1, memory_order_relaxed);
@@ -93,8 +93,8 @@ int pymic_stream_wait_event(pymic_stream *stream, pymic_event *event)
 {
     static const char op[] = "pymic_stream_wait_event";
     int status = check_event(event, op);
-    if (status == PYMIC_OK && !stream)
-        status = pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: stream is NULL", op);
+    if (status == PYMIC_OK)
+        status = pymic_stream_check(stream, op);
     if (status != PYMIC_OK)
         return status;
     uint64_t generation = atomic_load_explicit(&event->recorded, memory_order_acquire);

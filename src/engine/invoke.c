@@ -22,8 +22,11 @@ static int check_invoke(pymic_stream *stream, const pymic_kernel *kernel, int na
                         const pymic_arg *args)
 {
     static const char op[] = "pymic_invoke";
-    if (!stream || !kernel)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: NULL stream or kernel", op);
+    int status = pymic_stream_check(stream, op);
+    if (status != PYMIC_OK)
+        return status;
+    if (!kernel)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: kernel is NULL", op);
     int device = stream->device->id;
     if (kernel->device != stream->device)
         return pymic_fail(PYMIC_ERR_WRONG_DEVICE,

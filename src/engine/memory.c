@@ -67,6 +67,11 @@ static void table_remove(size_t index)
     table_count--;
 }
 
+void pymic_memory_after_fork(void)
+{
+    pthread_mutex_init(&table_lock, NULL);
+}
+
 void pymic_memory_usage(pymic_device *device, size_t *limit, size_t *used)
 {
     pthread_mutex_lock(&table_lock);
@@ -174,13 +179,13 @@ void pymic_alloc_release(pymic_alloc *alloc)
 int pymic_mem_free(pymic_stream *stream, void *device_ptr)
 {
     static const char op[] = "pymic_mem_free";
-    if (!stream)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: stream is NULL", op);
+    int status = pymic_stream_check(stream, op);
+    if (status != PYMIC_OK)
+        return status;
     int device = stream->device->id;
     pthread_mutex_lock(&table_lock);
     size_t index;
     pymic_alloc *alloc = find_containing(device_ptr, &index);
-    int status = PYMIC_OK;
     if (!alloc)
         status = PYMIC_ERR_INVALID_POINTER;
     else if (alloc->base != device_ptr)
@@ -310,8 +315,9 @@ static int enqueue_copy(pymic_stream *stream, void *dst, const void *src, size_t
 
 static int check_copy_args(const char *op, pymic_stream *stream, size_t nbytes)
 {
-    if (!stream)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: stream is NULL", op);
+    int status = pymic_stream_check(stream, op);
+    if (status != PYMIC_OK)
+        return status;
     if (nbytes == 0)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: size is zero", op,
                           stream->device->id);

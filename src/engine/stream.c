@@ -57,11 +57,23 @@ static void *worker_main(void *arg)
     }
 }
 
-static int check_stream(const pymic_stream *stream, const char *op)
+int pymic_stream_check(const pymic_stream *stream, const char *op)
 {
     if (!stream)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: stream is NULL", op);
+    if (stream->fork_generation !=
+        atomic_load_explicit(&pymic_global.fork_generation, memory_order_relaxed))
+        return pymic_fail(PYMIC_ERR_SYSTEM,
+                          "%s: device %d: the stream was created before fork() and its worker "
+                          "thread exists only in the parent process",
+                          op, stream->device->id);
     return PYMIC_OK;
+}
+
+static bool inherited_across_fork(const pymic_stream *stream)
+{
+    return stream->fork_generation !=
+           atomic_load_explicit(&pymic_global.fork_generation, memory_order_relaxed);
 }
 
 int pymic_stream_create(int device, pymic_stream **stream_out)
@@ -84,6 +96,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     memset(stream, 0, sizeof *stream);
     stream->device = d;
     stream->ring = ring;
+    stream->fork_generation = atomic_load(&pymic_global.fork_generation);
     pthread_mutex_init(&stream->enqueue_lock, NULL);
     status = pymic_host_start_worker(stream, worker_main);
     if (status != PYMIC_OK) {
@@ -103,9 +116,8 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
 
 int pymic_stream_destroy(pymic_stream *stream)
 {
-    int status = check_stream(stream, "pymic_stream_destroy");
-    if (status != PYMIC_OK)
-        return status;
+    if (!stream)
+        return pymic_stream_check(stream, "pymic_stream_destroy");
     pymic_device *d = stream->device;
     pthread_mutex_lock(&d->lock);
     for (pymic_stream **link = &d->streams; *link; link = &(*link)->next_in_device) {
@@ -116,6 +128,13 @@ int pymic_stream_destroy(pymic_stream *stream)
     }
     pthread_mutex_unlock(&d->lock);
 
+    if (inherited_across_fork(stream)) {
+        /* No worker to stop or join here, and the lock may have been held
+         * by a parent thread at the fork: only the memory is released. */
+        free(stream->ring);
+        free(stream);
+        return PYMIC_OK;
+    }
     /* The stop command runs after everything queued before it: destroying
      * drains the stream. */
     pymic_command *cmd = pymic_stream_reserve(stream);
@@ -131,7 +150,7 @@ int pymic_stream_destroy(pymic_stream *stream)
 
 int pymic_stream_sync(pymic_stream *stream)
 {
-    int status = check_stream(stream, "pymic_stream_sync");
+    int status = pymic_stream_check(stream, "pymic_stream_sync");
     if (status != PYMIC_OK)
         return status;
     uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
@@ -141,7 +160,7 @@ int pymic_stream_sync(pymic_stream *stream)
 
 int pymic_stream_query(pymic_stream *stream)
 {
-    int status = check_stream(stream, "pymic_stream_query");
+    int status = pymic_stream_check(stream, "pymic_stream_query");
     if (status != PYMIC_OK)
         return status;
     uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
@@ -150,9 +169,8 @@ int pymic_stream_query(pymic_stream *stream)
 
 int pymic_stream_device(const pymic_stream *stream)
 {
-    int status = check_stream(stream, "pymic_stream_device");
-    if (status != PYMIC_OK)
-        return status;
+    if (!stream)
+        return pymic_stream_check(stream, "pymic_stream_device");
     return stream->device->id;
 }
 
@@ -172,7 +190,7 @@ uint64_t pymic_stream_completed(const pymic_stream *stream)
 
 int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq)
 {
-    int status = check_stream(stream, "pymic_stream_wait_seq");
+    int status = pymic_stream_check(stream, "pymic_stream_wait_seq");
     if (status != PYMIC_OK)
         return status;
     uint64_t last = atomic_load_explicit(&stream->enqueued, memory_order_acquire);

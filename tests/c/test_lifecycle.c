@@ -113,6 +113,49 @@ static void test_idle_cost(void)
         CHECK_OK(pymic_stream_destroy(s[i]));
 }
 
+/* fork() after the engine has threads: the child cannot use the parent's
+ * streams (their workers exist only in the parent) and must get an error,
+ * not a hang; streams it creates itself work; destroying an inherited
+ * stream returns at once. */
+static pymic_stream *parent_stream;
+
+static void child_after_fork(void)
+{
+    pymic_library *lib;
+    pymic_kernel *inc;
+    int failures = 0;
+    failures += pymic_stream_sync(parent_stream) != PYMIC_ERR_SYSTEM;
+    failures += strstr(pymic_last_error(), "fork") == NULL;
+    failures += pymic_library_load(0, lib_path, &lib) != PYMIC_OK;
+    failures += pymic_kernel_find(lib, "increment", &inc) != PYMIC_OK;
+    int64_t counter = 0;
+    pymic_arg arg = {&counter, 0};
+    failures += pymic_invoke(parent_stream, inc, 1, &arg) != PYMIC_ERR_SYSTEM;
+    failures += pymic_device_sync(0) != PYMIC_OK;
+#if !defined(__SANITIZE_THREAD__)
+    /* ThreadSanitizer cannot start threads after a multi-threaded fork
+     * (it confuses the new thread with a parent's), so only the other
+     * builds check that the child's own streams work. */
+    pymic_stream *own;
+    failures += pymic_stream_create(0, &own) != PYMIC_OK;
+    failures += pymic_invoke(own, inc, 1, &arg) != PYMIC_OK;
+    failures += pymic_stream_sync(own) != PYMIC_OK;
+    failures += counter != 1;
+    failures += pymic_stream_destroy(own) != PYMIC_OK;
+#endif
+    failures += pymic_stream_destroy(parent_stream) != PYMIC_OK;
+    failures += pymic_library_unload(lib) != PYMIC_OK;
+    exit(failures);
+}
+
+static void test_fork_with_streams(void)
+{
+    CHECK_OK(pymic_stream_create(0, &parent_stream));
+    run_child("fork with live streams", child_after_fork, 10.0);
+    CHECK_OK(pymic_stream_sync(parent_stream)); /* the parent's stream is fine */
+    CHECK_OK(pymic_stream_destroy(parent_stream));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -124,5 +167,6 @@ int main(int argc, char **argv)
     run_child("exit with a long kernel in flight", exit_with_long_kernel, 10.0);
     run_child("exit with idle streams", exit_with_idle_streams, 10.0);
     test_idle_cost();
+    test_fork_with_streams();
     return check_finish();
 }

@@ -39,6 +39,11 @@ struct pymic_block_cache *pymic_block_cache_create(void)
     return cache;
 }
 
+void pymic_block_cache_after_fork(struct pymic_block_cache *cache)
+{
+    pthread_mutex_init(&cache->lock, NULL);
+}
+
 static void unmap_block(pymic_block *block)
 {
     if (block->map_bytes)
