@@ -98,6 +98,26 @@ def library_with_undefined_symbol(stream, lib, kernel_dir):
     stream.get_device().load_library(str(kernel_dir / "libpymicundefined.so"))
 
 
+def library_name_not_a_string(stream, lib, kernel_dir):
+    stream.get_device().load_library(42)
+
+
+def create_with_unsupported_dtype(stream, lib, kernel_dir):
+    stream.zeros(8, dtype=np.int8)
+
+
+def create_with_bad_order(stream, lib, kernel_dir):
+    stream.ones((2, 2), order="X")
+
+
+def create_with_negative_shape(stream, lib, kernel_dir):
+    stream.empty(-3)
+
+
+def bcast_value_of_another_type(stream, lib, kernel_dir):
+    stream.bcast(2.5, 4, dtype=np.int64)
+
+
 def double_free(stream, lib, kernel_dir):
     pointer = stream.allocate_device_memory(64)
     stream.deallocate_device_memory(pointer)
@@ -132,6 +152,11 @@ BAD_CALLS = [
     (unknown_library_by_path, pymic.OffloadError),
     (not_a_library, pymic.OffloadError),
     (library_with_undefined_symbol, pymic.OffloadError),
+    (library_name_not_a_string, TypeError),
+    (create_with_unsupported_dtype, ValueError),
+    (create_with_bad_order, ValueError),
+    (create_with_negative_shape, ValueError),
+    (bcast_value_of_another_type, ValueError),
     (double_free, pymic.OffloadError),
     (transfer_after_free, pymic.OffloadError),
 ]
