@@ -74,9 +74,8 @@ int pymic_device_sync(int device)
     /* Holding the list lock keeps every stream alive while we wait for it;
      * workers never take this lock, so they always make progress. */
     pthread_mutex_lock(&d->lock);
-    unsigned generation = atomic_load(&pymic_global.fork_generation);
     for (pymic_stream *s = d->streams; s; s = s->next_in_device) {
-        if (s->fork_generation != generation)
+        if (pymic_stream_inherited(s))
             continue; /* inherited across fork(): nothing will ever run */
         uint64_t target = atomic_load_explicit(&s->enqueued, memory_order_acquire);
         pymic_wait_geq(&s->done_q, &s->completed, target);

@@ -151,6 +151,8 @@ struct pymic_stream {
 /* PYMIC_OK if `stream` can take commands in this process; else the error
  * (NULL stream, or a stream inherited across fork()) for operation `op`. */
 int pymic_stream_check(const pymic_stream *stream, const char *op);
+/* True for a stream created before a fork() in this (child) process. */
+bool pymic_stream_inherited(const pymic_stream *stream);
 
 /* Reserve the next slot (waiting for room), with enqueue_lock held on
  * return.  The caller fills the slot and calls pymic_stream_publish. */

@@ -57,23 +57,22 @@ static void *worker_main(void *arg)
     }
 }
 
+bool pymic_stream_inherited(const pymic_stream *stream)
+{
+    return stream->fork_generation !=
+           atomic_load_explicit(&pymic_global.fork_generation, memory_order_relaxed);
+}
+
 int pymic_stream_check(const pymic_stream *stream, const char *op)
 {
     if (!stream)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: stream is NULL", op);
-    if (stream->fork_generation !=
-        atomic_load_explicit(&pymic_global.fork_generation, memory_order_relaxed))
+    if (pymic_stream_inherited(stream))
         return pymic_fail(PYMIC_ERR_SYSTEM,
                           "%s: device %d: the stream was created before fork() and its worker "
                           "thread exists only in the parent process",
                           op, stream->device->id);
     return PYMIC_OK;
-}
-
-static bool inherited_across_fork(const pymic_stream *stream)
-{
-    return stream->fork_generation !=
-           atomic_load_explicit(&pymic_global.fork_generation, memory_order_relaxed);
 }
 
 int pymic_stream_create(int device, pymic_stream **stream_out)
@@ -128,7 +127,7 @@ int pymic_stream_destroy(pymic_stream *stream)
     }
     pthread_mutex_unlock(&d->lock);
 
-    if (inherited_across_fork(stream)) {
+    if (pymic_stream_inherited(stream)) {
         /* No worker to stop or join here, and the lock may have been held
          * by a parent thread at the fork: only the memory is released. */
         free(stream->ring);
