@@ -24,13 +24,19 @@ def _prefaulted(nbytes, value):
     return array
 
 
+def _patterned(nbytes):
+    """A pre-faulted array whose bytes vary, so a misplaced copy shows."""
+    period = (np.arange(4093) % 251).astype(np.uint8)  # 4093 is prime: no page alignment
+    return np.resize(period, nbytes)
+
+
 def _batch_size(nbytes):
     """Transfers per timed batch: enough that small sizes are not all sync."""
     return max(1, min(64, (8 * MIB) // nbytes))
 
 
 def _measure_size(stream, nbytes, samples_per_round, rounds):
-    source = _prefaulted(nbytes, 1)
+    source = _patterned(nbytes)
     destination = _prefaulted(nbytes, 2)
     device_a = stream.allocate_device_memory(nbytes)
     device_b = stream.allocate_device_memory(nbytes)
@@ -60,6 +66,7 @@ def _measure_size(stream, nbytes, samples_per_round, rounds):
     for warm in contenders.values():
         warm()
     samples = interleave(contenders, rounds)
+    destination.fill(0)  # copyto left the right bytes there: clear them first
     stream.transfer_device2host(device_b, host_destination, nbytes)
     stream.sync()
     if not np.array_equal(destination, source):

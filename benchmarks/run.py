@@ -91,12 +91,19 @@ def run_child(bench, arguments):
     return 0
 
 
+def _title(bench):
+    """The benchmark's NAME, or its module name if the module does not import."""
+    try:
+        return importlib.import_module(BENCHMARKS[bench][0]).NAME
+    except Exception:  # reported by the child's own traceback
+        return BENCHMARKS[bench][0]
+
+
 def _failure(bench, reason):
     import targets
 
-    module = importlib.import_module(BENCHMARKS[bench][0])
-    return {"name": module.NAME, "error": reason,
-            "targets": [targets.failed(bench, module.NAME, reason)], "figures": {}}
+    return {"name": _title(bench), "error": reason,
+            "targets": [targets.failed(bench, _title(bench), reason)], "figures": {}}
 
 
 def run_in_child(bench, arguments):
@@ -180,7 +187,7 @@ def main(argv=None):
     whole_run_load = machine.OtherLoad()
     results = {}
     for bench in selection:
-        print(f"== {bench} {importlib.import_module(BENCHMARKS[bench][0]).NAME}", flush=True)
+        print(f"== {bench} {_title(bench)}", flush=True)
         results[bench] = run_in_child(bench, arguments)
         for row in results[bench]["targets"]:
             print(f"   {row['status']:8} {row['goal']}: {row['pymic']} | {row['peer']} "
