@@ -62,7 +62,7 @@ def measure(context):
     """
     operations, unavailable, pool = _contenders(context)
     total = context.pick(12000, 1500)
-    rounds = context.pick(6, 3)
+    rounds = context.pick(20, 3)  # short blocks: drift spreads evenly over contenders
     with gc_paused():
         for operation in operations.values():
             time_each(operation, WARMUP)

@@ -95,7 +95,7 @@ def _small_latency(stream, library, context):
         stream.invoke(kernel)
         stream.sync()
 
-    total, rounds = context.pick(10000, 1000), context.pick(5, 2)
+    total, rounds = context.pick(10000, 1000), context.pick(10, 2)
     operations = {"h2d_4KiB": h2d, "d2h_4KiB": d2h, "empty_invoke": invoke}
     with gc_paused():
         for operation in operations.values():
