@@ -333,6 +333,24 @@ def test_fill(lib, suffix, n):
     assert_matches(out[:n], np.full(n, value[0], dtype=dtype))
 
 
+@pytest.mark.parametrize("offset", [0, 1, 3])
+@pytest.mark.parametrize("suffix", list(DTYPES))
+def test_fill_beyond_the_caches(lib, suffix, offset):
+    # From PYMIC_STREAM_MIN_BYTES (16 MiB) on, fill uses streaming stores of
+    # whole 64-byte lines; an offset start leaves elements before the first
+    # line and after the last one to be written normally.
+    dtype = DTYPES[suffix]
+    n = (16 << 20) // np.dtype(dtype).itemsize + 37
+    value = random_values(1, dtype, np.random.default_rng(offset))
+    buffer = guarded(n + offset, dtype)
+    buffer[:offset] = 7
+    out = buffer[offset:]
+    call(lib, f"pymic_array_fill_{suffix}", out, value, count(n))
+    check_guard(out, n)
+    assert np.all(buffer[:offset] == 7), "kernel wrote before its output"
+    assert np.all(out[:n] == value[0])
+
+
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("suffix", list(DTYPES))
 def test_reverse(lib, suffix, n):

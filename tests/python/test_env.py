@@ -206,3 +206,35 @@ def test_events_and_concurrency_across_two_devices(kernel_dir):
     result = run_python(program, env={"PYMIC_DEVICES": "host*2"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ALL OK" in result.stdout
+
+
+EXIT_WITH_PENDING_WORK = textwrap.dedent("""
+    import numpy as np
+    import pymic
+
+    device = pymic.devices[0]
+    library = device.load_library(LIBRARY)
+    streams = [device.get_default_stream(), device.create_stream(), device.create_stream()]
+    arrays = []
+    for stream in streams:
+        offload = stream.bind(np.zeros(1000))
+        stream.invoke(library.sleep_then_fill, offload, 1000, 1.0, 200)
+        offload.update_host()
+        arrays.append(offload)
+        pointer = stream.allocate_device_memory(64)
+    print("ENQUEUED", flush=True)
+    ENDING
+""")
+
+
+@pytest.mark.parametrize("ending, status", [("pass", 0),
+                                            ("raise RuntimeError('user error')", 1),
+                                            ("import sys; sys.exit(3)", 3)])
+def test_interpreter_exits_cleanly_with_pending_work(kernel_dir, ending, status):
+    # Programs often end without a final sync, or die of an exception.
+    program = (f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n"
+               + EXIT_WITH_PENDING_WORK.replace("ENDING", ending))
+    result = run_python(program)
+    assert "ENQUEUED" in result.stdout, result.stderr
+    assert result.returncode == status, result.stderr
+    assert "Segmentation" not in result.stderr and "Fatal Python error" not in result.stderr
