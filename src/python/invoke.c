@@ -165,6 +165,20 @@ static int set_offload_array(pymic_arg *arg, PyObject *obj, int device, Py_ssize
     return 0;
 }
 
+/* Python object pointers mean nothing on a device (and a kernel writing
+ * them would corrupt reference counts), so object arrays are refused. */
+static int refuse_object_items(Py_buffer *view, int index)
+{
+    if (view->format == NULL || strchr(view->format, 'O') == NULL)
+        return 0;
+    PyErr_Format(PyExc_TypeError,
+                 "invoke: argument %d is an ndarray of Python objects, which cannot be passed "
+                 "to a kernel",
+                 index + 1);
+    PyBuffer_Release(view);
+    return -1;
+}
+
 /* Export an ndarray's buffer for copy-in/copy-out.  Non-contiguous arrays
  * travel as a contiguous copy; read-only arrays are not copied back. */
 static int stage_ndarray(invoke_state *state, int index, PyObject *obj)
@@ -175,12 +189,17 @@ static int stage_ndarray(invoke_state *state, int index, PyObject *obj)
     staged->contiguous = NULL;
     staged->device = NULL;
     staged->writable = 1;
-    if (PyObject_GetBuffer(obj, &staged->view, PyBUF_ANY_CONTIGUOUS | PyBUF_WRITABLE) == 0) {
+    const int flags = PyBUF_ANY_CONTIGUOUS | PyBUF_FORMAT;
+    if (PyObject_GetBuffer(obj, &staged->view, flags | PyBUF_WRITABLE) == 0) {
+        if (refuse_object_items(&staged->view, index) < 0)
+            return -1;
         state->nstaged++;
         return 0;
     }
     PyErr_Clear();
-    if (PyObject_GetBuffer(obj, &staged->view, PyBUF_ANY_CONTIGUOUS) == 0) {
+    if (PyObject_GetBuffer(obj, &staged->view, flags) == 0) {
+        if (refuse_object_items(&staged->view, index) < 0)
+            return -1;
         staged->writable = 0; /* read-only: copy in only */
         state->nstaged++;
         return 0;
@@ -198,7 +217,11 @@ static int stage_ndarray(invoke_state *state, int index, PyObject *obj)
     PyObject *copy = PyObject_CallMethod(obj, "copy", NULL);
     if (copy == NULL)
         return -1;
-    if (PyObject_GetBuffer(copy, &staged->view, PyBUF_ANY_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+    if (PyObject_GetBuffer(copy, &staged->view, flags | PyBUF_WRITABLE) < 0) {
+        Py_DECREF(copy);
+        return -1;
+    }
+    if (refuse_object_items(&staged->view, index) < 0) {
         Py_DECREF(copy);
         return -1;
     }

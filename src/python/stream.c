@@ -51,9 +51,13 @@ static void stream_dealloc(StreamObject *self)
     PyObject_GC_UnTrack(self);
     if (self->handle != NULL) {
         /* Drains the queue first, so every kept-alive buffer is unused
-         * afterwards.  The engine's threads never need the GIL. */
-        pymic_stream_destroy(self->handle);
+         * afterwards.  A long kernel may still be running: let other
+         * threads run meanwhile (nobody else can reach this object). */
+        pymic_stream *handle = self->handle;
         self->handle = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        pymic_stream_destroy(handle);
+        Py_END_ALLOW_THREADS
     }
     keepalive_release_all(&self->keep);
     stream_clear(self);

@@ -9,6 +9,8 @@
  */
 #include "engine_module.h"
 
+#include <string.h>
+
 /* Where a copy's host side lives: a raw address, or an exported buffer that
  * must be kept alive while the copy is queued. */
 typedef struct host_side {
@@ -31,13 +33,21 @@ static int host_side_open(PyObject *obj, int writable, size_t offset, size_t nby
         host->address = (char *)address + offset;
         return 0;
     }
-    int flags = PyBUF_ANY_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    int flags = PyBUF_ANY_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, &host->view, flags) < 0) {
         if (PyErr_ExceptionMatches(PyExc_TypeError))
             return -1;
         PyErr_Clear();
         PyErr_Format(PyExc_ValueError, "host_ptr: %.100s buffer is not %scontiguous",
                      Py_TYPE(obj)->tp_name, writable ? "writable and " : "");
+        return -1;
+    }
+    /* Copying raw bytes over Python object pointers would corrupt
+     * reference counts. */
+    if (host->view.format != NULL && strchr(host->view.format, 'O') != NULL) {
+        PyErr_SetString(PyExc_TypeError, "host_ptr: a buffer of Python objects cannot be "
+                                         "transferred");
+        PyBuffer_Release(&host->view);
         return -1;
     }
     if (offset > (size_t)host->view.len || nbytes > (size_t)host->view.len - offset) {
