@@ -238,3 +238,46 @@ def test_interpreter_exits_cleanly_with_pending_work(kernel_dir, ending, status)
     assert "ENQUEUED" in result.stdout, result.stderr
     assert result.returncode == status, result.stderr
     assert "Segmentation" not in result.stderr and "Fatal Python error" not in result.stderr
+
+
+FORK_PROGRAM = textwrap.dedent("""
+    import os
+    import numpy as np
+    import pymic
+
+    device = pymic.devices[0]
+    library = device.load_library(LIBRARY)
+    stream = device.get_default_stream()
+    inherited = stream.bind(np.ones(4))
+    stream.sync()
+
+    pid = os.fork()
+    if pid == 0:
+        # A stream of the parent either still works or says why it cannot;
+        # it must never hang or crash.  A new stream works.
+        try:
+            result = (inherited + inherited).update_host().array
+            stream.sync()
+            assert (result == 2.0).all(), result
+        except pymic.OffloadError as error:
+            print("inherited stream refused:", error, flush=True)
+        fresh = device.create_stream()
+        data = np.ones(3)
+        fresh.invoke(library.scale_double, data, 3, 5.0)
+        os._exit(0 if (data == 5.0).all() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    data = np.ones(2)
+    stream.invoke(library.scale_double, data, 2, 3.0)
+    assert (data == 3.0).all(), data
+    print("ALL OK")
+""")
+
+
+def test_fork_child_and_parent_keep_working(kernel_dir):
+    # multiprocessing's default start method on Linux forks a process that
+    # already imported pymic and ran work.
+    program = f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + FORK_PROGRAM
+    result = run_python(program)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ALL OK" in result.stdout
