@@ -5,7 +5,8 @@
  * bandwidth of the first copy into it.  Programs bind and free buffers of
  * the same sizes over and over, so freed large blocks are kept per size
  * class and handed out again with their pages already mapped.  The cache
- * is bounded: a block that would push it past PYMIC_CACHE_MAX_BYTES goes
+ * is bounded for the whole process, however many devices there are: a
+ * block that would push all caches together past PYMIC_CACHE_MAX_BYTES goes
  * back to the OS at once.
  *
  * Small blocks come from malloc, which already caches well.
@@ -19,7 +20,7 @@
 
 /* Blocks from this size up are mapped and cached. */
 #define PYMIC_CACHE_MIN_BYTES ((size_t)256 << 10)
-/* Most bytes kept in one device's cache. */
+/* Most bytes kept in the caches of all devices together. */
 #define PYMIC_CACHE_MAX_BYTES ((size_t)1 << 30)
 /* Four size classes per power of two: at most 25% slack per block. */
 #define PYMIC_CLASS_STEPS 4
@@ -27,9 +28,21 @@
 
 struct pymic_block_cache {
     pthread_mutex_t lock;
-    size_t cached_bytes;
     pymic_block *free_lists[PYMIC_NUM_CLASSES];
 };
+
+/* Bytes held by all caches; reserved before a block enters a cache. */
+static _Atomic size_t total_cached_bytes;
+
+static bool reserve_cache_room(size_t bytes)
+{
+    size_t seen = atomic_load(&total_cached_bytes);
+    do {
+        if (seen + bytes > PYMIC_CACHE_MAX_BYTES)
+            return false;
+    } while (!atomic_compare_exchange_weak(&total_cached_bytes, &seen, seen + bytes));
+    return true;
+}
 
 struct pymic_block_cache *pymic_block_cache_create(void)
 {
@@ -59,10 +72,10 @@ static void flush_cache(struct pymic_block_cache *cache)
         while (cache->free_lists[c]) {
             pymic_block *b = cache->free_lists[c];
             cache->free_lists[c] = b->next;
+            atomic_fetch_sub(&total_cached_bytes, b->class_bytes);
             unmap_block(b);
         }
     }
-    cache->cached_bytes = 0;
 }
 
 void pymic_block_cache_destroy(struct pymic_block_cache *cache)
@@ -145,7 +158,7 @@ pymic_block *pymic_block_get(struct pymic_block_cache *cache, size_t nbytes, siz
         pymic_block *b = cache->free_lists[c];
         if (b) {
             cache->free_lists[c] = b->next;
-            cache->cached_bytes -= b->class_bytes;
+            atomic_fetch_sub(&total_cached_bytes, b->class_bytes);
         }
         pthread_mutex_unlock(&cache->lock);
         if (b) {
@@ -174,14 +187,12 @@ void pymic_block_put(struct pymic_block_cache *cache, pymic_block *block)
     int c = size_class(block->class_bytes, &class_bytes);
     /* A class size maps back to its own class index (classes of cached
      * sizes are multiples of 64 KiB, so page rounding never moves them). */
-    pthread_mutex_lock(&cache->lock);
-    bool keep = cache->cached_bytes + block->class_bytes <= PYMIC_CACHE_MAX_BYTES;
-    if (keep) {
-        block->next = cache->free_lists[c];
-        cache->free_lists[c] = block;
-        cache->cached_bytes += block->class_bytes;
-    }
-    pthread_mutex_unlock(&cache->lock);
-    if (!keep)
+    if (!reserve_cache_room(block->class_bytes)) {
         unmap_block(block);
+        return;
+    }
+    pthread_mutex_lock(&cache->lock);
+    block->next = cache->free_lists[c];
+    cache->free_lists[c] = block;
+    pthread_mutex_unlock(&cache->lock);
 }
