@@ -234,7 +234,8 @@ void pymic_block_put(struct pymic_block_cache *cache, pymic_block *block);
 /* memcpy that may split big copies over the device's cores. */
 void pymic_host_copy(void *dst, const void *src, size_t nbytes, int ncores);
 
-/* Start a worker thread pinned to the device's CPUs. */
+/* Start a worker thread pinned to the device's CPUs; on failure the
+ * error (with the system's reason) is recorded. */
 int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *));
 
 /* Monotonic clock in nanoseconds. */

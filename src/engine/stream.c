@@ -102,8 +102,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
         pthread_mutex_destroy(&stream->enqueue_lock);
         free(ring);
         free(stream);
-        return pymic_fail(status, "pymic_stream_create: device %d: cannot start a worker thread",
-                          device);
+        return status;
     }
     pthread_mutex_lock(&d->lock);
     stream->next_in_device = d->streams;

@@ -10,6 +10,7 @@
 
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct worker_start {
     pymic_stream *stream;
@@ -26,9 +27,11 @@ static void *worker_trampoline(void *arg)
 
 int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *))
 {
+    int device = stream->device->id;
     worker_start *start = malloc(sizeof *start);
     if (!start)
-        return PYMIC_ERR_SYSTEM;
+        return pymic_fail(PYMIC_ERR_SYSTEM, "pymic_stream_create: device %d: out of host memory",
+                          device);
     start->stream = stream;
     start->body = body;
 
@@ -39,7 +42,11 @@ int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *))
     pthread_attr_destroy(&attr);
     if (rc != 0) {
         free(start);
-        return PYMIC_ERR_SYSTEM;
+        /* EINVAL here usually means the device's CPUs are no longer in the
+         * process affinity mask. */
+        return pymic_fail(PYMIC_ERR_SYSTEM,
+                          "pymic_stream_create: device %d: cannot start a worker thread on %s: %s",
+                          device, stream->device->name, strerror(rc));
     }
     return PYMIC_OK;
 }
