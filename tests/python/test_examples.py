@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import pymic
+
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLES = ["double_it", "dgemm", "data_transfers", "offload_array", "streams"]
 
@@ -33,6 +35,26 @@ def run_example(examples_dir, name, *args):
 def test_example_has_script_and_kernel(name):
     assert (EXAMPLES_DIR / name / f"{name}.py").is_file()
     assert (EXAMPLES_DIR / name / f"{name}.c").is_file()
+
+
+def blas_flags():
+    """Compiler and linker flags for scipy-openblas32, as examples/Makefile uses."""
+    import scipy_openblas32 as openblas
+    libdir = openblas.get_lib_dir()
+    return [f"-I{openblas.get_include_dir()}", "-DBLAS_SYMBOL_PREFIX=scipy_",
+            f"-L{libdir}", f"-l{openblas.get_library()}", f"-Wl,-rpath,{libdir}"]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_kernel_compiles_without_warnings(tmp_path, name):
+    command = [os.environ.get("CC", "cc"), "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
+               "-fPIC", "-shared", "-fopenmp", f"-I{pymic.get_include()}",
+               "-o", str(tmp_path / f"lib{name}.so"), str(EXAMPLES_DIR / name / f"{name}.c")]
+    if name == "dgemm":
+        command += blas_flags()
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
