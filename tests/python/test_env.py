@@ -100,9 +100,12 @@ TWO_DEVICES = textwrap.dedent("""
         device = pymic.devices[number]
         library = device.load_library(LIBRARY)
         stream = device.create_stream()
-        report = np.zeros(4, dtype=np.int64)
+        report = np.zeros(5, dtype=np.int64)
         stream.invoke(library.omp_report, report)
         masks.append(int(report[3]))
+        # The kernel's OpenMP team runs on the device's cores only.
+        assert report[4] & ~report[3] == 0, report
+        assert 1 <= report[1] <= max(report[0], 1), report
         data = stream.bind(np.arange(4.0))
         doubled = (data + data).update_host().array
         stream.sync()

@@ -222,13 +222,16 @@ def test_unsupported_argument_type_is_a_type_error(stream, lib, usable):
 
 
 def test_openmp_kernel_uses_the_device_cores(stream, lib):
-    out = np.zeros(4, dtype=np.int64)
+    out = np.zeros(5, dtype=np.int64)
     stream.invoke(lib.omp_report, out)
     cores = len(os.sched_getaffinity(0))
+    all_cpus = sum(1 << cpu for cpu in os.sched_getaffinity(0) if cpu < 63)
     # The default layout is one host device on all cores of the process.
     assert out[0] == cores
     assert 1 <= out[1] <= cores
     assert out[2] == cores
+    assert out[3] == all_cpus
+    assert out[4] == all_cpus
 
 
 def test_kernel_from_default_stream_and_created_stream(default_stream, stream, lib):

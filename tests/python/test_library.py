@@ -18,6 +18,12 @@ def test_kernel_handle_is_a_pymic_style_tuple(lib, device):
     assert kernel[3] is lib
 
 
+def test_kernel_handle_address_is_the_functions_address(lib, stream):
+    out = np.zeros(1, dtype=np.uint64)
+    stream.invoke(lib.report_own_address, out)
+    assert int(out[0]) == lib.report_own_address[1]
+
+
 def test_kernel_handles_are_cached(lib):
     assert lib.scale_double is lib.scale_double
 

@@ -42,3 +42,10 @@ void report_address(uint64_t *out, const void *p)
     out[0] = (uint64_t)(uintptr_t)p;
     out[1] = p == NULL;
 }
+
+/* out[0] = this kernel's own address: what a kernel handle's k[1] must be. */
+PYMIC_KERNEL
+void report_own_address(uint64_t *out)
+{
+    out[0] = (uint64_t)(uintptr_t)&report_own_address;
+}
