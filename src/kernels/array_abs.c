@@ -22,7 +22,7 @@
     PYMIC_KERNEL void pymic_array_abs_##sfx(const T *a, R *out,               \
                                             const int64_t *n)                 \
     {                                                                         \
-        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP,                      \
+        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                      \
                             out[i] = ABS(T, U, a[i]));                        \
     }
 

@@ -24,14 +24,14 @@
     PYMIC_KERNEL void pymic_array_##name##_##sfx(                             \
         const T *a, const T *b, T *out, const int64_t *n)                     \
     {                                                                         \
-        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP,                      \
+        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                      \
                             out[i] = (T)OP(U, a[i], b[i]));                   \
     }                                                                         \
     PYMIC_KERNEL void pymic_array_##name##_scalar_##sfx(                      \
         const T *a, const T *s, T *out, const int64_t *n)                     \
     {                                                                         \
         const T scalar = *s;                                                  \
-        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP,                      \
+        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                      \
                             out[i] = (T)OP(U, a[i], scalar));                 \
     }
 
@@ -40,7 +40,7 @@
         const T *a, const T *s, T *out, const int64_t *n)                     \
     {                                                                         \
         const T scalar = *s;                                                  \
-        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP,                      \
+        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                      \
                             out[i] = (T)OP(U, scalar, a[i]));                 \
     }
 

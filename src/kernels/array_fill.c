@@ -61,7 +61,7 @@
         const T v = *value;                                                   \
         if (PYMIC_TRY_STREAM_FILL(sfx, out, v, *n))                           \
             return;                                                           \
-        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP, out[i] = v);         \
+        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T), out[i] = v);         \
     }
 
 /* out must not overlap a: element i reads the mirrored index. */
@@ -70,7 +70,7 @@
         const T *restrict a, T *restrict out, const int64_t *n)               \
     {                                                                         \
         const int64_t last = *n - 1;                                          \
-        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP,                      \
+        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                      \
                             out[i] = a[last - i]);                            \
     }
 

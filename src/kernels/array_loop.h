@@ -15,18 +15,22 @@
 #include <stdint.h>
 
 /*
- * Element counts from which a team pays off.  Measured on a 2-core VM: a
- * team hand-off costs a few microseconds, which a memory-bound loop earns
- * back after roughly 64 Ki elements; a libm call per element (pow, cpow)
- * costs nanoseconds to tens of them, so a team pays off after a few hundred.
- * Both can be set with -D for tuning on other machines.
+ * Where a team starts to pay off, measured on a 2-core VM.  A memory-bound
+ * loop (add, abs, fill: a few bytes per element) beats the team's start-up
+ * once it moves about 256 KiB of one operand: 32 Ki float64 elements, 16 Ki
+ * complex128 (below that the team is at best even).  A libm call per
+ * element (pow, cpow) costs nanoseconds to tens of them, so a team pays off
+ * after a few hundred elements.  Both can be set with -D for other machines.
  */
-#ifndef PYMIC_TEAM_MIN_CHEAP
-#define PYMIC_TEAM_MIN_CHEAP  ((int64_t)1 << 16)
+#ifndef PYMIC_TEAM_MIN_CHEAP_BYTES
+#define PYMIC_TEAM_MIN_CHEAP_BYTES ((int64_t)256 << 10)
 #endif
 #ifndef PYMIC_TEAM_MIN_COSTLY
 #define PYMIC_TEAM_MIN_COSTLY ((int64_t)1 << 9)
 #endif
+
+/* Element count from which a memory-bound loop over T uses a team. */
+#define PYMIC_TEAM_MIN_CHEAP(T) (PYMIC_TEAM_MIN_CHEAP_BYTES / (int64_t)sizeof(T))
 
 /* Run STATEMENT for i in [0, n), vectorised; on a team when n >= team_min. */
 #define PYMIC_FOR_EACH_SIMD(i, n, team_min, STATEMENT)                      \

@@ -83,10 +83,10 @@ static inline void pymic_pow_block_float32(const float *x, const float *y,
     {                                                                         \
         const T exponent = *s;                                                \
         if (exponent == (T)2) {                                               \
-            PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP,                  \
+            PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                  \
                                 out[i] = a[i] * a[i]);                        \
         } else if (exponent == (T)0.5) {                                      \
-            PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP,                  \
+            PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                  \
                                 out[i] = PYMIC_SQRT(a[i]));                   \
         } else {                                                              \
             PYMIC_FOR_EACH_BLOCK(start, len, *n, PYMIC_POW_BLOCK,             \

@@ -27,9 +27,11 @@ FLOAT = ["float64", "float32"]
 COMPLEX = ["complex128", "complex64"]
 
 # 0, 1, sizes around 4/8/16-element vectors, around PYMIC_TEAM_MIN_COSTLY
-# (512) and PYMIC_TEAM_MIN_CHEAP (65536) in src/kernels/array_loop.h.
+# (512) and around PYMIC_TEAM_MIN_CHEAP (256 KiB of elements: 16 Ki for
+# complex128, 32 Ki for 8-byte dtypes, 64 Ki for 4-byte ones), see
+# src/kernels/array_loop.h.
 SIZES = [0, 1, 3, 7, 8, 9, 15, 16, 17, 33, 63, 511, 512, 513,
-         65535, 65536, 65537]
+         16383, 16385, 32767, 32769, 65535, 65536, 65537]
 GUARD = 16
 
 
