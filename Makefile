@@ -67,7 +67,7 @@ test-tsan: venv
 	$(call meson_tests,tsan,-Db_sanitize=thread -Db_lundef=false)
 
 test-python: examples
-	$(VPY) -m pytest -q tests/python
+	$(VENV_ABS)/bin/pytest -q tests/python
 
 test: test-c test-asan test-tsan test-python
 
