@@ -442,7 +442,8 @@ def test_integer_pow_scalar(lib, suffix, n, in_place):
     dtype = DTYPES[suffix]
     rng = np.random.default_rng(n)
     a, b = integer_pow_operands(n, dtype, rng)
-    exponents = [0, 1, 2, 3, 33] + ([-1, -2] if suffix != "uint64" else [])
+    exponents = [0, 1, 2, 3, 33, 64, int(np.iinfo(dtype).max)]
+    exponents += [-1, -2, int(np.iinfo(dtype).min)] if suffix != "uint64" else []
     for s in exponents:
         result = run_with_scalar(lib, f"pymic_array_pow_scalar_{suffix}", a, s,
                                  n, dtype, in_place)
