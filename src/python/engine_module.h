@@ -75,9 +75,12 @@ int stream_sync_released(StreamObject *stream);
 PyObject *stream_invoke(StreamObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *stream_allocate_device_memory(StreamObject *self, PyObject *args, PyObject *kwargs);
 PyObject *stream_deallocate_device_memory(StreamObject *self, PyObject *dptr);
-PyObject *stream_transfer_host2device(StreamObject *self, PyObject *args, PyObject *kwargs);
-PyObject *stream_transfer_device2host(StreamObject *self, PyObject *args, PyObject *kwargs);
-PyObject *stream_transfer_device2device(StreamObject *self, PyObject *args, PyObject *kwargs);
+PyObject *stream_transfer_host2device(StreamObject *self, PyObject *const *args,
+                                      Py_ssize_t nargs, PyObject *kwnames);
+PyObject *stream_transfer_device2host(StreamObject *self, PyObject *const *args,
+                                      Py_ssize_t nargs, PyObject *kwnames);
+PyObject *stream_transfer_device2device(StreamObject *self, PyObject *const *args,
+                                        Py_ssize_t nargs, PyObject *kwnames);
 PyObject *stream_translate_device_pointer(StreamObject *self, PyObject *dptr);
 PyObject *stream_record_event(StreamObject *self, PyObject *args, PyObject *kwargs);
 PyObject *stream_wait_event(StreamObject *self, PyObject *event);
@@ -195,6 +198,13 @@ extern int debug_level;
             fputc('\n', stderr);                        \
         }                                               \
     } while (0)
+
+/* Match the arguments of a METH_FASTCALL | METH_KEYWORDS call to `names`:
+ * out[i] receives the object for names[i], or NULL if an optional one is
+ * missing.  The first `nrequired` names are required.  -1 with TypeError. */
+int fastargs_parse(const char *function, PyObject *const *args, Py_ssize_t nargs,
+                   PyObject *kwnames, const char *const *names, int nrequired, int nnames,
+                   PyObject **out);
 
 /* Parse a non-negative byte count or offset; -1 with ValueError set. */
 int parse_size_arg(PyObject *obj, const char *name, int allow_zero, size_t *out);

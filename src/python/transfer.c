@@ -147,15 +147,16 @@ const char stream_transfer_host2device_doc[] =
 "OffloadError\n"
 "    For a deallocated pointer or another device's pointer.\n";
 
-PyObject *stream_transfer_host2device(StreamObject *self, PyObject *args, PyObject *kwargs)
+PyObject *stream_transfer_host2device(StreamObject *self, PyObject *const *args,
+                                      Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *keywords[] = {"host_ptr", "device_ptr", "nbytes", "offset_host",
-                               "offset_device", NULL};
-    PyObject *host_obj, *dptr_obj, *nbytes_obj, *off_host_obj = NULL, *off_dev_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:transfer_host2device", keywords,
-                                     &host_obj, &dptr_obj, &nbytes_obj, &off_host_obj,
-                                     &off_dev_obj))
+    static const char *const names[] = {"host_ptr", "device_ptr", "nbytes", "offset_host",
+                                        "offset_device"};
+    PyObject *parsed[5];
+    if (fastargs_parse("transfer_host2device", args, nargs, kwnames, names, 3, 5, parsed) < 0)
         return NULL;
+    PyObject *host_obj = parsed[0], *dptr_obj = parsed[1], *nbytes_obj = parsed[2];
+    PyObject *off_host_obj = parsed[3], *off_dev_obj = parsed[4];
     size_t nbytes, off_host, off_dev;
     if (parse_size_arg(nbytes_obj, "nbytes", 0, &nbytes) < 0 ||
         parse_offset(off_host_obj, "offset_host", &off_host) < 0 ||
@@ -208,15 +209,16 @@ const char stream_transfer_device2host_doc[] =
 "OffloadError\n"
 "    For a deallocated pointer or another device's pointer.\n";
 
-PyObject *stream_transfer_device2host(StreamObject *self, PyObject *args, PyObject *kwargs)
+PyObject *stream_transfer_device2host(StreamObject *self, PyObject *const *args,
+                                      Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *keywords[] = {"device_ptr", "host_ptr", "nbytes", "offset_device",
-                               "offset_host", NULL};
-    PyObject *host_obj, *dptr_obj, *nbytes_obj, *off_host_obj = NULL, *off_dev_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:transfer_device2host", keywords,
-                                     &dptr_obj, &host_obj, &nbytes_obj, &off_dev_obj,
-                                     &off_host_obj))
+    static const char *const names[] = {"device_ptr", "host_ptr", "nbytes", "offset_device",
+                                        "offset_host"};
+    PyObject *parsed[5];
+    if (fastargs_parse("transfer_device2host", args, nargs, kwnames, names, 3, 5, parsed) < 0)
         return NULL;
+    PyObject *dptr_obj = parsed[0], *host_obj = parsed[1], *nbytes_obj = parsed[2];
+    PyObject *off_dev_obj = parsed[3], *off_host_obj = parsed[4];
     size_t nbytes, off_host, off_dev;
     if (parse_size_arg(nbytes_obj, "nbytes", 0, &nbytes) < 0 ||
         parse_offset(off_dev_obj, "offset_device", &off_dev) < 0 ||
@@ -266,15 +268,16 @@ const char stream_transfer_device2device_doc[] =
 "OffloadError\n"
 "    For a deallocated pointer or another device's pointer.\n";
 
-PyObject *stream_transfer_device2device(StreamObject *self, PyObject *args, PyObject *kwargs)
+PyObject *stream_transfer_device2device(StreamObject *self, PyObject *const *args,
+                                        Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *keywords[] = {"src_ptr", "dst_ptr", "nbytes", "offset_device_src",
-                               "offset_device_dst", NULL};
-    PyObject *src_obj, *dst_obj, *nbytes_obj, *off_src_obj = NULL, *off_dst_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:transfer_device2device", keywords,
-                                     &src_obj, &dst_obj, &nbytes_obj, &off_src_obj,
-                                     &off_dst_obj))
+    static const char *const names[] = {"src_ptr", "dst_ptr", "nbytes", "offset_device_src",
+                                        "offset_device_dst"};
+    PyObject *parsed[5];
+    if (fastargs_parse("transfer_device2device", args, nargs, kwnames, names, 3, 5, parsed) < 0)
         return NULL;
+    PyObject *src_obj = parsed[0], *dst_obj = parsed[1], *nbytes_obj = parsed[2];
+    PyObject *off_src_obj = parsed[3], *off_dst_obj = parsed[4];
     size_t nbytes, off_src, off_dst;
     if (parse_size_arg(nbytes_obj, "nbytes", 0, &nbytes) < 0 ||
         parse_offset(off_src_obj, "offset_device_src", &off_src) < 0 ||
