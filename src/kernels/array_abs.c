@@ -14,26 +14,26 @@
 #define PYMIC_SIGNED_ABS(T, U, x) ((x) < 0 ? (T)(0 - (U)(x)) : (x))
 #define PYMIC_UNSIGNED_ABS(T, U, x) (x)
 #define PYMIC_FLOAT_ABS(T, U, x) _Generic((x), double: fabs, float: fabsf)(x)
-#define PYMIC_COMPLEX_ABS(T, U, x)                           \
-    _Generic((x), double complex: hypot(creal(x), cimag(x)),  \
+#define PYMIC_COMPLEX_ABS(T, U, x)                                            \
+    _Generic((x), double complex: hypot(creal(x), cimag(x)),                  \
                   float complex: hypotf(crealf(x), cimagf(x)))
 
 #define PYMIC_DEFINE_ABS(sfx, T, R, U, ABS)                                   \
     PYMIC_KERNEL void pymic_array_abs_##sfx(const T *a, R *out,               \
                                             const int64_t *n)                 \
     {                                                                         \
-        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                      \
+        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                   \
                             out[i] = ABS(T, U, a[i]));                        \
     }
 
-#define PYMIC_DEFINE_SIGNED_ABS(sfx, T, U) \
+#define PYMIC_DEFINE_SIGNED_ABS(sfx, T, U)                                    \
     PYMIC_DEFINE_ABS(sfx, T, T, U, PYMIC_SIGNED_ABS)
-#define PYMIC_DEFINE_UNSIGNED_ABS(sfx, T, U) \
+#define PYMIC_DEFINE_UNSIGNED_ABS(sfx, T, U)                                  \
     PYMIC_DEFINE_ABS(sfx, T, T, U, PYMIC_UNSIGNED_ABS)
-#define PYMIC_DEFINE_FLOAT_ABS(sfx, T, U) \
+#define PYMIC_DEFINE_FLOAT_ABS(sfx, T, U)                                     \
     PYMIC_DEFINE_ABS(sfx, T, T, U, PYMIC_FLOAT_ABS)
 /* Complex abs returns the component type U. */
-#define PYMIC_DEFINE_COMPLEX_ABS(sfx, T, U) \
+#define PYMIC_DEFINE_COMPLEX_ABS(sfx, T, U)                                   \
     PYMIC_DEFINE_ABS(sfx, T, U, U, PYMIC_COMPLEX_ABS)
 
 PYMIC_SIGNED_INT_DTYPES(PYMIC_DEFINE_SIGNED_ABS)

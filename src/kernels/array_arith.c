@@ -24,14 +24,14 @@
     PYMIC_KERNEL void pymic_array_##name##_##sfx(                             \
         const T *a, const T *b, T *out, const int64_t *n)                     \
     {                                                                         \
-        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                      \
+        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                   \
                             out[i] = (T)OP(U, a[i], b[i]));                   \
     }                                                                         \
     PYMIC_KERNEL void pymic_array_##name##_scalar_##sfx(                      \
         const T *a, const T *s, T *out, const int64_t *n)                     \
     {                                                                         \
         const T scalar = *s;                                                  \
-        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                      \
+        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                   \
                             out[i] = (T)OP(U, a[i], scalar));                 \
     }
 
@@ -40,20 +40,20 @@
         const T *a, const T *s, T *out, const int64_t *n)                     \
     {                                                                         \
         const T scalar = *s;                                                  \
-        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                      \
+        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                   \
                             out[i] = (T)OP(U, scalar, a[i]));                 \
     }
 
-#define PYMIC_DEFINE_REAL_ARITH(sfx, T, U)                       \
-    PYMIC_DEFINE_ARRAY_OP(sfx, T, U, add, PYMIC_REAL_ADD)        \
-    PYMIC_DEFINE_ARRAY_OP(sfx, T, U, sub, PYMIC_REAL_SUB)        \
-    PYMIC_DEFINE_ARRAY_OP(sfx, T, U, mul, PYMIC_REAL_MUL)        \
+#define PYMIC_DEFINE_REAL_ARITH(sfx, T, U)                                    \
+    PYMIC_DEFINE_ARRAY_OP(sfx, T, U, add, PYMIC_REAL_ADD)                     \
+    PYMIC_DEFINE_ARRAY_OP(sfx, T, U, sub, PYMIC_REAL_SUB)                     \
+    PYMIC_DEFINE_ARRAY_OP(sfx, T, U, mul, PYMIC_REAL_MUL)                     \
     PYMIC_DEFINE_REFLECTED_OP(sfx, T, U, sub, PYMIC_REAL_SUB)
 
-#define PYMIC_DEFINE_COMPLEX_ARITH(sfx, T, U)                    \
-    PYMIC_DEFINE_ARRAY_OP(sfx, T, U, add, PYMIC_COMPLEX_ADD)     \
-    PYMIC_DEFINE_ARRAY_OP(sfx, T, U, sub, PYMIC_COMPLEX_SUB)     \
-    PYMIC_DEFINE_ARRAY_OP(sfx, T, U, mul, PYMIC_COMPLEX_MUL)     \
+#define PYMIC_DEFINE_COMPLEX_ARITH(sfx, T, U)                                 \
+    PYMIC_DEFINE_ARRAY_OP(sfx, T, U, add, PYMIC_COMPLEX_ADD)                  \
+    PYMIC_DEFINE_ARRAY_OP(sfx, T, U, sub, PYMIC_COMPLEX_SUB)                  \
+    PYMIC_DEFINE_ARRAY_OP(sfx, T, U, mul, PYMIC_COMPLEX_MUL)                  \
     PYMIC_DEFINE_REFLECTED_OP(sfx, T, U, sub, PYMIC_COMPLEX_SUB)
 
 PYMIC_INT_DTYPES(PYMIC_DEFINE_REAL_ARITH)

@@ -74,16 +74,20 @@ static inline float complex pymic_cmake64(float re, float im)
 
 /* Builds a complex from two components without arithmetic (x + y*I would
  * turn an infinite y into a NaN real part). */
-#define PYMIC_CMAKE(re, im) \
+#define PYMIC_CMAKE(re, im)                                                   \
     _Generic((re), double: pymic_cmake128, float: pymic_cmake64)((re), (im))
 
-#define PYMIC_CREAL(x) _Generic((x), double complex: creal, float complex: crealf)(x)
-#define PYMIC_CIMAG(x) _Generic((x), double complex: cimag, float complex: cimagf)(x)
+#define PYMIC_CREAL(x) \
+    _Generic((x), double complex: creal, float complex: crealf)(x)
+#define PYMIC_CIMAG(x) \
+    _Generic((x), double complex: cimag, float complex: cimagf)(x)
 
-#define PYMIC_CMUL(x, y) \
-    _Generic((x), double complex: pymic_cmul128, float complex: pymic_cmul64)((x), (y))
+#define PYMIC_CMUL(x, y)                                                      \
+    _Generic((x), double complex: pymic_cmul128,                              \
+                  float complex: pymic_cmul64)((x), (y))
 
-#define PYMIC_CRECIP(y) \
-    _Generic((y), double complex: pymic_crecip128, float complex: pymic_crecip64)(y)
+#define PYMIC_CRECIP(y)                                                       \
+    _Generic((y), double complex: pymic_crecip128,                            \
+                  float complex: pymic_crecip64)(y)
 
 #endif /* PYMIC_ARRAY_COMPLEX_H */

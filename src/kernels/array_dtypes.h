@@ -20,28 +20,28 @@
 #include <complex.h>
 #include <stdint.h>
 
-#define PYMIC_SIGNED_INT_DTYPES(X) \
-    X(int64, int64_t, uint64_t)    \
+#define PYMIC_SIGNED_INT_DTYPES(X)                                            \
+    X(int64, int64_t, uint64_t)                                               \
     X(int32, int32_t, uint32_t)
 
-#define PYMIC_UNSIGNED_INT_DTYPES(X) \
+#define PYMIC_UNSIGNED_INT_DTYPES(X)                                          \
     X(uint64, uint64_t, uint64_t)
 
-#define PYMIC_INT_DTYPES(X)     \
-    PYMIC_SIGNED_INT_DTYPES(X)  \
+#define PYMIC_INT_DTYPES(X)                                                   \
+    PYMIC_SIGNED_INT_DTYPES(X)                                                \
     PYMIC_UNSIGNED_INT_DTYPES(X)
 
-#define PYMIC_FLOAT_DTYPES(X)  \
-    X(float64, double, double) \
+#define PYMIC_FLOAT_DTYPES(X)                                                 \
+    X(float64, double, double)                                                \
     X(float32, float, float)
 
-#define PYMIC_COMPLEX_DTYPES(X)            \
-    X(complex128, double complex, double)  \
+#define PYMIC_COMPLEX_DTYPES(X)                                               \
+    X(complex128, double complex, double)                                     \
     X(complex64, float complex, float)
 
-#define PYMIC_ALL_DTYPES(X)   \
-    PYMIC_INT_DTYPES(X)       \
-    PYMIC_FLOAT_DTYPES(X)     \
+#define PYMIC_ALL_DTYPES(X)                                                   \
+    PYMIC_INT_DTYPES(X)                                                       \
+    PYMIC_FLOAT_DTYPES(X)                                                     \
     PYMIC_COMPLEX_DTYPES(X)
 
 #endif /* PYMIC_ARRAY_DTYPES_H */

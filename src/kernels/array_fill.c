@@ -21,11 +21,11 @@
     static int pymic_stream_fill_##sfx(T *out, T v, int64_t n)                \
     {                                                                         \
         enum { PER_LINE = PYMIC_STREAM_LINE / sizeof(T) };                    \
-        const uintptr_t misalignment = (uintptr_t)out % PYMIC_STREAM_LINE;   \
+        const uintptr_t misalignment = (uintptr_t)out % PYMIC_STREAM_LINE;    \
         if (misalignment % sizeof(T) != 0)                                    \
             return 0;                                                         \
         const int64_t head = misalignment == 0                                \
-            ? 0 : (int64_t)((PYMIC_STREAM_LINE - misalignment) / sizeof(T)); \
+            ? 0 : (int64_t)((PYMIC_STREAM_LINE - misalignment) / sizeof(T));  \
         const int64_t lines = (n - head) / PER_LINE;                          \
         const int64_t tail = head + lines * PER_LINE;                         \
         for (int64_t i = 0; i < head; i++)                                    \
@@ -61,7 +61,7 @@
         const T v = *value;                                                   \
         if (PYMIC_TRY_STREAM_FILL(sfx, out, v, *n))                           \
             return;                                                           \
-        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T), out[i] = v);         \
+        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T), out[i] = v);      \
     }
 
 /* out must not overlap a: element i reads the mirrored index. */
@@ -70,7 +70,7 @@
         const T *restrict a, T *restrict out, const int64_t *n)               \
     {                                                                         \
         const int64_t last = *n - 1;                                          \
-        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                      \
+        PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                   \
                             out[i] = a[last - i]);                            \
     }
 

@@ -30,31 +30,32 @@
 #endif
 
 /* Element count from which a memory-bound loop over T uses a team. */
-#define PYMIC_TEAM_MIN_CHEAP(T) (PYMIC_TEAM_MIN_CHEAP_BYTES / (int64_t)sizeof(T))
+#define PYMIC_TEAM_MIN_CHEAP(T) \
+    (PYMIC_TEAM_MIN_CHEAP_BYTES / (int64_t)sizeof(T))
 
 /* Run STATEMENT for i in [0, n), vectorised; on a team when n >= team_min. */
-#define PYMIC_FOR_EACH_SIMD(i, n, team_min, STATEMENT)                      \
-    do {                                                                    \
-        const int64_t pymic_n_ = (n);                                       \
-        if (pymic_n_ >= (team_min)) {                                       \
-            _Pragma("omp parallel for simd schedule(simd:static)")         \
-            for (int64_t i = 0; i < pymic_n_; i++) { STATEMENT; }           \
-        } else {                                                            \
-            _Pragma("omp simd")                                             \
-            for (int64_t i = 0; i < pymic_n_; i++) { STATEMENT; }           \
-        }                                                                   \
+#define PYMIC_FOR_EACH_SIMD(i, n, team_min, STATEMENT)                        \
+    do {                                                                      \
+        const int64_t pymic_n_ = (n);                                         \
+        if (pymic_n_ >= (team_min)) {                                         \
+            _Pragma("omp parallel for simd schedule(simd:static)")            \
+            for (int64_t i = 0; i < pymic_n_; i++) { STATEMENT; }             \
+        } else {                                                              \
+            _Pragma("omp simd")                                               \
+            for (int64_t i = 0; i < pymic_n_; i++) { STATEMENT; }             \
+        }                                                                     \
     } while (0)
 
 /* The same for statements GCC cannot vectorise (branchy integer pow, cpow). */
-#define PYMIC_FOR_EACH(i, n, team_min, STATEMENT)                           \
-    do {                                                                    \
-        const int64_t pymic_n_ = (n);                                       \
-        if (pymic_n_ >= (team_min)) {                                       \
-            _Pragma("omp parallel for schedule(static)")                    \
-            for (int64_t i = 0; i < pymic_n_; i++) { STATEMENT; }           \
-        } else {                                                            \
-            for (int64_t i = 0; i < pymic_n_; i++) { STATEMENT; }           \
-        }                                                                   \
+#define PYMIC_FOR_EACH(i, n, team_min, STATEMENT)                             \
+    do {                                                                      \
+        const int64_t pymic_n_ = (n);                                         \
+        if (pymic_n_ >= (team_min)) {                                         \
+            _Pragma("omp parallel for schedule(static)")                      \
+            for (int64_t i = 0; i < pymic_n_; i++) { STATEMENT; }             \
+        } else {                                                              \
+            for (int64_t i = 0; i < pymic_n_; i++) { STATEMENT; }             \
+        }                                                                     \
     } while (0)
 
 /*
@@ -62,23 +63,23 @@
  * block's first index and `len` its length.  For kernels that work through
  * a small buffer per block (see array_pow_float.c).
  */
-#define PYMIC_FOR_EACH_BLOCK(start, len, n, block, team_min, STATEMENT)     \
-    do {                                                                    \
-        const int64_t pymic_n_ = (n);                                       \
-        if (pymic_n_ >= (team_min)) {                                       \
-            _Pragma("omp parallel for schedule(static)")                    \
-            for (int64_t start = 0; start < pymic_n_; start += (block)) {   \
-                const int64_t len = pymic_n_ - start < (block)              \
-                                        ? pymic_n_ - start : (block);       \
-                STATEMENT;                                                  \
-            }                                                               \
-        } else {                                                            \
-            for (int64_t start = 0; start < pymic_n_; start += (block)) {   \
-                const int64_t len = pymic_n_ - start < (block)              \
-                                        ? pymic_n_ - start : (block);       \
-                STATEMENT;                                                  \
-            }                                                               \
-        }                                                                   \
+#define PYMIC_FOR_EACH_BLOCK(start, len, n, block, team_min, STATEMENT)       \
+    do {                                                                      \
+        const int64_t pymic_n_ = (n);                                         \
+        if (pymic_n_ >= (team_min)) {                                         \
+            _Pragma("omp parallel for schedule(static)")                      \
+            for (int64_t start = 0; start < pymic_n_; start += (block)) {     \
+                const int64_t len = pymic_n_ - start < (block)                \
+                                        ? pymic_n_ - start : (block);         \
+                STATEMENT;                                                    \
+            }                                                                 \
+        } else {                                                              \
+            for (int64_t start = 0; start < pymic_n_; start += (block)) {     \
+                const int64_t len = pymic_n_ - start < (block)                \
+                                        ? pymic_n_ - start : (block);         \
+                STATEMENT;                                                    \
+            }                                                                 \
+        }                                                                     \
     } while (0)
 
 #endif /* PYMIC_ARRAY_LOOP_H */

@@ -19,11 +19,11 @@
 #define PYMIC_CPOW_SQUARING_LIMIT 100
 
 #define PYMIC_DEFINE_CPOW(sfx, T, U)                                          \
-    /* base ** count for count >= 1.  Like NumPy, powers 1 to 3 are spelled \
-     * out and higher ones multiply into an accumulator that starts at 1:   \
-     * once a power overflows, 1 * inf makes NaNs there, and NumPy's       \
-     * results have them.                                                  \
-     */                                                                     \
+    /* base ** count for count >= 1.  Like NumPy, powers 1 to 3 are spelled   \
+     * out and higher ones multiply into an accumulator that starts at 1:     \
+     * once a power overflows, 1 * inf makes NaNs there, and NumPy's          \
+     * results have them.                                                     \
+     */                                                                       \
     static inline T pymic_cpow_by_squaring_##sfx(T base, int count)           \
     {                                                                         \
         if (count == 1)                                                       \

@@ -77,16 +77,16 @@ static inline void pymic_pow_block_float32(const float *x, const float *y,
                              pymic_pow_block_##sfx(a + start, b + start,      \
                                                    out + start, len));        \
     }                                                                         \
-    /* The scalar operand is spread over a block-sized buffer per block. */  \
+    /* The scalar operand is spread over a block-sized buffer per block. */   \
     PYMIC_KERNEL void pymic_array_pow_scalar_##sfx(                           \
         const T *a, const T *s, T *out, const int64_t *n)                     \
     {                                                                         \
         const T exponent = *s;                                                \
         if (exponent == (T)2) {                                               \
-            PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                  \
+            PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),               \
                                 out[i] = a[i] * a[i]);                        \
         } else if (exponent == (T)0.5) {                                      \
-            PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),                  \
+            PYMIC_FOR_EACH_SIMD(i, *n, PYMIC_TEAM_MIN_CHEAP(T),               \
                                 out[i] = PYMIC_SQRT(a[i]));                   \
         } else {                                                              \
             PYMIC_FOR_EACH_BLOCK(start, len, *n, PYMIC_POW_BLOCK,             \

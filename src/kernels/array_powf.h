@@ -53,17 +53,19 @@ static inline double pymic_log2_positive(double x)
     memcpy(&bits, &x, sizeof bits);
     /* Split x = m * 2^k with m in [sqrt(1/2), sqrt(2)), so the series
      * variable below stays under 0.172, with integer arithmetic only (AVX2
-     * has no int64 <-> double conversion, and GCC would not vectorise one).  Subtracting the bits of sqrt(1/2) makes the exponent
-     * field k, one more than x's own exactly when x's mantissa is at least
-     * sqrt(2)'s; the bias of 1024 keeps the difference positive. */
+     * has no int64 <-> double conversion, and GCC would not vectorise one).
+     * Subtracting the bits of sqrt(1/2) makes the exponent field k: one more
+     * than x's own exactly when x's mantissa is at least sqrt(2)'s.  The
+     * bias of 1024 keeps the difference positive. */
     const uint64_t sqrt_half_bits = 0x3fe6a09e667f3bcdu;
     const uint64_t bias = (uint64_t)1024 << 52;
     const uint64_t shifted = bits - sqrt_half_bits + bias;
     const uint64_t k_biased = shifted >> 52;               /* k + 1024 */
     const double m = pymic_double_from_bits(bits - (k_biased << 52) + bias);
     /* k as a double: put k + 1024 in the mantissa of 2^52, subtract. */
-    const double exponent = pymic_double_from_bits(0x4330000000000000u | k_biased)
-                            - (0x1p52 + 1024.0);
+    const double two52_plus_k =
+        pymic_double_from_bits(0x4330000000000000u | k_biased);
+    const double exponent = two52_plus_k - (0x1p52 + 1024.0);
     /* log(m) = 2 atanh(t) = 2 (t + t^3/3 + t^5/5 + ...), t = (m-1)/(m+1);
      * eight terms leave a relative error below t^16/17 < 1e-13. */
     const double t = (m - 1.0) / (m + 1.0), t2 = t * t;
