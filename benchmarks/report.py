@@ -90,9 +90,12 @@ def markdown(run, plots_present):
     rows = []
     for bench, result in run["benchmarks"].items():
         for row in result["targets"]:
+            others = result.get("other_processes_cores")
             rows.append([bench, row["goal"], row["pymic"], row["peer"], row["value_text"],
-                         f"**{row['status']}**", row["note"]])
-    lines += _table(["#", "target", "pymic", "peer", "judged figure", "verdict", "note"], rows)
+                         f"**{row['status']}**", "—" if others is None else f"{others}",
+                         row["note"]])
+    lines += _table(["#", "target", "pymic", "peer", "judged figure", "verdict",
+                     "cores busy elsewhere", "note"], rows)
     lines += [""]
     for bench, result in run["benchmarks"].items():
         lines += [f"## {bench}: {result['name']}", ""]

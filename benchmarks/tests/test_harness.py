@@ -68,7 +68,7 @@ def _run(status_value):
 
 def test_page_has_verdicts_errors_warning_and_only_drawn_plots():
     page = report.markdown(_run(1.5), ["latency.png"])
-    assert "| B1 | a \\| goal | 1 µs | 2 µs | 1.50× | **MISS** |" in page
+    assert "| B1 | a \\| goal | 1 µs | 2 µs | 1.50× | **MISS** | — |" in page
     assert "**ERROR**" in page and "Did not complete: boom" in page
     assert "Warning: the machine was busy" in page
     assert "latency.png" in page and "bandwidth.png" not in page
