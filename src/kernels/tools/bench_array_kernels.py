@@ -74,6 +74,7 @@ def cases(suffix, n, rng):
 
 
 def main():
+    """Parse the command line, time every case, print one row per case."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--library", default=None)
     parser.add_argument("-n", type=int, default=8 * 2**20)
@@ -96,6 +97,7 @@ def main():
             warm = kernel_caller(lib, name, *buffers)
 
             def fresh():
+                """The kernel into a new, never touched output array."""
                 target = np.empty(options.n, dtype=out_dtype)
                 fresh_buffers = ((target, operands[0], n) if kernel == "fill"
                                  else (*operands, target, n))
