@@ -22,6 +22,7 @@ stream = device.get_default_stream()
 a = np.arange(1.0, 33.0)
 offl_a = stream.bind(a)
 
+print("offloading to", device)
 print("input:")
 print(offl_a)
 
