@@ -51,7 +51,7 @@ def run(context):
         return time_block(bind_and_sync)
 
     cold = time_block(bind_and_sync)
-    samples_per_round, rounds = context.pick(4, 2), context.pick(5, 2)
+    samples_per_round, rounds = context.pick(3, 2), context.pick(8, 2)
     samples = interleave({
         "bind": lambda: [timed_bind() for _ in range(samples_per_round)],
         "copyto": lambda: [time_block(lambda: np.copyto(destination, source))

@@ -112,7 +112,7 @@ def run(context):
     """
     _, _, stream, _ = pymic_default_stream(context)
     count = context.pick(8 * 1024 * 1024, 1024 * 1024)
-    rounds = context.pick(5, 2)
+    rounds = context.pick(7, 2)
     results = {}
     for seed, dtype in enumerate(DTYPES):
         a, b = _operands(dtype, count, seed), _operands(dtype, count, seed + 10)

@@ -147,7 +147,7 @@ def run(context):
     if not np.allclose(pipeline.result, _expected(pipeline.source), rtol=1e-12, atol=1e-12):
         raise AssertionError("pipeline output differs from the polynomial computed by NumPy")
     samples = interleave({"one_stream": lambda: sample(1), "two_streams": lambda: sample(2)},
-                         context.pick(5, 2))
+                         context.pick(9, 2))
     stats = {name: summarize(values) for name, values in samples.items()}
     speedup = stats["one_stream"]["median"] / stats["two_streams"]["median"]
     overlap = overlap_seconds(traces[2])
