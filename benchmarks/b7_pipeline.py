@@ -58,6 +58,7 @@ class Pipeline:
             ``end`` in seconds from the origin event.
         """
         streams = self.streams[:stream_count]
+        source_address, result_address = self.source.ctypes.data, self.result.ctypes.data
         start = perf_ns()
         origin = streams[0].record_event()
         for stream in streams[1:]:
@@ -68,12 +69,12 @@ class Pipeline:
             stream, buffer = streams[index], self.buffers[index]
             offset = chunk * self.chunk_bytes
             events = [stream.record_event()]
-            stream.transfer_host2device(self.source.ctypes.data, buffer, self.chunk_bytes,
+            stream.transfer_host2device(source_address, buffer, self.chunk_bytes,
                                         offset_host=offset)
             events.append(stream.record_event())
             stream.invoke(self.kernel, buffer, self.chunk_elements)
             events.append(stream.record_event())
-            stream.transfer_device2host(buffer, self.result.ctypes.data, self.chunk_bytes,
+            stream.transfer_device2host(buffer, result_address, self.chunk_bytes,
                                         offset_host=offset)
             events.append(stream.record_event())
             marks.append((index, chunk, events))
