@@ -37,7 +37,7 @@
             _Alignas(PYMIC_STREAM_LINE) T line[PER_LINE];                     \
             for (int i = 0; i < PER_LINE; i++)                                \
                 line[i] = v;                                                  \
-            _Pragma("omp for schedule(static)")                               \
+            _Pragma("omp for schedule(dynamic, 2048)")                        \
             for (int64_t l = 0; l < lines; l++)                               \
                 pymic_stream_line(out + head + l * PER_LINE, line);           \
             pymic_stream_fence();                                             \

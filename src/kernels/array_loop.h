@@ -4,7 +4,12 @@
  * A kernel states what happens to element i; these macros decide how the
  * loop runs.  Small arrays run on the calling thread (waking an OpenMP team
  * costs microseconds, more than adding a few thousand numbers); large ones
- * are split statically over the team.  Both paths carry `omp simd` so GCC
+ * are split over the team in chunks handed out dynamically: on a shared
+ * machine one team thread may lose its core for a whole time slice, and a
+ * static split would make the kernel wait for that thread's half, while
+ * with chunks the other threads take over the rest.  Chunks are big enough
+ * (16 Ki elements, 256 costly ones, 8 blocks) that handing them out costs
+ * well under 1% of the loop.  Both paths carry `omp simd` so GCC
  * vectorises them even though `out` may alias `a` or `b`: the aliasing the
  * kernels allow is exact (out == a), where element i only ever reads and
  * writes index i, so vector execution is safe.
@@ -38,7 +43,7 @@
     do {                                                                      \
         const int64_t pymic_n_ = (n);                                         \
         if (pymic_n_ >= (team_min)) {                                         \
-            _Pragma("omp parallel for simd schedule(simd:static)")            \
+            _Pragma("omp parallel for simd schedule(simd:dynamic, 16384)")    \
             for (int64_t i = 0; i < pymic_n_; i++) { STATEMENT; }             \
         } else {                                                              \
             _Pragma("omp simd")                                               \
@@ -51,7 +56,7 @@
     do {                                                                      \
         const int64_t pymic_n_ = (n);                                         \
         if (pymic_n_ >= (team_min)) {                                         \
-            _Pragma("omp parallel for schedule(static)")                      \
+            _Pragma("omp parallel for schedule(dynamic, 256)")                \
             for (int64_t i = 0; i < pymic_n_; i++) { STATEMENT; }             \
         } else {                                                              \
             for (int64_t i = 0; i < pymic_n_; i++) { STATEMENT; }             \
@@ -67,7 +72,7 @@
     do {                                                                      \
         const int64_t pymic_n_ = (n);                                         \
         if (pymic_n_ >= (team_min)) {                                         \
-            _Pragma("omp parallel for schedule(static)")                      \
+            _Pragma("omp parallel for schedule(dynamic, 8)")                  \
             for (int64_t start = 0; start < pymic_n_; start += (block)) {     \
                 const int64_t len = pymic_n_ - start < (block)                \
                                         ? pymic_n_ - start : (block);         \
