@@ -156,3 +156,31 @@ class OtherLoad:
         wall = max(time.monotonic() - wall_start, 1e-9)
         others = (busy_end - busy_start) - (_own_cpu_seconds() - own_start)
         return round(max(0.0, others) / wall, 2)
+
+
+def wait_for_quiet(limit_seconds, threshold_cores=0.2, window_seconds=1.0):
+    """Wait until other processes leave the machine (nearly) idle.
+
+    Parameters
+    ----------
+    limit_seconds : float
+        Give up after this long and let the caller measure anyway.
+    threshold_cores : float, optional
+        Quiet means other processes used fewer cores than this over one
+        window.
+    window_seconds : float, optional
+        Length of each observation.
+
+    Returns
+    -------
+    tuple
+        ``(seconds waited, cores used by others in the last window)``.
+    """
+    start = time.monotonic()
+    while True:
+        observation = OtherLoad()
+        time.sleep(window_seconds)
+        cores = observation.cores()
+        waited = time.monotonic() - start
+        if cores is None or cores < threshold_cores or waited >= limit_seconds:
+            return round(waited, 1), cores

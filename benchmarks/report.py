@@ -104,9 +104,12 @@ def markdown(run, plots_present):
             continue
         if result.get("seconds") is not None:
             others = result.get("other_processes_cores")
+            waited = result.get("waited_for_quiet_seconds") or 0
             lines += [f"Ran for {result['seconds']} s"
-                      + (f"; other processes kept {others} cores busy on average meanwhile."
-                         if others is not None else "."), ""]
+                      + (f"; other processes kept {others} cores busy on average meanwhile"
+                         if others is not None else "")
+                      + (f" (after waiting {waited:.0f} s for a quieter machine)"
+                         if waited >= 1.5 else "") + ".", ""]
         for table in result.get("tables", []):
             lines += [f"**{table['title']}**", ""]
             lines += _table(table["columns"], table["rows"]) + [""]

@@ -50,6 +50,10 @@ def _parse_arguments(argv):
     parser.add_argument("--kernels", default=str(HERE / "build"),
                         help="directory holding libbench_kernels.so and libbench_dgemm.so")
     parser.add_argument("--results", default=str(HERE / "results"), help="output directory")
+    parser.add_argument("--quiet-wait", type=float, default=None,
+                        help="before each benchmark, wait up to this many seconds for "
+                             "other processes to leave the cores idle (0: do not wait; "
+                             "default 30, or 0 with --quick)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -176,6 +180,8 @@ def main(argv=None):
     import plots
     import report
 
+    if arguments.quiet_wait is None:
+        arguments.quiet_wait = 0.0 if arguments.quick else 30.0
     selection = _selection(arguments.only)
     partial = arguments.quick or len(selection) < len(BENCHMARKS)
     results_dir = pathlib.Path(arguments.results)
@@ -188,7 +194,13 @@ def main(argv=None):
     results = {}
     for bench in selection:
         print(f"== {bench} {_title(bench)}", flush=True)
+        waited, others_before = (machine.wait_for_quiet(arguments.quiet_wait)
+                                 if arguments.quiet_wait > 0 else (0.0, None))
+        if waited >= 1.5:
+            print(f"   (waited {waited:.0f} s for a quieter machine; others now use "
+                  f"{others_before} cores)", flush=True)
         results[bench] = run_in_child(bench, arguments)
+        results[bench]["waited_for_quiet_seconds"] = waited
         for row in results[bench]["targets"]:
             print(f"   {row['status']:8} {row['goal']}: {row['pymic']} | {row['peer']} "
                   f"| {row['value_text']}", flush=True)
