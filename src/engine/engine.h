@@ -146,6 +146,9 @@ struct pymic_stream {
     pymic_waitq work_q;        /* the worker sleeps here when idle        */
     _Alignas(64) _Atomic uint64_t completed;
     pymic_waitq done_q;        /* host syncs and blocked producers        */
+
+    /* Helpers for big copies; created and destroyed by the worker only. */
+    _Alignas(64) struct pymic_copy_team *copy_team;
 };
 
 /* PYMIC_OK if `stream` can take commands in this process; else the error
@@ -231,8 +234,13 @@ void pymic_block_cache_after_fork(struct pymic_block_cache *cache);
 pymic_block *pymic_block_get(struct pymic_block_cache *cache, size_t nbytes, size_t alignment);
 void pymic_block_put(struct pymic_block_cache *cache, pymic_block *block);
 
-/* memcpy that may split big copies over the device's cores. */
-void pymic_host_copy(void *dst, const void *src, size_t nbytes, int ncores);
+/* memcpy that splits big copies over the device's cores, using (and on
+ * first need creating) the calling worker's helper threads in *team. */
+struct pymic_copy_team;
+void pymic_host_copy(struct pymic_copy_team **team, const pymic_device *device, void *dst,
+                     const void *src, size_t nbytes);
+/* Stop and join a worker's helper threads (NULL: nothing to do). */
+void pymic_copy_team_destroy(struct pymic_copy_team *team);
 
 /* Start a worker thread pinned to the device's CPUs; on failure the
  * error (with the system's reason) is recorded. */

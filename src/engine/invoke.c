@@ -108,8 +108,8 @@ void pymic_command_execute(pymic_stream *stream, pymic_command *cmd)
         if (cmd->u.copy.overlap)
             memmove(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
         else
-            pymic_host_copy(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes,
-                            stream->device->ncpus);
+            pymic_host_copy(&stream->copy_team, stream->device, cmd->u.copy.dst,
+                            cmd->u.copy.src, cmd->u.copy.nbytes);
         break;
     case PYMIC_CMD_FREE:
         pymic_alloc_release(cmd->u.alloc);

@@ -52,8 +52,10 @@ static void *worker_main(void *arg)
         if (kind != PYMIC_CMD_STOP)
             pymic_command_execute(stream, cmd);
         pymic_store_and_notify(&stream->done_q, &stream->completed, seq);
-        if (kind == PYMIC_CMD_STOP)
+        if (kind == PYMIC_CMD_STOP) {
+            pymic_copy_team_destroy(stream->copy_team);
             return NULL;
+        }
     }
 }
 

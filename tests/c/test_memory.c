@@ -116,6 +116,23 @@ static void test_copies(void)
     CHECK_OK(pymic_stream_sync(s));
     CHECK(memcmp(hbig, hback, big) == 0);
     CHECK_OK(pymic_mem_free(s, dbig));
+
+    /* Many big copies in a row, of odd sizes at odd offsets, each checked:
+     * chunks of one copy must never mix with those of the next. */
+    CHECK_OK(pymic_mem_alloc(0, big, 0, &dbig));
+    int all_equal = 1;
+    for (int round = 0; round < 12; round++) {
+        size_t offset = (size_t)round * 4099, len = ((size_t)1 << 20) + (size_t)round * 777777;
+        for (size_t i = 0; i < len; i++)
+            hbig[offset + i] = (unsigned char)(i * 7 + (size_t)round);
+        memset(hback, 0, len);
+        CHECK_OK(pymic_memcpy_h2d(s, dbig, offset, hbig + offset, len));
+        CHECK_OK(pymic_memcpy_d2h(s, hback, dbig, offset, len));
+        CHECK_OK(pymic_stream_sync(s));
+        all_equal &= memcmp(hbig + offset, hback, len) == 0;
+    }
+    CHECK(all_equal);
+    CHECK_OK(pymic_mem_free(s, dbig));
     free(hbig);
     free(hback);
 
