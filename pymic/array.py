@@ -523,7 +523,29 @@ class OffloadArray(_engine.ArrayBase):
         return self._view(host, shape, start * row_size * self.dtype.itemsize)
 
     def __getitem__(self, key):
-        """Return a view of a step-1 slice (or one index) of the leading axis."""
+        """Return a view of a step-1 slice (or one index) of the leading axis.
+
+        Parameters
+        ----------
+        key : slice or int
+            Rows of the leading axis; a slice must have step 1.
+
+        Returns
+        -------
+        OffloadArray
+            A view sharing the device buffer; an index drops the leading
+            axis, as in NumPy.
+
+        Raises
+        ------
+        ValueError
+            For a step other than 1, a 0-d array, or a multi-dimensional
+            Fortran-order array.
+        IndexError
+            For an index out of range.
+        TypeError
+            For a key that is neither a slice nor an int.
+        """
         start, stop = self._leading_range(key)
         view = self._slice_view(start, stop)
         if not isinstance(key, slice):
@@ -533,7 +555,31 @@ class OffloadArray(_engine.ArrayBase):
         return view
 
     def __setitem__(self, key, value):
-        """Assign a scalar, ndarray or OffloadArray to rows ``key`` on the device."""
+        """Assign a scalar, ndarray or OffloadArray to rows ``key`` on the device.
+
+        The assignment is enqueued on the array's stream; the host array is
+        not changed.
+
+        Parameters
+        ----------
+        key : slice or int
+            Rows of the leading axis; a slice must have step 1.
+        value : scalar, numpy.ndarray or OffloadArray
+            A scalar of the array's type, or an array of the target's shape
+            (an ndarray is converted to the array's dtype).
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        ValueError
+            For a step other than 1, a value of another shape (or, for an
+            OffloadArray, another dtype) or a scalar the dtype cannot hold.
+        IndexError
+            For an index out of range.
+        """
         start, stop = self._leading_range(key)
         target = self._slice_view(start, stop)
         if target.size == 0:

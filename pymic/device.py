@@ -7,8 +7,8 @@ import threading
 
 from . import _engine
 from ._debug import debug
+from .library import _PACKAGE_DIR
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _ARRAY_LIBRARY = "libpymic_array.so"
 
 
@@ -174,9 +174,16 @@ class OffloadDevice:
     def sync(self):
         """Block until every stream of this device has drained.
 
+        The GIL is released while waiting.
+
         Returns
         -------
         None
+
+        Raises
+        ------
+        OffloadError
+            If the engine reports a failure.
         """
         _engine.device_sync(self._device_id)
 

@@ -179,6 +179,15 @@ PyObject *raise_engine_error(int status);
 /* The same with a message saved earlier (when later calls may replace it). */
 PyObject *raise_engine_message(int status, const char *message);
 
+/* The usual ending of a call that returns nothing: None for PYMIC_OK, else
+ * the matching exception (NULL). */
+static inline PyObject *none_or_engine_error(int status)
+{
+    if (status != PYMIC_OK)
+        return raise_engine_error(status);
+    Py_RETURN_NONE;
+}
+
 /* ---------------------------------------------------------- module state */
 
 /* numpy.ndarray and numpy.generic, handed over by the package at import so

@@ -83,9 +83,7 @@ static PyObject *event_sync(EventObject *self, PyObject *Py_UNUSED(ignored))
     Py_BEGIN_ALLOW_THREADS
     status = pymic_event_sync(self->handle);
     Py_END_ALLOW_THREADS
-    if (status != PYMIC_OK)
-        return raise_engine_error(status);
-    Py_RETURN_NONE;
+    return none_or_engine_error(status);
 }
 
 PyDoc_STRVAR(event_query_doc,
@@ -258,8 +256,5 @@ PyObject *stream_wait_event(StreamObject *self, PyObject *event_obj)
     EventObject *event = event_check(event_obj);
     if (event == NULL)
         return NULL;
-    int status = pymic_stream_wait_event(self->handle, event->handle);
-    if (status != PYMIC_OK)
-        return raise_engine_error(status);
-    Py_RETURN_NONE;
+    return none_or_engine_error(pymic_stream_wait_event(self->handle, event->handle));
 }

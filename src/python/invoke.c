@@ -66,6 +66,14 @@ static int bad_argument(Py_ssize_t position, PyObject *obj)
     return -1;
 }
 
+/* The argument is a copy of the first `size` bytes of its slot. */
+static inline int use_slot(pymic_arg *arg, scalar_slot *slot, size_t size)
+{
+    arg->data = slot;
+    arg->size = size;
+    return 0;
+}
+
 static int set_int64(pymic_arg *arg, scalar_slot *slot, PyObject *obj, Py_ssize_t position)
 {
     int overflow = 0;
@@ -79,9 +87,7 @@ static int set_int64(pymic_arg *arg, scalar_slot *slot, PyObject *obj, Py_ssize_
         return -1;
     }
     slot->i64 = (int64_t)value;
-    arg->data = slot;
-    arg->size = sizeof(int64_t);
-    return 0;
+    return use_slot(arg, slot, sizeof(int64_t));
 }
 
 static int set_complex(pymic_arg *arg, scalar_slot *slot, PyObject *obj)
@@ -91,9 +97,7 @@ static int set_complex(pymic_arg *arg, scalar_slot *slot, PyObject *obj)
         return -1;
     slot->c128[0] = value.real;
     slot->c128[1] = value.imag;
-    arg->data = slot;
-    arg->size = 2 * sizeof(double);
-    return 0;
+    return use_slot(arg, slot, 2 * sizeof(double));
 }
 
 /* A NumPy scalar exports its value's bytes in its own dtype. */
@@ -109,36 +113,29 @@ static int set_numpy_scalar(pymic_arg *arg, scalar_slot *slot, PyObject *obj,
         PyBuffer_Release(&view);
         return -1;
     }
-    memcpy(slot->bytes, view.buf, (size_t)view.len);
-    arg->data = slot;
-    arg->size = (size_t)view.len;
+    size_t size = (size_t)view.len;
+    memcpy(slot->bytes, view.buf, size);
     PyBuffer_Release(&view);
-    return 0;
+    return use_slot(arg, slot, size);
 }
 
-/* Device memory of another device would be a wild pointer on a real
- * accelerator, so it is refused even where the host backend could cope. */
-static int check_device(const DevicePointerObject *dptr, int device, Py_ssize_t position)
+/* Pass `offset` bytes into a device pointer's memory.  Memory of another
+ * device would be a wild pointer on a real accelerator, so it is refused
+ * even where the host backend could cope. */
+static int set_device_memory(pymic_arg *arg, const DevicePointerObject *dptr, Py_ssize_t offset,
+                             int device, Py_ssize_t position, const char *when_freed)
 {
-    if (dptr->device == device)
-        return 0;
-    PyErr_Format(OffloadError,
-                 "invoke: argument %zd lives on device %d, the stream runs on device %d",
-                 position, dptr->device, device);
-    return -1;
-}
-
-static int set_device_pointer(pymic_arg *arg, PyObject *obj, int device, Py_ssize_t position)
-{
-    DevicePointerObject *dptr = (DevicePointerObject *)obj;
     if (dptr->freed) {
-        PyErr_Format(OffloadError, "invoke: argument %zd is a deallocated device pointer",
-                     position);
+        PyErr_Format(OffloadError, "invoke: argument %zd %s", position, when_freed);
         return -1;
     }
-    if (check_device(dptr, device, position) < 0)
+    if (dptr->device != device) {
+        PyErr_Format(OffloadError,
+                     "invoke: argument %zd lives on device %d, the stream runs on device %d",
+                     position, dptr->device, device);
         return -1;
-    arg->data = dptr->ptr;
+    }
+    arg->data = (char *)dptr->ptr + offset;
     arg->size = 0;
     return 0;
 }
@@ -146,37 +143,36 @@ static int set_device_pointer(pymic_arg *arg, PyObject *obj, int device, Py_ssiz
 static int set_offload_array(pymic_arg *arg, PyObject *obj, int device, Py_ssize_t position)
 {
     ArrayBaseObject *array = (ArrayBaseObject *)obj;
-    PyObject *dptr_obj = array->dptr;
-    if (dptr_obj == NULL || !Py_IS_TYPE(dptr_obj, &DevicePointer_Type)) {
+    if (array->dptr == NULL || !Py_IS_TYPE(array->dptr, &DevicePointer_Type)) {
         PyErr_Format(OffloadError, "invoke: argument %zd is an OffloadArray without device memory",
                      position);
         return -1;
     }
-    DevicePointerObject *dptr = (DevicePointerObject *)dptr_obj;
-    if (dptr->freed) {
-        PyErr_Format(OffloadError, "invoke: argument %zd uses deallocated device memory",
-                     position);
-        return -1;
-    }
-    if (check_device(dptr, device, position) < 0)
-        return -1;
-    arg->data = (char *)dptr->ptr + array->doffset;
-    arg->size = 0;
-    return 0;
+    return set_device_memory(arg, (DevicePointerObject *)array->dptr, array->doffset, device,
+                             position, "uses deallocated device memory");
 }
 
-/* Python object pointers mean nothing on a device (and a kernel writing
- * them would corrupt reference counts), so object arrays are refused. */
-static int refuse_object_items(Py_buffer *view, int index)
+/* Stage a non-contiguous array as a contiguous copy.  Results go back into
+ * the original only if it is writable (probe with a strided request, which
+ * any array satisfies). */
+static int stage_contiguous_copy(staged_array *staged, PyObject *obj, int flags)
 {
-    if (view->format == NULL || strchr(view->format, 'O') == NULL)
-        return 0;
-    PyErr_Format(PyExc_TypeError,
-                 "invoke: argument %d is an ndarray of Python objects, which cannot be passed "
-                 "to a kernel",
-                 index + 1);
-    PyBuffer_Release(view);
-    return -1;
+    Py_buffer probe;
+    staged->writable = PyObject_GetBuffer(obj, &probe, PyBUF_FULL_RO | PyBUF_WRITABLE) == 0;
+    if (staged->writable)
+        PyBuffer_Release(&probe);
+    else
+        PyErr_Clear();
+    PyObject *copy = PyObject_CallMethod(obj, "copy", NULL);
+    if (copy == NULL)
+        return -1;
+    if (PyObject_GetBuffer(copy, &staged->view, flags | PyBUF_WRITABLE) < 0) {
+        Py_DECREF(copy);
+        return -1;
+    }
+    staged->original = staged->writable ? Py_NewRef(obj) : NULL;
+    staged->contiguous = copy;
+    return 0;
 }
 
 /* Export an ndarray's buffer for copy-in/copy-out.  Non-contiguous arrays
@@ -190,44 +186,28 @@ static int stage_ndarray(invoke_state *state, int index, PyObject *obj)
     staged->device = NULL;
     staged->writable = 1;
     const int flags = PyBUF_ANY_CONTIGUOUS | PyBUF_FORMAT;
-    if (PyObject_GetBuffer(obj, &staged->view, flags | PyBUF_WRITABLE) == 0) {
-        if (refuse_object_items(&staged->view, index) < 0)
-            return -1;
-        state->nstaged++;
-        return 0;
-    }
-    PyErr_Clear();
-    if (PyObject_GetBuffer(obj, &staged->view, flags) == 0) {
-        if (refuse_object_items(&staged->view, index) < 0)
-            return -1;
-        staged->writable = 0; /* read-only: copy in only */
-        state->nstaged++;
-        return 0;
-    }
-    PyErr_Clear();
-    /* Non-contiguous: results go back into the original only if it is
-     * writable (probe with a strided request, which any array satisfies). */
-    Py_buffer probe;
-    if (PyObject_GetBuffer(obj, &probe, PyBUF_FULL_RO | PyBUF_WRITABLE) == 0)
-        PyBuffer_Release(&probe);
-    else {
+    int rc = PyObject_GetBuffer(obj, &staged->view, flags | PyBUF_WRITABLE);
+    if (rc < 0) {
         PyErr_Clear();
-        staged->writable = 0;
+        staged->writable = 0; /* read-only: copy in only */
+        rc = PyObject_GetBuffer(obj, &staged->view, flags);
     }
-    PyObject *copy = PyObject_CallMethod(obj, "copy", NULL);
-    if (copy == NULL)
+    if (rc < 0) {
+        PyErr_Clear();
+        rc = stage_contiguous_copy(staged, obj, flags);
+    }
+    if (rc < 0)
         return -1;
-    if (PyObject_GetBuffer(copy, &staged->view, flags | PyBUF_WRITABLE) < 0) {
-        Py_DECREF(copy);
+    state->nstaged++; /* from here on, release_staged gives the entry back */
+    /* Python object pointers mean nothing on a device (and a kernel writing
+     * them would corrupt reference counts), so object arrays are refused. */
+    if (staged->view.format != NULL && strchr(staged->view.format, 'O') != NULL) {
+        PyErr_Format(PyExc_TypeError,
+                     "invoke: argument %d is an ndarray of Python objects, which cannot be "
+                     "passed to a kernel",
+                     index + 1);
         return -1;
     }
-    if (refuse_object_items(&staged->view, index) < 0) {
-        Py_DECREF(copy);
-        return -1;
-    }
-    staged->original = staged->writable ? Py_NewRef(obj) : NULL;
-    staged->contiguous = copy;
-    state->nstaged++;
     return 0;
 }
 
@@ -244,24 +224,21 @@ static int classify(invoke_state *state, int device, PyObject *const *objs, int 
             rc = set_int64(arg, slot, obj, position);
         } else if (type == &PyFloat_Type) {
             slot->f64 = PyFloat_AS_DOUBLE(obj);
-            arg->data = slot;
-            arg->size = sizeof(double);
-            rc = 0;
+            rc = use_slot(arg, slot, sizeof(double));
         } else if (obj == Py_None) {
             arg->data = NULL;
             arg->size = 0;
             rc = 0;
         } else if (type == &DevicePointer_Type) {
-            rc = set_device_pointer(arg, obj, device, position);
+            rc = set_device_memory(arg, (DevicePointerObject *)obj, 0, device, position,
+                                   "is a deallocated device pointer");
         } else if (PyType_IsSubtype(type, &ArrayBase_Type)) {
             rc = set_offload_array(arg, obj, device, position);
         } else if (ndarray_type != NULL && PyType_IsSubtype(type, ndarray_type)) {
             rc = stage_ndarray(state, i, obj);
         } else if (type == &PyBool_Type) {
             slot->bytes[0] = (obj == Py_True); /* numpy.bool_: one byte */
-            arg->data = slot;
-            arg->size = 1;
-            rc = 0;
+            rc = use_slot(arg, slot, 1);
         } else if (numpy_generic_type != NULL && PyType_IsSubtype(type, numpy_generic_type)) {
             rc = set_numpy_scalar(arg, slot, obj, position);
         } else if (PyComplex_Check(obj)) {
@@ -269,10 +246,8 @@ static int classify(invoke_state *state, int device, PyObject *const *objs, int 
         } else if (PyLong_Check(obj)) {
             rc = set_int64(arg, slot, obj, position);
         } else if (PyFloat_Check(obj)) {
-            slot->f64 = PyFloat_AsDouble(obj);
-            arg->data = slot;
-            arg->size = sizeof(double);
-            rc = 0;
+            slot->f64 = PyFloat_AS_DOUBLE(obj);
+            rc = use_slot(arg, slot, sizeof(double));
         } else {
             rc = bad_argument(position, obj);
         }
@@ -303,8 +278,9 @@ static int release_staged(invoke_state *state, int write_back)
 }
 
 /* Free staged device memory in stream order and wait (GIL released) until
- * no queued command touches the host buffers any more. */
-static int drain_staged(StreamObject *self, invoke_state *state, int *status)
+ * no queued command touches the host buffers any more.  Returns the first
+ * failing status of the wait, else of the frees. */
+static int drain_staged(StreamObject *self, invoke_state *state)
 {
     int free_status = PYMIC_OK;
     for (int s = 0; s < state->nstaged; s++) {
@@ -319,8 +295,7 @@ static int drain_staged(StreamObject *self, invoke_state *state, int *status)
     Py_BEGIN_ALLOW_THREADS
     sync_status = pymic_stream_sync(self->handle);
     Py_END_ALLOW_THREADS
-    *status = sync_status != PYMIC_OK ? sync_status : free_status;
-    return *status == PYMIC_OK ? 0 : -1;
+    return sync_status != PYMIC_OK ? sync_status : free_status;
 }
 
 /* Allocate and copy in every staged array; then the kernel; then copy out. */
@@ -355,15 +330,11 @@ static PyObject *invoke_with_arrays(StreamObject *self, const pymic_kernel *kern
     char message[512] = "";
     if (status != PYMIC_OK)
         snprintf(message, sizeof(message), "%s", pymic_last_error());
-    int drain_status = PYMIC_OK;
-    drain_staged(self, state, &drain_status);
-    if (status == PYMIC_OK && drain_status != PYMIC_OK) {
+    int drain_status = drain_staged(self, state);
+    if (status != PYMIC_OK || drain_status != PYMIC_OK) {
         release_staged(state, 0);
-        return raise_engine_error(drain_status);
-    }
-    if (status != PYMIC_OK) {
-        release_staged(state, 0);
-        return raise_engine_message(status, message);
+        return status != PYMIC_OK ? raise_engine_message(status, message)
+                                  : raise_engine_error(drain_status);
     }
     stream_release_completed(self);
     if (release_staged(state, 1) < 0)
@@ -401,6 +372,8 @@ const char stream_invoke_doc[] =
 "------\n"
 "TypeError\n"
 "    If an argument cannot be passed to a kernel (naming its position).\n"
+"OverflowError\n"
+"    If an int does not fit in a 64-bit signed integer.\n"
 "ValueError\n"
 "    If there are too many arguments; nothing is enqueued.\n"
 "OffloadError\n"
@@ -433,8 +406,5 @@ PyObject *stream_invoke(StreamObject *self, PyObject *const *objs, Py_ssize_t no
     if (state.nstaged > 0)
         return invoke_with_arrays(self, kernel, &state, (int)nargs);
     stream_release_completed(self);
-    int status = pymic_invoke(self->handle, kernel, (int)nargs, state.args);
-    if (status != PYMIC_OK)
-        return raise_engine_error(status);
-    Py_RETURN_NONE;
+    return none_or_engine_error(pymic_invoke(self->handle, kernel, (int)nargs, state.args));
 }

@@ -7,9 +7,26 @@
  */
 #include "engine_module.h"
 
+#include <limits.h>
+
 PyTypeObject *ndarray_type;
 PyTypeObject *numpy_generic_type;
 int debug_level;
+
+/* An int argument (device number, debug level).  Out-of-range values raise
+ * OverflowError instead of wrapping around to another device. */
+static int parse_int_arg(PyObject *arg, int *out)
+{
+    long value = PyLong_AsLong(arg);
+    if (value == -1 && PyErr_Occurred())
+        return -1;
+    if (value < INT_MIN || value > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+        return -1;
+    }
+    *out = (int)value;
+    return 0;
+}
 
 PyDoc_STRVAR(init_doc,
 "init()\n"
@@ -28,10 +45,7 @@ PyDoc_STRVAR(init_doc,
 
 static PyObject *module_init_engine(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
-    int status = pymic_init();
-    if (status != PYMIC_OK)
-        return raise_engine_error(status);
-    Py_RETURN_NONE;
+    return none_or_engine_error(pymic_init());
 }
 
 PyDoc_STRVAR(device_count_doc,
@@ -78,8 +92,8 @@ PyDoc_STRVAR(device_info_doc,
 
 static PyObject *module_device_info(PyObject *Py_UNUSED(module), PyObject *arg)
 {
-    int device = PyLong_AsLong(arg);
-    if (device == -1 && PyErr_Occurred())
+    int device;
+    if (parse_int_arg(arg, &device) < 0)
         return NULL;
     pymic_device_info info;
     int status = pymic_device_get_info(device, &info);
@@ -127,16 +141,14 @@ PyDoc_STRVAR(device_sync_doc,
 
 static PyObject *module_device_sync(PyObject *Py_UNUSED(module), PyObject *arg)
 {
-    int device = PyLong_AsLong(arg);
-    if (device == -1 && PyErr_Occurred())
+    int device;
+    if (parse_int_arg(arg, &device) < 0)
         return NULL;
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = pymic_device_sync(device);
     Py_END_ALLOW_THREADS
-    if (status != PYMIC_OK)
-        return raise_engine_error(status);
-    Py_RETURN_NONE;
+    return none_or_engine_error(status);
 }
 
 PyDoc_STRVAR(set_numpy_types_doc,
@@ -185,8 +197,8 @@ PyDoc_STRVAR(set_debug_level_doc,
 
 static PyObject *module_set_debug_level(PyObject *Py_UNUSED(module), PyObject *arg)
 {
-    int level = PyLong_AsLong(arg);
-    if (level == -1 && PyErr_Occurred())
+    int level;
+    if (parse_int_arg(arg, &level) < 0)
         return NULL;
     int status = pymic_set_debug_level(level);
     if (status != PYMIC_OK)
@@ -231,10 +243,7 @@ static PyObject *module_set_spin_ns(PyObject *Py_UNUSED(module), PyObject *arg)
     unsigned long long ns = PyLong_AsUnsignedLongLong(arg);
     if (ns == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
-    int status = pymic_set_spin_ns((uint64_t)ns);
-    if (status != PYMIC_OK)
-        return raise_engine_error(status);
-    Py_RETURN_NONE;
+    return none_or_engine_error(pymic_set_spin_ns((uint64_t)ns));
 }
 
 PyDoc_STRVAR(get_spin_ns_doc,

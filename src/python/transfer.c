@@ -109,12 +109,61 @@ static DevicePointerObject *device_side(StreamObject *stream, PyObject *obj, con
     return dptr;
 }
 
+/* The arguments every transfer takes, in its own order: two endpoints, a
+ * byte count and one optional offset per endpoint. */
+typedef struct transfer_args {
+    PyObject *first, *second;
+    size_t nbytes, offset_first, offset_second;
+} transfer_args;
+
 static int parse_offset(PyObject *obj, const char *name, size_t *out)
 {
     *out = 0;
     if (obj == NULL)
         return 0;
     return parse_size_arg(obj, name, 1, out);
+}
+
+/* `names` lists the five parameter names in signature order. */
+static int transfer_parse(const char *function, const char *const names[5],
+                          PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                          transfer_args *out)
+{
+    PyObject *parsed[5];
+    if (fastargs_parse(function, args, nargs, kwnames, names, 3, 5, parsed) < 0 ||
+        parse_size_arg(parsed[2], "nbytes", 0, &out->nbytes) < 0 ||
+        parse_offset(parsed[3], names[3], &out->offset_first) < 0 ||
+        parse_offset(parsed[4], names[4], &out->offset_second) < 0)
+        return -1;
+    out->first = parsed[0];
+    out->second = parsed[1];
+    return 0;
+}
+
+/* A copy between host and device memory in either direction (to_device
+ * selects host-to-device).  Checks the device range, then the host range,
+ * enqueues, and keeps a host buffer object alive until the copy is done. */
+static PyObject *host_transfer(StreamObject *self, const char *function, int to_device,
+                               PyObject *host_obj, size_t off_host, PyObject *dptr_obj,
+                               size_t off_dev, size_t nbytes)
+{
+    DevicePointerObject *dptr = device_side(self, dptr_obj, function, off_dev, nbytes);
+    if (dptr == NULL)
+        return NULL;
+    host_side host;
+    if (host_side_open(host_obj, !to_device, off_host, nbytes, &host) < 0)
+        return NULL;
+    stream_release_completed(self);
+    int status = to_device
+                     ? pymic_memcpy_h2d(self->handle, dptr->ptr, off_dev, host.address, nbytes)
+                     : pymic_memcpy_d2h(self->handle, host.address, dptr->ptr, off_dev, nbytes);
+    if (status != PYMIC_OK) {
+        host_side_close(&host);
+        return raise_engine_error(status);
+    }
+    if (host_side_keep(self, &host) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 const char stream_transfer_host2device_doc[] =
@@ -142,6 +191,8 @@ const char stream_transfer_host2device_doc[] =
 "\n"
 "Raises\n"
 "------\n"
+"TypeError\n"
+"    If an argument is missing or of the wrong type.\n"
 "ValueError\n"
 "    For negative offsets, `nbytes` <= 0 or a range beyond the allocation.\n"
 "OffloadError\n"
@@ -152,32 +203,11 @@ PyObject *stream_transfer_host2device(StreamObject *self, PyObject *const *args,
 {
     static const char *const names[] = {"host_ptr", "device_ptr", "nbytes", "offset_host",
                                         "offset_device"};
-    PyObject *parsed[5];
-    if (fastargs_parse("transfer_host2device", args, nargs, kwnames, names, 3, 5, parsed) < 0)
+    transfer_args a;
+    if (transfer_parse("transfer_host2device", names, args, nargs, kwnames, &a) < 0)
         return NULL;
-    PyObject *host_obj = parsed[0], *dptr_obj = parsed[1], *nbytes_obj = parsed[2];
-    PyObject *off_host_obj = parsed[3], *off_dev_obj = parsed[4];
-    size_t nbytes, off_host, off_dev;
-    if (parse_size_arg(nbytes_obj, "nbytes", 0, &nbytes) < 0 ||
-        parse_offset(off_host_obj, "offset_host", &off_host) < 0 ||
-        parse_offset(off_dev_obj, "offset_device", &off_dev) < 0)
-        return NULL;
-    DevicePointerObject *dptr =
-        device_side(self, dptr_obj, "transfer_host2device", off_dev, nbytes);
-    if (dptr == NULL)
-        return NULL;
-    host_side host;
-    if (host_side_open(host_obj, 0, off_host, nbytes, &host) < 0)
-        return NULL;
-    stream_release_completed(self);
-    int status = pymic_memcpy_h2d(self->handle, dptr->ptr, off_dev, host.address, nbytes);
-    if (status != PYMIC_OK) {
-        host_side_close(&host);
-        return raise_engine_error(status);
-    }
-    if (host_side_keep(self, &host) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return host_transfer(self, "transfer_host2device", 1, a.first, a.offset_first, a.second,
+                         a.offset_second, a.nbytes);
 }
 
 const char stream_transfer_device2host_doc[] =
@@ -204,6 +234,8 @@ const char stream_transfer_device2host_doc[] =
 "\n"
 "Raises\n"
 "------\n"
+"TypeError\n"
+"    If an argument is missing or of the wrong type.\n"
 "ValueError\n"
 "    For negative offsets, `nbytes` <= 0 or a range beyond the allocation.\n"
 "OffloadError\n"
@@ -214,32 +246,11 @@ PyObject *stream_transfer_device2host(StreamObject *self, PyObject *const *args,
 {
     static const char *const names[] = {"device_ptr", "host_ptr", "nbytes", "offset_device",
                                         "offset_host"};
-    PyObject *parsed[5];
-    if (fastargs_parse("transfer_device2host", args, nargs, kwnames, names, 3, 5, parsed) < 0)
+    transfer_args a;
+    if (transfer_parse("transfer_device2host", names, args, nargs, kwnames, &a) < 0)
         return NULL;
-    PyObject *dptr_obj = parsed[0], *host_obj = parsed[1], *nbytes_obj = parsed[2];
-    PyObject *off_dev_obj = parsed[3], *off_host_obj = parsed[4];
-    size_t nbytes, off_host, off_dev;
-    if (parse_size_arg(nbytes_obj, "nbytes", 0, &nbytes) < 0 ||
-        parse_offset(off_dev_obj, "offset_device", &off_dev) < 0 ||
-        parse_offset(off_host_obj, "offset_host", &off_host) < 0)
-        return NULL;
-    DevicePointerObject *dptr =
-        device_side(self, dptr_obj, "transfer_device2host", off_dev, nbytes);
-    if (dptr == NULL)
-        return NULL;
-    host_side host;
-    if (host_side_open(host_obj, 1, off_host, nbytes, &host) < 0)
-        return NULL;
-    stream_release_completed(self);
-    int status = pymic_memcpy_d2h(self->handle, host.address, dptr->ptr, off_dev, nbytes);
-    if (status != PYMIC_OK) {
-        host_side_close(&host);
-        return raise_engine_error(status);
-    }
-    if (host_side_keep(self, &host) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return host_transfer(self, "transfer_device2host", 0, a.second, a.offset_second, a.first,
+                         a.offset_first, a.nbytes);
 }
 
 const char stream_transfer_device2device_doc[] =
@@ -263,6 +274,8 @@ const char stream_transfer_device2device_doc[] =
 "\n"
 "Raises\n"
 "------\n"
+"TypeError\n"
+"    If an argument is missing or of the wrong type.\n"
 "ValueError\n"
 "    For negative offsets, `nbytes` <= 0 or a range beyond an allocation.\n"
 "OffloadError\n"
@@ -273,27 +286,18 @@ PyObject *stream_transfer_device2device(StreamObject *self, PyObject *const *arg
 {
     static const char *const names[] = {"src_ptr", "dst_ptr", "nbytes", "offset_device_src",
                                         "offset_device_dst"};
-    PyObject *parsed[5];
-    if (fastargs_parse("transfer_device2device", args, nargs, kwnames, names, 3, 5, parsed) < 0)
+    transfer_args a;
+    if (transfer_parse("transfer_device2device", names, args, nargs, kwnames, &a) < 0)
         return NULL;
-    PyObject *src_obj = parsed[0], *dst_obj = parsed[1], *nbytes_obj = parsed[2];
-    PyObject *off_src_obj = parsed[3], *off_dst_obj = parsed[4];
-    size_t nbytes, off_src, off_dst;
-    if (parse_size_arg(nbytes_obj, "nbytes", 0, &nbytes) < 0 ||
-        parse_offset(off_src_obj, "offset_device_src", &off_src) < 0 ||
-        parse_offset(off_dst_obj, "offset_device_dst", &off_dst) < 0)
-        return NULL;
-    DevicePointerObject *src =
-        device_side(self, src_obj, "transfer_device2device (source)", off_src, nbytes);
+    DevicePointerObject *src = device_side(self, a.first, "transfer_device2device (source)",
+                                           a.offset_first, a.nbytes);
     if (src == NULL)
         return NULL;
-    DevicePointerObject *dst =
-        device_side(self, dst_obj, "transfer_device2device (destination)", off_dst, nbytes);
+    DevicePointerObject *dst = device_side(self, a.second, "transfer_device2device (destination)",
+                                           a.offset_second, a.nbytes);
     if (dst == NULL)
         return NULL;
     stream_release_completed(self);
-    int status = pymic_memcpy_d2d(self->handle, dst->ptr, off_dst, src->ptr, off_src, nbytes);
-    if (status != PYMIC_OK)
-        return raise_engine_error(status);
-    Py_RETURN_NONE;
+    return none_or_engine_error(pymic_memcpy_d2d(self->handle, dst->ptr, a.offset_second,
+                                                 src->ptr, a.offset_first, a.nbytes));
 }
