@@ -252,6 +252,37 @@ def test_array_op_scalar(lib, op, suffix, n, in_place):
         check_op(op, result, a, s)
 
 
+@pytest.mark.parametrize("alias", [None, "a", "b"])
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("suffix", list(DTYPES))
+def test_array_op_beyond_the_caches(lib, suffix, offset, alias):
+    # Outputs of 16 MiB and more, starting on or off a 64-byte line, with
+    # the team splitting them in dynamic chunks.
+    dtype = DTYPES[suffix]
+    n = (16 << 20) // np.dtype(dtype).itemsize + 37
+    rng = np.random.default_rng(offset)
+    a, b = random_values(n, dtype, rng), random_values(n, dtype, rng)
+    buffer = guarded(n + offset, dtype)
+    buffer[:offset] = 7
+    out = buffer[offset:]
+    operands = {"a": a, "b": b}
+    if alias is not None:
+        out[:n] = operands[alias]
+        operands[alias] = out
+    call(lib, f"pymic_array_sub_{suffix}", operands["a"], operands["b"], out, count(n))
+    check_guard(out, n)
+    assert np.all(buffer[:offset] == 7), "kernel wrote before its output"
+    check_op("sub", out[:n], a, b)
+    if alias is None:
+        result = guarded(n, ABS_RESULT.get(suffix, dtype))
+        call(lib, f"pymic_array_abs_{suffix}", a, result, count(n))
+        check_guard(result, n)
+        if suffix in ABS_RESULT:
+            assert_within_ulps(result[:n], np.abs(a), 3)
+        else:
+            assert_matches(result[:n], np.abs(a))
+
+
 @pytest.mark.parametrize("suffix", INTEGER)
 def test_integer_arithmetic_wraps_like_numpy(lib, suffix):
     dtype = DTYPES[suffix]
