@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-DevicePointerObject *devptr_new(StreamObject *stream, void *ptr, size_t nbytes, int sticky)
+static DevicePointerObject *devptr_new(StreamObject *stream, void *ptr, size_t nbytes, int sticky)
 {
     DevicePointerObject *self = PyObject_GC_New(DevicePointerObject, &DevicePointer_Type);
     if (self == NULL)

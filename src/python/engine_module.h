@@ -17,11 +17,10 @@
 
 /* ------------------------------------------------------------- keep-alive */
 
-/* One host object that a queued command reads or writes.  The entry holds
- * either an exported buffer (view.obj != NULL) or a plain reference (obj). */
+/* The exported buffer of a host object that a queued command reads or
+ * writes. */
 typedef struct keepalive_entry {
     uint64_t seq;   /* stream sequence number of the last command using it */
-    PyObject *obj;
     Py_buffer view;
 } keepalive_entry;
 
@@ -36,8 +35,6 @@ typedef struct keepalive_queue {
 
 /* Takes over `view` (which must have been filled by PyObject_GetBuffer). */
 int keepalive_push_view(keepalive_queue *queue, uint64_t seq, Py_buffer *view);
-/* Takes a new reference to `obj`. */
-int keepalive_push_object(keepalive_queue *queue, uint64_t seq, PyObject *obj);
 /* Releases every entry whose command has completed (seq <= completed). */
 void keepalive_release_until(keepalive_queue *queue, uint64_t completed);
 void keepalive_release_all(keepalive_queue *queue);
@@ -111,8 +108,6 @@ typedef struct DevicePointerObject {
 
 extern PyTypeObject DevicePointer_Type;
 
-DevicePointerObject *devptr_new(StreamObject *stream, void *ptr, size_t nbytes, int sticky);
-
 /* Checks that `obj` is a live device pointer; sets an exception if not. */
 DevicePointerObject *devptr_check_live(PyObject *obj, const char *what);
 
@@ -137,8 +132,6 @@ typedef struct EventObject {
 } EventObject;
 
 extern PyTypeObject Event_Type;
-
-EventObject *event_create(PyTypeObject *type);
 
 /* -------------------------------------------------------- library, kernel */
 

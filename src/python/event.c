@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-EventObject *event_create(PyTypeObject *type)
+static EventObject *event_create(PyTypeObject *type)
 {
     EventObject *self = (EventObject *)type->tp_alloc(type, 0);
     if (self == NULL)

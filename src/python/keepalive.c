@@ -39,27 +39,8 @@ int keepalive_push_view(keepalive_queue *queue, uint64_t seq, Py_buffer *view)
         return -1;
     keepalive_entry *entry = &queue->items[queue->tail++];
     entry->seq = seq;
-    entry->obj = NULL;
     entry->view = *view;
     return 0;
-}
-
-int keepalive_push_object(keepalive_queue *queue, uint64_t seq, PyObject *obj)
-{
-    if (keepalive_reserve(queue) < 0)
-        return -1;
-    keepalive_entry *entry = &queue->items[queue->tail++];
-    entry->seq = seq;
-    entry->obj = Py_NewRef(obj);
-    entry->view.obj = NULL;
-    return 0;
-}
-
-static void keepalive_release_entry(keepalive_entry *entry)
-{
-    if (entry->view.obj != NULL)
-        PyBuffer_Release(&entry->view);
-    Py_CLEAR(entry->obj);
 }
 
 void keepalive_release_until(keepalive_queue *queue, uint64_t completed)
@@ -68,7 +49,7 @@ void keepalive_release_until(keepalive_queue *queue, uint64_t completed)
      * stream (and push entries), so advance head before each release. */
     while (queue->head < queue->tail && queue->items[queue->head].seq <= completed) {
         keepalive_entry entry = queue->items[queue->head++];
-        keepalive_release_entry(&entry);
+        PyBuffer_Release(&entry.view);
     }
     if (queue->head == queue->tail)
         queue->head = queue->tail = 0;
@@ -84,9 +65,7 @@ void keepalive_release_all(keepalive_queue *queue)
 
 int keepalive_traverse(keepalive_queue *queue, visitproc visit, void *arg)
 {
-    for (size_t i = queue->head; i < queue->tail; i++) {
-        Py_VISIT(queue->items[i].obj);
+    for (size_t i = queue->head; i < queue->tail; i++)
         Py_VISIT(queue->items[i].view.obj);
-    }
     return 0;
 }
