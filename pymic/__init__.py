@@ -13,7 +13,7 @@ Quick start::
     stream = device.get_default_stream()
     a = numpy.arange(8.0)
     offl_a = stream.bind(a)
-    stream.invoke(library.double_it, offl_a, a.size)
+    stream.invoke(library.doubleit_kernel, offl_a, a.size)
     offl_a.update_host()
     stream.sync()
 
@@ -26,7 +26,17 @@ import os as _os
 
 import numpy as _numpy
 
-from . import _engine
+try:
+    from . import _engine
+except ImportError as _error:  # pragma: no cover - depends on how pymic is run
+    # The usual cause: running Python inside the source tree, whose pymic/
+    # directory shadows the installed package and has no compiled parts.
+    raise ImportError(
+        "pymic's compiled extension could not be imported from %s (%s). If this "
+        "is pymic's source tree, build and install pymic (`make install` or "
+        "`pip install .`) and run Python from another directory."
+        % (_os.path.dirname(__file__), _error)
+    ) from _error
 from ._engine import OffloadError, OffloadValueError
 
 _engine.init()
