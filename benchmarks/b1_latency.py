@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import targets
 from context import pymic_default_stream
+from machine import ThreadPlacement, placement_note
 from opencl_peer import OpenCLPeer
 from timing import Unavailable, gc_paused, interleave, summarize, time_each
 
@@ -21,8 +22,12 @@ WARMUP = 500
 
 def _contenders(context):
     """Build the operations to time and the reasons of peers that cannot run."""
+    placement = ThreadPlacement()
     _, _, stream, library = pymic_default_stream(context)
     kernel = library.bench_empty
+    stream.invoke(kernel)
+    stream.sync()
+    placement.track()  # pymic's threads only, not the peers' started below
     direct = ctypes.CDLL(context.kernel_library("bench_kernels")).bench_empty
     direct.argtypes, direct.restype = [], None
     pool = ThreadPoolExecutor(max_workers=1)
@@ -43,7 +48,7 @@ def _contenders(context):
         unavailable["pocl_info"] = opencl.describe()
     except Unavailable as error:
         unavailable["pocl"] = str(error)
-    return operations, unavailable, pool
+    return operations, unavailable, pool, placement
 
 
 def measure(context):
@@ -60,7 +65,7 @@ def measure(context):
         ``(summaries, unavailable)``: dict of name to summary (µs) and dict
         of unavailable peer names to reasons (plus ``pocl_info``).
     """
-    operations, unavailable, pool = _contenders(context)
+    operations, unavailable, pool, placement = _contenders(context)
     total = context.pick(12000, 1500)
     rounds = context.pick(20, 3)  # short blocks: drift spreads evenly over contenders
     with gc_paused():
@@ -69,6 +74,7 @@ def measure(context):
         blocks = {name: (lambda op=op: time_each(op, total // rounds))
                   for name, op in operations.items()}
         samples = interleave(blocks, rounds)
+    unavailable["thread_placement"] = placement.snapshot()
     pool.shutdown()
     return {name: summarize(values, 1e-3) for name, values in samples.items()}, unavailable
 
@@ -123,10 +129,13 @@ def run(context):
               stat["n"]] for name, stat in summaries.items()]
     if "pocl" in unavailable:
         table.append([labels["pocl"], "not run", "", "", unavailable["pocl"]])
-    return {"figures": {"latency_us": summaries, "unavailable": unavailable},
+    placement = unavailable.pop("thread_placement")
+    return {"figures": {"latency_us": summaries, "unavailable": unavailable,
+                        "thread_placement": placement},
             "tables": [{"title": "Latency per call (µs)",
                         "columns": ["contender", "median", "p10", "p90", "samples"],
                         "rows": table}],
             "notes": ["Each sample includes one perf_counter_ns pair (about 0.1 µs), "
-                      "which is most of the direct ctypes figure."] + _pocl_note(unavailable),
+                      "which is most of the direct ctypes figure.",
+                      placement_note(placement)] + _pocl_note(unavailable),
             "targets": rows}

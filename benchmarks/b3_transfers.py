@@ -11,6 +11,7 @@ import numpy as np
 
 import targets
 from context import pymic_default_stream
+from machine import ThreadPlacement, placement_note
 from timing import gc_paused, interleave, summarize, time_block, time_each
 
 NAME = "transfer bandwidth h2d / d2h / d2d"
@@ -157,7 +158,11 @@ def run(context):
         ``figures`` (GB/s per size and direction, small-transfer latency),
         ``tables`` and ``targets``.
     """
+    placement = ThreadPlacement()
     _, _, stream, library = pymic_default_stream(context)
+    stream.invoke(library.bench_empty)
+    stream.sync()
+    placement.track()
     largest = context.pick(256 * MIB, 64 * MIB)
     sizes = []
     size = 4 * KIB
@@ -170,6 +175,7 @@ def run(context):
         bandwidth[nbytes] = _measure_size(stream, nbytes, context.pick(samples, 2),
                                           context.pick(3, 2))
     latency = _small_latency(stream, library, context)
+    where = placement.snapshot()
     table_rows = [[_size_label(nbytes)]
                   + [f"{bandwidth[nbytes][name]['gb_per_s']:.2f}"
                      for name in ("h2d", "d2h", "d2d", "copyto")]
@@ -180,7 +186,8 @@ def run(context):
                      stat["n"]] for name, stat in latency.items()]
     return {
         "figures": {"sizes": sizes, "bandwidth": {str(k): v for k, v in bandwidth.items()},
-                    "latency_us": latency},
+                    "latency_us": latency, "thread_placement": where},
+        "notes": [placement_note(where)],
         "tables": [
             {"title": "Bandwidth in GB/s (10^9 B/s, one direction counted) and ratio to copyto",
              "columns": ["size", "h2d", "d2h", "d2d", "copyto", "h2d/copyto", "d2h/copyto",
