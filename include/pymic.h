@@ -160,6 +160,17 @@ PYMIC_API uint64_t pymic_stream_completed(const pymic_stream *stream);
 /* Block until the stream's completed sequence number reaches `seq`. */
 PYMIC_API int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq);
 
+/* How many commands may be outstanding (enqueued and not yet completed,
+ * the running one included) before an enqueue blocks: an enqueue blocks
+ * while last_enqueued - completed == capacity, until the oldest command
+ * completes.  A caller that must not block (e.g. one holding a lock other
+ * threads need) can wait for room first:
+ *     if (last_enqueued + k - completed > capacity)
+ *         pymic_stream_wait_seq(stream, last_enqueued + k - capacity);
+ * The same for every stream (the size of its command ring); negative
+ * status (INVALID_ARGUMENT) if `stream` is NULL. */
+PYMIC_API int pymic_stream_capacity(const pymic_stream *stream);
+
 /* ----------------------------------------------------------------- events */
 
 typedef struct pymic_event pymic_event;

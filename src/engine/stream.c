@@ -188,6 +188,16 @@ uint64_t pymic_stream_completed(const pymic_stream *stream)
     return atomic_load_explicit(&((pymic_stream *)stream)->completed, memory_order_acquire);
 }
 
+int pymic_stream_capacity(const pymic_stream *stream)
+{
+    if (!stream)
+        return pymic_stream_check(stream, "pymic_stream_capacity");
+    /* pymic_stream_reserve lets sequence number s in once completed >=
+     * s - PYMIC_RING_SLOTS: all PYMIC_RING_SLOTS slots may hold commands
+     * that have not completed, the running one included. */
+    return (int)PYMIC_RING_SLOTS;
+}
+
 int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq)
 {
     int status = pymic_stream_check(stream, "pymic_stream_wait_seq");

@@ -66,6 +66,11 @@ static void devptr_dealloc(DevicePointerObject *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     if (!self->freed && !self->sticky && self->stream != NULL &&
         self->stream->handle != NULL) {
+        /* No stream_make_room here: a destructor runs wherever the last
+         * reference drops, e.g. inside invoke between reading an
+         * OffloadArray's address and enqueueing the kernel.  Letting other
+         * threads run there could free memory that kernel is about to use,
+         * so on a full ring this waits for one command with the GIL held. */
         int status = pymic_mem_free(self->stream->handle, self->ptr);
         if (status != PYMIC_OK)
             PYMIC_DEBUG_PRINT(1, "freeing device pointer %p failed: %s", self->ptr,
@@ -244,6 +249,8 @@ const char stream_deallocate_device_memory_doc[] =
 
 PyObject *stream_deallocate_device_memory(StreamObject *self, PyObject *obj)
 {
+    /* Before the check: another thread may deallocate it meanwhile. */
+    stream_make_room(self, 1);
     DevicePointerObject *dptr = devptr_check_live(obj, "deallocate_device_memory");
     if (dptr == NULL)
         return NULL;

@@ -53,6 +53,7 @@ typedef struct StreamObject {
     int device;
     PyObject *device_obj; /* the Python OffloadDevice (or the device number) */
     keepalive_queue keep;
+    uint64_t capacity;    /* pymic_stream_capacity(handle), 0 without one  */
 } StreamObject;
 
 extern PyTypeObject Stream_Type;
@@ -62,6 +63,33 @@ static inline void stream_release_completed(StreamObject *stream)
 {
     if (!keepalive_is_empty(&stream->keep))
         keepalive_release_until(&stream->keep, pymic_stream_completed(stream->handle));
+}
+
+/* Slow path of stream_make_room: wait with the GIL released until `k`
+ * more commands fit.  Returns 1 if it released the GIL, else 0. */
+int stream_wait_room(StreamObject *stream, uint64_t k);
+
+/* Call before enqueueing `k` commands with the GIL held.  The engine blocks
+ * an enqueue on a full command ring, and it would block holding the GIL,
+ * freezing every Python thread for as long as the running kernel takes;
+ * so when the backlog leaves no room for `k` more, wait here with the GIL
+ * released instead.  Returns 1 if the GIL was released (other threads may
+ * have run: anything read from Python objects before must be read again),
+ * else 0.  `k` beyond the capacity waits for an empty ring.  A failing
+ * wait (a stream unusable in this process) is not reported here: the
+ * enqueue that follows fails with the same reason.
+ *
+ * Room is only guaranteed against other Python threads, which cannot
+ * enqueue between this check and the caller's enqueue; C code enqueueing
+ * without the GIL may still take the room, and then the engine blocks. */
+static inline int stream_make_room(StreamObject *stream, uint64_t k)
+{
+    /* `completed` first: it never passes the `last_enqueued` read after it,
+     * so the difference cannot wrap; a stale value only overestimates. */
+    uint64_t completed = pymic_stream_completed(stream->handle);
+    if (pymic_stream_last_enqueued(stream->handle) + k - completed <= stream->capacity)
+        return 0;
+    return stream_wait_room(stream, k);
 }
 
 /* Block (GIL released) until everything enqueued has completed; then drop

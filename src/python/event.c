@@ -209,6 +209,7 @@ PyObject *stream_record_event(StreamObject *self, PyObject *args, PyObject *kwar
     PyObject *event_obj = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:record_event", keywords, &event_obj))
         return NULL;
+    stream_make_room(self, 1);
     EventObject *event;
     if (event_obj == Py_None) {
         event = event_create(&Event_Type);
@@ -253,6 +254,7 @@ const char stream_wait_event_doc[] =
 
 PyObject *stream_wait_event(StreamObject *self, PyObject *event_obj)
 {
+    stream_make_room(self, 1);
     EventObject *event = event_check(event_obj);
     if (event == NULL)
         return NULL;

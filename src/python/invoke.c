@@ -285,6 +285,9 @@ static int drain_staged(StreamObject *self, invoke_state *state)
     int free_status = PYMIC_OK;
     for (int s = 0; s < state->nstaged; s++) {
         if (state->staged[s].device != NULL) {
+            /* Safe to let other threads run: the staged memory and the
+             * exported host buffers belong to this call alone. */
+            stream_make_room(self, 1);
             int rc = pymic_mem_free(self->handle, state->staged[s].device);
             if (rc != PYMIC_OK && free_status == PYMIC_OK)
                 free_status = rc;
@@ -298,7 +301,19 @@ static int drain_staged(StreamObject *self, invoke_state *state)
     return sync_status != PYMIC_OK ? sync_status : free_status;
 }
 
-/* Allocate and copy in every staged array; then the kernel; then copy out. */
+/* Commands enqueued up to and including the kernel: one copy-in per
+ * non-empty staged array, then the invoke. */
+static uint64_t commands_before_kernel(const invoke_state *state)
+{
+    uint64_t count = 1;
+    for (int s = 0; s < state->nstaged; s++)
+        count += state->staged[s].view.len > 0;
+    return count;
+}
+
+/* Allocate and copy in every staged array; then the kernel; then copy out.
+ * The caller has made room for everything up to the kernel (see
+ * stream_invoke). */
 static PyObject *invoke_with_arrays(StreamObject *self, const pymic_kernel *kernel,
                                     invoke_state *state, int nargs)
 {
@@ -321,9 +336,11 @@ static PyObject *invoke_with_arrays(StreamObject *self, const pymic_kernel *kern
         status = pymic_invoke(self->handle, kernel, nargs, state->args);
     for (int s = 0; s < state->nstaged && status == PYMIC_OK; s++) {
         staged_array *staged = &state->staged[s];
-        if (staged->writable && staged->view.len > 0)
-            status = pymic_memcpy_d2h(self->handle, staged->view.buf, staged->device, 0,
-                                      (size_t)staged->view.len);
+        if (!staged->writable || staged->view.len == 0)
+            continue;
+        stream_make_room(self, 1);
+        status = pymic_memcpy_d2h(self->handle, staged->view.buf, staged->device, 0,
+                                  (size_t)staged->view.len);
     }
     /* Whatever happened, nothing queued may outlive the host buffers.  The
      * drain below may overwrite the engine's message, so keep it. */
@@ -396,9 +413,21 @@ PyObject *stream_invoke(StreamObject *self, PyObject *const *objs, Py_ssize_t no
     }
     invoke_state state;
     state.nstaged = 0;
-    if (classify(&state, self->device, objs + 1, (int)nargs) < 0) {
+    /* Room is made before the arguments are read: once read, the GIL must
+     * stay held until the kernel is enqueued, or another thread could free
+     * or rebind an OffloadArray whose address is already in state.args. */
+    stream_make_room(self, 1);
+    for (;;) {
+        if (classify(&state, self->device, objs + 1, (int)nargs) < 0) {
+            release_staged(&state, 0);
+            return NULL;
+        }
+        /* Copy-in/copy-out needs room for the copies in front of the
+         * kernel too; only now is their number known.  Waiting released
+         * the GIL, so the arguments are read again. */
+        if (state.nstaged == 0 || !stream_make_room(self, commands_before_kernel(&state)))
+            break;
         release_staged(&state, 0);
-        return NULL;
     }
     PYMIC_DEBUG_PRINT(2, "invoke %s on device %d with %zd argument(s)%s",
                       pymic_kernel_name(kernel), self->device, nargs,

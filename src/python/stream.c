@@ -25,6 +25,7 @@ static PyObject *stream_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         Py_DECREF(self);
         return raise_engine_error(status);
     }
+    self->capacity = (uint64_t)pymic_stream_capacity(self->handle);
     self->device = device;
     self->device_obj = Py_NewRef(device_obj);
     PYMIC_DEBUG_PRINT(1, "created stream %p on device %d", (void *)self->handle, device);
@@ -63,6 +64,28 @@ static void stream_dealloc(StreamObject *self)
     stream_clear(self);
     /* A Python subclass's dealloc drops the reference to its heap type. */
     type->tp_free((PyObject *)self);
+}
+
+int stream_wait_room(StreamObject *self, uint64_t k)
+{
+    if (k > self->capacity)
+        k = self->capacity;
+    int released = 0;
+    /* Loop: a C thread enqueueing without the GIL may take the room again
+     * before this thread has the GIL back. */
+    for (;;) {
+        uint64_t completed = pymic_stream_completed(self->handle);
+        uint64_t last = pymic_stream_last_enqueued(self->handle);
+        if (last + k - completed <= self->capacity)
+            return released;
+        int status;
+        Py_BEGIN_ALLOW_THREADS
+        status = pymic_stream_wait_seq(self->handle, last + k - self->capacity);
+        Py_END_ALLOW_THREADS
+        released = 1;
+        if (status != PYMIC_OK)
+            return released;
+    }
 }
 
 int stream_sync_released(StreamObject *self)

@@ -147,6 +147,8 @@ static PyObject *host_transfer(StreamObject *self, const char *function, int to_
                                PyObject *host_obj, size_t off_host, PyObject *dptr_obj,
                                size_t off_dev, size_t nbytes)
 {
+    /* Before the checks: they must still hold when the copy is enqueued. */
+    stream_make_room(self, 1);
     DevicePointerObject *dptr = device_side(self, dptr_obj, function, off_dev, nbytes);
     if (dptr == NULL)
         return NULL;
@@ -289,6 +291,7 @@ PyObject *stream_transfer_device2device(StreamObject *self, PyObject *const *arg
     transfer_args a;
     if (transfer_parse("transfer_device2device", names, args, nargs, kwnames, &a) < 0)
         return NULL;
+    stream_make_room(self, 1); /* before the checks, as in host_transfer */
     DevicePointerObject *src = device_side(self, a.first, "transfer_device2device (source)",
                                            a.offset_first, a.nbytes);
     if (src == NULL)

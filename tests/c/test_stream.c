@@ -214,6 +214,49 @@ static void test_full_ring_and_order(void)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* pymic_stream_capacity is exact: behind a blocked command, capacity
+ * commands (the blocked one included) fit without waiting, and the next
+ * enqueue waits until the oldest completes. */
+typedef struct extra_producer {
+    pymic_stream *stream;
+    _Atomic int done;
+} extra_producer;
+
+static void *enqueue_one_more(void *arg)
+{
+    extra_producer *p = arg;
+    pymic_invoke(p->stream, k_empty, 0, NULL);
+    atomic_store(&p->done, 1);
+    return NULL;
+}
+
+static void test_capacity(void)
+{
+    CHECK(pymic_stream_capacity(NULL) == PYMIC_ERR_INVALID_ARGUMENT);
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    int capacity = pymic_stream_capacity(s);
+    CHECK(capacity == 128);
+    _Atomic int64_t gate = 0;
+    pymic_arg gate_arg = ptr_arg((void *)&gate);
+    CHECK_OK(pymic_invoke(s, k_gate, 1, &gate_arg));
+    for (int i = 1; i < capacity; i++)
+        CHECK_OK(pymic_invoke(s, k_empty, 0, NULL)); /* must not block */
+    CHECK(pymic_stream_last_enqueued(s) - pymic_stream_completed(s) == (uint64_t)capacity);
+    extra_producer p = {s, 0};
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, enqueue_one_more, &p) == 0);
+    struct timespec delay = {0, 50 * 1000000};
+    nanosleep(&delay, NULL);
+    CHECK(atomic_load(&p.done) == 0); /* the ring is full: it waits */
+    atomic_store(&gate, 1);
+    pthread_join(thread, NULL);
+    CHECK(atomic_load(&p.done) == 1);
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(pymic_stream_completed(s) == (uint64_t)capacity + 1);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 /* Several host threads enqueue into one shared stream and into a stream
  * of their own at the same time.  The shared counter is only touched by
  * the shared stream's worker, so it must count every invoke exactly once;
@@ -326,6 +369,7 @@ int main(int argc, char **argv)
     test_invoke_errors();
     test_many_args(argv[2]);
     test_full_ring_and_order();
+    test_capacity();
     test_concurrent_producers();
     test_destroy_drains();
     test_sleeping_waits();

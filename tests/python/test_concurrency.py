@@ -231,3 +231,91 @@ def test_one_thread_syncs_while_others_enqueue(stream, lib):
     result = counter.update_host().array
     stream.sync()
     assert result[0] == 3 * ITERATIONS
+
+
+# The engine's command ring holds this many commands (pymic_stream_capacity);
+# an enqueue beyond it has to wait for the oldest command to complete.
+RING_CAPACITY = 128
+GATE_SECONDS = 0.8
+
+
+def flood_operations(stream, lib):
+    """Per operation: a function enqueueing well over a ring's worth of it."""
+    count = RING_CAPACITY + 20
+    host = np.zeros(16)
+    dptrs = [stream.allocate_device_memory(128) for _ in range(count)]
+    target = stream.allocate_device_memory(128)
+    offload = stream.bind(np.zeros(16))
+    done = stream.record_event()
+    stream.sync()
+
+    def repeat(call, *args):
+        return lambda: [call(*args) for _ in range(count)]
+
+    def ndarray_invoke():
+        for _ in range(RING_CAPACITY - 1):  # with the gate: a full ring
+            stream.invoke(lib.empty_kernel)
+        stream.invoke(lib.sleep_then_fill, host, 16, 1.0, 0)  # copy-in waits for room
+
+    return {
+        "invoke": repeat(stream.invoke, lib.sleep_ms, 5),
+        "ndarray_invoke": ndarray_invoke,
+        "transfer_host2device": repeat(stream.transfer_host2device, host, target, 128),
+        "transfer_device2host": repeat(stream.transfer_device2host, target, host, 128),
+        "transfer_device2device": repeat(stream.transfer_device2device, dptrs[0], target, 128),
+        "update_device": repeat(offload.update_device),
+        "record_event": repeat(stream.record_event),
+        "wait_event": repeat(stream.wait_event, done),
+        "deallocate_device_memory": lambda: [stream.deallocate_device_memory(d) for d in dptrs],
+    }
+
+
+@pytest.mark.parametrize("operation", [
+    "invoke", "ndarray_invoke", "transfer_host2device", "transfer_device2host",
+    "transfer_device2device", "update_device", "record_event", "wait_event",
+    "deallocate_device_memory"])
+def test_full_ring_does_not_hold_the_gil(device, stream, lib, operation):
+    """A thread whose enqueue finds the ring full lets the others run."""
+    flood = flood_operations(stream, lib)[operation]
+    gate_stream = device.create_stream()
+    gate_stream.invoke(lib.sleep_ms, int(GATE_SECONDS * 1000))
+    # Nothing on `stream` completes before the gate opens, so the ring
+    # fills up and the flooding thread has to wait for room.
+    # Keep the event: destroying it would wait for its pending record.
+    gate = gate_stream.record_event()
+    stream.wait_event(gate)
+
+    started = threading.Event()
+    stop = threading.Event()
+    progress = {"iterations": 0, "longest_gap": 0.0}
+
+    def counter():
+        last = time.monotonic()
+        started.set()
+        iterations, longest = 0, 0.0
+        while not stop.is_set():
+            now = time.monotonic()
+            longest = max(longest, now - last)
+            last = now
+            iterations += 1
+        progress.update(iterations=iterations, longest_gap=longest)
+
+    thread = threading.Thread(target=counter)
+    thread.start()
+    started.wait()
+    try:
+        begin = time.monotonic()
+        flood()
+        flooded = time.monotonic() - begin
+    finally:
+        stop.set()
+        thread.join()
+    stream.sync()
+    gate_stream.sync()
+    # The flood waited for the gate (so the ring really was full) ...
+    assert flooded > GATE_SECONDS * 0.6, f"the flood took only {flooded:.3f} s"
+    # ... and meanwhile the other thread kept running.  Holding the GIL
+    # while waiting would make its longest gap about the whole gate time.
+    assert progress["iterations"] > 1000
+    assert progress["longest_gap"] < 0.4 * flooded, (
+        f"longest gap {progress['longest_gap']:.3f} s during a {flooded:.3f} s flood")
