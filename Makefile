@@ -21,7 +21,7 @@ SOURCES := $(shell find include src pymic tests/c -type f -not -name '*.pyc' 2>/
            meson.build meson.options pyproject.toml
 
 .PHONY: all venv install demo test test-c test-asan test-tsan test-python \
-        examples bench clean distclean
+        examples bench test-bench-harness clean distclean
 
 all: install
 
@@ -69,7 +69,11 @@ test-tsan: venv
 test-python: examples
 	$(VENV_ABS)/bin/pytest -q tests/python
 
-test: test-c test-asan test-tsan test-python
+# The benchmark harness's own logic (report, targets): NumPy + pytest only.
+test-bench-harness: venv
+	$(MAKE) -C benchmarks PYTHON=$(VPY) test
+
+test: test-c test-asan test-tsan test-bench-harness test-python
 
 # ----------------------------------------------------------- benchmarks
 bench: install
