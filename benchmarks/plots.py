@@ -130,7 +130,8 @@ def _timeline(result, path):
                for stage, colour in STAGE_COLOURS.items()]
     panels[0].legend(handles=handles, loc="upper right", ncol=3, fontsize=8)
     figure.suptitle(f"B7: {figures['chunks']} chunks of {figures['chunk_bytes'] // 2**20} MiB, "
-                    f"h2d → kernel → d2h; speed-up {figures['speedup']:.2f}×")
+                    f"h2d → kernel ({figures.get('rounds', 1)} polynomial passes) → d2h; "
+                    f"speed-up {figures['speedup']:.2f}×")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
