@@ -1,24 +1,27 @@
 /*
  * array_powf.h -- a vectorisable powf for ordinary operands.
  *
- * glibc's vector powf (libmvec) runs at about half the speed of the SVML
- * powf NumPy uses, too slow for `**` on float32 to beat NumPy.  A float's
- * power is easy to get right in double precision, though: with 29 spare
- * bits, exp2(y * log2(x)) from short polynomials is within 1e-11 of the true
- * value, so rounding it to float gives the correctly rounded powf in all but
- * the rarest ties (libmvec and SVML are off by up to an ulp or more).
+ * glibc's vector powf (libmvec) is slower than the SVML powf NumPy uses
+ * (its 16-lane AVX-512 variant too: 11.6 ms for 8 Mi elements on 2 cores,
+ * NumPy 12-13 ms on one), too slow for `**` on float32 to beat NumPy.  A
+ * float's power is easy to get right in double precision, though: with 29
+ * spare bits, exp2(y * log2(x)) from short polynomials is within 6e-10 of
+ * the true value (under 1/100 of a float ulp), so rounding it to float is
+ * within 1 ulp always and the correctly rounded powf in all but about 3 in
+ * 10^4 cases (libmvec and SVML are off by up to an ulp or more).  The
+ * polynomials are only as long as that needs: each term less is a few
+ * percent of the kernel's time.
  *
  * This covers the ordinary case only: x positive and finite, y finite.
  * Zero, negative bases (integral exponents, NaNs), infinities and NaNs go to
  * powf(), which knows C's rules for them; pymic_powf_is_ordinary() tells
  * which is which.  Everything here is branch-free so GCC vectorises it.
  *
- * GCC 12 will not if-convert a conditional in a loop that mixes float and
- * double lanes (nor, for AVX2, any float conditional unless the library is
- * built with -fno-trapping-math, which it is), so callers run the steps as
- * separate loops over a block:
- * sanitise (float), y * log2(x) (float in, double out), exp2 (double),
- * round to float.
+ * Callers run two loops over a block held in L1 (array_pow_float.c):
+ * sanitise and y * log2(x) (float in, double out), then exp2 and rounding
+ * to float (double in, float out).  GCC 12 vectorises both for AVX2 and
+ * AVX-512 (-fopt-info-vec), the selects included, as the library is built
+ * with -fno-trapping-math.
  */
 #ifndef PYMIC_ARRAY_POWF_H
 #define PYMIC_ARRAY_POWF_H
@@ -27,11 +30,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-
-/* C11 has no M_SQRT2, M_LOG2E, M_LN2 (POSIX does); spell them out. */
-#define PYMIC_SQRT2 1.41421356237309504880
-#define PYMIC_LOG2E 1.44269504088896340736
-#define PYMIC_LN2   0.69314718055994530942
 
 static inline int pymic_powf_is_ordinary(float x, float y)
 {
@@ -46,7 +44,7 @@ static inline double pymic_double_from_bits(uint64_t bits)
     return value;
 }
 
-/* log2(x) for a positive normal double, to about 1e-15 relative. */
+/* log2(x) for a positive normal double, to about 4e-12 relative. */
 static inline double pymic_log2_positive(double x)
 {
     uint64_t bits;
@@ -66,21 +64,22 @@ static inline double pymic_log2_positive(double x)
     const double two52_plus_k =
         pymic_double_from_bits(0x4330000000000000u | k_biased);
     const double exponent = two52_plus_k - (0x1p52 + 1024.0);
-    /* log(m) = 2 atanh(t) = 2 (t + t^3/3 + t^5/5 + ...), t = (m-1)/(m+1);
-     * eight terms leave a relative error below t^16/17 < 1e-13. */
+    /* log2(m) = 2 log2(e) atanh(t) = t P(t^2), t = (m-1)/(m+1), |t| < 0.172.
+     * P is a degree-4 near-minimax fit (reweighted least squares) to the
+     * series 2 log2(e) (1 + t^2/3 + t^4/5 + ...), within 4.2e-12 relative:
+     * times |y log2(x)| <= 160 that is 7e-10 in the exponent, 5e-10 in the
+     * result, under 1/100 of a float ulp.  (The series itself needs eight
+     * terms for 1e-13; one term fewer than here would give 7e-10.) */
     const double t = (m - 1.0) / (m + 1.0), t2 = t * t;
-    double series = 1.0 / 15;
-    series = fma(series, t2, 1.0 / 13);
-    series = fma(series, t2, 1.0 / 11);
-    series = fma(series, t2, 1.0 / 9);
-    series = fma(series, t2, 1.0 / 7);
-    series = fma(series, t2, 1.0 / 5);
-    series = fma(series, t2, 1.0 / 3);
-    series = fma(series, t2, 1.0);
-    return fma(2.0 * t * series, PYMIC_LOG2E, exponent);
+    double series = 0.34072800191068464;
+    series = fma(series, t2, 0.41167282741173894);
+    series = fma(series, t2, 0.577083583257424);
+    series = fma(series, t2, 0.9617966733501435);
+    series = fma(series, t2, 2.8853900817900806);
+    return fma(t, series, exponent);
 }
 
-/* 2^z for |z| <= 160, to about 1e-11 relative. */
+/* 2^z for |z| <= 160, to about 4e-11 relative. */
 static inline double pymic_exp2_bounded(double z)
 {
     /* Adding 1.5 * 2^52 rounds z to an integer k held in the low mantissa
@@ -89,19 +88,19 @@ static inline double pymic_exp2_bounded(double z)
     const double shifter = 0x1.8p52;
     const double shifted = z + shifter;
     const double k = shifted - shifter;
-    const double r = (z - k) * PYMIC_LN2;       /* |r| <= ln(2) / 2 */
-    /* e^r by its Taylor series to r^9: error below r^10 / 10! < 1e-11,
-     * a thousandth of a float ulp. */
-    double p = 1.0 / 362880;
-    p = fma(p, r, 1.0 / 40320);
-    p = fma(p, r, 1.0 / 5040);
-    p = fma(p, r, 1.0 / 720);
-    p = fma(p, r, 1.0 / 120);
-    p = fma(p, r, 1.0 / 24);
-    p = fma(p, r, 1.0 / 6);
-    p = fma(p, r, 0.5);
-    p = fma(p, r, 1.0);
-    p = fma(p, r, 1.0);
+    const double r = z - k;                     /* |r| <= 1/2 */
+    /* 2^r by a degree-7 near-minimax polynomial (its coefficients are close
+     * to ln(2)^i / i!, the Taylor series'), within 4.1e-11 relative: under
+     * a thousandth of a float ulp.  The Taylor series needs degree 9 for
+     * as much, and degree 6 gives 1.9e-9. */
+    double p = 1.5201907747431788e-05;
+    p = fma(p, r, 1.5469291029917003e-04);
+    p = fma(p, r, 1.3333922623653906e-03);
+    p = fma(p, r, 9.618027254086763e-03);
+    p = fma(p, r, 5.550410353373704e-02);
+    p = fma(p, r, 0.24022651198153577);
+    p = fma(p, r, 0.6931471807284718);
+    p = fma(p, r, 0.9999999999616827);
     /* 2^k is the double with biased exponent k + 1023 and no mantissa; the
      * low bits of `shifted` are k in two's complement, so integer addition
      * and a shift build it (no double -> int64 conversion either). */

@@ -23,8 +23,8 @@
  *     pow is exponentiation by squaring, and a negative exponent gives 1 for
  *     base 1, +-1 for base -1 (by parity), 0 for every other base;
  *   - float64 pow uses glibc's vector pow (within 1 ulp, as NumPy's is);
- *     float32 pow is evaluated in double precision and correctly rounded in
- *     all but the rarest cases; pow_scalar with exponent 2 or 0.5 is the
+ *     float32 pow is evaluated in double precision, within 1 ulp and
+ *     correctly rounded in all but about 3 in 10^4 cases; pow_scalar with exponent 2 or 0.5 is the
  *     square or the square root, as NumPy's `a ** 2` and `a ** 0.5` are;
  *   - complex pow is cpow() except where NumPy computes it itself (b == 0,
  *     a == 0, integral real b with |b| < 100), with NumPy's exact results;
