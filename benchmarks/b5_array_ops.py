@@ -42,6 +42,23 @@ def _operations(stream, a, b, scratch):
     }
 
 
+# Every sample starts from the same cache state: the previous sample's dirty
+# lines would otherwise be written back inside the next one's timing, and a
+# contender using streaming stores (which leave no dirty lines) would make
+# the other pay for its own write-backs.  Reading a buffer twice the size of
+# the last-level caches evicts them (the write-backs happen untimed) and
+# leaves only clean lines behind.
+_EVICTION_BYTES = 128 << 20
+_eviction_buffer = None
+
+
+def _evict_caches():
+    global _eviction_buffer
+    if _eviction_buffer is None:
+        _eviction_buffer = np.ones(_EVICTION_BYTES // 8)
+    _eviction_buffer.sum()
+
+
 def _verify(stream, name, dtype, device_result, host_result):
     values = device_result.update_host().array
     stream.sync()
@@ -59,6 +76,7 @@ def _measure_op(stream, name, dtype, pymic_op, numpy_op, rounds):
         # now, not inside this sample's timing.
         latest.pop("pymic", None)
         stream.sync()
+        _evict_caches()
         start = perf_ns()
         result = pymic_op()
         stream.sync()
@@ -68,6 +86,7 @@ def _measure_op(stream, name, dtype, pymic_op, numpy_op, rounds):
 
     def numpy_sample():
         latest.pop("numpy", None)
+        _evict_caches()
         start = perf_ns()
         result = numpy_op()
         seconds = (perf_ns() - start) / 1e9
