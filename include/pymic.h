@@ -66,7 +66,9 @@ enum pymic_status {
                                         or PYMIC_MAX_SCALAR_BYTES scalar bytes    */
     PYMIC_ERR_CONFIG = -9,           /* bad PYMIC_DEVICES / environment setting   */
     PYMIC_ERR_SYSTEM = -10,          /* the OS refused (thread creation, ...)     */
-    PYMIC_ERR_NOT_RECORDED = -11     /* event used before it was ever recorded    */
+    PYMIC_ERR_NOT_RECORDED = -11,    /* event used before it was ever recorded    */
+    PYMIC_ERR_TIMEOUT = -12          /* a timed wait ended before its target; the
+                                        work goes on and may be waited for again */
 };
 
 /* Message describing the calling thread's most recent failure ("" if none).
@@ -128,6 +130,8 @@ PYMIC_API int pymic_device_set_memory_limit(int device, size_t bytes);
 
 /* Block until every stream of the device has drained. */
 PYMIC_API int pymic_device_sync(int device);
+/* The same, giving up with TIMEOUT after `timeout_ns` nanoseconds. */
+PYMIC_API int pymic_device_sync_timeout(int device, uint64_t timeout_ns);
 
 /* ---------------------------------------------------------------- streams */
 
@@ -159,6 +163,12 @@ PYMIC_API uint64_t pymic_stream_completed(const pymic_stream *stream);
 
 /* Block until the stream's completed sequence number reaches `seq`. */
 PYMIC_API int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq);
+/* The same, giving up with TIMEOUT after `timeout_ns` nanoseconds.  Timed
+ * waits let a caller stay responsive (the Python layer waits in slices and
+ * checks for Ctrl-C between them); nothing is cancelled by a timeout.
+ * TIMEOUT is an expected outcome and leaves pymic_last_error() as it was. */
+PYMIC_API int pymic_stream_wait_seq_timeout(pymic_stream *stream, uint64_t seq,
+                                            uint64_t timeout_ns);
 
 /* How many commands may be outstanding (enqueued and not yet completed,
  * the running one included) before an enqueue blocks: an enqueue blocks
@@ -192,6 +202,8 @@ PYMIC_API int pymic_stream_wait_event(pymic_stream *stream, pymic_event *event);
 
 /* Block until the event has completed.  NOT_RECORDED if never recorded. */
 PYMIC_API int pymic_event_sync(pymic_event *event);
+/* The same, giving up with TIMEOUT after `timeout_ns` nanoseconds. */
+PYMIC_API int pymic_event_sync_timeout(pymic_event *event, uint64_t timeout_ns);
 
 /* 1 if completed, 0 if pending; NOT_RECORDED if never recorded. */
 PYMIC_API int pymic_event_query(pymic_event *event);

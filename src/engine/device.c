@@ -65,12 +65,13 @@ int pymic_device_get_cpus(int device, int *cpus, int max, int *count)
     return PYMIC_OK;
 }
 
-int pymic_device_sync(int device)
+static int device_sync(int device, uint64_t timeout_ns, const char *op)
 {
     int status;
-    pymic_device *d = pymic_device_lookup(device, "pymic_device_sync", &status);
+    pymic_device *d = pymic_device_lookup(device, op, &status);
     if (!d)
         return status;
+    uint64_t start = pymic_now_ns();
     /* Holding the list lock keeps every stream alive while we wait for it;
      * workers never take this lock, so they always make progress. */
     pthread_mutex_lock(&d->lock);
@@ -78,8 +79,23 @@ int pymic_device_sync(int device)
         if (pymic_stream_inherited(s))
             continue; /* inherited across fork(): nothing will ever run */
         uint64_t target = atomic_load_explicit(&s->enqueued, memory_order_acquire);
-        pymic_wait_geq(&s->done_q, &s->completed, target);
+        uint64_t spent = pymic_now_ns() - start;
+        uint64_t left = spent >= timeout_ns ? 0 : timeout_ns - spent;
+        if (!pymic_wait_geq_timeout(&s->done_q, &s->completed, target, left)) {
+            status = PYMIC_ERR_TIMEOUT;
+            break;
+        }
     }
     pthread_mutex_unlock(&d->lock);
-    return PYMIC_OK;
+    return status;
+}
+
+int pymic_device_sync(int device)
+{
+    return device_sync(device, UINT64_MAX, "pymic_device_sync");
+}
+
+int pymic_device_sync_timeout(int device, uint64_t timeout_ns)
+{
+    return device_sync(device, timeout_ns, "pymic_device_sync_timeout");
 }

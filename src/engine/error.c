@@ -54,6 +54,7 @@ const char *pymic_status_name(int status)
     case PYMIC_ERR_CONFIG: return "PYMIC_ERR_CONFIG";
     case PYMIC_ERR_SYSTEM: return "PYMIC_ERR_SYSTEM";
     case PYMIC_ERR_NOT_RECORDED: return "PYMIC_ERR_NOT_RECORDED";
+    case PYMIC_ERR_TIMEOUT: return "PYMIC_ERR_TIMEOUT";
     default: return "PYMIC_ERR_UNKNOWN";
     }
 }

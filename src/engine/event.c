@@ -116,16 +116,27 @@ void pymic_event_execute_wait(pymic_event *event, uint64_t generation)
     pymic_event_release(event);
 }
 
-int pymic_event_sync(pymic_event *event)
+static int event_sync(pymic_event *event, uint64_t timeout_ns, const char *op)
 {
-    int status = check_event(event, "pymic_event_sync");
+    int status = check_event(event, op);
     if (status != PYMIC_OK)
         return status;
     uint64_t target = atomic_load_explicit(&event->recorded, memory_order_acquire);
     if (target == 0)
-        return pymic_fail(PYMIC_ERR_NOT_RECORDED, "pymic_event_sync: the event was never recorded");
-    pymic_wait_geq(&event->q, &event->done, target);
+        return pymic_fail(PYMIC_ERR_NOT_RECORDED, "%s: the event was never recorded", op);
+    if (!pymic_wait_geq_timeout(&event->q, &event->done, target, timeout_ns))
+        return PYMIC_ERR_TIMEOUT;
     return PYMIC_OK;
+}
+
+int pymic_event_sync(pymic_event *event)
+{
+    return event_sync(event, UINT64_MAX, "pymic_event_sync");
+}
+
+int pymic_event_sync_timeout(pymic_event *event, uint64_t timeout_ns)
+{
+    return event_sync(event, timeout_ns, "pymic_event_sync_timeout");
 }
 
 int pymic_event_query(pymic_event *event)

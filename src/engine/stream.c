@@ -198,17 +198,28 @@ int pymic_stream_capacity(const pymic_stream *stream)
     return (int)PYMIC_RING_SLOTS;
 }
 
-int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq)
+static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, const char *op)
 {
-    int status = pymic_stream_check(stream, "pymic_stream_wait_seq");
+    int status = pymic_stream_check(stream, op);
     if (status != PYMIC_OK)
         return status;
     uint64_t last = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
     if (seq > last)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
-                          "pymic_stream_wait_seq: device %d: sequence number %llu was never "
-                          "enqueued (last is %llu)",
-                          stream->device->id, (unsigned long long)seq, (unsigned long long)last);
-    pymic_wait_geq(&stream->done_q, &stream->completed, seq);
+                          "%s: device %d: sequence number %llu was never enqueued (last is %llu)",
+                          op, stream->device->id, (unsigned long long)seq,
+                          (unsigned long long)last);
+    if (!pymic_wait_geq_timeout(&stream->done_q, &stream->completed, seq, timeout_ns))
+        return PYMIC_ERR_TIMEOUT; /* expected by timed callers: no message */
     return PYMIC_OK;
+}
+
+int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq)
+{
+    return wait_seq(stream, seq, UINT64_MAX, "pymic_stream_wait_seq");
+}
+
+int pymic_stream_wait_seq_timeout(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns)
+{
+    return wait_seq(stream, seq, timeout_ns, "pymic_stream_wait_seq_timeout");
 }

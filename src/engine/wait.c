@@ -36,10 +36,12 @@ uint64_t pymic_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void futex_wait(_Atomic uint32_t *word, uint32_t expected)
+/* Sleep while *word == expected, at most `timeout` (NULL: no limit). */
+static void futex_wait(_Atomic uint32_t *word, uint32_t expected, const struct timespec *timeout)
 {
-    /* EAGAIN (word changed) and EINTR both just mean "look again". */
-    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+    /* EAGAIN (word changed), EINTR and ETIMEDOUT all just mean "look
+     * again": the caller re-reads its counter and its clock. */
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, timeout, NULL, 0);
 }
 
 static void futex_wake_all(_Atomic uint32_t *word)
@@ -66,22 +68,53 @@ static int spin_until(_Atomic uint64_t *counter, uint64_t target, uint64_t spin_
     }
 }
 
-void pymic_wait_geq(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t target)
+/* Spin, then sleep until *counter >= target or the monotonic clock passes
+ * `deadline` (UINT64_MAX: never).  1 if the target was reached. */
+static int wait_geq_until(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t target,
+                          uint64_t deadline)
 {
     if (atomic_load_explicit(counter, memory_order_acquire) >= target)
-        return;
+        return 1;
     uint64_t spin_ns = atomic_load_explicit(&pymic_global.spin_ns, memory_order_relaxed);
     if (spin_until(counter, target, spin_ns))
-        return;
+        return 1;
 
+    int reached = 0;
     atomic_fetch_add_explicit(&q->sleepers, 1, memory_order_seq_cst);
     for (;;) {
         uint32_t word = atomic_load_explicit(&q->word, memory_order_seq_cst);
-        if (atomic_load_explicit(counter, memory_order_seq_cst) >= target)
+        if (atomic_load_explicit(counter, memory_order_seq_cst) >= target) {
+            reached = 1;
             break;
-        futex_wait(&q->word, word);
+        }
+        if (deadline == UINT64_MAX) {
+            futex_wait(&q->word, word, NULL);
+            continue;
+        }
+        uint64_t now = pymic_now_ns();
+        if (now >= deadline)
+            break;
+        uint64_t left = deadline - now;
+        struct timespec timeout = {(time_t)(left / 1000000000u), (long)(left % 1000000000u)};
+        futex_wait(&q->word, word, &timeout);
     }
     atomic_fetch_sub_explicit(&q->sleepers, 1, memory_order_relaxed);
+    return reached;
+}
+
+void pymic_wait_geq(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t target)
+{
+    wait_geq_until(q, counter, target, UINT64_MAX);
+}
+
+int pymic_wait_geq_timeout(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t target,
+                           uint64_t timeout_ns)
+{
+    if (atomic_load_explicit(counter, memory_order_acquire) >= target)
+        return 1;
+    uint64_t now = pymic_now_ns();
+    uint64_t deadline = timeout_ns >= UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
+    return wait_geq_until(q, counter, target, deadline);
 }
 
 void pymic_notify(pymic_waitq *q)

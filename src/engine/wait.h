@@ -27,6 +27,12 @@ typedef struct pymic_waitq {
  * window first. */
 void pymic_wait_geq(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t target);
 
+/* The same with a time limit: returns 1 once *counter >= target, 0 when
+ * `timeout_ns` nanoseconds have passed first.  Callers that must stay
+ * responsive (the Python layer checking for Ctrl-C) wait in slices. */
+int pymic_wait_geq_timeout(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t target,
+                           uint64_t timeout_ns);
+
 /* Store `value` into *counter (sequentially consistent, so it is ordered
  * before the check for sleepers) and wake sleepers of q if any. */
 void pymic_store_and_notify(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t value);

@@ -351,6 +351,31 @@ static void test_sleeping_waits(void)
     CHECK_OK(pymic_set_spin_ns(50000));
 }
 
+/* Timed waits give up with TIMEOUT while a gate holds the stream, leave
+ * the work queued, and succeed once it is opened. */
+static void test_timed_waits(void)
+{
+    pymic_stream *s;
+    pymic_event *e;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_event_create(&e));
+    _Atomic int64_t gate = 0;
+    pymic_arg g = ptr_arg((void *)&gate);
+    CHECK_OK(pymic_invoke(s, k_gate, 1, &g));
+    CHECK_OK(pymic_event_record(e, s));
+    uint64_t last = pymic_stream_last_enqueued(s);
+    CHECK_STATUS(pymic_stream_wait_seq_timeout(s, last, 1000000), PYMIC_ERR_TIMEOUT);
+    CHECK_STATUS(pymic_event_sync_timeout(e, 0), PYMIC_ERR_TIMEOUT);
+    CHECK_STATUS(pymic_device_sync_timeout(0, 1000000), PYMIC_ERR_TIMEOUT);
+    CHECK(pymic_stream_query(s) == 0);
+    atomic_store(&gate, 1);
+    CHECK_OK(pymic_stream_wait_seq_timeout(s, last, UINT64_MAX));
+    CHECK_OK(pymic_event_sync_timeout(e, 0));
+    CHECK_OK(pymic_device_sync_timeout(0, 0));
+    CHECK_OK(pymic_event_destroy(e));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -373,6 +398,7 @@ int main(int argc, char **argv)
     test_concurrent_producers();
     test_destroy_drains();
     test_sleeping_waits();
+    test_timed_waits();
     CHECK_OK(pymic_library_unload(lib));
     return check_finish();
 }
