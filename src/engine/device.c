@@ -4,6 +4,7 @@
 #include "engine.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 pymic_device *pymic_device_lookup(int id, const char *op, int *status)
@@ -65,6 +66,36 @@ int pymic_device_get_cpus(int device, int *cpus, int max, int *count)
     return PYMIC_OK;
 }
 
+int pymic_device_snapshot(pymic_device *device, pymic_use **uses_out, int *count_out)
+{
+    pthread_mutex_lock(&device->lock);
+    int n = 0;
+    for (pymic_stream *s = device->streams; s; s = s->next_in_device)
+        n++;
+    pymic_use *uses = n ? malloc(sizeof *uses * (size_t)n) : NULL;
+    if (n && !uses) {
+        pthread_mutex_unlock(&device->lock);
+        return pymic_fail(PYMIC_ERR_SYSTEM, "device %d: out of host memory", device->id);
+    }
+    int k = 0;
+    for (pymic_stream *s = device->streams; s; s = s->next_in_device) {
+        if (pymic_stream_inherited(s))
+            continue; /* inherited across fork(): nothing will ever run */
+        pymic_stream_retain(s);
+        uses[k].stream = s;
+        uses[k].seq = atomic_load_explicit(&s->enqueued, memory_order_acquire);
+        k++;
+    }
+    pthread_mutex_unlock(&device->lock);
+    *uses_out = uses;
+    *count_out = k;
+    return PYMIC_OK;
+}
+
+/* The streams are snapshotted under the device lock, each retained, and
+ * waited for with no lock held: other threads may create and destroy
+ * streams meanwhile, and a stream destroyed during the wait stays readable
+ * until its reference is dropped. */
 static int device_sync(int device, uint64_t timeout_ns, const char *op)
 {
     int status;
@@ -72,21 +103,25 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
     if (!d)
         return status;
     uint64_t start = pymic_now_ns();
-    /* Holding the list lock keeps every stream alive while we wait for it;
-     * workers never take this lock, so they always make progress. */
-    pthread_mutex_lock(&d->lock);
-    for (pymic_stream *s = d->streams; s; s = s->next_in_device) {
-        if (pymic_stream_inherited(s))
-            continue; /* inherited across fork(): nothing will ever run */
-        uint64_t target = atomic_load_explicit(&s->enqueued, memory_order_acquire);
+    pymic_use *uses;
+    int n;
+    status = pymic_device_snapshot(d, &uses, &n);
+    if (status != PYMIC_OK)
+        return status;
+    for (int i = 0; i < n; i++) {
+        pymic_stream *s = uses[i].stream;
         uint64_t spent = pymic_now_ns() - start;
         uint64_t left = spent >= timeout_ns ? 0 : timeout_ns - spent;
-        if (!pymic_wait_geq_timeout(&s->done_q, &s->completed, target, left)) {
+        if (status == PYMIC_OK && !pymic_wait_geq_timeout(&s->done_q, &s->completed,
+                                                          uses[i].seq, left))
             status = PYMIC_ERR_TIMEOUT;
-            break;
-        }
+        pymic_stream_release(s);
     }
-    pthread_mutex_unlock(&d->lock);
+    free(uses);
+    /* What was parked for these streams can go now: after a device sync,
+     * memory freed on one stream and used by another is back. */
+    if (status == PYMIC_OK && atomic_load_explicit(&pymic_parked_count, memory_order_acquire))
+        pymic_parked_poll();
     return status;
 }
 

@@ -52,39 +52,69 @@ static void format_device_name(const int *cpus, int n, char *out, size_t len)
     }
 }
 
+/* A whole decimal number in [0, max]: digits only (no sign, no spaces),
+ * no overflow. */
+static bool parse_decimal(const char *text, unsigned long long max, unsigned long long *value)
+{
+    if (*text < '0' || *text > '9')
+        return false;
+    unsigned long long v = 0;
+    for (; *text; text++) {
+        if (*text < '0' || *text > '9')
+            return false;
+        unsigned digit = (unsigned)(*text - '0');
+        if (v > (max - digit) / 10)
+            return false;
+        v = v * 10 + digit;
+    }
+    *value = v;
+    return true;
+}
+
+/* The highest PYMIC_DEBUG level that means anything (higher is refused,
+ * not silently clamped). */
+#define PYMIC_DEBUG_MAX 9
+/* Spin windows beyond a minute are a typo, not a tuning. */
+#define PYMIC_SPIN_NS_MAX 60000000000ull
+
 static int read_tunables(void)
 {
     const char *text = getenv("PYMIC_DEBUG");
+    unsigned long long value;
     if (text && *text) {
-        char *end;
-        long level = strtol(text, &end, 10);
-        if (*end != '\0') {
+        if (!parse_decimal(text, PYMIC_DEBUG_MAX, &value)) {
             snprintf(init_message, sizeof init_message,
-                     "pymic_init: PYMIC_DEBUG=\"%s\" is not an integer", text);
+                     "pymic_init: PYMIC_DEBUG=\"%s\" is not a level from 0 to %d", text,
+                     PYMIC_DEBUG_MAX);
             return PYMIC_ERR_CONFIG;
         }
-        atomic_store(&pymic_global.debug_level, (int)level);
+        atomic_store(&pymic_global.debug_level, (int)value);
     }
     text = getenv("PYMIC_SPIN_NS");
     if (text && *text) {
-        char *end;
-        unsigned long long ns = strtoull(text, &end, 10);
-        if (*end != '\0' || text[0] == '-') {
+        if (!parse_decimal(text, PYMIC_SPIN_NS_MAX, &value)) {
             snprintf(init_message, sizeof init_message,
-                     "pymic_init: PYMIC_SPIN_NS=\"%s\" is not a number of nanoseconds", text);
+                     "pymic_init: PYMIC_SPIN_NS=\"%s\" is not a number of nanoseconds from 0 "
+                     "to %llu",
+                     text, PYMIC_SPIN_NS_MAX);
             return PYMIC_ERR_CONFIG;
         }
-        atomic_store(&pymic_global.spin_ns, (uint64_t)ns);
+        atomic_store(&pymic_global.spin_ns, (uint64_t)value);
     }
     return PYMIC_OK;
 }
 
+/* Physical memory, or less where the process's cgroup says so: a
+ * container of 1 GiB on a 24 GiB machine must see 1 GiB, or an allocation
+ * the limit allowed would be OOM-killed instead of refused. */
 static size_t default_memory_limit(int ndevices)
 {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages <= 0 || page <= 0)
-        return SIZE_MAX / 2;
-    return (size_t)pages * (size_t)page / (size_t)ndevices;
+    size_t total = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX / 2;
+    size_t cgroup = pymic_cgroup_memory_limit("/");
+    if (cgroup && cgroup < total)
+        total = cgroup;
+    return total / (size_t)ndevices;
 }
 
 static int read_memory_limit(size_t *limit)
@@ -92,9 +122,10 @@ static int read_memory_limit(size_t *limit)
     const char *text = getenv("PYMIC_MEMORY_LIMIT");
     if (!text || !*text)
         return PYMIC_OK;
-    if (!pymic_parse_size(text, limit) || *limit == 0) {
+    if (!pymic_parse_size(text, limit) || *limit == 0 || *limit > PYMIC_MEMORY_LIMIT_MAX) {
         snprintf(init_message, sizeof init_message,
-                 "pymic_init: PYMIC_MEMORY_LIMIT=\"%s\" is not a size such as 512M or 2G",
+                 "pymic_init: PYMIC_MEMORY_LIMIT=\"%s\" is not a size such as 512M or 2G "
+                 "(at most 2^62 bytes)",
                  text);
         return PYMIC_ERR_CONFIG;
     }
@@ -129,18 +160,56 @@ static int create_devices(const pymic_device_spec *specs, int count, size_t limi
     return PYMIC_OK;
 }
 
-/* In the child of a fork() only the forking thread exists.  Locks another
- * thread held at that moment would stay locked forever, so the engine's
- * global locks are made fresh, and streams created before are marked as
- * the parent's (see pymic_stream_check). */
-static void after_fork_in_child(void)
+/* fork() while other threads use the engine: a lock another thread held
+ * at the moment of the fork would stay locked forever in the child, and
+ * data it was changing would be half-changed.  So every global lock is
+ * taken before the fork and released after it on both sides, in one fixed
+ * order (no code path holds two of them at once, so any order is
+ * deadlock-free; per-stream enqueue locks are never taken here: inherited
+ * streams are unusable in the child, see pymic_stream_check).  In the
+ * child, locks are made fresh and streams created before are marked as the
+ * parent's. */
+static void prefork(void)
+{
+    pymic_library_prefork();
+    for (int i = 0; i < pymic_global.ndevices; i++)
+        pthread_mutex_lock(&pymic_global.devices[i].lock);
+    pymic_event_prefork();
+    pymic_parked_prefork();
+    pymic_memory_prefork();
+    for (int i = 0; i < pymic_global.ndevices; i++)
+        pymic_block_cache_prefork(pymic_global.devices[i].cache);
+}
+
+static void postfork_parent(void)
+{
+    for (int i = pymic_global.ndevices - 1; i >= 0; i--)
+        pymic_block_cache_postfork_parent(pymic_global.devices[i].cache);
+    pymic_memory_postfork_parent();
+    pymic_parked_postfork_parent();
+    pymic_event_postfork_parent();
+    for (int i = pymic_global.ndevices - 1; i >= 0; i--)
+        pthread_mutex_unlock(&pymic_global.devices[i].lock);
+    pymic_library_postfork_parent();
+}
+
+static void postfork_child(void)
 {
     atomic_fetch_add(&pymic_global.fork_generation, 1);
-    pymic_memory_after_fork();
+    pymic_memory_postfork_child();
+    pymic_parked_postfork_child();
+    pymic_event_postfork_child();
+    pymic_library_postfork_child();
     for (int i = 0; i < pymic_global.ndevices; i++) {
         pthread_mutex_init(&pymic_global.devices[i].lock, NULL);
         pymic_block_cache_after_fork(pymic_global.devices[i].cache);
     }
+}
+
+bool pymic_generation_inherited(unsigned fork_generation)
+{
+    return fork_generation !=
+           atomic_load_explicit(&pymic_global.fork_generation, memory_order_relaxed);
 }
 
 static int initialise(void)
@@ -174,7 +243,7 @@ static int initialise(void)
             snprintf(init_message, sizeof init_message, "pymic_init: out of memory");
     }
     pymic_free_device_specs(specs, count);
-    if (status == PYMIC_OK && pthread_atfork(NULL, NULL, after_fork_in_child) != 0) {
+    if (status == PYMIC_OK && pthread_atfork(prefork, postfork_parent, postfork_child) != 0) {
         snprintf(init_message, sizeof init_message, "pymic_init: pthread_atfork failed");
         status = PYMIC_ERR_SYSTEM;
     }

@@ -55,6 +55,15 @@ void pymic_free_device_specs(pymic_device_spec *specs, int count);
 /* Parse "512M", "2G", "1048576" into bytes; false on a malformed string. */
 bool pymic_parse_size(const char *text, size_t *bytes);
 
+/* Largest memory limit accepted (sizes shown as signed 64-bit numbers by
+ * tools and Python stay positive). */
+#define PYMIC_MEMORY_LIMIT_MAX ((size_t)1 << 62)
+
+/* The memory limit of this process's cgroup (v2 memory.max, else v1
+ * memory.limit_in_bytes), looked up below `root` ("/" on a live system; a
+ * test passes a directory of its own), or 0 when there is none. */
+size_t pymic_cgroup_memory_limit(const char *root);
+
 /* ------------------------------------------------------------- devices */
 
 typedef struct pymic_device {
@@ -107,7 +116,7 @@ enum pymic_command_kind {
 };
 
 struct pymic_alloc;
-struct pymic_event;
+struct pymic_mark;
 
 /* One ring slot.  Scalars are copied into `scalars` so the kernel's pointer
  * stays valid until the slot is recycled, which happens only after the
@@ -119,7 +128,7 @@ typedef struct pymic_command {
         pymic_kernel_fn kernel;
         struct { void *dst; const void *src; size_t nbytes; bool overlap; } copy;
         struct pymic_alloc *alloc;
-        struct { struct pymic_event *event; uint64_t generation; } event;
+        struct pymic_mark *mark; /* RECORD, WAIT_EVENT */
     } u;
     void *args[PYMIC_MAX_KERNEL_ARGS];
     _Alignas(16) unsigned char scalars[PYMIC_MAX_SCALAR_BYTES];
@@ -136,6 +145,11 @@ struct pymic_stream {
     pthread_t worker;
     unsigned fork_generation;            /* see pymic_engine             */
     struct pymic_stream *next_in_device; /* guarded by device->lock */
+    /* The owner's reference (handed to the worker by destroy, dropped when
+     * it reaches STOP) plus one for each holder that must still read the
+     * counters: device-sync snapshots, allocation uses, parked releases.
+     * The memory goes with the last reference. */
+    _Atomic int refs;
 
     /* Producers serialise on `enqueue_lock`; the worker is the only
      * consumer.  `enqueued` is the sequence number of the newest published
@@ -151,6 +165,17 @@ struct pymic_stream {
     _Alignas(64) struct pymic_copy_team *copy_team;
 };
 
+/* Keep a stream's memory (and so its counters) alive / let it go. */
+void pymic_stream_retain(pymic_stream *stream);
+void pymic_stream_release(pymic_stream *stream);
+
+/* True once the stream's commands up to `seq` have run.  (seq_cst: see
+ * the parked-release handshake in stream.c's worker loop.) */
+static inline bool pymic_stream_passed(pymic_stream *stream, uint64_t seq)
+{
+    return atomic_load_explicit(&stream->completed, memory_order_seq_cst) >= seq;
+}
+
 /* PYMIC_OK if `stream` can take commands in this process; else the error
  * (NULL stream, or a stream inherited across fork()) for operation `op`. */
 int pymic_stream_check(const pymic_stream *stream, const char *op);
@@ -160,6 +185,11 @@ bool pymic_stream_inherited(const pymic_stream *stream);
 /* Reserve the next slot (waiting for room), with enqueue_lock held on
  * return.  The caller fills the slot and calls pymic_stream_publish. */
 pymic_command *pymic_stream_reserve(pymic_stream *stream);
+/* The sequence number the reserved slot will have (enqueue lock held). */
+static inline uint64_t pymic_stream_reserved_seq(pymic_stream *stream)
+{
+    return atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
+}
 /* Publish the reserved slot, release the lock, wake the worker if it
  * sleeps. */
 void pymic_stream_publish(pymic_stream *stream);
@@ -181,39 +211,107 @@ struct pymic_kernel {
 
 /* --------------------------------------------------------------- events */
 
-struct pymic_event {
-    _Atomic int refs;          /* owner + one per queued command          */
-    pthread_mutex_t lock;      /* orders record-generation updates        */
-    _Atomic uint64_t recorded; /* generation of the latest record         */
-    _Atomic uint64_t done;     /* newest generation that has completed    */
-    uint64_t stamp_generation; /* generation whose time is in stamp_ns    */
-    uint64_t stamp_ns;         /* guarded by lock                         */
+/* One record of an event: the point in one stream's order that the record
+ * captured.  An event only points at its newest mark; waits and syncs take
+ * a reference to the mark that was newest when *they* were called, so a
+ * later re-record never changes what an earlier wait waits for. */
+typedef struct pymic_mark {
+    _Atomic int refs;          /* event's latest pointer + queued commands
+                                  + waiters                                */
+    _Atomic uint64_t done;     /* 0 pending, 1 once its stream reached it  */
+    uint64_t stamp_ns;         /* written before done is set               */
+    unsigned fork_generation;  /* of the stream that will complete it      */
+    int device;                /* of that stream, for messages             */
     pymic_waitq q;
-};
+} pymic_mark;
 
-void pymic_event_release(struct pymic_event *event);
-void pymic_event_execute_record(struct pymic_event *event, uint64_t generation);
-void pymic_event_execute_wait(struct pymic_event *event, uint64_t generation);
+void pymic_mark_release(pymic_mark *mark);
+void pymic_mark_execute_record(pymic_mark *mark);
+void pymic_mark_execute_wait(pymic_mark *mark);
+
+/* ------------------------------------------------------ parked releases */
+
+/* A use of something by a stream: it is over once the stream's completed
+ * counter reaches `seq`.  Each use holds a reference to its stream. */
+typedef struct pymic_use {
+    pymic_stream *stream;
+    uint64_t seq;
+} pymic_use;
+
+/* Run release(arg) once every use has passed (at once if they already
+ * have), then drop the uses' stream references.  Takes over `uses` (a
+ * malloc'd array, may be NULL when n == 0).  Never waits: what cannot be
+ * released yet is parked and released by the next poll. */
+void pymic_release_after(pymic_use *uses, int n, void (*release)(void *), void *arg);
+
+/* Release every parked item whose uses have passed.  Workers call it after
+ * each command while anything is parked (see pymic_parked_count). */
+void pymic_parked_poll(void);
+/* Block until nothing is parked (for the out-of-memory path). */
+void pymic_parked_drain(void);
+extern _Atomic int pymic_parked_count;
+
+/* A snapshot of every stream of `device` with its newest sequence number
+ * (each retained): "everything queued on this device so far".  On success
+ * *uses is malloc'd (NULL when there are no streams). */
+int pymic_device_snapshot(pymic_device *device, pymic_use **uses, int *count);
+
+/* ------------------------------------------------------------ fork safety */
+
+/* pthread_atfork handlers of each file that owns a global lock.  Prepare
+ * takes the file's locks, parent releases them, child makes them fresh;
+ * engine.c calls them in one fixed order (see there). */
+void pymic_memory_prefork(void);
+void pymic_memory_postfork_parent(void);
+void pymic_memory_postfork_child(void);
+void pymic_event_prefork(void);
+void pymic_event_postfork_parent(void);
+void pymic_event_postfork_child(void);
+void pymic_library_prefork(void);
+void pymic_library_postfork_parent(void);
+void pymic_library_postfork_child(void);
+void pymic_parked_prefork(void);
+void pymic_parked_postfork_parent(void);
+void pymic_parked_postfork_child(void);
+void pymic_block_cache_prefork(struct pymic_block_cache *cache);
+void pymic_block_cache_postfork_parent(struct pymic_block_cache *cache);
+/* True for an object made before a fork() of this (child) process whose
+ * completion depends on a thread that exists only in the parent. */
+bool pymic_generation_inherited(unsigned fork_generation);
 
 /* --------------------------------------------------------------- memory */
 
-/* A tracked allocation.  `block` is what the host allocator handed out. */
+/* A tracked allocation.  `block` is what the host allocator handed out.
+ * `uses` lists every stream that has queued a command touching the
+ * allocation, with the newest such command (guarded by the table lock):
+ * freeing waits for all of them, not only for the freeing stream. */
 typedef struct pymic_alloc {
     void *base;
     size_t nbytes;
     pymic_device *device;
     struct pymic_block *block;
+    int nuses, uses_capacity;
+    pymic_use *uses;
 } pymic_alloc;
 
+/* With the stream's enqueue lock held and the slot of `seq` reserved:
+ * check that [ptr + offset, ptr + offset + nbytes) lies inside one live
+ * allocation of the stream's device and record the use by command `seq`.
+ * `what` names the side ("destination", ...) in the error message. */
+int pymic_memory_claim(const char *op, const char *what, pymic_stream *stream,
+                       const void *ptr, size_t offset, size_t nbytes, uint64_t seq);
+/* Record the use, by invoke command `seq`, of each live allocation that a
+ * pointer argument (size 0) points into.  Pointers into no allocation are
+ * passed over: a kernel may be given any address. */
+int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int nargs, uint64_t seq);
+
 /* A device's limit and live bytes, read consistently. */
-/* In the child of a fork: make the allocation table's lock usable again. */
-void pymic_memory_after_fork(void);
 
 void pymic_memory_usage(pymic_device *device, size_t *limit, size_t *used);
 
-/* Return an allocation's memory to the device (runs on the worker for
- * stream-ordered frees). */
-void pymic_alloc_release(pymic_alloc *alloc);
+/* The FREE command reached its stream: hand the memory back once every
+ * other stream that used it has passed its last use. */
+void pymic_alloc_execute_free(pymic_stream *stream, pymic_alloc *alloc);
 
 /* ------------------------------------------------------------ host backend */
 
@@ -230,6 +328,9 @@ struct pymic_block_cache *pymic_block_cache_create(void);
 void pymic_block_cache_destroy(struct pymic_block_cache *cache);
 /* In the child of a fork: make the cache's lock usable again. */
 void pymic_block_cache_after_fork(struct pymic_block_cache *cache);
+/* Drop every cached block (after waiting for parked frees, before an
+ * allocation is refused for want of memory). */
+void pymic_block_cache_trim(struct pymic_block_cache *cache);
 /* NULL when the OS refuses. */
 pymic_block *pymic_block_get(struct pymic_block_cache *cache, size_t nbytes, size_t alignment);
 void pymic_block_put(struct pymic_block_cache *cache, pymic_block *block);

@@ -1,17 +1,29 @@
 /*
  * event.c -- events: markers recorded in streams.
  *
- * An event counts generations: each record takes the next one and the
- * worker that reaches the marker publishes it as done.  Waiting for "the
- * event as last recorded" is then waiting until done >= that generation,
- * which stays correct when the event is re-recorded meanwhile.
+ * Every record makes a new *mark*: the point in one stream's order that
+ * the record captured.  The event points at its newest mark only.  A wait
+ * (stream wait_event, event sync, query) takes the mark that was newest
+ * when it was called and holds a reference to it, so re-recording the
+ * event later never changes what an earlier wait waits for -- CUDA's rule.
  *
- * Queued record and wait commands hold a reference, so destroying an event
- * while a stream still has to look at it is safe.
+ * Destroying an event drops the owner's reference to its newest mark and
+ * returns at once; queued RECORD and WAIT commands hold their own
+ * references, so the last of them frees the mark (cuEventDestroy, uv_close).
+ *
+ * One lock for all events guards the "newest mark" pointers: it is held
+ * for a few instructions, and a single lock is what the fork handlers can
+ * take in a fixed order.
  */
 #include "engine.h"
 
 #include <stdlib.h>
+
+struct pymic_event {
+    pymic_mark *latest; /* guarded by event_lock; NULL until recorded */
+};
+
+static pthread_mutex_t event_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int check_event(const pymic_event *event, const char *op)
 {
@@ -30,18 +42,14 @@ int pymic_event_create(pymic_event **event_out)
     pymic_event *event = calloc(1, sizeof *event);
     if (!event)
         return pymic_fail(PYMIC_ERR_SYSTEM, "pymic_event_create: out of host memory");
-    atomic_init(&event->refs, 1);
-    pthread_mutex_init(&event->lock, NULL);
     *event_out = event;
     return PYMIC_OK;
 }
 
-void pymic_event_release(pymic_event *event)
+void pymic_mark_release(pymic_mark *mark)
 {
-    if (atomic_fetch_sub_explicit(&event->refs, 1, memory_order_acq_rel) == 1) {
-        pthread_mutex_destroy(&event->lock);
-        free(event);
-    }
+    if (mark && atomic_fetch_sub_explicit(&mark->refs, 1, memory_order_acq_rel) == 1)
+        free(mark);
 }
 
 int pymic_event_destroy(pymic_event *event)
@@ -49,44 +57,72 @@ int pymic_event_destroy(pymic_event *event)
     int status = check_event(event, "pymic_event_destroy");
     if (status != PYMIC_OK)
         return status;
-    uint64_t target = atomic_load_explicit(&event->recorded, memory_order_acquire);
-    pymic_wait_geq(&event->q, &event->done, target);
-    pymic_event_release(event);
+    pymic_mark_release(event->latest); /* nobody else reaches the event now */
+    free(event);
+    return PYMIC_OK;
+}
+
+/* The event's newest mark with a reference for the caller, or NULL with
+ * NOT_RECORDED recorded for operation `op`. */
+static pymic_mark *take_latest(pymic_event *event, const char *op)
+{
+    pthread_mutex_lock(&event_lock);
+    pymic_mark *mark = event->latest;
+    if (mark)
+        atomic_fetch_add_explicit(&mark->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&event_lock);
+    if (!mark)
+        pymic_fail(PYMIC_ERR_NOT_RECORDED, "%s: the event was never recorded", op);
+    return mark;
+}
+
+/* A pending mark that only a thread of the parent process could complete:
+ * waiting for it here would never end. */
+static int check_reachable(const pymic_mark *mark, const char *op)
+{
+    if (atomic_load_explicit(&mark->done, memory_order_acquire) == 0 &&
+        pymic_generation_inherited(mark->fork_generation))
+        return pymic_fail(PYMIC_ERR_SYSTEM,
+                          "%s: the event was recorded on a stream of device %d before fork(); "
+                          "its worker exists only in the parent process",
+                          op, mark->device);
     return PYMIC_OK;
 }
 
 int pymic_event_record(pymic_event *event, pymic_stream *stream)
 {
-    int status = check_event(event, "pymic_event_record");
+    static const char op[] = "pymic_event_record";
+    int status = check_event(event, op);
     if (status == PYMIC_OK)
-        status = pymic_stream_check(stream, "pymic_event_record");
+        status = pymic_stream_check(stream, op);
     if (status != PYMIC_OK)
         return status;
-    atomic_fetch_add_explicit(&event->refs, 1, memory_order_relaxed);
+    pymic_mark *mark = calloc(1, sizeof *mark);
+    if (!mark)
+        return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op,
+                          stream->device->id);
+    atomic_init(&mark->refs, 2); /* the RECORD command + the event's pointer */
+    mark->fork_generation = stream->fork_generation;
+    mark->device = stream->device->id;
     pymic_command *cmd = pymic_stream_reserve(stream);
-    /* Taking the generation under the stream's enqueue lock keeps
-     * generations in enqueue order within one stream. */
-    uint64_t generation = atomic_fetch_add_explicit(&event->recorded, 1, memory_order_acq_rel) + 1;
     cmd->kind = PYMIC_CMD_RECORD;
-    cmd->u.event.event = event;
-    cmd->u.event.generation = generation;
+    cmd->u.mark = mark;
+    /* Swapped while the slot is reserved: two threads recording the same
+     * event on one stream leave it pointing at the later command. */
+    pthread_mutex_lock(&event_lock);
+    pymic_mark *old = event->latest;
+    event->latest = mark;
+    pthread_mutex_unlock(&event_lock);
     pymic_stream_publish(stream);
+    pymic_mark_release(old);
     return PYMIC_OK;
 }
 
-void pymic_event_execute_record(pymic_event *event, uint64_t generation)
+void pymic_mark_execute_record(pymic_mark *mark)
 {
-    uint64_t now = pymic_now_ns();
-    pthread_mutex_lock(&event->lock);
-    if (generation > event->stamp_generation) {
-        event->stamp_generation = generation;
-        event->stamp_ns = now;
-    }
-    if (generation > atomic_load_explicit(&event->done, memory_order_relaxed))
-        atomic_store_explicit(&event->done, generation, memory_order_seq_cst);
-    pthread_mutex_unlock(&event->lock);
-    pymic_notify(&event->q);
-    pymic_event_release(event);
+    mark->stamp_ns = pymic_now_ns();
+    pymic_store_and_notify(&mark->q, &mark->done, 1);
+    pymic_mark_release(mark);
 }
 
 int pymic_stream_wait_event(pymic_stream *stream, pymic_event *event)
@@ -97,23 +133,25 @@ int pymic_stream_wait_event(pymic_stream *stream, pymic_event *event)
         status = pymic_stream_check(stream, op);
     if (status != PYMIC_OK)
         return status;
-    uint64_t generation = atomic_load_explicit(&event->recorded, memory_order_acquire);
-    if (generation == 0)
-        return pymic_fail(PYMIC_ERR_NOT_RECORDED, "%s: device %d: the event was never recorded",
-                          op, stream->device->id);
-    atomic_fetch_add_explicit(&event->refs, 1, memory_order_relaxed);
+    pymic_mark *mark = take_latest(event, op);
+    if (!mark)
+        return PYMIC_ERR_NOT_RECORDED;
+    status = check_reachable(mark, op);
+    if (status != PYMIC_OK) {
+        pymic_mark_release(mark);
+        return status;
+    }
     pymic_command *cmd = pymic_stream_reserve(stream);
     cmd->kind = PYMIC_CMD_WAIT_EVENT;
-    cmd->u.event.event = event;
-    cmd->u.event.generation = generation;
+    cmd->u.mark = mark; /* the reference goes with the command */
     pymic_stream_publish(stream);
     return PYMIC_OK;
 }
 
-void pymic_event_execute_wait(pymic_event *event, uint64_t generation)
+void pymic_mark_execute_wait(pymic_mark *mark)
 {
-    pymic_wait_geq(&event->q, &event->done, generation);
-    pymic_event_release(event);
+    pymic_wait_geq(&mark->q, &mark->done, 1);
+    pymic_mark_release(mark);
 }
 
 static int event_sync(pymic_event *event, uint64_t timeout_ns, const char *op)
@@ -121,12 +159,14 @@ static int event_sync(pymic_event *event, uint64_t timeout_ns, const char *op)
     int status = check_event(event, op);
     if (status != PYMIC_OK)
         return status;
-    uint64_t target = atomic_load_explicit(&event->recorded, memory_order_acquire);
-    if (target == 0)
-        return pymic_fail(PYMIC_ERR_NOT_RECORDED, "%s: the event was never recorded", op);
-    if (!pymic_wait_geq_timeout(&event->q, &event->done, target, timeout_ns))
-        return PYMIC_ERR_TIMEOUT;
-    return PYMIC_OK;
+    pymic_mark *mark = take_latest(event, op);
+    if (!mark)
+        return PYMIC_ERR_NOT_RECORDED;
+    status = check_reachable(mark, op);
+    if (status == PYMIC_OK && !pymic_wait_geq_timeout(&mark->q, &mark->done, 1, timeout_ns))
+        status = PYMIC_ERR_TIMEOUT;
+    pymic_mark_release(mark);
+    return status;
 }
 
 int pymic_event_sync(pymic_event *event)
@@ -141,52 +181,52 @@ int pymic_event_sync_timeout(pymic_event *event, uint64_t timeout_ns)
 
 int pymic_event_query(pymic_event *event)
 {
-    int status = check_event(event, "pymic_event_query");
+    static const char op[] = "pymic_event_query";
+    int status = check_event(event, op);
     if (status != PYMIC_OK)
         return status;
-    uint64_t target = atomic_load_explicit(&event->recorded, memory_order_acquire);
-    if (target == 0)
-        return pymic_fail(PYMIC_ERR_NOT_RECORDED, "pymic_event_query: the event was never recorded");
-    return atomic_load_explicit(&event->done, memory_order_acquire) >= target;
-}
-
-static int check_recorded(pymic_event *event, const char *which)
-{
-    if (atomic_load_explicit(&event->recorded, memory_order_acquire) == 0)
-        return pymic_fail(PYMIC_ERR_NOT_RECORDED,
-                          "pymic_event_elapsed: the %s event was never recorded", which);
-    return PYMIC_OK;
-}
-
-/* The timestamp of the event's latest record, if it has completed. */
-static int completed_stamp(pymic_event *event, const char *which, uint64_t *stamp)
-{
-    uint64_t target = atomic_load_explicit(&event->recorded, memory_order_acquire);
-    pthread_mutex_lock(&event->lock);
-    bool done = event->stamp_generation >= target;
-    *stamp = event->stamp_ns;
-    pthread_mutex_unlock(&event->lock);
-    if (!done)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
-                          "pymic_event_elapsed: the %s event has not completed yet", which);
-    return PYMIC_OK;
+    pymic_mark *mark = take_latest(event, op);
+    if (!mark)
+        return PYMIC_ERR_NOT_RECORDED;
+    int done = atomic_load_explicit(&mark->done, memory_order_acquire) != 0;
+    pymic_mark_release(mark);
+    return done;
 }
 
 int pymic_event_elapsed(pymic_event *start, pymic_event *end, double *seconds)
 {
+    static const char op[] = "pymic_event_elapsed";
     if (!start || !end || !seconds)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
-                          "pymic_event_elapsed: NULL event or output");
-    uint64_t t0 = 0, t1 = 0;
-    int status = check_recorded(start, "start");
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: NULL event or output", op);
+    pymic_mark *marks[2] = {take_latest(start, op), take_latest(end, op)};
+    static const char *const which[2] = {"start", "end"};
+    int status = PYMIC_OK;
+    for (int i = 0; i < 2 && status == PYMIC_OK; i++)
+        if (!marks[i])
+            status = pymic_fail(PYMIC_ERR_NOT_RECORDED, "%s: the %s event was never recorded",
+                                op, which[i]);
+    for (int i = 0; i < 2 && status == PYMIC_OK; i++)
+        if (atomic_load_explicit(&marks[i]->done, memory_order_acquire) == 0)
+            status = pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                                "%s: the %s event has not completed yet", op, which[i]);
     if (status == PYMIC_OK)
-        status = check_recorded(end, "end");
-    if (status == PYMIC_OK)
-        status = completed_stamp(start, "start", &t0);
-    if (status == PYMIC_OK)
-        status = completed_stamp(end, "end", &t1);
-    if (status != PYMIC_OK)
-        return status;
-    *seconds = ((double)t1 - (double)t0) * 1e-9;
-    return PYMIC_OK;
+        *seconds = ((double)marks[1]->stamp_ns - (double)marks[0]->stamp_ns) * 1e-9;
+    pymic_mark_release(marks[0]);
+    pymic_mark_release(marks[1]);
+    return status;
+}
+
+void pymic_event_prefork(void)
+{
+    pthread_mutex_lock(&event_lock);
+}
+
+void pymic_event_postfork_parent(void)
+{
+    pthread_mutex_unlock(&event_lock);
+}
+
+void pymic_event_postfork_child(void)
+{
+    pthread_mutex_init(&event_lock, NULL);
 }

@@ -82,6 +82,13 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
         cmd->args[i] = cmd->scalars + used;
         used += scalar_footprint(size);
     }
+    /* Pointers into device memory: the kernel uses those allocations, so
+     * freeing one must wait for this command (any stream may free it). */
+    status = pymic_memory_note_uses(stream, args, nargs, pymic_stream_reserved_seq(stream));
+    if (status != PYMIC_OK) {
+        pymic_stream_cancel(stream);
+        return status;
+    }
     cmd->kind = PYMIC_CMD_INVOKE;
     cmd->nargs = nargs;
     cmd->u.kernel = kernel->fn;
@@ -112,13 +119,13 @@ void pymic_command_execute(pymic_stream *stream, pymic_command *cmd)
                             cmd->u.copy.src, cmd->u.copy.nbytes);
         break;
     case PYMIC_CMD_FREE:
-        pymic_alloc_release(cmd->u.alloc);
+        pymic_alloc_execute_free(stream, cmd->u.alloc);
         break;
     case PYMIC_CMD_RECORD:
-        pymic_event_execute_record(cmd->u.event.event, cmd->u.event.generation);
+        pymic_mark_execute_record(cmd->u.mark);
         break;
     case PYMIC_CMD_WAIT_EVENT:
-        pymic_event_execute_wait(cmd->u.event.event, cmd->u.event.generation);
+        pymic_mark_execute_wait(cmd->u.mark);
         break;
     default:
         break;

@@ -5,10 +5,21 @@
  * Libraries are opened with RTLD_NOW so an undefined symbol is reported
  * when the library is loaded, with the loader's own reason, instead of
  * killing a worker in the middle of a kernel call later.
+ *
+ * A kernel is a *function defined by the library*: dlsym also finds what
+ * the library's dependencies define (printf, stdout) and data objects, and
+ * calling those would crash the worker, so each name found is checked
+ * against the library's own symbol table entry.
+ *
+ * Unloading never blocks: the library is closed once every stream of its
+ * device has passed what was queued when unload was called (parked.c).
  */
 #include "engine.h"
 
 #include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,9 +27,12 @@ struct pymic_library {
     char *path;
     pymic_device *device;
     void *handle;
-    pthread_mutex_t lock; /* guards the kernel list */
-    struct pymic_kernel *kernels;
+    struct pymic_kernel *kernels; /* guarded by library_lock */
 };
+
+/* Guards every library's kernel list: lookups are rare (handles are
+ * cached), and one lock is what the fork handlers can take. */
+static pthread_mutex_t library_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* The loader's message for the calling thread's last dl* failure.  It
  * stays valid until this thread's next dl* call, so it is formatted into
@@ -55,20 +69,14 @@ int pymic_library_load(int device, const char *path, pymic_library **library_out
     lib->path = path_copy;
     lib->device = d;
     lib->handle = handle;
-    pthread_mutex_init(&lib->lock, NULL);
     pymic_log(2, "%s: device %d: loaded %s", op, device, path);
     *library_out = lib;
     return PYMIC_OK;
 }
 
-int pymic_library_unload(pymic_library *library)
+static void close_library(void *arg)
 {
-    if (!library)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "pymic_library_unload: library is NULL");
-    /* Queued invokes may still call into the library: let them finish. */
-    int status = pymic_device_sync(library->device->id);
-    if (status != PYMIC_OK)
-        return status;
+    pymic_library *library = arg;
     struct pymic_kernel *k = library->kernels;
     while (k) {
         struct pymic_kernel *next = k->next;
@@ -77,10 +85,38 @@ int pymic_library_unload(pymic_library *library)
         k = next;
     }
     dlclose(library->handle);
-    pthread_mutex_destroy(&library->lock);
     free(library->path);
     free(library);
+}
+
+int pymic_library_unload(pymic_library *library)
+{
+    if (!library)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "pymic_library_unload: library is NULL");
+    /* Queued invokes may still call into the library: it is closed once
+     * every stream of the device has passed what is queued now. */
+    pymic_use *uses;
+    int n;
+    int status = pymic_device_snapshot(library->device, &uses, &n);
+    if (status != PYMIC_OK)
+        return status;
+    pymic_release_after(uses, n, close_library, library);
     return PYMIC_OK;
+}
+
+void pymic_library_prefork(void)
+{
+    pthread_mutex_lock(&library_lock);
+}
+
+void pymic_library_postfork_parent(void)
+{
+    pthread_mutex_unlock(&library_lock);
+}
+
+void pymic_library_postfork_child(void)
+{
+    pthread_mutex_init(&library_lock, NULL);
 }
 
 const char *pymic_library_path(const pymic_library *library)
@@ -103,24 +139,55 @@ static struct pymic_kernel *find_cached(pymic_library *library, const char *name
     return NULL;
 }
 
+/* The address of function `name` if the library itself defines it, else
+ * NULL with the reason in `why`. */
+static void *find_function(pymic_library *library, const char *name, char *why, size_t len)
+{
+    dlerror();
+    void *address = dlsym(library->handle, name);
+    if (!address) {
+        snprintf(why, len, "%s", loader_reason());
+        return NULL;
+    }
+    struct link_map *own = NULL, *holder = NULL;
+    Dl_info info;
+    const ElfW(Sym) *symbol = NULL;
+    if (dlinfo(library->handle, RTLD_DI_LINKMAP, &own) != 0 ||
+        !dladdr1(address, &info, (void **)&holder, RTLD_DL_LINKMAP) ||
+        !dladdr1(address, &info, (void **)&symbol, RTLD_DL_SYMENT) || !symbol) {
+        snprintf(why, len, "the loader cannot describe symbol \"%s\"", name);
+        return NULL;
+    }
+    if (holder != own) {
+        snprintf(why, len, "\"%s\" is defined by %s, not by this library", name,
+                 info.dli_fname ? info.dli_fname : "another object");
+        return NULL;
+    }
+    int type = ELF64_ST_TYPE(symbol->st_info);
+    if (type != STT_FUNC && type != STT_GNU_IFUNC) {
+        snprintf(why, len, "\"%s\" is not a function", name);
+        return NULL;
+    }
+    return address;
+}
+
 int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **kernel_out)
 {
     static const char op[] = "pymic_kernel_find";
     if (!library || !name || !kernel_out)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: NULL library, name or output", op);
     int device = library->device->id;
-    pthread_mutex_lock(&library->lock);
+    pthread_mutex_lock(&library_lock);
     struct pymic_kernel *k = find_cached(library, name);
     if (k) {
-        pthread_mutex_unlock(&library->lock);
+        pthread_mutex_unlock(&library_lock);
         *kernel_out = k;
         return PYMIC_OK;
     }
-    dlerror();
-    void *address = dlsym(library->handle, name);
+    char why[256];
+    void *address = find_function(library, name, why, sizeof why);
     if (!address) {
-        const char *why = loader_reason();
-        pthread_mutex_unlock(&library->lock);
+        pthread_mutex_unlock(&library_lock);
         return pymic_fail(PYMIC_ERR_KERNEL_NOT_FOUND,
                           "%s: device %d: kernel \"%s\" not found in library \"%s\" (%s)", op,
                           device, name, library->path, why);
@@ -129,7 +196,7 @@ int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **k
     char *name_copy = k ? strdup(name) : NULL;
     if (!name_copy) {
         free(k);
-        pthread_mutex_unlock(&library->lock);
+        pthread_mutex_unlock(&library_lock);
         return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op, device);
     }
     k->name = name_copy;
@@ -141,7 +208,7 @@ int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **k
     k->device = library->device;
     k->next = library->kernels;
     library->kernels = k;
-    pthread_mutex_unlock(&library->lock);
+    pthread_mutex_unlock(&library_lock);
     *kernel_out = k;
     return PYMIC_OK;
 }

@@ -6,6 +6,18 @@
  * device) is found by binary search and each copy or free is checked
  * before anything is enqueued.  The same lock guards the per-device byte
  * accounting, so limit checks and table updates cannot interleave.
+ *
+ * Frees are ordered across streams (PyTorch's record_stream, made
+ * automatic): every command that touches an allocation -- a copy, or an
+ * invoke given a pointer into it -- records (stream, sequence number) in
+ * the allocation's use list while it is enqueued.  A free is queued on one
+ * stream; when it runs there, the memory goes back only once every other
+ * stream of the list has passed its last use, and until then it is parked
+ * (parked.c) rather than waited for.  The pointer itself dies at the free
+ * call: later uses and double frees are errors at once.
+ *
+ * Lock order: a stream's enqueue lock, then table_lock (uses are recorded
+ * with the slot reserved, so the sequence number is known).
  */
 #include "engine.h"
 
@@ -67,9 +79,42 @@ static void table_remove(size_t index)
     table_count--;
 }
 
-void pymic_memory_after_fork(void)
+void pymic_memory_prefork(void)
+{
+    pthread_mutex_lock(&table_lock);
+}
+
+void pymic_memory_postfork_parent(void)
+{
+    pthread_mutex_unlock(&table_lock);
+}
+
+void pymic_memory_postfork_child(void)
 {
     pthread_mutex_init(&table_lock, NULL);
+}
+
+/* Note that command `seq` of `stream` uses `alloc`.  Caller holds
+ * table_lock.  False when the use list cannot grow (out of host memory). */
+static bool record_use(pymic_alloc *alloc, pymic_stream *stream, uint64_t seq)
+{
+    for (int i = 0; i < alloc->nuses; i++) {
+        if (alloc->uses[i].stream == stream) {
+            alloc->uses[i].seq = seq;
+            return true;
+        }
+    }
+    if (alloc->nuses == alloc->uses_capacity) {
+        int capacity = alloc->uses_capacity ? 2 * alloc->uses_capacity : 2;
+        pymic_use *grown = realloc(alloc->uses, sizeof *grown * (size_t)capacity);
+        if (!grown)
+            return false;
+        alloc->uses = grown;
+        alloc->uses_capacity = capacity;
+    }
+    pymic_stream_retain(stream);
+    alloc->uses[alloc->nuses++] = (pymic_use){stream, seq};
+    return true;
 }
 
 void pymic_memory_usage(pymic_device *device, size_t *limit, size_t *used)
@@ -103,6 +148,21 @@ int pymic_device_set_memory_limit(int device, size_t bytes)
 
 /* ------------------------------------------------------------- alloc/free */
 
+/* Count `nbytes` against the device's limit (first, so concurrent
+ * allocations cannot overshoot it together).  False if they do not fit;
+ * *used and *limit describe the device for the message. */
+static bool reserve_bytes(pymic_device *d, size_t nbytes, size_t *used, size_t *limit)
+{
+    pthread_mutex_lock(&table_lock);
+    bool fits = nbytes <= d->memory_limit - d->memory_used && d->memory_used <= d->memory_limit;
+    if (fits)
+        d->memory_used += nbytes;
+    *used = d->memory_used;
+    *limit = d->memory_limit;
+    pthread_mutex_unlock(&table_lock);
+    return fits;
+}
+
 int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_ptr)
 {
     static const char op[] = "pymic_mem_alloc";
@@ -126,21 +186,28 @@ int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_p
                           "%s: device %d: %zu bytes aligned to %zu cannot be allocated", op,
                           device, nbytes, alignment);
 
-    /* Reserve the bytes against the limit first so concurrent allocations
-     * cannot overshoot it together. */
-    pthread_mutex_lock(&table_lock);
-    bool fits = nbytes <= d->memory_limit - d->memory_used && d->memory_used <= d->memory_limit;
-    if (fits)
-        d->memory_used += nbytes;
-    size_t used = d->memory_used, limit = d->memory_limit;
-    pthread_mutex_unlock(&table_lock);
-    if (!fits)
-        return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
-                          "%s: device %d: %zu bytes requested, %zu of the %zu-byte limit in use",
-                          op, device, nbytes, used, limit);
+    if (atomic_load_explicit(&pymic_parked_count, memory_order_relaxed) > 0)
+        pymic_parked_poll();
+    size_t used, limit;
+    if (!reserve_bytes(d, nbytes, &used, &limit)) {
+        /* Freed memory that other streams still use counts against the
+         * limit until they pass their last use: wait for them once. */
+        pymic_parked_drain();
+        if (!reserve_bytes(d, nbytes, &used, &limit))
+            return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
+                              "%s: device %d: %zu bytes requested, %zu of the %zu-byte limit in "
+                              "use",
+                              op, device, nbytes, used, limit);
+    }
 
-    pymic_alloc *alloc = malloc(sizeof *alloc);
+    pymic_alloc *alloc = calloc(1, sizeof *alloc);
     pymic_block *block = alloc ? pymic_block_get(d->cache, nbytes, alignment) : NULL;
+    if (alloc && !block) {
+        /* The system is out of memory: give cached blocks back, retry. */
+        pymic_parked_drain();
+        pymic_block_cache_trim(d->cache);
+        block = pymic_block_get(d->cache, nbytes, alignment);
+    }
     bool tracked = false;
     if (block) {
         alloc->base = block->ptr;
@@ -166,14 +233,36 @@ int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_p
     return PYMIC_OK;
 }
 
-void pymic_alloc_release(pymic_alloc *alloc)
+/* Give the memory back (the allocation left the table at its free). */
+static void release_memory(void *arg)
 {
+    pymic_alloc *alloc = arg;
     pymic_device *d = alloc->device;
     pymic_block_put(d->cache, alloc->block);
     pthread_mutex_lock(&table_lock);
     d->memory_used -= alloc->nbytes;
     pthread_mutex_unlock(&table_lock);
     free(alloc);
+}
+
+void pymic_alloc_execute_free(pymic_stream *stream, pymic_alloc *alloc)
+{
+    /* The use list is frozen: the allocation left the table when it was
+     * freed, so no command can have recorded a use since.  Uses on the
+     * freeing stream ran before this command; the others are waited for. */
+    int n = 0;
+    for (int i = 0; i < alloc->nuses; i++) {
+        if (alloc->uses[i].stream == stream)
+            pymic_stream_release(stream);
+        else
+            alloc->uses[n++] = alloc->uses[i];
+    }
+    pymic_use *others = n ? alloc->uses : NULL;
+    if (!n)
+        free(alloc->uses);
+    alloc->uses = NULL;
+    alloc->nuses = alloc->uses_capacity = 0;
+    pymic_release_after(others, n, release_memory, alloc);
 }
 
 int pymic_mem_free(pymic_stream *stream, void *device_ptr)
@@ -227,17 +316,26 @@ typedef struct alloc_view {
 /* Check that [ptr + offset, ptr + offset + nbytes) lies inside one live
  * allocation of `device` (nbytes == 0: that ptr + offset does); describe
  * that allocation in *view.  `what` names the side ("destination",
- * "source") for the message. */
+ * "source") for the message.  With a `user` stream, a range that passes
+ * is recorded as used by its command `seq`, under the same lock, so the
+ * allocation cannot be freed between the check and the record. */
 static int check_range(const char *op, const char *what, pymic_device *device,
-                       const void *ptr, size_t offset, size_t nbytes, alloc_view *view)
+                       const void *ptr, size_t offset, size_t nbytes, alloc_view *view,
+                       pymic_stream *user, uint64_t seq)
 {
     pthread_mutex_lock(&table_lock);
     pymic_alloc *alloc = find_containing(ptr, NULL);
     int owner = -1;
+    bool inside = false, recorded = true;
     if (alloc) {
         view->base = (uintptr_t)alloc->base;
         view->nbytes = alloc->nbytes;
         owner = alloc->device->id;
+        size_t start = (size_t)((uintptr_t)ptr - view->base); /* < nbytes */
+        size_t room = view->nbytes - start;
+        inside = offset < room && nbytes <= room - offset;
+        if (inside && owner == device->id && user)
+            recorded = record_use(alloc, user, seq);
     }
     pthread_mutex_unlock(&table_lock);
 
@@ -248,15 +346,45 @@ static int check_range(const char *op, const char *what, pymic_device *device,
     if (owner != device->id)
         return pymic_fail(PYMIC_ERR_WRONG_DEVICE, "%s: device %d: %s %p belongs to device %d",
                           op, device->id, what, ptr, owner);
-    size_t start = (size_t)((uintptr_t)ptr - view->base); /* < nbytes */
-    size_t room = view->nbytes - start;
-    bool inside = offset < room && nbytes <= room - offset;
     if (!inside)
         return pymic_fail(PYMIC_ERR_OUT_OF_RANGE,
                           "%s: device %d: %s range of %zu bytes at offset %zu from %p exceeds "
                           "the %zu-byte allocation at %p",
                           op, device->id, what, nbytes, offset, ptr, view->nbytes,
                           (void *)view->base);
+    if (!recorded)
+        return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op,
+                          device->id);
+    return PYMIC_OK;
+}
+
+int pymic_memory_claim(const char *op, const char *what, pymic_stream *stream,
+                       const void *ptr, size_t offset, size_t nbytes, uint64_t seq)
+{
+    alloc_view view;
+    return check_range(op, what, stream->device, ptr, offset, nbytes, &view, stream, seq);
+}
+
+int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int nargs, uint64_t seq)
+{
+    bool recorded = true;
+    int npointers = 0;
+    for (int i = 0; i < nargs; i++)
+        npointers += args[i].size == 0 && args[i].data;
+    if (npointers == 0)
+        return PYMIC_OK;
+    pthread_mutex_lock(&table_lock);
+    for (int i = 0; i < nargs && recorded; i++) {
+        if (args[i].size != 0 || !args[i].data)
+            continue;
+        pymic_alloc *alloc = find_containing(args[i].data, NULL);
+        if (alloc && alloc->device == stream->device)
+            recorded = record_use(alloc, stream, seq);
+    }
+    pthread_mutex_unlock(&table_lock);
+    if (!recorded)
+        return pymic_fail(PYMIC_ERR_SYSTEM, "pymic_invoke: device %d: out of host memory",
+                          stream->device->id);
     return PYMIC_OK;
 }
 
@@ -270,7 +398,7 @@ int pymic_mem_query(int device, const void *device_ptr, void **base, size_t *nby
     if (!base || !nbytes)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: NULL output", op, device);
     alloc_view view;
-    status = check_range(op, "pointer", d, device_ptr, 0, 0, &view);
+    status = check_range(op, "pointer", d, device_ptr, 0, 0, &view, NULL, 0);
     if (status != PYMIC_OK)
         return status;
     *base = (void *)view.base;
@@ -288,7 +416,7 @@ int pymic_mem_translate(int device, const void *device_ptr, size_t offset, uintp
     if (!address)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: NULL output", op, device);
     alloc_view view;
-    status = check_range(op, "pointer", d, device_ptr, offset, 0, &view);
+    status = check_range(op, "pointer", d, device_ptr, offset, 0, &view, NULL, 0);
     if (status != PYMIC_OK)
         return status;
     *address = (uintptr_t)device_ptr + offset;
@@ -297,13 +425,46 @@ int pymic_mem_translate(int device, const void *device_ptr, size_t offset, uintp
 
 /* -------------------------------------------------------------- transfers */
 
-static int enqueue_copy(pymic_stream *stream, void *dst, const void *src, size_t nbytes)
+/* One device-side range of a copy: checked, and recorded as used by the
+ * copy, once its slot is reserved. */
+typedef struct copy_side {
+    const char *what;
+    const void *ptr;
+    size_t offset;
+} copy_side;
+
+/* Check every device side, reserve a slot, record the uses, publish.
+ * `host` is the host buffer when `has_host` (h2d, d2h). */
+static int enqueue_copy(const char *op, pymic_stream *stream, void *dst, const void *src,
+                        size_t nbytes, const copy_side *sides, int nsides, bool has_host,
+                        const void *host)
 {
+    int status = pymic_stream_check(stream, op);
+    if (status != PYMIC_OK)
+        return status;
+    if (nbytes == 0)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: size is zero", op,
+                          stream->device->id);
+    if (has_host && !host)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: host buffer is NULL", op,
+                          stream->device->id);
+    pymic_command *cmd = pymic_stream_reserve(stream);
+    uint64_t seq = pymic_stream_reserved_seq(stream);
+    for (int i = 0; i < nsides; i++) {
+        status = pymic_memory_claim(op, sides[i].what, stream, sides[i].ptr, sides[i].offset,
+                                    nbytes, seq);
+        if (status != PYMIC_OK) {
+            /* A use recorded for the other side names a sequence number
+             * the next command takes over: it only makes a free wait for
+             * that command too. */
+            pymic_stream_cancel(stream);
+            return status;
+        }
+    }
     /* Only a device-to-device copy within one allocation can overlap;
      * memcpy would be undefined there, so the worker uses memmove. */
     bool overlap = (uintptr_t)dst < (uintptr_t)src + nbytes
                 && (uintptr_t)src < (uintptr_t)dst + nbytes;
-    pymic_command *cmd = pymic_stream_reserve(stream);
     cmd->kind = PYMIC_CMD_COPY;
     cmd->u.copy.dst = dst;
     cmd->u.copy.src = src;
@@ -313,71 +474,27 @@ static int enqueue_copy(pymic_stream *stream, void *dst, const void *src, size_t
     return PYMIC_OK;
 }
 
-static int check_copy_args(const char *op, pymic_stream *stream, size_t nbytes)
-{
-    int status = pymic_stream_check(stream, op);
-    if (status != PYMIC_OK)
-        return status;
-    if (nbytes == 0)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: size is zero", op,
-                          stream->device->id);
-    return PYMIC_OK;
-}
-
-static int check_host_buffer(const char *op, pymic_stream *stream, const void *host)
-{
-    if (!host)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: host buffer is NULL", op,
-                          stream->device->id);
-    return PYMIC_OK;
-}
-
 int pymic_memcpy_h2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
                      const void *host_src, size_t nbytes)
 {
-    static const char op[] = "pymic_memcpy_h2d";
-    alloc_view dst;
-    int status = check_copy_args(op, stream, nbytes);
-    if (status == PYMIC_OK)
-        status = check_host_buffer(op, stream, host_src);
-    if (status == PYMIC_OK)
-        status = check_range(op, "destination", stream->device, device_dst, dst_offset, nbytes,
-                             &dst);
-    if (status != PYMIC_OK)
-        return status;
-    return enqueue_copy(stream, (char *)device_dst + dst_offset, host_src, nbytes);
+    copy_side dst = {"destination", device_dst, dst_offset};
+    return enqueue_copy("pymic_memcpy_h2d", stream, (char *)device_dst + dst_offset, host_src,
+                        nbytes, &dst, 1, true, host_src);
 }
 
 int pymic_memcpy_d2h(pymic_stream *stream, void *host_dst, const void *device_src,
                      size_t src_offset, size_t nbytes)
 {
-    static const char op[] = "pymic_memcpy_d2h";
-    alloc_view src;
-    int status = check_copy_args(op, stream, nbytes);
-    if (status == PYMIC_OK)
-        status = check_host_buffer(op, stream, host_dst);
-    if (status == PYMIC_OK)
-        status = check_range(op, "source", stream->device, device_src, src_offset, nbytes,
-                             &src);
-    if (status != PYMIC_OK)
-        return status;
-    return enqueue_copy(stream, host_dst, (const char *)device_src + src_offset, nbytes);
+    copy_side src = {"source", device_src, src_offset};
+    return enqueue_copy("pymic_memcpy_d2h", stream, host_dst,
+                        (const char *)device_src + src_offset, nbytes, &src, 1, true, host_dst);
 }
 
 int pymic_memcpy_d2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
                      const void *device_src, size_t src_offset, size_t nbytes)
 {
-    static const char op[] = "pymic_memcpy_d2d";
-    alloc_view dst, src;
-    int status = check_copy_args(op, stream, nbytes);
-    if (status == PYMIC_OK)
-        status = check_range(op, "destination", stream->device, device_dst, dst_offset, nbytes,
-                             &dst);
-    if (status == PYMIC_OK)
-        status = check_range(op, "source", stream->device, device_src, src_offset, nbytes,
-                             &src);
-    if (status != PYMIC_OK)
-        return status;
-    return enqueue_copy(stream, (char *)device_dst + dst_offset,
-                        (const char *)device_src + src_offset, nbytes);
+    copy_side sides[2] = {{"destination", device_dst, dst_offset},
+                          {"source", device_src, src_offset}};
+    return enqueue_copy("pymic_memcpy_d2d", stream, (char *)device_dst + dst_offset,
+                        (const char *)device_src + src_offset, nbytes, sides, 2, false, NULL);
 }

@@ -41,6 +41,29 @@ void pymic_stream_cancel(pymic_stream *stream)
     pthread_mutex_unlock(&stream->enqueue_lock);
 }
 
+static void unlink_from_device(pymic_stream *stream)
+{
+    pymic_device *d = stream->device;
+    pthread_mutex_lock(&d->lock);
+    for (pymic_stream **link = &d->streams; *link; link = &(*link)->next_in_device) {
+        if (*link == stream) {
+            *link = stream->next_in_device;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* The worker's last act: leave the device's list (device syncs no longer
+ * see the stream) and drop the owner's reference that destroy handed it. */
+static void worker_finish(pymic_stream *stream)
+{
+    pymic_copy_team_destroy(stream->copy_team);
+    stream->copy_team = NULL;
+    unlink_from_device(stream);
+    pymic_stream_release(stream);
+}
+
 static void *worker_main(void *arg)
 {
     pymic_stream *stream = arg;
@@ -52,17 +75,38 @@ static void *worker_main(void *arg)
         if (kind != PYMIC_CMD_STOP)
             pymic_command_execute(stream, cmd);
         pymic_store_and_notify(&stream->done_q, &stream->completed, seq);
+        /* Parked frees and unloads may have been waiting for this command.
+         * seq_cst pairs with the count's increment in pymic_release_after:
+         * either this worker sees the item, or its parker sees `completed`. */
+        if (atomic_load_explicit(&pymic_parked_count, memory_order_seq_cst) > 0)
+            pymic_parked_poll();
         if (kind == PYMIC_CMD_STOP) {
-            pymic_copy_team_destroy(stream->copy_team);
+            worker_finish(stream);
             return NULL;
         }
     }
 }
 
+void pymic_stream_retain(pymic_stream *stream)
+{
+    atomic_fetch_add_explicit(&stream->refs, 1, memory_order_relaxed);
+}
+
+void pymic_stream_release(pymic_stream *stream)
+{
+    if (atomic_fetch_sub_explicit(&stream->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    /* An inherited stream's lock may have been held by a parent thread at
+     * the fork: it is never touched again, only its memory goes. */
+    if (!pymic_stream_inherited(stream))
+        pthread_mutex_destroy(&stream->enqueue_lock);
+    free(stream->ring);
+    free(stream);
+}
+
 bool pymic_stream_inherited(const pymic_stream *stream)
 {
-    return stream->fork_generation !=
-           atomic_load_explicit(&pymic_global.fork_generation, memory_order_relaxed);
+    return pymic_generation_inherited(stream->fork_generation);
 }
 
 int pymic_stream_check(const pymic_stream *stream, const char *op)
@@ -98,18 +142,21 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     stream->device = d;
     stream->ring = ring;
     stream->fork_generation = atomic_load(&pymic_global.fork_generation);
+    atomic_init(&stream->refs, 1);
     pthread_mutex_init(&stream->enqueue_lock, NULL);
-    status = pymic_host_start_worker(stream, worker_main);
-    if (status != PYMIC_OK) {
-        pthread_mutex_destroy(&stream->enqueue_lock);
-        free(ring);
-        free(stream);
-        return status;
-    }
+    /* Listed before the worker starts: the worker unlinks it at STOP. */
     pthread_mutex_lock(&d->lock);
     stream->next_in_device = d->streams;
     d->streams = stream;
     pthread_mutex_unlock(&d->lock);
+    status = pymic_host_start_worker(stream, worker_main);
+    if (status != PYMIC_OK) {
+        unlink_from_device(stream);
+        pymic_stream_release(stream);
+        return status;
+    }
+    /* Nobody joins a worker: it ends on its own after STOP. */
+    pthread_detach(stream->worker);
     *stream_out = stream;
     return PYMIC_OK;
 }
@@ -118,33 +165,24 @@ int pymic_stream_destroy(pymic_stream *stream)
 {
     if (!stream)
         return pymic_stream_check(stream, "pymic_stream_destroy");
-    pymic_device *d = stream->device;
-    pthread_mutex_lock(&d->lock);
-    for (pymic_stream **link = &d->streams; *link; link = &(*link)->next_in_device) {
-        if (*link == stream) {
-            *link = stream->next_in_device;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&d->lock);
-
     if (pymic_stream_inherited(stream)) {
-        /* No worker to stop or join here, and the lock may have been held
-         * by a parent thread at the fork: only the memory is released. */
-        free(stream->ring);
-        free(stream);
+        /* No worker here to hand the reference to. */
+        unlink_from_device(stream);
+        pymic_stream_release(stream);
         return PYMIC_OK;
     }
-    /* The stop command runs after everything queued before it: destroying
-     * drains the stream. */
+    /* Two-phase, never blocking on the queue: STOP runs after everything
+     * queued before it; the worker then leaves the device's list and drops
+     * the owner's reference (worker_finish).  Only waiting for ring room
+     * can block here, as for any enqueue. */
+    /* A reference of our own for the publish: the worker may run STOP and
+     * drop the owner's reference before publish has woken it and let go
+     * of the stream's lock and wait queue. */
+    pymic_stream_retain(stream);
     pymic_command *cmd = pymic_stream_reserve(stream);
     cmd->kind = PYMIC_CMD_STOP;
     pymic_stream_publish(stream);
-    pthread_join(stream->worker, NULL);
-
-    pthread_mutex_destroy(&stream->enqueue_lock);
-    free(stream->ring);
-    free(stream);
+    pymic_stream_release(stream);
     return PYMIC_OK;
 }
 

@@ -10,7 +10,9 @@
  */
 #include "check.h"
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -86,6 +88,8 @@ static void run_child(const char *label, void (*body)(void), double deadline)
     }
     CHECK(done == pid);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+        fprintf(stderr, "%s: the child exited with %d\n", label, WEXITSTATUS(status));
     if (WIFSIGNALED(status))
         fprintf(stderr, "%s: the child died of signal %d\n", label, WTERMSIG(status));
 }
@@ -159,6 +163,112 @@ static void test_fork_with_streams(void)
     CHECK_OK(pymic_stream_destroy(parent_stream));
 }
 
+/* A child forked while an event's record was pending on a parent stream:
+ * syncing it is an error (its worker exists only in the parent), never a
+ * hang; destroying it and the device sync return. */
+static pymic_event *pending_event;
+
+static void child_with_pending_event(void)
+{
+    int failures = 0;
+    failures += pymic_event_sync(pending_event) != PYMIC_ERR_SYSTEM;
+    failures += strstr(pymic_last_error(), "fork") == NULL;
+    failures += pymic_event_sync_timeout(pending_event, 0) != PYMIC_ERR_SYSTEM;
+    failures += pymic_event_query(pending_event) != 0;
+    failures += pymic_device_sync(0) != PYMIC_OK;
+    failures += pymic_event_destroy(pending_event) != PYMIC_OK;
+    _exit(failures);
+}
+
+static void test_fork_with_pending_event(void)
+{
+    pymic_library *lib;
+    pymic_kernel *gate_k;
+    pymic_stream *s;
+    CHECK_OK(pymic_library_load(0, lib_path, &lib));
+    CHECK_OK(pymic_kernel_find(lib, "wait_for_gate", &gate_k));
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_event_create(&pending_event));
+    _Atomic int64_t gate = 0;
+    pymic_arg arg = {(void *)&gate, 0};
+    CHECK_OK(pymic_invoke(s, gate_k, 1, &arg));
+    CHECK_OK(pymic_event_record(pending_event, s));
+    run_child("fork with a pending event", child_with_pending_event, 10.0);
+    atomic_store(&gate, 1);
+    CHECK_OK(pymic_event_sync(pending_event));
+    CHECK_OK(pymic_event_destroy(pending_event));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_OK(pymic_library_unload(lib));
+}
+
+/* fork() while another thread is inside the engine's locks: every global
+ * lock is taken around the fork, so each child finds them consistent and
+ * free.  The child uses each of them once. */
+typedef struct busy_thread {
+    _Atomic int stop;
+    pymic_stream *stream;
+    pymic_event *a, *b;
+    pymic_library *lib;
+} busy_thread;
+
+static void *keep_engine_busy(void *p)
+{
+    busy_thread *busy = p;
+    while (!atomic_load(&busy->stop)) {
+        double seconds;
+        void *mem;
+        pymic_kernel *k;
+        pymic_event_record(busy->a, busy->stream);
+        pymic_event_record(busy->b, busy->stream);
+        pymic_event_sync(busy->b);
+        pymic_event_elapsed(busy->a, busy->b, &seconds);
+        pymic_kernel_find(busy->lib, "increment", &k);
+        if (pymic_mem_alloc(0, 1 << 18, 0, &mem) == PYMIC_OK)
+            pymic_mem_free(busy->stream, mem);
+        pymic_device_sync(0);
+    }
+    return NULL;
+}
+
+static busy_thread busy;
+
+static void child_uses_every_lock(void)
+{
+    double seconds;
+    void *mem;
+    pymic_kernel *k;
+    pymic_device_info info;
+    int failures = 0;
+    /* Not completed or not yet recorded are fine answers; hanging is not. */
+    int status = pymic_event_elapsed(busy.a, busy.b, &seconds);
+    failures += (status != PYMIC_OK && status != PYMIC_ERR_INVALID_ARGUMENT &&
+                 status != PYMIC_ERR_NOT_RECORDED) << 0;
+    failures += (pymic_kernel_find(busy.lib, "append", &k) != PYMIC_OK) << 1;
+    failures += (pymic_mem_alloc(0, 1 << 18, 0, &mem) != PYMIC_OK) << 2;
+    failures += (pymic_device_get_info(0, &info) != PYMIC_OK) << 3;
+    failures += (pymic_device_sync(0) != PYMIC_OK) << 4;
+    _exit(failures);
+}
+
+static void test_fork_while_busy(void)
+{
+    CHECK_OK(pymic_library_load(0, lib_path, &busy.lib));
+    CHECK_OK(pymic_stream_create(0, &busy.stream));
+    CHECK_OK(pymic_event_create(&busy.a));
+    CHECK_OK(pymic_event_create(&busy.b));
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, keep_engine_busy, &busy) == 0);
+    for (int i = 0; i < 100; i++)
+        run_child("fork while another thread holds engine locks", child_uses_every_lock, 10.0);
+    atomic_store(&busy.stop, 1);
+    pthread_join(thread, NULL);
+    CHECK_OK(pymic_stream_sync(busy.stream));
+    CHECK_OK(pymic_event_destroy(busy.a));
+    CHECK_OK(pymic_event_destroy(busy.b));
+    CHECK_OK(pymic_stream_destroy(busy.stream));
+    CHECK_OK(pymic_library_unload(busy.lib));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -171,5 +281,7 @@ int main(int argc, char **argv)
     run_child("exit with idle streams", exit_with_idle_streams, 10.0);
     test_idle_cost();
     test_fork_with_streams();
+    test_fork_with_pending_event();
+    test_fork_while_busy();
     return check_finish();
 }

@@ -284,7 +284,8 @@ static void *produce(void *arg)
         if (i % 500 == 0)
             p->failures += pymic_stream_sync(p->shared) != PYMIC_OK;
     }
-    p->failures += pymic_stream_destroy(own) != PYMIC_OK; /* drains */
+    p->failures += pymic_stream_sync(own) != PYMIC_OK;
+    p->failures += pymic_stream_destroy(own) != PYMIC_OK;
     return NULL;
 }
 
@@ -318,17 +319,26 @@ static void test_concurrent_producers(void)
 }
 
 /* Destroying a stream with work queued runs that work first. */
-static void test_destroy_drains(void)
+/* Destroy returns at once; what was queued before still runs, in order. */
+static void test_destroy_returns_and_work_runs(void)
 {
     pymic_stream *s;
+    pymic_event *done;
     CHECK_OK(pymic_stream_create(0, &s));
-    int64_t counter = 0, ms = 30;
-    pymic_arg sleep_arg = {&ms, sizeof ms}, inc = ptr_arg(&counter);
-    CHECK_OK(pymic_invoke(s, find(lib, "sleep_ms"), 1, &sleep_arg));
-    for (int i = 0; i < 300; i++)
+    CHECK_OK(pymic_event_create(&done));
+    _Atomic int64_t gate = 0;
+    int64_t counter = 0;
+    pymic_arg g = ptr_arg((void *)&gate), inc = ptr_arg(&counter);
+    CHECK_OK(pymic_invoke(s, k_gate, 1, &g));
+    for (int i = 0; i < 100; i++) /* fits the ring behind the gate */
         CHECK_OK(pymic_invoke(s, k_increment, 1, &inc));
-    CHECK_OK(pymic_stream_destroy(s));
-    CHECK(counter == 300);
+    CHECK_OK(pymic_event_record(done, s));
+    CHECK_OK(pymic_stream_destroy(s)); /* with the gate closed */
+    CHECK(counter == 0);
+    atomic_store(&gate, 1);
+    CHECK_OK(pymic_event_sync(done));
+    CHECK(counter == 100);
+    CHECK_OK(pymic_event_destroy(done));
 }
 
 /* With a zero spin window every wait sleeps on the futex at once: the
@@ -396,7 +406,7 @@ int main(int argc, char **argv)
     test_full_ring_and_order();
     test_capacity();
     test_concurrent_producers();
-    test_destroy_drains();
+    test_destroy_returns_and_work_runs();
     test_sleeping_waits();
     test_timed_waits();
     CHECK_OK(pymic_library_unload(lib));

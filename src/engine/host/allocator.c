@@ -78,6 +78,23 @@ static void flush_cache(struct pymic_block_cache *cache)
     }
 }
 
+void pymic_block_cache_prefork(struct pymic_block_cache *cache)
+{
+    pthread_mutex_lock(&cache->lock);
+}
+
+void pymic_block_cache_postfork_parent(struct pymic_block_cache *cache)
+{
+    pthread_mutex_unlock(&cache->lock);
+}
+
+void pymic_block_cache_trim(struct pymic_block_cache *cache)
+{
+    pthread_mutex_lock(&cache->lock);
+    flush_cache(cache);
+    pthread_mutex_unlock(&cache->lock);
+}
+
 void pymic_block_cache_destroy(struct pymic_block_cache *cache)
 {
     if (!cache)

@@ -10,6 +10,9 @@
 
 PYMIC_KERNEL void empty_kernel(void) {}
 
+/* A data object the library exports: a name that is not a kernel. */
+__attribute__((visibility("default"))) int pymic_test_data_object = 1;
+
 /* *counter += 1, as the kernel's only effect. */
 PYMIC_KERNEL void increment(int64_t *counter) { (*counter)++; }
 
