@@ -18,6 +18,10 @@
  *     allocation is tracked; transfers and frees are checked against it.
  *   - All calls are thread-safe.  Several host threads may enqueue into one
  *     stream; commands of one stream run in the order they were enqueued.
+ *   - Destroying (streams, events, libraries) never waits for device work;
+ *     resources are released once the work queued before has completed.
+ *   - fork(): the child may create its own streams; the parent's streams
+ *     and records pending on them give errors there, never hang.
  *   - The engine initialises itself on first use (reading PYMIC_DEVICES,
  *     PYMIC_DEBUG, PYMIC_SPIN_NS, PYMIC_MEMORY_LIMIT); pymic_init() lets a
  *     program do it explicitly and see configuration errors.
@@ -128,7 +132,9 @@ PYMIC_API int pymic_device_get_cpus(int device, int *cpus, int max, int *count);
  * bytes already allocated. */
 PYMIC_API int pymic_device_set_memory_limit(int device, size_t bytes);
 
-/* Block until every stream of the device has drained. */
+/* Block until every stream of the device (as of this call) has drained.
+ * Holds no lock while waiting: streams may be created and destroyed
+ * meanwhile. */
 PYMIC_API int pymic_device_sync(int device);
 /* The same, giving up with TIMEOUT after `timeout_ns` nanoseconds. */
 PYMIC_API int pymic_device_sync_timeout(int device, uint64_t timeout_ns);
@@ -141,7 +147,11 @@ typedef struct pymic_stream pymic_stream;
  * device's cores.  Streams of one device run concurrently. */
 PYMIC_API int pymic_stream_create(int device, pymic_stream **stream);
 
-/* Drain the stream (everything enqueued completes), then destroy it. */
+/* Destroy the stream without waiting: everything enqueued before still
+ * runs, in order, and the stream's resources go when its worker has passed
+ * the last command.  The handle is dead at once (do not use it again);
+ * device syncs and library unloads still see the stream until it has
+ * drained.  Only a full command ring can make this call wait (for room). */
 PYMIC_API int pymic_stream_destroy(pymic_stream *stream);
 
 /* Block until everything enqueued so far has completed. */
@@ -185,22 +195,30 @@ PYMIC_API int pymic_stream_capacity(const pymic_stream *stream);
 
 typedef struct pymic_event pymic_event;
 
-/* A new, never-recorded event (query/sync on it give NOT_RECORDED). */
+/* A new, never-recorded event (query/sync on it give NOT_RECORDED; CUDA
+ * would call a never-recorded event complete, pymic calls it an error). */
 PYMIC_API int pymic_event_create(pymic_event **event);
-/* Waits for a pending record of the event, then destroys it. */
+/* Destroy the event without waiting: queued records and waits keep what
+ * they need and complete normally. */
 PYMIC_API int pymic_event_destroy(pymic_event *event);
 
 /* Enqueue a marker: the event completes (and takes its timestamp) when the
- * stream reaches this point.  Re-recording moves the event to the new point. */
+ * stream reaches this point.  Re-recording moves the event to the new point
+ * for calls made from then on; waits queued before keep waiting for the
+ * record they saw (events are snapshots, as in CUDA). */
 PYMIC_API int pymic_event_record(pymic_event *event, pymic_stream *stream);
 
-/* Later commands of `stream` wait until `event` (as last recorded) has
- * completed.  The host does not block.  The event may be on any device.
- * NOT_RECORDED if the event was never recorded.  The event may be
- * destroyed while the wait is still queued. */
+/* Later commands of `stream` wait until the event's record as of this call
+ * has completed (a later re-record does not change that).  The host does
+ * not block.  The event may be on any device.  NOT_RECORDED if the event
+ * was never recorded.  The event may be destroyed while the wait is still
+ * queued.  In a child of fork(), a record still pending on a parent's
+ * stream is SYSTEM (it can never complete there). */
 PYMIC_API int pymic_stream_wait_event(pymic_stream *stream, pymic_event *event);
 
-/* Block until the event has completed.  NOT_RECORDED if never recorded. */
+/* Block until the event's record as of this call has completed.
+ * NOT_RECORDED if never recorded; SYSTEM in a fork() child for a record
+ * pending on a parent's stream. */
 PYMIC_API int pymic_event_sync(pymic_event *event);
 /* The same, giving up with TIMEOUT after `timeout_ns` nanoseconds. */
 PYMIC_API int pymic_event_sync_timeout(pymic_event *event, uint64_t timeout_ns);
@@ -219,8 +237,13 @@ PYMIC_API int pymic_event_elapsed(pymic_event *start, pymic_event *end, double *
 PYMIC_API int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_ptr);
 
 /* Stream-ordered free: the memory is released after every command enqueued
- * on `stream` before this call has completed.  The pointer is dead at once:
- * using or freeing it again is INVALID_POINTER. */
+ * on `stream` before this call has completed, *and* after every command of
+ * any other stream that used the allocation (a copy to or from it, or an
+ * invoke given a pointer into it) -- uses are recorded automatically.  The
+ * pointer is dead at once: using or freeing it again is INVALID_POINTER.
+ * Memory that waits for other streams still counts as used until they have
+ * passed their last use; a device sync or an allocation short of memory
+ * returns it. */
 PYMIC_API int pymic_mem_free(pymic_stream *stream, void *device_ptr);
 
 /* Describe the live allocation containing `device_ptr` (which may point
@@ -255,16 +278,19 @@ typedef struct pymic_kernel pymic_kernel;
  * file and the loader's reason (missing, wrong format, undefined symbol). */
 PYMIC_API int pymic_library_load(int device, const char *path, pymic_library **library);
 
-/* Drain the device's streams, then unload.  Kernel handles die with it. */
+/* Unload without waiting: the shared object is closed once every stream of
+ * the device has passed what was queued when this was called.  The library
+ * handle and its kernel handles are dead at once. */
 PYMIC_API int pymic_library_unload(pymic_library *library);
 
 /* The path the library was loaded from; the device it is loaded on. */
 PYMIC_API const char *pymic_library_path(const pymic_library *library);
 PYMIC_API int pymic_library_device(const pymic_library *library);
 
-/* Find an exported function by name.  The handle is owned by the library,
+/* Find a function the library defines by name (not a data object, not a
+ * symbol of a library it depends on).  The handle is owned by the library,
  * cached (same name, same handle) and valid until the library is unloaded.
- * KERNEL_NOT_FOUND names kernel and library. */
+ * KERNEL_NOT_FOUND names kernel, library and reason. */
 PYMIC_API int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **kernel);
 
 /* A kernel's name, its function's address, its device and its library

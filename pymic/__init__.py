@@ -23,6 +23,7 @@ search path), PYMIC_DEBUG (debug messages on stderr, prefixed ``PYMIC:``).
 
 import atexit as _atexit
 import os as _os
+import threading as _threading
 
 import numpy as _numpy
 
@@ -102,6 +103,22 @@ def _sync_all_streams():
                 stream.sync()
         except OffloadError:
             pass
+    _engine.drain_closing()
+
+
+def _after_fork_in_child():
+    """Give a forked child its own default streams.
+
+    The parent's streams have no worker thread in the child: using one
+    raises OffloadError.  ``get_default_stream()`` creates a new one, and
+    buffers kept for the parent's destroyed streams are let go.
+    """
+    for device_id in devices:
+        device = devices[device_id]
+        device._lock = _threading.RLock()  # another thread may have held it
+        device._default_stream = None
+    _engine.after_fork_child()
 
 
 _atexit.register(_sync_all_streams)
+_os.register_at_fork(after_in_child=_after_fork_in_child)

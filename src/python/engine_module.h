@@ -45,6 +45,21 @@ static inline int keepalive_is_empty(const keepalive_queue *queue)
     return queue->head == queue->tail;
 }
 
+/* ------------------------------------------------- destroyed streams */
+
+/* Keep-alive queues of destroyed streams whose commands may still run
+ * (closing.c).  closing_add takes over *keep (leaving it empty) and records
+ * an event at the stream's end; -1 (no exception set) if it cannot, and
+ * the caller must then wait itself.  closing_poll releases the entries
+ * whose streams have drained; call it with the GIL held. */
+extern int closing_pending;
+int closing_add(pymic_stream *stream, keepalive_queue *keep);
+void closing_poll(void);
+/* Wait (GIL released) until every entry is released. */
+void closing_drain(void);
+/* In a child of fork(): release every entry (nothing runs them there). */
+void closing_after_fork_child(void);
+
 /* ----------------------------------------------------------------- stream */
 
 typedef struct StreamObject {
@@ -63,6 +78,8 @@ static inline void stream_release_completed(StreamObject *stream)
 {
     if (!keepalive_is_empty(&stream->keep))
         keepalive_release_until(&stream->keep, pymic_stream_completed(stream->handle));
+    if (closing_pending)
+        closing_poll();
 }
 
 /* Slow path of stream_make_room: wait with the GIL released until `k`

@@ -40,13 +40,9 @@ static void event_dealloc(EventObject *self)
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
     if (self->handle != NULL) {
-        /* Waits for a pending record, which may sit behind a long kernel:
-         * let other threads run meanwhile. */
-        pymic_event *handle = self->handle;
+        /* Returns at once: queued records and waits keep what they need. */
+        pymic_event_destroy(self->handle);
         self->handle = NULL;
-        Py_BEGIN_ALLOW_THREADS
-        pymic_event_destroy(handle);
-        Py_END_ALLOW_THREADS
     }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }

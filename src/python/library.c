@@ -61,9 +61,11 @@ static PyObject *library_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
 
 static void library_dealloc(LibraryObject *self)
 {
-    /* The shared object stays loaded: a kernel address handed out through
-     * k[1] or a translated pointer may still be in use, and dlopen keeps
-     * one copy per process anyway. */
+    /* Kernel handles hold their library, so no handle outlives this.
+     * Unloading returns at once; the engine closes the shared object once
+     * the invokes queued on the device have run. */
+    if (self->handle != NULL)
+        pymic_library_unload(self->handle);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

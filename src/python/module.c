@@ -118,10 +118,10 @@ static PyObject *module_device_info(PyObject *Py_UNUSED(module), PyObject *arg)
     }
     if (cpu_list == NULL)
         return NULL;
-    return Py_BuildValue("{s:i,s:s,s:s,s:i,s:n,s:n,s:N}", "id", info.id, "kind", info.kind,
+    return Py_BuildValue("{s:i,s:s,s:s,s:i,s:K,s:K,s:N}", "id", info.id, "kind", info.kind,
                          "name", info.name, "ncores", info.ncores, "memory_total",
-                         (Py_ssize_t)info.memory_total, "memory_used",
-                         (Py_ssize_t)info.memory_used, "cpus", cpu_list);
+                         (unsigned long long)info.memory_total, "memory_used",
+                         (unsigned long long)info.memory_used, "cpus", cpu_list);
 }
 
 PyDoc_STRVAR(device_sync_doc,
@@ -283,7 +283,44 @@ static PyObject *module_version(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED
     return Py_BuildValue("(iii)", version / 10000, version / 100 % 100, version % 100);
 }
 
+PyDoc_STRVAR(drain_closing_doc,
+"drain_closing()\n"
+"--\n"
+"\n"
+"Block (GIL released) until the commands of every destroyed stream have\n"
+"run, and release the host buffers they used.\n"
+"\n"
+"Returns\n"
+"-------\n"
+"None\n");
+
+static PyObject *module_drain_closing(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    closing_drain();
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(after_fork_child_doc,
+"after_fork_child()\n"
+"--\n"
+"\n"
+"In a child of fork(): drop the host buffers kept for the parent's\n"
+"destroyed streams (their commands never run in the child).\n"
+"\n"
+"Returns\n"
+"-------\n"
+"None\n");
+
+static PyObject *module_after_fork_child(PyObject *Py_UNUSED(module),
+                                         PyObject *Py_UNUSED(ignored))
+{
+    closing_after_fork_child();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"drain_closing", module_drain_closing, METH_NOARGS, drain_closing_doc},
+    {"after_fork_child", module_after_fork_child, METH_NOARGS, after_fork_child_doc},
     {"init", module_init_engine, METH_NOARGS, init_doc},
     {"device_count", module_device_count, METH_NOARGS, device_count_doc},
     {"device_info", module_device_info, METH_O, device_info_doc},

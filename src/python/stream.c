@@ -19,7 +19,11 @@ static PyObject *stream_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     StreamObject *self = (StreamObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    int status = pymic_stream_create(device, &self->handle);
+    int status;
+    /* Starting a thread takes a while: let other Python threads run. */
+    Py_BEGIN_ALLOW_THREADS
+    status = pymic_stream_create(device, &self->handle);
+    Py_END_ALLOW_THREADS
     if (status != PYMIC_OK) {
         self->handle = NULL;
         Py_DECREF(self);
@@ -41,7 +45,8 @@ static int stream_traverse(StreamObject *self, visitproc visit, void *arg)
 static int stream_clear(StreamObject *self)
 {
     /* Keep-alive entries are not cleared here: their commands may still be
-     * running.  They go when the stream is destroyed (after draining). */
+     * running.  They go when the stream is destroyed (to the closing list
+     * if commands are still queued). */
     Py_CLEAR(self->device_obj);
     return 0;
 }
@@ -51,14 +56,21 @@ static void stream_dealloc(StreamObject *self)
     PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     if (self->handle != NULL) {
-        /* Drains the queue first, so every kept-alive buffer is unused
-         * afterwards.  A long kernel may still be running: let other
-         * threads run meanwhile (nobody else can reach this object). */
+        /* Destroying never blocks: the engine drains the stream in the
+         * background.  Buffers its queued commands use stay alive on the
+         * closing list until then; if even that is impossible (out of
+         * memory, or a stream inherited across fork() where nothing will
+         * run), the buffers of runnable commands are waited for here. */
         pymic_stream *handle = self->handle;
         self->handle = NULL;
-        Py_BEGIN_ALLOW_THREADS
+        keepalive_release_until(&self->keep, pymic_stream_completed(handle));
+        if (!keepalive_is_empty(&self->keep) && closing_add(handle, &self->keep) < 0) {
+            uint64_t last = pymic_stream_last_enqueued(handle);
+            Py_BEGIN_ALLOW_THREADS
+            pymic_stream_wait_seq(handle, last);
+            Py_END_ALLOW_THREADS
+        }
         pymic_stream_destroy(handle);
-        Py_END_ALLOW_THREADS
     }
     keepalive_release_all(&self->keep);
     stream_clear(self);
