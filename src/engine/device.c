@@ -72,6 +72,7 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
     if (!d)
         return status;
     uint64_t start = pymic_now_ns();
+    uint64_t traced = pymic_trace_wait_begin();
     /* Holding the list lock keeps every stream alive while we wait for it;
      * workers never take this lock, so they always make progress. */
     pthread_mutex_lock(&d->lock);
@@ -87,6 +88,7 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
         }
     }
     pthread_mutex_unlock(&d->lock);
+    pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_DEVICE, device, NULL, 0, status);
     return status;
 }
 

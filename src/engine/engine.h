@@ -149,6 +149,7 @@ struct pymic_stream {
 
     /* Helpers for big copies; created and destroyed by the worker only. */
     _Alignas(64) struct pymic_copy_team *copy_team;
+    _Atomic(struct pymic_trace_buf *) trace; /* trace.c: NULL until traced */
 };
 
 /* PYMIC_OK if `stream` can take commands in this process; else the error
@@ -248,5 +249,9 @@ int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *));
 
 /* Monotonic clock in nanoseconds. */
 uint64_t pymic_now_ns(void);
+
+/* ---------------------------------------------------------------- tracing */
+
+#include "trace.h"
 
 #endif /* PYMIC_ENGINE_H */

@@ -124,9 +124,12 @@ static int event_sync(pymic_event *event, uint64_t timeout_ns, const char *op)
     uint64_t target = atomic_load_explicit(&event->recorded, memory_order_acquire);
     if (target == 0)
         return pymic_fail(PYMIC_ERR_NOT_RECORDED, "%s: the event was never recorded", op);
-    if (!pymic_wait_geq_timeout(&event->q, &event->done, target, timeout_ns))
-        return PYMIC_ERR_TIMEOUT;
-    return PYMIC_OK;
+    uint64_t traced = pymic_trace_wait_begin();
+    status = pymic_wait_geq_timeout(&event->q, &event->done, target, timeout_ns)
+                 ? PYMIC_OK
+                 : PYMIC_ERR_TIMEOUT;
+    pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_EVENT_SYNC, -1, NULL, target, status);
+    return status;
 }
 
 int pymic_event_sync(pymic_event *event)

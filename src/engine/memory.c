@@ -345,6 +345,7 @@ int pymic_memcpy_h2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
                              &dst);
     if (status != PYMIC_OK)
         return status;
+    pymic_trace_label("h2d");
     return enqueue_copy(stream, (char *)device_dst + dst_offset, host_src, nbytes);
 }
 
@@ -361,6 +362,7 @@ int pymic_memcpy_d2h(pymic_stream *stream, void *host_dst, const void *device_sr
                              &src);
     if (status != PYMIC_OK)
         return status;
+    pymic_trace_label("d2h");
     return enqueue_copy(stream, host_dst, (const char *)device_src + src_offset, nbytes);
 }
 
@@ -378,6 +380,7 @@ int pymic_memcpy_d2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
                              &src);
     if (status != PYMIC_OK)
         return status;
+    pymic_trace_label("d2d");
     return enqueue_copy(stream, (char *)device_dst + dst_offset,
                         (const char *)device_src + src_offset, nbytes);
 }
