@@ -251,6 +251,17 @@ static void attach(pymic_stream *stream)
     pthread_mutex_unlock(&stream->enqueue_lock);
 }
 
+/* The device's list is newest first; numbering streams in the order they
+ * were created makes "stream 1" the one a program made first. */
+static void attach_oldest_first(pymic_stream *stream)
+{
+    if (!stream)
+        return;
+    attach_oldest_first(stream->next_in_device);
+    if (!pymic_stream_inherited(stream))
+        attach(stream);
+}
+
 void pymic_trace_stream_created(pymic_stream *stream)
 {
     if (!pymic_trace_on())
@@ -341,9 +352,7 @@ int pymic_trace_start(size_t commands_per_stream)
     for (int d = 0; d < pymic_global.ndevices; d++) {
         pymic_device *device = &pymic_global.devices[d];
         pthread_mutex_lock(&device->lock);
-        for (pymic_stream *s = device->streams; s; s = s->next_in_device)
-            if (!pymic_stream_inherited(s))
-                attach(s);
+        attach_oldest_first(device->streams);
         pthread_mutex_unlock(&device->lock);
     }
     pthread_mutex_unlock(&registry.lock);
