@@ -89,15 +89,9 @@ def command_info(args):
               f"{device.ncores} cores (CPUs {','.join(map(str, device.cpus))})")
         print(f"    memory: {_size(device.memory_used)} used of {_size(device.memory_total)}"
               f" (limit)")
-    stream = pymic.devices[0].get_default_stream()
     print()
     print("limits:")
     print(f"  kernel arguments per invoke: {pymic.MAX_KERNEL_ARGS}")
-    capacity = getattr(stream, "capacity", None)
-    if capacity is None:
-        capacity = getattr(stream, "_capacity", None)
-    if capacity is not None:
-        print(f"  commands in flight per stream: {capacity}")
     print()
     print("settings in force:")
     print(f"  spin window: {_engine.get_spin_ns()} ns, debug level: {_engine.get_debug_level()}")

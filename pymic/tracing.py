@@ -362,10 +362,13 @@ def write_trace(path, events, dropped=0):
 # ------------------------------------------------------------ PYMIC_TRACE
 
 _environment_trace = None
+_environment_pid = None
 
 
 def _write_environment_trace():
-    if _environment_trace is not None:
+    # A fork()ed child that exits through atexit must not overwrite the
+    # parent's file with the records it inherited.
+    if _environment_trace is not None and os.getpid() == _environment_pid:
         try:
             _environment_trace.stop()
         except (OSError, OffloadError) as error:  # at exit: report, do not raise
@@ -385,10 +388,11 @@ def start_from_environment():
     Trace or None
         The running trace, or None when PYMIC_TRACE is unset or empty.
     """
-    global _environment_trace
+    global _environment_trace, _environment_pid
     path = os.environ.get("PYMIC_TRACE", "")
     if not path or _environment_trace is not None:
         return _environment_trace
+    _environment_pid = os.getpid()
     _environment_trace = Trace(os.path.abspath(path)).start()
     atexit.register(_write_environment_trace)
     return _environment_trace

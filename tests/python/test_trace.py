@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -325,3 +326,35 @@ def test_summary_of_a_trace(device, kernels, stream):
     assert track["idle_us"] == pytest.approx(track["span_us"] - track["busy_us"])
     text = pymic.tracing.format_summary(summary)
     assert "sleep_ms" in text and "Host waits" in text and "idle" in text
+
+
+def test_a_forked_child_does_not_overwrite_the_run_trace(tmp_path, kernels):
+    path = tmp_path / "run.json"
+    marker = tmp_path / "child-done"
+    (tmp_path / "kernel.c").write_text(HANDSHAKE_SOURCE)
+    script = textwrap.dedent(f"""
+        import atexit, os, sys, time
+        # Registered before pymic's handlers, so in the child it runs after them.
+        atexit.register(lambda: os.getpid() != parent and open({str(marker)!r}, "w").close())
+        parent = os.getpid()
+        import pymic
+        lib = pymic.devices[0].load_source(open("kernel.c").read())
+        stream = pymic.devices[0].get_default_stream()
+        stream.invoke(lib.sleep_ms, 0)
+        stream.sync()
+        if os.fork() == 0:
+            time.sleep(0.5)   # exit after the parent, through atexit
+            sys.exit(0)
+        stream.invoke(lib.sleep_ms, 1)
+        stream.sync()
+    """)
+    env = dict(os.environ, PYMIC_TRACE=str(path))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists()
+    events = json.loads(path.read_text())["traceEvents"]
+    assert [e["name"] for e in events if e.get("cat") == "invoke"] == ["sleep_ms", "sleep_ms"]
