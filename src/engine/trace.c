@@ -487,6 +487,7 @@ int pymic_trace_read(pymic_trace_command **commands, size_t *ncommands, pymic_tr
         *ncommands = 0;
     if (nwaits)
         *nwaits = 0;
+    pthread_once(&fork_once, install_fork_handlers);
     pthread_mutex_lock(&registry.lock);
     uint64_t session = atomic_load_explicit(&registry.session, memory_order_relaxed);
     int status = read_commands(session, commands, ncommands, &lost);

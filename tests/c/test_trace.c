@@ -12,7 +12,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static pymic_kernel *k_gate, *k_increment, *k_empty;
 
@@ -241,6 +243,45 @@ static void test_room_wait(void)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* The child of a fork() starts with tracing off and can trace its own
+ * streams; the parent's recording goes on. */
+static void test_fork(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_trace_start(0));
+    CHECK_OK(pymic_invoke(s, k_empty, 0, NULL));
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) {
+        int bad = pymic_trace_active() != 0;
+        pymic_stream *mine;
+        bad |= pymic_stream_create(0, &mine) != PYMIC_OK;
+        bad |= pymic_trace_start(0) != PYMIC_OK;
+        bad |= pymic_invoke(mine, k_empty, 0, NULL) != PYMIC_OK;
+        bad |= pymic_stream_sync(mine) != PYMIC_OK;
+        bad |= pymic_trace_stop() != PYMIC_OK;
+        pymic_trace_command *c = NULL;
+        size_t nc = 0;
+        bad |= pymic_trace_read(&c, &nc, NULL, NULL, NULL) != PYMIC_OK;
+        bad |= nc != 1 || c[0].start_ns == 0;
+        _exit(bad);
+    }
+    int status = -1;
+    CHECK(child > 0 && waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_STATUS(pymic_trace_active(), 1);
+    CHECK_OK(pymic_invoke(s, k_empty, 0, NULL));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK_OK(pymic_trace_stop());
+    pymic_trace_command *c;
+    size_t nc;
+    read_all(&c, &nc, NULL, NULL, NULL);
+    CHECK(nc == 2);
+    pymic_trace_free(c);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 static void test_nothing_before_start(void)
 {
     pymic_trace_command *c = (void *)1;
@@ -270,6 +311,7 @@ int main(int argc, char **argv)
     test_two_streams();
     test_full_buffer();
     test_room_wait();
+    test_fork();
     CHECK_OK(pymic_library_unload(lib));
     return check_finish();
 }
