@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 
+from ._debug import debug
 from ._engine import OffloadError
 
 #: Flags every compile starts with.
@@ -356,9 +357,12 @@ def compile(source, flags=(), libraries=(), compiler=None):
         st = None
     if st is not None:
         _check_private(target, "entry", st)
+        debug(1, "load_source: cache hit %s", target)
         return target
+    start = time.perf_counter()
     _build(source, flags, libraries, command, entries, key)
     _check_private(target, "entry")
+    debug(1, "load_source: compiled %s in %.0f ms", target, (time.perf_counter() - start) * 1e3)
     return target
 
 
