@@ -191,8 +191,8 @@ void pymic_trace_record_wait(uint64_t start_ns, int kind, int device, const pymi
     r->w.stream = buf ? buf->number : -1;
     r->w.host_thread = host_thread_id();
     r->w.timed_out = status == PYMIC_ERR_TIMEOUT;
-    atomic_store_explicit(&r->session, atomic_load_explicit(&registry.session, memory_order_relaxed),
-                          memory_order_release);
+    uint64_t session = atomic_load_explicit(&registry.session, memory_order_relaxed);
+    atomic_store_explicit(&r->session, session, memory_order_release);
 }
 
 /* ------------------------------------------------------------- sessions */
