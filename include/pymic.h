@@ -317,6 +317,87 @@ typedef struct pymic_arg {
 PYMIC_API int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
                            const pymic_arg *args);
 
+
+/* ---------------------------------------------------------------- tracing */
+
+/* A timeline of every command (enqueue time on the host, start and end on
+ * the device, kernel name, bytes moved, stream and device) and of the
+ * host's waits.  pymic.trace / PYMIC_TRACE turn it into a Chrome/Perfetto
+ * trace file.  While off, recording costs one relaxed load per command. */
+
+/* Kinds of traced commands. */
+enum pymic_trace_command_kind {
+    PYMIC_TRACE_INVOKE = 1,
+    PYMIC_TRACE_COPY_H2D = 2,
+    PYMIC_TRACE_COPY_D2H = 3,
+    PYMIC_TRACE_COPY_D2D = 4,
+    PYMIC_TRACE_FREE = 5,
+    PYMIC_TRACE_RECORD_EVENT = 6,
+    PYMIC_TRACE_WAIT_EVENT = 7
+};
+
+/* Kinds of host waits. */
+enum pymic_trace_wait_kind {
+    PYMIC_TRACE_WAIT_STREAM = 1, /* stream sync, waiting for a sequence number */
+    PYMIC_TRACE_WAIT_EVENT_SYNC = 2,
+    PYMIC_TRACE_WAIT_DEVICE = 3, /* device sync                                 */
+    PYMIC_TRACE_WAIT_ROOM = 4    /* an enqueue waiting for room in a full ring  */
+};
+
+/* Longest kernel name kept in a trace record, including the NUL (longer
+ * names are cut). */
+#define PYMIC_TRACE_NAME_MAX 96
+
+typedef struct pymic_trace_command {
+    uint64_t enqueue_ns;   /* host clock (CLOCK_MONOTONIC) at enqueue     */
+    uint64_t start_ns;     /* worker started it; 0 if it had not started  */
+    uint64_t end_ns;       /* worker finished it; 0 if it had not ended   */
+    uint64_t seq;          /* its sequence number in its stream           */
+    uint64_t bytes;        /* bytes moved (copies), else 0                */
+    int device;
+    int stream;            /* trace-wide stream number (from 1)           */
+    int kind;              /* PYMIC_TRACE_INVOKE ...                      */
+    int host_thread;       /* OS thread id of the enqueuing thread        */
+    char name[PYMIC_TRACE_NAME_MAX]; /* kernel name, or "h2d", "free", ... */
+} pymic_trace_command;
+
+typedef struct pymic_trace_wait {
+    uint64_t start_ns;
+    uint64_t end_ns;
+    uint64_t target;       /* sequence number / event generation awaited  */
+    int kind;              /* PYMIC_TRACE_WAIT_STREAM ...                 */
+    int device;            /* -1 for an event sync                        */
+    int stream;            /* stream number, -1 if not a stream's wait    */
+    int host_thread;       /* OS thread id of the waiting thread          */
+    int timed_out;         /* a timed wait that gave up (TIMEOUT)         */
+} pymic_trace_wait;
+
+/* Start recording, with room for `commands_per_stream` commands per stream
+ * (0: the default, 262144); later commands are counted as dropped.
+ * Records of the previous trace are discarded.  INVALID_ARGUMENT if a
+ * trace is already being recorded. */
+PYMIC_API int pymic_trace_start(size_t commands_per_stream);
+
+/* Stop recording (idempotent).  Commands enqueued while recording still
+ * get their start and end when they run. */
+PYMIC_API int pymic_trace_stop(void);
+
+/* 1 while recording, else 0. */
+PYMIC_API int pymic_trace_active(void);
+
+/* Copy out what the current (or last) trace recorded: commands sorted by
+ * stream and sequence number, waits in the order they ended.  Both arrays
+ * are malloc'd (free them with pymic_trace_free); *dropped receives the
+ * commands and waits that found their buffer full.  Any pointer may be
+ * NULL to skip that part. */
+PYMIC_API int pymic_trace_read(pymic_trace_command **commands, size_t *ncommands,
+                               pymic_trace_wait **waits, size_t *nwaits, uint64_t *dropped);
+PYMIC_API void pymic_trace_free(void *records);
+
+/* The trace-wide number of a stream (as in pymic_trace_command.stream),
+ * or 0 if the stream has never been traced. */
+PYMIC_API int pymic_trace_stream_number(const pymic_stream *stream);
+
 #ifdef __cplusplus
 }
 #endif

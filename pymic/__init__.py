@@ -18,7 +18,10 @@ Quick start::
     stream.sync()
 
 Environment: PYMIC_DEVICES (device layout), PYMIC_LIBRARY_PATH (library
-search path), PYMIC_DEBUG (debug messages on stderr, prefixed ``PYMIC:``).
+search path), PYMIC_DEBUG (debug messages on stderr, prefixed ``PYMIC:``),
+PYMIC_CC and PYMIC_CACHE_DIR (``device.load_source``), PYMIC_TRACE (write a
+Chrome/Perfetto trace of the whole run).  ``python -m pymic`` has ``info``,
+``selftest``, ``trace-summary FILE`` and ``cache``.
 """
 
 import atexit as _atexit
@@ -47,6 +50,8 @@ from .device import OffloadDevice, devices, number_of_devices  # noqa: E402
 from .stream import OffloadStream  # noqa: E402
 from .library import OffloadLibrary  # noqa: E402
 from .array import OffloadArray  # noqa: E402
+from ._compile import CacheSecurityError, CompileError, compile  # noqa: E402
+from .tracing import Trace, trace  # noqa: E402
 
 OffloadEvent = _engine.Event
 DevicePointer = _engine.DevicePointer
@@ -57,6 +62,8 @@ MAX_KERNEL_ARGS = _engine.MAX_KERNEL_ARGS
 __version__ = "%d.%d.%d" % _engine.version()
 
 __all__ = [
+    "CacheSecurityError",
+    "CompileError",
     "DevicePointer",
     "KernelHandle",
     "MAX_KERNEL_ARGS",
@@ -67,9 +74,12 @@ __all__ = [
     "OffloadLibrary",
     "OffloadStream",
     "OffloadValueError",
+    "Trace",
+    "compile",
     "devices",
     "get_include",
     "number_of_devices",
+    "trace",
 ]
 
 
@@ -120,5 +130,11 @@ def _after_fork_in_child():
     _engine.after_fork_child()
 
 
+# PYMIC_TRACE: record the whole run.  Its file is written at exit, after
+# the handler below has drained the devices (atexit runs handlers in
+# reverse order of registration).
+from .tracing import start_from_environment as _start_trace  # noqa: E402
+
+_start_trace()
 _atexit.register(_sync_all_streams)
 _os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -171,6 +171,49 @@ class OffloadDevice:
             raise TypeError("load_library() needs at least one library name")
         return load_libraries(self, list(names))
 
+    def load_source(self, source, flags=(), libraries=(), compiler=None):
+        """Compile C kernel source (cached) and load it on this device.
+
+        The source is compiled with the system C compiler (``PYMIC_CC``,
+        else ``CC``, else ``cc``) and ``-O3 -fopenmp -fPIC -shared
+        -I<pymic include>``, then `flags` and `libraries`.  The shared object
+        is kept in a content-addressed cache (``PYMIC_CACHE_DIR``, else the
+        XDG cache directory), so loading the same source again -- in this
+        process or another -- runs no compiler.  See :func:`pymic.compile`.
+
+        Parameters
+        ----------
+        source : str
+            C source: ``#include <pymic_kernel.h>`` and ``PYMIC_KERNEL``
+            functions.
+        flags : sequence of str
+            Extra compiler flags, e.g. ``("-march=native",)``.
+        libraries : sequence of str
+            Libraries to link: ``("openblas",)`` becomes ``-lopenblas``; a
+            path is passed as is.  To link a BLAS outside the linker's
+            search path, add ``-L<dir>`` and ``-Wl,-rpath,<dir>`` to `flags`.
+        compiler : str or sequence of str or None
+            The compiler command (default from the environment).
+
+        Returns
+        -------
+        OffloadLibrary
+            The loaded library; its kernels are its attributes.
+
+        Raises
+        ------
+        pymic.CompileError
+            (an OffloadError) if the compiler fails; the message carries its
+            diagnostics, with ``pymic_source.c:LINE`` counting lines of
+            `source`.
+        pymic.CacheSecurityError
+            (an OffloadError) if the cache could be changed by another user.
+        OffloadError
+            If the compiled library cannot be loaded.
+        """
+        from ._compile import compile as compile_source
+        return self.load_library(compile_source(source, flags, libraries, compiler))
+
     def sync(self):
         """Block until every stream of this device has drained.
 

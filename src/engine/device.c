@@ -103,6 +103,7 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
     if (!d)
         return status;
     uint64_t start = pymic_now_ns();
+    uint64_t traced = pymic_trace_wait_begin();
     pymic_use *uses;
     int n;
     status = pymic_device_snapshot(d, &uses, &n);
@@ -122,6 +123,7 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
      * memory freed on one stream and used by another is back. */
     if (status == PYMIC_OK && atomic_load_explicit(&pymic_parked_count, memory_order_acquire))
         pymic_parked_poll();
+    pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_DEVICE, device, NULL, 0, status);
     return status;
 }
 

@@ -163,6 +163,7 @@ struct pymic_stream {
 
     /* Helpers for big copies; created and destroyed by the worker only. */
     _Alignas(64) struct pymic_copy_team *copy_team;
+    _Atomic(struct pymic_trace_buf *) trace; /* trace.c: NULL until traced */
 };
 
 /* Keep a stream's memory (and so its counters) alive / let it go. */
@@ -349,5 +350,9 @@ int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *));
 
 /* Monotonic clock in nanoseconds. */
 uint64_t pymic_now_ns(void);
+
+/* ---------------------------------------------------------------- tracing */
+
+#include "trace.h"
 
 #endif /* PYMIC_ENGINE_H */

@@ -163,8 +163,10 @@ static int event_sync(pymic_event *event, uint64_t timeout_ns, const char *op)
     if (!mark)
         return PYMIC_ERR_NOT_RECORDED;
     status = check_reachable(mark, op);
+    uint64_t traced = pymic_trace_wait_begin();
     if (status == PYMIC_OK && !pymic_wait_geq_timeout(&mark->q, &mark->done, 1, timeout_ns))
         status = PYMIC_ERR_TIMEOUT;
+    pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_EVENT_SYNC, mark->device, NULL, 0, status);
     pymic_mark_release(mark);
     return status;
 }

@@ -92,6 +92,7 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
     cmd->kind = PYMIC_CMD_INVOKE;
     cmd->nargs = nargs;
     cmd->u.kernel = kernel->fn;
+    pymic_trace_label(kernel->name);
     pymic_stream_publish(stream);
     return PYMIC_OK;
 }

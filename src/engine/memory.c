@@ -434,10 +434,11 @@ typedef struct copy_side {
 } copy_side;
 
 /* Check every device side, reserve a slot, record the uses, publish.
- * `host` is the host buffer when `has_host` (h2d, d2h). */
-static int enqueue_copy(const char *op, pymic_stream *stream, void *dst, const void *src,
-                        size_t nbytes, const copy_side *sides, int nsides, bool has_host,
-                        const void *host)
+ * `host` is the host buffer when `has_host` (h2d, d2h); `label` names the
+ * copy in a trace. */
+static int enqueue_copy(const char *op, const char *label, pymic_stream *stream, void *dst,
+                        const void *src, size_t nbytes, const copy_side *sides, int nsides,
+                        bool has_host, const void *host)
 {
     int status = pymic_stream_check(stream, op);
     if (status != PYMIC_OK)
@@ -470,6 +471,7 @@ static int enqueue_copy(const char *op, pymic_stream *stream, void *dst, const v
     cmd->u.copy.src = src;
     cmd->u.copy.nbytes = nbytes;
     cmd->u.copy.overlap = overlap;
+    pymic_trace_label(label);
     pymic_stream_publish(stream);
     return PYMIC_OK;
 }
@@ -478,15 +480,15 @@ int pymic_memcpy_h2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
                      const void *host_src, size_t nbytes)
 {
     copy_side dst = {"destination", device_dst, dst_offset};
-    return enqueue_copy("pymic_memcpy_h2d", stream, (char *)device_dst + dst_offset, host_src,
-                        nbytes, &dst, 1, true, host_src);
+    return enqueue_copy("pymic_memcpy_h2d", "h2d", stream, (char *)device_dst + dst_offset,
+                        host_src, nbytes, &dst, 1, true, host_src);
 }
 
 int pymic_memcpy_d2h(pymic_stream *stream, void *host_dst, const void *device_src,
                      size_t src_offset, size_t nbytes)
 {
     copy_side src = {"source", device_src, src_offset};
-    return enqueue_copy("pymic_memcpy_d2h", stream, host_dst,
+    return enqueue_copy("pymic_memcpy_d2h", "d2h", stream, host_dst,
                         (const char *)device_src + src_offset, nbytes, &src, 1, true, host_dst);
 }
 
@@ -495,6 +497,6 @@ int pymic_memcpy_d2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
 {
     copy_side sides[2] = {{"destination", device_dst, dst_offset},
                           {"source", device_src, src_offset}};
-    return enqueue_copy("pymic_memcpy_d2d", stream, (char *)device_dst + dst_offset,
+    return enqueue_copy("pymic_memcpy_d2d", "d2d", stream, (char *)device_dst + dst_offset,
                         (const char *)device_src + src_offset, nbytes, sides, 2, false, NULL);
 }

@@ -22,14 +22,20 @@ pymic_command *pymic_stream_reserve(pymic_stream *stream)
 {
     pthread_mutex_lock(&stream->enqueue_lock);
     uint64_t seq = atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
-    if (seq > PYMIC_RING_SLOTS)
-        pymic_wait_geq(&stream->done_q, &stream->completed, seq - PYMIC_RING_SLOTS);
+    if (seq > PYMIC_RING_SLOTS) {
+        uint64_t room = seq - PYMIC_RING_SLOTS;
+        uint64_t traced = PYMIC_TRACE_WAIT_BEGIN_IF(atomic_load(&stream->completed) < room);
+        pymic_wait_geq(&stream->done_q, &stream->completed, room);
+        pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_ROOM, stream->device->id, stream, room,
+                             PYMIC_OK);
+    }
     return slot_of(stream->ring, seq);
 }
 
 void pymic_stream_publish(pymic_stream *stream)
 {
     uint64_t seq = atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
+    pymic_trace_enqueue(stream, slot_of(stream->ring, seq), seq);
     /* seq_cst store: ordered before reading the worker's sleeper count. */
     atomic_store_explicit(&stream->enqueued, seq, memory_order_seq_cst);
     pthread_mutex_unlock(&stream->enqueue_lock);
@@ -58,6 +64,7 @@ static void unlink_from_device(pymic_stream *stream)
  * see the stream) and drop the owner's reference that destroy handed it. */
 static void worker_finish(pymic_stream *stream)
 {
+    pymic_trace_stream_exit(stream);
     pymic_copy_team_destroy(stream->copy_team);
     stream->copy_team = NULL;
     unlink_from_device(stream);
@@ -72,8 +79,10 @@ static void *worker_main(void *arg)
         pymic_wait_geq(&stream->work_q, &stream->enqueued, seq);
         pymic_command *cmd = slot_of(ring, seq);
         int kind = cmd->kind;
+        uint64_t traced = pymic_trace_exec_begin(stream, seq);
         if (kind != PYMIC_CMD_STOP)
             pymic_command_execute(stream, cmd);
+        pymic_trace_exec_end(stream, seq, traced);
         pymic_store_and_notify(&stream->done_q, &stream->completed, seq);
         /* Parked frees and unloads may have been waiting for this command.
          * seq_cst pairs with the count's increment in pymic_release_after:
@@ -157,6 +166,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     }
     /* Nobody joins a worker: it ends on its own after STOP. */
     pthread_detach(stream->worker);
+    pymic_trace_stream_created(stream);
     *stream_out = stream;
     return PYMIC_OK;
 }
@@ -192,7 +202,10 @@ int pymic_stream_sync(pymic_stream *stream)
     if (status != PYMIC_OK)
         return status;
     uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
+    uint64_t traced = pymic_trace_wait_begin();
     pymic_wait_geq(&stream->done_q, &stream->completed, target);
+    pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, target,
+                         PYMIC_OK);
     return PYMIC_OK;
 }
 
@@ -247,7 +260,12 @@ static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, con
                           "%s: device %d: sequence number %llu was never enqueued (last is %llu)",
                           op, stream->device->id, (unsigned long long)seq,
                           (unsigned long long)last);
-    if (!pymic_wait_geq_timeout(&stream->done_q, &stream->completed, seq, timeout_ns))
+    uint64_t traced = pymic_trace_wait_begin();
+    status = pymic_wait_geq_timeout(&stream->done_q, &stream->completed, seq, timeout_ns)
+                 ? PYMIC_OK
+                 : PYMIC_ERR_TIMEOUT;
+    pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, seq, status);
+    if (status != PYMIC_OK)
         return PYMIC_ERR_TIMEOUT; /* expected by timed callers: no message */
     return PYMIC_OK;
 }

@@ -203,6 +203,7 @@ extern PyTypeObject *KernelHandle_Type;
 #define KERNEL_HANDLE_REF_INDEX 4
 
 int library_module_init(PyObject *module);
+int trace_module_init(PyObject *module); /* trace.c: the trace_* functions */
 
 /* ----------------------------------------------------------------- errors */
 

@@ -12,6 +12,8 @@ import pymic
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLES = ["double_it", "dgemm", "data_transfers", "offload_array", "streams"]
+# Examples whose kernels are C source inside the script (device.load_source).
+SOURCE_EXAMPLES = ["compile_and_trace"]
 
 
 @pytest.fixture(scope="session")
@@ -97,3 +99,21 @@ def test_example_fails_without_its_library(tmp_path):
     assert result.returncode != 0
     assert "OffloadError" in result.stderr
     assert "libdouble_it.so" in result.stderr
+
+
+@pytest.mark.parametrize("name", SOURCE_EXAMPLES)
+def test_source_example_runs_matches_numpy_and_traces(tmp_path, name):
+    import json
+    trace = tmp_path / "trace.json"
+    env = dict(os.environ, PYMIC_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("PYMIC_LIBRARY_PATH", None)
+    result = subprocess.run([sys.executable, f"{name}.py", str(trace)],
+                            cwd=EXAMPLES_DIR / name, capture_output=True, text=True, env=env,
+                            timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "result matches NumPy: True" in result.stdout, output
+    assert "a cache hit" in result.stdout
+    events = json.loads(trace.read_text())["traceEvents"]
+    tracks = {e["tid"] for e in events if e.get("name") == "stage_sqrt"}
+    assert len(tracks) == 2

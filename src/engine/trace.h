@@ -1,0 +1,157 @@
+/*
+ * trace.h -- recording a timeline of every command and every host wait.
+ *
+ * The engine only records; the Python layer (pymic.trace) turns recording
+ * on and off and writes the Chrome/Perfetto file.  Everything on the hot
+ * paths is an inline hook guarded by one relaxed load of a global flag
+ * (producers, host waits) or of the stream's buffer pointer (the worker),
+ * so a process that never traces pays a load and a branch per command.
+ *
+ * While tracing, each stream owns a buffer with two append-only arrays:
+ *   - enqueue records, written by producers under the stream's enqueue
+ *     lock (so one writer at a time) just before a command is published;
+ *   - execution records (start, end), written by the worker alone.
+ * They are joined by sequence number when the trace is read, so no record
+ * has two writers and no lock or allocation is taken per command.  The
+ * arrays are reserved virtual memory (mmap) whose pages are touched only
+ * when used.  Host waits go to one global array indexed by an atomic
+ * counter.
+ *
+ * Included at the end of engine.h: the hooks read struct pymic_stream.
+ */
+#ifndef PYMIC_TRACE_H
+#define PYMIC_TRACE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct pymic_stream;
+struct pymic_command;
+
+/* What a producer wrote about one command. */
+typedef struct pymic_trace_enq {
+    uint64_t seq;
+    uint64_t enqueue_ns;
+    uint64_t bytes;
+    int32_t host_thread;
+    int32_t kind; /* PYMIC_TRACE_* of pymic.h */
+    char name[96];
+} pymic_trace_enq;
+
+/* What the worker wrote about one command. */
+typedef struct pymic_trace_exec {
+    uint64_t seq;
+    uint64_t start_ns;
+    uint64_t end_ns;
+} pymic_trace_exec;
+
+typedef struct pymic_trace_buf {
+    /* Written by pymic_trace_start under the stream's enqueue lock. */
+    _Atomic uint64_t session;  /* the session this buffer records for     */
+    _Atomic uint64_t base_seq; /* commands after this one are recorded    */
+    /* Newest sequence number with an enqueue record: the worker records
+     * the execution of seq in (base_seq, traced_upto] only. */
+    _Atomic uint64_t traced_upto;
+    _Atomic uint64_t enq_count;
+    _Atomic uint64_t capacity; /* records this session may take           */
+    _Atomic uint64_t dropped;  /* commands that found the buffer full      */
+
+    /* Written by the worker alone (its own cache line). */
+    _Alignas(64) _Atomic uint64_t worker_session;
+    _Atomic uint64_t exec_count;
+
+    /* Fixed at creation, or guarded by the registry lock. */
+    _Alignas(64) uint64_t reserved; /* records the arrays have room for  */
+    int device;
+    int number;         /* trace-wide stream number, from 1               */
+    bool retired;       /* the stream's worker has exited                 */
+    uint64_t read_count; /* scratch of pymic_trace_read                    */
+    pymic_trace_enq *enq;
+    pymic_trace_exec *exec;
+    struct pymic_trace_buf *next; /* registry list                        */
+} pymic_trace_buf;
+
+/* Set while a trace is being recorded. */
+extern _Atomic int pymic_trace_enabled;
+
+static inline bool pymic_trace_on(void)
+{
+    return atomic_load_explicit(&pymic_trace_enabled, memory_order_relaxed) != 0;
+}
+
+/* ------------------------------------------------------ slow halves */
+
+void pymic_trace_set_label(const char *label);
+void pymic_trace_record_enqueue(struct pymic_stream *stream, const struct pymic_command *cmd,
+                                uint64_t seq);
+uint64_t pymic_trace_exec_start(pymic_trace_buf *buf, uint64_t seq);
+void pymic_trace_record_exec(pymic_trace_buf *buf, uint64_t seq, uint64_t start_ns);
+void pymic_trace_record_wait(uint64_t start_ns, int kind, int device,
+                             const struct pymic_stream *stream, uint64_t target, int status);
+uint64_t pymic_trace_clock(void);
+
+/* --------------------------------------------------------------- hooks */
+
+/* Producers: name the next command this thread publishes ("h2d", a
+ * kernel's name); its record takes the label. */
+static inline void pymic_trace_label(const char *label)
+{
+    if (pymic_trace_on())
+        pymic_trace_set_label(label);
+}
+
+/* Producers, under the enqueue lock, before `seq` is published. */
+static inline void pymic_trace_enqueue(struct pymic_stream *stream,
+                                       const struct pymic_command *cmd, uint64_t seq)
+{
+    if (pymic_trace_on())
+        pymic_trace_record_enqueue(stream, cmd, seq);
+}
+
+/* Worker: before running command `seq`; returns its start time, or 0 if
+ * the command is not traced. */
+static inline uint64_t pymic_trace_exec_begin(struct pymic_stream *stream, uint64_t seq)
+{
+    pymic_trace_buf *buf = atomic_load_explicit(&stream->trace, memory_order_acquire);
+    if (!buf)
+        return 0;
+    return pymic_trace_exec_start(buf, seq);
+}
+
+/* Worker: after running command `seq` that began at `start_ns`. */
+static inline void pymic_trace_exec_end(struct pymic_stream *stream, uint64_t seq,
+                                        uint64_t start_ns)
+{
+    if (start_ns)
+        pymic_trace_record_exec(atomic_load_explicit(&stream->trace, memory_order_acquire), seq,
+                                start_ns);
+}
+
+/* Host waits: take the start time (0 when not tracing) ... */
+static inline uint64_t pymic_trace_wait_begin(void)
+{
+    return pymic_trace_on() ? pymic_trace_clock() : 0;
+}
+
+/* The same, for a wait that may not be needed: `needed` (evaluated only
+ * while tracing) says whether the host will really block. */
+#define PYMIC_TRACE_WAIT_BEGIN_IF(needed) \
+    (pymic_trace_on() && (needed) ? pymic_trace_clock() : 0)
+
+/* ... and record the wait when it ends.  `status` is the wait's outcome
+ * (PYMIC_OK, PYMIC_ERR_TIMEOUT). */
+static inline void pymic_trace_wait_end(uint64_t start_ns, int kind, int device,
+                                        const struct pymic_stream *stream, uint64_t target,
+                                        int status)
+{
+    if (start_ns)
+        pymic_trace_record_wait(start_ns, kind, device, stream, target, status);
+}
+
+/* Stream life: attach a buffer to a new stream when tracing; retire the
+ * buffer when the worker exits (its records stay readable). */
+void pymic_trace_stream_created(struct pymic_stream *stream);
+void pymic_trace_stream_exit(struct pymic_stream *stream);
+
+#endif /* PYMIC_TRACE_H */

@@ -1,0 +1,139 @@
+"""python -m pymic: info, selftest, trace-summary, cache."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import pymic
+
+KERNEL = textwrap.dedent(r"""
+    #include <pymic_kernel.h>
+    #include <time.h>
+
+    PYMIC_KERNEL void nap(const int64_t *us)
+    {
+        struct timespec t = {0, (long)*us * 1000L};
+        nanosleep(&t, NULL);
+    }
+""")
+
+
+def run_cli(tmp_path, *args, env=None):
+    environment = dict(os.environ)
+    environment.update(env or {})
+    # From a directory without pymic's source tree, so the installed
+    # package is the one imported.
+    return subprocess.run([sys.executable, "-m", "pymic", *args], capture_output=True,
+                          text=True, env=environment, cwd=tmp_path, timeout=300)
+
+
+def test_info(tmp_path):
+    env = {"PYMIC_DEVICES": "host*2", "PYMIC_SPIN_NS": "1234"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("PYMIC_CACHE_DIR", raising=False)
+        result = run_cli(tmp_path, "info", env=env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"pymic {pymic.__version__}" in out
+    assert "devices: 2" in out
+    for device in (0, 1):
+        assert re.search(rf"device {device}: kind host, name \S+, \d+ cores", out)
+    assert "memory:" in out and "limit" in out
+    assert "kernel arguments per invoke: %d" % pymic.MAX_KERNEL_ARGS in out
+    assert "spin window: 1234 ns" in out
+    assert re.search(r"PYMIC_DEVICES\s+'host\*2'", out)
+    assert re.search(r"PYMIC_CACHE_DIR\s+\(unset\)", out)
+    assert re.search(r"OpenMP runtime: \S*lib(g|i)?omp", out)
+    assert "Python " in out and "NumPy " in out and "C compiler:" in out
+
+
+def test_selftest_on_every_device(tmp_path):
+    result = run_cli(tmp_path, "selftest", "--iterations", "200",
+                     env={"PYMIC_DEVICES": "host*2"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("device ")]
+    assert len(lines) == 2
+    for line in lines:
+        assert ": ok;" in line
+        assert re.search(r"median \d+\.\d+ us over 200", line)
+    assert "selftest passed" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def trace_file(tmp_path_factory):
+    """A trace of two streams running a kernel compiled from a string."""
+    directory = tmp_path_factory.mktemp("cli-trace")
+    (directory / "kernel.c").write_text(KERNEL)
+    script = textwrap.dedent("""
+        import pymic
+        device = pymic.devices[0]
+        library = device.load_source(open("kernel.c").read())
+        a, b = device.create_stream(), device.create_stream()
+        for _ in range(5):
+            a.invoke(library.nap, 200)
+            b.invoke(library.nap, 100)
+        a.sync()
+        b.sync()
+    """)
+    path = directory / "trace.json"
+    result = subprocess.run([sys.executable, "-c", script], cwd=directory, capture_output=True,
+                            text=True, timeout=300,
+                            env=dict(os.environ, PYMIC_TRACE=str(path),
+                                     PYMIC_CACHE_DIR=str(directory / "cache")))
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_trace_summary(tmp_path, trace_file):
+    result = run_cli(tmp_path, "trace-summary", str(trace_file))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    header = next(line for line in out.splitlines() if line.startswith("name"))
+    assert header.split() == ["name", "count", "total", "ms", "mean", "us", "p95", "us",
+                              "bytes"]
+    (nap,) = [line for line in out.splitlines() if line.startswith("nap ")]
+    assert nap.split()[1] == "10"
+    # The figures are the trace's own: total = sum of the slices.
+    events = json.loads(trace_file.read_text())["traceEvents"]
+    durations = [e["dur"] for e in events if e.get("name") == "nap" and e["ph"] == "X"]
+    assert float(nap.split()[2]) == pytest.approx(sum(durations) / 1000, abs=0.001)
+    assert "Host waits" in out and "all host waits" in out
+    assert "sync stream" in out or "sync device" in out
+    assert out.count("/ stream") == 2  # idle gaps per stream
+    assert "largest gap us" in out
+
+
+def test_trace_summary_of_a_missing_file(tmp_path):
+    result = run_cli(tmp_path, "trace-summary", str(tmp_path / "none.json"))
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr
+
+
+def test_cache_list_and_clear(tmp_path):
+    env = {"PYMIC_CACHE_DIR": str(tmp_path / "cache")}
+    empty = run_cli(tmp_path, "cache", env=env)
+    assert empty.returncode == 0 and "0 kernel(s)" in empty.stdout
+    script = "import pymic, sys; print(pymic.compile(sys.stdin.read()))"
+    made = subprocess.run([sys.executable, "-c", script], input=KERNEL, capture_output=True,
+                          text=True, cwd=tmp_path, env=dict(os.environ, **env), timeout=300)
+    assert made.returncode == 0, made.stderr
+    key = os.path.basename(made.stdout.strip())[:16]
+    listed = run_cli(tmp_path, "cache", "list", env=env)
+    assert listed.returncode == 0
+    assert "1 kernel(s)" in listed.stdout and key in listed.stdout
+    assert "PYMIC_KERNEL void nap" in listed.stdout
+    cleared = run_cli(tmp_path, "cache", "clear", env=env)
+    assert cleared.returncode == 0 and "removed 1" in cleared.stdout
+    assert "0 kernel(s)" in run_cli(tmp_path, "cache", env=env).stdout
+    assert run_cli(tmp_path, "cache", "dir", env=env).stdout.strip() == env["PYMIC_CACHE_DIR"]
+
+
+def test_unknown_command(tmp_path):
+    result = run_cli(tmp_path, "bogus")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr

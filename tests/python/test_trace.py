@@ -1,0 +1,360 @@
+"""pymic.trace / PYMIC_TRACE: the file is valid Trace Event Format and shows
+what a two-stream pipeline did (slices, their order, their overlap) and the
+host's waits.  Orderings are forced with events and flags, never timed."""
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import pymic
+
+HANDSHAKE_SOURCE = r"""
+#include <pymic_kernel.h>
+#include <time.h>
+
+static void pause_briefly(void)
+{
+    struct timespec t = {0, 20000};
+    nanosleep(&t, NULL);
+}
+
+/* Raise my flag, then wait for the other's: both kernels must be running
+ * at the same time for either to finish. */
+PYMIC_KERNEL void rendezvous(int64_t *flags, const int64_t *mine, const int64_t *other)
+{
+    __atomic_store_n(&flags[*mine], 1, __ATOMIC_SEQ_CST);
+    while (!__atomic_load_n(&flags[*other], __ATOMIC_SEQ_CST))
+        pause_briefly();
+}
+
+PYMIC_KERNEL void wait_flag(int64_t *flags, const int64_t *which)
+{
+    while (!__atomic_load_n(&flags[*which], __ATOMIC_SEQ_CST))
+        pause_briefly();
+}
+
+PYMIC_KERNEL void sleep_ms(const int64_t *ms)
+{
+    struct timespec t = {(time_t)(*ms / 1000), (long)(*ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+PYMIC_KERNEL void add_one(double *x, const int64_t *n)
+{
+    for (int64_t i = 0; i < *n; i++)
+        x[i] += 1.0;
+}
+"""
+
+ALLOWED_PHASES = set("BEXiIMCbensft")
+
+
+@pytest.fixture(scope="module")
+def kernels(device, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("trace-cache")
+    saved = os.environ.get("PYMIC_CACHE_DIR")
+    os.environ["PYMIC_CACHE_DIR"] = str(cache)
+    try:
+        yield device.load_source(HANDSHAKE_SOURCE)
+    finally:
+        if saved is None:
+            os.environ.pop("PYMIC_CACHE_DIR", None)
+        else:
+            os.environ["PYMIC_CACHE_DIR"] = saved
+
+
+def validate_trace_event_format(document):
+    """Check a trace file against the Trace Event Format; return its events."""
+    assert isinstance(document, dict) and isinstance(document["traceEvents"], list)
+    assert document.get("displayTimeUnit") in (None, "ms", "ns")
+    events = document["traceEvents"]
+    named_processes, named_threads, used_tracks = set(), set(), set()
+    open_slices = {}
+    for event in events:
+        for field, kind in (("name", str), ("ph", str), ("pid", int), ("tid", int)):
+            assert isinstance(event.get(field), kind), (field, event)
+        assert event["ph"] in ALLOWED_PHASES, event
+        if event["ph"] == "M":
+            assert isinstance(event["args"]["name" if "name" in event["name"] else
+                                            "sort_index"], (str, int)), event
+            if event["name"] == "process_name":
+                named_processes.add(event["pid"])
+            elif event["name"] == "thread_name":
+                named_threads.add((event["pid"], event["tid"]))
+            continue
+        assert isinstance(event["ts"], (int, float)) and event["ts"] >= 0, event
+        used_tracks.add((event["pid"], event["tid"]))
+        if event["ph"] == "X":
+            assert isinstance(event["dur"], (int, float)) and event["dur"] >= 0, event
+        elif event["ph"] == "B":
+            open_slices.setdefault((event["pid"], event["tid"]), []).append(event)
+        elif event["ph"] == "E":
+            assert open_slices.get((event["pid"], event["tid"])), event
+            open_slices[(event["pid"], event["tid"])].pop()
+        elif event["ph"] in "iI":
+            assert event.get("s", "t") in "gpt", event
+        if "args" in event:
+            assert isinstance(event["args"], dict)
+    assert not any(open_slices.values()), "unbalanced B/E slices"
+    # Every track and process used has a name given by a metadata event.
+    assert used_tracks <= named_threads, used_tracks - named_threads
+    assert {pid for pid, _ in used_tracks} <= named_processes
+    return events
+
+
+def slices_of(events, pid, tid):
+    return sorted((e for e in events if e["ph"] == "X" and e["pid"] == pid and e["tid"] == tid),
+                  key=lambda e: e["ts"])
+
+
+def overlap(a, b):
+    return a["ts"] < b["ts"] + b["dur"] and b["ts"] < a["ts"] + a["dur"]
+
+
+def open_flag_later(flags_address, index, main_thread_line):
+    """Set flags[index] once the main thread sits at `main_thread_line`."""
+    main = threading.main_thread().ident
+
+    def run():
+        while True:
+            frame = sys._current_frames().get(main)
+            while frame is not None and frame.f_code.co_name != "test_two_stream_pipeline":
+                frame = frame.f_back
+            if frame is not None and frame.f_lineno == main_thread_line:
+                break
+            time.sleep(0.001)
+        time.sleep(0.1)
+        ctypes.c_int64.from_address(flags_address + 8 * index).value = 1
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_two_stream_pipeline(device, kernels, tmp_path):
+    path = tmp_path / "trace.json"
+    load, finish = device.create_stream(), device.create_stream()
+    flags = load.allocate_device_memory(8 * 4)
+    zeros = np.zeros(4, dtype=np.int64)
+    load.transfer_host2device(zeros.ctypes.data, flags, zeros.nbytes)
+    load.sync()
+    address = load.translate_device_pointer(flags)
+    data = np.arange(1000, dtype=np.float64)
+
+    with pymic.trace(path) as recording:
+        chunk = load.bind(data)                              # h2d on `load`
+        load.invoke(kernels.rendezvous, flags, 0, 1)         # runs while ...
+        finish.invoke(kernels.rendezvous, flags, 1, 0)       # ... this one runs
+        load.invoke(kernels.sleep_ms, 20)
+        chunk_ready = load.record_event()
+        finish.wait_event(chunk_ready)
+        chunk.assign_stream(finish)
+        finish.invoke(kernels.add_one, chunk, data.size)     # only after the event
+        chunk.update_host()
+        finish.invoke(kernels.wait_flag, flags, 2)           # held until the host thread
+        opener = open_flag_later(address, 2, SYNC_LINE)
+        finish.sync()  # SYNC_LINE: the host waits here
+        chunk_ready.sync()
+        opener.join()
+    assert recording.path == os.fspath(path)
+    assert np.array_equal(data, np.arange(1000.0) + 1.0)
+
+    document = json.loads(path.read_text())
+    events = validate_trace_event_format(document)
+    assert events == json.loads(json.dumps(recording.events))
+    load_tid = pymic.tracing._engine.trace_stream_number(load)
+    finish_tid = pymic.tracing._engine.trace_stream_number(finish)
+    assert load_tid > 0 and finish_tid > 0 and load_tid != finish_tid
+    pid = pymic.tracing.device_pid(device.device_id)
+    on_load = slices_of(events, pid, load_tid)
+    on_finish = slices_of(events, pid, finish_tid)
+    # (assign_stream orders the array's streams with an event of its own.)
+    assert [e["name"] for e in on_load] == ["h2d", "rendezvous", "sleep_ms", "record event",
+                                            "record event"]
+    assert [e["name"] for e in on_finish] == ["rendezvous", "wait event", "wait event",
+                                              "add_one", "d2h", "wait_flag"]
+    add_one, d2h, wait_flag = on_finish[3:]
+    # One track per stream: every command of a stream is on its track.
+    for track, tid in ((on_load, load_tid), (on_finish, finish_tid)):
+        assert all(e["args"]["stream"] == tid and e["args"]["device"] == device.device_id
+                   for e in track)
+        # In-stream order: slices follow one another, by sequence number.
+        assert [e["args"]["seq"] for e in track] == sorted(e["args"]["seq"] for e in track)
+        for before, after in zip(track, track[1:]):
+            assert before["ts"] + before["dur"] <= after["ts"] + 0.001
+        for e in track:
+            assert e["args"]["enqueued_us"] <= e["ts"] + 0.001
+    assert on_load[0]["args"]["bytes"] == data.nbytes and on_load[0]["cat"] == "copy"
+    assert d2h["args"]["bytes"] == data.nbytes
+    assert on_load[1]["cat"] == "invoke"
+    # The two rendezvous kernels ran at the same time.
+    assert overlap(on_load[1], on_finish[0])
+    # The event orders the streams: add_one starts after `load` reached the
+    # record (whose slice may end a little later: it signals waiters first)
+    # and so after the kernel before it.
+    record = on_load[3]
+    assert add_one["ts"] >= record["ts"]
+    assert add_one["ts"] >= on_load[2]["ts"] + on_load[2]["dur"] - 0.001
+    # Microseconds: a kernel sleeping 20 ms lasts at least 20000 units,
+    # and not a thousand times that.
+    assert 20000 <= on_load[2]["dur"] < 20000 * 1000
+    # Host waits, on the track of the thread that waited.
+    main = threading.main_thread().native_id
+    waits = [e for e in events if e["ph"] == "X" and e.get("cat") == "wait"]
+    stream_sync = [e for e in waits if e["args"]["kind"] == "stream"
+                   and e["args"].get("stream") == finish_tid]
+    assert stream_sync and all(e["pid"] == pymic.tracing.HOST_PID and e["tid"] == main
+                               for e in stream_sync)
+    assert any(e["ts"] <= wait_flag["ts"] + wait_flag["dur"] + 0.001 and
+               e["ts"] + e["dur"] >= wait_flag["ts"] + wait_flag["dur"] - 0.001
+               for e in stream_sync)
+    assert any(e["args"]["kind"] == "event" for e in waits)
+    # Enqueue markers on the host thread, one per command.
+    markers = [e for e in events if e.get("cat") == "enqueue"]
+    assert len(markers) == len(on_load) + len(on_finish)
+    assert all(e["tid"] == main and e["ph"] == "i" for e in markers)
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
+             if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert names[(pid, load_tid)] == f"stream {load_tid}"
+    assert "MainThread" in names[(pymic.tracing.HOST_PID, main)]
+    load.deallocate_device_memory(flags)
+    load.sync()
+
+
+# The line of `finish.sync()` above, found by its comment.
+SYNC_LINE = next(number for number, line in enumerate(open(__file__), 1)
+                 if "# SYNC_LINE: the host waits here" in line)
+
+
+def test_nothing_recorded_outside_a_trace(device, kernels, stream):
+    with pymic.trace() as recording:
+        stream.invoke(kernels.add_one, np.zeros(3), 3)
+    inside = [e for e in recording.events if e["ph"] == "X" and e.get("cat") != "wait"]
+    assert [e["name"] for e in inside] == ["h2d", "add_one", "d2h", "free"]
+    # After the block the recorder is off: a later trace starts empty.
+    stream.invoke(kernels.add_one, np.zeros(3), 3)
+    stream.sync()
+    with pymic.trace() as empty:
+        pass
+    assert not [e for e in empty.events if e["ph"] != "M"]
+
+
+def test_unfinished_commands_are_marked(device, kernels, stream):
+    flags = stream.allocate_device_memory(8)
+    zero = np.zeros(1, dtype=np.int64)
+    stream.transfer_host2device(zero.ctypes.data, flags, 8)
+    stream.sync()
+    address = stream.translate_device_pointer(flags)
+    with pymic.trace() as recording:
+        stream.invoke(kernels.wait_flag, flags, 0)
+    ctypes.c_int64.from_address(address).value = 1
+    stream.sync()
+    (marker,) = [e for e in recording.events if e.get("cat") == "invoke"]
+    assert marker["ph"] == "i" and marker["args"]["unfinished"]
+    stream.deallocate_device_memory(flags)
+
+
+def test_one_trace_at_a_time(device):
+    with pymic.trace():
+        with pytest.raises(pymic.OffloadError, match="already"):
+            with pymic.trace():
+                pass
+    with pymic.trace():  # usable again
+        pass
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError):
+        pymic.trace(commands_per_stream="many")
+    with pytest.raises(ValueError):
+        pymic.trace(commands_per_stream=-1)
+
+
+def test_full_buffer_counts_dropped(device, kernels, stream):
+    with pymic.trace(commands_per_stream=2) as recording:
+        for _ in range(5):
+            stream.invoke(kernels.sleep_ms, 0)
+        stream.sync()
+    assert len([e for e in recording.events if e.get("cat") == "invoke"]) == 2
+    assert recording.dropped == 3
+
+
+def test_pymic_trace_environment_writes_file_at_exit(tmp_path, kernels):
+    path = tmp_path / "run.json"
+    script = (
+        "import numpy, pymic\n"
+        "lib = pymic.devices[0].load_source(open(%r).read())\n"
+        "s = pymic.devices[0].get_default_stream()\n"
+        "x = numpy.zeros(8)\n"
+        "s.invoke(lib.add_one, x, 8)\n"
+        "print(x[0])\n") % (str(tmp_path / "kernel.c"),)
+    (tmp_path / "kernel.c").write_text(HANDSHAKE_SOURCE)
+    env = dict(os.environ, PYMIC_TRACE=str(path))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1.0"
+    events = validate_trace_event_format(json.loads(path.read_text()))
+    names = [e["name"] for e in events if e["ph"] == "X" and e.get("cat") != "wait"]
+    assert names[:3] == ["h2d", "add_one", "d2h"]
+    tracks = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert any(name.startswith("default stream") for name in tracks)
+
+
+def test_summary_of_a_trace(device, kernels, stream):
+    with pymic.trace() as recording:
+        for _ in range(4):
+            stream.invoke(kernels.sleep_ms, 1)
+        stream.invoke(kernels.add_one, np.zeros(16), 16)
+    summary = pymic.tracing.summarize(recording.events)
+    sleeps = summary["kernels"]["sleep_ms"]
+    assert sleeps["count"] == 4 and sleeps["total_us"] >= 4000
+    assert sleeps["mean_us"] == pytest.approx(sleeps["total_us"] / 4)
+    assert sleeps["p95_us"] == max(e["dur"] for e in recording.events
+                                   if e.get("name") == "sleep_ms")
+    assert summary["kernels"]["h2d"]["bytes"] == 128
+    (track,) = summary["streams"].values()
+    assert track["busy_us"] <= track["span_us"] + 0.01
+    assert track["idle_us"] == pytest.approx(track["span_us"] - track["busy_us"])
+    text = pymic.tracing.format_summary(summary)
+    assert "sleep_ms" in text and "Host waits" in text and "idle" in text
+
+
+def test_a_forked_child_does_not_overwrite_the_run_trace(tmp_path, kernels):
+    path = tmp_path / "run.json"
+    marker = tmp_path / "child-done"
+    (tmp_path / "kernel.c").write_text(HANDSHAKE_SOURCE)
+    script = textwrap.dedent(f"""
+        import atexit, os, sys, time
+        # Registered before pymic's handlers, so in the child it runs after them.
+        atexit.register(lambda: os.getpid() != parent and open({str(marker)!r}, "w").close())
+        parent = os.getpid()
+        import pymic
+        lib = pymic.devices[0].load_source(open("kernel.c").read())
+        stream = pymic.devices[0].get_default_stream()
+        stream.invoke(lib.sleep_ms, 0)
+        stream.sync()
+        if os.fork() == 0:
+            time.sleep(0.5)   # exit after the parent, through atexit
+            sys.exit(0)
+        stream.invoke(lib.sleep_ms, 1)
+        stream.sync()
+    """)
+    env = dict(os.environ, PYMIC_TRACE=str(path))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists()
+    events = json.loads(path.read_text())["traceEvents"]
+    assert [e["name"] for e in events if e.get("cat") == "invoke"] == ["sleep_ms", "sleep_ms"]
