@@ -35,6 +35,8 @@ $(VENV_ABS)/.deps: requirements-dev.txt
 venv: $(VENV_ABS)/.deps
 
 $(VENV_ABS)/.installed: $(VENV_ABS)/.deps $(SOURCES)
+	@# Venvs made before the rename hold the same files under the old name.
+	$(VPY) -m pip uninstall -q -y pymic 2>/dev/null || true
 	$(VPY) -m pip install -q --no-build-isolation --no-deps \
 	    -Cbuild-dir=$(BUILD_ABS)/wheel .
 	touch $@
