@@ -222,7 +222,10 @@ static bool variable_set(const char *name)
 
 /* The local rank and the number of ranks on this node, from the first
  * launcher whose variables are set.  MPI launchers come before Slurm: an
- * mpirun inside a Slurm allocation inherits the batch script's SLURM_*. */
+ * mpirun inside a Slurm allocation inherits the batch script's SLURM_*.
+ * Slurm counts only in an srun step (SLURM_STEP_TASKS_PER_NODE): a batch
+ * script may carry SLURM_LOCALID and the job's SLURM_TASKS_PER_NODE, but it
+ * is one process, not one of the tasks those count. */
 static int read_local_rank(local_rank *out, char *why, size_t why_len)
 {
     static const char *const mpi_launchers[][2] = {
@@ -241,21 +244,19 @@ static int read_local_rank(local_rank *out, char *why, size_t why_len)
         if (!read_count_variable(rank_var, &rank, why, why_len) ||
             !read_count_variable(size_var, &size, why, why_len))
             return PYMIC_ERR_CONFIG;
-    } else if (variable_set("SLURM_LOCALID")) {
-        /* srun: the step's list first; the job's when only that is set. */
+    } else if (variable_set("SLURM_LOCALID") && variable_set("SLURM_STEP_TASKS_PER_NODE")) {
         rank_var = "SLURM_LOCALID";
-        size_var = variable_set("SLURM_STEP_TASKS_PER_NODE") ? "SLURM_STEP_TASKS_PER_NODE"
-                                                             : "SLURM_TASKS_PER_NODE";
+        size_var = "SLURM_STEP_TASKS_PER_NODE";
         long node = 0;
         if (!read_count_variable(rank_var, &rank, why, why_len) ||
             (variable_set("SLURM_NODEID") &&
              !read_count_variable("SLURM_NODEID", &node, why, why_len)))
             return PYMIC_ERR_CONFIG;
         const char *list = getenv(size_var);
-        size = list ? slurm_tasks_on_node(list, node) : -1;
+        size = slurm_tasks_on_node(list, node);
         if (size < 0) {
             snprintf(why, why_len, "%s=\"%s\" gives no task count for node %ld (SLURM_NODEID)",
-                     size_var, list ? list : "<unset>", node);
+                     size_var, list, node);
             return PYMIC_ERR_CONFIG;
         }
     } else {
@@ -295,9 +296,9 @@ static int resolve_auto(const pymic_host_cpus *cpus, pymic_device_spec *spec,
     const int *avail = cpus->avail;
     long navail = cpus->navail;
     if (local.size == 0) {
-        snprintf(note, note_len, "host:auto: no MPI launcher variables (OMPI_COMM_WORLD_LOCAL_RANK, "
-                 "MPI_LOCALRANKID, SLURM_LOCALID), so one device on all %ld CPUs, as \"host\"",
-                 navail);
+        snprintf(note, note_len, "host:auto: no MPI launcher's local rank "
+                 "(OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, SLURM_LOCALID of an srun step), "
+                 "so one device on all %ld CPUs, as \"host\"", navail);
         status = copy_cpus(spec, avail, (int)navail);
     } else if (bound_to_share(cpus)) {
         snprintf(note, note_len, "host:auto: local rank %ld of %ld (%s) is bound to %ld of the "

@@ -47,7 +47,7 @@ def test_host_auto_without_launcher_is_host():
 @pytest.mark.parametrize("rank_var,size_var", [
     ("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
     ("MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
-    ("SLURM_LOCALID", "SLURM_TASKS_PER_NODE"),
+    ("SLURM_LOCALID", "SLURM_STEP_TASKS_PER_NODE"),
 ])
 def test_host_auto_gives_each_local_rank_its_share(rank_var, size_var):
     # The same shares as host*2 gives its two devices, one per rank.
