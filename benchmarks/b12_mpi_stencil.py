@@ -207,8 +207,8 @@ def run(context):
     library = _build_kernel(context)
     figures, table = {}, []
     for n in context.pick(SIZES, QUICK_SIZES):
-        # About 0.1-0.3 s per turn on a 2-core machine at either size.
-        steps = max(4, (2 ** 24) // (n * n)) if not context.quick else 4
+        # 0.05-0.2 s per turn on a 2-core machine at either size.
+        steps = max(8, (2 ** 25) // (n * n)) if not context.quick else 4
         result = _measure(library, n, steps, context.pick(8, 2))
         if result["difference"] > 1e-12:
             raise AssertionError(f"n={n}: pymic's grid differs from NumPy's by "
