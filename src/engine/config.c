@@ -446,7 +446,8 @@ static bool read_first_line(const char *path, char *line, size_t len)
         return false;
     bool ok = fgets(line, (int)len, file) != NULL;
     fclose(file);
-    line[strcspn(line, "\n")] = '\0';
+    if (ok)
+        line[strcspn(line, "\n")] = '\0';
     return ok;
 }
 

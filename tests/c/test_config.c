@@ -440,11 +440,11 @@ static void expect_slurm_lists(const void *arg)
 }
 
 /* The cpuset is looked up from the process's cgroup upwards: a made-up
- * tree where only /a has the file. */
+ * tree where /a has the file and /a/b an empty one. */
 static void expect_cpuset_upwards(const void *arg)
 {
     (void)arg;
-    char root[] = "/tmp/pymic_test_cgroupXXXXXX", dir[128], file[160];
+    char root[] = "/tmp/pymic_test_cgroupXXXXXX", dir[128], file[160], empty[160];
     CHECK(mkdtemp(root) != NULL);
     snprintf(dir, sizeof dir, "%s/a", root);
     CHECK(mkdir(dir, 0700) == 0);
@@ -457,6 +457,11 @@ static void expect_cpuset_upwards(const void *arg)
         fputs("2-3,8\n", out);
         fclose(out);
     }
+    snprintf(empty, sizeof empty, "%s/a/b/cpuset.cpus.effective", root);
+    FILE *nothing = fopen(empty, "w");
+    CHECK(nothing != NULL);
+    if (nothing)
+        fclose(nothing);
     pymic_device_spec spec = {0, NULL};
     char path[64] = "/a/b";
     CHECK(read_cpuset_upwards(root, path, "cpuset.cpus.effective", &spec));
@@ -465,6 +470,7 @@ static void expect_cpuset_upwards(const void *arg)
     char missing[64] = "/a/b";
     CHECK(!read_cpuset_upwards(root, missing, "cpuset.effective_cpus", &spec));
     unlink(file);
+    unlink(empty);
     rmdir(dir);
     snprintf(dir, sizeof dir, "%s/a", root);
     rmdir(dir);
