@@ -84,7 +84,7 @@ def collect(unset_environment):
         JSON-ready facts: date, CPU, cores, memory, OS, Python and package
         versions, compiler, pymic/OpenBLAS environment, load average.
     """
-    packages = ["pymic", "numpy", "pyopencl", "pocl-binary-distribution",
+    packages = ["pymic-offload", "numpy", "pyopencl", "pocl-binary-distribution",
                 "scipy-openblas32", "threadpoolctl", "matplotlib"]
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -1,13 +1,18 @@
 /*
- * config.c -- parsing of PYMIC_DEVICES and size strings.
+ * config.c -- parsing of PYMIC_DEVICES and size strings, and what
+ * "host:auto" needs to know about the node: the MPI launcher's local rank
+ * and the node's CPUs.
  *
  * Grammar of PYMIC_DEVICES (items separated by ';', blanks around tokens
  * ignored):
- *     item  := "host" | "host*" N | "host:" list
+ *     item  := "host" | "host*" N | "host:" list | "host:auto"
  *     list  := range ("," range)*
  *     range := cpu | cpu "-" cpu
  * Every CPU must be one the process may run on (its affinity mask), so a
  * device never names a core the worker could not be pinned to.
+ *
+ * This file uses nothing else of the engine, so tests/c/test_config.c can
+ * compile it in and call its internals with made-up CPU lists.
  */
 #include "engine.h"
 
@@ -80,6 +85,8 @@ static int set_why(char *why, size_t why_len, const char *fmt, const char *item)
     return PYMIC_ERR_CONFIG;
 }
 
+/* Parse "0-3,6" in [p, end) into spec; with `avail` NULL any CPU number is
+ * accepted (the kernel's own lists, e.g. /sys/devices/system/cpu/online). */
 static int parse_cpu_list(const char *p, const char *end, const int *avail, int navail,
                           pymic_device_spec *spec, char *why, size_t why_len)
 {
@@ -99,7 +106,7 @@ static int parse_cpu_list(const char *p, const char *end, const int *avail, int 
                 goto bad;
         }
         for (long c = lo; c <= hi; c++) {
-            if (!cpu_available(c, avail, navail)) {
+            if (avail && !cpu_available(c, avail, navail)) {
                 char cpu_text[32];
                 snprintf(cpu_text, sizeof cpu_text, "%ld", c);
                 free(cpus);
@@ -126,7 +133,8 @@ static int parse_cpu_list(const char *p, const char *end, const int *avail, int 
     return PYMIC_OK;
 bad:
     free(cpus);
-    return set_why(why, why_len, "%s", "malformed CPU list (expected e.g. \"host:0-3,6\")");
+    return set_why(why, why_len, "%s",
+                   "malformed CPU list (expected e.g. \"host:0-3,6\" or \"host:auto\")");
 }
 
 static int copy_cpus(pymic_device_spec *spec, const int *cpus, int n)
@@ -157,6 +165,165 @@ static int split_cpus(long n, const int *avail, int navail, pymic_device_spec *s
     return PYMIC_OK;
 }
 
+/* ---------------------------------------------------------- host:auto */
+
+/* Where this process sits among the MPI ranks of its node, as its launcher
+ * says in the environment. */
+typedef struct local_rank {
+    long rank, size;      /* size 0: no launcher variables found */
+    const char *rank_var; /* the variable the rank came from, for messages */
+} local_rank;
+
+/* A launcher variable holding a non-negative integer; false (with the reason
+ * in `why`) when it is malformed. */
+static bool read_count_variable(const char *name, long *value, char *why, size_t why_len)
+{
+    const char *text = getenv(name);
+    const char *end = text ? parse_uint(text, value) : NULL;
+    if (end && *end == '\0')
+        return true;
+    snprintf(why, why_len, "%s=\"%s\" is not a non-negative integer", name,
+             text ? text : "<unset>");
+    return false;
+}
+
+/* Slurm compresses its tasks-per-node lists: "2(x3),1" is 2,2,2,1.  The
+ * count of node `node`, or -1 for a malformed list or a node beyond it. */
+static long slurm_tasks_on_node(const char *text, long node)
+{
+    const char *p = text;
+    for (;;) {
+        long tasks, repeat = 1;
+        p = parse_uint(p, &tasks);
+        if (!p)
+            return -1;
+        if (p[0] == '(' && p[1] == 'x') {
+            p = parse_uint(p + 2, &repeat);
+            if (!p || *p != ')' || repeat < 1)
+                return -1;
+            p = skip_blanks(p + 1);
+        }
+        if (*p != ',' && *p != '\0')
+            return -1;
+        if (node < repeat)
+            return tasks;
+        node -= repeat;
+        if (*p == '\0')
+            return -1;
+        p++;
+    }
+}
+
+static bool variable_set(const char *name)
+{
+    const char *text = getenv(name);
+    return text && *text;
+}
+
+/* The local rank and the number of ranks on this node, from the first
+ * launcher whose variables are set.  MPI launchers come before Slurm: an
+ * mpirun inside a Slurm allocation inherits the batch script's SLURM_*.
+ * Slurm counts only in an srun step (SLURM_STEP_TASKS_PER_NODE): a batch
+ * script may carry SLURM_LOCALID and the job's SLURM_TASKS_PER_NODE, but it
+ * is one process, not one of the tasks those count. */
+static int read_local_rank(local_rank *out, char *why, size_t why_len)
+{
+    static const char *const mpi_launchers[][2] = {
+        {"OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"}, /* Open MPI */
+        {"MPI_LOCALRANKID", "MPI_LOCALNRANKS"},                       /* MPICH/Hydra, Intel MPI */
+    };
+    *out = (local_rank){0, 0, NULL};
+    const char *rank_var = NULL, *size_var = NULL;
+    for (size_t i = 0; i < sizeof mpi_launchers / sizeof *mpi_launchers && !rank_var; i++)
+        if (variable_set(mpi_launchers[i][0])) {
+            rank_var = mpi_launchers[i][0];
+            size_var = mpi_launchers[i][1];
+        }
+    long rank, size;
+    if (rank_var) {
+        if (!read_count_variable(rank_var, &rank, why, why_len) ||
+            !read_count_variable(size_var, &size, why, why_len))
+            return PYMIC_ERR_CONFIG;
+    } else if (variable_set("SLURM_LOCALID") && variable_set("SLURM_STEP_TASKS_PER_NODE")) {
+        rank_var = "SLURM_LOCALID";
+        size_var = "SLURM_STEP_TASKS_PER_NODE";
+        long node = 0;
+        if (!read_count_variable(rank_var, &rank, why, why_len) ||
+            (variable_set("SLURM_NODEID") &&
+             !read_count_variable("SLURM_NODEID", &node, why, why_len)))
+            return PYMIC_ERR_CONFIG;
+        const char *list = getenv(size_var);
+        size = slurm_tasks_on_node(list, node);
+        if (size < 0) {
+            snprintf(why, why_len, "%s=\"%s\" gives no task count for node %ld (SLURM_NODEID)",
+                     size_var, list, node);
+            return PYMIC_ERR_CONFIG;
+        }
+    } else {
+        return PYMIC_OK; /* no launcher: size 0 */
+    }
+    if (size < 1 || rank >= size) {
+        snprintf(why, why_len, "%s=%ld is not a local rank below %s=%ld", rank_var, rank,
+                 size_var, size);
+        return PYMIC_ERR_CONFIG;
+    }
+    *out = (local_rank){rank, size, rank_var};
+    return PYMIC_OK;
+}
+
+/* The launcher (or taskset, numactl) already gave this process a share of
+ * the node: its affinity mask is a strict subset of the node's CPUs. */
+static bool bound_to_share(const pymic_host_cpus *cpus)
+{
+    if (!cpus->node || cpus->navail >= cpus->nnode)
+        return false;
+    for (int i = 0; i < cpus->navail; i++)
+        if (!cpu_available(cpus->avail[i], cpus->node, cpus->nnode))
+            return false;
+    return true;
+}
+
+/* One device for this rank: its launcher binding, else an equal, disjoint
+ * share of the mask by local rank, else (no launcher) the whole mask.  On
+ * success `note` says which, for the debug log. */
+static int resolve_auto(const pymic_host_cpus *cpus, pymic_device_spec *spec,
+                        char *note, size_t note_len)
+{
+    local_rank local;
+    int status = read_local_rank(&local, note, note_len);
+    if (status != PYMIC_OK)
+        return status;
+    const int *avail = cpus->avail;
+    long navail = cpus->navail;
+    if (local.size == 0) {
+        snprintf(note, note_len, "host:auto: no MPI launcher's local rank "
+                 "(OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, SLURM_LOCALID of an srun step), "
+                 "so one device on all %ld CPUs, as \"host\"", navail);
+        status = copy_cpus(spec, avail, (int)navail);
+    } else if (bound_to_share(cpus)) {
+        snprintf(note, note_len, "host:auto: local rank %ld of %ld (%s) is bound to %ld of the "
+                 "node's %d CPUs; the device uses them as they are",
+                 local.rank, local.size, local.rank_var, navail, cpus->nnode);
+        status = copy_cpus(spec, avail, (int)navail);
+    } else if (local.size <= navail) {
+        long first = local.rank * navail / local.size;
+        long last = (local.rank + 1) * navail / local.size;
+        snprintf(note, note_len, "host:auto: local rank %ld of %ld (%s) takes share %ld, %ld "
+                 "CPUs, of the %ld CPUs in its affinity mask", local.rank, local.size,
+                 local.rank_var, local.rank, last - first, navail);
+        status = copy_cpus(spec, avail + first, (int)(last - first));
+    } else {
+        /* As host*N does with more devices than CPUs. */
+        snprintf(note, note_len, "host:auto: %ld local ranks (%s) but only %ld CPUs: ranks share "
+                 "CPUs round-robin, local rank %ld runs on CPU %d", local.size,
+                 local.rank_var, navail, local.rank, avail[local.rank % navail]);
+        status = copy_cpus(spec, avail + local.rank % navail, 1);
+    }
+    if (status != PYMIC_OK)
+        set_why(note, note_len, "%s", "out of memory");
+    return status;
+}
+
 static int grow_specs(pymic_device_spec **specs, int *cap, int need)
 {
     if (need <= *cap)
@@ -173,11 +340,20 @@ static int grow_specs(pymic_device_spec **specs, int *cap, int need)
     return PYMIC_OK;
 }
 
-/* Parse one ';'-separated item [p, end) and append its devices. */
-static int parse_item(const char *p, const char *end, const int *avail, int navail,
-                      pymic_device_spec **specs, int *count, int *cap,
-                      char *why, size_t why_len)
+static bool is_word(const char *p, const char *end, const char *word)
 {
+    size_t n = strlen(word);
+    return (size_t)(end - p) == n && strncmp(p, word, n) == 0;
+}
+
+/* Parse one ';'-separated item [p, end) and append its devices; a note on
+ * how host:auto resolved goes to `note`. */
+static int parse_item(const char *p, const char *end, const pymic_host_cpus *cpus,
+                      pymic_device_spec **specs, int *count, int *cap,
+                      char *why, size_t why_len, char *note, size_t note_len)
+{
+    const int *avail = cpus->avail;
+    int navail = cpus->navail;
     p = skip_blanks(p);
     while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
         end--;
@@ -185,14 +361,15 @@ static int parse_item(const char *p, const char *end, const int *avail, int nava
         return set_why(why, why_len, "%s", "unknown device kind (only \"host\" exists)");
     p += 4;
     long ndev = 1;
-    bool explicit_list = false;
+    bool explicit_list = false, automatic = false;
     if (p < end && *p == '*') {
         p = clamp(parse_uint(p + 1, &ndev), end);
         if (!p || p != end || ndev < 1)
             return set_why(why, why_len, "%s", "\"host*N\" needs a positive integer N");
     } else if (p < end && *p == ':') {
-        explicit_list = true;
         p++;
+        automatic = is_word(skip_blanks(p), end, "auto");
+        explicit_list = !automatic;
     } else if (p != end) {
         return set_why(why, why_len, "%s", "expected \"host\", \"host*N\" or \"host:CPUS\"");
     }
@@ -200,22 +377,31 @@ static int parse_item(const char *p, const char *end, const int *avail, int nava
         return set_why(why, why_len, "%s", "too many devices (at most 1024)");
     if (grow_specs(specs, cap, *count + (int)ndev) != PYMIC_OK)
         return set_why(why, why_len, "%s", "out of memory");
-    int status = explicit_list
-        ? parse_cpu_list(p, end, avail, navail, &(*specs)[*count], why, why_len)
-        : split_cpus(ndev, avail, navail, &(*specs)[*count]);
-    if (status != PYMIC_OK) {
-        if (!explicit_list)
+    int status;
+    if (automatic) {
+        status = resolve_auto(cpus, &(*specs)[*count], note, note_len);
+        if (status != PYMIC_OK)
+            snprintf(why, why_len, "%s", note);
+    } else if (explicit_list) {
+        status = parse_cpu_list(p, end, avail, navail, &(*specs)[*count], why, why_len);
+    } else {
+        status = split_cpus(ndev, avail, navail, &(*specs)[*count]);
+        if (status != PYMIC_OK)
             set_why(why, why_len, "%s", "out of memory");
-        return status;
     }
+    if (status != PYMIC_OK)
+        return status;
     *count += (int)ndev;
     return PYMIC_OK;
 }
 
-int pymic_parse_devices(const char *text, const int *avail, int navail,
-                        pymic_device_spec **specs_out, int *count_out, char *why, size_t why_len)
+int pymic_parse_devices(const char *text, const pymic_host_cpus *cpus,
+                        pymic_device_spec **specs_out, int *count_out, char *why, size_t why_len,
+                        char *note, size_t note_len)
 {
-    if (navail < 1)
+    if (note_len)
+        note[0] = '\0';
+    if (cpus->navail < 1)
         return set_why(why, why_len, "%s", "the process may run on no CPU");
     if (!text || *skip_blanks(text) == '\0')
         text = "host";
@@ -226,7 +412,8 @@ int pymic_parse_devices(const char *text, const int *avail, int navail,
         const char *end = strchr(p, ';');
         if (!end)
             end = p + strlen(p);
-        int status = parse_item(p, end, avail, navail, &specs, &count, &cap, why, why_len);
+        int status = parse_item(p, end, cpus, &specs, &count, &cap, why, why_len, note,
+                                note_len);
         if (status != PYMIC_OK) {
             pymic_free_device_specs(specs, cap);
             return status;
@@ -247,6 +434,94 @@ void pymic_free_device_specs(pymic_device_spec *specs, int count)
     for (int i = 0; i < count; i++)
         free(specs[i].cpus);
     free(specs);
+}
+
+/* --------------------------------------------------- the node's CPUs */
+
+/* The first line of a small file, without its newline; false if unreadable. */
+static bool read_first_line(const char *path, char *line, size_t len)
+{
+    FILE *file = fopen(path, "r");
+    if (!file)
+        return false;
+    bool ok = fgets(line, (int)len, file) != NULL;
+    fclose(file);
+    if (ok)
+        line[strcspn(line, "\n")] = '\0';
+    return ok;
+}
+
+/* A kernel CPU list ("0-3,8-11") read from `path`, as a spec. */
+static bool read_cpu_list_file(const char *path, pymic_device_spec *spec)
+{
+    char text[4096], why[128];
+    if (!read_first_line(path, text, sizeof text) || text[0] == '\0')
+        return false;
+    return parse_cpu_list(text, text + strlen(text), NULL, 0, spec, why, sizeof why) == PYMIC_OK;
+}
+
+/* The cpuset file of cgroup `path` under `root`, or of its nearest ancestor
+ * that has one: in cgroup v2 a cgroup without the cpuset controller has no
+ * such file, and in a container /proc/self/cgroup may name the host's path
+ * while /sys/fs/cgroup shows the container's own cgroup as its root. */
+static bool read_cpuset_upwards(const char *root, char *path, const char *file,
+                                pymic_device_spec *spec)
+{
+    char file_path[1400];
+    for (;;) {
+        snprintf(file_path, sizeof file_path, "%s%s/%s", root, path, file);
+        if (read_cpu_list_file(file_path, spec))
+            return true;
+        char *slash = strrchr(path, '/');
+        if (!slash)
+            return false;
+        *slash = '\0'; /* the parent: "/a/b" -> "/a" -> "" */
+    }
+}
+
+/* The cpuset of this process's cgroup: cgroup v1 names the hierarchy
+ * "cpuset" in /proc/self/cgroup, v2 has one line "0::PATH". */
+static bool read_cgroup_cpuset(pymic_device_spec *spec)
+{
+    FILE *file = fopen("/proc/self/cgroup", "r");
+    if (!file)
+        return false;
+    char line[1024], v1[1024] = "", v2[1024] = "";
+    bool have_v1 = false, have_v2 = false;
+    while (fgets(line, sizeof line, file)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *controllers = strchr(line, ':');
+        char *path = controllers ? strchr(controllers + 1, ':') : NULL;
+        if (!path)
+            continue;
+        *path++ = '\0';
+        controllers++;
+        if (strcmp(line, "0") == 0 && controllers[0] == '\0') {
+            snprintf(v2, sizeof v2, "%s", path);
+            have_v2 = true;
+        }
+        char *save = NULL;
+        for (char *c = strtok_r(controllers, ",", &save); c; c = strtok_r(NULL, ",", &save))
+            if (strcmp(c, "cpuset") == 0) {
+                snprintf(v1, sizeof v1, "%s", path);
+                have_v1 = true;
+            }
+    }
+    fclose(file);
+    return (have_v1 && read_cpuset_upwards("/sys/fs/cgroup/cpuset", v1, "cpuset.effective_cpus",
+                                           spec)) ||
+           (have_v2 && read_cpuset_upwards("/sys/fs/cgroup", v2, "cpuset.cpus.effective", spec));
+}
+
+int pymic_node_cpus(int **cpus_out, int *count_out)
+{
+    pymic_device_spec spec = {0, NULL};
+    if (!read_cgroup_cpuset(&spec) &&
+        !read_cpu_list_file("/sys/devices/system/cpu/online", &spec))
+        return PYMIC_ERR_SYSTEM;
+    *cpus_out = spec.cpus;
+    *count_out = spec.ncpus;
+    return PYMIC_OK;
 }
 
 bool pymic_parse_size(const char *text, size_t *bytes)

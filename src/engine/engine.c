@@ -223,17 +223,26 @@ static int initialise(void)
                  "pymic_init: cannot read the process affinity mask");
         return PYMIC_ERR_SYSTEM;
     }
+    /* host:auto compares the mask with the node; unknown, it splits the mask. */
+    int *node = NULL, nnode = 0;
+    if (pymic_node_cpus(&node, &nnode) != PYMIC_OK)
+        node = NULL;
     const char *layout = getenv("PYMIC_DEVICES");
     pymic_device_spec *specs = NULL;
     int count = 0;
-    char why[256];
-    status = pymic_parse_devices(layout, avail, navail, &specs, &count, why, sizeof why);
+    char why[256], note[256];
+    pymic_host_cpus cpus = {avail, navail, node, nnode};
+    status = pymic_parse_devices(layout, &cpus, &specs, &count, why, sizeof why, note,
+                                 sizeof note);
     free(avail);
+    free(node);
     if (status != PYMIC_OK) {
         snprintf(init_message, sizeof init_message, "pymic_init: PYMIC_DEVICES=\"%s\": %s",
                  layout ? layout : "", why);
         return status;
     }
+    if (note[0])
+        pymic_log(1, "%s", note);
     size_t limit = default_memory_limit(count);
     status = read_memory_limit(&limit);
     if (status == PYMIC_OK) {

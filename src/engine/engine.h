@@ -44,12 +44,28 @@ typedef struct pymic_device_spec {
     int *cpus; /* sorted, distinct */
 } pymic_device_spec;
 
-/* Parse a PYMIC_DEVICES string against the CPUs the process may use.
- * On success *specs is a malloc'd array of *count specs (free with
- * pymic_free_device_specs).  On failure returns PYMIC_ERR_CONFIG and writes
- * the reason to `why`. */
-int pymic_parse_devices(const char *text, const int *avail, int navail,
-                        pymic_device_spec **specs, int *count, char *why, size_t why_len);
+/* The CPUs a PYMIC_DEVICES string is resolved against, ascending. */
+typedef struct pymic_host_cpus {
+    const int *avail; /* the process affinity mask */
+    int navail;
+    const int *node;  /* the node's CPUs as this job sees them (see
+                       * pymic_node_cpus); NULL if unknown */
+    int nnode;
+} pymic_host_cpus;
+
+/* Parse a PYMIC_DEVICES string against the CPUs the process may use
+ * ("host:auto" also reads the MPI launcher's variables).  On success *specs
+ * is a malloc'd array of *count specs (free with pymic_free_device_specs)
+ * and `note` says how host:auto chose its CPUs (empty without host:auto).
+ * On failure returns PYMIC_ERR_CONFIG and writes the reason to `why`. */
+int pymic_parse_devices(const char *text, const pymic_host_cpus *cpus,
+                        pymic_device_spec **specs, int *count, char *why, size_t why_len,
+                        char *note, size_t note_len);
+
+/* The node's CPUs as this process's job sees them: its cgroup's cpuset,
+ * else the online CPUs.  A malloc'd ascending list; PYMIC_ERR_SYSTEM if
+ * neither can be read. */
+int pymic_node_cpus(int **cpus, int *count);
 void pymic_free_device_specs(pymic_device_spec *specs, int count);
 
 /* Parse "512M", "2G", "1048576" into bytes; false on a malformed string. */

@@ -8,9 +8,15 @@
  */
 #include "check.h"
 
+/* The parser and the host:auto helpers are internal to libpymic (its
+ * symbols are hidden): compiled into this test, they can be called with
+ * made-up CPU lists.  config.c uses nothing else of the engine. */
+#include "../../src/engine/config.c"
+
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +31,7 @@ static void in_child(const char *label, const char *devices, child_case body, co
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
+        check_failed = 0; /* the child's status counts its own failures only */
         if (devices)
             setenv("PYMIC_DEVICES", devices, 1);
         else
@@ -233,6 +240,343 @@ static void expect_bad_variable(const void *arg)
     CHECK_MESSAGE(pair[0]);
 }
 
+/* -------------------------------------------------------------- host:auto
+ *
+ * The parser itself, called with made-up affinity masks and node CPU
+ * lists (so the cases do not depend on this machine), and the launcher
+ * variables of each case set in the environment.  Each case runs in a
+ * child like the rest, so the variables never leak into another case. */
+
+static const char *const launcher_variables[] = {
+    "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALRANKID",
+    "MPI_LOCALNRANKS", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_TASKS_PER_NODE",
+    "SLURM_STEP_TASKS_PER_NODE",
+};
+
+/* Clear every launcher variable, then set the NULL-terminated name/value pairs. */
+static void set_launcher(const char *const *pairs)
+{
+    for (size_t i = 0; i < sizeof launcher_variables / sizeof *launcher_variables; i++)
+        unsetenv(launcher_variables[i]);
+    for (; pairs && pairs[0]; pairs += 2)
+        setenv(pairs[0], pairs[1], 1);
+}
+
+/* A CPU list in the kernel's format, parsed with the engine's own parser. */
+static pymic_device_spec cpu_list(const char *text)
+{
+    pymic_device_spec spec = {0, NULL};
+    char why[128];
+    if (text)
+        CHECK_OK(parse_cpu_list(text, text + strlen(text), NULL, 0, &spec, why, sizeof why));
+    return spec;
+}
+
+typedef struct auto_case {
+    const char *label;
+    const char *layout;   /* NULL: "host:auto" */
+    const char *env[12];  /* launcher variables: name, value, ..., NULL */
+    const char *mask;     /* the process affinity mask */
+    const char *node;     /* the node's CPUs; NULL: unknown */
+    const char *expect;   /* CPUs of each device, ';'-separated; NULL: a config error */
+    const char *message;  /* text the note (or the error) must contain */
+} auto_case;
+
+static const auto_case auto_cases[] = {
+    {"no launcher: like host", NULL, {NULL}, "0-7", "0-7", "0-7", "no MPI launcher"},
+    {"no launcher, bound: the mask", NULL, {NULL}, "2-3", "0-7", "2-3", "as \"host\""},
+    {"empty variables are unset", NULL, {"OMPI_COMM_WORLD_LOCAL_RANK", "", NULL}, "0-7", "0-7",
+     "0-7", "no MPI launcher"},
+    {"Open MPI rank 0 of 2", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "0", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0-7", "0-7",
+     "0-3", "local rank 0 of 2 (OMPI_COMM_WORLD_LOCAL_RANK)"},
+    {"Open MPI rank 1 of 2", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0-7", "0-7",
+     "4-7", "local rank 1 of 2"},
+    {"Open MPI rank 0 of 3", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "0", "OMPI_COMM_WORLD_LOCAL_SIZE", "3", NULL}, "0-7", "0-7",
+     "0-1", "2 CPUs"},
+    {"Open MPI rank 1 of 3", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "3", NULL}, "0-7", "0-7",
+     "2-4", "3 CPUs"},
+    {"Open MPI rank 2 of 3", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "2", "OMPI_COMM_WORLD_LOCAL_SIZE", "3", NULL}, "0-7", "0-7",
+     "5-7", "3 CPUs"},
+    {"MPICH/Hydra rank 1 of 4", NULL,
+     {"MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "4", NULL}, "0-7", "0-7", "2-3",
+     "local rank 1 of 4 (MPI_LOCALRANKID)"},
+    {"Slurm, compressed list, node 1", NULL,
+     {"SLURM_LOCALID", "1", "SLURM_NODEID", "1", "SLURM_STEP_TASKS_PER_NODE", "2(x3),1", NULL},
+     "0-7", "0-7", "4-7", "local rank 1 of 2 (SLURM_LOCALID)"},
+    {"Slurm, last node of the list", NULL,
+     {"SLURM_LOCALID", "0", "SLURM_NODEID", "3", "SLURM_STEP_TASKS_PER_NODE", "2(x3),1", NULL},
+     "0-7", "0-7", "0-7", "local rank 0 of 1"},
+    {"Slurm, no node id: node 0", NULL,
+     {"SLURM_LOCALID", "0", "SLURM_STEP_TASKS_PER_NODE", "3,1", NULL}, "0-7", "0-7", "0-1",
+     "local rank 0 of 3"},
+    {"Slurm, the step's list, not the job's", NULL,
+     {"SLURM_LOCALID", "1", "SLURM_TASKS_PER_NODE", "4", "SLURM_STEP_TASKS_PER_NODE", "2",
+      NULL}, "0-7", "0-7", "4-7", "of 2"},
+    {"Slurm batch script (no step): like host", NULL,
+     {"SLURM_LOCALID", "0", "SLURM_NODEID", "0", "SLURM_TASKS_PER_NODE", "4", NULL}, "0-7",
+     "0-7", "0-7", "no MPI launcher"},
+    {"mpirun inside Slurm: Open MPI wins", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", "SLURM_LOCALID", "0",
+      "SLURM_STEP_TASKS_PER_NODE", "1", NULL}, "0-7", "0-7", "4-7",
+     "OMPI_COMM_WORLD_LOCAL_RANK"},
+    {"bound to one core", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "1", "0-7",
+     "1", "bound to 1 of the node's 8 CPUs"},
+    {"bound to a socket", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "0", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "4-7", "0-7",
+     "4-7", "bound to 4"},
+    {"node unknown: split the mask", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0-3", NULL,
+     "2-3", "takes share 1"},
+    {"mask outside the node list: split", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0-3", "8-15",
+     "2-3", "takes share 1"},
+    {"a cgroup's CPUs", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "8-11",
+     "8-11", "10-11", "takes share"},
+    {"a mask with holes", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0,2,4,6",
+     "0,2,4,6", "4,6", "takes share"},
+    {"more ranks than CPUs: rank 2 of 3", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "2", "OMPI_COMM_WORLD_LOCAL_SIZE", "3", NULL}, "0-1", "0-1",
+     "0", "3 local ranks (OMPI_COMM_WORLD_LOCAL_RANK) but only 2 CPUs: ranks share CPUs "
+     "round-robin, local rank 2 runs on CPU 0"},
+    {"more ranks than CPUs: rank 1 of 3", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "3", NULL}, "4-5", "4-5",
+     "5", "round-robin"},
+    {"blanks around auto", " host: auto ",
+     {"MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "2", NULL}, "0-7", "0-7", "4-7", "of 2"},
+    {"combined with other items", "host:auto;host:0",
+     {"MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "2", NULL}, "0-7", "0-7", "4-7;0", "of 2"},
+    {"other layouts ignore the launcher", "host*2",
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "x", NULL}, "0-7", "0-7", "0-3;4-7", ""},
+    /* Errors name the variable. */
+    {"size missing", NULL, {"OMPI_COMM_WORLD_LOCAL_RANK", "0", NULL}, "0-7", "0-7", NULL,
+     "OMPI_COMM_WORLD_LOCAL_SIZE=\"<unset>\""},
+    {"rank not a number", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "one", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0-7",
+     "0-7", NULL, "OMPI_COMM_WORLD_LOCAL_RANK=\"one\""},
+    {"negative rank", NULL, {"MPI_LOCALRANKID", "-1", "MPI_LOCALNRANKS", "2", NULL}, "0-7",
+     "0-7", NULL, "MPI_LOCALRANKID=\"-1\""},
+    {"rank beyond size", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "2", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0-7", "0-7",
+     NULL, "OMPI_COMM_WORLD_LOCAL_RANK=2 is not a local rank below OMPI_COMM_WORLD_LOCAL_SIZE=2"},
+    {"size zero", NULL, {"MPI_LOCALRANKID", "0", "MPI_LOCALNRANKS", "0", NULL}, "0-7", "0-7",
+     NULL, "MPI_LOCALNRANKS=0"},
+    {"Slurm list malformed", NULL,
+     {"SLURM_LOCALID", "0", "SLURM_STEP_TASKS_PER_NODE", "2(x", NULL}, "0-7", "0-7", NULL,
+     "SLURM_STEP_TASKS_PER_NODE=\"2(x\""},
+    {"Slurm node beyond the list", NULL,
+     {"SLURM_LOCALID", "0", "SLURM_NODEID", "4", "SLURM_STEP_TASKS_PER_NODE", "2(x3),1", NULL},
+     "0-7", "0-7", NULL, "no task count for node 4"},
+    {"Slurm node id not a number", NULL,
+     {"SLURM_LOCALID", "0", "SLURM_NODEID", "n1", "SLURM_STEP_TASKS_PER_NODE", "2", NULL},
+     "0-7", "0-7", NULL, "SLURM_NODEID=\"n1\""},
+    {"auto with a suffix", "host:auto2", {NULL}, "0-7", "0-7", NULL, "host:auto"},
+    {"auto*2 is not a thing", "host:auto*2", {NULL}, "0-7", "0-7", NULL, "malformed"},
+};
+
+static void expect_auto_case(const void *arg)
+{
+    const auto_case *c = arg;
+    set_launcher(c->env);
+    pymic_device_spec mask = cpu_list(c->mask), node = cpu_list(c->node);
+    pymic_host_cpus cpus = {mask.cpus, mask.ncpus, node.cpus, node.ncpus};
+    pymic_device_spec *specs = NULL;
+    int count = -1;
+    char why[256] = "", note[256] = "";
+    int status = pymic_parse_devices(c->layout ? c->layout : "host:auto", &cpus, &specs, &count,
+                                     why, sizeof why, note, sizeof note);
+    const char *said = c->expect ? note : why;
+    if (!strstr(said, c->message))
+        fprintf(stderr, "  %s: \"%s\" lacks \"%s\"\n", c->label, said, c->message);
+    CHECK(strstr(said, c->message) != NULL);
+    if (!c->expect) {
+        CHECK(status == PYMIC_ERR_CONFIG);
+    } else {
+        CHECK(status == PYMIC_OK);
+        char expect[64];
+        snprintf(expect, sizeof expect, "%s", c->expect);
+        int device = 0;
+        char *save = NULL;
+        for (char *item = strtok_r(expect, ";", &save); item; item = strtok_r(NULL, ";", &save)) {
+            pymic_device_spec want = cpu_list(item);
+            CHECK(device < count);
+            if (status == PYMIC_OK && device < count) {
+                CHECK(specs[device].ncpus == want.ncpus);
+                CHECK(memcmp(specs[device].cpus, want.cpus,
+                             sizeof *want.cpus * (size_t)want.ncpus) == 0);
+            }
+            free(want.cpus);
+            device++;
+        }
+        CHECK(device == count);
+        pymic_free_device_specs(specs, count);
+    }
+    free(mask.cpus);
+    free(node.cpus);
+}
+
+static void expect_slurm_lists(const void *arg)
+{
+    (void)arg;
+    static const struct { const char *list; long node, tasks; } cases[] = {
+        {"2(x3),1", 0, 2}, {"2(x3),1", 2, 2}, {"2(x3),1", 3, 1}, {"2(x3),1", 4, -1},
+        {"4", 0, 4}, {"4", 1, -1}, {" 3 , 5", 1, 5}, {"", 0, -1}, {"2(x0)", 0, -1},
+        {"2(y3)", 0, -1}, {"2x", 0, -1}, {"2,", 1, -1}, {"1,(x2)", 1, -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        long got = slurm_tasks_on_node(cases[i].list, cases[i].node);
+        if (got != cases[i].tasks)
+            fprintf(stderr, "  \"%s\" node %ld: %ld tasks, expected %ld\n", cases[i].list,
+                    cases[i].node, got, cases[i].tasks);
+        CHECK(got == cases[i].tasks);
+    }
+}
+
+/* The cpuset is looked up from the process's cgroup upwards: a made-up
+ * tree where /a has the file and /a/b an empty one. */
+static void expect_cpuset_upwards(const void *arg)
+{
+    (void)arg;
+    char root[] = "/tmp/pymic_test_cgroupXXXXXX", dir[128], file[160], empty[160];
+    CHECK(mkdtemp(root) != NULL);
+    snprintf(dir, sizeof dir, "%s/a", root);
+    CHECK(mkdir(dir, 0700) == 0);
+    snprintf(dir, sizeof dir, "%s/a/b", root);
+    CHECK(mkdir(dir, 0700) == 0);
+    snprintf(file, sizeof file, "%s/a/cpuset.cpus.effective", root);
+    FILE *out = fopen(file, "w");
+    CHECK(out != NULL);
+    if (out) {
+        fputs("2-3,8\n", out);
+        fclose(out);
+    }
+    snprintf(empty, sizeof empty, "%s/a/b/cpuset.cpus.effective", root);
+    FILE *nothing = fopen(empty, "w");
+    CHECK(nothing != NULL);
+    if (nothing)
+        fclose(nothing);
+    pymic_device_spec spec = {0, NULL};
+    char path[64] = "/a/b";
+    CHECK(read_cpuset_upwards(root, path, "cpuset.cpus.effective", &spec));
+    CHECK(spec.ncpus == 3 && spec.cpus && spec.cpus[0] == 2 && spec.cpus[2] == 8);
+    free(spec.cpus);
+    char missing[64] = "/a/b";
+    CHECK(!read_cpuset_upwards(root, missing, "cpuset.effective_cpus", &spec));
+    unlink(file);
+    unlink(empty);
+    rmdir(dir);
+    snprintf(dir, sizeof dir, "%s/a", root);
+    rmdir(dir);
+    rmdir(root);
+}
+
+/* This machine's node CPUs include every CPU of the affinity mask. */
+static void expect_node_cpus(const void *arg)
+{
+    (void)arg;
+    int *node = NULL, nnode = 0;
+    CHECK_OK(pymic_node_cpus(&node, &nnode));
+    CHECK(nnode >= navail);
+    for (int i = 0; i < navail; i++)
+        CHECK(cpu_available(avail[i], node, nnode));
+    free(node);
+}
+
+/* Through pymic_init: the engine reads the node's CPUs and the launcher,
+ * and says what it chose at PYMIC_DEBUG=1. */
+static void expect_auto_init(const void *arg)
+{
+    const char *const *env = arg;
+    set_launcher(env);
+    char path[] = "/tmp/pymic_test_autoXXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    int saved = dup(2);
+    dup2(fd, 2);
+    setenv("PYMIC_DEBUG", "1", 1);
+    int status = pymic_init();
+    fflush(stderr);
+    dup2(saved, 2);
+    char text[4096] = {0};
+    CHECK(pread(fd, text, sizeof text - 1, 0) > 0);
+    close(fd);
+    unlink(path);
+    CHECK_OK(status);
+
+    /* What the parser makes of this machine (tested above) is what the
+     * engine built. */
+    cpu_set_t mask;
+    CHECK(sched_getaffinity(0, sizeof mask, &mask) == 0);
+    int now[CPU_SETSIZE], nnow = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &mask))
+            now[nnow++] = c;
+    int *node = NULL, nnode = 0;
+    CHECK_OK(pymic_node_cpus(&node, &nnode));
+    pymic_host_cpus cpus = {now, nnow, node, nnode};
+    pymic_device_spec *specs = NULL;
+    int count = 0;
+    char why[256], note[256];
+    CHECK_OK(pymic_parse_devices("host:auto", &cpus, &specs, &count, why, sizeof why, note,
+                                 sizeof note));
+    int ndevices = 0, got[CPU_SETSIZE];
+    CHECK_OK(pymic_device_count(&ndevices));
+    CHECK(ndevices == 1 && count == 1);
+    CHECK(device_cpus(0, got) == specs[0].ncpus);
+    CHECK(memcmp(got, specs[0].cpus, sizeof *got * (size_t)specs[0].ncpus) == 0);
+    char line[300];
+    snprintf(line, sizeof line, "PYMIC: %s\n", note);
+    CHECK(strstr(text, line) != NULL);
+    pymic_free_device_specs(specs, count);
+    free(node);
+}
+
+/* Bound by the launcher to one CPU (sched_setaffinity stands in for it):
+ * the rank's device is that CPU, whatever its local rank. */
+static void expect_auto_bound(const void *arg)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(avail[navail - 1], &one);
+    CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
+    expect_auto_init(arg);
+    int cpus[CPU_SETSIZE];
+    CHECK(device_cpus(0, cpus) == 1 && cpus[0] == avail[navail - 1]);
+}
+
+static void run_auto_cases(void)
+{
+    for (size_t i = 0; i < sizeof auto_cases / sizeof *auto_cases; i++)
+        in_child(auto_cases[i].label, auto_cases[i].layout ? auto_cases[i].layout : "host:auto",
+                 expect_auto_case, &auto_cases[i]);
+    in_child("Slurm task lists", NULL, expect_slurm_lists, NULL);
+    in_child("cgroup cpuset lookup", NULL, expect_cpuset_upwards, NULL);
+    in_child("node CPUs", NULL, expect_node_cpus, NULL);
+
+    static const char *const no_launcher[] = {NULL};
+    in_child("host:auto without a launcher", "host:auto", expect_one_device_on_all, NULL);
+    in_child("host:auto without a launcher, init", "host:auto", expect_auto_init, no_launcher);
+    static const char *const last_of_two[] = {
+        "OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL};
+    in_child("host:auto, rank 1 of 2, init", "host:auto", expect_auto_init, last_of_two);
+    char rank[16], size[16];
+    snprintf(rank, sizeof rank, "%d", navail);
+    snprintf(size, sizeof size, "%d", navail + 1);
+    const char *const crowded[] = {
+        "MPI_LOCALRANKID", rank, "MPI_LOCALNRANKS", size, NULL};
+    in_child("host:auto, more ranks than CPUs, init", "host:auto", expect_auto_init, crowded);
+    in_child("host:auto, bound, init", "host:auto", expect_auto_bound, last_of_two);
+    static const char *const bad_pair[2] = {"OMPI_COMM_WORLD_LOCAL_RANK", "zero"};
+    in_child("host:auto, bad launcher variable", "host:auto", expect_bad_variable, bad_pair);
+}
+
 int main(int argc, char **argv)
 {
     cpu_set_t mask;
@@ -283,5 +627,6 @@ int main(int argc, char **argv)
     };
     for (size_t i = 0; i < sizeof bad_vars / sizeof *bad_vars; i++)
         in_child("bad variable", NULL, expect_bad_variable, bad_vars[i]);
+    run_auto_cases();
     return check_finish();
 }
