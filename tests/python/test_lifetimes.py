@@ -103,6 +103,7 @@ def test_deallocate_waits_for_a_transfer_on_another_stream(streams, lib):
     with Hold(s1, lib):
         s1.transfer_device2host(pointer, seen.ctypes.data, nbytes)
         s2.deallocate_device_memory(pointer)
+        s2.sync()  # the free has run on its own stream
         reused = s2.allocate_device_memory(nbytes)
         s2.transfer_host2device(sevens.ctypes.data, reused, nbytes)
         s2.sync()
@@ -112,16 +113,18 @@ def test_deallocate_waits_for_a_transfer_on_another_stream(streams, lib):
 def test_garbage_collected_pointer_waits_for_other_streams(streams, lib):
     s1, s2, _ = streams
     nbytes = N * 8
-    seen = np.zeros(N)
+    # Raw addresses keep nothing alive: the host arrays are named.
+    fives, sevens, seen = np.full(N, 5.0), np.full(N, 7.0), np.zeros(N)
     pointer = s2.allocate_device_memory(nbytes)
-    s2.transfer_host2device(np.full(N, 5.0).ctypes.data, pointer, nbytes)
+    s2.transfer_host2device(fives.ctypes.data, pointer, nbytes)
     s2.sync()
     with Hold(s1, lib):
         s1.transfer_device2host(pointer, seen.ctypes.data, nbytes)
         del pointer
         gc.collect()
+        s2.sync()  # the free has run on its own stream
         other = s2.allocate_device_memory(nbytes)
-        s2.transfer_host2device(np.full(N, 7.0).ctypes.data, other, nbytes)
+        s2.transfer_host2device(sevens.ctypes.data, other, nbytes)
         s2.sync()
     assert np.all(seen == 5.0)
 
@@ -139,6 +142,7 @@ def test_assign_stream_then_drop(streams, lib):
         a.update_host()
         del a
         gc.collect()
+        s2.sync()  # the free has run on the array's first stream
         s2.bcast(7.0, N)
         s2.sync()
     assert np.all(host == 5.0)
