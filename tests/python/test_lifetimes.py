@@ -111,41 +111,47 @@ def test_deallocate_waits_for_a_transfer_on_another_stream(streams, lib):
 
 
 def test_garbage_collected_pointer_waits_for_other_streams(streams, lib):
+    """A device pointer dropped while a kernel on another stream still reads
+    it: garbage collection frees it in its own stream's order, which must
+    also wait for that kernel."""
     s1, s2, _ = streams
     nbytes = N * 8
     # Raw addresses keep nothing alive: the host arrays are named.
-    fives, sevens, seen = np.full(N, 5.0), np.full(N, 7.0), np.zeros(N)
+    fives, sevens = np.full(N, 5.0), np.full(N, 7.0)
     pointer = s2.allocate_device_memory(nbytes)
     s2.transfer_host2device(fives.ctypes.data, pointer, nbytes)
     s2.sync()
+    dst = s1.zeros(N)
     with Hold(s1, lib):
-        s1.transfer_device2host(pointer, seen.ctypes.data, nbytes)
+        s1.invoke(lib.copy_double, dst, pointer, N)
         del pointer
         gc.collect()
         s2.sync()  # the free has run on its own stream
         other = s2.allocate_device_memory(nbytes)
         s2.transfer_host2device(sevens.ctypes.data, other, nbytes)
         s2.sync()
-    assert np.all(seen == 5.0)
+    dst.update_host()
+    s1.sync()
+    assert np.all(dst.array == 5.0)
 
 
-def test_assign_stream_then_drop(streams, lib):
-    """An array made on s2, moved to a busy s1 and dropped: its memory is
-    freed in s2's order, but s1's queued copy out of it runs first."""
+def test_array_moved_to_another_stream_then_used_and_dropped(streams, lib):
+    """An array assigned to s2 but still read by a kernel queued on a busy
+    s1: dropping it frees it in s2's order, after s1's kernel."""
     s1, s2, _ = streams
-    a = s2.bcast(5.0, N)
-    s2.sync()
-    host = a.array
-    host[:] = 0.0
+    a = s1.bcast(5.0, N)
+    a.assign_stream(s2)
+    dst = s1.zeros(N)
     with Hold(s1, lib):
-        a.assign_stream(s1)
-        a.update_host()
+        s1.invoke(lib.copy_double, dst, a, N)
         del a
         gc.collect()
-        s2.sync()  # the free has run on the array's first stream
+        s2.sync()  # the free has run on the array's stream
         s2.bcast(7.0, N)
         s2.sync()
-    assert np.all(host == 5.0)
+    dst.update_host()
+    s1.sync()
+    assert np.all(dst.array == 5.0)
 
 
 def test_wait_event_takes_a_snapshot(streams, lib):
