@@ -139,6 +139,9 @@ static void test_copies(void)
     CHECK_OK(pymic_mem_free(s, a));
     CHECK_OK(pymic_mem_free(s, b));
     CHECK_OK(pymic_stream_destroy(s));
+    /* Destroy does not wait; a device sync sees the stream until it has
+     * drained, frees included. */
+    CHECK_OK(pymic_device_sync(0));
     free(host);
     free(back);
 }
