@@ -1,5 +1,7 @@
 /*
- * cgroup.c -- the memory limit a container puts on this process.
+ * cgroup.c -- what the process's cgroup says: where it is (for the cpuset
+ * that host:auto splits, config.c) and the memory limit a container puts
+ * on the process.
  *
  * Physical memory is the wrong default limit inside a container: the
  * kernel OOM-kills a process that passes its cgroup's limit, long before
@@ -51,12 +53,13 @@ static size_t smallest_up_to(char *dir, size_t top, const char *leaf)
     }
 }
 
-/* Whether a comma-separated controller list names "memory". */
-static bool lists_memory(const char *controllers)
+/* Whether a comma-separated controller list names `controller`. */
+static bool lists_controller(const char *controllers, const char *controller)
 {
+    size_t want = strlen(controller);
     for (const char *c = controllers; *c;) {
         size_t len = strcspn(c, ",");
-        if (len == 6 && strncmp(c, "memory", 6) == 0)
+        if (len == want && strncmp(c, controller, len) == 0)
             return true;
         c += len;
         if (*c)
@@ -65,7 +68,7 @@ static bool lists_memory(const char *controllers)
     return false;
 }
 
-size_t pymic_cgroup_memory_limit(const char *root)
+int pymic_cgroup_paths(const char *root, const char *controller, char *v1, char *v2, size_t len)
 {
     size_t root_len = strlen(root);
     while (root_len > 0 && root[root_len - 1] == '/')
@@ -75,7 +78,7 @@ size_t pymic_cgroup_memory_limit(const char *root)
     FILE *f = fopen(file, "r");
     if (!f)
         return 0;
-    size_t best = 0;
+    int found = 0;
     char line[4096];
     while (fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = '\0';
@@ -86,18 +89,33 @@ size_t pymic_cgroup_memory_limit(const char *root)
             continue;
         *second = '\0';
         const char *controllers = first + 1, *path = second + 1;
-        bool v2 = *controllers == '\0';
-        if (!v2 && !lists_memory(controllers))
+        if (*controllers == '\0' && strncmp(line, "0:", 2) == 0) {
+            snprintf(v2, len, "%s", strcmp(path, "/") ? path : "");
+            found |= PYMIC_CGROUP_V2;
+        } else if (lists_controller(controllers, controller)) {
+            snprintf(v1, len, "%s", strcmp(path, "/") ? path : "");
+            found |= PYMIC_CGROUP_V1;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+size_t pymic_cgroup_memory_limit(const char *root)
+{
+    char v1[4096], v2[4096], dir[4200];
+    int found = pymic_cgroup_paths(root, "memory", v1, v2, sizeof v1);
+    size_t best = 0;
+    for (int kind = PYMIC_CGROUP_V1; kind <= PYMIC_CGROUP_V2; kind <<= 1) {
+        if (!(found & kind))
             continue;
-        char dir[4200];
-        int top = snprintf(dir, sizeof dir, "%.*s/sys/fs/cgroup%s", (int)root_len, root,
-                           v2 ? "" : "/memory");
-        snprintf(dir + top, sizeof dir - (size_t)top, "%s", strcmp(path, "/") ? path : "");
-        size_t limit = smallest_up_to(dir, (size_t)top, v2 ? "memory.max"
-                                                             : "memory.limit_in_bytes");
+        bool unified = kind == PYMIC_CGROUP_V2;
+        int top = snprintf(dir, sizeof dir, "%s/sys/fs/cgroup%s", root, unified ? "" : "/memory");
+        snprintf(dir + top, sizeof dir - (size_t)top, "%s", unified ? v2 : v1);
+        size_t limit = smallest_up_to(dir, (size_t)top,
+                                      unified ? "memory.max" : "memory.limit_in_bytes");
         if (limit && (!best || limit < best))
             best = limit;
     }
-    fclose(f);
     return best;
 }

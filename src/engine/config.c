@@ -479,38 +479,16 @@ static bool read_cpuset_upwards(const char *root, char *path, const char *file,
     }
 }
 
-/* The cpuset of this process's cgroup: cgroup v1 names the hierarchy
- * "cpuset" in /proc/self/cgroup, v2 has one line "0::PATH". */
+/* The cpuset of this process's cgroup (v1's "cpuset" hierarchy first,
+ * else the unified v2 one). */
 static bool read_cgroup_cpuset(pymic_device_spec *spec)
 {
-    FILE *file = fopen("/proc/self/cgroup", "r");
-    if (!file)
-        return false;
-    char line[1024], v1[1024] = "", v2[1024] = "";
-    bool have_v1 = false, have_v2 = false;
-    while (fgets(line, sizeof line, file)) {
-        line[strcspn(line, "\n")] = '\0';
-        char *controllers = strchr(line, ':');
-        char *path = controllers ? strchr(controllers + 1, ':') : NULL;
-        if (!path)
-            continue;
-        *path++ = '\0';
-        controllers++;
-        if (strcmp(line, "0") == 0 && controllers[0] == '\0') {
-            snprintf(v2, sizeof v2, "%s", path);
-            have_v2 = true;
-        }
-        char *save = NULL;
-        for (char *c = strtok_r(controllers, ",", &save); c; c = strtok_r(NULL, ",", &save))
-            if (strcmp(c, "cpuset") == 0) {
-                snprintf(v1, sizeof v1, "%s", path);
-                have_v1 = true;
-            }
-    }
-    fclose(file);
-    return (have_v1 && read_cpuset_upwards("/sys/fs/cgroup/cpuset", v1, "cpuset.effective_cpus",
-                                           spec)) ||
-           (have_v2 && read_cpuset_upwards("/sys/fs/cgroup", v2, "cpuset.cpus.effective", spec));
+    char v1[1024], v2[1024];
+    int found = pymic_cgroup_paths("/", "cpuset", v1, v2, sizeof v1);
+    return ((found & PYMIC_CGROUP_V1) &&
+            read_cpuset_upwards("/sys/fs/cgroup/cpuset", v1, "cpuset.effective_cpus", spec)) ||
+           ((found & PYMIC_CGROUP_V2) &&
+            read_cpuset_upwards("/sys/fs/cgroup", v2, "cpuset.cpus.effective", spec));
 }
 
 int pymic_node_cpus(int **cpus_out, int *count_out)

@@ -75,6 +75,15 @@ bool pymic_parse_size(const char *text, size_t *bytes);
  * tools and Python stay positive). */
 #define PYMIC_MEMORY_LIMIT_MAX ((size_t)1 << 62)
 
+/* This process's cgroup paths, from /proc/self/cgroup under `root` ("/"
+ * on a live system; tests pass a directory of their own): in cgroup v1 the
+ * path in the hierarchy that lists `controller` (copied to v1), in v2 the
+ * unified path (copied to v2); "" for the hierarchy's root.  Returns which
+ * were found (PYMIC_CGROUP_V1 | PYMIC_CGROUP_V2), 0 if none. */
+#define PYMIC_CGROUP_V1 1
+#define PYMIC_CGROUP_V2 2
+int pymic_cgroup_paths(const char *root, const char *controller, char *v1, char *v2, size_t len);
+
 /* The memory limit of this process's cgroup (v2 memory.max, else v1
  * memory.limit_in_bytes), looked up below `root` ("/" on a live system; a
  * test passes a directory of its own), or 0 when there is none. */

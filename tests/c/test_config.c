@@ -10,8 +10,10 @@
 
 /* The parser and the host:auto helpers are internal to libpymic (its
  * symbols are hidden): compiled into this test, they can be called with
- * made-up CPU lists.  config.c uses nothing else of the engine. */
+ * made-up CPU lists.  config.c uses nothing else of the engine but the
+ * cgroup look-up (cgroup.c, compiled in too). */
 #include "../../src/engine/config.c"
+#include "../../src/engine/cgroup.c"
 
 #include <sched.h>
 #include <stdint.h>
