@@ -234,8 +234,8 @@ def serve(contender, kernel_dir, n, work, check_path):
 
     Parameters
     ----------
-    contender : {'ctypes', 'pymic'}
-        What this process runs.
+    contender : {'ctypes', 'pymic-each', 'pymic-once'}
+        What this process runs (pymic with one of the two sync patterns).
     kernel_dir : str
         Directory of the benchmark kernels.
     n, work : int
@@ -245,8 +245,8 @@ def serve(contender, kernel_dir, n, work, check_path):
 
     Notes
     -----
-    Reads lines ``<mode> <steps>`` from stdin (modes: ``step`` for ctypes,
-    ``each`` and ``once`` for pymic) and answers each with a JSON list of
+    Reads lines ``<mode> <steps>`` from stdin (mode ``step`` for ctypes,
+    ``each`` or ``once`` for pymic) and answers each with a JSON list of
     step durations in nanoseconds; an empty line or EOF ends the process.
     """
     from context import Context, pymic_default_stream
@@ -257,12 +257,13 @@ def serve(contender, kernel_dir, n, work, check_path):
         modes = {"step": runner.step}
         runner.step()
         runner.step()
-    else:
+    else:  # "pymic-each" or "pymic-once": one sync pattern per process
         _, _, stream, library = pymic_default_stream(context, "bench_app")
         runner = PymicStep(stream, library, n, work)
-        modes = {"each": runner.step_sync_each, "once": runner.step_sync_once}
-        runner.step_sync_each()
-        runner.step_sync_once()
+        mode = contender.split("-")[1]
+        modes = {mode: {"each": runner.step_sync_each, "once": runner.step_sync_once}[mode]}
+        modes[mode]()
+        modes[mode]()
     np.savez(check_path, **runner.results())
     print("ready", flush=True)
     import gc
@@ -328,25 +329,28 @@ def measure_steps(kernel_dir, n, work, steps_per_block, rounds, with_once=True):
         Summaries in microseconds per step, keys ``ctypes``, ``pymic_each``
         and (with `with_once`) ``pymic_once``.
     """
+    # pymic with one sync per step gets a process of its own too: a real
+    # application uses one pattern, and each pattern leaves its own threads.
+    names = {"ctypes": ("ctypes", "step"), "pymic_each": ("pymic-each", "each")}
+    if with_once:
+        names["pymic_once"] = ("pymic-once", "once")
+    processes = {}
     with tempfile.TemporaryDirectory() as scratch:
-        paths = {name: os.path.join(scratch, f"{name}.npz") for name in ("ctypes", "pymic")}
-        peer = Contender("ctypes", kernel_dir, n, work, paths["ctypes"])
         try:
-            mine = Contender("pymic", kernel_dir, n, work, paths["pymic"])
-        except Exception:
-            peer.close()
-            raise
-        try:
-            with np.load(paths["pymic"]) as got, np.load(paths["ctypes"]) as expected:
-                check_same(dict(got), dict(expected), 2)
-            blocks = {"ctypes": lambda: peer.block("step", steps_per_block),
-                      "pymic_each": lambda: mine.block("each", steps_per_block)}
-            if with_once:
-                blocks["pymic_once"] = lambda: mine.block("once", steps_per_block)
+            for name, (kind, _) in names.items():
+                path = os.path.join(scratch, f"{name}.npz")
+                processes[name] = (Contender(kind, kernel_dir, n, work, path), path)
+            with np.load(processes["ctypes"][1]) as expected:
+                for name in names:
+                    with np.load(processes[name][1]) as got:
+                        check_same(dict(got), dict(expected), 2)
+            blocks = {name: (lambda name=name: processes[name][0].block(names[name][1],
+                                                                        steps_per_block))
+                      for name in names}
             samples = interleave(blocks, rounds)
         finally:
-            peer.close()
-            mine.close()
+            for process, _ in processes.values():
+                process.close()
     return {name: summarize(values, 1e-3) for name, values in samples.items()}
 
 

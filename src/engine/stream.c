@@ -52,6 +52,8 @@ enum {
  * this many naps without any enqueue the worker sleeps for good. */
 #define NAP_NS 400000u
 #define NAPS_BEFORE_SLEEP 40
+/* A lazy worker is woken at once when this many commands wait unclaimed. */
+#define LAZY_BACKLOG 64u
 
 #define KERNEL_TIME_SLOTS (sizeof ((pymic_stream *)0)->kernel_time / \
                            sizeof ((pymic_stream *)0)->kernel_time[0])
@@ -118,8 +120,16 @@ void pymic_stream_publish(pymic_stream *stream)
     pthread_mutex_unlock(&stream->enqueue_lock);
     /* A stop, an event wait or an event record may be waited for where no
      * caller can run it (another stream, an event sync): wake a napping
-     * worker too.  Other commands only wake a sleeping one. */
-    if (kind != PYMIC_CMD_INVOKE && kind != PYMIC_CMD_COPY && kind != PYMIC_CMD_FREE)
+     * worker too.  Other commands only wake a sleeping one, unless they
+     * pile up: a backlog means the producer does not sync after each
+     * command, and the worker had better run them now, beside it. */
+    bool kick = kind != PYMIC_CMD_INVOKE && kind != PYMIC_CMD_COPY && kind != PYMIC_CMD_FREE;
+    if (atomic_load_explicit(&stream->lazy, memory_order_relaxed) &&
+        seq - atomic_load_explicit(&stream->claimed, memory_order_relaxed) >= LAZY_BACKLOG) {
+        atomic_store_explicit(&stream->lazy, 0, memory_order_relaxed);
+        kick = true;
+    }
+    if (kick)
         pymic_kick(&stream->work_q);
     else
         pymic_notify(&stream->work_q);
@@ -150,9 +160,10 @@ static uint64_t try_claim(pymic_stream *stream, uint64_t last, unsigned char min
     return seq + 1;
 }
 
-/* Set on a worker thread once it has run a kernel, which may have given it
- * an OpenMP thread pool; cleared when the pool is released. */
-static _Thread_local bool worker_hosted_kernel;
+/* Set on a worker thread (or a syncing thread) once it has run a kernel,
+ * which may have given it an OpenMP thread pool; cleared when the pool is
+ * released. */
+static _Thread_local bool worker_hosted_kernel, caller_hosted_kernel;
 
 /* Run claimed command `seq` and publish its completion. */
 static void run_claimed(pymic_stream *stream, uint64_t seq, bool on_worker)
@@ -162,41 +173,57 @@ static void run_claimed(pymic_stream *stream, uint64_t seq, bool on_worker)
     if (on_worker) {
         worker_hosted_kernel |= start != 0;
         pymic_command_execute(stream, cmd);
-    }
-    else
+    } else {
+        caller_hosted_kernel |= start != 0;
         pymic_host_run_on_caller(stream, cmd);
+    }
     if (start)
         note_kernel_ns(stream, cmd->u.kernel, pymic_now_ns() - start);
     pymic_store_and_notify(&stream->done_q, &stream->completed, seq);
 }
 
 /* A lazy worker with nothing new: nap until a command has waited a whole
- * nap unclaimed, a kick comes, or the stream has been idle long enough to
- * sleep for good (then laziness ends, and publishes wake the worker). */
+ * nap unclaimed (then laziness ends: nobody syncs soon) or a kick comes.
+ * After an idle while it dozes without a timer, still lazy: a publish
+ * wakes it to nap again, so an idle stream costs nothing and the first
+ * command after the pause is still left to a syncing caller. */
 static void worker_nap(pymic_stream *stream)
 {
-    if (worker_hosted_kernel) {
-        /* Callers run the kernels now, each hosting its own OpenMP team.
-         * libgomp shortens every team's spinning to almost nothing once
-         * its teams hold more threads than there are CPUs, so an idle pool
-         * here would slow the callers' teams down: release it. */
-        pymic_host_release_team();
-        worker_hosted_kernel = false;
-    }
     uint64_t seen_enqueued = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
+    uint64_t claimed_before = atomic_load_explicit(&stream->claimed, memory_order_acquire);
     for (int idle = 0;;) {
+        bool deep = idle >= NAPS_BEFORE_SLEEP;
+        if (worker_hosted_kernel &&
+            (deep || atomic_load_explicit(&stream->claimed, memory_order_acquire) !=
+                         claimed_before)) {
+            /* Callers run the kernels now, each hosting its own OpenMP
+             * team.  libgomp cuts every team's spinning to almost nothing
+             * once its teams hold more threads than there are CPUs, so an
+             * idle pool here would slow the callers' teams down: release
+             * it. */
+            pymic_host_release_team();
+            worker_hosted_kernel = false;
+        }
         uint32_t word = atomic_load_explicit(&stream->work_q.word, memory_order_seq_cst);
+        uint32_t kicks = atomic_load_explicit(&stream->work_q.kicks, memory_order_seq_cst);
         if (!atomic_load_explicit(&stream->lazy, memory_order_relaxed))
             return;
-        if (pymic_nap(&stream->work_q, word, NAP_NS))
-            return;
+        if (deep)
+            pymic_doze(&stream->work_q, word, &stream->enqueued, seen_enqueued + 1,
+                       UINT64_MAX, 1);
+        else
+            pymic_doze(&stream->work_q, word, NULL, 0, NAP_NS, 0);
+        if (atomic_load_explicit(&stream->work_q.kicks, memory_order_acquire) != kicks)
+            return; /* somebody waits for the worker */
         uint64_t enqueued = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
         uint64_t claimed = atomic_load_explicit(&stream->claimed, memory_order_acquire);
-        bool overdue = claimed < seen_enqueued; /* unclaimed for a whole nap */
-        idle = enqueued == seen_enqueued ? idle + 1 : 0;
-        if (overdue || idle >= NAPS_BEFORE_SLEEP) {
+        if (deep) {
+            idle = 0;
+        } else if (claimed < seen_enqueued) { /* unclaimed for a whole nap */
             atomic_store_explicit(&stream->lazy, 0, memory_order_relaxed);
             return;
+        } else {
+            idle = enqueued == seen_enqueued ? idle + 1 : 0;
         }
         seen_enqueued = enqueued;
     }
@@ -270,6 +297,13 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
         if (claimed > completed) {
             if (may_run && !atomic_load_explicit(&stream->lazy, memory_order_relaxed))
                 atomic_store_explicit(&stream->lazy, 1, memory_order_relaxed);
+            if (caller_hosted_kernel) {
+                /* The worker runs kernels (and their teams) now: this
+                 * thread's idle OpenMP pool would only make libgomp cut
+                 * the spinning of every team (see worker_nap). */
+                pymic_host_release_team();
+                caller_hosted_kernel = false;
+            }
             /* The runner goes on with later commands, or a sleeping waiter
              * kicks the worker (done_q.kick_on_sleep): wait for the end. */
             if (!pymic_wait_geq_spin(&stream->done_q, &stream->completed, target, spin_ns,

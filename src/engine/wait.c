@@ -132,24 +132,28 @@ void pymic_notify(pymic_waitq *q)
     futex_wake_all(&q->word);
 }
 
-/* A napper and a kicker form the same pair as sleeper and notifier: the
- * napper announces itself, then re-reads the word; the kicker bumps the
- * word, then reads the napper count (all seq_cst).  Either the napper sees
- * the new word or the kicker sees the napper and wakes it. */
-int pymic_nap(pymic_waitq *q, uint32_t word, uint64_t nap_ns)
+/* A dozer and a kicker form the same pair as sleeper and notifier: the
+ * dozer announces itself, then re-reads the word; the kicker bumps the
+ * word, then reads the counts (all seq_cst).  Either the dozer sees the
+ * new word or the kicker sees the dozer and wakes it.  A notifiable dozer
+ * pairs with pymic_notify the same way. */
+void pymic_doze(pymic_waitq *q, uint32_t word, _Atomic uint64_t *counter, uint64_t target,
+                uint64_t timeout_ns, int notifiable)
 {
-    atomic_fetch_add_explicit(&q->nappers, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&q->word, memory_order_seq_cst) == word) {
-        struct timespec timeout = {(time_t)(nap_ns / 1000000000u),
-                                   (long)(nap_ns % 1000000000u)};
-        futex_wait(&q->word, word, &timeout);
+    _Atomic uint32_t *count = notifiable ? &q->sleepers : &q->nappers;
+    atomic_fetch_add_explicit(count, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&q->word, memory_order_seq_cst) == word &&
+        (!counter || atomic_load_explicit(counter, memory_order_seq_cst) < target)) {
+        struct timespec timeout = {(time_t)(timeout_ns / 1000000000u),
+                                   (long)(timeout_ns % 1000000000u)};
+        futex_wait(&q->word, word, timeout_ns == UINT64_MAX ? NULL : &timeout);
     }
-    atomic_fetch_sub_explicit(&q->nappers, 1, memory_order_relaxed);
-    return atomic_load_explicit(&q->word, memory_order_acquire) != word;
+    atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
 }
 
 void pymic_kick(pymic_waitq *q)
 {
+    atomic_fetch_add_explicit(&q->kicks, 1, memory_order_seq_cst);
     atomic_fetch_add_explicit(&q->word, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&q->nappers, memory_order_seq_cst) != 0 ||
         atomic_load_explicit(&q->sleepers, memory_order_seq_cst) != 0)

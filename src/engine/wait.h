@@ -28,6 +28,7 @@ typedef struct pymic_waitq {
     _Atomic uint32_t word;     /* futex word, bumped by wakes and kicks   */
     _Atomic uint32_t sleepers; /* waiters past their spin window         */
     _Atomic uint32_t nappers;  /* timed sleepers woken only by kicks      */
+    _Atomic uint32_t kicks;    /* bumped by every pymic_kick              */
     /* When a waiter of this queue is about to sleep, it kicks this queue
      * first (a stream's done queue kicks its worker's queue: whoever
      * sleeps waiting for completion must not wait for a napping worker's
@@ -56,10 +57,15 @@ int pymic_wait_geq_spin(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t targ
 int pymic_spin_geq(_Atomic uint64_t *counter, uint64_t target, uint64_t spin_ns,
                    _Atomic int *stop);
 
-/* Nap on q for at most `nap_ns` unless q's word differs from `word` (read
- * by the caller before it last looked at its condition).  Returns 1 if the
- * word changed (a kick or wake happened), 0 on timeout. */
-int pymic_nap(pymic_waitq *q, uint32_t word, uint64_t nap_ns);
+/* Sleep on q until its word differs from `word` (read by the caller
+ * before it last looked at its condition) or `timeout_ns` has passed
+ * (UINT64_MAX: no limit); with a `counter`, do not sleep once *counter >=
+ * target (checked after announcing the sleep, so a notify cannot be
+ * missed).  A `notifiable` dozer counts as a sleeper, so pymic_notify
+ * wakes it; otherwise it is a napper, woken early only by pymic_kick.  The
+ * caller compares q->kicks to tell a kick from the rest. */
+void pymic_doze(pymic_waitq *q, uint32_t word, _Atomic uint64_t *counter, uint64_t target,
+                uint64_t timeout_ns, int notifiable);
 
 /* Store `value` into *counter (sequentially consistent, so it is ordered
  * before the check for sleepers) and wake sleepers of q if any. */
