@@ -182,8 +182,9 @@ static void run_claimed(pymic_stream *stream, uint64_t seq, bool on_worker)
     pymic_store_and_notify(&stream->done_q, &stream->completed, seq);
 }
 
-/* A lazy worker with nothing new: nap until a command has waited a whole
- * nap unclaimed (then laziness ends: nobody syncs soon) or a kick comes.
+/* A lazy worker: nap until a command has waited a whole nap unclaimed
+ * while nobody ran anything (then laziness ends: nobody syncs soon) or a
+ * kick comes.
  * After an idle while it dozes without a timer, still lazy: a publish
  * wakes it to nap again, so an idle stream costs nothing and the first
  * command after the pause is still left to a syncing caller. */
@@ -191,6 +192,7 @@ static void worker_nap(pymic_stream *stream)
 {
     uint64_t seen_enqueued = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
     uint64_t claimed_before = atomic_load_explicit(&stream->claimed, memory_order_acquire);
+    uint64_t seen_claimed = claimed_before;
     for (int idle = 0;;) {
         bool deep = idle >= NAPS_BEFORE_SLEEP;
         if (worker_hosted_kernel &&
@@ -219,19 +221,25 @@ static void worker_nap(pymic_stream *stream)
         uint64_t claimed = atomic_load_explicit(&stream->claimed, memory_order_acquire);
         if (deep) {
             idle = 0;
-        } else if (claimed < seen_enqueued) { /* unclaimed for a whole nap */
+        } else if (claimed < seen_enqueued && claimed == seen_claimed) {
+            /* A command waited a whole nap and nobody made progress. */
             atomic_store_explicit(&stream->lazy, 0, memory_order_relaxed);
             return;
         } else {
             idle = enqueued == seen_enqueued ? idle + 1 : 0;
         }
         seen_enqueued = enqueued;
+        seen_claimed = claimed;
     }
 }
 
 /* Nothing to claim: wait until there may be. */
 static void worker_wait(pymic_stream *stream)
 {
+    if (atomic_load_explicit(&stream->lazy, memory_order_relaxed)) {
+        worker_nap(stream); /* the callers run the commands */
+        return;
+    }
     uint64_t claimed = atomic_load_explicit(&stream->claimed, memory_order_acquire);
     if (atomic_load_explicit(&stream->enqueued, memory_order_acquire) > claimed) {
         /* A syncing thread runs command `claimed`; the next may follow. */
@@ -295,7 +303,14 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
         uint64_t spin_ns = may_run ? 0 : atomic_load_explicit(&pymic_global.spin_ns,
                                                                memory_order_relaxed);
         if (claimed > completed) {
-            if (may_run && !atomic_load_explicit(&stream->lazy, memory_order_relaxed))
+            /* Waiting for a short command we could have run ourselves:
+             * leave the next ones to us.  (Long ones stay the worker's, so
+             * a program that overlaps them with its own work keeps doing
+             * so.) */
+            unsigned char running = atomic_load_explicit(
+                &stream->run_class[(claimed - 1) & (PYMIC_RING_SLOTS - 1)], memory_order_relaxed);
+            if (may_run && running == RUN_QUICK &&
+                !atomic_load_explicit(&stream->lazy, memory_order_relaxed))
                 atomic_store_explicit(&stream->lazy, 1, memory_order_relaxed);
             if (caller_hosted_kernel) {
                 /* The worker runs kernels (and their teams) now: this
