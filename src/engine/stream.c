@@ -50,7 +50,7 @@ enum {
 /* A lazy worker naps this long between looks; a command that waited a
  * whole nap unclaimed is run by the worker (and laziness ends).  After
  * this many naps without any enqueue the worker sleeps for good. */
-#define NAP_NS 400000u
+#define NAP_NS 1600000u
 #define NAPS_BEFORE_SLEEP 40
 /* A lazy worker is woken at once when this many commands wait unclaimed. */
 #define LAZY_BACKLOG 64u
