@@ -106,5 +106,7 @@ void pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd)
 
 void pymic_host_release_team(void)
 {
+    /* Ends the pool's threads (a no-op inside a parallel region); the
+     * thread's ICVs, such as the worker's team size, stay as they are. */
     omp_pause_resource(omp_pause_soft, omp_get_initial_device());
 }
