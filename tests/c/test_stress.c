@@ -35,7 +35,7 @@
 
 extern char **environ;
 
-static pymic_kernel *k_order, *k_who, *k_sleep, *k_gate;
+static pymic_kernel *k_order, *k_who, *k_sleep, *k_gate, *k_team;
 
 static pymic_arg ptr_arg(void *p)
 {
@@ -61,6 +61,7 @@ static void load_kernels(const char *path)
     CHECK_OK(pymic_kernel_find(lib, "stress_whoami", &k_who));
     CHECK_OK(pymic_kernel_find(lib, "stress_sleep_ms", &k_sleep));
     CHECK_OK(pymic_kernel_find(lib, "stress_gate", &k_gate));
+    CHECK_OK(pymic_kernel_find(lib, "stress_team_size", &k_team));
 }
 
 static int invoke_order(pymic_stream *s, int64_t *track, int64_t value)
@@ -193,18 +194,31 @@ static void test_event_wait_across_streams(void)
 
 /* ---------------------------------------------------------- outside */
 
+typedef struct {
+    pymic_stream *s;
+    int ran;
+} pinned;
+
 static void *pinned_runner(void *arg)
 {
-    int *ran = arg;
-    pymic_stream *s;
-    CHECK_OK(pymic_stream_create(0, &s));
-    *ran = ran_here(s, 300, false);
-    CHECK_OK(pymic_stream_destroy(s));
+    pinned *p = arg;
+    p->ran = ran_here(p->s, 300, false);
     return NULL;
 }
 
+static int64_t team_size(pymic_stream *s)
+{
+    int64_t size = 0;
+    pymic_arg arg = ptr_arg(&size);
+    CHECK_OK(pymic_invoke(s, k_team, 1, &arg));
+    CHECK_OK(pymic_stream_sync(s));
+    return size;
+}
+
 /* In a process whose device 0 is one CPU: a thread that may also run
- * elsewhere never runs commands; a thread pinned to that CPU may. */
+ * elsewhere never runs commands; a thread pinned to that CPU may.  The
+ * worker's teams keep the device's size after callers took over and the
+ * worker released its OpenMP pool. */
 static int outside_main(const char *kernels)
 {
     load_kernels(kernels);
@@ -213,7 +227,7 @@ static int outside_main(const char *kernels)
     pymic_stream *s;
     CHECK_OK(pymic_stream_create(0, &s));
     CHECK(ran_here(s, 300, false) == 0);
-    CHECK_OK(pymic_stream_destroy(s));
+    CHECK(team_size(s) == 1); /* run by the worker, which now has a pool */
 
     pthread_attr_t attr;
     cpu_set_t set;
@@ -221,12 +235,15 @@ static int outside_main(const char *kernels)
     CPU_SET(cpus[0], &set);
     pthread_attr_init(&attr);
     pthread_attr_setaffinity_np(&attr, sizeof set, &set);
-    int ran = 0;
+    pinned p = {s, 0};
     pthread_t thread;
-    pthread_create(&thread, &attr, pinned_runner, &ran);
+    pthread_create(&thread, &attr, pinned_runner, &p);
     pthread_join(thread, NULL);
     pthread_attr_destroy(&attr);
-    CHECK(ran > 0);
+    CHECK(p.ran > 0);
+    sleep_ms(20); /* the napping worker sees the callers' claims */
+    CHECK(team_size(s) == 1); /* on the worker again: this thread is outside */
+    CHECK_OK(pymic_stream_destroy(s));
     return check_finish();
 }
 

@@ -8,6 +8,7 @@
  */
 #include <pymic_kernel.h>
 
+#include <omp.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -41,4 +42,16 @@ PYMIC_KERNEL void stress_gate(_Atomic int64_t *gate)
         struct timespec pause = {0, 100000};
         nanosleep(&pause, NULL);
     }
+}
+
+/* *size = the size of the OpenMP team a parallel region gets. */
+PYMIC_KERNEL void stress_team_size(int64_t *size)
+{
+    int64_t team = 0;
+#pragma omp parallel
+    {
+#pragma omp single
+        team = omp_get_num_threads();
+    }
+    *size = team;
 }
