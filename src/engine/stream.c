@@ -326,6 +326,9 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
                 return 0;
             return 1;
         }
+        if (may_run && atomic_load_explicit(&stream->run_class[claimed & (PYMIC_RING_SLOTS - 1)],
+                                            memory_order_relaxed) >= min_class)
+            continue; /* lost a race for it, and it is free again: look again */
         /* The next command is not started and not ours to run: the worker's. */
         pymic_kick(&stream->work_q);
         if (!pymic_wait_geq_spin(&stream->done_q, &stream->completed, target, spin_ns,
