@@ -115,6 +115,9 @@ struct pymic_event;
 typedef struct pymic_command {
     int kind;
     int nargs;
+    /* Who may run it (stream.c), written at publish; atomic so a syncing
+     * thread may look before it claims the command. */
+    _Atomic unsigned char run_class;
     union {
         pymic_kernel_fn kernel;
         struct { void *dst; const void *src; size_t nbytes; bool overlap; } copy;
@@ -153,12 +156,11 @@ struct pymic_stream {
      * `lazy` is set while syncing threads run the commands themselves: the
      * idle worker then naps instead of spinning or being woken. */
     _Atomic uint64_t claimed;
-    _Atomic int lazy;
 
-    /* Per slot, written at publish: who may run the command (see
-     * stream.c); atomic so a caller may look before it claims. */
-    _Atomic unsigned char run_class[PYMIC_RING_SLOTS];
-    /* Last run time of recent kernels, keyed by function (stream.c). */
+    /* Read at every publish, written rarely: a line of their own. */
+    _Alignas(64) _Atomic int lazy;
+    /* Last run time of recent kernels, keyed by function (stream.c);
+     * rewritten only when a kernel changes between short and long. */
     struct {
         _Atomic(pymic_kernel_fn) fn;
         _Atomic uint64_t ns;

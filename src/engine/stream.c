@@ -74,7 +74,13 @@ static uint64_t last_kernel_ns(pymic_stream *stream, pymic_kernel_fn fn)
 
 static void note_kernel_ns(pymic_stream *stream, pymic_kernel_fn fn, uint64_t ns)
 {
+    /* Producers read this table at every publish: write only what changes
+     * their answer, so the line is not pulled over at every command. */
     unsigned i = kernel_time_slot(fn);
+    if (atomic_load_explicit(&stream->kernel_time[i].fn, memory_order_relaxed) == fn &&
+        (atomic_load_explicit(&stream->kernel_time[i].ns, memory_order_relaxed) <=
+         QUICK_KERNEL_NS) == (ns <= QUICK_KERNEL_NS))
+        return;
     atomic_store_explicit(&stream->kernel_time[i].fn, fn, memory_order_relaxed);
     atomic_store_explicit(&stream->kernel_time[i].ns, ns, memory_order_relaxed);
 }
@@ -110,11 +116,10 @@ pymic_command *pymic_stream_reserve(pymic_stream *stream)
 void pymic_stream_publish(pymic_stream *stream)
 {
     uint64_t seq = atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
-    const pymic_command *cmd = slot_of(stream->ring, seq);
+    pymic_command *cmd = slot_of(stream->ring, seq);
     int kind = cmd->kind;
     unsigned char run_class = run_class_of(stream, cmd);
-    atomic_store_explicit(&stream->run_class[(seq - 1) & (PYMIC_RING_SLOTS - 1)], run_class,
-                          memory_order_relaxed);
+    atomic_store_explicit(&cmd->run_class, run_class, memory_order_relaxed);
     /* seq_cst store: ordered before reading the worker's sleeper count. */
     atomic_store_explicit(&stream->enqueued, seq, memory_order_seq_cst);
     pthread_mutex_unlock(&stream->enqueue_lock);
@@ -150,8 +155,8 @@ static uint64_t try_claim(pymic_stream *stream, uint64_t last, unsigned char min
         return 0;
     /* May be stale if the slot has been reused meanwhile; then the claim
      * below fails, because claimed has moved on. */
-    unsigned char run_class = atomic_load_explicit(
-        &stream->run_class[seq & (PYMIC_RING_SLOTS - 1)], memory_order_relaxed);
+    unsigned char run_class = atomic_load_explicit(&slot_of(stream->ring, seq + 1)->run_class,
+                                                   memory_order_relaxed);
     if (run_class < min_class)
         return 0;
     if (!atomic_compare_exchange_strong_explicit(&stream->claimed, &seq, seq + 1,
@@ -307,8 +312,8 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
              * leave the next ones to us.  (Long ones stay the worker's, so
              * a program that overlaps them with its own work keeps doing
              * so.) */
-            unsigned char running = atomic_load_explicit(
-                &stream->run_class[(claimed - 1) & (PYMIC_RING_SLOTS - 1)], memory_order_relaxed);
+            unsigned char running = atomic_load_explicit(&slot_of(stream->ring, claimed)->run_class,
+                                                         memory_order_relaxed);
             if (may_run && running == RUN_QUICK &&
                 !atomic_load_explicit(&stream->lazy, memory_order_relaxed))
                 atomic_store_explicit(&stream->lazy, 1, memory_order_relaxed);
@@ -326,7 +331,7 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
                 return 0;
             return 1;
         }
-        if (may_run && atomic_load_explicit(&stream->run_class[claimed & (PYMIC_RING_SLOTS - 1)],
+        if (may_run && atomic_load_explicit(&slot_of(stream->ring, claimed + 1)->run_class,
                                             memory_order_relaxed) >= min_class)
             continue; /* lost a race for it, and it is free again: look again */
         /* The next command is not started and not ours to run: the worker's. */
