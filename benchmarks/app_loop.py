@@ -157,10 +157,8 @@ class PymicStep:
 
     Parameters
     ----------
-    pymic : module
-        The pymic package.
-    device, stream, library
-        Device 0, its default stream and ``libbench_app.so`` loaded there.
+    stream, library
+        Device 0's default stream and ``libbench_app.so`` loaded there.
     n, work : int
         As for :class:`CtypesStep`.
     """
@@ -282,7 +280,19 @@ def serve(contender, kernel_dir, n, work, check_path):
 
 
 class Contender:
-    """A child process running one contender (see :func:`serve`)."""
+    """A child process running one contender (see :func:`serve`).
+
+    Parameters
+    ----------
+    contender : {'ctypes', 'pymic-each', 'pymic-once'}
+        What the process runs.
+    kernel_dir : path-like
+        Directory of the benchmark kernels.
+    n, work : int
+        Array size and Python work per kernel.
+    check_path : str
+        Where the process saves its arrays after two warm-up steps.
+    """
 
     def __init__(self, contender, kernel_dir, n, work, check_path):
         command = [sys.executable, str(SERVE_SCRIPT), contender, str(kernel_dir), str(n),
