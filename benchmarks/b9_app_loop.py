@@ -68,6 +68,12 @@ def run(context):
                         "columns": ["n", "contender", "median", "p10", "p90", "÷ ctypes"],
                         "rows": table}],
             "notes": ["Python work between kernels: about 10 µs (a calibrated loop).",
-                      "The ctypes peer and pymic use the same libbench_app.so, the same "
-                      "libgomp and the same OpenBLAS in one process."],
+                      "The ctypes peer and pymic use the same libbench_app.so, libgomp and "
+                      "OpenBLAS (one thread per team member), each contender and sync pattern "
+                      "in a process of its own, blocks alternating.",
+                      "With one sync per step nothing can overlap on this device: the kernels' "
+                      "OpenMP teams take every core, the Python thread's included, so the "
+                      "syncing thread runs the queued kernels itself and the step costs the "
+                      "peer's work plus pymic's enqueue and claim (about 1 µs per kernel, "
+                      "visible only at the smallest size)."],
             "targets": rows}
