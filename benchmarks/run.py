@@ -40,6 +40,8 @@ BENCHMARKS = {
     "B6": ("b6_dgemm", 360),
     "B7": ("b7_pipeline", 120),
     "B8": ("b8_idle", 90),
+    "B9": ("b9_app_loop", 300),
+    "B10": ("b10_under_load", 300),
     "B12": ("b12_mpi_stencil", 300),
 }
 

@@ -73,3 +73,60 @@ def test_page_has_verdicts_errors_warning_and_only_drawn_plots():
     assert "Warning: the machine was busy" in page
     assert "latency.png" in page and "bandwidth.png" not in page
     assert "**PASS**" in report.markdown(_run(2.5), [])
+
+
+# ----------------------------------------------- B5 numexpr, B9, B10 verdicts
+
+def _summary(median):
+    return {"median": median, "p10": median, "p90": median, "min": median, "n": 1}
+
+
+def test_step_rows_judge_pymic_against_ctypes_per_pattern():
+    from app_loop import step_rows
+
+    summaries = {"ctypes": _summary(100.0), "pymic_each": _summary(110.0),
+                 "pymic_once": _summary(101.0)}
+    each, once = step_rows("B9", "n = 1", summaries, 1.1, 1.0)
+    assert each["status"] == targets.PASS and each["value"] == pytest.approx(1.1)
+    assert once["status"] == targets.MISS and once["value"] == pytest.approx(1.01)
+    assert "sync after each kernel" in each["goal"] and "one sync per step" in once["goal"]
+    # B10 judges only the per-kernel pattern.
+    (row,) = step_rows("B10", "n = 1", {"ctypes": _summary(100.0),
+                                        "pymic_each": _summary(129.0)}, 1.3, None)
+    assert row["status"] == targets.PASS and row["bench"] == "B10"
+
+
+def test_latency_under_load_must_not_exceed_the_thread_pool():
+    from b10_under_load import latency_row
+
+    row = latency_row({"pymic": _summary(36.0), "threadpool": _summary(36.0)})
+    assert row["status"] == targets.PASS
+    row = latency_row({"pymic": _summary(91.0), "threadpool": _summary(36.0)})
+    assert row["status"] == targets.MISS and row["value"] == pytest.approx(91 / 36)
+
+
+def test_numexpr_rows_show_the_worst_dtype_and_skip_ops_without_numexpr():
+    from b5_array_ops import numexpr_rows
+
+    def op(pymic, numexpr=None):
+        stats = {"pymic": _summary(pymic), "numpy": _summary(1.0)}
+        if numexpr is not None:
+            stats["numexpr"] = _summary(numexpr)
+        return stats
+
+    results = {"float64": {"add": op(1.0, 1.2), "pow": op(2.0, 1.0), "fill": op(1.0)},
+               "float32": {"add": op(1.0, 0.9), "pow": op(1.0, 1.5), "fill": op(1.0)}}
+    rows = {row["goal"].split()[0]: row for row in numexpr_rows(results)}
+    assert set(rows) == {"add", "pow"}  # fill has no numexpr peer
+    assert rows["add"]["status"] == targets.MISS and "float32" in rows["add"]["pymic"]
+    assert rows["add"]["value"] == pytest.approx(0.9)
+    assert rows["pow"]["status"] == targets.MISS and rows["pow"]["value"] == pytest.approx(0.5)
+    assert numexpr_rows({"float64": {"add": op(1.0)}}) == []
+
+
+def test_background_load_processes_run_inside_the_block_and_are_reaped():
+    from b10_under_load import background_load
+
+    with background_load(2) as processes:
+        assert len(processes) == 2 and all(p.poll() is None for p in processes)
+    assert all(p.poll() is not None for p in processes)

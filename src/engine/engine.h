@@ -149,6 +149,9 @@ struct pymic_mark;
 typedef struct pymic_command {
     int kind;
     int nargs;
+    /* Who may run it (stream.c), written at publish; atomic so a syncing
+     * thread may look before it claims the command. */
+    _Atomic unsigned char run_class;
     union {
         pymic_kernel_fn kernel;
         struct { void *dst; const void *src; size_t nbytes; bool overlap; } copy;
@@ -185,6 +188,22 @@ struct pymic_stream {
     pymic_waitq work_q;        /* the worker sleeps here when idle        */
     _Alignas(64) _Atomic uint64_t completed;
     pymic_waitq done_q;        /* host syncs and blocked producers        */
+    /* Commands are run by whoever claims them: the worker, or a thread
+     * waiting in a sync ("caller runs", stream.c).  `claimed` is the newest
+     * command somebody has started; a command may be claimed only while
+     * completed == claimed, so they still run one at a time, in order.
+     * `lazy` is set while syncing threads run the commands themselves: the
+     * idle worker then naps instead of spinning or being woken. */
+    _Atomic uint64_t claimed;
+
+    /* Read at every publish, written rarely: a line of their own. */
+    _Alignas(64) _Atomic int lazy;
+    /* Last run time of recent kernels, keyed by function (stream.c);
+     * rewritten only when a kernel changes between short and long. */
+    struct {
+        _Atomic(pymic_kernel_fn) fn;
+        _Atomic uint64_t ns;
+    } kernel_time[16];
 
     /* Helpers for big copies; created and destroyed by the worker only. */
     _Alignas(64) struct pymic_copy_team *copy_team;
@@ -372,6 +391,17 @@ void pymic_copy_team_destroy(struct pymic_copy_team *team);
 /* Start a worker thread pinned to the device's CPUs; on failure the
  * error (with the system's reason) is recorded. */
 int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *));
+
+/* True when the calling thread may run commands of `device` itself: every
+ * CPU it may use belongs to the device (cached per thread). */
+bool pymic_host_caller_may_run(const pymic_device *device);
+/* Run one command on the calling (non-worker) thread, with the OpenMP team
+ * size the worker would use. */
+void pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd);
+
+/* Release the calling thread's OpenMP thread pool (libgomp keeps one per
+ * thread that opened a team); the next team creates it again. */
+void pymic_host_release_team(void);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t pymic_now_ns(void);

@@ -18,13 +18,98 @@ static pymic_command *slot_of(pymic_command *ring, uint64_t seq)
     return &ring[(seq - 1) & (PYMIC_RING_SLOTS - 1)];
 }
 
+/* ------------------------------------------------------------------
+ * Who runs a command
+ *
+ * Normally the stream's worker.  But a thread that syncs on a device whose
+ * CPUs include all of its own would only block while the worker (and the
+ * worker's OpenMP team) run on those same cores; worse, if it spins it
+ * takes a core the team needs.  So a syncing thread claims the next
+ * command itself when nobody has started it, exactly as if it had called
+ * the kernel directly ("caller runs").  The worker then naps (`lazy`)
+ * instead of spinning or being woken at every publish, and takes over
+ * again when a command waits unclaimed for a whole nap or when a waiter
+ * goes to sleep (done_q kicks work_q).
+ *
+ * Claims: a command may be claimed only while completed == claimed, by a
+ * compare-and-swap of `claimed`; the winner runs it and then publishes
+ * `completed`.  So commands still run one at a time and in order.
+ * ------------------------------------------------------------------ */
+
+/* run_class of a slot: who may claim it. */
+enum {
+    RUN_WORKER_ONLY = 0, /* stop, wait-event: the worker's business        */
+    RUN_UNTIMED = 1,     /* any sync without a time limit may run it       */
+    RUN_QUICK = 2        /* known to be short: also inside a timed wait    */
+};
+
+/* A timed wait (the Python layer waits in slices to notice Ctrl-C) runs
+ * only commands known to end soon, so Ctrl-C stays responsive. */
+#define QUICK_KERNEL_NS 1000000u
+#define QUICK_COPY_BYTES ((size_t)16 << 20)
+/* A lazy worker naps this long between looks; a command that waited a
+ * whole nap unclaimed is run by the worker (and laziness ends).  After
+ * this many naps without any enqueue the worker sleeps for good. */
+#define NAP_NS 1600000u
+#define NAPS_BEFORE_SLEEP 40
+/* A lazy worker is woken at once when this many commands wait unclaimed. */
+#define LAZY_BACKLOG 64u
+
+#define KERNEL_TIME_SLOTS (sizeof ((pymic_stream *)0)->kernel_time / \
+                           sizeof ((pymic_stream *)0)->kernel_time[0])
+
+static unsigned kernel_time_slot(pymic_kernel_fn fn)
+{
+    uintptr_t bits = (uintptr_t)fn;
+    return (unsigned)((bits >> 4) ^ (bits >> 12)) % KERNEL_TIME_SLOTS;
+}
+
+static uint64_t last_kernel_ns(pymic_stream *stream, pymic_kernel_fn fn)
+{
+    unsigned i = kernel_time_slot(fn);
+    if (atomic_load_explicit(&stream->kernel_time[i].fn, memory_order_relaxed) != fn)
+        return UINT64_MAX;
+    return atomic_load_explicit(&stream->kernel_time[i].ns, memory_order_relaxed);
+}
+
+static void note_kernel_ns(pymic_stream *stream, pymic_kernel_fn fn, uint64_t ns)
+{
+    /* Producers read this table at every publish: write only what changes
+     * their answer, so the line is not pulled over at every command. */
+    unsigned i = kernel_time_slot(fn);
+    if (atomic_load_explicit(&stream->kernel_time[i].fn, memory_order_relaxed) == fn &&
+        (atomic_load_explicit(&stream->kernel_time[i].ns, memory_order_relaxed) <=
+         QUICK_KERNEL_NS) == (ns <= QUICK_KERNEL_NS))
+        return;
+    atomic_store_explicit(&stream->kernel_time[i].fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&stream->kernel_time[i].ns, ns, memory_order_relaxed);
+}
+
+static unsigned char run_class_of(pymic_stream *stream, const pymic_command *cmd)
+{
+    switch (cmd->kind) {
+    case PYMIC_CMD_FREE:
+    case PYMIC_CMD_RECORD:
+        return RUN_QUICK;
+    case PYMIC_CMD_COPY:
+        return cmd->u.copy.nbytes <= QUICK_COPY_BYTES ? RUN_QUICK : RUN_UNTIMED;
+    case PYMIC_CMD_INVOKE:
+        return last_kernel_ns(stream, cmd->u.kernel) <= QUICK_KERNEL_NS ? RUN_QUICK : RUN_UNTIMED;
+    default:
+        return RUN_WORKER_ONLY;
+    }
+}
+
 pymic_command *pymic_stream_reserve(pymic_stream *stream)
 {
     pthread_mutex_lock(&stream->enqueue_lock);
     uint64_t seq = atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
-    if (seq > PYMIC_RING_SLOTS) {
+    if (seq > PYMIC_RING_SLOTS &&
+        atomic_load_explicit(&stream->completed, memory_order_acquire) < seq - PYMIC_RING_SLOTS) {
+        /* Full ring: the worker must run, whatever it was told. */
         uint64_t room = seq - PYMIC_RING_SLOTS;
-        uint64_t traced = PYMIC_TRACE_WAIT_BEGIN_IF(atomic_load(&stream->completed) < room);
+        uint64_t traced = pymic_trace_wait_begin();
+        pymic_kick(&stream->work_q);
         pymic_wait_geq(&stream->done_q, &stream->completed, room);
         pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_ROOM, stream->device->id, stream, room,
                              PYMIC_OK);
@@ -35,16 +120,162 @@ pymic_command *pymic_stream_reserve(pymic_stream *stream)
 void pymic_stream_publish(pymic_stream *stream)
 {
     uint64_t seq = atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
-    pymic_trace_enqueue(stream, slot_of(stream->ring, seq), seq);
+    pymic_command *cmd = slot_of(stream->ring, seq);
+    int kind = cmd->kind;
+    unsigned char run_class = run_class_of(stream, cmd);
+    atomic_store_explicit(&cmd->run_class, run_class, memory_order_relaxed);
+    pymic_trace_enqueue(stream, cmd, seq);
     /* seq_cst store: ordered before reading the worker's sleeper count. */
     atomic_store_explicit(&stream->enqueued, seq, memory_order_seq_cst);
     pthread_mutex_unlock(&stream->enqueue_lock);
-    pymic_notify(&stream->work_q);
+    /* A stop, an event wait or an event record may be waited for where no
+     * caller can run it (another stream, an event sync): wake a napping
+     * worker too.  Other commands only wake a sleeping one, unless they
+     * pile up: a backlog means the producer does not sync after each
+     * command, and the worker had better run them now, beside it. */
+    bool kick = kind != PYMIC_CMD_INVOKE && kind != PYMIC_CMD_COPY && kind != PYMIC_CMD_FREE;
+    if (atomic_load_explicit(&stream->lazy, memory_order_relaxed) &&
+        seq - atomic_load_explicit(&stream->claimed, memory_order_relaxed) >= LAZY_BACKLOG) {
+        atomic_store_explicit(&stream->lazy, 0, memory_order_relaxed);
+        kick = true;
+    }
+    if (kick)
+        pymic_kick(&stream->work_q);
+    else
+        pymic_notify(&stream->work_q);
 }
 
 void pymic_stream_cancel(pymic_stream *stream)
 {
     pthread_mutex_unlock(&stream->enqueue_lock);
+}
+
+/* Claim the next command if nobody runs one and it is enqueued, at most
+ * `last` and at least of class `min_class`; 0 if not. */
+static uint64_t try_claim(pymic_stream *stream, uint64_t last, unsigned char min_class)
+{
+    uint64_t seq = atomic_load_explicit(&stream->claimed, memory_order_acquire);
+    if (seq >= last || seq >= atomic_load_explicit(&stream->enqueued, memory_order_acquire) ||
+        atomic_load_explicit(&stream->completed, memory_order_acquire) != seq)
+        return 0;
+    /* May be stale if the slot has been reused meanwhile; then the claim
+     * below fails, because claimed has moved on. */
+    unsigned char run_class = atomic_load_explicit(&slot_of(stream->ring, seq + 1)->run_class,
+                                                   memory_order_relaxed);
+    if (run_class < min_class)
+        return 0;
+    if (!atomic_compare_exchange_strong_explicit(&stream->claimed, &seq, seq + 1,
+                                                 memory_order_acq_rel, memory_order_relaxed))
+        return 0;
+    return seq + 1;
+}
+
+/* Set on a worker thread (or a syncing thread) once it has run a kernel,
+ * which may have given it an OpenMP thread pool; cleared when the pool is
+ * released. */
+static _Thread_local bool worker_hosted_kernel, caller_hosted_kernel;
+
+/* Publish that command `seq` has run; parked frees and unloads may have
+ * been waiting for it.  (seq_cst on the count pairs with its increment in
+ * pymic_release_after: either this thread sees the parked item, or its
+ * parker sees `completed`.) */
+static void complete(pymic_stream *stream, uint64_t seq)
+{
+    pymic_store_and_notify(&stream->done_q, &stream->completed, seq);
+    if (atomic_load_explicit(&pymic_parked_count, memory_order_seq_cst) > 0)
+        pymic_parked_poll();
+}
+
+/* Run claimed command `seq` and publish its completion. */
+static void run_claimed(pymic_stream *stream, uint64_t seq, bool on_worker)
+{
+    pymic_command *cmd = slot_of(stream->ring, seq);
+    uint64_t start = cmd->kind == PYMIC_CMD_INVOKE ? pymic_now_ns() : 0;
+    uint64_t traced = pymic_trace_exec_begin(stream, seq);
+    if (on_worker) {
+        worker_hosted_kernel |= start != 0;
+        pymic_command_execute(stream, cmd);
+    } else {
+        caller_hosted_kernel |= start != 0;
+        pymic_host_run_on_caller(stream, cmd);
+    }
+    if (start)
+        note_kernel_ns(stream, cmd->u.kernel, pymic_now_ns() - start);
+    pymic_trace_exec_end(stream, seq, traced);
+    complete(stream, seq);
+}
+
+/* A lazy worker: nap until a command has waited a whole nap unclaimed
+ * while nobody ran anything (then laziness ends: nobody syncs soon) or a
+ * kick comes.
+ * After an idle while it dozes without a timer, still lazy: a publish
+ * wakes it to nap again, so an idle stream costs nothing and the first
+ * command after the pause is still left to a syncing caller. */
+static void worker_nap(pymic_stream *stream)
+{
+    uint64_t seen_enqueued = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
+    uint64_t claimed_before = atomic_load_explicit(&stream->claimed, memory_order_acquire);
+    uint64_t seen_claimed = claimed_before;
+    for (int idle = 0;;) {
+        bool deep = idle >= NAPS_BEFORE_SLEEP;
+        if (worker_hosted_kernel &&
+            (deep || atomic_load_explicit(&stream->claimed, memory_order_acquire) !=
+                         claimed_before)) {
+            /* Callers run the kernels now, each hosting its own OpenMP
+             * team.  libgomp cuts every team's spinning to almost nothing
+             * once its teams hold more threads than there are CPUs, so an
+             * idle pool here would slow the callers' teams down: release
+             * it. */
+            pymic_host_release_team();
+            worker_hosted_kernel = false;
+        }
+        uint32_t word = atomic_load_explicit(&stream->work_q.word, memory_order_seq_cst);
+        uint32_t kicks = atomic_load_explicit(&stream->work_q.kicks, memory_order_seq_cst);
+        if (!atomic_load_explicit(&stream->lazy, memory_order_relaxed))
+            return;
+        if (deep)
+            pymic_doze(&stream->work_q, word, &stream->enqueued, seen_enqueued + 1,
+                       UINT64_MAX, 1);
+        else
+            pymic_doze(&stream->work_q, word, NULL, 0, NAP_NS, 0);
+        if (atomic_load_explicit(&stream->work_q.kicks, memory_order_acquire) != kicks)
+            return; /* somebody waits for the worker */
+        uint64_t enqueued = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
+        uint64_t claimed = atomic_load_explicit(&stream->claimed, memory_order_acquire);
+        if (deep) {
+            idle = 0;
+        } else if (claimed < seen_enqueued && claimed == seen_claimed) {
+            /* A command waited a whole nap and nobody made progress. */
+            atomic_store_explicit(&stream->lazy, 0, memory_order_relaxed);
+            return;
+        } else {
+            idle = enqueued == seen_enqueued ? idle + 1 : 0;
+        }
+        seen_enqueued = enqueued;
+        seen_claimed = claimed;
+    }
+}
+
+/* Nothing to claim: wait until there may be. */
+static void worker_wait(pymic_stream *stream)
+{
+    if (atomic_load_explicit(&stream->lazy, memory_order_relaxed)) {
+        worker_nap(stream); /* the callers run the commands */
+        return;
+    }
+    uint64_t claimed = atomic_load_explicit(&stream->claimed, memory_order_acquire);
+    if (atomic_load_explicit(&stream->enqueued, memory_order_acquire) > claimed) {
+        /* A syncing thread runs command `claimed`; the next may follow. */
+        pymic_wait_geq_spin(&stream->done_q, &stream->completed, claimed, 0, UINT64_MAX);
+        return;
+    }
+    uint64_t spin_ns = atomic_load_explicit(&pymic_global.spin_ns, memory_order_relaxed);
+    if (pymic_spin_geq(&stream->enqueued, claimed + 1, spin_ns, &stream->lazy))
+        return;
+    if (atomic_load_explicit(&stream->lazy, memory_order_relaxed))
+        worker_nap(stream);
+    else
+        pymic_wait_geq_spin(&stream->work_q, &stream->enqueued, claimed + 1, 0, UINT64_MAX);
 }
 
 static void unlink_from_device(pymic_stream *stream)
@@ -74,25 +305,85 @@ static void worker_finish(pymic_stream *stream)
 static void *worker_main(void *arg)
 {
     pymic_stream *stream = arg;
-    pymic_command *ring = stream->ring;
-    for (uint64_t seq = 1;; seq++) {
-        pymic_wait_geq(&stream->work_q, &stream->enqueued, seq);
-        pymic_command *cmd = slot_of(ring, seq);
-        int kind = cmd->kind;
-        uint64_t traced = pymic_trace_exec_begin(stream, seq);
-        if (kind != PYMIC_CMD_STOP)
-            pymic_command_execute(stream, cmd);
-        pymic_trace_exec_end(stream, seq, traced);
-        pymic_store_and_notify(&stream->done_q, &stream->completed, seq);
-        /* Parked frees and unloads may have been waiting for this command.
-         * seq_cst pairs with the count's increment in pymic_release_after:
-         * either this worker sees the item, or its parker sees `completed`. */
-        if (atomic_load_explicit(&pymic_parked_count, memory_order_seq_cst) > 0)
-            pymic_parked_poll();
-        if (kind == PYMIC_CMD_STOP) {
+    for (;;) {
+        uint64_t seq = try_claim(stream, UINT64_MAX, RUN_WORKER_ONLY);
+        if (!seq) {
+            worker_wait(stream);
+            continue;
+        }
+        if (slot_of(stream->ring, seq)->kind == PYMIC_CMD_STOP) {
+            uint64_t traced = pymic_trace_exec_begin(stream, seq);
+            pymic_trace_exec_end(stream, seq, traced);
+            complete(stream, seq);
             worker_finish(stream);
             return NULL;
         }
+        run_claimed(stream, seq, true);
+    }
+}
+
+/* Wait until command `target` has completed, running commands on this
+ * thread where allowed (see the top of this section).  0 on timeout. */
+static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
+{
+    if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
+        return 1;
+    bool may_run = pymic_host_caller_may_run(stream->device);
+    unsigned char min_class = deadline == UINT64_MAX ? RUN_UNTIMED : RUN_QUICK;
+    for (;;) {
+        uint64_t seq = may_run ? try_claim(stream, target, min_class) : 0;
+        if (seq) {
+            if (!atomic_load_explicit(&stream->lazy, memory_order_relaxed))
+                atomic_store_explicit(&stream->lazy, 1, memory_order_relaxed);
+            run_claimed(stream, seq, false);
+            if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
+                return 1;
+            if (deadline != UINT64_MAX && pymic_now_ns() >= deadline)
+                return 0;
+            continue;
+        }
+        uint64_t claimed = atomic_load_explicit(&stream->claimed, memory_order_acquire);
+        uint64_t completed = atomic_load_explicit(&stream->completed, memory_order_acquire);
+        if (completed >= target)
+            return 1;
+        /* Somebody runs a command.  On the device's own cores a spinning
+         * waiter would take a core from that command's OpenMP team: sleep
+         * at once.  Elsewhere spin as usual. */
+        uint64_t spin_ns = may_run ? 0 : atomic_load_explicit(&pymic_global.spin_ns,
+                                                               memory_order_relaxed);
+        if (claimed > completed) {
+            /* Waiting for a short command we could have run ourselves:
+             * leave the next ones to us.  (Long ones stay the worker's, so
+             * a program that overlaps them with its own work keeps doing
+             * so.) */
+            unsigned char running = atomic_load_explicit(&slot_of(stream->ring, claimed)->run_class,
+                                                         memory_order_relaxed);
+            if (may_run && running == RUN_QUICK &&
+                !atomic_load_explicit(&stream->lazy, memory_order_relaxed))
+                atomic_store_explicit(&stream->lazy, 1, memory_order_relaxed);
+            if (caller_hosted_kernel) {
+                /* The worker runs kernels (and their teams) now: this
+                 * thread's idle OpenMP pool would only make libgomp cut
+                 * the spinning of every team (see worker_nap). */
+                pymic_host_release_team();
+                caller_hosted_kernel = false;
+            }
+            /* The runner goes on with later commands, or a sleeping waiter
+             * kicks the worker (done_q.kick_on_sleep): wait for the end. */
+            if (!pymic_wait_geq_spin(&stream->done_q, &stream->completed, target, spin_ns,
+                                     deadline))
+                return 0;
+            return 1;
+        }
+        if (may_run && atomic_load_explicit(&slot_of(stream->ring, claimed + 1)->run_class,
+                                            memory_order_relaxed) >= min_class)
+            continue; /* lost a race for it, and it is free again: look again */
+        /* The next command is not started and not ours to run: the worker's. */
+        pymic_kick(&stream->work_q);
+        if (!pymic_wait_geq_spin(&stream->done_q, &stream->completed, target, spin_ns,
+                                 deadline))
+            return 0;
+        return 1;
     }
 }
 
@@ -153,6 +444,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     stream->fork_generation = atomic_load(&pymic_global.fork_generation);
     atomic_init(&stream->refs, 1);
     pthread_mutex_init(&stream->enqueue_lock, NULL);
+    stream->done_q.kick_on_sleep = &stream->work_q;
     /* Listed before the worker starts: the worker unlinks it at STOP. */
     pthread_mutex_lock(&d->lock);
     stream->next_in_device = d->streams;
@@ -203,7 +495,7 @@ int pymic_stream_sync(pymic_stream *stream)
         return status;
     uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
     uint64_t traced = pymic_trace_wait_begin();
-    pymic_wait_geq(&stream->done_q, &stream->completed, target);
+    stream_wait(stream, target, UINT64_MAX);
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, target,
                          PYMIC_OK);
     return PYMIC_OK;
@@ -215,7 +507,12 @@ int pymic_stream_query(pymic_stream *stream)
     if (status != PYMIC_OK)
         return status;
     uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
-    return atomic_load_explicit(&stream->completed, memory_order_acquire) >= target;
+    if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
+        return 1;
+    /* Somebody polls: a napping worker should not wait for its timer. */
+    if (atomic_load_explicit(&stream->lazy, memory_order_relaxed))
+        pymic_kick(&stream->work_q);
+    return 0;
 }
 
 int pymic_stream_device(const pymic_stream *stream)
@@ -260,14 +557,15 @@ static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, con
                           "%s: device %d: sequence number %llu was never enqueued (last is %llu)",
                           op, stream->device->id, (unsigned long long)seq,
                           (unsigned long long)last);
+    uint64_t deadline = UINT64_MAX;
+    if (timeout_ns != UINT64_MAX) {
+        uint64_t now = pymic_now_ns();
+        deadline = timeout_ns >= UINT64_MAX - now ? UINT64_MAX - 1 : now + timeout_ns;
+    }
     uint64_t traced = pymic_trace_wait_begin();
-    status = pymic_wait_geq_timeout(&stream->done_q, &stream->completed, seq, timeout_ns)
-                 ? PYMIC_OK
-                 : PYMIC_ERR_TIMEOUT;
+    status = stream_wait(stream, seq, deadline) ? PYMIC_OK : PYMIC_ERR_TIMEOUT;
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, seq, status);
-    if (status != PYMIC_OK)
-        return PYMIC_ERR_TIMEOUT; /* expected by timed callers: no message */
-    return PYMIC_OK;
+    return status; /* TIMEOUT is expected by timed callers: no message */
 }
 
 int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq)

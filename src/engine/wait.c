@@ -49,7 +49,8 @@ static void futex_wake_all(_Atomic uint32_t *word)
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
-static int spin_until(_Atomic uint64_t *counter, uint64_t target, uint64_t spin_ns)
+int pymic_spin_geq(_Atomic uint64_t *counter, uint64_t target, uint64_t spin_ns,
+                   _Atomic int *stop)
 {
     if (spin_ns == 0)
         return 0;
@@ -60,6 +61,8 @@ static int spin_until(_Atomic uint64_t *counter, uint64_t target, uint64_t spin_
                 return 1;
             PYMIC_PAUSE();
         }
+        if (stop && atomic_load_explicit(stop, memory_order_relaxed))
+            return 0;
         uint64_t now = pymic_now_ns();
         if (deadline == 0)
             deadline = now + spin_ns;
@@ -68,16 +71,15 @@ static int spin_until(_Atomic uint64_t *counter, uint64_t target, uint64_t spin_
     }
 }
 
-/* Spin, then sleep until *counter >= target or the monotonic clock passes
- * `deadline` (UINT64_MAX: never).  1 if the target was reached. */
-static int wait_geq_until(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t target,
-                          uint64_t deadline)
+int pymic_wait_geq_spin(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t target,
+                        uint64_t spin_ns, uint64_t deadline)
 {
     if (atomic_load_explicit(counter, memory_order_acquire) >= target)
         return 1;
-    uint64_t spin_ns = atomic_load_explicit(&pymic_global.spin_ns, memory_order_relaxed);
-    if (spin_until(counter, target, spin_ns))
+    if (pymic_spin_geq(counter, target, spin_ns, NULL))
         return 1;
+    if (q->kick_on_sleep)
+        pymic_kick(q->kick_on_sleep);
 
     int reached = 0;
     atomic_fetch_add_explicit(&q->sleepers, 1, memory_order_seq_cst);
@@ -102,9 +104,14 @@ static int wait_geq_until(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t ta
     return reached;
 }
 
+static uint64_t spin_window(void)
+{
+    return atomic_load_explicit(&pymic_global.spin_ns, memory_order_relaxed);
+}
+
 void pymic_wait_geq(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t target)
 {
-    wait_geq_until(q, counter, target, UINT64_MAX);
+    pymic_wait_geq_spin(q, counter, target, spin_window(), UINT64_MAX);
 }
 
 int pymic_wait_geq_timeout(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t target,
@@ -114,7 +121,7 @@ int pymic_wait_geq_timeout(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t t
         return 1;
     uint64_t now = pymic_now_ns();
     uint64_t deadline = timeout_ns >= UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
-    return wait_geq_until(q, counter, target, deadline);
+    return pymic_wait_geq_spin(q, counter, target, spin_window(), deadline);
 }
 
 void pymic_notify(pymic_waitq *q)
@@ -123,6 +130,34 @@ void pymic_notify(pymic_waitq *q)
         return;
     atomic_fetch_add_explicit(&q->word, 1, memory_order_seq_cst);
     futex_wake_all(&q->word);
+}
+
+/* A dozer and a kicker form the same pair as sleeper and notifier: the
+ * dozer announces itself, then re-reads the word; the kicker bumps the
+ * word, then reads the counts (all seq_cst).  Either the dozer sees the
+ * new word or the kicker sees the dozer and wakes it.  A notifiable dozer
+ * pairs with pymic_notify the same way. */
+void pymic_doze(pymic_waitq *q, uint32_t word, _Atomic uint64_t *counter, uint64_t target,
+                uint64_t timeout_ns, int notifiable)
+{
+    _Atomic uint32_t *count = notifiable ? &q->sleepers : &q->nappers;
+    atomic_fetch_add_explicit(count, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&q->word, memory_order_seq_cst) == word &&
+        (!counter || atomic_load_explicit(counter, memory_order_seq_cst) < target)) {
+        struct timespec timeout = {(time_t)(timeout_ns / 1000000000u),
+                                   (long)(timeout_ns % 1000000000u)};
+        futex_wait(&q->word, word, timeout_ns == UINT64_MAX ? NULL : &timeout);
+    }
+    atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
+}
+
+void pymic_kick(pymic_waitq *q)
+{
+    atomic_fetch_add_explicit(&q->kicks, 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&q->word, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&q->nappers, memory_order_seq_cst) != 0 ||
+        atomic_load_explicit(&q->sleepers, memory_order_seq_cst) != 0)
+        futex_wake_all(&q->word);
 }
 
 void pymic_store_and_notify(pymic_waitq *q, _Atomic uint64_t *counter, uint64_t value)

@@ -50,3 +50,63 @@ int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *))
     }
     return PYMIC_OK;
 }
+
+/* ------------------------------------------------------------ caller runs */
+
+/* PYMIC_CALLER_RUNS=0 turns "caller runs" off (every command then runs on
+ * the worker, as before); read once. */
+static pthread_once_t caller_runs_once = PTHREAD_ONCE_INIT;
+static bool caller_runs_enabled = true;
+
+static void read_caller_runs(void)
+{
+    const char *text = getenv("PYMIC_CALLER_RUNS");
+    caller_runs_enabled = !(text && strcmp(text, "0") == 0);
+}
+
+/* The answer is cached per thread and device and recomputed every so many
+ * calls, so a thread whose affinity changes is seen soon without paying a
+ * system call in every sync. */
+#define AFFINITY_RECHECK 4096
+
+bool pymic_host_caller_may_run(const pymic_device *device)
+{
+    static _Thread_local const pymic_device *cached_device;
+    static _Thread_local bool cached_answer;
+    static _Thread_local unsigned cached_uses;
+    if (cached_device == device && ++cached_uses < AFFINITY_RECHECK)
+        return cached_answer;
+    pthread_once(&caller_runs_once, read_caller_runs);
+    bool answer = false;
+    cpu_set_t mine;
+    if (caller_runs_enabled && sched_getaffinity(0, sizeof mine, &mine) == 0) {
+        cpu_set_t outside;
+        CPU_OR(&outside, &mine, &device->cpuset);
+        /* Every CPU of mine is the device's iff mine | device == device. */
+        answer = CPU_EQUAL(&outside, &device->cpuset);
+    }
+    cached_device = device;
+    cached_answer = answer;
+    cached_uses = 0;
+    return answer;
+}
+
+void pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd)
+{
+    /* A team opened by the kernel gets the device's core count, as on the
+     * worker; the caller's own setting is restored afterwards. */
+    int ncpus = stream->device->ncpus;
+    int before = cmd->kind == PYMIC_CMD_INVOKE ? omp_get_max_threads() : ncpus;
+    if (before != ncpus)
+        omp_set_num_threads(ncpus);
+    pymic_command_execute(stream, cmd);
+    if (before != ncpus)
+        omp_set_num_threads(before);
+}
+
+void pymic_host_release_team(void)
+{
+    /* Ends the pool's threads (a no-op inside a parallel region); the
+     * thread's ICVs, such as the worker's team size, stay as they are. */
+    omp_pause_resource(omp_pause_soft, omp_get_initial_device());
+}

@@ -1,0 +1,57 @@
+/*
+ * stress_kernels.c -- kernels of test_stress: each leaves a trace that
+ * shows whether commands ran exactly once, in order, and on which thread.
+ *
+ * The plain (non-atomic) updates are deliberate: commands of one stream
+ * run one at a time, on whichever thread claimed them, and the engine must
+ * order them (ThreadSanitizer checks that it does).
+ */
+#include <pymic_kernel.h>
+
+#include <omp.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* track[0]: the last sequence value seen, track[1]: how many arrived out of
+ * order, track[2]: sum of all values.  Values of one producer into one
+ * stream are 1, 2, 3, ... in enqueue order. */
+PYMIC_KERNEL void stress_in_order(int64_t *track, const int64_t *value)
+{
+    if (*value != track[0] + 1)
+        track[1]++;
+    track[0] = *value;
+    track[2] += *value;
+}
+
+/* *tid = the Linux thread id of the thread running the kernel. */
+PYMIC_KERNEL void stress_whoami(int64_t *tid) { *tid = (int64_t)syscall(SYS_gettid); }
+
+/* Sleep *ms milliseconds. */
+PYMIC_KERNEL void stress_sleep_ms(const int64_t *ms)
+{
+    struct timespec t = {(time_t)(*ms / 1000), (long)(*ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+/* Block until *gate is nonzero. */
+PYMIC_KERNEL void stress_gate(_Atomic int64_t *gate)
+{
+    while (atomic_load(gate) == 0) {
+        struct timespec pause = {0, 100000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+/* *size = the size of the OpenMP team a parallel region gets. */
+PYMIC_KERNEL void stress_team_size(int64_t *size)
+{
+    int64_t team = 0;
+#pragma omp parallel
+    {
+#pragma omp single
+        team = omp_get_num_threads();
+    }
+    *size = team;
+}

@@ -1,0 +1,433 @@
+/*
+ * test_stress.c -- who runs a stream's commands ("caller runs", stream.c),
+ * and a randomized stress test of the command ring and the wait/notify
+ * code.
+ *
+ * The ordering tests check what must hold whoever runs a command: every
+ * command runs exactly once, in enqueue order, never ahead of a command
+ * that blocks, a wait-event never on a syncing thread, a timed wait never
+ * runs a kernel of unknown duration, a thread outside the device's CPUs
+ * never runs commands.  The stress test has many threads enqueue into
+ * shared and private streams, sync in every way the engine offers
+ * (sync, wait_seq, timed waits in slices, polling, events, device sync),
+ * with the spin window at 0 and at its default, and checks per-producer
+ * sequence numbers and sums kept by the kernels.
+ *
+ * argv[1]: the stress kernel library.  PYMIC_STRESS_OPS sets the number
+ * of enqueued commands (default 1000000; meson lowers it under the
+ * sanitizers).  Run with "--outside" (done by the test itself, in a child
+ * with PYMIC_DEVICES set to one CPU) for the check of a thread outside the
+ * device.
+ */
+#include "check.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static pymic_kernel *k_order, *k_who, *k_sleep, *k_gate, *k_team;
+
+static pymic_arg ptr_arg(void *p)
+{
+    return (pymic_arg){p, 0};
+}
+
+static int64_t my_tid(void)
+{
+    return (int64_t)syscall(SYS_gettid);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+static void load_kernels(const char *path)
+{
+    pymic_library *lib = NULL;
+    CHECK_OK(pymic_library_load(0, path, &lib));
+    CHECK_OK(pymic_kernel_find(lib, "stress_in_order", &k_order));
+    CHECK_OK(pymic_kernel_find(lib, "stress_whoami", &k_who));
+    CHECK_OK(pymic_kernel_find(lib, "stress_sleep_ms", &k_sleep));
+    CHECK_OK(pymic_kernel_find(lib, "stress_gate", &k_gate));
+    CHECK_OK(pymic_kernel_find(lib, "stress_team_size", &k_team));
+}
+
+static int invoke_order(pymic_stream *s, int64_t *track, int64_t value)
+{
+    pymic_arg args[2] = {ptr_arg(track), {&value, sizeof value}};
+    return pymic_invoke(s, k_order, 2, args);
+}
+
+/* Invoke whoami + sync `rounds` times; how many ran on this thread. */
+static int ran_here(pymic_stream *s, int rounds, bool timed)
+{
+    int here = 0;
+    int64_t tid = 0;
+    pymic_arg arg = ptr_arg(&tid);
+    for (int i = 0; i < rounds; i++) {
+        CHECK_OK(pymic_invoke(s, k_who, 1, &arg));
+        if (timed)
+            CHECK_OK(pymic_stream_wait_seq_timeout(s, pymic_stream_last_enqueued(s),
+                                                   UINT64_C(10000000000)));
+        else
+            CHECK_OK(pymic_stream_sync(s));
+        here += tid == my_tid();
+    }
+    return here;
+}
+
+/* A syncing thread on the device's CPUs runs commands itself (the test
+ * process's default device has every CPU it may use), and they still run
+ * once each and in order. */
+static void test_caller_runs_in_order(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    int64_t track[3] = {0, 0, 0};
+    enum { N = 2000 };
+    for (int64_t v = 1; v <= N; v++) {
+        CHECK_OK(invoke_order(s, track, v));
+        if (v % 3 == 0)
+            CHECK_OK(pymic_stream_sync(s));
+    }
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(track[0] == N && track[1] == 0 && track[2] == (int64_t)N * (N + 1) / 2);
+    /* Some of these (almost all, in practice) ran on this thread. */
+    CHECK(ran_here(s, 500, false) > 0);
+    /* Timed waits may run kernels they have seen end quickly. */
+    CHECK(ran_here(s, 500, true) > 0);
+    CHECK_OK(pymic_stream_destroy(s)); /* a napping worker still stops */
+}
+
+/* A timed wait never runs a kernel it knows nothing about: its caller
+ * must stay free to notice Ctrl-C.  (If it ran the 300 ms kernel, the
+ * 20 ms wait would return PYMIC_OK.) */
+static void test_timed_wait_leaves_unknown_kernels(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    int64_t ms = 300;
+    pymic_arg arg = {&ms, sizeof ms};
+    CHECK_OK(pymic_invoke(s, k_sleep, 1, &arg));
+    CHECK_STATUS(pymic_stream_wait_seq_timeout(s, 1, 20000000), PYMIC_ERR_TIMEOUT);
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(pymic_stream_completed(s) == 1);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+typedef struct {
+    pymic_stream *s;
+    _Atomic int done;
+} syncer;
+
+static void *sync_thread(void *arg)
+{
+    syncer *t = arg;
+    CHECK_OK(pymic_stream_sync(t->s));
+    atomic_store(&t->done, 1);
+    return NULL;
+}
+
+/* Nothing behind a blocked command runs, whoever syncs; afterwards all of
+ * it runs in order. */
+static void test_nothing_overtakes_a_blocked_command(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    _Atomic int64_t gate = 0;
+    int64_t track[3] = {0, 0, 0};
+    CHECK_OK(pymic_invoke(s, k_gate, 1, (pymic_arg[]){ptr_arg((void *)&gate)}));
+    for (int64_t v = 1; v <= 3; v++)
+        CHECK_OK(invoke_order(s, track, v));
+    syncer t = {s, 0};
+    pthread_t thread;
+    pthread_create(&thread, NULL, sync_thread, &t);
+    sleep_ms(30);
+    CHECK(pymic_stream_completed(s) == 0 && atomic_load(&t.done) == 0);
+    atomic_store(&gate, 1);
+    pthread_join(thread, NULL);
+    CHECK(pymic_stream_completed(s) == 4);
+    CHECK(track[0] == 3 && track[1] == 0);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* A stream waiting for an event is not overtaken, and its wait does not
+ * end before the record, also while a host thread syncs it. */
+static void test_event_wait_across_streams(void)
+{
+    pymic_stream *a, *b;
+    pymic_event *e;
+    CHECK_OK(pymic_stream_create(0, &a));
+    CHECK_OK(pymic_stream_create(0, &b));
+    CHECK_OK(pymic_event_create(&e));
+    _Atomic int64_t gate = 0;
+    int64_t track[3] = {0, 0, 0};
+    CHECK_OK(pymic_invoke(a, k_gate, 1, (pymic_arg[]){ptr_arg((void *)&gate)}));
+    CHECK_OK(pymic_event_record(e, a));
+    CHECK_OK(pymic_stream_wait_event(b, e));
+    CHECK_OK(invoke_order(b, track, 1));
+    syncer t = {b, 0};
+    pthread_t thread;
+    pthread_create(&thread, NULL, sync_thread, &t);
+    sleep_ms(30);
+    CHECK(track[0] == 0 && atomic_load(&t.done) == 0);
+    atomic_store(&gate, 1);
+    pthread_join(thread, NULL);
+    CHECK(track[0] == 1);
+    CHECK(pymic_event_query(e) == 1);
+    CHECK_OK(pymic_event_destroy(e));
+    CHECK_OK(pymic_stream_destroy(a));
+    CHECK_OK(pymic_stream_destroy(b));
+}
+
+/* ---------------------------------------------------------- outside */
+
+typedef struct {
+    pymic_stream *s;
+    int ran;
+} pinned;
+
+static void *pinned_runner(void *arg)
+{
+    pinned *p = arg;
+    p->ran = ran_here(p->s, 300, false);
+    return NULL;
+}
+
+static int64_t team_size(pymic_stream *s)
+{
+    int64_t size = 0;
+    pymic_arg arg = ptr_arg(&size);
+    CHECK_OK(pymic_invoke(s, k_team, 1, &arg));
+    CHECK_OK(pymic_stream_sync(s));
+    return size;
+}
+
+/* In a process whose device 0 is one CPU: a thread that may also run
+ * elsewhere never runs commands; a thread pinned to that CPU may.  The
+ * worker's teams keep the device's size after callers took over and the
+ * worker released its OpenMP pool. */
+static int outside_main(const char *kernels)
+{
+    load_kernels(kernels);
+    int cpus[1], count = 0;
+    CHECK_OK(pymic_device_get_cpus(0, cpus, 1, &count));
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK(ran_here(s, 300, false) == 0);
+    CHECK(team_size(s) == 1); /* run by the worker, which now has a pool */
+
+    pthread_attr_t attr;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpus[0], &set);
+    pthread_attr_init(&attr);
+    pthread_attr_setaffinity_np(&attr, sizeof set, &set);
+    pinned p = {s, 0};
+    pthread_t thread;
+    pthread_create(&thread, &attr, pinned_runner, &p);
+    pthread_join(thread, NULL);
+    pthread_attr_destroy(&attr);
+    CHECK(p.ran > 0);
+    sleep_ms(20); /* the napping worker sees the callers' claims */
+    CHECK(team_size(s) == 1); /* on the worker again: this thread is outside */
+    CHECK_OK(pymic_stream_destroy(s));
+    return check_finish();
+}
+
+static void test_thread_outside_device_never_runs(const char *self, const char *kernels)
+{
+    cpu_set_t set;
+    sched_getaffinity(0, sizeof set, &set);
+    int first = -1;
+    for (int c = 0; c < CPU_SETSIZE && first < 0; c++)
+        if (CPU_ISSET(c, &set))
+            first = c;
+    if (CPU_COUNT(&set) < 2) {
+        printf("one CPU only: outside-the-device check skipped\n");
+        return;
+    }
+    char layout[64];
+    snprintf(layout, sizeof layout, "PYMIC_DEVICES=host:%d", first);
+    char *env[64];
+    int n = 0;
+    for (char **e = environ; *e && n < 62; e++)
+        if (strncmp(*e, "PYMIC_DEVICES=", 14) != 0)
+            env[n++] = *e;
+    env[n++] = layout;
+    env[n] = NULL;
+    char *argv[] = {(char *)self, (char *)kernels, "--outside", NULL};
+    pid_t pid;
+    int status = -1;
+    CHECK(posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, env) == 0);
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* ------------------------------------------------------------ stress */
+
+enum { THREADS = 6, SHARED = 2, STREAMS = SHARED + THREADS };
+
+static pymic_stream *streams[STREAMS];
+static long ops_per_thread;
+static _Atomic long failures;
+
+typedef struct {
+    int id;
+    uint64_t rng;
+    int64_t track[STREAMS][3]; /* written by kernels, read after waits */
+    int64_t sent[STREAMS];     /* values enqueued per stream           */
+    pymic_event *event;
+} producer;
+
+static uint64_t next_random(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+static void fail(const char *what, int id, int stream)
+{
+    if (atomic_fetch_add(&failures, 1) < 10)
+        fprintf(stderr, "stress: %s (thread %d, stream %d): %s\n", what, id, stream,
+                pymic_last_error());
+}
+
+/* Wait for everything this thread enqueued on stream `k`, in one of the
+ * engine's ways, then check that all of it ran. */
+static void wait_for_mine(producer *p, int k, unsigned how)
+{
+    pymic_stream *s = streams[k];
+    uint64_t last = pymic_stream_last_enqueued(s);
+    int status = PYMIC_OK;
+    switch (how % 5) {
+    case 0:
+        status = pymic_stream_sync(s);
+        break;
+    case 1:
+        status = pymic_stream_wait_seq(s, last);
+        break;
+    case 2: /* slices, as the Python layer waits */
+        do
+            status = pymic_stream_wait_seq_timeout(s, last, 1000000);
+        while (status == PYMIC_ERR_TIMEOUT);
+        break;
+    case 3: /* polling */
+        while ((status = pymic_stream_query(s)) == 0)
+            sched_yield();
+        status = status == 1 ? PYMIC_OK : status;
+        break;
+    default:
+        status = pymic_event_record(p->event, s);
+        if (status == PYMIC_OK)
+            status = pymic_event_sync(p->event);
+        break;
+    }
+    if (status != PYMIC_OK)
+        fail("wait failed", p->id, k);
+    else if (p->track[k][0] != p->sent[k])
+        fail("a waited-for command has not run", p->id, k);
+}
+
+static void *stress_thread(void *arg)
+{
+    producer *p = arg;
+    int own = SHARED + p->id;
+    for (long op = 0; op < ops_per_thread; op++) {
+        uint64_t r = next_random(&p->rng);
+        int k = (r & 3) == 0 ? own : (int)((r >> 2) % SHARED);
+        if (invoke_order(streams[k], p->track[k], ++p->sent[k]) != PYMIC_OK)
+            fail("invoke failed", p->id, k);
+        unsigned dice = (unsigned)(r >> 8) % 64;
+        if (dice < 6) {
+            wait_for_mine(p, k, (unsigned)(r >> 16));
+        } else if (dice == 6) {
+            /* Another stream waits for this one's progress. */
+            int other = (int)((r >> 16) % STREAMS);
+            if (pymic_event_record(p->event, streams[k]) != PYMIC_OK ||
+                pymic_stream_wait_event(streams[other], p->event) != PYMIC_OK)
+                fail("event failed", p->id, k);
+        } else if (dice == 7 && (r >> 20) % 64 == 0) {
+            if (pymic_device_sync(0) != PYMIC_OK)
+                fail("device sync failed", p->id, k);
+        }
+    }
+    return NULL;
+}
+
+static void stress_round(uint64_t spin_ns, long total_ops)
+{
+    CHECK_OK(pymic_set_spin_ns(spin_ns));
+    for (int k = 0; k < STREAMS; k++)
+        CHECK_OK(pymic_stream_create(0, &streams[k]));
+    static producer producers[THREADS];
+    pthread_t threads[THREADS];
+    ops_per_thread = total_ops / THREADS;
+    for (int t = 0; t < THREADS; t++) {
+        memset(&producers[t], 0, sizeof producers[t]);
+        producers[t].id = t;
+        producers[t].rng = 0x9e3779b97f4a7c15u * (uint64_t)(t + 1) + spin_ns;
+        CHECK_OK(pymic_event_create(&producers[t].event));
+        pthread_create(&threads[t], NULL, stress_thread, &producers[t]);
+    }
+    for (int t = 0; t < THREADS; t++)
+        pthread_join(threads[t], NULL);
+    CHECK_OK(pymic_device_sync(0));
+    long commands = 0;
+    int wrong = 0;
+    for (int t = 0; t < THREADS; t++) {
+        for (int k = 0; k < STREAMS; k++) {
+            int64_t n = producers[t].sent[k];
+            int64_t *track = producers[t].track[k];
+            commands += n;
+            wrong += track[0] != n || track[1] != 0 || track[2] != n * (n + 1) / 2;
+        }
+        CHECK_OK(pymic_event_destroy(producers[t].event));
+    }
+    CHECK(wrong == 0);
+    CHECK(atomic_load(&failures) == 0);
+    CHECK(commands == ops_per_thread * THREADS);
+    for (int k = 0; k < STREAMS; k++)
+        CHECK_OK(pymic_stream_destroy(streams[k]));
+    printf("stress: %ld commands from %d threads into %d streams, spin window %llu ns\n",
+           commands, THREADS, STREAMS, (unsigned long long)spin_ns);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s stress-kernel-library [--outside]\n", argv[0]);
+        return 2;
+    }
+    if (argc > 2 && strcmp(argv[2], "--outside") == 0)
+        return outside_main(argv[1]);
+    load_kernels(argv[1]);
+    uint64_t default_spin = 0;
+    CHECK_OK(pymic_get_spin_ns(&default_spin));
+
+    test_caller_runs_in_order();
+    test_timed_wait_leaves_unknown_kernels();
+    test_nothing_overtakes_a_blocked_command();
+    test_event_wait_across_streams();
+    test_thread_outside_device_never_runs(argv[0], argv[1]);
+
+    const char *text = getenv("PYMIC_STRESS_OPS");
+    long total = text && *text ? atol(text) : 1000000;
+    stress_round(0, total / 2);
+    stress_round(default_spin, total - total / 2);
+    return check_finish();
+}
