@@ -10,7 +10,10 @@
  * While tracing, each stream owns a buffer with two append-only arrays:
  *   - enqueue records, written by producers under the stream's enqueue
  *     lock (so one writer at a time) just before a command is published;
- *   - execution records (start, end), written by the worker alone.
+ *   - execution records (start, end), written by whoever runs the command
+ *     (the worker, or a syncing thread that claimed it): a stream's
+ *     commands are claimed one at a time, so there is one writer at a time,
+ *     ordered by the claim and completion counters.
  * They are joined by sequence number when the trace is read, so no record
  * has two writers and no lock or allocation is taken per command.  The
  * arrays are reserved virtual memory (mmap) whose pages are touched only
@@ -57,7 +60,7 @@ typedef struct pymic_trace_buf {
     _Atomic uint64_t capacity; /* records this session may take           */
     _Atomic uint64_t dropped;  /* commands that found the buffer full      */
 
-    /* Written by the worker alone (its own cache line). */
+    /* Written by the command's runner, one at a time (own cache line). */
     _Alignas(64) _Atomic uint64_t worker_session;
     _Atomic uint64_t exec_count;
 
@@ -109,7 +112,7 @@ static inline void pymic_trace_enqueue(struct pymic_stream *stream,
         pymic_trace_record_enqueue(stream, cmd, seq);
 }
 
-/* Worker: before running command `seq`; returns its start time, or 0 if
+/* Runner (worker or claiming caller): before running command `seq`; returns its start time, or 0 if
  * the command is not traced. */
 static inline uint64_t pymic_trace_exec_begin(struct pymic_stream *stream, uint64_t seq)
 {
@@ -119,7 +122,7 @@ static inline uint64_t pymic_trace_exec_begin(struct pymic_stream *stream, uint6
     return pymic_trace_exec_start(buf, seq);
 }
 
-/* Worker: after running command `seq` that began at `start_ns`. */
+/* Runner: after running command `seq` that began at `start_ns`. */
 static inline void pymic_trace_exec_end(struct pymic_stream *stream, uint64_t seq,
                                         uint64_t start_ns)
 {
