@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-static DevicePointerObject *devptr_new(StreamObject *stream, void *ptr, size_t nbytes, int sticky)
+DevicePointerObject *devptr_new(StreamObject *stream, void *ptr, size_t nbytes, int sticky)
 {
     DevicePointerObject *self = PyObject_GC_New(DevicePointerObject, &DevicePointer_Type);
     if (self == NULL)
@@ -250,7 +250,8 @@ const char stream_deallocate_device_memory_doc[] =
 PyObject *stream_deallocate_device_memory(StreamObject *self, PyObject *obj)
 {
     /* Before the check: another thread may deallocate it meanwhile. */
-    stream_make_room(self, 1);
+    if (stream_make_room(self, 1) < 0)
+        return NULL;
     DevicePointerObject *dptr = devptr_check_live(obj, "deallocate_device_memory");
     if (dptr == NULL)
         return NULL;

@@ -137,18 +137,22 @@ PyDoc_STRVAR(device_sync_doc,
 "\n"
 "Returns\n"
 "-------\n"
-"None\n");
+"None\n"
+"\n"
+"Raises\n"
+"------\n"
+"KeyboardInterrupt\n"
+"    On Ctrl-C while waiting; the device's work goes on.\n");
 
 static PyObject *module_device_sync(PyObject *Py_UNUSED(module), PyObject *arg)
 {
     int device;
     if (parse_int_arg(arg, &device) < 0)
         return NULL;
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = pymic_device_sync(device);
-    Py_END_ALLOW_THREADS
-    return none_or_engine_error(status);
+    wait_target target = {.kind = WAIT_DEVICE, .device = device};
+    if (wait_status_to_exception(wait_interruptibly(&target)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(set_numpy_types_doc,
