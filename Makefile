@@ -4,7 +4,7 @@
 #   make test    set up, build, run every test (C engine, sanitizers, pytest)
 #   make bench   run the benchmark suite against its peers
 #
-# Nothing but make, a C compiler and Python >= 3.9 (PYTHON) is needed first:
+# Nothing but make, a C compiler and Python >= 3.10 (PYTHON) is needed first:
 # everything else is installed into $(VENV) from the package registries.
 
 PYTHON ?= python3

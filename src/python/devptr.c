@@ -285,7 +285,10 @@ const char stream_translate_device_pointer_doc[] =
 "Raises\n"
 "------\n"
 "OffloadError\n"
-"    If the pointer was deallocated or the engine rejects it.\n";
+"    If the pointer was deallocated, belongs to another device, or the\n"
+"    engine rejects it.\n"
+"KeyboardInterrupt\n"
+"    On Ctrl-C while synchronizing.\n";
 
 PyObject *stream_translate_device_pointer(StreamObject *self, PyObject *obj)
 {
@@ -296,6 +299,15 @@ PyObject *stream_translate_device_pointer(StreamObject *self, PyObject *obj)
     DevicePointerObject *dptr = devptr_check_live(obj, "translate_device_pointer");
     if (dptr == NULL)
         return NULL;
+    /* The address means something only to code running on this stream's
+     * device. */
+    if (dptr->device != self->device) {
+        PyErr_Format(OffloadError,
+                     "translate_device_pointer: device pointer of device %d used on a stream "
+                     "of device %d",
+                     dptr->device, self->device);
+        return NULL;
+    }
     uintptr_t address = 0;
     int status = pymic_mem_translate(dptr->device, dptr->ptr, 0, &address);
     if (status != PYMIC_OK)

@@ -15,6 +15,12 @@
 
 #include "pymic.h"
 
+/* The extension uses C API that appeared in Python 3.10 (Py_NewRef,
+ * PyModule_AddObjectRef, ...); pyproject.toml says so too. */
+#if PY_VERSION_HEX < 0x030A0000
+#error "pymic's extension needs Python 3.10 or newer"
+#endif
+
 /* ------------------------------------------------------------------ waits */
 
 /* What a blocking call waits for. */
@@ -276,7 +282,10 @@ int fastargs_parse(const char *function, PyObject *const *args, Py_ssize_t nargs
                    PyObject *kwnames, const char *const *names, int nrequired, int nnames,
                    PyObject **out);
 
-/* Parse a non-negative byte count or offset; -1 with ValueError set. */
+/* Parse a non-negative byte count or offset: an int, a NumPy integer (any
+ * __index__) or a float with an integral value (pyMIC programs compute
+ * `nbytes / 2`).  -1 with TypeError or ValueError set.  May run Python code
+ * (__index__): call it before taking device addresses. */
 int parse_size_arg(PyObject *obj, const char *name, int allow_zero, size_t *out);
 
 #endif /* PYMIC_ENGINE_MODULE_H */
