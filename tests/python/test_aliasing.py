@@ -79,8 +79,9 @@ def test_same_ndarray_twice_is_staged_once(stream, lib):
 
 def test_overlapping_ndarrays_see_each_others_writes(stream, lib):
     # Forward copy with the destination one element after the source:
-    # on the host every element becomes base[0] + i.
-    base = np.arange(16.0)
+    # on the host every element becomes base[0] + i (separate copies would
+    # give base[i - 1] + 1 instead).
+    base = np.arange(16.0) ** 2
     expected = base.copy()
     for i in range(15):
         expected[1 + i] = expected[i] + 1.0
