@@ -63,6 +63,8 @@ def test_overlapping_operands_on_another_stream(device, stream):
     y += x[:-1]
     expected = np.arange(N, dtype=np.float64)
     expected[1:] += expected[:-1].copy()
+    # x's own stream must wait for the sum before copying x back.
+    x.stream.wait_event(stream.record_event())
     result = x.update_host().array
     other.sync()
     stream.sync()

@@ -50,3 +50,23 @@ void loop_forever(void)
     for (;;)
         nap();
 }
+
+/* Like gate_wait, but gives up after *timeout_ms and then marks the gate
+ * -1: a test whose opener never ran (e.g. because a wait held the GIL)
+ * fails instead of hanging. */
+PYMIC_KERNEL
+void gate_wait_bounded(const int64_t *started, const int64_t *gate, const int64_t *timeout_ms)
+{
+    int64_t *flag = (int64_t *)(intptr_t)*started;
+    int64_t *gate_flag = (int64_t *)(intptr_t)*gate;
+    __atomic_store_n(flag, 1, __ATOMIC_SEQ_CST);
+    for (int64_t waited = 0; __atomic_load_n(gate_flag, __ATOMIC_ACQUIRE) == 0; waited++) {
+        if (waited >= *timeout_ms) {
+            int64_t closed = 0;
+            __atomic_compare_exchange_n(gate_flag, &closed, -1, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST);
+            return;
+        }
+        nap();
+    }
+}
