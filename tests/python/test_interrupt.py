@@ -31,6 +31,19 @@ pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main
 WATCHDOG_SECONDS = 20.0
 
 
+@pytest.fixture(autouse=True)
+def sigint_raises():
+    """Python's own SIGINT handler, whatever the test run inherited.
+
+    A process started in the background by a non-interactive shell ignores
+    SIGINT, and Python keeps an inherited SIG_IGN: the tests need the
+    handler that raises KeyboardInterrupt.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 class Gate:
     """Two int64 flags in host memory shared with the gate kernels."""
 
@@ -239,9 +252,12 @@ def test_interrupt_with_another_thread_waiting_too(stream, lib, device):
 
 
 CHILD_PROLOGUE = textwrap.dedent("""
+    import signal
     import sys
     import numpy as np
     import pymic
+    # Raise KeyboardInterrupt even if started with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     lib = pymic.devices[0].load_library(sys.argv[1])
     stream = pymic.devices[0].get_default_stream()
     stream.invoke(lib.loop_forever)
