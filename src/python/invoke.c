@@ -362,22 +362,27 @@ static void group_staged(invoke_state *state)
             order[n++] = &state->staged[s];
     qsort(order, (size_t)n, sizeof(order[0]), compare_staged_start);
     state->ngroups = 0;
-    staged_group *current = NULL;
+    staged_group *current = NULL; /* the last non-empty group */
     for (int k = 0; k < n; k++) {
         staged_array *staged = order[k];
         char *lo = staged->view.buf;
         char *hi = lo + staged->view.len;
-        if (current != NULL && staged->view.len > 0 && current->hi > current->lo &&
-            lo < current->hi) {
-            if (hi > current->hi)
-                current->hi = hi;
+        staged_group *group;
+        if (staged->view.len > 0 && current != NULL && lo < current->hi) {
+            group = current;
+            if (hi > group->hi)
+                group->hi = hi;
         } else {
-            current = &state->groups[state->ngroups++];
-            current->lo = lo;
-            current->hi = hi;
-            current->device = NULL;
+            /* An empty array shares no bytes: a group of its own, which
+             * does not interrupt the chain of overlapping ones. */
+            group = &state->groups[state->ngroups++];
+            group->lo = lo;
+            group->hi = hi;
+            group->device = NULL;
+            if (staged->view.len > 0)
+                current = group;
         }
-        staged->group = (int)(current - state->groups);
+        staged->group = (int)(group - state->groups);
     }
     /* An entry sharing an earlier one's copy shares its group too. */
     for (int s = 0; s < state->nstaged; s++) {

@@ -91,6 +91,17 @@ def test_overlapping_ndarrays_see_each_others_writes(stream, lib):
     np.testing.assert_array_equal(base, expected)
 
 
+def test_an_empty_view_between_overlapping_ones(stream, lib):
+    # Sorted by address the empty view lies between the two overlapping
+    # ones; it must not split them into separate copies.
+    base = np.arange(16.0) ** 2
+    expected = base.copy()
+    for i in range(14):
+        expected[i + 2] = expected[i] + 1.0
+    stream.invoke(lib.add_one_forward_extra, base[2:], base[:-2], 14, base[1:1])
+    np.testing.assert_array_equal(base, expected)
+
+
 def test_read_only_alias_of_a_written_array(stream, lib):
     data = np.arange(8.0)
     frozen = data[:]

@@ -34,3 +34,12 @@ void add_one_forward(double *a, const double *b, const int64_t *n)
     for (int64_t i = 0; i < *n; i++)
         a[i] = b[i] + 1.0;
 }
+
+/* add_one_forward with one more, unused, array argument. */
+PYMIC_KERNEL
+void add_one_forward_extra(double *a, const double *b, const int64_t *n, const double *unused)
+{
+    (void)unused;
+    for (int64_t i = 0; i < *n; i++)
+        a[i] = b[i] + 1.0;
+}
