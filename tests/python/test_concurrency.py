@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import pymic
+from helpers import block, main_thread_blocked
 
 THREADS = 4
 ITERATIONS = 200
@@ -65,13 +66,15 @@ class Gate:
 
 
 def open_from_another_thread(gate, ready=lambda: True):
-    """Start a Python thread that opens `gate` once the kernel has started
-    and `ready()` holds.  It can only run while the main thread has
-    released the GIL; if the main thread waits holding it, the kernel
-    times out instead and the gate reads -1."""
+    """Start a Python thread that opens `gate` once the kernel has started,
+    `ready()` holds and the main thread is inside a call made through
+    helpers.block.  It can only run while the main thread has released the
+    GIL; if the main thread waits holding it, the kernel times out instead
+    and the gate reads -1."""
     def opener():
         gate.wait_started()
-        while not ready():
+        # Stop trying once the kernel gave up (the gate reads -1).
+        while gate.gate[0] == 0 and not (ready() and main_thread_blocked()):
             time.sleep(0.001)
         gate.open()
 
@@ -188,7 +191,7 @@ def test_sync_releases_the_gil(stream, lib):
     gate = Gate()
     stream.invoke(lib.gate_wait_bounded, *gate.args())
     opener = open_from_another_thread(gate)
-    stream.sync()
+    block(stream.sync)
     opener.join()
     assert gate.opened_in_time, "no other Python thread ran while sync() waited"
 
@@ -202,7 +205,7 @@ def test_invoke_with_ndarray_releases_the_gil(stream, lib):
     stream.wait_event(gate_event)
     data = np.zeros(4)
     opener = open_from_another_thread(gate)
-    stream.invoke(lib.sleep_then_fill, data, 4, 1.0, 0)
+    block(lambda: stream.invoke(lib.sleep_then_fill, data, 4, 1.0, 0))
     opener.join()
     assert (data == 1.0).all()
     assert gate.opened_in_time, "no other Python thread ran while invoke waited"
@@ -339,7 +342,7 @@ def test_full_ring_does_not_hold_the_gil(device, stream, lib, operation):
     # finds the ring full.  Only another Python thread opens the gate: if
     # the flooding thread waited holding the GIL, the gate would time out.
     opener = open_from_another_thread(gate, ready=lambda: calls[0] >= RING_CAPACITY)
-    flood()
+    block(flood)
     opener.join()
     stream.sync()
     gate_stream.sync()

@@ -23,7 +23,7 @@ import weakref
 import numpy as np
 import pytest
 
-from helpers import assert_usable
+from helpers import assert_usable, block, main_thread_blocked
 
 pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                                 reason="signals reach the main thread only")
@@ -60,28 +60,11 @@ class Gate:
         self.gate[0] = 1
 
 
-def _block(call):
-    # The helper thread recognises the blocking call by this frame.
-    return call()
-
-
-def _main_thread_blocked():
-    """True if the main thread is inside the call that _block makes."""
-    frame = sys._current_frames().get(threading.main_thread().ident)
-    depth = 0
-    while frame is not None and depth < 4:
-        if frame.f_code is _block.__code__:
-            return True
-        frame = frame.f_back
-        depth += 1
-    return False
-
-
 class Interrupter:
     """Sends one SIGINT to the main thread once `ready()` holds.
 
     The condition is checked together with the gate kernel's "started" flag
-    and the main thread's position in `_block`, so the signal arrives while
+    and the main thread's position in `block`, so the signal arrives while
     the main thread waits.  If the main thread does not report the
     interrupt in time, the watchdog opens the gate so that a wait deaf to
     signals ends (and the test fails) instead of hanging.
@@ -97,7 +80,9 @@ class Interrupter:
         self.thread.start()
 
     def _run(self):
-        while not (self.gate.started[0] and self.ready() and _main_thread_blocked()):
+        while not (self.gate.started[0] and self.ready() and main_thread_blocked()):
+            if self.caught.is_set():
+                return  # the call ended without waiting: send nothing
             time.sleep(0.001)
         self.sent = True
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
@@ -116,8 +101,12 @@ class Interrupter:
 def interrupt_blocking_call(gate, call, ready=lambda: True):
     """Run `call` under an Interrupter; return once KeyboardInterrupt came."""
     interrupter = Interrupter(gate, ready)
-    with pytest.raises(KeyboardInterrupt):
-        _block(call)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            block(call)
+    finally:
+        # Whatever happened, no SIGINT may reach a later test.
+        interrupter.caught.set()
     interrupter.interrupted()
 
 
