@@ -1,10 +1,11 @@
 # pymic -- developer entry points.
 #
 #   make demo    set up .venv, build and install pymic, run an example
-#   make test    set up, build, run every test (C engine, sanitizers, pytest)
+#   make test    set up, build, run every test (C engine, sanitizers, pytest,
+#                pytest under ASan+UBSan, the concurrency tests under TSan)
 #   make bench   run the benchmark suite against its peers
 #
-# Nothing but make, a C compiler and Python >= 3.9 (PYTHON) is needed first:
+# Nothing but make, a C compiler and Python >= 3.10 (PYTHON) is needed first:
 # everything else is installed into $(VENV) from the package registries.
 
 PYTHON ?= python3
@@ -21,7 +22,8 @@ SOURCES := $(shell find include src pymic tests/c -type f -not -name '*.pyc' 2>/
            meson.build meson.options pyproject.toml
 
 .PHONY: all venv install demo test test-c test-asan test-tsan test-python \
-        examples bench test-bench-harness clean distclean
+        test-python-asan test-python-tsan examples bench test-bench-harness clean \
+        distclean
 
 all: install
 
@@ -71,11 +73,59 @@ test-tsan: venv
 test-python: examples
 	$(VENV_ABS)/bin/pytest -q tests/python
 
+# The extension and the whole pytest suite under ASan+UBSan.  pymic (engine,
+# extension, built-in kernels) is built with the sanitizers into its own
+# site directory, which PYTHONPATH puts in front of the venv's pymic; the
+# interpreter is not instrumented, so the ASan runtime is preloaded.
+# CPython keeps objects alive until exit by design: no leak checking.
+# Child interpreters started by tests inherit the environment, so they run
+# the sanitized build too.
+ASAN_SITE := $(BUILD_ABS)/asan-site
+ASAN_ENV   = LD_PRELOAD=$$(cc -print-file-name=libasan.so) \
+             ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:halt_on_error=1 \
+             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+             PYTHONPATH=$(ASAN_SITE)
+
+$(ASAN_SITE)/.installed: $(VENV_ABS)/.deps $(SOURCES)
+	rm -rf $(ASAN_SITE)
+	$(VPY) -m pip install -q --no-build-isolation --no-deps --target $(ASAN_SITE) \
+	    -Cbuild-dir=$(BUILD_ABS)/asan-wheel \
+	    -Csetup-args=-Db_sanitize=address,undefined -Csetup-args=-Db_lundef=false \
+	    -Csetup-args=-Dbuildtype=debugoptimized .
+	touch $@
+
+test-python-asan: $(ASAN_SITE)/.installed examples
+	$(ASAN_ENV) $(VENV_ABS)/bin/python -m pytest -q -p no:cacheprovider tests/python
+
+# The concurrency tests with pymic built under TSan.  The interpreter is
+# not instrumented: its own memory accesses are invisible to TSan, but the
+# GIL is a pthread mutex/condition that TSan intercepts, so the ordering
+# the GIL gives the extension's code is seen and only pymic's own races
+# (extension against engine threads) are reported.
+TSAN_SITE := $(BUILD_ABS)/tsan-site
+TSAN_ENV   = LD_PRELOAD=$$(cc -print-file-name=libtsan.so) \
+             TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+             PYTHONPATH=$(TSAN_SITE)
+TSAN_TESTS = tests/python/test_concurrency.py tests/python/test_interrupt.py \
+             tests/python/test_stream_events.py
+
+$(TSAN_SITE)/.installed: $(VENV_ABS)/.deps $(SOURCES)
+	rm -rf $(TSAN_SITE)
+	$(VPY) -m pip install -q --no-build-isolation --no-deps --target $(TSAN_SITE) \
+	    -Cbuild-dir=$(BUILD_ABS)/tsan-wheel \
+	    -Csetup-args=-Db_sanitize=thread -Csetup-args=-Db_lundef=false \
+	    -Csetup-args=-Dbuildtype=debugoptimized .
+	touch $@
+
+test-python-tsan: $(TSAN_SITE)/.installed
+	$(TSAN_ENV) $(VENV_ABS)/bin/python -m pytest -q -p no:cacheprovider $(TSAN_TESTS)
+
 # The benchmark harness's own logic (report, targets): NumPy + pytest only.
 test-bench-harness: venv
 	$(MAKE) -C benchmarks PYTHON=$(VPY) test
 
-test: test-c test-asan test-tsan test-bench-harness test-python
+test: test-c test-asan test-tsan test-bench-harness test-python test-python-asan \
+      test-python-tsan
 
 # ------------------------------------------------------------------ MPI
 # The MPI example (examples/heat_mpi) and tests/python/test_mpi.py need an

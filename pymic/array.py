@@ -88,6 +88,9 @@ class OffloadArray(_engine.ArrayBase):
     """
 
     __hash__ = None
+    # True for the temporary made from an ndarray operand (its host values
+    # are the device values).
+    _bound_to_operand = False
     # NumPy must defer to our reflected operators (ndarray + OffloadArray).
     __array_ufunc__ = None
 
@@ -242,8 +245,41 @@ class OffloadArray(_engine.ArrayBase):
                 raise ValueError(f"ndarray operand has shape {other.shape} and dtype "
                                  f"{other.dtype}, expected {self.shape} and {self.dtype}")
             host = numpy.require(other, requirements=[self.order])
-            return self.stream.bind(host)
+            operand = self.stream.bind(host)
+            operand._bound_to_operand = True
+            return operand
         return scalar_of(other, self.dtype)
+
+    def _overlaps_partially(self, other):
+        """True if `other` shares device bytes with this array but not all.
+
+        Element-wise kernels read and write element i in one step, so an
+        operand identical to the output is safe; one shifted against it
+        (``x[1:] += x[:-1]``) would read elements the kernel has already
+        overwritten.
+        """
+        if other._dptr is not self._dptr:
+            return False
+        if other._doffset == self._doffset and other.nbytes == self.nbytes:
+            return False
+        return (other._doffset < self._doffset + self.nbytes
+                and self._doffset < other._doffset + other.nbytes)
+
+    def _detached(self, other):
+        """A copy of `other` in new device memory, made on this array's stream.
+
+        What NumPy does for overlapping operands: the operation reads the
+        copy, so the result is as if every input were read before any output
+        was written.
+        """
+        copy = OffloadArray.__new__(OffloadArray)
+        copy._describe(None, self.device, self.stream, other.shape, other.dtype, other.order)
+        copy._dptr = self.stream.allocate_device_memory(max(other.nbytes, 1))
+        copy._doffset = 0
+        if other.nbytes:
+            self.stream.transfer_device2device(other._dptr, copy._dptr, other.nbytes,
+                                               other._doffset, 0)
+        return copy
 
     def _wait_for(self, other):
         """Order this array's stream after work queued on `other`'s stream."""
@@ -252,12 +288,32 @@ class OffloadArray(_engine.ArrayBase):
 
     def _binary(self, operation, other, out):
         operand = self._device_operand(other)
+        if operation == "pow":
+            self._check_integer_exponent(operand)
         if isinstance(operand, OffloadArray):
+            if out._overlaps_partially(operand):
+                operand = out._detached(operand)
             kernel = self._kernel(operation)
         else:
             kernel = self._kernel(operation + "_scalar")
         self.stream.invoke(kernel, self, operand, out, self.size)
         return out
+
+    def _check_integer_exponent(self, exponent):
+        """Refuse negative integer powers of integers, as NumPy does.
+
+        A scalar exponent (or an ndarray operand, checked on the host) is
+        checked here; exponents already on the device cannot be checked
+        without a synchronisation.
+        """
+        if self.dtype.kind not in "iu":
+            return
+        if isinstance(exponent, OffloadArray):
+            values = exponent.array if exponent._bound_to_operand else None
+        else:
+            values = exponent
+        if values is not None and numpy.any(numpy.asarray(values) < 0):
+            raise ValueError("Integers to negative integer powers are not allowed.")
 
     def _reflected(self, operation, other):
         """``other <op> self`` for a non-commutative operation."""
@@ -589,6 +645,10 @@ class OffloadArray(_engine.ArrayBase):
                 raise ValueError(f"cannot assign shape {value.shape} dtype {value.dtype} to "
                                  f"shape {target.shape} dtype {target.dtype}")
             self._wait_for(value)
+            if target._overlaps_partially(value):
+                # A copy between overlapping ranges, split over threads,
+                # would read bytes already overwritten.
+                value = target._detached(value)
             self.stream.transfer_device2device(value._dptr, self._dptr, target.nbytes,
                                                value._doffset, target._doffset)
         elif isinstance(value, numpy.ndarray):

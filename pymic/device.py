@@ -1,6 +1,7 @@
 """Offload devices and the module-level device table."""
 
 import collections.abc
+import numbers
 import operator
 import os
 import threading
@@ -154,7 +155,8 @@ class OffloadDevice:
         Returns
         -------
         OffloadLibrary or list of OffloadLibrary
-            The library, or a list of libraries in the order given.
+            The library for one name (also given as a 1-tuple or 1-list,
+            as pyMIC did), else a list of libraries in the order given.
 
         Raises
         ------
@@ -164,12 +166,12 @@ class OffloadDevice:
         """
         from .library import load_libraries
         if len(names) == 1 and isinstance(names[0], (tuple, list)):
-            return load_libraries(self, list(names[0]))
-        if len(names) == 1:
-            return load_libraries(self, [names[0]])[0]
+            names = tuple(names[0])
         if not names:
             raise TypeError("load_library() needs at least one library name")
-        return load_libraries(self, list(names))
+        libraries = load_libraries(self, list(names))
+        # As in pyMIC: one name, also as a 1-tuple, gives the library itself.
+        return libraries[0] if len(libraries) == 1 else libraries
 
     def load_source(self, source, flags=(), libraries=(), compiler=None):
         """Compile C kernel source (cached) and load it on this device.
@@ -258,6 +260,29 @@ class OffloadDevice:
         return kernel
 
 
+def _device_number(key):
+    """The device number a key of ``pymic.devices`` denotes, or None.
+
+    pyMIC's ``devices`` was a plain dict keyed by int, where a float equal to
+    a key finds it (programs computed device numbers with ``/``); so ints,
+    NumPy integers and integral floats denote device numbers.
+    """
+    if isinstance(key, bool):
+        return int(key)
+    try:
+        return operator.index(key)
+    except TypeError:
+        pass
+    if isinstance(key, numbers.Real):
+        try:
+            value = float(key)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if value.is_integer():
+            return int(value)
+    return None
+
+
 class _DeviceTable(collections.abc.Mapping):
     """Read-only mapping from device number to OffloadDevice."""
 
@@ -265,13 +290,37 @@ class _DeviceTable(collections.abc.Mapping):
         self._count = count
 
     def __getitem__(self, device_id):
-        try:
-            number = operator.index(device_id)
-        except TypeError:
-            raise KeyError(device_id) from None
-        if not 0 <= number < self._count:
-            raise KeyError(device_id)
+        """Return the device with number `device_id`.
+
+        Parameters
+        ----------
+        device_id : int or float
+            Device number; a float with an integral value (``0.0``) works
+            as in pyMIC's dict.
+
+        Returns
+        -------
+        OffloadDevice
+            The device.
+
+        Raises
+        ------
+        KeyError
+            If no device has that number, saying how many devices exist
+            and how to get more.
+        """
+        number = _device_number(device_id)
+        if number is None or not 0 <= number < self._count:
+            plural = "device" if self._count == 1 else "devices"
+            raise KeyError(f"no offload device {device_id!r}: this process has "
+                           f"{self._count} {plural} (numbers 0 to {self._count - 1}); set "
+                           f"PYMIC_DEVICES before importing pymic for more, e.g. "
+                           f"PYMIC_DEVICES=host*2 for two devices")
         return OffloadDevice(number)
+
+    def __contains__(self, device_id):
+        number = _device_number(device_id)
+        return number is not None and 0 <= number < self._count
 
     def __iter__(self):
         return iter(range(self._count))

@@ -55,8 +55,18 @@ def find_library(name):
                        f"{os.pathsep.join(directories)})")
 
 
+def _file_identity(path):
+    """(device, inode) of a file: the same for every path that reaches it."""
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
 def load_libraries(device, names):
     """Load libraries on a device, reusing ones it already loaded.
+
+    A file reached through another path (a symbolic or hard link, a
+    relative path) is the same library: they are told apart by the file's
+    identity (``st_dev``, ``st_ino``), not by its name.
 
     Parameters
     ----------
@@ -73,13 +83,23 @@ def load_libraries(device, names):
     libraries = []
     for name in names:
         path = find_library(name)
+        key = _file_identity(path)
         with device._lock:
-            library = device._libraries.get(path)
+            library = device._libraries.get(key)
             if library is None:
                 library = OffloadLibrary(path, device=device)
-                device._libraries[path] = library
+                device._libraries[key] = library
         libraries.append(library)
     return libraries
+
+
+class KernelNotFoundError(OffloadError, AttributeError):
+    """A library does not export the kernel asked for.
+
+    An :class:`OffloadError` (as every engine failure) and an
+    :class:`AttributeError`, so that ``hasattr(library, name)`` and tools
+    probing attributes see an ordinary missing attribute.
+    """
 
 
 class OffloadLibrary:
@@ -87,8 +107,10 @@ class OffloadLibrary:
 
     Kernels are attributes: ``library.my_kernel`` returns the handle of the
     exported function ``my_kernel``, a tuple ``(name, address, device,
-    library)`` as in pyMIC, to pass to :meth:`OffloadStream.invoke`.
-    Handles are cached.  Usually obtained from
+    library)`` as in pyMIC, to pass to :meth:`OffloadStream.invoke`.  Any
+    exported name works, ``library._bb`` included;
+    ``library.get_kernel(name)`` takes the name as a string (for names that
+    are not identifiers).  Handles are cached.  Usually obtained from
     :meth:`OffloadDevice.load_library`.
 
     Parameters
@@ -113,6 +135,7 @@ class OffloadLibrary:
         self._device = device
         self._path = path
         self._name = os.path.basename(path)
+        self._kernels = {}
 
     @property
     def name(self):
@@ -129,14 +152,53 @@ class OffloadLibrary:
         """OffloadDevice: The device the library is loaded on."""
         return self._device
 
+    def get_kernel(self, name):
+        """Return the handle of the kernel `name`.
+
+        The same as ``library.<name>``, for names that are not Python
+        identifiers or that the attribute syntax would treat specially.
+
+        Parameters
+        ----------
+        name : str
+            Name of a function the library exports.
+
+        Returns
+        -------
+        pymic.kernel
+            Tuple-like handle ``(name, address, device, library)``.
+
+        Raises
+        ------
+        TypeError
+            If `name` is not a str.
+        ValueError
+            If `name` contains a NUL character.
+        KernelNotFoundError
+            If the library does not export a function of that name (an
+            OffloadError and an AttributeError).
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"a kernel name must be a str, not {type(name).__name__}")
+        kernel = self._kernels.get(name)
+        if kernel is None:
+            try:
+                kernel = self._library.kernel(name, self._device, self)
+            except OffloadError as error:
+                # The engine's message names the kernel and the library.
+                raise KernelNotFoundError(str(error)) from None
+            debug(2, "found kernel %s in %s at %#x", name, self._name, kernel[1])
+            self._kernels[name] = kernel
+        return kernel
+
     def __getattr__(self, name):
-        # Private and special names never reach the engine, so copy, pickle
-        # and hasattr probes behave as for any object.
-        if name.startswith("_"):
+        # Reached only for names not found normally.  Special names (and
+        # every name before __init__ ran, e.g. while unpickling) never reach
+        # the engine, so copy, pickle and hasattr probes behave as for any
+        # object; any other name, '_bb' included, is a kernel as in pyMIC.
+        if (name.startswith("__") and name.endswith("__")) or "_library" not in self.__dict__:
             raise AttributeError(name)
-        # The engine's OffloadError names the kernel and the library.
-        kernel = self._library.kernel(name, self._device, self)
-        debug(2, "found kernel %s in %s at %#x", name, self._name, kernel[1])
+        kernel = self.get_kernel(name)
         self.__dict__[name] = kernel  # later lookups skip __getattr__
         return kernel
 

@@ -8,7 +8,8 @@
  * an engine event recorded at the stream's end, and is released by the next
  * call that holds the GIL once that event has completed (the pattern of
  * libuv's closing handles).  At interpreter exit, and before anything that
- * must see every buffer back, closing_drain() waits for them.
+ * must see every buffer back, closing_drain() waits for them (in slices,
+ * so Ctrl-C still interrupts it).
  */
 #include "engine_module.h"
 
@@ -68,19 +69,20 @@ void closing_poll(void)
     }
 }
 
-void closing_drain(void)
+int closing_drain(void)
 {
     while (count > 0) {
-        pymic_event *done = entries[count - 1].done;
-        int status;
-        Py_BEGIN_ALLOW_THREADS
-        status = pymic_event_sync(done);
-        Py_END_ALLOW_THREADS
-        if (status != PYMIC_OK)
+        wait_target target = {.kind = WAIT_EVENT, .event = entries[count - 1].done};
+        int status = wait_interruptibly(&target);
+        if (status == WAIT_INTERRUPTED)
+            return -1; /* Ctrl-C: the rest stays on the list */
+        if (status != PYMIC_OK) {
             release_entry(count - 1); /* nothing will ever run it here */
-        else
+        } else {
             closing_poll();
+        }
     }
+    return 0;
 }
 
 void closing_after_fork_child(void)

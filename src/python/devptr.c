@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-static DevicePointerObject *devptr_new(StreamObject *stream, void *ptr, size_t nbytes, int sticky)
+DevicePointerObject *devptr_new(StreamObject *stream, void *ptr, size_t nbytes, int sticky)
 {
     DevicePointerObject *self = PyObject_GC_New(DevicePointerObject, &DevicePointer_Type);
     if (self == NULL)
@@ -250,7 +250,8 @@ const char stream_deallocate_device_memory_doc[] =
 PyObject *stream_deallocate_device_memory(StreamObject *self, PyObject *obj)
 {
     /* Before the check: another thread may deallocate it meanwhile. */
-    stream_make_room(self, 1);
+    if (stream_make_room(self, 1) < 0)
+        return NULL;
     DevicePointerObject *dptr = devptr_check_live(obj, "deallocate_device_memory");
     if (dptr == NULL)
         return NULL;
@@ -284,7 +285,10 @@ const char stream_translate_device_pointer_doc[] =
 "Raises\n"
 "------\n"
 "OffloadError\n"
-"    If the pointer was deallocated or the engine rejects it.\n";
+"    If the pointer was deallocated, belongs to another device, or the\n"
+"    engine rejects it.\n"
+"KeyboardInterrupt\n"
+"    On Ctrl-C while synchronizing.\n";
 
 PyObject *stream_translate_device_pointer(StreamObject *self, PyObject *obj)
 {
@@ -295,6 +299,15 @@ PyObject *stream_translate_device_pointer(StreamObject *self, PyObject *obj)
     DevicePointerObject *dptr = devptr_check_live(obj, "translate_device_pointer");
     if (dptr == NULL)
         return NULL;
+    /* The address means something only to code running on this stream's
+     * device. */
+    if (dptr->device != self->device) {
+        PyErr_Format(OffloadError,
+                     "translate_device_pointer: device pointer of device %d used on a stream "
+                     "of device %d",
+                     dptr->device, self->device);
+        return NULL;
+    }
     uintptr_t address = 0;
     int status = pymic_mem_translate(dptr->device, dptr->ptr, 0, &address);
     if (status != PYMIC_OK)

@@ -15,6 +15,43 @@
 
 #include "pymic.h"
 
+/* The extension uses C API that appeared in Python 3.10 (Py_NewRef,
+ * PyModule_AddObjectRef, ...); pyproject.toml says so too. */
+#if PY_VERSION_HEX < 0x030A0000
+#error "pymic's extension needs Python 3.10 or newer"
+#endif
+
+/* ------------------------------------------------------------------ waits */
+
+/* What a blocking call waits for. */
+typedef enum wait_kind { WAIT_STREAM_SEQ, WAIT_EVENT, WAIT_DEVICE } wait_kind;
+
+typedef struct wait_target {
+    wait_kind kind;
+    pymic_stream *stream; /* WAIT_STREAM_SEQ: until completed >= seq */
+    uint64_t seq;
+    pymic_event *event;   /* WAIT_EVENT                              */
+    int device;           /* WAIT_DEVICE: every stream of the device */
+} wait_target;
+
+/* wait_interruptibly's result when a signal handler raised (the exception
+ * is set); engine statuses are <= 0. */
+#define WAIT_INTERRUPTED 1
+
+/* Wait for `target` with the GIL released, in short slices; between slices
+ * take the GIL and run the signal handlers, so that Ctrl-C raises
+ * KeyboardInterrupt within milliseconds whatever the device is doing.
+ * Call with the GIL held.  Returns PYMIC_OK, a negative engine status (no
+ * exception set), or WAIT_INTERRUPTED with the handler's exception set --
+ * then the awaited work is still in flight: whatever it uses must stay
+ * alive.  Every blocking wait of the extension goes through here. */
+int wait_interruptibly(const wait_target *target);
+/* The same for `stream` reaching `seq`. */
+int wait_stream_seq(pymic_stream *stream, uint64_t seq);
+/* 0 for PYMIC_OK; else -1 with an exception set (the engine's error, or
+ * the pending KeyboardInterrupt). */
+int wait_status_to_exception(int status);
+
 /* ------------------------------------------------------------- keep-alive */
 
 /* The exported buffer of a host object that a queued command reads or
@@ -55,8 +92,9 @@ static inline int keepalive_is_empty(const keepalive_queue *queue)
 extern int closing_pending;
 int closing_add(pymic_stream *stream, keepalive_queue *keep);
 void closing_poll(void);
-/* Wait (GIL released) until every entry is released. */
-void closing_drain(void);
+/* Wait (GIL released, interruptibly) until every entry is released:
+ * 0, or -1 with the signal handler's exception set (the rest stays). */
+int closing_drain(void);
 /* In a child of fork(): release every entry (nothing runs them there). */
 void closing_after_fork_child(void);
 
@@ -83,7 +121,8 @@ static inline void stream_release_completed(StreamObject *stream)
 }
 
 /* Slow path of stream_make_room: wait with the GIL released until `k`
- * more commands fit.  Returns 1 if it released the GIL, else 0. */
+ * more commands fit.  Returns 1 if it released the GIL, 0 if not, -1 if
+ * Ctrl-C interrupted the wait (exception set). */
 int stream_wait_room(StreamObject *stream, uint64_t k);
 
 /* Call before enqueueing `k` commands with the GIL held.  The engine blocks
@@ -92,7 +131,9 @@ int stream_wait_room(StreamObject *stream, uint64_t k);
  * so when the backlog leaves no room for `k` more, wait here with the GIL
  * released instead.  Returns 1 if the GIL was released (other threads may
  * have run: anything read from Python objects before must be read again),
- * else 0.  `k` beyond the capacity waits for an empty ring.  A failing
+ * 0 if not, and -1 with KeyboardInterrupt (or whatever a signal handler
+ * raised) set if the wait was interrupted: the caller must then give up
+ * before enqueueing anything.  `k` beyond the capacity waits for an empty ring.  A failing
  * wait (a stream unusable in this process) is not reported here: the
  * enqueue that follows fails with the same reason.
  *
@@ -109,8 +150,10 @@ static inline int stream_make_room(StreamObject *stream, uint64_t k)
     return stream_wait_room(stream, k);
 }
 
-/* Block (GIL released) until everything enqueued has completed; then drop
- * the keep-alive references.  Returns 0 or -1 with an exception set. */
+/* Block (GIL released, interruptibly) until everything enqueued has
+ * completed; then drop the keep-alive references.  Returns 0 or -1 with an
+ * exception set (an engine error or KeyboardInterrupt; after an interrupt
+ * the keep-alive references stay until their commands complete). */
 int stream_sync_released(StreamObject *stream);
 
 /* Stream methods implemented in other files. */
@@ -152,6 +195,10 @@ typedef struct DevicePointerObject {
 } DevicePointerObject;
 
 extern PyTypeObject DevicePointer_Type;
+
+/* A device pointer object for memory `stream` allocated (it frees it in
+ * that stream's order when collected, unless sticky).  NULL on failure. */
+DevicePointerObject *devptr_new(StreamObject *stream, void *ptr, size_t nbytes, int sticky);
 
 /* Checks that `obj` is a live device pointer; sets an exception if not. */
 DevicePointerObject *devptr_check_live(PyObject *obj, const char *what);
@@ -254,7 +301,10 @@ int fastargs_parse(const char *function, PyObject *const *args, Py_ssize_t nargs
                    PyObject *kwnames, const char *const *names, int nrequired, int nnames,
                    PyObject **out);
 
-/* Parse a non-negative byte count or offset; -1 with ValueError set. */
+/* Parse a non-negative byte count or offset: an int, a NumPy integer (any
+ * __index__) or a float with an integral value (pyMIC programs compute
+ * `nbytes / 2`).  -1 with TypeError or ValueError set.  May run Python code
+ * (__index__): call it before taking device addresses. */
 int parse_size_arg(PyObject *obj, const char *name, int allow_zero, size_t *out);
 
 #endif /* PYMIC_ENGINE_MODULE_H */

@@ -8,6 +8,8 @@
  */
 #include "engine_module.h"
 
+#include <math.h>
+
 PyObject *OffloadError;
 PyObject *OffloadValueError;
 
@@ -64,15 +66,40 @@ PyObject *raise_engine_error(int status)
     return raise_engine_message(status, pymic_last_error());
 }
 
+/* A byte count given as a float: pyMIC programs written with true division
+ * compute `nbytes / 2`, and pyMIC accepted that.  Integral values become
+ * ints; anything else is refused. */
+static PyObject *integral_float(PyObject *obj, const char *name)
+{
+    double value = PyFloat_AsDouble(obj);
+    if (value == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!isfinite(value) || value != floor(value)) {
+        PyErr_Format(PyExc_ValueError, "%s must be a whole number of bytes, got %R", name, obj);
+        return NULL;
+    }
+    return PyLong_FromDouble(value);
+}
+
 int parse_size_arg(PyObject *obj, const char *name, int allow_zero, size_t *out)
 {
-    if (!PyLong_Check(obj)) {
+    PyObject *number;
+    if (PyLong_Check(obj)) {
+        number = Py_NewRef(obj);
+    } else if (PyFloat_Check(obj)) {
+        number = integral_float(obj, name);
+    } else if (PyIndex_Check(obj)) {
+        number = PyNumber_Index(obj); /* NumPy integers */
+    } else {
         PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name,
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
+    if (number == NULL)
+        return -1;
     int overflow = 0;
-    long long value = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    long long value = PyLong_AsLongLongAndOverflow(number, &overflow);
+    Py_DECREF(number);
     if (value == -1 && PyErr_Occurred())
         return -1;
     if (overflow > 0) {

@@ -71,15 +71,16 @@ PyDoc_STRVAR(event_sync_doc,
 "Raises\n"
 "------\n"
 "OffloadError\n"
-"    If the event was never recorded.\n");
+"    If the event was never recorded.\n"
+"KeyboardInterrupt\n"
+"    On Ctrl-C while waiting; the stream's work goes on.\n");
 
 static PyObject *event_sync(EventObject *self, PyObject *Py_UNUSED(ignored))
 {
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = pymic_event_sync(self->handle);
-    Py_END_ALLOW_THREADS
-    return none_or_engine_error(status);
+    wait_target target = {.kind = WAIT_EVENT, .event = self->handle};
+    if (wait_status_to_exception(wait_interruptibly(&target)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(event_query_doc,
@@ -205,7 +206,8 @@ PyObject *stream_record_event(StreamObject *self, PyObject *args, PyObject *kwar
     PyObject *event_obj = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:record_event", keywords, &event_obj))
         return NULL;
-    stream_make_room(self, 1);
+    if (stream_make_room(self, 1) < 0)
+        return NULL;
     EventObject *event;
     if (event_obj == Py_None) {
         event = event_create(&Event_Type);
@@ -250,7 +252,8 @@ const char stream_wait_event_doc[] =
 
 PyObject *stream_wait_event(StreamObject *self, PyObject *event_obj)
 {
-    stream_make_room(self, 1);
+    if (stream_make_room(self, 1) < 0)
+        return NULL;
     EventObject *event = event_check(event_obj);
     if (event == NULL)
         return NULL;

@@ -9,6 +9,8 @@
  */
 #include "engine_module.h"
 
+#include <string.h>
+
 PyTypeObject *KernelHandle_Type;
 
 /* ---------------------------------------------------------- KernelRef */
@@ -101,6 +103,8 @@ PyDoc_STRVAR(library_kernel_doc,
 "\n"
 "Raises\n"
 "------\n"
+"ValueError\n"
+"    If `name` contains a NUL character.\n"
 "OffloadError\n"
 "    If the library does not export `name`.\n");
 
@@ -109,9 +113,16 @@ static PyObject *library_kernel(LibraryObject *self, PyObject *args)
     PyObject *name_obj, *device_obj, *owner_obj;
     if (!PyArg_ParseTuple(args, "UOO:kernel", &name_obj, &device_obj, &owner_obj))
         return NULL;
-    const char *name = PyUnicode_AsUTF8(name_obj);
+    Py_ssize_t length = 0;
+    const char *name = PyUnicode_AsUTF8AndSize(name_obj, &length);
     if (name == NULL)
         return NULL;
+    /* The engine takes a C string: a NUL inside would silently cut the
+     * name and find another kernel ('empty\0junk' -> 'empty'). */
+    if ((size_t)length != strlen(name)) {
+        PyErr_Format(PyExc_ValueError, "kernel name %R contains a NUL character", name_obj);
+        return NULL;
+    }
     pymic_kernel *kernel = NULL;
     int status = pymic_kernel_find(self->handle, name, &kernel);
     if (status != PYMIC_OK)

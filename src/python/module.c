@@ -137,18 +137,22 @@ PyDoc_STRVAR(device_sync_doc,
 "\n"
 "Returns\n"
 "-------\n"
-"None\n");
+"None\n"
+"\n"
+"Raises\n"
+"------\n"
+"KeyboardInterrupt\n"
+"    On Ctrl-C while waiting; the device's work goes on.\n");
 
 static PyObject *module_device_sync(PyObject *Py_UNUSED(module), PyObject *arg)
 {
     int device;
     if (parse_int_arg(arg, &device) < 0)
         return NULL;
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = pymic_device_sync(device);
-    Py_END_ALLOW_THREADS
-    return none_or_engine_error(status);
+    wait_target target = {.kind = WAIT_DEVICE, .device = device};
+    if (wait_status_to_exception(wait_interruptibly(&target)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(set_numpy_types_doc,
@@ -292,11 +296,17 @@ PyDoc_STRVAR(drain_closing_doc,
 "\n"
 "Returns\n"
 "-------\n"
-"None\n");
+"None\n"
+"\n"
+"Raises\n"
+"------\n"
+"KeyboardInterrupt\n"
+"    On Ctrl-C; what was not drained stays kept alive.\n");
 
 static PyObject *module_drain_closing(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
-    closing_drain();
+    if (closing_drain() < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 

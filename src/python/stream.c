@@ -90,11 +90,10 @@ int stream_wait_room(StreamObject *self, uint64_t k)
         uint64_t last = pymic_stream_last_enqueued(self->handle);
         if (last + k - completed <= self->capacity)
             return released;
-        int status;
-        Py_BEGIN_ALLOW_THREADS
-        status = pymic_stream_wait_seq(self->handle, last + k - self->capacity);
-        Py_END_ALLOW_THREADS
+        int status = wait_stream_seq(self->handle, last + k - self->capacity);
         released = 1;
+        if (status == WAIT_INTERRUPTED)
+            return -1;
         if (status != PYMIC_OK)
             return released;
     }
@@ -105,16 +104,9 @@ int stream_sync_released(StreamObject *self)
     uint64_t target = pymic_stream_last_enqueued(self->handle);
     /* An idle stream needs no wait: skip the GIL hand-over, which costs
      * about as much as a whole small offload. */
-    if (pymic_stream_completed(self->handle) < target) {
-        int status;
-        Py_BEGIN_ALLOW_THREADS
-        status = pymic_stream_wait_seq(self->handle, target);
-        Py_END_ALLOW_THREADS
-        if (status != PYMIC_OK) {
-            raise_engine_error(status);
-            return -1;
-        }
-    }
+    if (pymic_stream_completed(self->handle) < target &&
+        wait_status_to_exception(wait_stream_seq(self->handle, target)) < 0)
+        return -1;
     stream_release_completed(self);
     return 0;
 }
@@ -127,7 +119,8 @@ PyDoc_STRVAR(stream_sync_doc,
 "\n"
 "The GIL is released while waiting, so other Python threads keep\n"
 "running.  Host objects kept alive for the completed commands are\n"
-"released.\n"
+"released.  Ctrl-C interrupts the wait (KeyboardInterrupt); the queued\n"
+"work goes on and the objects it uses stay alive until it completes.\n"
 "\n"
 "Returns\n"
 "-------\n"
@@ -136,7 +129,9 @@ PyDoc_STRVAR(stream_sync_doc,
 "Raises\n"
 "------\n"
 "OffloadError\n"
-"    If the engine reports a failure.\n");
+"    If the engine reports a failure.\n"
+"KeyboardInterrupt\n"
+"    On Ctrl-C while waiting.\n");
 
 static PyObject *stream_sync(StreamObject *self, PyObject *Py_UNUSED(ignored))
 {

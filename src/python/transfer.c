@@ -148,7 +148,8 @@ static PyObject *host_transfer(StreamObject *self, const char *function, int to_
                                size_t off_dev, size_t nbytes)
 {
     /* Before the checks: they must still hold when the copy is enqueued. */
-    stream_make_room(self, 1);
+    if (stream_make_room(self, 1) < 0)
+        return NULL;
     DevicePointerObject *dptr = device_side(self, dptr_obj, function, off_dev, nbytes);
     if (dptr == NULL)
         return NULL;
@@ -291,7 +292,8 @@ PyObject *stream_transfer_device2device(StreamObject *self, PyObject *const *arg
     transfer_args a;
     if (transfer_parse("transfer_device2device", names, args, nargs, kwnames, &a) < 0)
         return NULL;
-    stream_make_room(self, 1); /* before the checks, as in host_transfer */
+    if (stream_make_room(self, 1) < 0) /* before the checks, as in host_transfer */
+        return NULL;
     DevicePointerObject *src = device_side(self, a.first, "transfer_device2device (source)",
                                            a.offset_first, a.nbytes);
     if (src == NULL)

@@ -63,3 +63,30 @@ def run_python(code, env=None, cwd=None, timeout=60):
     return subprocess.run([sys.executable, "-c", code], capture_output=True,
                           text=True, env=child_env, cwd=cwd or tempfile.gettempdir(),
                           timeout=timeout)
+
+
+def block(call):
+    """Call `call()`; another thread recognises the call by this frame.
+
+    Tests that must act while the main thread waits inside a blocking call
+    make the call through here and poll :func:`main_thread_blocked`.
+    """
+    return call()
+
+
+def main_thread_blocked():
+    """True if the main thread is inside a call made through :func:`block`.
+
+    Checked from another Python thread, which can only run when the main
+    thread has released the GIL: seeing the main thread in there means it
+    waits inside the call with the GIL released (or is just entering it).
+    """
+    import threading
+    frame = sys._current_frames().get(threading.main_thread().ident)
+    for _ in range(8):
+        if frame is None:
+            return False
+        if frame.f_code is block.__code__:
+            return True
+        frame = frame.f_back
+    return False

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import pymic
+from helpers import block, main_thread_blocked
 
 THREADS = 4
 ITERATIONS = 200
@@ -33,6 +34,53 @@ def run_threads(target, count=THREADS):
         assert not thread.is_alive(), "a thread hung"
     if failures:
         raise failures[0]
+
+
+# A gate kernel gives up after this long (then marks its gate -1): only a
+# broken test waits for it.
+GATE_TIMEOUT_MS = 20000
+
+
+class Gate:
+    """Flags in host memory shared with the gate kernels (gate.c)."""
+
+    def __init__(self):
+        self.started = np.zeros(1, dtype=np.int64)
+        self.gate = np.zeros(1, dtype=np.int64)
+
+    def args(self):
+        return self.started.ctypes.data, self.gate.ctypes.data, GATE_TIMEOUT_MS
+
+    def wait_started(self):
+        while not self.started[0]:
+            time.sleep(0.001)
+
+    def open(self):
+        """Open the gate unless the kernel already gave up."""
+        if self.gate[0] == 0:
+            self.gate[0] = 1
+
+    @property
+    def opened_in_time(self):
+        return self.gate[0] == 1
+
+
+def open_from_another_thread(gate, ready=lambda: True):
+    """Start a Python thread that opens `gate` once the kernel has started,
+    `ready()` holds and the main thread is inside a call made through
+    helpers.block.  It can only run while the main thread has released the
+    GIL; if the main thread waits holding it, the kernel times out instead
+    and the gate reads -1."""
+    def opener():
+        gate.wait_started()
+        # Stop trying once the kernel gave up (the gate reads -1).
+        while gate.gate[0] == 0 and not (ready() and main_thread_blocked()):
+            time.sleep(0.001)
+        gate.open()
+
+    thread = threading.Thread(target=opener, daemon=True)
+    thread.start()
+    return thread
 
 
 def test_threads_share_one_stream_and_one_array(stream, lib):
@@ -122,75 +170,73 @@ def test_threads_with_errors_and_good_calls(stream, lib):
 
 
 def test_two_streams_really_run_concurrently(device, lib):
+    # A rendezvous: each kernel raises its own flag and waits for the
+    # other's, so both complete only if they run at the same time.  Run one
+    # after the other, the first would give up after GATE_TIMEOUT_MS.
     first = device.create_stream()
     second = device.create_stream()
-    # Warm both streams so start-up costs stay out of the measurement.
-    for warm in (first, second):
-        warm.invoke(lib.empty_kernel)
-        warm.sync()
-    stamps = [first.bind(np.zeros(2)), second.bind(np.zeros(2))]
+    flag_a = np.zeros(1, dtype=np.int64)
+    flag_b = np.zeros(1, dtype=np.int64)
+    first.invoke(lib.gate_wait_bounded, flag_a.ctypes.data, flag_b.ctypes.data,
+                 GATE_TIMEOUT_MS)
+    second.invoke(lib.gate_wait_bounded, flag_b.ctypes.data, flag_a.ctypes.data,
+                  GATE_TIMEOUT_MS)
     first.sync()
     second.sync()
-    begin = time.monotonic()
-    first.invoke(lib.stamp_sleep, stamps[0], 200)
-    second.invoke(lib.stamp_sleep, stamps[1], 200)
-    first.sync()
-    second.sync()
-    elapsed = time.monotonic() - begin
-    # Sleeping (not spinning) kernels: serial would take >= 400 ms.
-    assert elapsed < 0.350, f"two 200 ms kernels on two streams took {elapsed:.3f} s"
-    hosts = [offload.update_host().array for offload in stamps]
-    first.sync()
-    second.sync()
-    (start_a, end_a), (start_b, end_b) = hosts
-    assert max(start_a, start_b) < min(end_a, end_b), "the kernels did not overlap"
+    # A flag reads -1 if its waiter gave up before the other kernel ran.
+    assert flag_a[0] == 1 and flag_b[0] == 1, "the kernels did not overlap"
 
 
 def test_sync_releases_the_gil(stream, lib):
-    ticks = []
-    stop = threading.Event()
-
-    def ticker():
-        while not stop.is_set():
-            ticks.append(time.monotonic())
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=ticker)
-    thread.start()
-    try:
-        stream.invoke(lib.sleep_ms, 300)
-        begin = time.monotonic()
-        stream.sync()
-        end = time.monotonic()
-    finally:
-        stop.set()
-        thread.join()
-    inside = [t for t in ticks if begin + 0.05 < t < end - 0.05]
-    assert inside, "no other Python thread ran while sync() waited"
+    gate = Gate()
+    stream.invoke(lib.gate_wait_bounded, *gate.args())
+    opener = open_from_another_thread(gate)
+    block(stream.sync)
+    opener.join()
+    assert gate.opened_in_time, "no other Python thread ran while sync() waited"
 
 
 def test_invoke_with_ndarray_releases_the_gil(stream, lib):
-    ticks = []
-    stop = threading.Event()
-
-    def ticker():
-        while not stop.is_set():
-            ticks.append(time.monotonic())
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=ticker)
-    thread.start()
-    try:
-        data = np.zeros(4)
-        begin = time.monotonic()
-        stream.invoke(lib.sleep_then_fill, data, 4, 1.0, 300)
-        end = time.monotonic()
-    finally:
-        stop.set()
-        thread.join()
+    gate = Gate()
+    gate_stream = stream.get_device().create_stream()
+    gate_stream.invoke(lib.gate_wait_bounded, *gate.args())
+    # Keep the event until the end: today destroying a pending event waits.
+    gate_event = gate_stream.record_event()
+    stream.wait_event(gate_event)
+    data = np.zeros(4)
+    opener = open_from_another_thread(gate)
+    block(lambda: stream.invoke(lib.sleep_then_fill, data, 4, 1.0, 0))
+    opener.join()
     assert (data == 1.0).all()
-    inside = [t for t in ticks if begin + 0.05 < t < end - 0.05]
-    assert inside, "no other Python thread ran while invoke waited for the copy-back"
+    assert gate.opened_in_time, "no other Python thread ran while invoke waited"
+    del gate_event
+
+
+def test_event_synced_from_several_threads(device, lib):
+    # Several threads block on one pending event at once (the sleeping
+    # path with PYMIC_SPIN_NS=0 too); all wake up when it completes.
+    stream = device.create_stream()
+    gate = Gate()
+    stream.invoke(lib.gate_wait_bounded, *gate.args())
+    event = stream.record_event()
+    waiting = threading.Barrier(THREADS + 1)
+    done = []
+
+    def waiter(_):
+        waiting.wait()
+        event.sync()
+        done.append(event.query())
+
+    threads = [threading.Thread(target=waiter, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    waiting.wait()
+    assert not event.query()
+    gate.open()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert done == [True] * THREADS
+    assert gate.opened_in_time
 
 
 def test_threads_creating_and_dropping_streams_and_arrays(device, lib):
@@ -236,11 +282,11 @@ def test_one_thread_syncs_while_others_enqueue(stream, lib):
 # The engine's command ring holds this many commands (pymic_stream_capacity);
 # an enqueue beyond it has to wait for the oldest command to complete.
 RING_CAPACITY = 128
-GATE_SECONDS = 0.8
 
 
-def flood_operations(stream, lib):
-    """Per operation: a function enqueueing well over a ring's worth of it."""
+def flood_operations(stream, lib, calls):
+    """Per operation: a function enqueueing well over a ring's worth of it,
+    counting the calls begun in calls[0]."""
     count = RING_CAPACITY + 20
     host = np.zeros(16)
     dptrs = [stream.allocate_device_memory(128) for _ in range(count)]
@@ -249,13 +295,18 @@ def flood_operations(stream, lib):
     done = stream.record_event()
     stream.sync()
 
+    def counted(call, *args):
+        calls[0] += 1
+        return call(*args)
+
     def repeat(call, *args):
-        return lambda: [call(*args) for _ in range(count)]
+        return lambda: [counted(call, *args) for _ in range(count)]
 
     def ndarray_invoke():
         for _ in range(RING_CAPACITY - 1):  # with the gate: a full ring
-            stream.invoke(lib.empty_kernel)
-        stream.invoke(lib.sleep_then_fill, host, 16, 1.0, 0)  # copy-in waits for room
+            counted(stream.invoke, lib.empty_kernel)
+        counted(stream.invoke, lib.sleep_then_fill, host, 16, 1.0, 0)  # waits for room
+        calls[0] += 1
 
     return {
         "invoke": repeat(stream.invoke, lib.sleep_ms, 5),
@@ -266,7 +317,8 @@ def flood_operations(stream, lib):
         "update_device": repeat(offload.update_device),
         "record_event": repeat(stream.record_event),
         "wait_event": repeat(stream.wait_event, done),
-        "deallocate_device_memory": lambda: [stream.deallocate_device_memory(d) for d in dptrs],
+        "deallocate_device_memory": lambda: [counted(stream.deallocate_device_memory, d)
+                                             for d in dptrs],
     }
 
 
@@ -276,46 +328,24 @@ def flood_operations(stream, lib):
     "deallocate_device_memory"])
 def test_full_ring_does_not_hold_the_gil(device, stream, lib, operation):
     """A thread whose enqueue finds the ring full lets the others run."""
-    flood = flood_operations(stream, lib)[operation]
+    calls = [0]
+    flood = flood_operations(stream, lib, calls)[operation]
+    gate = Gate()
     gate_stream = device.create_stream()
-    gate_stream.invoke(lib.sleep_ms, int(GATE_SECONDS * 1000))
+    gate_stream.invoke(lib.gate_wait_bounded, *gate.args())
     # Nothing on `stream` completes before the gate opens, so the ring
     # fills up and the flooding thread has to wait for room.
-    # Keep the event: destroying it would wait for its pending record.
-    gate = gate_stream.record_event()
-    stream.wait_event(gate)
-
-    started = threading.Event()
-    stop = threading.Event()
-    progress = {"iterations": 0, "longest_gap": 0.0}
-
-    def counter():
-        last = time.monotonic()
-        started.set()
-        iterations, longest = 0, 0.0
-        while not stop.is_set():
-            now = time.monotonic()
-            longest = max(longest, now - last)
-            last = now
-            iterations += 1
-        progress.update(iterations=iterations, longest_gap=longest)
-
-    thread = threading.Thread(target=counter)
-    thread.start()
-    started.wait()
-    try:
-        begin = time.monotonic()
-        flood()
-        flooded = time.monotonic() - begin
-    finally:
-        stop.set()
-        thread.join()
+    # Keep the event until the end: today destroying a pending event waits.
+    gate_event = gate_stream.record_event()
+    stream.wait_event(gate_event)
+    # The wait_event fills one slot; the flood's call number RING_CAPACITY
+    # finds the ring full.  Only another Python thread opens the gate: if
+    # the flooding thread waited holding the GIL, the gate would time out.
+    opener = open_from_another_thread(gate, ready=lambda: calls[0] >= RING_CAPACITY)
+    block(flood)
+    opener.join()
     stream.sync()
     gate_stream.sync()
-    # The flood waited for the gate (so the ring really was full) ...
-    assert flooded > GATE_SECONDS * 0.6, f"the flood took only {flooded:.3f} s"
-    # ... and meanwhile the other thread kept running.  Holding the GIL
-    # while waiting would make its longest gap about the whole gate time.
-    assert progress["iterations"] > 1000
-    assert progress["longest_gap"] < 0.4 * flooded, (
-        f"longest gap {progress['longest_gap']:.3f} s during a {flooded:.3f} s flood")
+    assert calls[0] > RING_CAPACITY
+    assert gate.opened_in_time, "the thread waiting for room held the GIL"
+    del gate_event
