@@ -6,6 +6,8 @@
  */
 #include "check.h"
 
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -127,7 +129,7 @@ static void test_cross_stream_order(void)
     CHECK_OK(pymic_stream_wait_event(b, e));
     CHECK_OK(pymic_invoke(b, k_append, 2, from_b));
     atomic_store(&gate, 1);
-    CHECK_OK(pymic_event_destroy(e)); /* waits for the pending record */
+    CHECK_OK(pymic_event_destroy(e)); /* returns; the pending record still runs */
     CHECK_OK(pymic_stream_sync(b));
     CHECK(log[0] == 3 && log[3] == 2);
 
@@ -135,7 +137,25 @@ static void test_cross_stream_order(void)
     CHECK_OK(pymic_stream_destroy(b));
 }
 
-/* An event synced from several threads, with zero spin (sleeping path). */
+/* An event synced from several threads at once, with zero spin (every
+ * waiter sleeps on the futex): a gate holds the stream until all of them
+ * have started waiting, then one record must release every one. */
+enum { SYNC_THREADS = 4 };
+
+typedef struct event_waiter {
+    pymic_event *event;
+    _Atomic int *started;
+    int status;
+} event_waiter;
+
+static void *sync_event_thread(void *p)
+{
+    event_waiter *w = p;
+    atomic_fetch_add(w->started, 1);
+    w->status = pymic_event_sync(w->event);
+    return NULL;
+}
+
 static void test_sleeping_event_wait(void)
 {
     CHECK_OK(pymic_set_spin_ns(0));
@@ -143,12 +163,26 @@ static void test_sleeping_event_wait(void)
     pymic_event *e;
     CHECK_OK(pymic_stream_create(0, &s));
     CHECK_OK(pymic_event_create(&e));
-    int64_t ms = 5;
-    pymic_arg ms_arg = {&ms, sizeof ms};
-    for (int i = 0; i < 5; i++) {
-        CHECK_OK(pymic_invoke(s, k_sleep, 1, &ms_arg));
+    for (int round = 0; round < 5; round++) {
+        _Atomic int64_t gate = 0;
+        pymic_arg gate_arg = {(void *)&gate, 0};
+        CHECK_OK(pymic_invoke(s, k_gate, 1, &gate_arg));
         CHECK_OK(pymic_event_record(e, s));
-        CHECK_OK(pymic_event_sync(e));
+        _Atomic int started = 0;
+        event_waiter waiters[SYNC_THREADS];
+        pthread_t threads[SYNC_THREADS];
+        for (int t = 0; t < SYNC_THREADS; t++) {
+            waiters[t] = (event_waiter){e, &started, -100};
+            CHECK(pthread_create(&threads[t], NULL, sync_event_thread, &waiters[t]) == 0);
+        }
+        while (atomic_load(&started) < SYNC_THREADS)
+            sched_yield();
+        CHECK(pymic_event_query(e) == 0); /* nobody got through the gate */
+        atomic_store(&gate, 1);
+        for (int t = 0; t < SYNC_THREADS; t++) {
+            pthread_join(threads[t], NULL);
+            CHECK(waiters[t].status == PYMIC_OK);
+        }
         CHECK(pymic_event_query(e) == 1);
     }
     CHECK_OK(pymic_event_destroy(e));
