@@ -43,7 +43,7 @@ int pymic_device_get_info(int device, pymic_device_info *info)
                           "pymic_device_get_info: device %d: info is NULL", device);
     memset(info, 0, sizeof *info);
     info->id = d->id;
-    snprintf(info->kind, sizeof info->kind, "host");
+    snprintf(info->kind, sizeof info->kind, "%s", d->ops->kind);
     snprintf(info->name, sizeof info->name, "%s", d->name);
     info->ncores = d->ncpus;
     pymic_memory_usage(d, &info->memory_total, &info->memory_used);

@@ -142,8 +142,8 @@ static int create_devices(const pymic_device_spec *specs, int count, size_t limi
         d->id = i;
         d->ncpus = specs[i].ncpus;
         d->cpus = malloc(sizeof *d->cpus * (size_t)d->ncpus);
-        d->cache = pymic_block_cache_create();
-        if (!d->cpus || !d->cache)
+        d->ops = &pymic_host_backend;
+        if (!d->cpus || !d->ops->open(d))
             return PYMIC_ERR_SYSTEM; /* process is out of memory at start-up */
         memcpy(d->cpus, specs[i].cpus, sizeof *d->cpus * (size_t)d->ncpus);
         CPU_ZERO(&d->cpuset);
@@ -178,13 +178,13 @@ static void prefork(void)
     pymic_parked_prefork();
     pymic_memory_prefork();
     for (int i = 0; i < pymic_global.ndevices; i++)
-        pymic_block_cache_prefork(pymic_global.devices[i].cache);
+        pymic_global.devices[i].ops->prefork(&pymic_global.devices[i]);
 }
 
 static void postfork_parent(void)
 {
     for (int i = pymic_global.ndevices - 1; i >= 0; i--)
-        pymic_block_cache_postfork_parent(pymic_global.devices[i].cache);
+        pymic_global.devices[i].ops->postfork_parent(&pymic_global.devices[i]);
     pymic_memory_postfork_parent();
     pymic_parked_postfork_parent();
     pymic_event_postfork_parent();
@@ -202,7 +202,7 @@ static void postfork_child(void)
     pymic_library_postfork_child();
     for (int i = 0; i < pymic_global.ndevices; i++) {
         pthread_mutex_init(&pymic_global.devices[i].lock, NULL);
-        pymic_block_cache_after_fork(pymic_global.devices[i].cache);
+        pymic_global.devices[i].ops->postfork_child(&pymic_global.devices[i]);
     }
 }
 

@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "pymic.h"
 #include "wait.h"
 
@@ -94,7 +95,10 @@ typedef struct pymic_device {
     size_t memory_limit;       /* guarded by the allocation table's lock  */
     size_t memory_used;        /* idem                                    */
 
-    struct pymic_block_cache *cache; /* freed blocks kept for reuse       */
+    /* The backend (backend.h) and its per-device state: set at
+     * initialisation, never changed. */
+    const pymic_backend_ops *ops;
+    void *backend;
 } pymic_device;
 
 typedef struct pymic_engine {
@@ -134,6 +138,9 @@ enum pymic_command_kind {
 struct pymic_alloc;
 struct pymic_mark;
 
+/* Which sides of a copy are device memory (backends may care). */
+enum pymic_copy_dir { PYMIC_COPY_H2D, PYMIC_COPY_D2H, PYMIC_COPY_D2D };
+
 /* One ring slot.  Scalars are copied into `scalars` so the kernel's pointer
  * stays valid until the slot is recycled, which happens only after the
  * command has completed. */
@@ -142,7 +149,13 @@ typedef struct pymic_command {
     int nargs;
     union {
         pymic_kernel_fn kernel;
-        struct { void *dst; const void *src; size_t nbytes; bool overlap; } copy;
+        struct {
+            void *dst;
+            const void *src;
+            size_t nbytes;
+            bool overlap;
+            int dir; /* enum pymic_copy_dir */
+        } copy;
         struct pymic_alloc *alloc;
         struct pymic_mark *mark; /* RECORD, WAIT_EVENT */
     } u;
@@ -157,6 +170,7 @@ struct pymic_stream {
     /* Set at creation, read by everyone: kept apart from the lines the
      * producers and the worker write, so reading them never misses. */
     pymic_device *device;
+    const pymic_backend_ops *ops;        /* device->ops, one load nearer  */
     pymic_command *ring;
     pthread_t worker;
     unsigned fork_generation;            /* see pymic_engine             */
@@ -177,8 +191,9 @@ struct pymic_stream {
     _Alignas(64) _Atomic uint64_t completed;
     pymic_waitq done_q;        /* host syncs and blocked producers        */
 
-    /* Helpers for big copies; created and destroyed by the worker only. */
-    _Alignas(64) struct pymic_copy_team *copy_team;
+    /* The backend's per-worker state (the host's helpers for big
+     * copies); created and destroyed by the worker only. */
+    _Alignas(64) void *backend_worker;
     _Atomic(struct pymic_trace_buf *) trace; /* trace.c: NULL until traced */
 };
 
@@ -290,8 +305,6 @@ void pymic_library_postfork_child(void);
 void pymic_parked_prefork(void);
 void pymic_parked_postfork_parent(void);
 void pymic_parked_postfork_child(void);
-void pymic_block_cache_prefork(struct pymic_block_cache *cache);
-void pymic_block_cache_postfork_parent(struct pymic_block_cache *cache);
 /* True for an object made before a fork() of this (child) process whose
  * completion depends on a thread that exists only in the parent. */
 bool pymic_generation_inherited(unsigned fork_generation);
@@ -330,39 +343,16 @@ void pymic_memory_usage(pymic_device *device, size_t *limit, size_t *used);
  * other stream that used it has passed its last use. */
 void pymic_alloc_execute_free(pymic_stream *stream, pymic_alloc *alloc);
 
-/* ------------------------------------------------------------ host backend */
+/* ---------------------------------------------------------- device memory */
 
-/* A block of host memory standing for device memory. */
+/* A block of device memory as a backend hands it out. */
 typedef struct pymic_block {
-    void *ptr;          /* aligned address handed to the user           */
+    void *ptr;          /* aligned device address handed to the user    */
     void *map;          /* start of the underlying mapping / malloc     */
     size_t map_bytes;   /* bytes of the mapping (0: came from malloc)   */
     size_t class_bytes; /* size class, the cache key                    */
     struct pymic_block *next;
 } pymic_block;
-
-struct pymic_block_cache *pymic_block_cache_create(void);
-void pymic_block_cache_destroy(struct pymic_block_cache *cache);
-/* In the child of a fork: make the cache's lock usable again. */
-void pymic_block_cache_after_fork(struct pymic_block_cache *cache);
-/* Drop every cached block (after waiting for parked frees, before an
- * allocation is refused for want of memory). */
-void pymic_block_cache_trim(struct pymic_block_cache *cache);
-/* NULL when the OS refuses. */
-pymic_block *pymic_block_get(struct pymic_block_cache *cache, size_t nbytes, size_t alignment);
-void pymic_block_put(struct pymic_block_cache *cache, pymic_block *block);
-
-/* memcpy that splits big copies over the device's cores, using (and on
- * first need creating) the calling worker's helper threads in *team. */
-struct pymic_copy_team;
-void pymic_host_copy(struct pymic_copy_team **team, const pymic_device *device, void *dst,
-                     const void *src, size_t nbytes);
-/* Stop and join a worker's helper threads (NULL: nothing to do). */
-void pymic_copy_team_destroy(struct pymic_copy_team *team);
-
-/* Start a worker thread pinned to the device's CPUs; on failure the
- * error (with the system's reason) is recorded. */
-int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *));
 
 /* Monotonic clock in nanoseconds. */
 uint64_t pymic_now_ns(void);

@@ -9,8 +9,6 @@
 
 #include <string.h>
 
-#include "invoke_call.h"
-
 /* Scalars are placed at 16-byte boundaries so any scalar type (long double,
  * double complex) is aligned for the kernel. */
 static size_t scalar_footprint(size_t size)
@@ -97,27 +95,14 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
     return PYMIC_OK;
 }
 
-static void call_kernel(pymic_kernel_fn fn, int nargs, void *const *a)
-{
-    switch (nargs) {
-        PYMIC_CALL_CASES
-    default:
-        break; /* excluded by check_invoke */
-    }
-}
-
 void pymic_command_execute(pymic_stream *stream, pymic_command *cmd)
 {
     switch (cmd->kind) {
     case PYMIC_CMD_INVOKE:
-        call_kernel(cmd->u.kernel, cmd->nargs, cmd->args);
+        stream->ops->invoke(stream, cmd);
         break;
     case PYMIC_CMD_COPY:
-        if (cmd->u.copy.overlap)
-            memmove(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
-        else
-            pymic_host_copy(&stream->copy_team, stream->device, cmd->u.copy.dst,
-                            cmd->u.copy.src, cmd->u.copy.nbytes);
+        stream->ops->copy(stream, cmd);
         break;
     case PYMIC_CMD_FREE:
         pymic_alloc_execute_free(stream, cmd->u.alloc);

@@ -65,8 +65,7 @@ static void unlink_from_device(pymic_stream *stream)
 static void worker_finish(pymic_stream *stream)
 {
     pymic_trace_stream_exit(stream);
-    pymic_copy_team_destroy(stream->copy_team);
-    stream->copy_team = NULL;
+    stream->ops->worker_exit(stream);
     unlink_from_device(stream);
     pymic_stream_release(stream);
 }
@@ -149,6 +148,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     }
     memset(stream, 0, sizeof *stream);
     stream->device = d;
+    stream->ops = d->ops;
     stream->ring = ring;
     stream->fork_generation = atomic_load(&pymic_global.fork_generation);
     atomic_init(&stream->refs, 1);
@@ -158,7 +158,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     stream->next_in_device = d->streams;
     d->streams = stream;
     pthread_mutex_unlock(&d->lock);
-    status = pymic_host_start_worker(stream, worker_main);
+    status = d->ops->start_worker(stream, worker_main);
     if (status != PYMIC_OK) {
         unlink_from_device(stream);
         pymic_stream_release(stream);

@@ -6,7 +6,7 @@
  * kernel that opens a parallel region gets one thread per device core, and
  * those threads inherit the worker's affinity mask.
  */
-#include "../engine.h"
+#include "host.h"
 
 #include <omp.h>
 #include <stdlib.h>
