@@ -23,7 +23,8 @@
  *     other command of that stream runs meanwhile.
  *
  * Implementations: host/ (the host device: memory of this process,
- * kernels called on the worker thread itself).
+ * kernels called on the worker thread itself) and proc/ (the process
+ * device: a device process per device, memory shared with it).
  */
 #ifndef PYMIC_BACKEND_H
 #define PYMIC_BACKEND_H
@@ -87,6 +88,15 @@ typedef struct pymic_backend_ops {
                          char *why, size_t why_len);
     void (*library_close)(struct pymic_device *device, void *handle);
 
+    /* ---- health.  reset (NULL: nothing to restart) runs on the caller
+     * of pymic_device_reset, not concurrently with other use of the
+     * device: it makes a lost (or live) device usable afresh, clearing
+     * device->lost and bumping device->generation.  A backend that loses
+     * its device calls pymic_device_mark_lost (any thread), and fails
+     * each later command with pymic_stream_fail; loss is generic state,
+     * read by the core with pymic_device_lost. */
+    int (*reset)(struct pymic_device *device);
+
     /* ---- fork().  Called by the engine's pthread_atfork handlers, in its
      * fixed lock order (engine.c): prefork takes the backend's locks of
      * this device, postfork_parent releases them, postfork_child makes
@@ -96,7 +106,8 @@ typedef struct pymic_backend_ops {
     void (*postfork_child)(struct pymic_device *device);
 } pymic_backend_ops;
 
-/* The host device (host/). */
+/* The host device (host/) and the process device (proc/). */
 extern const pymic_backend_ops pymic_host_backend;
+extern const pymic_backend_ops pymic_proc_backend;
 
 #endif /* PYMIC_BACKEND_H */

@@ -116,6 +116,8 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
         if (status == PYMIC_OK && !pymic_wait_geq_timeout(&s->done_q, &s->completed,
                                                           uses[i].seq, left))
             status = PYMIC_ERR_TIMEOUT;
+        if (status == PYMIC_OK)
+            status = pymic_stream_take_failure(s, uses[i].seq, op);
         pymic_stream_release(s);
     }
     free(uses);

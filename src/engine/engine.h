@@ -40,9 +40,12 @@ void pymic_log(int level, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 /* ------------------------------------------------------------- config */
 
 /* One device as described by PYMIC_DEVICES, before any thread exists. */
+enum pymic_device_kind { PYMIC_KIND_HOST, PYMIC_KIND_PROC };
+
 typedef struct pymic_device_spec {
     int ncpus;
     int *cpus; /* sorted, distinct */
+    int kind;  /* enum pymic_device_kind */
 } pymic_device_spec;
 
 /* The CPUs a PYMIC_DEVICES string is resolved against, ascending. */
@@ -99,7 +102,18 @@ typedef struct pymic_device {
      * initialisation, never changed. */
     const pymic_backend_ops *ops;
     void *backend;
+
+    /* Health, generic: a backend that loses the device (its process died)
+     * writes the reason, then sets `lost` (release); reset clears both
+     * and bumps `generation`, which libraries and kernels carry so that
+     * one loaded before a reset is refused after it. */
+    _Atomic int lost;
+    char lost_why[256];
+    _Atomic unsigned generation;
 } pymic_device;
+
+/* Mark `device` lost with the formatted reason (first reason wins). */
+void pymic_device_mark_lost(pymic_device *device, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 
 typedef struct pymic_engine {
     int ndevices;
@@ -107,6 +121,9 @@ typedef struct pymic_engine {
     size_t default_memory_limit;
     _Atomic uint64_t spin_ns;
     _Atomic int debug_level;
+    /* PYMIC_KERNEL_TIMEOUT: a kernel on a process device running longer
+     * is killed with its process (0: no watchdog). */
+    _Atomic uint64_t kernel_timeout_ns;
     /* Bumped in the child of every fork(): streams of an older generation
      * belong to the parent, and their workers do not exist here. */
     _Atomic unsigned fork_generation;
@@ -147,8 +164,12 @@ enum pymic_copy_dir { PYMIC_COPY_H2D, PYMIC_COPY_D2H, PYMIC_COPY_D2D };
 typedef struct pymic_command {
     int kind;
     int nargs;
+    int scalar_bytes; /* INVOKE: bytes of `scalars` in use */
     union {
-        pymic_kernel_fn kernel;
+        struct {
+            pymic_kernel_fn fn;
+            const struct pymic_kernel *handle; /* for messages */
+        } call;
         struct {
             void *dst;
             const void *src;
@@ -195,7 +216,20 @@ struct pymic_stream {
      * copies); created and destroyed by the worker only. */
     _Alignas(64) void *backend_worker;
     _Atomic(struct pymic_trace_buf *) trace; /* trace.c: NULL until traced */
+
+    /* The oldest failure not yet reported (failure.c): its sequence
+     * number (0: none), written by the worker after the message. */
+    _Alignas(64) _Atomic uint64_t failed_seq;
+    char failure[384];
 };
+
+/* On the worker, while it runs command `seq`: record that the command
+ * failed (kept if an older failure is still unreported). */
+void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt, ...)
+    PYMIC_FORMAT(3, 4);
+/* The unreported failure of a command up to `seq`, if any, as an error of
+ * operation `op` (then forgotten); else PYMIC_OK. */
+int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *op);
 
 /* Keep a stream's memory (and so its counters) alive / let it go. */
 void pymic_stream_retain(pymic_stream *stream);
@@ -234,6 +268,7 @@ void pymic_command_execute(pymic_stream *stream, pymic_command *cmd);
 /* A kernel found in a library (library.c); invoke reads it directly. */
 struct pymic_kernel {
     char *name;
+    unsigned generation; /* the device's, when found */
     pymic_kernel_fn fn;
     void *address;
     pymic_library *library;

@@ -30,6 +30,12 @@ static int check_invoke(pymic_stream *stream, const pymic_kernel *kernel, int na
         return pymic_fail(PYMIC_ERR_WRONG_DEVICE,
                           "%s: device %d: kernel \"%s\" was loaded on device %d", op, device,
                           kernel->name, kernel->device->id);
+    if (kernel->generation !=
+        atomic_load_explicit(&stream->device->generation, memory_order_relaxed))
+        return pymic_fail(PYMIC_ERR_LIBRARY,
+                          "%s: device %d: kernel \"%s\" was found before the device was reset; "
+                          "load its library again",
+                          op, device, kernel->name);
     if (nargs < 0)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: negative argument count",
                           op, device);
@@ -89,7 +95,9 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
     }
     cmd->kind = PYMIC_CMD_INVOKE;
     cmd->nargs = nargs;
-    cmd->u.kernel = kernel->fn;
+    cmd->scalar_bytes = (int)used;
+    cmd->u.call.fn = kernel->fn;
+    cmd->u.call.handle = kernel;
     pymic_trace_label(kernel->name);
     pymic_stream_publish(stream);
     return PYMIC_OK;

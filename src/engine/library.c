@@ -19,6 +19,7 @@ struct pymic_library {
     char *path;
     pymic_device *device;
     void *handle;
+    unsigned generation;          /* the device's, when loaded */
     struct pymic_kernel *kernels; /* guarded by library_lock */
 };
 
@@ -52,6 +53,7 @@ int pymic_library_load(int device, const char *path, pymic_library **library_out
     lib->path = path_copy;
     lib->device = d;
     lib->handle = handle;
+    lib->generation = atomic_load(&d->generation);
     pymic_log(2, "%s: device %d: loaded %s", op, device, path);
     *library_out = lib;
     return PYMIC_OK;
@@ -128,6 +130,11 @@ int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **k
     if (!library || !name || !kernel_out)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: NULL library, name or output", op);
     int device = library->device->id;
+    if (library->generation != atomic_load(&library->device->generation))
+        return pymic_fail(PYMIC_ERR_LIBRARY,
+                          "%s: device %d: library \"%s\" was loaded before the device was "
+                          "reset; load it again",
+                          op, device, library->path);
     pthread_mutex_lock(&library_lock);
     struct pymic_kernel *k = find_cached(library, name);
     if (k) {
@@ -152,6 +159,7 @@ int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **k
         return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op, device);
     }
     k->name = name_copy;
+    k->generation = library->generation;
     k->address = address;
     /* POSIX guarantees a data pointer from dlsym converts to a function
      * pointer; memcpy says so without a cast the compiler would flag. */

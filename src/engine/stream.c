@@ -206,7 +206,7 @@ int pymic_stream_sync(pymic_stream *stream)
     pymic_wait_geq(&stream->done_q, &stream->completed, target);
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, target,
                          PYMIC_OK);
-    return PYMIC_OK;
+    return pymic_stream_take_failure(stream, target, "pymic_stream_sync");
 }
 
 int pymic_stream_query(pymic_stream *stream)
@@ -215,7 +215,10 @@ int pymic_stream_query(pymic_stream *stream)
     if (status != PYMIC_OK)
         return status;
     uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
-    return atomic_load_explicit(&stream->completed, memory_order_acquire) >= target;
+    if (atomic_load_explicit(&stream->completed, memory_order_acquire) < target)
+        return 0;
+    status = pymic_stream_take_failure(stream, target, "pymic_stream_query");
+    return status == PYMIC_OK ? 1 : status;
 }
 
 int pymic_stream_device(const pymic_stream *stream)
@@ -267,7 +270,7 @@ static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, con
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, seq, status);
     if (status != PYMIC_OK)
         return PYMIC_ERR_TIMEOUT; /* expected by timed callers: no message */
-    return PYMIC_OK;
+    return pymic_stream_take_failure(stream, seq, op);
 }
 
 int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq)

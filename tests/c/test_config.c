@@ -265,7 +265,7 @@ static void set_launcher(const char *const *pairs)
 /* A CPU list in the kernel's format, parsed with the engine's own parser. */
 static pymic_device_spec cpu_list(const char *text)
 {
-    pymic_device_spec spec = {0, NULL};
+    pymic_device_spec spec = {0, NULL, 0};
     char why[128];
     if (text)
         CHECK_OK(parse_cpu_list(text, text + strlen(text), NULL, 0, &spec, why, sizeof why));
@@ -462,7 +462,7 @@ static void expect_cpuset_upwards(const void *arg)
     CHECK(nothing != NULL);
     if (nothing)
         fclose(nothing);
-    pymic_device_spec spec = {0, NULL};
+    pymic_device_spec spec = {0, NULL, 0};
     char path[64] = "/a/b";
     CHECK(read_cpuset_upwards(root, path, "cpuset.cpus.effective", &spec));
     CHECK(spec.ncpus == 3 && spec.cpus && spec.cpus[0] == 2 && spec.cpus[2] == 8);

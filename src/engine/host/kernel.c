@@ -80,7 +80,7 @@ void pymic_host_library_close(pymic_device *device, void *handle)
 void pymic_host_invoke(pymic_stream *stream, const pymic_command *cmd)
 {
     (void)stream;
-    pymic_kernel_fn fn = cmd->u.kernel;
+    pymic_kernel_fn fn = cmd->u.call.fn;
     void *const *a = cmd->args;
     switch (cmd->nargs) {
         PYMIC_CALL_CASES
