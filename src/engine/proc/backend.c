@@ -76,6 +76,29 @@ static size_t arena_bytes(const pymic_device *device)
     return PROC_DATA_OFFSET + PROC_ROUND_UP(limit, PROC_PAGE);
 }
 
+/* Map the arena where a freshly started process has nothing: the device
+ * process maps it at the same address after its loader and libraries
+ * have taken theirs, and those go near the top of the address space
+ * (shared objects, thread stacks) or near the executable.  A random
+ * 1 GiB-aligned address between 16 and 80 TiB is free in both in
+ * practice; if the system refuses every try, the kernel chooses. */
+static void *map_arena(int fd, size_t bytes)
+{
+    int flags = MAP_SHARED | MAP_NORESERVE;
+    uint64_t state = pymic_now_ns() ^ ((uint64_t)getpid() << 32);
+    for (int attempt = 0; attempt < 16; attempt++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        uintptr_t hint = ((uintptr_t)16 << 40) + (uintptr_t)((state >> 33) % (64u << 10)) * (1u << 30);
+        void *at = mmap((void *)hint, bytes, PROT_READ | PROT_WRITE, flags | MAP_FIXED_NOREPLACE,
+                        fd, 0);
+        if (at == (void *)hint)
+            return at;
+        if (at != MAP_FAILED)
+            munmap(at, bytes); /* an old kernel took the hint as a hint */
+    }
+    return mmap(NULL, bytes, PROT_READ | PROT_WRITE, flags, fd, 0);
+}
+
 static bool proc_open(pymic_device *device)
 {
     proc_device *pd = calloc(1, sizeof *pd);
@@ -95,8 +118,7 @@ static bool proc_open(pymic_device *device)
                                device->id, strerror(errno));
         return true;
     }
-    void *base = mmap(NULL, pd->total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-                      pd->memfd, 0);
+    void *base = map_arena(pd->memfd, pd->total);
     if (base == MAP_FAILED) {
         pymic_device_mark_lost(device, "device %d lost: cannot map its memory: %s", device->id,
                                strerror(errno));
