@@ -37,9 +37,9 @@ static uint64_t spin_ns(void)
     return atomic_load_explicit(&pymic_global.spin_ns, memory_order_relaxed);
 }
 
-/* Post the filled request of `mb` and wait for its answer.  False if the
- * device process is (or became) lost. */
-static bool mailbox_call(proc_mailbox *mb, uint32_t request)
+/* Post the filled request of `mb` and wait for its answer, spinning for
+ * host_spin_ns first.  False if the device process is (or became) lost. */
+static bool mailbox_call(proc_mailbox *mb, uint32_t request, uint64_t host_spin_ns)
 {
     uint32_t before = atomic_load_explicit(&mb->done, memory_order_acquire);
     if (before & PROC_LOST)
@@ -49,7 +49,7 @@ static bool mailbox_call(proc_mailbox *mb, uint32_t request)
     mb->spin_ns = spin;
     uint32_t next = (atomic_load_explicit(&mb->posted, memory_order_relaxed) + 1) & PROC_COUNT_MASK;
     proc_store_and_wake(&mb->posted, next, &mb->device_sleeping);
-    uint32_t now = proc_await_change(&mb->done, before, &mb->host_sleeping, spin);
+    uint32_t now = proc_await_change(&mb->done, before, &mb->host_sleeping, host_spin_ns);
     return !(now & PROC_LOST);
 }
 
@@ -58,7 +58,7 @@ int proc_control_call(proc_device *pd, uint32_t request)
     if (atomic_load(&pd->device->lost))
         return PYMIC_ERR_DEVICE_LOST;
     proc_mailbox *mb = &pd->control->mailbox[0];
-    if (!mailbox_call(mb, request))
+    if (!mailbox_call(mb, request, spin_ns()))
         return PYMIC_ERR_DEVICE_LOST;
     return mb->status == 0 ? PYMIC_OK : -1;
 }
@@ -207,7 +207,7 @@ static int proc_start_worker(pymic_stream *stream, void *(*body)(void *))
     if (status != PYMIC_OK) {
         if (ps->index) {
             if (pd->base)
-                mailbox_call(&pd->control->mailbox[ps->index], PROC_REQ_QUIT);
+                mailbox_call(&pd->control->mailbox[ps->index], PROC_REQ_QUIT, 0);
             pthread_mutex_lock(&pd->lock);
             pd->used[ps->index] = false;
             pthread_mutex_unlock(&pd->lock);
@@ -224,7 +224,7 @@ static void proc_worker_exit(pymic_stream *stream)
     proc_device *pd = state_of(stream->device);
     /* The device thread of this mailbox ends (nothing to do if lost). */
     if (pd->base)
-        mailbox_call(&pd->control->mailbox[ps->index], PROC_REQ_QUIT);
+        mailbox_call(&pd->control->mailbox[ps->index], PROC_REQ_QUIT, 0);
     pthread_mutex_lock(&pd->lock);
     pd->used[ps->index] = false;
     pthread_mutex_unlock(&pd->lock);
@@ -277,7 +277,12 @@ static void proc_invoke(pymic_stream *stream, const pymic_command *cmd)
         atomic_store(&pd->running[ps->index], kernel);
         if (atomic_load_explicit(&pymic_global.kernel_timeout_ns, memory_order_relaxed))
             atomic_store(&pd->started_ns[ps->index], pymic_now_ns());
-        bool ran = mailbox_call(mb, PROC_REQ_INVOKE);
+        /* The worker sleeps while the kernel runs instead of spinning: the
+         * caller (waiting for the stream) and the device thread (waiting
+         * for the next request) spin already, and a third spinner on a
+         * small machine takes the core the others need -- measured on 2
+         * cores, a spinning worker made invoke + sync 40x slower. */
+        bool ran = mailbox_call(mb, PROC_REQ_INVOKE, 0);
         atomic_store(&pd->started_ns[ps->index], 0);
         atomic_store(&pd->running[ps->index], NULL);
         if (ran)
