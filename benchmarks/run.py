@@ -40,6 +40,7 @@ BENCHMARKS = {
     "B6": ("b6_dgemm", 360),
     "B7": ("b7_pipeline", 120),
     "B8": ("b8_idle", 90),
+    "B11": ("b11_proc", 300),
     "B12": ("b12_mpi_stencil", 300),
 }
 
