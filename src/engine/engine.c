@@ -102,6 +102,16 @@ static int read_tunables(void)
         }
         atomic_store(&pymic_global.spin_ns, (uint64_t)value);
     }
+    text = getenv("PYMIC_CHECK");
+    if (text && *text) {
+        if (strcmp(text, "bounds") != 0) {
+            snprintf(init_message, sizeof init_message,
+                     "pymic_init: PYMIC_CHECK=\"%s\" is not a check pymic knows (\"bounds\")",
+                     text);
+            return PYMIC_ERR_CONFIG;
+        }
+        pymic_global.check_bounds = true;
+    }
     text = getenv("PYMIC_KERNEL_TIMEOUT");
     if (text && *text) {
         char *end;

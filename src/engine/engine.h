@@ -108,7 +108,7 @@ typedef struct pymic_device {
      * and bumps `generation`, which libraries and kernels carry so that
      * one loaded before a reset is refused after it. */
     _Atomic int lost;
-    char lost_why[256];
+    char lost_why[384];
     _Atomic unsigned generation;
 } pymic_device;
 
@@ -124,6 +124,9 @@ typedef struct pymic_engine {
     /* PYMIC_KERNEL_TIMEOUT: a kernel on a process device running longer
      * is killed with its process (0: no watchdog). */
     _Atomic uint64_t kernel_timeout_ns;
+    /* PYMIC_CHECK=bounds (bounds.c): canaries around every allocation,
+     * checked after each invoke; guard pages on process devices. */
+    bool check_bounds;
     /* Bumped in the child of every fork(): streams of an older generation
      * belong to the parent, and their workers do not exist here. */
     _Atomic unsigned fork_generation;
@@ -220,7 +223,8 @@ struct pymic_stream {
     /* The oldest failure not yet reported (failure.c): its sequence
      * number (0: none), written by the worker after the message. */
     _Alignas(64) _Atomic uint64_t failed_seq;
-    char failure[384];
+    int failed_status;
+    char failure[640];
 };
 
 /* On the worker, while it runs command `seq`: record that the command
@@ -230,6 +234,10 @@ void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt, ...)
 /* The unreported failure of a command up to `seq`, if any, as an error of
  * operation `op` (then forgotten); else PYMIC_OK. */
 int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *op);
+/* The same with the status the report will have (pymic_stream_fail:
+ * PYMIC_ERR_DEVICE_LOST). */
+void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status, const char *fmt,
+                              ...) PYMIC_FORMAT(4, 5);
 
 /* Keep a stream's memory (and so its counters) alive / let it go. */
 void pymic_stream_retain(pymic_stream *stream);
@@ -369,6 +377,31 @@ int pymic_memory_claim(const char *op, const char *what, pymic_stream *stream,
  * pointer argument (size 0) points into.  Pointers into no allocation are
  * passed over: a kernel may be given any address. */
 int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int nargs, uint64_t seq);
+
+/* ---------------------------------------------------------- bounds checks */
+
+/* Bytes of canary before every allocation under PYMIC_CHECK=bounds; after
+ * it, the canary runs from its end to the end of the page
+ * PYMIC_CANARY_BYTES further (on a process device that may be its guard
+ * page, PROT_NONE only in the device process). */
+#define PYMIC_CANARY_BYTES 64
+#define PYMIC_GUARD_PAGE ((size_t)4096)
+/* Bytes a bounds-checked block needs around `nbytes` aligned to
+ * `alignment`, guard page excluded, rounded to whole pages. */
+size_t pymic_bounds_span(size_t nbytes, size_t alignment, size_t after);
+/* Fill the canaries of a new allocation (bounds.c). */
+void pymic_bounds_arm(const pymic_alloc *alloc);
+/* On the worker after an invoke: check every allocation of the device,
+ * report the first overwritten canary as the command's failure and
+ * re-arm it. */
+void pymic_bounds_after_invoke(pymic_stream *stream, const pymic_command *cmd);
+/* "past the end of allocation 0x... (N bytes)" when `address` lies in the
+ * guard page after a live allocation of `device`; false otherwise. */
+bool pymic_memory_describe_fault(pymic_device *device, uintptr_t address, char *out,
+                                 size_t len);
+/* Call visit(alloc, arg) for each live allocation of `device`, with the
+ * allocation table locked (visit must not call into the engine). */
+void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void *), void *arg);
 
 /* A device's limit and live bytes, read consistently. */
 

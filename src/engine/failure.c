@@ -15,17 +15,32 @@
 #include <stdio.h>
 #include <string.h>
 
-void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt, ...)
+static void record(pymic_stream *stream, uint64_t seq, int status, const char *fmt, va_list ap)
 {
     /* Only the worker writes; the reader clears failed_seq after copying
      * the message, so the message is never rewritten while it is read. */
     if (atomic_load_explicit(&stream->failed_seq, memory_order_acquire) != 0)
         return;
+    vsnprintf(stream->failure, sizeof stream->failure, fmt, ap);
+    stream->failed_status = status;
+    atomic_store_explicit(&stream->failed_seq, seq, memory_order_release);
+}
+
+void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(stream->failure, sizeof stream->failure, fmt, ap);
+    record(stream, seq, PYMIC_ERR_DEVICE_LOST, fmt, ap);
     va_end(ap);
-    atomic_store_explicit(&stream->failed_seq, seq, memory_order_release);
+}
+
+void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status, const char *fmt,
+                              ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    record(stream, seq, status, fmt, ap);
+    va_end(ap);
 }
 
 int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *op)
@@ -35,11 +50,12 @@ int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *op
         return PYMIC_OK;
     char message[sizeof stream->failure];
     memcpy(message, stream->failure, sizeof message);
+    int status = stream->failed_status;
     message[sizeof message - 1] = '\0';
     /* Two threads waiting at once: one of them reports it. */
     if (!atomic_compare_exchange_strong(&stream->failed_seq, &failed, 0))
         return PYMIC_OK;
-    return pymic_fail(PYMIC_ERR_DEVICE_LOST, "%s: %s", op, message);
+    return pymic_fail(status, "%s: %s", op, message);
 }
 
 void pymic_device_mark_lost(pymic_device *device, const char *fmt, ...)

@@ -21,6 +21,7 @@
  */
 #include "engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -214,6 +215,9 @@ int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_p
         alloc->nbytes = nbytes;
         alloc->device = d;
         alloc->block = block;
+        /* Armed before any check can see the allocation in the table. */
+        if (pymic_global.check_bounds)
+            pymic_bounds_arm(alloc);
         pthread_mutex_lock(&table_lock);
         tracked = table_insert(alloc);
         pthread_mutex_unlock(&table_lock);
@@ -231,6 +235,35 @@ int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_p
     }
     *device_ptr = alloc->base;
     return PYMIC_OK;
+}
+
+void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void *), void *arg)
+{
+    pthread_mutex_lock(&table_lock);
+    for (size_t i = 0; i < table_count; i++)
+        if (table[i]->device == device)
+            visit(table[i], arg);
+    pthread_mutex_unlock(&table_lock);
+}
+
+bool pymic_memory_describe_fault(pymic_device *device, uintptr_t address, char *out, size_t len)
+{
+    pthread_mutex_lock(&table_lock);
+    size_t i = upper_bound((const void *)address);
+    bool found = false;
+    if (i > 0) {
+        pymic_alloc *a = table[i - 1];
+        uintptr_t end = (uintptr_t)a->base + a->nbytes;
+        uintptr_t guard_end = ((end + PYMIC_GUARD_PAGE - 1) & ~(PYMIC_GUARD_PAGE - 1)) +
+                              PYMIC_GUARD_PAGE;
+        if (a->device == device && address >= end && address < guard_end) {
+            snprintf(out, len, "writing past the end of allocation %p (%zu bytes) at %p",
+                     a->base, a->nbytes, (void *)address);
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&table_lock);
+    return found;
 }
 
 /* Give the memory back (the allocation left the table at its free). */

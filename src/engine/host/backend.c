@@ -5,7 +5,9 @@
  */
 #include "host.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static struct pymic_block_cache *cache_of(pymic_device *device)
 {
@@ -18,8 +20,31 @@ static bool host_open(pymic_device *device)
     return device->backend != NULL;
 }
 
+/* PYMIC_CHECK=bounds: a mapping of its own per allocation, the block at
+ * its end with at least PYMIC_CANARY_BYTES of canary on each side
+ * (bounds.c).  Not cached (class_bytes 0: pymic_block_put unmaps it). */
+static pymic_block *bounds_block_get(size_t nbytes, size_t alignment)
+{
+    size_t span = pymic_bounds_span(nbytes, alignment, PYMIC_CANARY_BYTES);
+    pymic_block *block = calloc(1, sizeof *block);
+    void *map = block ? mmap(NULL, span, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
+    if (map == MAP_FAILED) {
+        free(block);
+        return NULL;
+    }
+    uintptr_t end = (uintptr_t)map + span - PYMIC_CANARY_BYTES;
+    block->ptr = (void *)((end - nbytes) & ~(uintptr_t)(alignment - 1));
+    block->map = map;
+    block->map_bytes = span;
+    block->class_bytes = 0;
+    return block;
+}
+
 static pymic_block *host_block_get(pymic_device *device, size_t nbytes, size_t alignment)
 {
+    if (pymic_global.check_bounds)
+        return bounds_block_get(nbytes, alignment);
     return pymic_block_get(cache_of(device), nbytes, alignment);
 }
 

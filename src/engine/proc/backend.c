@@ -144,17 +144,81 @@ static bool proc_open(pymic_device *device)
 
 /* --------------------------------------------------------------- memory */
 
+/* Make the page at `guard` inaccessible (or accessible again) in the
+ * device process.  Lost: nothing to do (a reset protects the live guards
+ * in the new process). */
+static void protect_guard(proc_device *pd, uintptr_t guard, bool accessible)
+{
+    pthread_mutex_lock(&pd->control_lock);
+    proc_mailbox *mb = &pd->control->mailbox[0];
+    mb->handle = guard;
+    mb->index = accessible;
+    if (proc_control_call(pd, PROC_REQ_PROTECT) == -1)
+        pymic_log(1, "device %d: cannot change the guard page at %p", pd->device->id,
+                  (void *)guard);
+    pthread_mutex_unlock(&pd->control_lock);
+}
+
+/* PYMIC_CHECK=bounds: a page-aligned span of its own per allocation, the
+ * block placed just before a guard page at its end, with the canaries of
+ * bounds.c before it and up to the guard. */
+static pymic_block *bounds_block_get(proc_device *pd, size_t nbytes, size_t alignment)
+{
+    size_t span = pymic_bounds_span(nbytes, alignment, 0) + PROC_PAGE;
+    pthread_mutex_lock(&pd->arena_lock);
+    bool room = true;
+    if (pd->nguards == pd->guards_capacity) {
+        size_t capacity = pd->guards_capacity ? 2 * pd->guards_capacity : 64;
+        uintptr_t *grown = realloc(pd->guards, capacity * sizeof *grown);
+        room = grown != NULL;
+        if (grown) {
+            pd->guards = grown;
+            pd->guards_capacity = capacity;
+        }
+    }
+    pthread_mutex_unlock(&pd->arena_lock);
+    pymic_block *block = room ? proc_arena_get(pd, span, PROC_PAGE) : NULL;
+    if (!block)
+        return NULL;
+    uintptr_t guard = (uintptr_t)block->map + span - PROC_PAGE;
+    block->ptr = (void *)((guard - nbytes) & ~(uintptr_t)(alignment - 1));
+    pthread_mutex_lock(&pd->arena_lock);
+    pd->guards[pd->nguards++] = guard;
+    pthread_mutex_unlock(&pd->arena_lock);
+    protect_guard(pd, guard, false);
+    return block;
+}
+
+static void bounds_block_put(proc_device *pd, pymic_block *block)
+{
+    uintptr_t guard = (uintptr_t)block->map + block->map_bytes - PROC_PAGE;
+    protect_guard(pd, guard, true);
+    pthread_mutex_lock(&pd->arena_lock);
+    for (size_t i = 0; i < pd->nguards; i++) {
+        if (pd->guards[i] == guard) {
+            pd->guards[i] = pd->guards[--pd->nguards];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&pd->arena_lock);
+}
+
 static pymic_block *proc_block_get(pymic_device *device, size_t nbytes, size_t alignment)
 {
     proc_device *pd = state_of(device);
     if (!pd->base)
         return NULL;
+    if (pymic_global.check_bounds)
+        return bounds_block_get(pd, nbytes, alignment);
     return proc_arena_get(pd, nbytes, alignment);
 }
 
 static void proc_block_put(pymic_device *device, pymic_block *block)
 {
-    proc_arena_put(state_of(device), block);
+    proc_device *pd = state_of(device);
+    if (pymic_global.check_bounds && pd->base)
+        bounds_block_put(pd, block);
+    proc_arena_put(pd, block);
 }
 
 static void proc_trim(pymic_device *device)
@@ -399,6 +463,15 @@ static int proc_reset(pymic_device *device)
         if (used)
             status = start_serving(pd, i);
     }
+    /* Guard pages of live blocks, in the new process. */
+    pthread_mutex_lock(&pd->arena_lock);
+    for (size_t i = 0; i < pd->nguards && status == PYMIC_OK; i++) {
+        proc_mailbox *mb = &pd->control->mailbox[0];
+        mb->handle = pd->guards[i];
+        mb->index = 0;
+        status = proc_control_call(pd, PROC_REQ_PROTECT);
+    }
+    pthread_mutex_unlock(&pd->arena_lock);
     pthread_mutex_unlock(&pd->control_lock);
     if (status == PYMIC_ERR_DEVICE_LOST)
         return pymic_fail(status, "pymic_device_reset: %s", device->lost_why);

@@ -82,6 +82,10 @@ static void answer_control(proc_mailbox *mb)
         mb->status = address ? 0 : -1;
         break;
     }
+    case PROC_REQ_PROTECT:
+        mb->status = mprotect((void *)(uintptr_t)mb->handle, PROC_PAGE,
+                              mb->index ? PROT_READ | PROT_WRITE : PROT_NONE);
+        break;
     case PROC_REQ_CLOSE:
         pymic_host_library_close(NULL, (void *)(uintptr_t)mb->handle);
         break;
@@ -103,6 +107,27 @@ static void answer_control(proc_mailbox *mb)
     default:
         break;
     }
+}
+
+/* A fault's address, for the host's message (a write into a guard page
+ * names the allocation); then the default action ends the process with
+ * the same signal, as if no handler had been there. */
+static void note_fault(int signal, siginfo_t *info, void *context)
+{
+    (void)signal;
+    (void)context;
+    atomic_store(&control->fault_address, (uint64_t)(uintptr_t)info->si_addr);
+}
+
+static void catch_faults(void)
+{
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = note_fault;
+    action.sa_flags = SA_SIGINFO | SA_RESETHAND | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGSEGV, &action, NULL);
+    sigaction(SIGBUS, &action, NULL);
 }
 
 static bool parse_cpus(const char *text, cpu_set_t *set, int *count)
@@ -153,6 +178,7 @@ int main(int argc, char **argv)
     close(fd);
     control = at;
     mprotect((char *)at + PROC_CONTROL_BYTES, PROC_PAGE, PROT_NONE);
+    catch_faults();
     omp_set_num_threads(device_ncpus);
 
     proc_mailbox *mb = &control->mailbox[0];

@@ -167,12 +167,19 @@ static void child_ended(proc_device *pd)
     pymic_device *d = pd->device;
     siginfo_t info;
     memset(&info, 0, sizeof info);
-    char how[160];
+    char how[320];
     if (waitid((idtype_t)P_PIDFD, (id_t)pd->pidfd, &info, WEXITED) == 0)
         describe_exit(&info, how, sizeof how);
     else
         snprintf(how, sizeof how, "ended (its status was taken by someone else)");
     const struct pymic_kernel *k = running_kernel(pd);
+    uint64_t fault = atomic_load(&pd->control->fault_address);
+    char where[160];
+    if (info.si_code != CLD_EXITED && fault &&
+        pymic_memory_describe_fault(d, (uintptr_t)fault, where, sizeof where)) {
+        size_t used = strlen(how);
+        snprintf(how + used, sizeof how - used, " %s", where);
+    }
     if (pd->cause[0])
         snprintf(how, sizeof how, "%s", pd->cause);
     if (k)
@@ -263,6 +270,7 @@ void proc_monitor_respawn(proc_device *pd)
             pthread_cond_wait(&pd->cond, &pd->lock);
     }
     /* Nobody runs now: the mailboxes start clean. */
+    atomic_store(&pd->control->fault_address, 0);
     for (int i = 0; i < PROC_MAILBOXES; i++) {
         proc_mailbox *mb = &pd->control->mailbox[i];
         atomic_store(&mb->done, atomic_load(&mb->posted) & PROC_COUNT_MASK);

@@ -28,6 +28,10 @@ typedef struct proc_device {
     /* Free ranges of device memory, sorted by address (arena.c). */
     pthread_mutex_t arena_lock;
     struct proc_range *free_ranges;
+    /* PYMIC_CHECK=bounds: the guard page of each live block (protected
+     * again in a new device process after a reset). */
+    uintptr_t *guards;
+    size_t nguards, guards_capacity;
 
     /* Serialises control requests (mailbox 0). Taken before `lock`. */
     pthread_mutex_t control_lock;

@@ -48,6 +48,8 @@ enum proc_request {
     PROC_REQ_FIND,      /* control: kernel text in handle -> address       */
     PROC_REQ_CLOSE,     /* control: dlclose handle                         */
     PROC_REQ_START,     /* control: serve mailbox `index`, seen = handle   */
+    PROC_REQ_PROTECT,   /* control: page at handle PROT_NONE (index 0) or
+                           read-write (index 1): bounds-check guard pages */
     PROC_REQ_INVOKE,    /* stream: call address(args)                      */
     PROC_REQ_QUIT       /* stream: the serving thread ends                 */
 };
@@ -71,6 +73,9 @@ typedef struct proc_mailbox {
 
 typedef struct proc_control {
     proc_mailbox mailbox[PROC_MAILBOXES];
+    /* The address of the device process's last SIGSEGV/SIGBUS (0: none),
+     * written by its signal handler just before it dies. */
+    _Atomic uint64_t fault_address;
 } proc_control;
 
 #define PROC_PAGE 4096u
