@@ -151,3 +151,49 @@ def test_unknown_device_kind_names_both_kinds():
     result = run_python("import pymic", env={"PYMIC_DEVICES": "gpu"})
     assert result.returncode != 0
     assert '"host" and "proc"' in result.stderr
+
+
+BOUNDS_PROGRAM = """
+import numpy as np
+import pymic
+
+for device in pymic.devices.values():
+    stream = device.create_stream()
+    lib = device.load_library(LIBRARY)
+    buffer = stream.bind(np.zeros(100))
+    stream.invoke(lib.fill_ones, buffer, np.int64(101))   # one double too many
+    try:
+        stream.sync()
+    except pymic.OffloadError as error:
+        message = str(error)
+    else:
+        raise AssertionError(f"{device.kind}: the overrun went unnoticed")
+    assert "kernel 'fill_ones'" in message and "past the end of allocation" in message, message
+    assert "(800 bytes)" in message, message
+    stream.invoke(lib.fill_ones, buffer, np.int64(100))   # within bounds: fine
+    stream.sync()
+    if device.kind == "proc":
+        stream.invoke(lib.fill_ones, buffer, np.int64(100 + 1024))   # into the guard page
+        try:
+            stream.sync()
+        except pymic.OffloadError as error:
+            message = str(error)
+        else:
+            raise AssertionError("the guard page was not hit")
+        assert "killed by SIGSEGV writing past the end of allocation" in message, message
+        device.reset()
+print("ok")
+"""
+
+
+def test_bounds_check_names_kernel_and_allocation_on_both_kinds(kernel_dir):
+    program = (f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + BOUNDS_PROGRAM)
+    result = run_python(program, env={"PYMIC_DEVICES": "host;proc", "PYMIC_CHECK": "bounds"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_unknown_check_is_a_configuration_error():
+    result = run_python("import pymic", env={"PYMIC_CHECK": "everything"})
+    assert result.returncode != 0
+    assert "PYMIC_CHECK" in result.stderr
