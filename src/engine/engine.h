@@ -234,6 +234,9 @@ void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt, ...)
 /* The unreported failure of a command up to `seq`, if any, as an error of
  * operation `op` (then forgotten); else PYMIC_OK. */
 int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *op);
+/* On the worker: a copy of the stream's unreported failure (malloc'd, or
+ * NULL when there is none) and its status. */
+char *pymic_stream_copy_failure(pymic_stream *stream, int *status);
 /* The same with the status the report will have (pymic_stream_fail:
  * PYMIC_ERR_DEVICE_LOST). */
 void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status, const char *fmt,
@@ -297,11 +300,16 @@ typedef struct pymic_mark {
     uint64_t stamp_ns;         /* written before done is set               */
     unsigned fork_generation;  /* of the stream that will complete it      */
     int device;                /* of that stream, for messages             */
+    /* Set by the RECORD when a command before it on its stream failed
+     * (failure.c): a copy of that failure, reported by waits on the mark.
+     * Written before `done`. */
+    char *failure;
+    int failure_status;
     pymic_waitq q;
 } pymic_mark;
 
 void pymic_mark_release(pymic_mark *mark);
-void pymic_mark_execute_record(pymic_mark *mark);
+void pymic_mark_execute_record(pymic_stream *stream, pymic_mark *mark);
 void pymic_mark_execute_wait(pymic_mark *mark);
 
 /* ------------------------------------------------------ parked releases */

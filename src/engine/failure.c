@@ -13,6 +13,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void record(pymic_stream *stream, uint64_t seq, int status, const char *fmt, va_list ap)
@@ -56,6 +57,16 @@ int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *op
     if (!atomic_compare_exchange_strong(&stream->failed_seq, &failed, 0))
         return PYMIC_OK;
     return pymic_fail(status, "%s: %s", op, message);
+}
+
+char *pymic_stream_copy_failure(pymic_stream *stream, int *status)
+{
+    if (atomic_load_explicit(&stream->failed_seq, memory_order_acquire) == 0)
+        return NULL;
+    /* Only this (worker) thread writes the message; a reader may clear
+     * failed_seq meanwhile, which leaves the message as it is. */
+    *status = stream->failed_status;
+    return strdup(stream->failure);
 }
 
 void pymic_device_mark_lost(pymic_device *device, const char *fmt, ...)

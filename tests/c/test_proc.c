@@ -124,13 +124,27 @@ static void test_fault(const char *crasher, const char *cause)
     CHECK_OK(pymic_stream_sync(s));
 
     /* The fault, then a command queued behind it. */
+    pymic_event *before, *after;
+    CHECK_OK(pymic_event_create(&before));
+    CHECK_OK(pymic_event_create(&after));
+    CHECK_OK(pymic_event_record(before, s));
     CHECK_OK(pymic_invoke(s, find(lib, crasher), 0, NULL));
     CHECK_OK(pymic_invoke(s, increment, 1, &a));
+    CHECK_OK(pymic_event_record(after, s));
     char expected[128];
     snprintf(expected, sizeof expected, "device 0 lost: kernel '%s' %s", crasher, cause);
+    /* A wait on an event recorded after the fault fails too; one recorded
+     * before it does not. */
+    CHECK_STATUS(pymic_event_sync(after), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE("pymic_event_sync");
+    CHECK_MESSAGE(expected);
+    CHECK_STATUS(pymic_event_query(after), PYMIC_ERR_DEVICE_LOST);
+    CHECK_OK(pymic_event_sync(before));
     CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_DEVICE_LOST);
     CHECK_MESSAGE(expected);
     CHECK_MESSAGE("did not complete");
+    CHECK_OK(pymic_event_destroy(before));
+    CHECK_OK(pymic_event_destroy(after));
     char why[256];
     CHECK(pymic_device_lost(0, why, sizeof why) == 1);
     CHECK(strstr(why, expected) != NULL);
