@@ -297,7 +297,8 @@ PYMIC_API int pymic_library_device(const pymic_library *library);
 PYMIC_API int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **kernel);
 
 /* A kernel's name, its function's address, its device and its library
- * (NULL / negative status for a NULL kernel). */
+ * (NULL / negative status for a NULL kernel).  On a process device the
+ * address is the device process's: never call it from the host. */
 PYMIC_API const char *pymic_kernel_name(const pymic_kernel *kernel);
 PYMIC_API void *pymic_kernel_address(const pymic_kernel *kernel);
 PYMIC_API int pymic_kernel_device(const pymic_kernel *kernel);
