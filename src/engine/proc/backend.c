@@ -256,13 +256,13 @@ static int proc_start_worker(pymic_stream *stream, void *(*body)(void *))
         }
     }
     pthread_mutex_unlock(&pd->lock);
-    int status = PYMIC_OK;
+    int status = PYMIC_OK, serving = PYMIC_ERR_DEVICE_LOST;
     if (!ps->index) {
         status = pymic_fail(PYMIC_ERR_SYSTEM,
                             "pymic_stream_create: device %d: a process device has at most %d "
                             "streams",
                             d->id, PROC_MAILBOXES - 1);
-    } else if (start_serving(pd, ps->index) == -1) {
+    } else if ((serving = start_serving(pd, ps->index)) == -1) {
         /* (A lost device is served again by its reset.) */
         status = pymic_fail(PYMIC_ERR_SYSTEM, "pymic_stream_create: device %d: %s", d->id,
                             pd->control->mailbox[0].text);
@@ -274,7 +274,8 @@ static int proc_start_worker(pymic_stream *stream, void *(*body)(void *))
     }
     if (status != PYMIC_OK) {
         if (ps->index) {
-            if (pd->base)
+            /* Only a served mailbox has a thread to stop. */
+            if (pd->base && serving == PYMIC_OK)
                 mailbox_call(&pd->control->mailbox[ps->index], PROC_REQ_QUIT, 0);
             pthread_mutex_lock(&pd->lock);
             pd->used[ps->index] = false;
