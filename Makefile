@@ -70,6 +70,9 @@ test-tsan: venv
 
 test-python: examples
 	$(VENV_ABS)/bin/pytest -q tests/python
+	@# The same suite (examples included) on a process device; the MPI
+	@# tests choose their own layouts.
+	PYMIC_DEVICES=proc $(VENV_ABS)/bin/pytest -q tests/python --ignore=tests/python/test_mpi.py
 
 # The benchmark harness's own logic (report, targets): NumPy + pytest only.
 test-bench-harness: venv

@@ -105,15 +105,19 @@ int stream_sync_released(StreamObject *self)
     uint64_t target = pymic_stream_last_enqueued(self->handle);
     /* An idle stream needs no wait: skip the GIL hand-over, which costs
      * about as much as a whole small offload. */
+    int status;
     if (pymic_stream_completed(self->handle) < target) {
-        int status;
         Py_BEGIN_ALLOW_THREADS
         status = pymic_stream_wait_seq(self->handle, target);
         Py_END_ALLOW_THREADS
-        if (status != PYMIC_OK) {
-            raise_engine_error(status);
-            return -1;
-        }
+    } else {
+        /* Nothing to wait for, but a command that already ran may have
+         * failed (a lost device): the engine reports it without blocking. */
+        status = pymic_stream_wait_seq(self->handle, target);
+    }
+    if (status != PYMIC_OK) {
+        raise_engine_error(status);
+        return -1;
     }
     stream_release_completed(self);
     return 0;
