@@ -72,6 +72,9 @@ test-tsan: venv
 
 test-python: examples
 	$(VENV_ABS)/bin/pytest -q tests/python
+	@# The same suite (examples included) on a process device; the MPI
+	@# tests choose their own layouts.
+	PYMIC_DEVICES=proc $(VENV_ABS)/bin/pytest -q tests/python --ignore=tests/python/test_mpi.py
 
 # The extension and the whole pytest suite under ASan+UBSan.  pymic (engine,
 # extension, built-in kernels) is built with the sanitizers into its own

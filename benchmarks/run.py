@@ -42,6 +42,7 @@ BENCHMARKS = {
     "B8": ("b8_idle", 90),
     "B9": ("b9_app_loop", 300),
     "B10": ("b10_under_load", 300),
+    "B11": ("b11_proc", 300),
     "B12": ("b12_mpi_stencil", 300),
 }
 

@@ -71,8 +71,11 @@ enum pymic_status {
     PYMIC_ERR_CONFIG = -9,           /* bad PYMIC_DEVICES / environment setting   */
     PYMIC_ERR_SYSTEM = -10,          /* the OS refused (thread creation, ...)     */
     PYMIC_ERR_NOT_RECORDED = -11,    /* event used before it was ever recorded    */
-    PYMIC_ERR_TIMEOUT = -12          /* a timed wait ended before its target; the
+    PYMIC_ERR_TIMEOUT = -12,         /* a timed wait ended before its target; the
                                         work goes on and may be waited for again */
+    PYMIC_ERR_DEVICE_LOST = -13      /* the device's process died or was killed
+                                        (a kernel crashed, exited or timed out);
+                                        see pymic_device_reset                   */
 };
 
 /* Message describing the calling thread's most recent failure ("" if none).
@@ -111,7 +114,7 @@ PYMIC_API int pymic_get_debug_level(int *level);
 
 typedef struct pymic_device_info {
     int id;                       /* device number                          */
-    char kind[PYMIC_NAME_MAX];    /* backend kind: "host"                   */
+    char kind[PYMIC_NAME_MAX];    /* backend kind: "host" or "proc"         */
     char name[PYMIC_NAME_MAX];    /* human-readable, e.g. "host:0-1"        */
     int ncores;                   /* cores (CPUs) the device runs on        */
     size_t memory_total;          /* bytes the device may hold (its limit)  */
@@ -294,7 +297,8 @@ PYMIC_API int pymic_library_device(const pymic_library *library);
 PYMIC_API int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **kernel);
 
 /* A kernel's name, its function's address, its device and its library
- * (NULL / negative status for a NULL kernel). */
+ * (NULL / negative status for a NULL kernel).  On a process device the
+ * address is the device process's: never call it from the host. */
 PYMIC_API const char *pymic_kernel_name(const pymic_kernel *kernel);
 PYMIC_API void *pymic_kernel_address(const pymic_kernel *kernel);
 PYMIC_API int pymic_kernel_device(const pymic_kernel *kernel);
@@ -397,6 +401,22 @@ PYMIC_API void pymic_trace_free(void *records);
 /* The trace-wide number of a stream (as in pymic_trace_command.stream),
  * or 0 if the stream has never been traced. */
 PYMIC_API int pymic_trace_stream_number(const pymic_stream *stream);
+
+/* ------------------------------------------------------- device health */
+
+/* Start device `device` afresh.  On a process device ("proc") the device
+ * process is killed if it still runs and a new one is started: libraries
+ * loaded before must be loaded again (their kernels fail with
+ * PYMIC_ERR_LIBRARY), streams keep working, and device memory stays
+ * allocated with the contents the old process left (free it or overwrite
+ * it).  Must not run concurrently with other use of the device.  On a
+ * host device there is nothing to restart: PYMIC_OK. */
+PYMIC_API int pymic_device_reset(int device);
+
+/* 1 if the device is lost (its process died: commands fail with
+ * PYMIC_ERR_DEVICE_LOST until pymic_device_reset), else 0; the reason is
+ * copied into `why` (may be NULL). */
+PYMIC_API int pymic_device_lost(int device, char *why, size_t why_len);
 
 #ifdef __cplusplus
 }

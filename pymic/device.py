@@ -232,6 +232,41 @@ class OffloadDevice:
         """
         _engine.device_sync(self._device_id)
 
+    def reset(self):
+        """Start the device afresh after a lost device (or at any time).
+
+        On a process device (``kind == "proc"``) the device process is
+        killed if it still runs and a new one is started.  A kernel that
+        crashed, called ``abort()`` or ``exit()``, or ran longer than
+        ``PYMIC_KERNEL_TIMEOUT`` makes the device *lost*: every command on
+        it fails with :class:`OffloadError` until ``reset()``.
+
+        What survives: streams (they work again at once) and device
+        memory, which stays allocated with whatever contents the old
+        process left -- overwrite or free it.  What is gone: every library
+        loaded on the device.  Libraries this device object cached are
+        forgotten, so ``load_library`` loads them again; a kernel handle
+        taken before the reset raises :class:`OffloadError` ("load its
+        library again").
+
+        On a host device there is no process to restart: nothing happens.
+        Call it while no other thread uses the device.
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        OffloadError
+            If a new device process cannot be started.
+        """
+        with self._lock:
+            self._libraries = {}
+            self._array_library = None
+            self._array_kernels = {}
+        _engine.device_reset(self._device_id)
+
     def _array_kernel(self, name):
         """Return the handle of a built-in OffloadArray kernel.
 

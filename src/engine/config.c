@@ -357,8 +357,15 @@ static int parse_item(const char *p, const char *end, const pymic_host_cpus *cpu
     p = skip_blanks(p);
     while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
         end--;
-    if (end - p < 4 || strncmp(p, "host", 4) != 0)
-        return set_why(why, why_len, "%s", "unknown device kind (only \"host\" exists)");
+    /* "host": kernels run in this process; "proc": in a device process. */
+    int kind;
+    if (end - p >= 4 && strncmp(p, "host", 4) == 0)
+        kind = PYMIC_KIND_HOST;
+    else if (end - p >= 4 && strncmp(p, "proc", 4) == 0)
+        kind = PYMIC_KIND_PROC;
+    else
+        return set_why(why, why_len, "%s",
+                       "unknown device kind (\"host\" and \"proc\" exist)");
     p += 4;
     long ndev = 1;
     bool explicit_list = false, automatic = false;
@@ -391,6 +398,8 @@ static int parse_item(const char *p, const char *end, const pymic_host_cpus *cpu
     }
     if (status != PYMIC_OK)
         return status;
+    for (int i = 0; i < (int)ndev; i++)
+        (*specs)[*count + i].kind = kind;
     *count += (int)ndev;
     return PYMIC_OK;
 }
@@ -493,7 +502,7 @@ static bool read_cgroup_cpuset(pymic_device_spec *spec)
 
 int pymic_node_cpus(int **cpus_out, int *count_out)
 {
-    pymic_device_spec spec = {0, NULL};
+    pymic_device_spec spec = {0, NULL, 0};
     if (!read_cgroup_cpuset(&spec) &&
         !read_cpu_list_file("/sys/devices/system/cpu/online", &spec))
         return PYMIC_ERR_SYSTEM;

@@ -43,7 +43,7 @@ int pymic_device_get_info(int device, pymic_device_info *info)
                           "pymic_device_get_info: device %d: info is NULL", device);
     memset(info, 0, sizeof *info);
     info->id = d->id;
-    snprintf(info->kind, sizeof info->kind, "host");
+    snprintf(info->kind, sizeof info->kind, "%s", d->ops->kind);
     snprintf(info->name, sizeof info->name, "%s", d->name);
     info->ncores = d->ncpus;
     pymic_memory_usage(d, &info->memory_total, &info->memory_used);
@@ -116,6 +116,8 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
         if (status == PYMIC_OK && !pymic_wait_geq_timeout(&s->done_q, &s->completed,
                                                           uses[i].seq, left))
             status = PYMIC_ERR_TIMEOUT;
+        if (status == PYMIC_OK)
+            status = pymic_stream_take_failure(s, uses[i].seq, op);
         pymic_stream_release(s);
     }
     free(uses);

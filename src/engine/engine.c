@@ -36,9 +36,10 @@ static int available_cpus(int **cpus_out, int *count_out)
 }
 
 /* "host:0-3,6" style name from a sorted CPU list. */
-static void format_device_name(const int *cpus, int n, char *out, size_t len)
+static void format_device_name(const char *kind, const int *cpus, int n, char *out,
+                               size_t len)
 {
-    size_t used = (size_t)snprintf(out, len, "host:");
+    size_t used = (size_t)snprintf(out, len, "%s:", kind);
     for (int i = 0; i < n && used < len; ) {
         int j = i;
         while (j + 1 < n && cpus[j + 1] == cpus[j] + 1)
@@ -101,6 +102,29 @@ static int read_tunables(void)
         }
         atomic_store(&pymic_global.spin_ns, (uint64_t)value);
     }
+    text = getenv("PYMIC_CHECK");
+    if (text && *text) {
+        if (strcmp(text, "bounds") != 0) {
+            snprintf(init_message, sizeof init_message,
+                     "pymic_init: PYMIC_CHECK=\"%s\" is not a check pymic knows (\"bounds\")",
+                     text);
+            return PYMIC_ERR_CONFIG;
+        }
+        pymic_global.check_bounds = true;
+    }
+    text = getenv("PYMIC_KERNEL_TIMEOUT");
+    if (text && *text) {
+        char *end;
+        double seconds = strtod(text, &end);
+        if (end == text || *end || !(seconds >= 0) || seconds > 1e6) {
+            snprintf(init_message, sizeof init_message,
+                     "pymic_init: PYMIC_KERNEL_TIMEOUT=\"%s\" is not a number of seconds from 0 "
+                     "(no watchdog) to 1000000",
+                     text);
+            return PYMIC_ERR_CONFIG;
+        }
+        atomic_store(&pymic_global.kernel_timeout_ns, (uint64_t)(seconds * 1e9));
+    }
     return PYMIC_OK;
 }
 
@@ -142,16 +166,18 @@ static int create_devices(const pymic_device_spec *specs, int count, size_t limi
         d->id = i;
         d->ncpus = specs[i].ncpus;
         d->cpus = malloc(sizeof *d->cpus * (size_t)d->ncpus);
-        d->cache = pymic_block_cache_create();
-        if (!d->cpus || !d->cache)
+        d->ops = specs[i].kind == PYMIC_KIND_PROC ? &pymic_proc_backend : &pymic_host_backend;
+        if (!d->cpus)
             return PYMIC_ERR_SYSTEM; /* process is out of memory at start-up */
         memcpy(d->cpus, specs[i].cpus, sizeof *d->cpus * (size_t)d->ncpus);
         CPU_ZERO(&d->cpuset);
         for (int c = 0; c < d->ncpus; c++)
             CPU_SET(d->cpus[c], &d->cpuset);
-        format_device_name(d->cpus, d->ncpus, d->name, sizeof d->name);
+        format_device_name(d->ops->kind, d->cpus, d->ncpus, d->name, sizeof d->name);
         pthread_mutex_init(&d->lock, NULL);
         d->memory_limit = limit;
+        if (!d->ops->open(d))
+            return PYMIC_ERR_SYSTEM;
         pymic_log(1, "device %d: %s (%d cores, memory limit %zu bytes)",
                   i, d->name, d->ncpus, limit);
     }
@@ -178,13 +204,13 @@ static void prefork(void)
     pymic_parked_prefork();
     pymic_memory_prefork();
     for (int i = 0; i < pymic_global.ndevices; i++)
-        pymic_block_cache_prefork(pymic_global.devices[i].cache);
+        pymic_global.devices[i].ops->prefork(&pymic_global.devices[i]);
 }
 
 static void postfork_parent(void)
 {
     for (int i = pymic_global.ndevices - 1; i >= 0; i--)
-        pymic_block_cache_postfork_parent(pymic_global.devices[i].cache);
+        pymic_global.devices[i].ops->postfork_parent(&pymic_global.devices[i]);
     pymic_memory_postfork_parent();
     pymic_parked_postfork_parent();
     pymic_event_postfork_parent();
@@ -202,7 +228,7 @@ static void postfork_child(void)
     pymic_library_postfork_child();
     for (int i = 0; i < pymic_global.ndevices; i++) {
         pthread_mutex_init(&pymic_global.devices[i].lock, NULL);
-        pymic_block_cache_after_fork(pymic_global.devices[i].cache);
+        pymic_global.devices[i].ops->postfork_child(&pymic_global.devices[i]);
     }
 }
 

@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "pymic.h"
 #include "wait.h"
 
@@ -39,9 +40,12 @@ void pymic_log(int level, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 /* ------------------------------------------------------------- config */
 
 /* One device as described by PYMIC_DEVICES, before any thread exists. */
+enum pymic_device_kind { PYMIC_KIND_HOST, PYMIC_KIND_PROC };
+
 typedef struct pymic_device_spec {
     int ncpus;
     int *cpus; /* sorted, distinct */
+    int kind;  /* enum pymic_device_kind */
 } pymic_device_spec;
 
 /* The CPUs a PYMIC_DEVICES string is resolved against, ascending. */
@@ -103,8 +107,22 @@ typedef struct pymic_device {
     size_t memory_limit;       /* guarded by the allocation table's lock  */
     size_t memory_used;        /* idem                                    */
 
-    struct pymic_block_cache *cache; /* freed blocks kept for reuse       */
+    /* The backend (backend.h) and its per-device state: set at
+     * initialisation, never changed. */
+    const pymic_backend_ops *ops;
+    void *backend;
+
+    /* Health, generic: a backend that loses the device (its process died)
+     * writes the reason, then sets `lost` (release); reset clears both
+     * and bumps `generation`, which libraries and kernels carry so that
+     * one loaded before a reset is refused after it. */
+    _Atomic int lost;
+    char lost_why[384];
+    _Atomic unsigned generation;
 } pymic_device;
+
+/* Mark `device` lost with the formatted reason (first reason wins). */
+void pymic_device_mark_lost(pymic_device *device, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 
 typedef struct pymic_engine {
     int ndevices;
@@ -112,6 +130,12 @@ typedef struct pymic_engine {
     size_t default_memory_limit;
     _Atomic uint64_t spin_ns;
     _Atomic int debug_level;
+    /* PYMIC_KERNEL_TIMEOUT: a kernel on a process device running longer
+     * is killed with its process (0: no watchdog). */
+    _Atomic uint64_t kernel_timeout_ns;
+    /* PYMIC_CHECK=bounds (bounds.c): canaries around every allocation,
+     * checked after each invoke; guard pages on process devices. */
+    bool check_bounds;
     /* Bumped in the child of every fork(): streams of an older generation
      * belong to the parent, and their workers do not exist here. */
     _Atomic unsigned fork_generation;
@@ -143,6 +167,9 @@ enum pymic_command_kind {
 struct pymic_alloc;
 struct pymic_mark;
 
+/* Which sides of a copy are device memory (backends may care). */
+enum pymic_copy_dir { PYMIC_COPY_H2D, PYMIC_COPY_D2H, PYMIC_COPY_D2D };
+
 /* One ring slot.  Scalars are copied into `scalars` so the kernel's pointer
  * stays valid until the slot is recycled, which happens only after the
  * command has completed. */
@@ -152,9 +179,19 @@ typedef struct pymic_command {
     /* Who may run it (stream.c), written at publish; atomic so a syncing
      * thread may look before it claims the command. */
     _Atomic unsigned char run_class;
+    int scalar_bytes; /* INVOKE: bytes of `scalars` in use */
     union {
-        pymic_kernel_fn kernel;
-        struct { void *dst; const void *src; size_t nbytes; bool overlap; } copy;
+        struct {
+            pymic_kernel_fn fn;
+            const struct pymic_kernel *handle; /* for messages */
+        } call;
+        struct {
+            void *dst;
+            const void *src;
+            size_t nbytes;
+            bool overlap;
+            int dir; /* enum pymic_copy_dir */
+        } copy;
         struct pymic_alloc *alloc;
         struct pymic_mark *mark; /* RECORD, WAIT_EVENT */
     } u;
@@ -169,6 +206,7 @@ struct pymic_stream {
     /* Set at creation, read by everyone: kept apart from the lines the
      * producers and the worker write, so reading them never misses. */
     pymic_device *device;
+    const pymic_backend_ops *ops;        /* device->ops, one load nearer  */
     pymic_command *ring;
     pthread_t worker;
     unsigned fork_generation;            /* see pymic_engine             */
@@ -205,10 +243,32 @@ struct pymic_stream {
         _Atomic uint64_t ns;
     } kernel_time[16];
 
-    /* Helpers for big copies; created and destroyed by the worker only. */
-    _Alignas(64) struct pymic_copy_team *copy_team;
+    /* The backend's per-worker state (the host's helpers for big
+     * copies); created and destroyed by the worker only. */
+    _Alignas(64) void *backend_worker;
     _Atomic(struct pymic_trace_buf *) trace; /* trace.c: NULL until traced */
+
+    /* The oldest failure not yet reported (failure.c): its sequence
+     * number (0: none), written by the worker after the message. */
+    _Alignas(64) _Atomic uint64_t failed_seq;
+    int failed_status;
+    char failure[640];
 };
+
+/* On the worker, while it runs command `seq`: record that the command
+ * failed (kept if an older failure is still unreported). */
+void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt, ...)
+    PYMIC_FORMAT(3, 4);
+/* The unreported failure of a command up to `seq`, if any, as an error of
+ * operation `op` (then forgotten); else PYMIC_OK. */
+int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *op);
+/* On the worker: a copy of the stream's unreported failure (malloc'd, or
+ * NULL when there is none) and its status. */
+char *pymic_stream_copy_failure(pymic_stream *stream, int *status);
+/* The same with the status the report will have (pymic_stream_fail:
+ * PYMIC_ERR_DEVICE_LOST). */
+void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status, const char *fmt,
+                              ...) PYMIC_FORMAT(4, 5);
 
 /* Keep a stream's memory (and so its counters) alive / let it go. */
 void pymic_stream_retain(pymic_stream *stream);
@@ -247,6 +307,7 @@ void pymic_command_execute(pymic_stream *stream, pymic_command *cmd);
 /* A kernel found in a library (library.c); invoke reads it directly. */
 struct pymic_kernel {
     char *name;
+    unsigned generation; /* the device's, when found */
     pymic_kernel_fn fn;
     void *address;
     pymic_library *library;
@@ -267,11 +328,16 @@ typedef struct pymic_mark {
     uint64_t stamp_ns;         /* written before done is set               */
     unsigned fork_generation;  /* of the stream that will complete it      */
     int device;                /* of that stream, for messages             */
+    /* Set by the RECORD when a command before it on its stream failed
+     * (failure.c): a copy of that failure, reported by waits on the mark.
+     * Written before `done`. */
+    char *failure;
+    int failure_status;
     pymic_waitq q;
 } pymic_mark;
 
 void pymic_mark_release(pymic_mark *mark);
-void pymic_mark_execute_record(pymic_mark *mark);
+void pymic_mark_execute_record(pymic_stream *stream, pymic_mark *mark);
 void pymic_mark_execute_wait(pymic_mark *mark);
 
 /* ------------------------------------------------------ parked releases */
@@ -318,8 +384,6 @@ void pymic_library_postfork_child(void);
 void pymic_parked_prefork(void);
 void pymic_parked_postfork_parent(void);
 void pymic_parked_postfork_child(void);
-void pymic_block_cache_prefork(struct pymic_block_cache *cache);
-void pymic_block_cache_postfork_parent(struct pymic_block_cache *cache);
 /* True for an object made before a fork() of this (child) process whose
  * completion depends on a thread that exists only in the parent. */
 bool pymic_generation_inherited(unsigned fork_generation);
@@ -350,6 +414,31 @@ int pymic_memory_claim(const char *op, const char *what, pymic_stream *stream,
  * passed over: a kernel may be given any address. */
 int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int nargs, uint64_t seq);
 
+/* ---------------------------------------------------------- bounds checks */
+
+/* Bytes of canary before every allocation under PYMIC_CHECK=bounds; after
+ * it, the canary runs from its end to the end of the page
+ * PYMIC_CANARY_BYTES further (on a process device that may be its guard
+ * page, PROT_NONE only in the device process). */
+#define PYMIC_CANARY_BYTES 64
+#define PYMIC_GUARD_PAGE ((size_t)4096)
+/* Bytes a bounds-checked block needs around `nbytes` aligned to
+ * `alignment`, guard page excluded, rounded to whole pages. */
+size_t pymic_bounds_span(size_t nbytes, size_t alignment, size_t after);
+/* Fill the canaries of a new allocation (bounds.c). */
+void pymic_bounds_arm(const pymic_alloc *alloc);
+/* On the worker after an invoke: check every allocation of the device,
+ * report the first overwritten canary as the command's failure and
+ * re-arm it. */
+void pymic_bounds_after_invoke(pymic_stream *stream, const pymic_command *cmd);
+/* "past the end of allocation 0x... (N bytes)" when `address` lies in the
+ * guard page after a live allocation of `device`; false otherwise. */
+bool pymic_memory_describe_fault(pymic_device *device, uintptr_t address, char *out,
+                                 size_t len);
+/* Call visit(alloc, arg) for each live allocation of `device`, with the
+ * allocation table locked (visit must not call into the engine). */
+void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void *), void *arg);
+
 /* A device's limit and live bytes, read consistently. */
 
 void pymic_memory_usage(pymic_device *device, size_t *limit, size_t *used);
@@ -358,39 +447,16 @@ void pymic_memory_usage(pymic_device *device, size_t *limit, size_t *used);
  * other stream that used it has passed its last use. */
 void pymic_alloc_execute_free(pymic_stream *stream, pymic_alloc *alloc);
 
-/* ------------------------------------------------------------ host backend */
+/* ---------------------------------------------------------- device memory */
 
-/* A block of host memory standing for device memory. */
+/* A block of device memory as a backend hands it out. */
 typedef struct pymic_block {
-    void *ptr;          /* aligned address handed to the user           */
+    void *ptr;          /* aligned device address handed to the user    */
     void *map;          /* start of the underlying mapping / malloc     */
     size_t map_bytes;   /* bytes of the mapping (0: came from malloc)   */
     size_t class_bytes; /* size class, the cache key                    */
     struct pymic_block *next;
 } pymic_block;
-
-struct pymic_block_cache *pymic_block_cache_create(void);
-void pymic_block_cache_destroy(struct pymic_block_cache *cache);
-/* In the child of a fork: make the cache's lock usable again. */
-void pymic_block_cache_after_fork(struct pymic_block_cache *cache);
-/* Drop every cached block (after waiting for parked frees, before an
- * allocation is refused for want of memory). */
-void pymic_block_cache_trim(struct pymic_block_cache *cache);
-/* NULL when the OS refuses. */
-pymic_block *pymic_block_get(struct pymic_block_cache *cache, size_t nbytes, size_t alignment);
-void pymic_block_put(struct pymic_block_cache *cache, pymic_block *block);
-
-/* memcpy that splits big copies over the device's cores, using (and on
- * first need creating) the calling worker's helper threads in *team. */
-struct pymic_copy_team;
-void pymic_host_copy(struct pymic_copy_team **team, const pymic_device *device, void *dst,
-                     const void *src, size_t nbytes);
-/* Stop and join a worker's helper threads (NULL: nothing to do). */
-void pymic_copy_team_destroy(struct pymic_copy_team *team);
-
-/* Start a worker thread pinned to the device's CPUs; on failure the
- * error (with the system's reason) is recorded. */
-int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *));
 
 /* True when the calling thread may run commands of `device` itself: every
  * CPU it may use belongs to the device (cached per thread). */

@@ -55,6 +55,7 @@ const char *pymic_status_name(int status)
     case PYMIC_ERR_SYSTEM: return "PYMIC_ERR_SYSTEM";
     case PYMIC_ERR_NOT_RECORDED: return "PYMIC_ERR_NOT_RECORDED";
     case PYMIC_ERR_TIMEOUT: return "PYMIC_ERR_TIMEOUT";
+    case PYMIC_ERR_DEVICE_LOST: return "PYMIC_ERR_DEVICE_LOST";
     default: return "PYMIC_ERR_UNKNOWN";
     }
 }

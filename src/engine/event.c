@@ -48,8 +48,10 @@ int pymic_event_create(pymic_event **event_out)
 
 void pymic_mark_release(pymic_mark *mark)
 {
-    if (mark && atomic_fetch_sub_explicit(&mark->refs, 1, memory_order_acq_rel) == 1)
+    if (mark && atomic_fetch_sub_explicit(&mark->refs, 1, memory_order_acq_rel) == 1) {
+        free(mark->failure);
         free(mark);
+    }
 }
 
 int pymic_event_destroy(pymic_event *event)
@@ -118,8 +120,11 @@ int pymic_event_record(pymic_event *event, pymic_stream *stream)
     return PYMIC_OK;
 }
 
-void pymic_mark_execute_record(pymic_mark *mark)
+void pymic_mark_execute_record(pymic_stream *stream, pymic_mark *mark)
 {
+    /* A command before this record failed (and was not reported yet):
+     * waits on the event report it too. */
+    mark->failure = pymic_stream_copy_failure(stream, &mark->failure_status);
     mark->stamp_ns = pymic_now_ns();
     pymic_store_and_notify(&mark->q, &mark->done, 1);
     pymic_mark_release(mark);
@@ -167,6 +172,8 @@ static int event_sync(pymic_event *event, uint64_t timeout_ns, const char *op)
     if (status == PYMIC_OK && !pymic_wait_geq_timeout(&mark->q, &mark->done, 1, timeout_ns))
         status = PYMIC_ERR_TIMEOUT;
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_EVENT_SYNC, mark->device, NULL, 0, status);
+    if (status == PYMIC_OK && mark->failure)
+        status = pymic_fail(mark->failure_status, "%s: %s", op, mark->failure);
     pymic_mark_release(mark);
     return status;
 }
@@ -191,6 +198,8 @@ int pymic_event_query(pymic_event *event)
     if (!mark)
         return PYMIC_ERR_NOT_RECORDED;
     int done = atomic_load_explicit(&mark->done, memory_order_acquire) != 0;
+    if (done && mark->failure)
+        done = pymic_fail(mark->failure_status, "%s: %s", op, mark->failure);
     pymic_mark_release(mark);
     return done;
 }

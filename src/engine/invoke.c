@@ -9,8 +9,6 @@
 
 #include <string.h>
 
-#include "invoke_call.h"
-
 /* Scalars are placed at 16-byte boundaries so any scalar type (long double,
  * double complex) is aligned for the kernel. */
 static size_t scalar_footprint(size_t size)
@@ -32,6 +30,12 @@ static int check_invoke(pymic_stream *stream, const pymic_kernel *kernel, int na
         return pymic_fail(PYMIC_ERR_WRONG_DEVICE,
                           "%s: device %d: kernel \"%s\" was loaded on device %d", op, device,
                           kernel->name, kernel->device->id);
+    if (kernel->generation !=
+        atomic_load_explicit(&stream->device->generation, memory_order_relaxed))
+        return pymic_fail(PYMIC_ERR_LIBRARY,
+                          "%s: device %d: kernel \"%s\" was found before the device was reset; "
+                          "load its library again",
+                          op, device, kernel->name);
     if (nargs < 0)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: negative argument count",
                           op, device);
@@ -91,39 +95,30 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
     }
     cmd->kind = PYMIC_CMD_INVOKE;
     cmd->nargs = nargs;
-    cmd->u.kernel = kernel->fn;
+    cmd->scalar_bytes = (int)used;
+    cmd->u.call.fn = kernel->fn;
+    cmd->u.call.handle = kernel;
     pymic_trace_label(kernel->name);
     pymic_stream_publish(stream);
     return PYMIC_OK;
-}
-
-static void call_kernel(pymic_kernel_fn fn, int nargs, void *const *a)
-{
-    switch (nargs) {
-        PYMIC_CALL_CASES
-    default:
-        break; /* excluded by check_invoke */
-    }
 }
 
 void pymic_command_execute(pymic_stream *stream, pymic_command *cmd)
 {
     switch (cmd->kind) {
     case PYMIC_CMD_INVOKE:
-        call_kernel(cmd->u.kernel, cmd->nargs, cmd->args);
+        stream->ops->invoke(stream, cmd);
+        if (__builtin_expect(pymic_global.check_bounds, 0))
+            pymic_bounds_after_invoke(stream, cmd);
         break;
     case PYMIC_CMD_COPY:
-        if (cmd->u.copy.overlap)
-            memmove(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
-        else
-            pymic_host_copy(&stream->copy_team, stream->device, cmd->u.copy.dst,
-                            cmd->u.copy.src, cmd->u.copy.nbytes);
+        stream->ops->copy(stream, cmd);
         break;
     case PYMIC_CMD_FREE:
         pymic_alloc_execute_free(stream, cmd->u.alloc);
         break;
     case PYMIC_CMD_RECORD:
-        pymic_mark_execute_record(cmd->u.mark);
+        pymic_mark_execute_record(stream, cmd->u.mark);
         break;
     case PYMIC_CMD_WAIT_EVENT:
         pymic_mark_execute_wait(cmd->u.mark);

@@ -2,23 +2,15 @@
  * library.c -- kernel libraries: dlopen'ed shared objects and the kernels
  * found in them.
  *
- * Libraries are opened with RTLD_NOW so an undefined symbol is reported
- * when the library is loaded, with the loader's own reason, instead of
- * killing a worker in the middle of a kernel call later.
- *
- * A kernel is a *function defined by the library*: dlsym also finds what
- * the library's dependencies define (printf, stdout) and data objects, and
- * calling those would crash the worker, so each name found is checked
- * against the library's own symbol table entry.
+ * Opening a library and finding a kernel in it are the backend's
+ * (host/kernel.c: dlopen in this process); the handle, the kernel cache
+ * and the messages are here.
  *
  * Unloading never blocks: the library is closed once every stream of its
  * device has passed what was queued when unload was called (parked.c).
  */
 #include "engine.h"
 
-#include <dlfcn.h>
-#include <elf.h>
-#include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,21 +19,13 @@ struct pymic_library {
     char *path;
     pymic_device *device;
     void *handle;
+    unsigned generation;          /* the device's, when loaded */
     struct pymic_kernel *kernels; /* guarded by library_lock */
 };
 
 /* Guards every library's kernel list: lookups are rare (handles are
  * cached), and one lock is what the fork handlers can take. */
 static pthread_mutex_t library_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* The loader's message for the calling thread's last dl* failure.  It
- * stays valid until this thread's next dl* call, so it is formatted into
- * the error message right away. */
-static const char *loader_reason(void)
-{
-    const char *why = dlerror();
-    return why ? why : "unknown loader error";
-}
 
 int pymic_library_load(int device, const char *path, pymic_library **library_out)
 {
@@ -53,22 +37,23 @@ int pymic_library_load(int device, const char *path, pymic_library **library_out
     if (!path || !*path || !library_out)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: empty path or NULL output",
                           op, device);
-    dlerror();
-    void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    char why[512];
+    void *handle = d->ops->library_open(d, path, why, sizeof why);
     if (!handle)
         return pymic_fail(PYMIC_ERR_LIBRARY, "%s: device %d: cannot load \"%s\": %s", op,
-                          device, path, loader_reason());
+                          device, path, why);
     pymic_library *lib = calloc(1, sizeof *lib);
     char *path_copy = strdup(path);
     if (!lib || !path_copy) {
         free(lib);
         free(path_copy);
-        dlclose(handle);
+        d->ops->library_close(d, handle);
         return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op, device);
     }
     lib->path = path_copy;
     lib->device = d;
     lib->handle = handle;
+    lib->generation = atomic_load(&d->generation);
     pymic_log(2, "%s: device %d: loaded %s", op, device, path);
     *library_out = lib;
     return PYMIC_OK;
@@ -84,7 +69,7 @@ static void close_library(void *arg)
         free(k);
         k = next;
     }
-    dlclose(library->handle);
+    library->device->ops->library_close(library->device, library->handle);
     free(library->path);
     free(library);
 }
@@ -139,44 +124,17 @@ static struct pymic_kernel *find_cached(pymic_library *library, const char *name
     return NULL;
 }
 
-/* The address of function `name` if the library itself defines it, else
- * NULL with the reason in `why`. */
-static void *find_function(pymic_library *library, const char *name, char *why, size_t len)
-{
-    dlerror();
-    void *address = dlsym(library->handle, name);
-    if (!address) {
-        snprintf(why, len, "%s", loader_reason());
-        return NULL;
-    }
-    struct link_map *own = NULL, *holder = NULL;
-    Dl_info info;
-    const ElfW(Sym) *symbol = NULL;
-    if (dlinfo(library->handle, RTLD_DI_LINKMAP, &own) != 0 ||
-        !dladdr1(address, &info, (void **)&holder, RTLD_DL_LINKMAP) ||
-        !dladdr1(address, &info, (void **)&symbol, RTLD_DL_SYMENT) || !symbol) {
-        snprintf(why, len, "the loader cannot describe symbol \"%s\"", name);
-        return NULL;
-    }
-    if (holder != own) {
-        snprintf(why, len, "\"%s\" is defined by %s, not by this library", name,
-                 info.dli_fname ? info.dli_fname : "another object");
-        return NULL;
-    }
-    int type = ELF64_ST_TYPE(symbol->st_info);
-    if (type != STT_FUNC && type != STT_GNU_IFUNC) {
-        snprintf(why, len, "\"%s\" is not a function", name);
-        return NULL;
-    }
-    return address;
-}
-
 int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **kernel_out)
 {
     static const char op[] = "pymic_kernel_find";
     if (!library || !name || !kernel_out)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: NULL library, name or output", op);
     int device = library->device->id;
+    if (library->generation != atomic_load(&library->device->generation))
+        return pymic_fail(PYMIC_ERR_LIBRARY,
+                          "%s: device %d: library \"%s\" was loaded before the device was "
+                          "reset; load it again",
+                          op, device, library->path);
     pthread_mutex_lock(&library_lock);
     struct pymic_kernel *k = find_cached(library, name);
     if (k) {
@@ -185,7 +143,8 @@ int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **k
         return PYMIC_OK;
     }
     char why[256];
-    void *address = find_function(library, name, why, sizeof why);
+    void *address = library->device->ops->kernel_find(library->device, library->handle, name,
+                                                      why, sizeof why);
     if (!address) {
         pthread_mutex_unlock(&library_lock);
         return pymic_fail(PYMIC_ERR_KERNEL_NOT_FOUND,
@@ -200,6 +159,7 @@ int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **k
         return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op, device);
     }
     k->name = name_copy;
+    k->generation = library->generation;
     k->address = address;
     /* POSIX guarantees a data pointer from dlsym converts to a function
      * pointer; memcpy says so without a cast the compiler would flag. */

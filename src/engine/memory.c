@@ -21,6 +21,7 @@
  */
 #include "engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -201,12 +202,12 @@ int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_p
     }
 
     pymic_alloc *alloc = calloc(1, sizeof *alloc);
-    pymic_block *block = alloc ? pymic_block_get(d->cache, nbytes, alignment) : NULL;
+    pymic_block *block = alloc ? d->ops->block_get(d, nbytes, alignment) : NULL;
     if (alloc && !block) {
         /* The system is out of memory: give cached blocks back, retry. */
         pymic_parked_drain();
-        pymic_block_cache_trim(d->cache);
-        block = pymic_block_get(d->cache, nbytes, alignment);
+        d->ops->trim(d);
+        block = d->ops->block_get(d, nbytes, alignment);
     }
     bool tracked = false;
     if (block) {
@@ -214,13 +215,16 @@ int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_p
         alloc->nbytes = nbytes;
         alloc->device = d;
         alloc->block = block;
+        /* Armed before any check can see the allocation in the table. */
+        if (pymic_global.check_bounds)
+            pymic_bounds_arm(alloc);
         pthread_mutex_lock(&table_lock);
         tracked = table_insert(alloc);
         pthread_mutex_unlock(&table_lock);
     }
     if (!tracked) {
         if (block)
-            pymic_block_put(d->cache, block);
+            d->ops->block_put(d, block);
         free(alloc);
         pthread_mutex_lock(&table_lock);
         d->memory_used -= nbytes;
@@ -233,12 +237,41 @@ int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_p
     return PYMIC_OK;
 }
 
+void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void *), void *arg)
+{
+    pthread_mutex_lock(&table_lock);
+    for (size_t i = 0; i < table_count; i++)
+        if (table[i]->device == device)
+            visit(table[i], arg);
+    pthread_mutex_unlock(&table_lock);
+}
+
+bool pymic_memory_describe_fault(pymic_device *device, uintptr_t address, char *out, size_t len)
+{
+    pthread_mutex_lock(&table_lock);
+    size_t i = upper_bound((const void *)address);
+    bool found = false;
+    if (i > 0) {
+        pymic_alloc *a = table[i - 1];
+        uintptr_t end = (uintptr_t)a->base + a->nbytes;
+        uintptr_t guard_end = ((end + PYMIC_GUARD_PAGE - 1) & ~(PYMIC_GUARD_PAGE - 1)) +
+                              PYMIC_GUARD_PAGE;
+        if (a->device == device && address >= end && address < guard_end) {
+            snprintf(out, len, "writing past the end of allocation %p (%zu bytes) at %p",
+                     a->base, a->nbytes, (void *)address);
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&table_lock);
+    return found;
+}
+
 /* Give the memory back (the allocation left the table at its free). */
 static void release_memory(void *arg)
 {
     pymic_alloc *alloc = arg;
     pymic_device *d = alloc->device;
-    pymic_block_put(d->cache, alloc->block);
+    d->ops->block_put(d, alloc->block);
     pthread_mutex_lock(&table_lock);
     d->memory_used -= alloc->nbytes;
     pthread_mutex_unlock(&table_lock);
@@ -436,9 +469,9 @@ typedef struct copy_side {
 /* Check every device side, reserve a slot, record the uses, publish.
  * `host` is the host buffer when `has_host` (h2d, d2h); `label` names the
  * copy in a trace. */
-static int enqueue_copy(const char *op, const char *label, pymic_stream *stream, void *dst,
-                        const void *src, size_t nbytes, const copy_side *sides, int nsides,
-                        bool has_host, const void *host)
+static int enqueue_copy(const char *op, const char *label, int dir, pymic_stream *stream,
+                        void *dst, const void *src, size_t nbytes, const copy_side *sides,
+                        int nsides, bool has_host, const void *host)
 {
     int status = pymic_stream_check(stream, op);
     if (status != PYMIC_OK)
@@ -471,6 +504,7 @@ static int enqueue_copy(const char *op, const char *label, pymic_stream *stream,
     cmd->u.copy.src = src;
     cmd->u.copy.nbytes = nbytes;
     cmd->u.copy.overlap = overlap;
+    cmd->u.copy.dir = dir;
     pymic_trace_label(label);
     pymic_stream_publish(stream);
     return PYMIC_OK;
@@ -480,7 +514,7 @@ int pymic_memcpy_h2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
                      const void *host_src, size_t nbytes)
 {
     copy_side dst = {"destination", device_dst, dst_offset};
-    return enqueue_copy("pymic_memcpy_h2d", "h2d", stream, (char *)device_dst + dst_offset,
+    return enqueue_copy("pymic_memcpy_h2d", "h2d", PYMIC_COPY_H2D, stream, (char *)device_dst + dst_offset,
                         host_src, nbytes, &dst, 1, true, host_src);
 }
 
@@ -488,7 +522,7 @@ int pymic_memcpy_d2h(pymic_stream *stream, void *host_dst, const void *device_sr
                      size_t src_offset, size_t nbytes)
 {
     copy_side src = {"source", device_src, src_offset};
-    return enqueue_copy("pymic_memcpy_d2h", "d2h", stream, host_dst,
+    return enqueue_copy("pymic_memcpy_d2h", "d2h", PYMIC_COPY_D2H, stream, host_dst,
                         (const char *)device_src + src_offset, nbytes, &src, 1, true, host_dst);
 }
 
@@ -497,6 +531,6 @@ int pymic_memcpy_d2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
 {
     copy_side sides[2] = {{"destination", device_dst, dst_offset},
                           {"source", device_src, src_offset}};
-    return enqueue_copy("pymic_memcpy_d2d", "d2d", stream, (char *)device_dst + dst_offset,
+    return enqueue_copy("pymic_memcpy_d2d", "d2d", PYMIC_COPY_D2D, stream, (char *)device_dst + dst_offset,
                         (const char *)device_src + src_offset, nbytes, sides, 2, false, NULL);
 }

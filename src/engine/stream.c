@@ -94,7 +94,7 @@ static unsigned char run_class_of(pymic_stream *stream, const pymic_command *cmd
     case PYMIC_CMD_COPY:
         return cmd->u.copy.nbytes <= QUICK_COPY_BYTES ? RUN_QUICK : RUN_UNTIMED;
     case PYMIC_CMD_INVOKE:
-        return last_kernel_ns(stream, cmd->u.kernel) <= QUICK_KERNEL_NS ? RUN_QUICK : RUN_UNTIMED;
+        return last_kernel_ns(stream, cmd->u.call.fn) <= QUICK_KERNEL_NS ? RUN_QUICK : RUN_UNTIMED;
     default:
         return RUN_WORKER_ONLY;
     }
@@ -200,7 +200,7 @@ static void run_claimed(pymic_stream *stream, uint64_t seq, bool on_worker)
         pymic_host_run_on_caller(stream, cmd);
     }
     if (start)
-        note_kernel_ns(stream, cmd->u.kernel, pymic_now_ns() - start);
+        note_kernel_ns(stream, cmd->u.call.fn, pymic_now_ns() - start);
     pymic_trace_exec_end(stream, seq, traced);
     complete(stream, seq);
 }
@@ -296,8 +296,7 @@ static void unlink_from_device(pymic_stream *stream)
 static void worker_finish(pymic_stream *stream)
 {
     pymic_trace_stream_exit(stream);
-    pymic_copy_team_destroy(stream->copy_team);
-    stream->copy_team = NULL;
+    stream->ops->worker_exit(stream);
     unlink_from_device(stream);
     pymic_stream_release(stream);
 }
@@ -440,6 +439,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     }
     memset(stream, 0, sizeof *stream);
     stream->device = d;
+    stream->ops = d->ops;
     stream->ring = ring;
     stream->fork_generation = atomic_load(&pymic_global.fork_generation);
     atomic_init(&stream->refs, 1);
@@ -450,7 +450,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     stream->next_in_device = d->streams;
     d->streams = stream;
     pthread_mutex_unlock(&d->lock);
-    status = pymic_host_start_worker(stream, worker_main);
+    status = d->ops->start_worker(stream, worker_main);
     if (status != PYMIC_OK) {
         unlink_from_device(stream);
         pymic_stream_release(stream);
@@ -498,7 +498,7 @@ int pymic_stream_sync(pymic_stream *stream)
     stream_wait(stream, target, UINT64_MAX);
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, target,
                          PYMIC_OK);
-    return PYMIC_OK;
+    return pymic_stream_take_failure(stream, target, "pymic_stream_sync");
 }
 
 int pymic_stream_query(pymic_stream *stream)
@@ -507,12 +507,14 @@ int pymic_stream_query(pymic_stream *stream)
     if (status != PYMIC_OK)
         return status;
     uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
-    if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
-        return 1;
-    /* Somebody polls: a napping worker should not wait for its timer. */
-    if (atomic_load_explicit(&stream->lazy, memory_order_relaxed))
-        pymic_kick(&stream->work_q);
-    return 0;
+    if (atomic_load_explicit(&stream->completed, memory_order_acquire) < target) {
+        /* Somebody polls: a napping worker should not wait for its timer. */
+        if (atomic_load_explicit(&stream->lazy, memory_order_relaxed))
+            pymic_kick(&stream->work_q);
+        return 0;
+    }
+    status = pymic_stream_take_failure(stream, target, "pymic_stream_query");
+    return status == PYMIC_OK ? 1 : status;
 }
 
 int pymic_stream_device(const pymic_stream *stream)
@@ -565,7 +567,9 @@ static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, con
     uint64_t traced = pymic_trace_wait_begin();
     status = stream_wait(stream, seq, deadline) ? PYMIC_OK : PYMIC_ERR_TIMEOUT;
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, seq, status);
-    return status; /* TIMEOUT is expected by timed callers: no message */
+    if (status != PYMIC_OK)
+        return PYMIC_ERR_TIMEOUT; /* expected by timed callers: no message */
+    return pymic_stream_take_failure(stream, seq, op);
 }
 
 int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq)

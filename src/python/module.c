@@ -155,6 +155,62 @@ static PyObject *module_device_sync(PyObject *Py_UNUSED(module), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(device_reset_doc,
+"device_reset(device_id)\n"
+"--\n"
+"\n"
+"Start a device afresh (a new device process on a process device).\n"
+"\n"
+"Parameters\n"
+"----------\n"
+"device_id : int\n"
+"    Device number.\n"
+"\n"
+"Returns\n"
+"-------\n"
+"None\n");
+
+static PyObject *module_device_reset(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    int device;
+    if (parse_int_arg(arg, &device) < 0)
+        return NULL;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = pymic_device_reset(device);
+    Py_END_ALLOW_THREADS
+    return none_or_engine_error(status);
+}
+
+PyDoc_STRVAR(device_lost_doc,
+"device_lost(device_id)\n"
+"--\n"
+"\n"
+"Why a device is lost (its device process died), or None.\n"
+"\n"
+"Parameters\n"
+"----------\n"
+"device_id : int\n"
+"    Device number.\n"
+"\n"
+"Returns\n"
+"-------\n"
+"str or None\n");
+
+static PyObject *module_device_lost(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    int device;
+    if (parse_int_arg(arg, &device) < 0)
+        return NULL;
+    char why[256];
+    int lost = pymic_device_lost(device, why, sizeof why);
+    if (lost < 0)
+        return raise_engine_error(lost);
+    if (!lost)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(why);
+}
+
 PyDoc_STRVAR(set_numpy_types_doc,
 "set_numpy_types(ndarray, generic)\n"
 "--\n"
@@ -335,6 +391,8 @@ static PyMethodDef module_methods[] = {
     {"device_count", module_device_count, METH_NOARGS, device_count_doc},
     {"device_info", module_device_info, METH_O, device_info_doc},
     {"device_sync", module_device_sync, METH_O, device_sync_doc},
+    {"device_reset", module_device_reset, METH_O, device_reset_doc},
+    {"device_lost", module_device_lost, METH_O, device_lost_doc},
     {"set_numpy_types", module_set_numpy_types, METH_VARARGS, set_numpy_types_doc},
     {"set_debug_level", module_set_debug_level, METH_O, set_debug_level_doc},
     {"get_debug_level", module_get_debug_level, METH_NOARGS, get_debug_level_doc},

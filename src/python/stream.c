@@ -104,9 +104,18 @@ int stream_sync_released(StreamObject *self)
     uint64_t target = pymic_stream_last_enqueued(self->handle);
     /* An idle stream needs no wait: skip the GIL hand-over, which costs
      * about as much as a whole small offload. */
-    if (pymic_stream_completed(self->handle) < target &&
-        wait_status_to_exception(wait_stream_seq(self->handle, target)) < 0)
-        return -1;
+    if (pymic_stream_completed(self->handle) < target) {
+        if (wait_status_to_exception(wait_stream_seq(self->handle, target)) < 0)
+            return -1;
+    } else {
+        /* Nothing to wait for, but a command that already ran may have
+         * failed (a lost device): the engine reports it without blocking. */
+        int status = pymic_stream_wait_seq(self->handle, target);
+        if (status != PYMIC_OK) {
+            raise_engine_error(status);
+            return -1;
+        }
+    }
     stream_release_completed(self);
     return 0;
 }

@@ -267,7 +267,7 @@ static void set_launcher(const char *const *pairs)
 /* A CPU list in the kernel's format, parsed with the engine's own parser. */
 static pymic_device_spec cpu_list(const char *text)
 {
-    pymic_device_spec spec = {0, NULL};
+    pymic_device_spec spec = {0, NULL, 0};
     char why[128];
     if (text)
         CHECK_OK(parse_cpu_list(text, text + strlen(text), NULL, 0, &spec, why, sizeof why));
@@ -464,7 +464,7 @@ static void expect_cpuset_upwards(const void *arg)
     CHECK(nothing != NULL);
     if (nothing)
         fclose(nothing);
-    pymic_device_spec spec = {0, NULL};
+    pymic_device_spec spec = {0, NULL, 0};
     char path[64] = "/a/b";
     CHECK(read_cpuset_upwards(root, path, "cpuset.cpus.effective", &spec));
     CHECK(spec.ncpus == 3 && spec.cpus && spec.cpus[0] == 2 && spec.cpus[2] == 8);
@@ -579,6 +579,43 @@ static void run_auto_cases(void)
     in_child("host:auto, bad launcher variable", "host:auto", expect_bad_variable, bad_pair);
 }
 
+/* "proc" items parse like "host" items and give process devices, alone
+ * or mixed with host items. */
+static void test_device_kinds(void)
+{
+    pymic_device_spec mask = cpu_list("0-7");
+    pymic_host_cpus cpus = {mask.cpus, mask.ncpus, NULL, 0};
+    pymic_device_spec *specs = NULL;
+    int count = 0;
+    char why[256], note[256];
+    CHECK_OK(pymic_parse_devices("host:0;proc:1-2;proc*2; proc ", &cpus, &specs, &count, why,
+                                 sizeof why, note, sizeof note));
+    static const int kinds[] = {PYMIC_KIND_HOST, PYMIC_KIND_PROC, PYMIC_KIND_PROC,
+                                PYMIC_KIND_PROC, PYMIC_KIND_PROC};
+    static const int ncpus[] = {1, 2, 4, 4, 8};
+    CHECK(count == 5);
+    for (int i = 0; i < count && i < 5; i++) {
+        CHECK(specs[i].kind == kinds[i]);
+        CHECK(specs[i].ncpus == ncpus[i]);
+    }
+    CHECK(count >= 2 && specs[1].cpus[0] == 1 && specs[1].cpus[1] == 2);
+    pymic_free_device_specs(specs, count);
+    CHECK_OK(pymic_parse_devices("host*2", &cpus, &specs, &count, why, sizeof why, note,
+                                 sizeof note));
+    CHECK(count == 2 && specs[0].kind == PYMIC_KIND_HOST && specs[1].kind == PYMIC_KIND_HOST);
+    pymic_free_device_specs(specs, count);
+    static const char *const bad[] = {"procs", "proc*0", "proc:", "proc:9", "process", "proc*"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        specs = NULL;
+        CHECK(pymic_parse_devices(bad[i], &cpus, &specs, &count, why, sizeof why, note,
+                                  sizeof note) == PYMIC_ERR_CONFIG);
+    }
+    CHECK(pymic_parse_devices("gpu", &cpus, &specs, &count, why, sizeof why, note,
+                              sizeof note) == PYMIC_ERR_CONFIG);
+    CHECK(strstr(why, "\"proc\"") != NULL);
+    free(mask.cpus);
+}
+
 int main(int argc, char **argv)
 {
     cpu_set_t mask;
@@ -626,9 +663,12 @@ int main(int argc, char **argv)
         {"PYMIC_MEMORY_LIMIT", "0"},   {"PYMIC_MEMORY_LIMIT", "99999999999T"},
         {"PYMIC_SPIN_NS", "abc"},      {"PYMIC_SPIN_NS", "-1"},
         {"PYMIC_DEBUG", "loud"},
+        {"PYMIC_KERNEL_TIMEOUT", "soon"}, {"PYMIC_KERNEL_TIMEOUT", "-1"},
+        {"PYMIC_KERNEL_TIMEOUT", "1e9"},  {"PYMIC_CHECK", "everything"},
     };
     for (size_t i = 0; i < sizeof bad_vars / sizeof *bad_vars; i++)
         in_child("bad variable", NULL, expect_bad_variable, bad_vars[i]);
     run_auto_cases();
+    test_device_kinds();
     return check_finish();
 }

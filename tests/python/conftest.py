@@ -80,10 +80,49 @@ def device():
     return pymic.devices[0]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def lib(device, kernel_dir):
-    """The main test kernel library loaded on device 0 by absolute path."""
+    """The main test kernel library loaded on device 0 by absolute path
+    (loaded once: the device caches it, until a reset)."""
     return device.load_library(str(kernel_dir / "libpymictest.so"))
+
+
+ON_PROC = any(d.kind == "proc" for d in pymic.devices.values())
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "host_memory: a kernel reads or writes host memory through an address "
+        "passed as an integer; skipped on a process device, whose kernels run "
+        "in another process")
+    config.addinivalue_line(
+        "markers", "host_device(reason): runs on host devices only; skipped with `reason` "
+        "on a process device")
+
+
+def pytest_runtest_setup(item):
+    if not ON_PROC:
+        return
+    if item.get_closest_marker("host_memory"):
+        pytest.skip("a kernel given a host address: a process device's kernels run in "
+                    "another process (PYMIC_DEVICES=proc)")
+    marker = item.get_closest_marker("host_device")
+    if marker:
+        pytest.skip(f"{marker.args[0]} (PYMIC_DEVICES=proc)")
+
+
+@pytest.fixture(autouse=True)
+def _no_device_left_lost():
+    """A test that leaves a process device lost fails, and the device is
+    reset so the tests after it run on a working device."""
+    yield
+    lost = {d.device_id: pymic._engine.device_lost(d.device_id)
+            for d in pymic.devices.values()}
+    lost = {i: why for i, why in lost.items() if why}
+    for i in lost:
+        pymic.devices[i].reset()
+    assert not lost, f"the test left devices lost: {lost}"
 
 
 @pytest.fixture

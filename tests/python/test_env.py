@@ -277,6 +277,7 @@ FORK_PROGRAM = textwrap.dedent("""
 """)
 
 
+@pytest.mark.host_device("a fork()ed child cannot use its parent's device process")
 def test_fork_child_and_parent_keep_working(kernel_dir):
     # multiprocessing's default start method on Linux forks a process that
     # already imported pymic and ran work.

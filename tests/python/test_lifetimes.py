@@ -74,6 +74,7 @@ def streams(device):
         stream.sync()
 
 
+@pytest.mark.host_memory
 def test_operand_on_another_stream_is_not_freed_under_the_kernel(streams, lib):
     """``c = a + s2.bcast(1.0, n)``: the temporary operand is dropped at
     once, but the addition queued on a's (busy) stream still reads it."""
@@ -93,6 +94,7 @@ def test_operand_on_another_stream_is_not_freed_under_the_kernel(streams, lib):
     assert np.all(x.array == 7.0)
 
 
+@pytest.mark.host_memory
 def test_deallocate_waits_for_a_transfer_on_another_stream(streams, lib):
     s1, s2, _ = streams
     nbytes = N * 8
@@ -110,6 +112,7 @@ def test_deallocate_waits_for_a_transfer_on_another_stream(streams, lib):
     assert np.all(seen == 5.0)
 
 
+@pytest.mark.host_memory
 def test_garbage_collected_pointer_waits_for_other_streams(streams, lib):
     """A device pointer dropped while a kernel on another stream still reads
     it: garbage collection frees it in its own stream's order, which must
@@ -135,6 +138,7 @@ def test_garbage_collected_pointer_waits_for_other_streams(streams, lib):
     assert np.all(dst.array == 5.0)
 
 
+@pytest.mark.host_memory
 def test_array_moved_to_another_stream_then_used_and_dropped(streams, lib):
     """An array assigned to s2 but still read by a kernel queued on a busy
     s1: dropping it frees it in s2's order, after s1's kernel."""
@@ -154,6 +158,7 @@ def test_array_moved_to_another_stream_then_used_and_dropped(streams, lib):
     assert np.all(dst.array == 5.0)
 
 
+@pytest.mark.host_memory
 def test_wait_event_takes_a_snapshot(streams, lib):
     """Re-recording an event on an idle stream must not release a wait
     queued for its earlier record."""
@@ -172,6 +177,7 @@ def test_wait_event_takes_a_snapshot(streams, lib):
     marker.sync()
 
 
+@pytest.mark.host_memory
 def test_dropping_a_pending_event_does_not_block(streams, lib):
     s1, s2, _ = streams
     with Hold(s2, lib):
@@ -180,6 +186,7 @@ def test_dropping_a_pending_event_does_not_block(streams, lib):
         assert returns_while_held(holder.clear)
 
 
+@pytest.mark.host_memory
 def test_operator_with_operand_on_busy_stream_does_not_block(streams, lib):
     s1, s2, _ = streams
     a = s1.bcast(1.0, N)
@@ -193,6 +200,7 @@ def test_operator_with_operand_on_busy_stream_does_not_block(streams, lib):
     assert np.all(c.array == 3.0)
 
 
+@pytest.mark.host_memory
 def test_dropping_a_busy_stream_keeps_its_buffers(device, lib):
     """A stream destroyed with commands queued returns at once; the host
     array its queued copy-back writes stays alive until the copy ran."""
@@ -216,6 +224,7 @@ def test_dropping_a_busy_stream_keeps_its_buffers(device, lib):
     assert alive() is None
 
 
+@pytest.mark.host_memory
 def test_device_sync_does_not_stop_stream_creation(device, kernel_dir):
     """Another thread's device sync (on a held stream) must neither hold the
     device lock nor the GIL while it waits."""
@@ -242,6 +251,7 @@ syncer.join()
     assert "created while held: True" in result.stdout
 
 
+@pytest.mark.host_device("a fork()ed child cannot use its parent's device process")
 def test_fork_child_gets_errors_and_a_working_default_stream(kernel_dir):
     script = f"""
 import os, sys, numpy as np, pymic

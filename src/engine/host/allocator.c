@@ -11,7 +11,7 @@
  *
  * Small blocks come from malloc, which already caches well.
  */
-#include "../engine.h"
+#include "host.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -17,7 +17,7 @@
  * is rewritten only after every chunk of the previous job is done, and
  * helpers read it only after a successful claim.
  */
-#include "../engine.h"
+#include "host.h"
 
 #include <stdlib.h>
 #include <string.h>

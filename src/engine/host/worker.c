@@ -6,7 +6,7 @@
  * kernel that opens a parallel region gets one thread per device core, and
  * those threads inherit the worker's affinity mask.
  */
-#include "../engine.h"
+#include "host.h"
 
 #include <omp.h>
 #include <stdlib.h>
@@ -79,7 +79,11 @@ bool pymic_host_caller_may_run(const pymic_device *device)
     pthread_once(&caller_runs_once, read_caller_runs);
     bool answer = false;
     cpu_set_t mine;
-    if (caller_runs_enabled && sched_getaffinity(0, sizeof mine, &mine) == 0) {
+    /* Only the host backend calls kernels in this process: a process
+     * device's commands are carried out by its worker thread, which talks
+     * to the device process (proc/). */
+    if (caller_runs_enabled && device->ops == &pymic_host_backend &&
+        sched_getaffinity(0, sizeof mine, &mine) == 0) {
         cpu_set_t outside;
         CPU_OR(&outside, &mine, &device->cpuset);
         /* Every CPU of mine is the device's iff mine | device == device. */

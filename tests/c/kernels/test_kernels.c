@@ -6,6 +6,7 @@
 #include <omp.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <time.h>
 
 PYMIC_KERNEL void empty_kernel(void) {}
@@ -72,4 +73,30 @@ PYMIC_KERNEL void omp_team_info(int64_t *team, _Atomic int64_t *cpus)
             atomic_store(&size, omp_get_num_threads());
     }
     *team = atomic_load(&size);
+}
+
+/* Kernels that take their process down: on a process device each must
+ * become an error (PYMIC_ERR_DEVICE_LOST), never run them on a host device. */
+PYMIC_KERNEL void crash_segv(void)
+{
+    volatile int *nowhere = NULL;
+    *nowhere = 1;
+}
+
+PYMIC_KERNEL void crash_abort(void) { abort(); }
+
+PYMIC_KERNEL void crash_exit(void) { exit(3); }
+
+PYMIC_KERNEL void spin_forever(void)
+{
+    for (volatile int i = 0;; i++)
+        ;
+}
+
+/* Writes `n` doubles of 1.0 from `out` on: past its end when n is larger
+ * than the allocation (for the bounds checks). */
+PYMIC_KERNEL void write_past(double *out, const int64_t *n)
+{
+    for (int64_t i = 0; i < *n; i++)
+        out[i] = 1.0;
 }

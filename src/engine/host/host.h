@@ -1,0 +1,45 @@
+/*
+ * host.h -- the host backend's own declarations (see backend.h for the
+ * contract it implements).
+ */
+#ifndef PYMIC_HOST_H
+#define PYMIC_HOST_H
+
+#include "../engine.h"
+
+/* allocator.c: the caching allocator behind host-device memory. */
+struct pymic_block_cache *pymic_block_cache_create(void);
+void pymic_block_cache_destroy(struct pymic_block_cache *cache);
+/* In the child of a fork: make the cache's lock usable again. */
+void pymic_block_cache_after_fork(struct pymic_block_cache *cache);
+void pymic_block_cache_prefork(struct pymic_block_cache *cache);
+void pymic_block_cache_postfork_parent(struct pymic_block_cache *cache);
+/* Drop every cached block (after waiting for parked frees, before an
+ * allocation is refused for want of memory). */
+void pymic_block_cache_trim(struct pymic_block_cache *cache);
+/* NULL when the OS refuses. */
+pymic_block *pymic_block_get(struct pymic_block_cache *cache, size_t nbytes, size_t alignment);
+void pymic_block_put(struct pymic_block_cache *cache, pymic_block *block);
+
+/* copy.c: memcpy that splits big copies over the device's cores, using
+ * (and on first need creating) the calling worker's helper threads in
+ * *team. */
+struct pymic_copy_team;
+void pymic_host_copy(struct pymic_copy_team **team, const pymic_device *device, void *dst,
+                     const void *src, size_t nbytes);
+/* Stop and join a worker's helper threads (NULL: nothing to do). */
+void pymic_copy_team_destroy(struct pymic_copy_team *team);
+
+/* worker.c: start a worker thread pinned to the device's CPUs; on
+ * failure the error (with the system's reason) is recorded. */
+int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *));
+
+/* kernel.c: libraries in this process, kernels called on the worker. */
+void *pymic_host_library_open(pymic_device *device, const char *path, char *why,
+                              size_t why_len);
+void *pymic_host_kernel_find(pymic_device *device, void *handle, const char *name, char *why,
+                             size_t why_len);
+void pymic_host_library_close(pymic_device *device, void *handle);
+void pymic_host_invoke(pymic_stream *stream, const pymic_command *cmd);
+
+#endif /* PYMIC_HOST_H */

@@ -1,0 +1,538 @@
+/*
+ * backend.c -- the process device's operation table (backend.h).
+ *
+ * Device memory is a memfd arena mapped at the same address here and in
+ * the device process (arena.c): a copy is one memcpy by the stream's host
+ * worker, as on the host device.  An invoke is handed by the host worker
+ * to the stream's thread in the device process through the stream's
+ * mailbox (shared.h), and the host worker waits for its answer -- or for
+ * the monitor's word that the process died (monitor.c).  Libraries are
+ * opened, and kernels looked up, in the device process through control
+ * requests; kernel addresses are the device process's.
+ */
+#include "proc.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "../host/host.h"
+
+/* The host worker's state for one stream of a process device. */
+typedef struct proc_stream {
+    int index;                    /* its mailbox */
+    struct pymic_copy_team *team; /* host helpers for big copies */
+} proc_stream;
+
+static proc_device *state_of(pymic_device *device)
+{
+    return device->backend;
+}
+
+static uint64_t spin_ns(void)
+{
+    return atomic_load_explicit(&pymic_global.spin_ns, memory_order_relaxed);
+}
+
+/* Post the filled request of `mb` and wait for its answer, spinning for
+ * host_spin_ns first.  False if the device process is (or became) lost. */
+static bool mailbox_call(proc_mailbox *mb, uint32_t request, uint64_t host_spin_ns)
+{
+    uint32_t before = atomic_load_explicit(&mb->done, memory_order_acquire);
+    if (before & PROC_LOST)
+        return false;
+    mb->request = request;
+    /* The device thread sleeps between requests (no spin): with the
+     * caller spinning for the stream and the host worker spinning for its
+     * next command, a third spinner starves the thread that must run on a
+     * small machine.  Measured on 2 cores: invoke + sync 2.4 us with a
+     * sleeping device thread, 5-200 us (bimodal) with a 2-50 us spin. */
+    mb->spin_ns = 0;
+    uint32_t next = (atomic_load_explicit(&mb->posted, memory_order_relaxed) + 1) & PROC_COUNT_MASK;
+    proc_store_and_wake(&mb->posted, next, &mb->device_sleeping);
+    uint32_t now = proc_await_change(&mb->done, before, &mb->host_sleeping, host_spin_ns);
+    return !(now & PROC_LOST);
+}
+
+int proc_control_call(proc_device *pd, uint32_t request)
+{
+    if (atomic_load(&pd->device->lost))
+        return PYMIC_ERR_DEVICE_LOST;
+    proc_mailbox *mb = &pd->control->mailbox[0];
+    if (!mailbox_call(mb, request, spin_ns()))
+        return PYMIC_ERR_DEVICE_LOST;
+    return mb->status == 0 ? PYMIC_OK : -1;
+}
+
+/* ------------------------------------------------------------ device life */
+
+/* Device memory: the limit at start-up, at most 1 TiB of address space
+ * (sparse: only what is touched takes memory). */
+static size_t arena_bytes(const pymic_device *device)
+{
+    size_t limit = device->memory_limit;
+    size_t most = (size_t)1 << 40;
+    if (limit > most)
+        limit = most;
+    return PROC_DATA_OFFSET + PROC_ROUND_UP(limit, PROC_PAGE);
+}
+
+/* Map the arena where a freshly started process has nothing: the device
+ * process maps it at the same address after its loader and libraries
+ * have taken theirs, and those go near the top of the address space
+ * (shared objects, thread stacks) or near the executable.  A random
+ * 1 GiB-aligned address between 16 and 80 TiB is free in both in
+ * practice; if the system refuses every try, the kernel chooses. */
+static void *map_arena(int fd, size_t bytes)
+{
+    int flags = MAP_SHARED | MAP_NORESERVE;
+    uint64_t state = pymic_now_ns() ^ ((uint64_t)getpid() << 32);
+    for (int attempt = 0; attempt < 16; attempt++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        uintptr_t hint = ((uintptr_t)16 << 40) + (uintptr_t)((state >> 33) % (64u << 10)) * (1u << 30);
+        void *at = mmap((void *)hint, bytes, PROT_READ | PROT_WRITE, flags | MAP_FIXED_NOREPLACE,
+                        fd, 0);
+        if (at == (void *)hint)
+            return at;
+        if (at != MAP_FAILED)
+            munmap(at, bytes); /* an old kernel took the hint as a hint */
+    }
+    return mmap(NULL, bytes, PROT_READ | PROT_WRITE, flags, fd, 0);
+}
+
+static bool proc_open(pymic_device *device)
+{
+    proc_device *pd = calloc(1, sizeof *pd);
+    if (!pd)
+        return false;
+    pd->device = device;
+    pthread_mutex_init(&pd->lock, NULL);
+    pthread_mutex_init(&pd->control_lock, NULL);
+    pthread_cond_init(&pd->cond, NULL);
+    device->backend = pd;
+    pd->total = arena_bytes(device);
+    /* Passed to the device process by inheritance only: no name in any
+     * file system, close-on-exec for every other program. */
+    pd->memfd = memfd_create("pymic-device-memory", MFD_CLOEXEC);
+    if (pd->memfd < 0 || ftruncate(pd->memfd, (off_t)pd->total) != 0) {
+        pymic_device_mark_lost(device, "device %d lost: cannot create its memory: %s",
+                               device->id, strerror(errno));
+        return true;
+    }
+    void *base = map_arena(pd->memfd, pd->total);
+    if (base == MAP_FAILED) {
+        pymic_device_mark_lost(device, "device %d lost: cannot map its memory: %s", device->id,
+                               strerror(errno));
+        return true;
+    }
+    /* A fork()ed child of this program must not write into the device's
+     * memory (the device process belongs to the parent). */
+    madvise(base, pd->total, MADV_DONTFORK);
+    pd->base = base;
+    pd->control = base;
+    if (!proc_arena_init(pd) || !proc_monitor_start(pd))
+        return false;
+    pthread_mutex_lock(&pd->control_lock);
+    if (proc_control_call(pd, PROC_REQ_PING) != PYMIC_OK)
+        pymic_log(1, "%s", device->lost_why);
+    pthread_mutex_unlock(&pd->control_lock);
+    return true;
+}
+
+/* --------------------------------------------------------------- memory */
+
+/* Make the page at `guard` inaccessible (or accessible again) in the
+ * device process.  Lost: nothing to do (a reset protects the live guards
+ * in the new process). */
+static void protect_guard(proc_device *pd, uintptr_t guard, bool accessible)
+{
+    pthread_mutex_lock(&pd->control_lock);
+    proc_mailbox *mb = &pd->control->mailbox[0];
+    mb->handle = guard;
+    mb->index = accessible;
+    if (proc_control_call(pd, PROC_REQ_PROTECT) == -1)
+        pymic_log(1, "device %d: cannot change the guard page at %p", pd->device->id,
+                  (void *)guard);
+    pthread_mutex_unlock(&pd->control_lock);
+}
+
+/* PYMIC_CHECK=bounds: a page-aligned span of its own per allocation, the
+ * block placed just before a guard page at its end, with the canaries of
+ * bounds.c before it and up to the guard. */
+static pymic_block *bounds_block_get(proc_device *pd, size_t nbytes, size_t alignment)
+{
+    size_t span = pymic_bounds_span(nbytes, alignment, 0) + PROC_PAGE;
+    pthread_mutex_lock(&pd->arena_lock);
+    bool room = true;
+    if (pd->nguards == pd->guards_capacity) {
+        size_t capacity = pd->guards_capacity ? 2 * pd->guards_capacity : 64;
+        uintptr_t *grown = realloc(pd->guards, capacity * sizeof *grown);
+        room = grown != NULL;
+        if (grown) {
+            pd->guards = grown;
+            pd->guards_capacity = capacity;
+        }
+    }
+    pthread_mutex_unlock(&pd->arena_lock);
+    pymic_block *block = room ? proc_arena_get(pd, span, PROC_PAGE) : NULL;
+    if (!block)
+        return NULL;
+    uintptr_t guard = (uintptr_t)block->map + span - PROC_PAGE;
+    block->ptr = (void *)((guard - nbytes) & ~(uintptr_t)(alignment - 1));
+    pthread_mutex_lock(&pd->arena_lock);
+    pd->guards[pd->nguards++] = guard;
+    pthread_mutex_unlock(&pd->arena_lock);
+    protect_guard(pd, guard, false);
+    return block;
+}
+
+static void bounds_block_put(proc_device *pd, pymic_block *block)
+{
+    uintptr_t guard = (uintptr_t)block->map + block->map_bytes - PROC_PAGE;
+    protect_guard(pd, guard, true);
+    pthread_mutex_lock(&pd->arena_lock);
+    for (size_t i = 0; i < pd->nguards; i++) {
+        if (pd->guards[i] == guard) {
+            pd->guards[i] = pd->guards[--pd->nguards];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&pd->arena_lock);
+}
+
+static pymic_block *proc_block_get(pymic_device *device, size_t nbytes, size_t alignment)
+{
+    proc_device *pd = state_of(device);
+    if (!pd->base)
+        return NULL;
+    if (pymic_global.check_bounds)
+        return bounds_block_get(pd, nbytes, alignment);
+    return proc_arena_get(pd, nbytes, alignment);
+}
+
+static void proc_block_put(pymic_device *device, pymic_block *block)
+{
+    proc_device *pd = state_of(device);
+    if (pymic_global.check_bounds && pd->base)
+        bounds_block_put(pd, block);
+    proc_arena_put(pd, block);
+}
+
+static void proc_trim(pymic_device *device)
+{
+    (void)device; /* nothing is cached apart from the arena itself */
+}
+
+/* -------------------------------------------------------------- streams */
+
+/* With control_lock held: have the device process serve mailbox `index`. */
+static int start_serving(proc_device *pd, int index)
+{
+    if (atomic_load(&pd->device->lost))
+        return PYMIC_ERR_DEVICE_LOST;
+    proc_mailbox *control = &pd->control->mailbox[0];
+    control->index = (uint32_t)index;
+    control->handle = atomic_load(&pd->control->mailbox[index].done) & PROC_COUNT_MASK;
+    return proc_control_call(pd, PROC_REQ_START);
+}
+
+static int proc_start_worker(pymic_stream *stream, void *(*body)(void *))
+{
+    pymic_device *d = stream->device;
+    proc_device *pd = state_of(d);
+    proc_stream *ps = calloc(1, sizeof *ps);
+    if (!ps)
+        return pymic_fail(PYMIC_ERR_SYSTEM, "pymic_stream_create: device %d: out of host memory",
+                          d->id);
+    pthread_mutex_lock(&pd->control_lock);
+    pthread_mutex_lock(&pd->lock);
+    for (int i = 1; i < PROC_MAILBOXES && !ps->index; i++) {
+        if (!pd->used[i]) {
+            pd->used[i] = true;
+            ps->index = i;
+        }
+    }
+    pthread_mutex_unlock(&pd->lock);
+    int status = PYMIC_OK, serving = PYMIC_ERR_DEVICE_LOST;
+    if (!ps->index) {
+        status = pymic_fail(PYMIC_ERR_SYSTEM,
+                            "pymic_stream_create: device %d: a process device has at most %d "
+                            "streams",
+                            d->id, PROC_MAILBOXES - 1);
+    } else if ((serving = start_serving(pd, ps->index)) == -1) {
+        /* (A lost device is served again by its reset.) */
+        status = pymic_fail(PYMIC_ERR_SYSTEM, "pymic_stream_create: device %d: %s", d->id,
+                            pd->control->mailbox[0].text);
+    }
+    pthread_mutex_unlock(&pd->control_lock);
+    if (status == PYMIC_OK) {
+        stream->backend_worker = ps;
+        status = pymic_host_start_worker(stream, body);
+    }
+    if (status != PYMIC_OK) {
+        if (ps->index) {
+            /* Only a served mailbox has a thread to stop. */
+            if (pd->base && serving == PYMIC_OK)
+                mailbox_call(&pd->control->mailbox[ps->index], PROC_REQ_QUIT, 0);
+            pthread_mutex_lock(&pd->lock);
+            pd->used[ps->index] = false;
+            pthread_mutex_unlock(&pd->lock);
+        }
+        stream->backend_worker = NULL;
+        free(ps);
+    }
+    return status;
+}
+
+static void proc_worker_exit(pymic_stream *stream)
+{
+    proc_stream *ps = stream->backend_worker;
+    proc_device *pd = state_of(stream->device);
+    /* The device thread of this mailbox ends (nothing to do if lost). */
+    if (pd->base)
+        mailbox_call(&pd->control->mailbox[ps->index], PROC_REQ_QUIT, 0);
+    pthread_mutex_lock(&pd->lock);
+    pd->used[ps->index] = false;
+    pthread_mutex_unlock(&pd->lock);
+    pymic_copy_team_destroy(ps->team);
+    free(ps);
+    stream->backend_worker = NULL;
+}
+
+/* ------------------------------------------------------------- commands */
+
+static uint64_t running_seq(pymic_stream *stream)
+{
+    return atomic_load_explicit(&stream->completed, memory_order_relaxed) + 1;
+}
+
+static void proc_copy(pymic_stream *stream, const pymic_command *cmd)
+{
+    pymic_device *d = stream->device;
+    if (atomic_load_explicit(&d->lost, memory_order_acquire)) {
+        static const char *const names[] = {"h2d", "d2h", "d2d"};
+        pymic_stream_fail(stream, running_seq(stream), "%s; command %llu (%s copy) was not run",
+                          d->lost_why, (unsigned long long)running_seq(stream),
+                          names[cmd->u.copy.dir]);
+        return;
+    }
+    proc_stream *ps = stream->backend_worker;
+    if (cmd->u.copy.overlap)
+        memmove(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
+    else
+        pymic_host_copy(&ps->team, d, cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
+}
+
+static void proc_invoke(pymic_stream *stream, const pymic_command *cmd)
+{
+    pymic_device *d = stream->device;
+    proc_device *pd = state_of(d);
+    proc_stream *ps = stream->backend_worker;
+    const struct pymic_kernel *kernel = cmd->u.call.handle;
+    if (!atomic_load_explicit(&d->lost, memory_order_acquire)) {
+        proc_mailbox *mb = &pd->control->mailbox[ps->index];
+        mb->nargs = cmd->nargs;
+        mb->address = (uint64_t)(uintptr_t)kernel->address;
+        memcpy(mb->scalars, cmd->scalars, (size_t)cmd->scalar_bytes);
+        /* Scalars travel in the mailbox: their pointers are rebased. */
+        for (int i = 0; i < cmd->nargs; i++) {
+            uintptr_t offset = (uintptr_t)cmd->args[i] - (uintptr_t)cmd->scalars;
+            mb->args[i] = offset < PYMIC_MAX_SCALAR_BYTES ? (void *)(mb->scalars + offset)
+                                                          : cmd->args[i];
+        }
+        atomic_store(&pd->running[ps->index], kernel);
+        if (atomic_load_explicit(&pymic_global.kernel_timeout_ns, memory_order_relaxed))
+            atomic_store(&pd->started_ns[ps->index], pymic_now_ns());
+        /* The worker sleeps while the kernel runs instead of spinning: the
+         * caller (waiting for the stream) and the device thread (waiting
+         * for the next request) spin already, and a third spinner on a
+         * small machine takes the core the others need -- measured on 2
+         * cores, a spinning worker made invoke + sync 40x slower. */
+        bool ran = mailbox_call(mb, PROC_REQ_INVOKE, 0);
+        atomic_store(&pd->started_ns[ps->index], 0);
+        atomic_store(&pd->running[ps->index], NULL);
+        if (ran)
+            return;
+        pymic_stream_fail(stream, running_seq(stream),
+                          "%s; command %llu of this stream (kernel '%s') did not complete",
+                          d->lost_why, (unsigned long long)running_seq(stream), kernel->name);
+        return;
+    }
+    pymic_stream_fail(stream, running_seq(stream),
+                      "%s; command %llu (kernel '%s') was not run", d->lost_why,
+                      (unsigned long long)running_seq(stream), kernel->name);
+}
+
+/* ------------------------------------------------------------ libraries */
+
+/* A library as the device process opened it, and in which process. */
+typedef struct proc_library {
+    uint64_t handle;
+    unsigned generation;
+} proc_library;
+
+static void lost_reason(pymic_device *d, char *why, size_t len)
+{
+    snprintf(why, len, "%s", d->lost_why);
+}
+
+static void *proc_library_open(pymic_device *device, const char *path, char *why, size_t len)
+{
+    proc_device *pd = state_of(device);
+    proc_library *lib = malloc(sizeof *lib);
+    if (!lib) {
+        snprintf(why, len, "out of host memory");
+        return NULL;
+    }
+    /* The device process resolves relative paths against its own
+     * directory, fixed when it started: send an absolute one. */
+    char resolved[PATH_MAX];
+    const char *sent = realpath(path, resolved) ? resolved : path;
+    pthread_mutex_lock(&pd->control_lock);
+    proc_mailbox *mb = &pd->control->mailbox[0];
+    snprintf(mb->text, PROC_TEXT_MAX, "%s", sent);
+    int status = proc_control_call(pd, PROC_REQ_LOAD);
+    if (status == PYMIC_OK) {
+        lib->handle = mb->handle;
+        lib->generation = atomic_load(&device->generation);
+    } else if (status == PYMIC_ERR_DEVICE_LOST) {
+        lost_reason(device, why, len);
+    } else {
+        snprintf(why, len, "%s", mb->text);
+    }
+    pthread_mutex_unlock(&pd->control_lock);
+    if (status != PYMIC_OK) {
+        free(lib);
+        return NULL;
+    }
+    return lib;
+}
+
+static void *proc_kernel_find(pymic_device *device, void *handle, const char *name, char *why,
+                              size_t len)
+{
+    proc_device *pd = state_of(device);
+    proc_library *lib = handle;
+    void *address = NULL;
+    pthread_mutex_lock(&pd->control_lock);
+    proc_mailbox *mb = &pd->control->mailbox[0];
+    mb->handle = lib->handle;
+    snprintf(mb->text, PROC_TEXT_MAX, "%s", name);
+    int status = proc_control_call(pd, PROC_REQ_FIND);
+    if (status == PYMIC_OK)
+        address = (void *)(uintptr_t)mb->address;
+    else if (status == PYMIC_ERR_DEVICE_LOST)
+        lost_reason(device, why, len);
+    else
+        snprintf(why, len, "%s", mb->text);
+    pthread_mutex_unlock(&pd->control_lock);
+    return address;
+}
+
+static void proc_library_close(pymic_device *device, void *handle)
+{
+    proc_device *pd = state_of(device);
+    proc_library *lib = handle;
+    /* A library of an earlier device process went with that process. */
+    pthread_mutex_lock(&pd->control_lock);
+    if (lib->generation == atomic_load(&device->generation) && !atomic_load(&device->lost)) {
+        pd->control->mailbox[0].handle = lib->handle;
+        proc_control_call(pd, PROC_REQ_CLOSE);
+    }
+    pthread_mutex_unlock(&pd->control_lock);
+    free(lib);
+}
+
+/* --------------------------------------------------------------- health */
+
+static int proc_reset(pymic_device *device)
+{
+    proc_device *pd = state_of(device);
+    if (!pd->base)
+        return pymic_fail(PYMIC_ERR_DEVICE_LOST, "pymic_device_reset: %s", device->lost_why);
+    pthread_mutex_lock(&pd->control_lock);
+    proc_monitor_respawn(pd);
+    atomic_fetch_add(&device->generation, 1);
+    int status = proc_control_call(pd, PROC_REQ_PING);
+    for (int i = 1; i < PROC_MAILBOXES && status == PYMIC_OK; i++) {
+        pthread_mutex_lock(&pd->lock);
+        bool used = pd->used[i];
+        pthread_mutex_unlock(&pd->lock);
+        if (used)
+            status = start_serving(pd, i);
+    }
+    /* Guard pages of live blocks, in the new process. */
+    pthread_mutex_lock(&pd->arena_lock);
+    for (size_t i = 0; i < pd->nguards && status == PYMIC_OK; i++) {
+        proc_mailbox *mb = &pd->control->mailbox[0];
+        mb->handle = pd->guards[i];
+        mb->index = 0;
+        status = proc_control_call(pd, PROC_REQ_PROTECT);
+    }
+    pthread_mutex_unlock(&pd->arena_lock);
+    pthread_mutex_unlock(&pd->control_lock);
+    if (status == PYMIC_ERR_DEVICE_LOST)
+        return pymic_fail(status, "pymic_device_reset: %s", device->lost_why);
+    if (status != PYMIC_OK)
+        return pymic_fail(PYMIC_ERR_SYSTEM, "pymic_device_reset: device %d: %s", device->id,
+                          pd->control->mailbox[0].text);
+    pymic_log(1, "device %d: reset", device->id);
+    return PYMIC_OK;
+}
+
+/* ----------------------------------------------------------------- fork */
+
+static void proc_prefork(pymic_device *device)
+{
+    proc_device *pd = state_of(device);
+    pthread_mutex_lock(&pd->control_lock);
+    pthread_mutex_lock(&pd->lock);
+    pthread_mutex_lock(&pd->arena_lock);
+}
+
+static void proc_postfork_parent(pymic_device *device)
+{
+    proc_device *pd = state_of(device);
+    pthread_mutex_unlock(&pd->arena_lock);
+    pthread_mutex_unlock(&pd->lock);
+    pthread_mutex_unlock(&pd->control_lock);
+}
+
+static void proc_postfork_child(pymic_device *device)
+{
+    proc_device *pd = state_of(device);
+    pthread_mutex_init(&pd->arena_lock, NULL);
+    pthread_mutex_init(&pd->lock, NULL);
+    pthread_mutex_init(&pd->control_lock, NULL);
+    pthread_cond_init(&pd->cond, NULL);
+    /* The arena was not inherited (MADV_DONTFORK) and the device process
+     * is the parent's: nothing of this device works here. */
+    pd->base = NULL;
+    if (!atomic_load(&device->lost))
+        pymic_device_mark_lost(device,
+                               "device %d lost: its device process belongs to the parent of "
+                               "this fork()ed process",
+                               device->id);
+}
+
+const pymic_backend_ops pymic_proc_backend = {
+    .kind = "proc",
+    .open = proc_open,
+    .block_get = proc_block_get,
+    .block_put = proc_block_put,
+    .trim = proc_trim,
+    .start_worker = proc_start_worker,
+    .worker_exit = proc_worker_exit,
+    .copy = proc_copy,
+    .invoke = proc_invoke,
+    .library_open = proc_library_open,
+    .kernel_find = proc_kernel_find,
+    .library_close = proc_library_close,
+    .reset = proc_reset,
+    .prefork = proc_prefork,
+    .postfork_parent = proc_postfork_parent,
+    .postfork_child = proc_postfork_child,
+};

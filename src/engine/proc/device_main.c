@@ -1,0 +1,191 @@
+/*
+ * device_main.c -- pymic-device, the process that runs one "proc" device.
+ *
+ * Started by libpymic's monitor thread (proc/monitor.c) as
+ *   pymic-device FD ADDRESS BYTES PARENT_PID CPUS
+ * with the arena's memfd as descriptor FD.  It closes every other
+ * descriptor it may have inherited, asks to be killed when its parent
+ * goes (and checks the parent did not go already), pins itself to the
+ * device's CPUs, maps the arena at exactly ADDRESS (MAP_FIXED_NOREPLACE:
+ * never over something of its own) and serves the control mailbox on its
+ * main thread; each stream's mailbox is served by a thread of its own,
+ * started by a START request.  Kernels run on those threads, so a kernel
+ * that faults, aborts or exits takes this process down, not the host.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <omp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+
+#include "../host/host.h"
+#include "../invoke_call.h"
+#include "shared.h"
+
+static proc_control *control;
+static int device_ncpus = 1;
+
+static void call_kernel(proc_mailbox *mb)
+{
+    pymic_kernel_fn fn;
+    void *address = (void *)(uintptr_t)mb->address;
+    memcpy(&fn, &address, sizeof fn);
+    void *const *a = mb->args;
+    switch (mb->nargs) {
+        PYMIC_CALL_CASES
+    default:
+        break; /* checked by the host */
+    }
+}
+
+/* One stream's mailbox: run each posted request, answer it. */
+static void *serve_stream(void *arg)
+{
+    proc_mailbox *mb = arg;
+    uint32_t seen = (uint32_t)mb->handle;
+    omp_set_num_threads(device_ncpus);
+    for (;;) {
+        seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, mb->spin_ns);
+        uint32_t request = mb->request;
+        if (request == PROC_REQ_INVOKE)
+            call_kernel(mb);
+        proc_store_and_wake(&mb->done, seen & PROC_COUNT_MASK, &mb->host_sleeping);
+        if (request == PROC_REQ_QUIT)
+            return NULL;
+    }
+}
+
+static void answer_control(proc_mailbox *mb)
+{
+    mb->status = 0;
+    switch (mb->request) {
+    case PROC_REQ_LOAD: {
+        mb->text[PROC_TEXT_MAX - 1] = '\0';
+        void *handle = pymic_host_library_open(NULL, mb->text, mb->text, PROC_TEXT_MAX);
+        mb->handle = (uint64_t)(uintptr_t)handle;
+        mb->status = handle ? 0 : -1;
+        break;
+    }
+    case PROC_REQ_FIND: {
+        mb->text[PROC_TEXT_MAX - 1] = '\0';
+        char name[PROC_TEXT_MAX];
+        memcpy(name, mb->text, sizeof name);
+        void *address = pymic_host_kernel_find(NULL, (void *)(uintptr_t)mb->handle, name,
+                                               mb->text, PROC_TEXT_MAX);
+        mb->address = (uint64_t)(uintptr_t)address;
+        mb->status = address ? 0 : -1;
+        break;
+    }
+    case PROC_REQ_PROTECT:
+        mb->status = mprotect((void *)(uintptr_t)mb->handle, PROC_PAGE,
+                              mb->index ? PROT_READ | PROT_WRITE : PROT_NONE);
+        break;
+    case PROC_REQ_CLOSE:
+        pymic_host_library_close(NULL, (void *)(uintptr_t)mb->handle);
+        break;
+    case PROC_REQ_START: {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        proc_mailbox *served = &control->mailbox[mb->index % PROC_MAILBOXES];
+        served->handle = mb->handle;
+        int rc = pthread_create(&thread, &attr, serve_stream, served);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) {
+            snprintf(mb->text, PROC_TEXT_MAX, "cannot start a thread: %s", strerror(rc));
+            mb->status = -1;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* A fault's address, for the host's message (a write into a guard page
+ * names the allocation); then the default action ends the process with
+ * the same signal, as if no handler had been there. */
+static void note_fault(int signal, siginfo_t *info, void *context)
+{
+    (void)signal;
+    (void)context;
+    atomic_store(&control->fault_address, (uint64_t)(uintptr_t)info->si_addr);
+}
+
+static void catch_faults(void)
+{
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = note_fault;
+    action.sa_flags = SA_SIGINFO | SA_RESETHAND | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGSEGV, &action, NULL);
+    sigaction(SIGBUS, &action, NULL);
+}
+
+static bool parse_cpus(const char *text, cpu_set_t *set, int *count)
+{
+    CPU_ZERO(set);
+    *count = 0;
+    for (const char *p = text; *p;) {
+        char *end;
+        long cpu = strtol(p, &end, 10);
+        if (end == p || cpu < 0 || cpu >= CPU_SETSIZE)
+            return false;
+        CPU_SET((int)cpu, set);
+        ++*count;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return false;
+    }
+    return *count > 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 6)
+        return PROC_EXIT_USAGE;
+    int fd = atoi(argv[1]);
+    uintptr_t address = (uintptr_t)strtoull(argv[2], NULL, 16);
+    size_t bytes = (size_t)strtoull(argv[3], NULL, 10);
+    pid_t parent = (pid_t)atol(argv[4]);
+    /* Only the arena's descriptor (and stdin/out/err) stay open. */
+    for (int other = 3; other < fd; other++)
+        close(other);
+    syscall(SYS_close_range, (unsigned)fd + 1, ~0u, 0);
+    /* Die with the parent; if it died before this line, the signal was
+     * never sent: check by hand. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        return PROC_EXIT_PARENT;
+    cpu_set_t cpus;
+    if (!parse_cpus(argv[5], &cpus, &device_ncpus) || sched_setaffinity(0, sizeof cpus, &cpus))
+        return PROC_EXIT_AFFINITY;
+    void *at = mmap((void *)address, bytes, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_FIXED_NOREPLACE | MAP_NORESERVE, fd, 0);
+    if (at != (void *)address) {
+        fprintf(stderr, "pymic-device: cannot map the device memory at %p: %s\n",
+                (void *)address, at == MAP_FAILED ? strerror(errno) : "address taken");
+        return PROC_EXIT_MAP;
+    }
+    close(fd);
+    control = at;
+    mprotect((char *)at + PROC_CONTROL_BYTES, PROC_PAGE, PROT_NONE);
+    catch_faults();
+    omp_set_num_threads(device_ncpus);
+
+    proc_mailbox *mb = &control->mailbox[0];
+    uint32_t seen = atomic_load(&mb->done);
+    for (;;) {
+        seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, mb->spin_ns);
+        answer_control(mb);
+        proc_store_and_wake(&mb->done, seen & PROC_COUNT_MASK, &mb->host_sleeping);
+    }
+}

@@ -1,0 +1,159 @@
+/*
+ * shared.h -- what the host and a device process share: the layout of
+ * the control area at the start of the arena, and the wake-up protocol on
+ * its mailboxes.  Included by the engine (the files of proc/) and by the device
+ * executable (proc/device_main.c).
+ *
+ * The arena is one memfd mapped at the same address in both processes, so
+ * every pointer in it (device memory, mailbox fields) means the same on
+ * both sides.  Its first PROC_CONTROL_BYTES hold the mailboxes; one guard
+ * page (PROT_NONE in the device process) separates them from device
+ * memory, so a kernel running off the start of the first allocation
+ * faults instead of rewriting a mailbox.
+ *
+ * Mailbox protocol (one mailbox per stream, index 0 for control
+ * requests).  Two 32-bit counters, each written by one side only:
+ *   posted  host:   fill the request, then posted + 1 (seq_cst store);
+ *   done    device: run it, write the reply, then done = posted.
+ * Each side waits for the other's counter to move with the engine's
+ * spin-then-sleep scheme, on *shared* futexes (the words are in a
+ * MAP_SHARED mapping of two processes; FUTEX_PRIVATE would not see the
+ * other process).  A waiter announces itself in its `*_sleeping` word
+ * before sleeping, so the other side makes the futex system call only
+ * when someone sleeps.  When the device process dies, the host's monitor
+ * sets PROC_LOST in every `done` and wakes every waiter: a host never
+ * waits for a dead process.
+ */
+#ifndef PYMIC_PROC_SHARED_H
+#define PYMIC_PROC_SHARED_H
+
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pymic.h"
+
+#define PROC_MAILBOXES 256         /* control + 255 streams per device */
+#define PROC_LOST 0x80000000u      /* in `done`: the device process died */
+#define PROC_COUNT_MASK 0x7fffffffu
+#define PROC_TEXT_MAX 4096
+
+enum proc_request {
+    PROC_REQ_PING = 1,  /* control: answer (start-up handshake)            */
+    PROC_REQ_LOAD,      /* control: dlopen text -> handle, or error text   */
+    PROC_REQ_FIND,      /* control: kernel text in handle -> address       */
+    PROC_REQ_CLOSE,     /* control: dlclose handle                         */
+    PROC_REQ_START,     /* control: serve mailbox `index`, seen = handle   */
+    PROC_REQ_PROTECT,   /* control: page at handle PROT_NONE (index 0) or
+                           read-write (index 1): bounds-check guard pages */
+    PROC_REQ_INVOKE,    /* stream: call address(args)                      */
+    PROC_REQ_QUIT       /* stream: the serving thread ends                 */
+};
+
+typedef struct proc_mailbox {
+    _Alignas(64) _Atomic uint32_t posted;
+    _Atomic uint32_t device_sleeping;
+    _Alignas(64) _Atomic uint32_t done;
+    _Atomic uint32_t host_sleeping;
+    _Alignas(64) uint32_t request;
+    int32_t nargs;
+    int32_t status;      /* reply: 0 or -1 (reason in text)          */
+    uint32_t index;      /* START: the mailbox to serve              */
+    uint64_t handle;     /* LOAD reply; FIND, CLOSE input; START seen */
+    uint64_t address;    /* FIND reply; INVOKE kernel                */
+    uint64_t spin_ns;    /* the host's spin window, for the device   */
+    void *args[PYMIC_MAX_KERNEL_ARGS];
+    _Alignas(16) unsigned char scalars[PYMIC_MAX_SCALAR_BYTES];
+    char text[PROC_TEXT_MAX];
+} proc_mailbox;
+
+typedef struct proc_control {
+    proc_mailbox mailbox[PROC_MAILBOXES];
+    /* The address of the device process's last SIGSEGV/SIGBUS (0: none),
+     * written by its signal handler just before it dies. */
+    _Atomic uint64_t fault_address;
+} proc_control;
+
+#define PROC_PAGE 4096u
+#define PROC_ROUND_UP(n, a) (((n) + (a) - 1) / (a) * (a))
+/* Control area, then one guard page, then device memory. */
+#define PROC_CONTROL_BYTES PROC_ROUND_UP(sizeof(proc_control), PROC_PAGE)
+#define PROC_DATA_OFFSET (PROC_CONTROL_BYTES + PROC_PAGE)
+
+/* Exit codes of the device process that explain a failed start. */
+#define PROC_EXIT_USAGE 120
+#define PROC_EXIT_PARENT 121     /* its parent was gone before it started  */
+#define PROC_EXIT_MAP 122        /* MAP_FIXED_NOREPLACE refused the address */
+#define PROC_EXIT_AFFINITY 123
+
+static inline uint64_t proc_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static inline void proc_futex_wait(_Atomic uint32_t *word, uint32_t expected)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, expected, NULL, NULL, 0);
+}
+
+static inline void proc_futex_wake(_Atomic uint32_t *word)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+static inline void proc_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Wait until *word differs from `old` (spin for spin_ns, then sleep);
+ * returns the new value. */
+static inline uint32_t proc_await_change(_Atomic uint32_t *word, uint32_t old,
+                                         _Atomic uint32_t *sleeping, uint64_t spin_ns)
+{
+    uint32_t now = atomic_load_explicit(word, memory_order_acquire);
+    if (now != old)
+        return now;
+    if (spin_ns) {
+        uint64_t start = proc_now_ns();
+        for (unsigned i = 1;; i++) {
+            proc_pause();
+            now = atomic_load_explicit(word, memory_order_acquire);
+            if (now != old)
+                return now;
+            if ((i & 63) == 0 && proc_now_ns() - start >= spin_ns)
+                break;
+        }
+    }
+    for (;;) {
+        atomic_store_explicit(sleeping, 1, memory_order_seq_cst);
+        now = atomic_load_explicit(word, memory_order_seq_cst);
+        if (now != old)
+            break;
+        proc_futex_wait(word, old);
+        now = atomic_load_explicit(word, memory_order_acquire);
+        if (now != old)
+            break;
+    }
+    atomic_store_explicit(sleeping, 0, memory_order_relaxed);
+    return now;
+}
+
+/* Store `value` in *word and wake its waiter if it sleeps. */
+static inline void proc_store_and_wake(_Atomic uint32_t *word, uint32_t value,
+                                       _Atomic uint32_t *sleeping)
+{
+    atomic_store_explicit(word, value, memory_order_seq_cst);
+    if (atomic_load_explicit(sleeping, memory_order_seq_cst))
+        proc_futex_wake(word);
+}
+
+#endif /* PYMIC_PROC_SHARED_H */

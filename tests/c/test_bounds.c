@@ -1,0 +1,113 @@
+/*
+ * test_bounds.c -- PYMIC_CHECK=bounds (run with it set, PYMIC_DEVICES
+ * "host;proc", or "host" where the process device cannot run).
+ *
+ * On every device a kernel writing just past the end, or just before the
+ * start, of an allocation is reported at the next sync as
+ * PYMIC_ERR_OUT_OF_RANGE naming the kernel and the allocation, once, and
+ * the device goes on.  On a process device a write far past the end hits
+ * the guard page: the device is lost with a message naming the
+ * allocation, and a reset brings it back with its guard pages.
+ *
+ * argv[1]: the test kernel library.
+ */
+#include "check.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+static const char *kernels_path;
+
+static void write_past(pymic_stream *s, pymic_kernel *k, void *from, int64_t n)
+{
+    pymic_arg args[2] = {{from, 0}, {&n, sizeof n}};
+    CHECK_OK(pymic_invoke(s, k, 2, args));
+}
+
+static void test_canaries(int device)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(device, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(device, kernels_path, &lib));
+    pymic_kernel *k;
+    CHECK_OK(pymic_kernel_find(lib, "write_past", &k));
+    void *buffer, *other;
+    CHECK_OK(pymic_mem_alloc(device, 800, 0, &buffer));
+    CHECK_OK(pymic_mem_alloc(device, 800, 0, &other));
+    char name[64];
+    snprintf(name, sizeof name, "allocation %p (800 bytes)", buffer);
+
+    write_past(s, k, buffer, 100); /* exactly the buffer: fine */
+    CHECK_OK(pymic_stream_sync(s));
+    write_past(s, k, buffer, 101); /* one double past the end */
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE("kernel 'write_past'");
+    CHECK_MESSAGE("past the end of");
+    CHECK_MESSAGE(name);
+    CHECK_OK(pymic_stream_sync(s)); /* reported once */
+    write_past(s, k, (double *)buffer - 1, 1); /* just before the start */
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE("before the start of");
+    CHECK_MESSAGE(name);
+    /* The device goes on. */
+    write_past(s, k, other, 100);
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(pymic_device_lost(device, NULL, 0) == 0);
+    CHECK_OK(pymic_mem_free(s, buffer));
+    CHECK_OK(pymic_mem_free(s, other));
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+static void test_guard_page(int device)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(device, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(device, kernels_path, &lib));
+    pymic_kernel *k;
+    CHECK_OK(pymic_kernel_find(lib, "write_past", &k));
+    void *buffer;
+    CHECK_OK(pymic_mem_alloc(device, 800, 0, &buffer));
+    char expected[160];
+    snprintf(expected, sizeof expected,
+             "kernel 'write_past' killed by SIGSEGV writing past the end of allocation %p "
+             "(800 bytes)",
+             buffer);
+    write_past(s, k, buffer, 100 + 4096 / 8);
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE(expected);
+    CHECK_OK(pymic_device_reset(device));
+    pymic_library *again;
+    CHECK_OK(pymic_library_load(device, kernels_path, &again));
+    CHECK_OK(pymic_kernel_find(again, "write_past", &k));
+    /* The guard page is back in the new device process. */
+    write_past(s, k, buffer, 100 + 4096 / 8);
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE(expected);
+    CHECK_OK(pymic_device_reset(device));
+    CHECK_OK(pymic_mem_free(s, buffer));
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_library_unload(again));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s KERNEL_LIBRARY\n", argv[0]);
+        return 2;
+    }
+    kernels_path = argv[1];
+    int count;
+    CHECK_OK(pymic_device_count(&count));
+    for (int d = 0; d < count; d++) {
+        pymic_device_info info;
+        CHECK_OK(pymic_device_get_info(d, &info));
+        test_canaries(d);
+        if (strcmp(info.kind, "proc") == 0)
+            test_guard_page(d);
+    }
+    return check_finish();
+}

@@ -1,0 +1,332 @@
+/*
+ * test_proc.c -- the process device (run with PYMIC_DEVICES="proc;host"):
+ * device 0 runs kernels in a device process, device 1 in this process.
+ *
+ * A kernel that segfaults, aborts or exits marks device 0 lost: the
+ * pending and every later command fails with PYMIC_ERR_DEVICE_LOST naming
+ * the device, the kernel and the cause, this process goes on, device 1 is
+ * untouched, frees still work, and pymic_device_reset brings device 0
+ * back.  With PYMIC_KERNEL_TIMEOUT set (the "proc-watchdog" run) an
+ * endless kernel is killed the same way.  The device process inherits no
+ * descriptor but its memory's, and dies with its parent.
+ *
+ * argv[1]: the test kernel library.
+ */
+#include "check.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *kernels_path;
+
+static pymic_kernel *find(pymic_library *lib, const char *name)
+{
+    pymic_kernel *k = NULL;
+    CHECK_OK(pymic_kernel_find(lib, name, &k));
+    return k;
+}
+
+static void test_basics(void)
+{
+    pymic_device_info info;
+    CHECK_OK(pymic_device_get_info(0, &info));
+    CHECK(strcmp(info.kind, "proc") == 0);
+    CHECK(strncmp(info.name, "proc:", 5) == 0);
+    CHECK_OK(pymic_device_get_info(1, &info));
+    CHECK(strcmp(info.kind, "host") == 0);
+    CHECK(pymic_device_lost(0, NULL, 0) == 0);
+
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    pymic_kernel *double_it = find(lib, "double_it");
+    CHECK_STATUS(pymic_kernel_find(lib, "no_such_kernel", &double_it), PYMIC_ERR_KERNEL_NOT_FOUND);
+    CHECK_MESSAGE("no_such_kernel");
+    double_it = find(lib, "double_it");
+
+    enum { N = 1000 };
+    static double in[N], out[N];
+    for (int i = 0; i < N; i++)
+        in[i] = i;
+    void *din, *dout;
+    CHECK_OK(pymic_mem_alloc(0, sizeof in, 0, &din));
+    CHECK_OK(pymic_mem_alloc(0, sizeof out, 0, &dout));
+    uintptr_t seen;
+    CHECK_OK(pymic_mem_translate(0, din, 8, &seen));
+    CHECK(seen == (uintptr_t)din + 8); /* the same address in both processes */
+    int64_t n = N;
+    pymic_arg args[3] = {{din, 0}, {dout, 0}, {&n, sizeof n}};
+    CHECK_OK(pymic_memcpy_h2d(s, din, 0, in, sizeof in));
+    CHECK_OK(pymic_invoke(s, double_it, 3, args));
+    CHECK_OK(pymic_memcpy_d2d(s, din, 0, dout, 0, sizeof out));
+    CHECK_OK(pymic_invoke(s, double_it, 3, args));
+    CHECK_OK(pymic_memcpy_d2h(s, out, dout, 0, sizeof out));
+    CHECK_OK(pymic_stream_sync(s));
+    int wrong = 0;
+    for (int i = 0; i < N; i++)
+        wrong += out[i] != 4.0 * i;
+    CHECK(wrong == 0);
+
+    /* Many streams at once, each with its own mailbox and device thread. */
+    pymic_stream *more[8];
+    int64_t counters[8] = {0};
+    void *dc;
+    CHECK_OK(pymic_mem_alloc(0, sizeof counters, 0, &dc));
+    CHECK_OK(pymic_memcpy_h2d(s, dc, 0, counters, sizeof counters));
+    CHECK_OK(pymic_stream_sync(s));
+    pymic_kernel *increment = find(lib, "increment");
+    for (int i = 0; i < 8; i++) {
+        CHECK_OK(pymic_stream_create(0, &more[i]));
+        pymic_arg a = {(int64_t *)dc + i, 0};
+        for (int r = 0; r <= i; r++)
+            CHECK_OK(pymic_invoke(more[i], increment, 1, &a));
+    }
+    CHECK_OK(pymic_device_sync(0));
+    CHECK_OK(pymic_memcpy_d2h(s, counters, dc, 0, sizeof counters));
+    CHECK_OK(pymic_stream_sync(s));
+    for (int i = 0; i < 8; i++) {
+        CHECK(counters[i] == i + 1);
+        CHECK_OK(pymic_stream_destroy(more[i]));
+    }
+    CHECK_OK(pymic_mem_free(s, dc));
+    CHECK_OK(pymic_mem_free(s, din));
+    CHECK_OK(pymic_mem_free(s, dout));
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* Run `crasher` on device 0; expect the loss to be reported with `cause`,
+ * then reset and check the device works again. */
+static void test_fault(const char *crasher, const char *cause)
+{
+    pymic_stream *s, *other, *host;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_stream_create(0, &other));
+    CHECK_OK(pymic_stream_create(1, &host));
+    pymic_library *lib, *hostlib;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    CHECK_OK(pymic_library_load(1, kernels_path, &hostlib));
+    pymic_kernel *increment = find(lib, "increment");
+    void *counter;
+    int64_t value = 41;
+    CHECK_OK(pymic_mem_alloc(0, sizeof value, 0, &counter));
+    CHECK_OK(pymic_memcpy_h2d(s, counter, 0, &value, sizeof value));
+    pymic_arg a = {counter, 0};
+    CHECK_OK(pymic_invoke(s, increment, 1, &a));
+    CHECK_OK(pymic_stream_sync(s));
+
+    /* The fault, then a command queued behind it. */
+    pymic_event *before, *after;
+    CHECK_OK(pymic_event_create(&before));
+    CHECK_OK(pymic_event_create(&after));
+    CHECK_OK(pymic_event_record(before, s));
+    CHECK_OK(pymic_invoke(s, find(lib, crasher), 0, NULL));
+    CHECK_OK(pymic_invoke(s, increment, 1, &a));
+    CHECK_OK(pymic_event_record(after, s));
+    char expected[128];
+    snprintf(expected, sizeof expected, "device 0 lost: kernel '%s' %s", crasher, cause);
+    /* A wait on an event recorded after the fault fails too; one recorded
+     * before it does not. */
+    CHECK_STATUS(pymic_event_sync(after), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE("pymic_event_sync");
+    CHECK_MESSAGE(expected);
+    CHECK_STATUS(pymic_event_query(after), PYMIC_ERR_DEVICE_LOST);
+    CHECK_OK(pymic_event_sync(before));
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE(expected);
+    CHECK_MESSAGE("did not complete");
+    CHECK_OK(pymic_event_destroy(before));
+    CHECK_OK(pymic_event_destroy(after));
+    char why[256];
+    CHECK(pymic_device_lost(0, why, sizeof why) == 1);
+    CHECK(strstr(why, expected) != NULL);
+    /* Reported once; every later command fails again. */
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK_OK(pymic_invoke(other, increment, 1, &a));
+    CHECK_STATUS(pymic_stream_wait_seq(other, pymic_stream_last_enqueued(other)),
+                 PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE("was not run");
+    CHECK_OK(pymic_memcpy_d2h(other, &value, counter, 0, sizeof value));
+    CHECK_STATUS(pymic_device_sync(0), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE("d2h copy");
+    pymic_library *refused;
+    CHECK_STATUS(pymic_library_load(0, kernels_path, &refused), PYMIC_ERR_LIBRARY);
+    CHECK_MESSAGE(expected);
+
+    /* The host device is another matter. */
+    int64_t host_counter = 1;
+    pymic_arg ha = {&host_counter, 0};
+    (void)ha;
+    void *hc;
+    CHECK_OK(pymic_mem_alloc(1, sizeof host_counter, 0, &hc));
+    pymic_arg hd = {hc, 0};
+    CHECK_OK(pymic_memcpy_h2d(host, hc, 0, &host_counter, sizeof host_counter));
+    CHECK_OK(pymic_invoke(host, find(hostlib, "increment"), 1, &hd));
+    CHECK_OK(pymic_memcpy_d2h(host, &host_counter, hc, 0, sizeof host_counter));
+    CHECK_OK(pymic_stream_sync(host));
+    CHECK(host_counter == 2);
+    CHECK_OK(pymic_mem_free(host, hc));
+
+    /* Reset: the same streams work again, libraries are loaded again,
+     * memory allocated before is still there. */
+    CHECK_OK(pymic_device_reset(0));
+    CHECK(pymic_device_lost(0, NULL, 0) == 0);
+    CHECK_STATUS(pymic_invoke(s, increment, 1, &a), PYMIC_ERR_LIBRARY);
+    CHECK_MESSAGE("load its library again");
+    CHECK_STATUS(pymic_kernel_find(lib, "empty_kernel", &increment), PYMIC_ERR_LIBRARY);
+    pymic_library *again;
+    CHECK_OK(pymic_library_load(0, kernels_path, &again));
+    increment = find(again, "increment");
+    CHECK_OK(pymic_invoke(s, increment, 1, &a));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK_OK(pymic_invoke(other, increment, 1, &a));
+    CHECK_OK(pymic_stream_sync(other));
+    CHECK_OK(pymic_memcpy_d2h(s, &value, counter, 0, sizeof value));
+    CHECK_OK(pymic_device_sync(0));
+    CHECK(value == 44);
+    CHECK_OK(pymic_mem_free(s, counter));
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_library_unload(again));
+    CHECK_OK(pymic_library_unload(hostlib));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_OK(pymic_stream_destroy(other));
+    CHECK_OK(pymic_stream_destroy(host));
+}
+
+/* The pid of this process's child running pymic-device, or 0. */
+static pid_t device_process(void)
+{
+    DIR *dir = opendir("/proc");
+    pid_t found = 0;
+    struct dirent *e;
+    while (dir && (e = readdir(dir)) && !found) {
+        char path[300], stat[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        long pid, ppid;
+        char comm[64], state;
+        if (fgets(stat, sizeof stat, f) &&
+            sscanf(stat, "%ld (%63[^)]) %c %ld", &pid, comm, &state, &ppid) == 4 &&
+            ppid == (long)getpid() && strcmp(comm, "pymic-device") == 0)
+            found = (pid_t)pid;
+        fclose(f);
+    }
+    if (dir)
+        closedir(dir);
+    return found;
+}
+
+/* The device process `pid` has ended (gone, or a zombie). */
+static bool ended(pid_t pid)
+{
+    char path[64], stat[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    bool zombie = false;
+    if (fgets(stat, sizeof stat, f)) {
+        const char *close_paren = strrchr(stat, ')');
+        zombie = close_paren && (close_paren[2] == 'Z' || close_paren[2] == 'X');
+    }
+    fclose(f);
+    return zombie;
+}
+
+/* Run in a fresh process (this test executed again, see main): start the
+ * engine with an inheritable descriptor open (`fd`, the report pipe), and
+ * report the device process's pid and its open descriptors; then die by
+ * SIGKILL, which runs no clean-up at all. */
+static int child_side(int fd)
+{
+    CHECK_OK(pymic_init());
+    pid_t device = device_process();
+    char line[512];
+    int used = snprintf(line, sizeof line, "%ld", (long)device);
+    char dir_path[64];
+    snprintf(dir_path, sizeof dir_path, "/proc/%ld/fd", (long)device);
+    DIR *dir = opendir(dir_path);
+    struct dirent *e;
+    while (dir && (e = readdir(dir)))
+        if (e->d_name[0] != '.')
+            used += snprintf(line + used, sizeof line - (size_t)used, " %s", e->d_name);
+    if (dir)
+        closedir(dir);
+    used += snprintf(line + used, sizeof line - (size_t)used, "\n");
+    if (write(fd, line, (size_t)used) != used)
+        return 1;
+    raise(SIGKILL);
+    return 1;
+}
+
+static void test_descriptors_and_parent_death(const char *self)
+{
+    int report[2];
+    CHECK(pipe(report) == 0); /* inheritable on purpose */
+    pid_t child = fork();
+    if (child == 0) {
+        close(report[0]);
+        char fd_arg[16];
+        snprintf(fd_arg, sizeof fd_arg, "%d", report[1]);
+        setenv("PYMIC_DEVICES", "proc", 1);
+        execl(self, self, kernels_path, "--child", fd_arg, (char *)NULL);
+        _exit(127);
+    }
+    close(report[1]);
+    char line[512] = {0};
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof line - 1 && (r = read(report[0], line + got, sizeof line - 1 - got)) > 0)
+        got += (size_t)r;
+    close(report[0]);
+    int status;
+    waitpid(child, &status, 0);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    long device = 0;
+    char fds[256] = {0};
+    CHECK(sscanf(line, "%ld %255[^\n]", &device, fds) >= 1);
+    CHECK(device > 0);
+    /* stdin, stdout, stderr and nothing else: not the report pipe, not
+     * the memory's descriptor (closed once mapped). */
+    CHECK(strcmp(fds, "0 1 2") == 0);
+    if (strcmp(fds, "0 1 2") != 0)
+        fprintf(stderr, "device process descriptors: %s\n", fds);
+    /* Its parent was killed: the device process goes too (bounded wait,
+     * only a failure takes long). */
+    bool gone = false;
+    for (int i = 0; i < 1000 && device > 0 && !(gone = ended((pid_t)device)); i++)
+        nanosleep(&(struct timespec){0, 10000000}, NULL);
+    CHECK(gone);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s KERNEL_LIBRARY\n", argv[0]);
+        return 2;
+    }
+    kernels_path = argv[1];
+    if (argc == 4 && strcmp(argv[2], "--child") == 0)
+        return child_side(atoi(argv[3]));
+    if (getenv("PYMIC_KERNEL_TIMEOUT")) {
+        test_fault("spin_forever", "ran longer than PYMIC_KERNEL_TIMEOUT");
+        return check_finish();
+    }
+    test_basics();
+    test_fault("crash_segv", "killed by SIGSEGV");
+    test_fault("crash_abort", "killed by SIGABRT");
+    test_fault("crash_exit", "exited with status 3");
+    test_fault("crash_segv", "killed by SIGSEGV"); /* every time */
+    test_descriptors_and_parent_death(argv[0]);
+    return check_finish();
+}

@@ -1,0 +1,199 @@
+"""The process device: kernel faults become OffloadError, reset() brings
+the device back, layouts mixing host and proc devices.
+
+Each scenario runs in a fresh interpreter with its own PYMIC_DEVICES, so
+these tests pass whatever layout the suite itself runs with.
+"""
+
+import os
+
+import pytest
+
+from helpers import run_python
+
+FAULT_PROGRAM = """
+import numpy as np
+import pymic
+
+def value(array):
+    array.update_host()
+    array.stream.sync()
+    return array.array
+
+
+host, proc = pymic.devices[0], pymic.devices[1]
+assert (host.kind, proc.kind) == ("host", "proc"), (host.kind, proc.kind)
+stream = proc.get_default_stream()
+for attempt in range(3):                      # every time, not only once
+    lib = proc.load_library(LIBRARY)
+    kept = stream.bind(np.arange(4.0))
+    stream.invoke(getattr(lib, KERNEL))
+    try:
+        stream.sync()
+    except pymic.OffloadError as error:
+        message = str(error)
+    else:
+        raise AssertionError("the fault raised nothing")
+    assert EXPECTED in message, message
+    assert pymic._engine.device_lost(1) is not None
+    # Every later command on the device fails too ...
+    try:
+        value(kept + kept)
+    except pymic.OffloadError as error:
+        assert "device 1 lost" in str(error), str(error)
+    else:
+        raise AssertionError("a command after the fault succeeded")
+    # ... the host device does not care ...
+    on_host = host.get_default_stream().bind(np.ones(3))
+    assert (value(on_host + on_host) == 2).all()
+    # ... and reset() brings the device back (libraries loaded again).
+    proc.reset()
+    assert pymic._engine.device_lost(1) is None
+    fresh = stream.bind(np.arange(4.0))
+    assert (value(fresh + fresh) == 2 * np.arange(4.0)).all()
+    del kept, fresh
+print("python goes on")
+"""
+
+
+@pytest.mark.parametrize("kernel, cause", [
+    ("fault_segv", "killed by SIGSEGV"),
+    ("fault_abort", "killed by SIGABRT"),
+    ("fault_exit", "exited with status 7"),
+])
+def test_fault_is_an_offload_error_every_time_and_reset_recovers(kernel_dir, kernel, cause):
+    program = (f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n"
+               f"KERNEL = {kernel!r}\n"
+               f"EXPECTED = \"device 1 lost: kernel '{kernel}' {cause}\"\n" + FAULT_PROGRAM)
+    result = run_python(program, env={"PYMIC_DEVICES": "host;proc"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "python goes on" in result.stdout
+
+
+def test_endless_kernel_is_killed_by_the_watchdog(kernel_dir):
+    program = (f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n"
+               "KERNEL = 'fault_endless'\n"
+               "EXPECTED = \"device 1 lost: kernel 'fault_endless' ran longer than "
+               "PYMIC_KERNEL_TIMEOUT\"\n" + FAULT_PROGRAM)
+    result = run_python(program, env={"PYMIC_DEVICES": "host;proc",
+                                      "PYMIC_KERNEL_TIMEOUT": "0.5"})
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_bad_kernel_timeout_is_a_configuration_error():
+    result = run_python("import pymic", env={"PYMIC_DEVICES": "proc",
+                                             "PYMIC_KERNEL_TIMEOUT": "soon"})
+    assert result.returncode != 0
+    assert "PYMIC_KERNEL_TIMEOUT" in result.stderr
+
+
+MIXED_PROGRAM = """
+import numpy as np
+import pymic
+
+kinds = [d.kind for d in pymic.devices.values()]
+assert kinds == EXPECTED_KINDS, kinds
+for device in pymic.devices.values():
+    assert device.name.startswith(device.kind + ":"), device.name
+    stream = device.create_stream()
+    a = stream.bind(np.arange(1000.0))
+    b = a * 3.0 + a
+    b.update_host()
+    stream.sync()
+    b = b.array
+    assert (b == 4 * np.arange(1000.0)).all()
+    lib = device.load_library(LIBRARY)
+    stream.sync()
+print("ok")
+"""
+
+
+def layouts():
+    cpus = sorted(os.sched_getaffinity(0))
+    first, last = cpus[0], cpus[-1]
+    return [
+        ("proc", ["proc"]),
+        ("proc*2", ["proc", "proc"]),
+        (f"proc:{first}-{last}", ["proc"]),
+        (f"host:{first};proc:{last}", ["host", "proc"]),
+        ("proc;host;proc", ["proc", "host", "proc"]),
+    ]
+
+
+@pytest.mark.parametrize("layout, kinds", layouts())
+def test_mixed_layouts_run_on_every_device(kernel_dir, layout, kinds):
+    program = (f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n"
+               f"EXPECTED_KINDS = {kinds!r}\n" + MIXED_PROGRAM)
+    result = run_python(program, env={"PYMIC_DEVICES": layout})
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_translated_pointer_is_the_address_the_kernel_sees(kernel_dir):
+    program = f"""
+import numpy as np
+import pymic
+device = pymic.devices[0]
+stream = device.get_default_stream()
+lib = device.load_library({str(kernel_dir / 'libpymictest.so')!r})
+out = stream.bind(np.zeros(8))
+stream.invoke(lib.fill_ones, out, np.int64(8))
+out.update_host()
+stream.sync()
+assert (out.array == 1).all()
+print(device.kind)
+"""
+    result = run_python(program, env={"PYMIC_DEVICES": "proc"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "proc"
+
+
+def test_unknown_device_kind_names_both_kinds():
+    result = run_python("import pymic", env={"PYMIC_DEVICES": "gpu"})
+    assert result.returncode != 0
+    assert '"host" and "proc"' in result.stderr
+
+
+BOUNDS_PROGRAM = """
+import numpy as np
+import pymic
+
+for device in pymic.devices.values():
+    stream = device.create_stream()
+    lib = device.load_library(LIBRARY)
+    buffer = stream.bind(np.zeros(100))
+    stream.invoke(lib.fill_ones, buffer, np.int64(101))   # one double too many
+    try:
+        stream.sync()
+    except pymic.OffloadError as error:
+        message = str(error)
+    else:
+        raise AssertionError(f"{device.kind}: the overrun went unnoticed")
+    assert "kernel 'fill_ones'" in message and "past the end of allocation" in message, message
+    assert "(800 bytes)" in message, message
+    stream.invoke(lib.fill_ones, buffer, np.int64(100))   # within bounds: fine
+    stream.sync()
+    if device.kind == "proc":
+        stream.invoke(lib.fill_ones, buffer, np.int64(100 + 1024))   # into the guard page
+        try:
+            stream.sync()
+        except pymic.OffloadError as error:
+            message = str(error)
+        else:
+            raise AssertionError("the guard page was not hit")
+        assert "killed by SIGSEGV writing past the end of allocation" in message, message
+        device.reset()
+print("ok")
+"""
+
+
+def test_bounds_check_names_kernel_and_allocation_on_both_kinds(kernel_dir):
+    program = (f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + BOUNDS_PROGRAM)
+    result = run_python(program, env={"PYMIC_DEVICES": "host;proc", "PYMIC_CHECK": "bounds"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_unknown_check_is_a_configuration_error():
+    result = run_python("import pymic", env={"PYMIC_CHECK": "everything"})
+    assert result.returncode != 0
+    assert "PYMIC_CHECK" in result.stderr
