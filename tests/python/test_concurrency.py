@@ -169,6 +169,7 @@ def test_threads_with_errors_and_good_calls(stream, lib):
     run_threads(work)
 
 
+@pytest.mark.host_memory
 def test_two_streams_really_run_concurrently(device, lib):
     # A rendezvous: each kernel raises its own flag and waits for the
     # other's, so both complete only if they run at the same time.  Run one
@@ -187,6 +188,7 @@ def test_two_streams_really_run_concurrently(device, lib):
     assert flag_a[0] == 1 and flag_b[0] == 1, "the kernels did not overlap"
 
 
+@pytest.mark.host_memory
 def test_sync_releases_the_gil(stream, lib):
     gate = Gate()
     stream.invoke(lib.gate_wait_bounded, *gate.args())
@@ -196,6 +198,7 @@ def test_sync_releases_the_gil(stream, lib):
     assert gate.opened_in_time, "no other Python thread ran while sync() waited"
 
 
+@pytest.mark.host_memory
 def test_invoke_with_ndarray_releases_the_gil(stream, lib):
     gate = Gate()
     gate_stream = stream.get_device().create_stream()
@@ -212,6 +215,7 @@ def test_invoke_with_ndarray_releases_the_gil(stream, lib):
     del gate_event
 
 
+@pytest.mark.host_memory
 def test_event_synced_from_several_threads(device, lib):
     # Several threads block on one pending event at once (the sleeping
     # path with PYMIC_SPIN_NS=0 too); all wake up when it completes.
@@ -256,6 +260,7 @@ def test_threads_creating_and_dropping_streams_and_arrays(device, lib):
     run_threads(work)
 
 
+@pytest.mark.host_memory
 def test_one_thread_syncs_while_others_enqueue(stream, lib):
     counter = stream.bind(np.zeros(1, dtype=np.int64))
     stop = threading.Event()
@@ -326,6 +331,7 @@ def flood_operations(stream, lib, calls):
     "invoke", "ndarray_invoke", "transfer_host2device", "transfer_device2host",
     "transfer_device2device", "update_device", "record_event", "wait_event",
     "deallocate_device_memory"])
+@pytest.mark.host_memory
 def test_full_ring_does_not_hold_the_gil(device, stream, lib, operation):
     """A thread whose enqueue finds the ring full lets the others run."""
     calls = [0]

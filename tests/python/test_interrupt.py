@@ -25,8 +25,12 @@ import pytest
 
 from helpers import assert_usable, block, main_thread_blocked
 
-pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
-                                reason="signals reach the main thread only")
+pytestmark = [
+    pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                       reason="signals reach the main thread only"),
+    # The gate kernels read flags at host addresses.
+    pytest.mark.host_memory,
+]
 
 WATCHDOG_SECONDS = 20.0
 
