@@ -243,6 +243,36 @@ static bool ended(pid_t pid)
     return zombie;
 }
 
+/* The device process killed from outside while idle: the next command
+ * fails naming the cause, a reset brings the device back. */
+static void test_killed_from_outside(void)
+{
+    pid_t device = device_process();
+    CHECK(device > 0);
+    if (device <= 0)
+        return;
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK(kill(device, SIGKILL) == 0);
+    /* Until the monitor has seen the death, commands may still be taken. */
+    for (int i = 0; i < 1000 && !pymic_device_lost(0, NULL, 0); i++)
+        nanosleep(&(struct timespec){0, 10000000}, NULL);
+    char why[256];
+    CHECK(pymic_device_lost(0, why, sizeof why) == 1);
+    CHECK(strstr(why, "device 0 lost: the device process was killed by SIGKILL") != NULL);
+    int64_t value = 1;
+    void *p;
+    CHECK_OK(pymic_mem_alloc(0, sizeof value, 0, &p));
+    CHECK_OK(pymic_memcpy_h2d(s, p, 0, &value, sizeof value));
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE("killed by SIGKILL");
+    CHECK_OK(pymic_device_reset(0));
+    CHECK_OK(pymic_memcpy_h2d(s, p, 0, &value, sizeof value));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK_OK(pymic_mem_free(s, p));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 /* Run in a fresh process (this test executed again, see main): start the
  * engine with an inheritable descriptor open (`fd`, the report pipe), and
  * report the device process's pid and its open descriptors; then die by
@@ -327,6 +357,7 @@ int main(int argc, char **argv)
     test_fault("crash_abort", "killed by SIGABRT");
     test_fault("crash_exit", "exited with status 3");
     test_fault("crash_segv", "killed by SIGSEGV"); /* every time */
+    test_killed_from_outside();
     test_descriptors_and_parent_death(argv[0]);
     return check_finish();
 }

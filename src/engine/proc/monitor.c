@@ -185,7 +185,8 @@ static void child_ended(proc_device *pd)
     if (k)
         pymic_device_mark_lost(d, "device %d lost: kernel '%s' %s", d->id, k->name, how);
     else
-        pymic_device_mark_lost(d, "device %d lost: the device process %s", d->id, how);
+        pymic_device_mark_lost(d, "device %d lost: the device process %s%s", d->id,
+                               strncmp(how, "killed", 6) == 0 ? "was " : "", how);
     fail_mailboxes(pd);
     close(pd->pidfd);
     pd->pidfd = -1;
