@@ -236,12 +236,6 @@ struct pymic_stream {
 
     /* Read at every publish, written rarely: a line of their own. */
     _Alignas(64) _Atomic int lazy;
-    /* Last run time of recent kernels, keyed by function (stream.c);
-     * rewritten only when a kernel changes between short and long. */
-    struct {
-        _Atomic(pymic_kernel_fn) fn;
-        _Atomic uint64_t ns;
-    } kernel_time[16];
 
     /* The backend's per-worker state (the host's helpers for big
      * copies); created and destroyed by the worker only. */
@@ -308,6 +302,9 @@ void pymic_command_execute(pymic_stream *stream, pymic_command *cmd);
 struct pymic_kernel {
     char *name;
     unsigned generation; /* the device's, when found */
+    /* What its runs say about its length (stream.c): read at every publish
+     * to decide who may run it, rewritten only when it changes. */
+    _Atomic int length_state;
     pymic_kernel_fn fn;
     void *address;
     pymic_library *library;

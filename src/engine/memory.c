@@ -95,6 +95,22 @@ void pymic_memory_postfork_child(void)
     pthread_mutex_init(&table_lock, NULL);
 }
 
+/* Drop the uses that are over: they can no longer delay a free, and each
+ * holds its stream, so a long-lived allocation touched by many short-lived
+ * streams would otherwise keep every one of them (and its command ring)
+ * in memory.  Caller holds table_lock. */
+static void prune_passed_uses(pymic_alloc *alloc)
+{
+    int kept = 0;
+    for (int i = 0; i < alloc->nuses; i++) {
+        if (pymic_stream_passed(alloc->uses[i].stream, alloc->uses[i].seq))
+            pymic_stream_release(alloc->uses[i].stream);
+        else
+            alloc->uses[kept++] = alloc->uses[i];
+    }
+    alloc->nuses = kept;
+}
+
 /* Note that command `seq` of `stream` uses `alloc`.  Caller holds
  * table_lock.  False when the use list cannot grow (out of host memory). */
 static bool record_use(pymic_alloc *alloc, pymic_stream *stream, uint64_t seq)
@@ -105,6 +121,7 @@ static bool record_use(pymic_alloc *alloc, pymic_stream *stream, uint64_t seq)
             return true;
         }
     }
+    prune_passed_uses(alloc);
     if (alloc->nuses == alloc->uses_capacity) {
         int capacity = alloc->uses_capacity ? 2 * alloc->uses_capacity : 2;
         pymic_use *grown = realloc(alloc->uses, sizeof *grown * (size_t)capacity);

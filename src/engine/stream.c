@@ -55,37 +55,35 @@ enum {
 /* A lazy worker is woken at once when this many commands wait unclaimed. */
 #define LAZY_BACKLOG 64u
 
-#define KERNEL_TIME_SLOTS (sizeof ((pymic_stream *)0)->kernel_time / \
-                           sizeof ((pymic_stream *)0)->kernel_time[0])
+/* What the runs of a kernel say about its length, per kernel handle (a
+ * small per-stream table keyed by function lost the state of colliding
+ * kernels).  It takes two slow runs in a row to call a short kernel long:
+ * a single run that paid for (re)creating an OpenMP thread pool (a
+ * millisecond or so) must not hand the kernel back to the worker, which
+ * would cost a wake-up per kernel from then on. */
+enum { KERNEL_UNKNOWN = 0, KERNEL_SHORT, KERNEL_SLOW_ONCE, KERNEL_LONG };
 
-static unsigned kernel_time_slot(pymic_kernel_fn fn)
+static bool kernel_is_quick(const struct pymic_kernel *kernel)
 {
-    uintptr_t bits = (uintptr_t)fn;
-    return (unsigned)((bits >> 4) ^ (bits >> 12)) % KERNEL_TIME_SLOTS;
+    int state = atomic_load_explicit(&((struct pymic_kernel *)kernel)->length_state,
+                                     memory_order_relaxed);
+    return state == KERNEL_SHORT || state == KERNEL_SLOW_ONCE;
 }
 
-static uint64_t last_kernel_ns(pymic_stream *stream, pymic_kernel_fn fn)
+static void note_kernel_ns(const struct pymic_kernel *kernel, uint64_t ns)
 {
-    unsigned i = kernel_time_slot(fn);
-    if (atomic_load_explicit(&stream->kernel_time[i].fn, memory_order_relaxed) != fn)
-        return UINT64_MAX;
-    return atomic_load_explicit(&stream->kernel_time[i].ns, memory_order_relaxed);
+    _Atomic int *state = &((struct pymic_kernel *)kernel)->length_state;
+    int before = atomic_load_explicit(state, memory_order_relaxed);
+    int after = ns <= QUICK_KERNEL_NS ? KERNEL_SHORT
+              : before == KERNEL_SHORT ? KERNEL_SLOW_ONCE
+                                       : KERNEL_LONG;
+    /* Producers read this at every publish: write only a change, so the
+     * line is not pulled over at every command. */
+    if (after != before)
+        atomic_store_explicit(state, after, memory_order_relaxed);
 }
 
-static void note_kernel_ns(pymic_stream *stream, pymic_kernel_fn fn, uint64_t ns)
-{
-    /* Producers read this table at every publish: write only what changes
-     * their answer, so the line is not pulled over at every command. */
-    unsigned i = kernel_time_slot(fn);
-    if (atomic_load_explicit(&stream->kernel_time[i].fn, memory_order_relaxed) == fn &&
-        (atomic_load_explicit(&stream->kernel_time[i].ns, memory_order_relaxed) <=
-         QUICK_KERNEL_NS) == (ns <= QUICK_KERNEL_NS))
-        return;
-    atomic_store_explicit(&stream->kernel_time[i].fn, fn, memory_order_relaxed);
-    atomic_store_explicit(&stream->kernel_time[i].ns, ns, memory_order_relaxed);
-}
-
-static unsigned char run_class_of(pymic_stream *stream, const pymic_command *cmd)
+static unsigned char run_class_of(const pymic_command *cmd)
 {
     switch (cmd->kind) {
     case PYMIC_CMD_FREE:
@@ -94,7 +92,7 @@ static unsigned char run_class_of(pymic_stream *stream, const pymic_command *cmd
     case PYMIC_CMD_COPY:
         return cmd->u.copy.nbytes <= QUICK_COPY_BYTES ? RUN_QUICK : RUN_UNTIMED;
     case PYMIC_CMD_INVOKE:
-        return last_kernel_ns(stream, cmd->u.call.fn) <= QUICK_KERNEL_NS ? RUN_QUICK : RUN_UNTIMED;
+        return kernel_is_quick(cmd->u.call.handle) ? RUN_QUICK : RUN_UNTIMED;
     default:
         return RUN_WORKER_ONLY;
     }
@@ -122,7 +120,7 @@ void pymic_stream_publish(pymic_stream *stream)
     uint64_t seq = atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
     pymic_command *cmd = slot_of(stream->ring, seq);
     int kind = cmd->kind;
-    unsigned char run_class = run_class_of(stream, cmd);
+    unsigned char run_class = run_class_of(cmd);
     atomic_store_explicit(&cmd->run_class, run_class, memory_order_relaxed);
     pymic_trace_enqueue(stream, cmd, seq);
     /* seq_cst store: ordered before reading the worker's sleeper count. */
@@ -200,7 +198,7 @@ static void run_claimed(pymic_stream *stream, uint64_t seq, bool on_worker)
         pymic_host_run_on_caller(stream, cmd);
     }
     if (start)
-        note_kernel_ns(stream, cmd->u.call.fn, pymic_now_ns() - start);
+        note_kernel_ns(cmd->u.call.handle, pymic_now_ns() - start);
     pymic_trace_exec_end(stream, seq, traced);
     complete(stream, seq);
 }
@@ -297,6 +295,11 @@ static void worker_finish(pymic_stream *stream)
 {
     pymic_trace_stream_exit(stream);
     stream->ops->worker_exit(stream);
+    /* Nobody reads the ring after STOP (the handle died at destroy); the
+     * references that may keep the stream a while longer (use lists,
+     * parked releases) only read its counters. */
+    free(stream->ring);
+    stream->ring = NULL;
     unlink_from_device(stream);
     pymic_stream_release(stream);
 }
