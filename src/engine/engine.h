@@ -236,6 +236,12 @@ struct pymic_stream {
 
     /* Read at every publish, written rarely: a line of their own. */
     _Alignas(64) _Atomic int lazy;
+    /* What recent kernels' runs on this stream say about their length,
+     * keyed by kernel (stream.c); rewritten only when a verdict changes. */
+    struct {
+        _Atomic(const struct pymic_kernel *) kernel;
+        _Atomic int state;
+    } kernel_length[32];
 
     /* The backend's per-worker state (the host's helpers for big
      * copies); created and destroyed by the worker only. */
@@ -302,9 +308,6 @@ void pymic_command_execute(pymic_stream *stream, pymic_command *cmd);
 struct pymic_kernel {
     char *name;
     unsigned generation; /* the device's, when found */
-    /* What its runs say about its length (stream.c): read at every publish
-     * to decide who may run it, rewritten only when it changes. */
-    _Atomic int length_state;
     pymic_kernel_fn fn;
     void *address;
     pymic_library *library;

@@ -55,35 +55,53 @@ enum {
 /* A lazy worker is woken at once when this many commands wait unclaimed. */
 #define LAZY_BACKLOG 64u
 
-/* What the runs of a kernel say about its length, per kernel handle (a
- * small per-stream table keyed by function lost the state of colliding
- * kernels).  It takes two slow runs in a row to call a short kernel long:
- * a single run that paid for (re)creating an OpenMP thread pool (a
- * millisecond or so) must not hand the kernel back to the worker, which
- * would cost a wake-up per kernel from then on. */
+/* What a kernel's runs on a stream say about its length.  It takes two
+ * slow runs in a row to call a short kernel long: a single run that paid
+ * for (re)creating an OpenMP thread pool (a millisecond or so) must not
+ * hand the kernel back to the worker, which would cost a wake-up per
+ * kernel from then on (measured: B9 at 1.2-1.4x ctypes instead of 1.0x).
+ * Per stream, not per kernel: a fresh stream knows nothing, so a timed
+ * wait leaves its kernels to the worker until they have run there. */
 enum { KERNEL_UNKNOWN = 0, KERNEL_SHORT, KERNEL_SLOW_ONCE, KERNEL_LONG };
 
-static bool kernel_is_quick(const struct pymic_kernel *kernel)
+#define KERNEL_LENGTH_SLOTS (sizeof ((pymic_stream *)0)->kernel_length / \
+                             sizeof ((pymic_stream *)0)->kernel_length[0])
+
+static unsigned kernel_slot(const struct pymic_kernel *kernel)
 {
-    int state = atomic_load_explicit(&((struct pymic_kernel *)kernel)->length_state,
-                                     memory_order_relaxed);
+    uintptr_t bits = (uintptr_t)kernel;
+    return (unsigned)((bits >> 6) ^ (bits >> 14)) % KERNEL_LENGTH_SLOTS;
+}
+
+static bool kernel_is_quick(pymic_stream *stream, const struct pymic_kernel *kernel)
+{
+    unsigned i = kernel_slot(kernel);
+    if (atomic_load_explicit(&stream->kernel_length[i].kernel, memory_order_relaxed) != kernel)
+        return false;
+    int state = atomic_load_explicit(&stream->kernel_length[i].state, memory_order_relaxed);
     return state == KERNEL_SHORT || state == KERNEL_SLOW_ONCE;
 }
 
-static void note_kernel_ns(const struct pymic_kernel *kernel, uint64_t ns)
+static void note_kernel_ns(pymic_stream *stream, const struct pymic_kernel *kernel, uint64_t ns)
 {
-    _Atomic int *state = &((struct pymic_kernel *)kernel)->length_state;
-    int before = atomic_load_explicit(state, memory_order_relaxed);
+    unsigned i = kernel_slot(kernel);
+    bool known =
+        atomic_load_explicit(&stream->kernel_length[i].kernel, memory_order_relaxed) == kernel;
+    int before = known ? atomic_load_explicit(&stream->kernel_length[i].state,
+                                              memory_order_relaxed)
+                       : KERNEL_UNKNOWN;
     int after = ns <= QUICK_KERNEL_NS ? KERNEL_SHORT
               : before == KERNEL_SHORT ? KERNEL_SLOW_ONCE
                                        : KERNEL_LONG;
     /* Producers read this at every publish: write only a change, so the
      * line is not pulled over at every command. */
-    if (after != before)
-        atomic_store_explicit(state, after, memory_order_relaxed);
+    if (!known)
+        atomic_store_explicit(&stream->kernel_length[i].kernel, kernel, memory_order_relaxed);
+    if (after != before || !known)
+        atomic_store_explicit(&stream->kernel_length[i].state, after, memory_order_relaxed);
 }
 
-static unsigned char run_class_of(const pymic_command *cmd)
+static unsigned char run_class_of(pymic_stream *stream, const pymic_command *cmd)
 {
     switch (cmd->kind) {
     case PYMIC_CMD_FREE:
@@ -92,7 +110,7 @@ static unsigned char run_class_of(const pymic_command *cmd)
     case PYMIC_CMD_COPY:
         return cmd->u.copy.nbytes <= QUICK_COPY_BYTES ? RUN_QUICK : RUN_UNTIMED;
     case PYMIC_CMD_INVOKE:
-        return kernel_is_quick(cmd->u.call.handle) ? RUN_QUICK : RUN_UNTIMED;
+        return kernel_is_quick(stream, cmd->u.call.handle) ? RUN_QUICK : RUN_UNTIMED;
     default:
         return RUN_WORKER_ONLY;
     }
@@ -120,7 +138,7 @@ void pymic_stream_publish(pymic_stream *stream)
     uint64_t seq = atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
     pymic_command *cmd = slot_of(stream->ring, seq);
     int kind = cmd->kind;
-    unsigned char run_class = run_class_of(cmd);
+    unsigned char run_class = run_class_of(stream, cmd);
     atomic_store_explicit(&cmd->run_class, run_class, memory_order_relaxed);
     pymic_trace_enqueue(stream, cmd, seq);
     /* seq_cst store: ordered before reading the worker's sleeper count. */
@@ -198,7 +216,7 @@ static void run_claimed(pymic_stream *stream, uint64_t seq, bool on_worker)
         pymic_host_run_on_caller(stream, cmd);
     }
     if (start)
-        note_kernel_ns(cmd->u.call.handle, pymic_now_ns() - start);
+        note_kernel_ns(stream, cmd->u.call.handle, pymic_now_ns() - start);
     pymic_trace_exec_end(stream, seq, traced);
     complete(stream, seq);
 }
