@@ -35,7 +35,7 @@
 
 extern char **environ;
 
-static pymic_kernel *k_order, *k_who, *k_sleep, *k_gate, *k_team;
+static pymic_kernel *k_order, *k_who, *k_sleep, *k_gate, *k_team, *k_sleep_who;
 
 static pymic_arg ptr_arg(void *p)
 {
@@ -62,6 +62,7 @@ static void load_kernels(const char *path)
     CHECK_OK(pymic_kernel_find(lib, "stress_sleep_ms", &k_sleep));
     CHECK_OK(pymic_kernel_find(lib, "stress_gate", &k_gate));
     CHECK_OK(pymic_kernel_find(lib, "stress_team_size", &k_team));
+    CHECK_OK(pymic_kernel_find(lib, "stress_sleep_whoami", &k_sleep_who));
 }
 
 static int invoke_order(pymic_stream *s, int64_t *track, int64_t value)
@@ -124,6 +125,46 @@ static void test_timed_wait_leaves_unknown_kernels(void)
     CHECK_STATUS(pymic_stream_wait_seq_timeout(s, 1, 20000000), PYMIC_ERR_TIMEOUT);
     CHECK_OK(pymic_stream_sync(s));
     CHECK(pymic_stream_completed(s) == 1);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* One slow run does not make a short kernel long: a run that paid for
+ * creating an OpenMP pool must not hand the kernel back to the worker.
+ * Each round: a 3 ms run, then a 0 ms run under a timed wait, which may
+ * run only kernels known to be short.  With one slow run counting as
+ * "long", the second never runs on this thread. */
+static void test_one_slow_run_keeps_a_kernel_short(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    int64_t tid = 0, ms = 0;
+    pymic_arg args[2] = {ptr_arg(&tid), {&ms, sizeof ms}};
+    CHECK_OK(pymic_invoke(s, k_sleep_who, 2, args)); /* known short now */
+    CHECK_OK(pymic_stream_sync(s));
+    int here = 0;
+    for (int round = 0; round < 50; round++) {
+        ms = 3;
+        CHECK_OK(pymic_invoke(s, k_sleep_who, 2, args));
+        CHECK_OK(pymic_stream_sync(s));
+        ms = 0;
+        CHECK_OK(pymic_invoke(s, k_sleep_who, 2, args));
+        CHECK_OK(pymic_stream_wait_seq_timeout(s, pymic_stream_last_enqueued(s),
+                                               UINT64_C(10000000000)));
+        here += tid == my_tid();
+    }
+    CHECK(here > 0);
+    /* Two slow runs in a row make it long: a timed wait leaves it to the
+     * worker (a 300 ms run, so a 20 ms wait times out). */
+    ms = 3;
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(pymic_invoke(s, k_sleep_who, 2, args));
+        CHECK_OK(pymic_stream_sync(s));
+    }
+    ms = 300;
+    CHECK_OK(pymic_invoke(s, k_sleep_who, 2, args));
+    CHECK_STATUS(pymic_stream_wait_seq_timeout(s, pymic_stream_last_enqueued(s), 20000000),
+                 PYMIC_ERR_TIMEOUT);
+    CHECK_OK(pymic_stream_sync(s));
     CHECK_OK(pymic_stream_destroy(s));
 }
 
@@ -421,6 +462,7 @@ int main(int argc, char **argv)
 
     test_caller_runs_in_order();
     test_timed_wait_leaves_unknown_kernels();
+    test_one_slow_run_keeps_a_kernel_short();
     test_nothing_overtakes_a_blocked_command();
     test_event_wait_across_streams();
     test_thread_outside_device_never_runs(argv[0], argv[1]);

@@ -35,6 +35,14 @@ PYMIC_KERNEL void stress_sleep_ms(const int64_t *ms)
     nanosleep(&t, NULL);
 }
 
+/* Sleep *ms milliseconds, then *tid = the thread that ran it. */
+PYMIC_KERNEL void stress_sleep_whoami(int64_t *tid, const int64_t *ms)
+{
+    struct timespec t = {(time_t)(*ms / 1000), (long)(*ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+    *tid = (int64_t)syscall(SYS_gettid);
+}
+
 /* Block until *gate is nonzero. */
 PYMIC_KERNEL void stress_gate(_Atomic int64_t *gate)
 {
