@@ -405,7 +405,8 @@ def local_device() -> OffloadDevice:
     OffloadError
         If the MPI launcher's variables are malformed.
     """
-    return devices[_engine.local_device_index()]
+    device: OffloadDevice = devices[int(_engine.local_device_index())]
+    return device
 
 
 def _resolve_device(device):
