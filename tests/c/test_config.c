@@ -16,6 +16,7 @@
 #include "../../src/engine/cgroup.c"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -685,6 +686,38 @@ static void expect_auto_lazy(const void *arg)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* Two threads using a lazy device at once: it is set up once, and both
+ * get working streams and memory (TSan checks the set-up is race-free). */
+static void *use_device_zero(void *arg)
+{
+    int *ok = arg;
+    pymic_stream *s = NULL;
+    void *p = NULL;
+    *ok = pymic_stream_create(0, &s) == PYMIC_OK && pymic_mem_alloc(0, 4096, 0, &p) == PYMIC_OK;
+    char bytes[64] = {1};
+    if (*ok)
+        *ok = pymic_memcpy_h2d(s, p, 0, bytes, sizeof bytes) == PYMIC_OK &&
+              pymic_mem_free(s, p) == PYMIC_OK && pymic_stream_sync(s) == PYMIC_OK &&
+              pymic_stream_destroy(s) == PYMIC_OK;
+    return NULL;
+}
+
+static void expect_auto_lazy_concurrent(const void *arg)
+{
+    (void)arg;
+    static const char *const rank_one[] = {
+        "MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "2", NULL};
+    set_launcher(rank_one);
+    CHECK_OK(pymic_init());
+    pthread_t threads[2];
+    int ok[2] = {0, 0};
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_create(&threads[i], NULL, use_device_zero, &ok[i]) == 0);
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_join(threads[i], NULL) == 0);
+    CHECK(ok[0] && ok[1]);
+}
+
 static void run_auto_cases(void)
 {
     for (size_t i = 0; i < sizeof auto_cases / sizeof *auto_cases; i++)
@@ -707,6 +740,8 @@ static void run_auto_cases(void)
         "MPI_LOCALRANKID", rank, "MPI_LOCALNRANKS", size, NULL};
     in_child("host:auto, more ranks than CPUs, init", "host:auto", expect_auto_init, crowded);
     in_child("host:auto, bound, init", "host:auto", expect_auto_bound, last_of_two);
+    in_child("host:auto, a lazy device used by two threads at once", "host:auto",
+             expect_auto_lazy_concurrent, NULL);
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     /* pymic-device is never sanitized (tests/c/meson.build). */
     printf("skipped: proc:auto set-up on first use (no process devices under sanitizers)\n");
