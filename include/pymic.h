@@ -92,6 +92,10 @@ PYMIC_API const char *pymic_status_name(int status);
  *   "host*N"          N devices that split the cores evenly (N > cores:
  *                     devices share cores round-robin)
  *   "host:0-3;host:4,5"  explicit CPU lists, one device per ';'-item
+ *   "host:auto"       one device per MPI rank of this node, the same list on
+ *                     every rank; rank r's share of the cores is device r
+ *                     (see pymic_local_device_index); devices of the other
+ *                     ranks are set up only if used
  * PYMIC_MEMORY_LIMIT ("512M", "2G", bytes) bounds each device's memory.
  * PYMIC_SPIN_NS sets the spin window of waits (see pymic_set_spin_ns).
  * PYMIC_DEBUG >= 1 prints engine messages on stderr prefixed "PYMIC:". */
@@ -129,6 +133,16 @@ PYMIC_API int pymic_device_get_info(int device, pymic_device_info *info);
 /* The CPU numbers of a device: writes up to `max` of them to `cpus`, the
  * total to *count. */
 PYMIC_API int pymic_device_get_cpus(int device, int *cpus, int max, int *count);
+
+/* The device this process calls its own, in *device.  Under
+ * PYMIC_DEVICES=host:auto (or proc:auto) in an MPI job, every rank of a
+ * node sees the same list, one device per local rank, and its own is
+ * number local rank (the launcher's OMPI_COMM_WORLD_LOCAL_RANK,
+ * MPI_LOCALRANKID or SLURM_LOCALID).  With other layouts, the node's
+ * ranks are grouped in equal blocks over the devices: local rank *
+ * count / local size (0 outside an MPI job).  CONFIG if the launcher's
+ * variables are malformed. */
+PYMIC_API int pymic_local_device_index(int *device);
 
 /* Memory limit of a device in bytes (0 = back to the default: physical
  * memory divided among devices).  Fails with OUT_OF_MEMORY if below the

@@ -46,7 +46,7 @@ from ._engine import OffloadError, OffloadValueError
 _engine.init()
 _engine.set_numpy_types(_numpy.ndarray, _numpy.generic)
 
-from .device import OffloadDevice, devices, number_of_devices  # noqa: E402
+from .device import OffloadDevice, devices, local_device, number_of_devices  # noqa: E402
 from .stream import OffloadStream  # noqa: E402
 from .library import OffloadLibrary  # noqa: E402
 from .array import OffloadArray  # noqa: E402
@@ -78,6 +78,7 @@ __all__ = [
     "compile",
     "devices",
     "get_include",
+    "local_device",
     "number_of_devices",
     "trace",
 ]

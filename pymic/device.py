@@ -382,6 +382,33 @@ def number_of_devices():
     return len(devices)
 
 
+def local_device() -> OffloadDevice:
+    """Return the device this process calls its own.
+
+    Under ``PYMIC_DEVICES=host:auto`` (or ``proc:auto``) in an MPI job every
+    rank of a node sees the same device list, one device per local rank
+    (each a disjoint share of the node's cores), and its own is
+    ``pymic.devices[local_rank]``, the local rank being what the launcher
+    says (``OMPI_COMM_WORLD_LOCAL_RANK``, ``MPI_LOCALRANKID``,
+    ``SLURM_LOCALID``).  With other layouts the node's ranks are grouped in
+    equal blocks over the devices (local rank * devices // ranks per node,
+    as codes sharing N cards among a node's ranks number them); outside an
+    MPI job it is device 0.
+
+    Returns
+    -------
+    OffloadDevice
+        This rank's device.
+
+    Raises
+    ------
+    OffloadError
+        If the MPI launcher's variables are malformed.
+    """
+    device: OffloadDevice = devices[int(_engine.local_device_index())]
+    return device
+
+
 def _resolve_device(device):
     """Turn None, a device number or an OffloadDevice into an OffloadDevice."""
     if device is None:

@@ -12,9 +12,12 @@ Every rank keeps its block on its device and, each step,
 3. copies the halo rows to the device (``update_device``) and runs one
    Jacobi sweep there (``jacobi_sweep`` in heat_mpi.c).
 
-Each rank's device is ``PYMIC_DEVICES=host:auto`` (set below unless the
-environment says otherwise): an equal, disjoint share of the node's cores,
-found from the launcher's local rank.  At the end rank 0 gathers the blocks
+The devices are ``PYMIC_DEVICES=host:auto`` (set below unless the
+environment says otherwise): every rank of a node sees the same list, one
+device per local rank, each an equal, disjoint share of the node's cores
+(or the cores the launcher bound the rank to), and takes its own with
+``pymic.local_device()`` -- the same as ``pymic.devices[local_rank]``,
+which is how pyMIC-era codes pick theirs.  At the end rank 0 gathers the blocks
 and compares them with the same steps done serially with NumPy.  Run it
 from this directory after ``make -C examples``.
 """
@@ -23,7 +26,7 @@ import os
 import sys
 import time
 
-# Before pymic is imported: each rank gets its own share of the cores.
+# Before pymic is imported: one device per rank of the node.
 os.environ.setdefault("PYMIC_DEVICES", "host:auto")
 
 import numpy as np  # noqa: E402
@@ -144,7 +147,7 @@ def main(argv):
     if n < size:
         raise SystemExit(f"heat_mpi: {n} rows cannot be split over {size} ranks")
 
-    device = pymic.devices[0]
+    device = pymic.local_device()  # this rank's share: devices[local rank]
     library = device.load_library("libheat_mpi.so")
     stream = device.get_default_stream()
 

@@ -41,9 +41,13 @@ typedef struct pymic_backend_ops {
     /* What pymic_device_info.kind reports ("host"). */
     const char *kind;
 
-    /* ---- device life.  Called once by engine initialisation, before
-     * any stream exists, on the initialising thread.  Sets up
-     * device->backend; false if the system refuses (out of memory). */
+    /* ---- device life.  Called once per device, before its first
+     * stream, allocation or library, with the device's open lock held
+     * (no other engine lock): by engine initialisation on the
+     * initialising thread, or -- for a device set up on first use
+     * (host:auto's entries of the node's other ranks) -- on the thread
+     * of that first use.  Sets up device->backend; false if the system
+     * refuses (out of memory). */
     bool (*open)(struct pymic_device *device);
 
     /* ---- memory.  Any thread; the allocation table's lock is NOT held

@@ -9,7 +9,9 @@
  *     list  := range ("," range)*
  *     range := cpu | cpu "-" cpu
  * Every CPU must be one the process may run on (its affinity mask), so a
- * device never names a core the worker could not be pinned to.
+ * device never names a core the worker could not be pinned to -- except
+ * the entries host:auto makes for the other ranks of a node when the
+ * launcher bound each rank to its own cores (see resolve_auto).
  *
  * This file uses nothing else of the engine, so tests/c/test_config.c can
  * compile it in and call its internals with made-up CPU lists.
@@ -283,45 +285,63 @@ static bool bound_to_share(const pymic_host_cpus *cpus)
     return true;
 }
 
-/* One device for this rank: its launcher binding, else an equal, disjoint
- * share of the mask by local rank, else (no launcher) the whole mask.  On
- * success `note` says which, for the debug log. */
-static int resolve_auto(const pymic_host_cpus *cpus, pymic_device_spec *spec,
-                        char *note, size_t note_len)
+/* host:auto: one device per local rank, the same list on every rank of
+ * the node, so that pyMIC-era codes can take devices[local_rank].  Entry i
+ * is rank i's share; this rank's own entry (`own`) is its launcher binding
+ * when it has one, else share `local->rank` of an equal split of its mask;
+ * the other entries are `lazy`: their backend is set up only if this
+ * process ever uses them.  `specs` has room for local->size devices (one
+ * without a launcher).  On success `note` says which rule applied, for the
+ * debug log. */
+static int resolve_auto(const pymic_host_cpus *cpus, const local_rank *local,
+                        pymic_device_spec *specs, char *note, size_t note_len)
 {
-    local_rank local;
-    int status = read_local_rank(&local, note, note_len);
-    if (status != PYMIC_OK)
-        return status;
     const int *avail = cpus->avail;
     long navail = cpus->navail;
-    if (local.size == 0) {
+    long rank = local->rank, size = local->size;
+    int status;
+    if (size == 0) {
         snprintf(note, note_len, "host:auto: no MPI launcher's local rank "
                  "(OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, SLURM_LOCALID of an srun step), "
                  "so one device on all %ld CPUs, as \"host\"", navail);
-        status = copy_cpus(spec, avail, (int)navail);
+        status = copy_cpus(&specs[0], avail, (int)navail);
+        specs[0].own = true;
     } else if (bound_to_share(cpus)) {
+        /* The other ranks' bindings are not known here: their entries are
+         * the node's CPUs split by local rank, which is what binding one
+         * equal block per rank (a core, a socket) gives them. */
         snprintf(note, note_len, "host:auto: local rank %ld of %ld (%s) is bound to %ld of the "
-                 "node's %d CPUs; the device uses them as they are",
-                 local.rank, local.size, local.rank_var, navail, cpus->nnode);
-        status = copy_cpus(spec, avail, (int)navail);
-    } else if (local.size <= navail) {
-        long first = local.rank * navail / local.size;
-        long last = (local.rank + 1) * navail / local.size;
+                 "node's %d CPUs; its device %ld uses them as they are, devices of the other "
+                 "local ranks are the node's CPUs split in %ld",
+                 rank, size, local->rank_var, navail, cpus->nnode, rank, size);
+        status = split_cpus(size, cpus->node, cpus->nnode, specs);
+        if (status == PYMIC_OK) {
+            free(specs[rank].cpus);
+            specs[rank].cpus = NULL;
+            status = copy_cpus(&specs[rank], avail, (int)navail);
+        }
+    } else if (size <= navail) {
+        long first = rank * navail / size, last = (rank + 1) * navail / size;
         snprintf(note, note_len, "host:auto: local rank %ld of %ld (%s) takes share %ld, %ld "
-                 "CPUs, of the %ld CPUs in its affinity mask", local.rank, local.size,
-                 local.rank_var, local.rank, last - first, navail);
-        status = copy_cpus(spec, avail + first, (int)(last - first));
+                 "CPUs, of the %ld CPUs in its affinity mask (devices 0-%ld, one per local "
+                 "rank)", rank, size, local->rank_var, rank, last - first, navail, size - 1);
+        status = split_cpus(size, avail, (int)navail, specs);
     } else {
         /* As host*N does with more devices than CPUs. */
         snprintf(note, note_len, "host:auto: %ld local ranks (%s) but only %ld CPUs: ranks share "
-                 "CPUs round-robin, local rank %ld runs on CPU %d", local.size,
-                 local.rank_var, navail, local.rank, avail[local.rank % navail]);
-        status = copy_cpus(spec, avail + local.rank % navail, 1);
+                 "CPUs round-robin, local rank %ld runs on CPU %d", size, local->rank_var,
+                 navail, rank, avail[rank % navail]);
+        status = split_cpus(size, avail, (int)navail, specs);
     }
-    if (status != PYMIC_OK)
+    if (status != PYMIC_OK) {
         set_why(note, note_len, "%s", "out of memory");
-    return status;
+        return status;
+    }
+    for (long i = 0; i < (size ? size : 1); i++) {
+        specs[i].own = i == rank;
+        specs[i].lazy = !specs[i].own;
+    }
+    return PYMIC_OK;
 }
 
 static int grow_specs(pymic_device_spec **specs, int *cap, int need)
@@ -380,13 +400,19 @@ static int parse_item(const char *p, const char *end, const pymic_host_cpus *cpu
     } else if (p != end) {
         return set_why(why, why_len, "%s", "expected \"host\", \"host*N\" or \"host:CPUS\"");
     }
+    local_rank local = {0, 0, NULL};
+    if (automatic) {
+        if (read_local_rank(&local, why, why_len) != PYMIC_OK)
+            return PYMIC_ERR_CONFIG;
+        ndev = local.size ? local.size : 1;
+    }
     if (*count + ndev > PYMIC_MAX_DEVICES)
         return set_why(why, why_len, "%s", "too many devices (at most 1024)");
     if (grow_specs(specs, cap, *count + (int)ndev) != PYMIC_OK)
         return set_why(why, why_len, "%s", "out of memory");
     int status;
     if (automatic) {
-        status = resolve_auto(cpus, &(*specs)[*count], note, note_len);
+        status = resolve_auto(cpus, &local, &(*specs)[*count], note, note_len);
         if (status != PYMIC_OK)
             snprintf(why, why_len, "%s", note);
     } else if (explicit_list) {
@@ -433,6 +459,23 @@ int pymic_parse_devices(const char *text, const pymic_host_cpus *cpus,
     }
     *specs_out = specs;
     *count_out = count;
+    return PYMIC_OK;
+}
+
+int pymic_local_device(const pymic_device_spec *specs, int count, int *index, char *why,
+                       size_t why_len)
+{
+    for (int i = 0; i < count; i++)
+        if (specs[i].own) {
+            *index = i;
+            return PYMIC_OK;
+        }
+    /* No host:auto: ranks grouped in equal blocks per device, as codes
+     * that share N cards among a node's ranks number them. */
+    local_rank local;
+    if (read_local_rank(&local, why, why_len) != PYMIC_OK)
+        return PYMIC_ERR_CONFIG;
+    *index = local.size ? (int)(local.rank * count / local.size) : 0;
     return PYMIC_OK;
 }
 
@@ -502,7 +545,7 @@ static bool read_cgroup_cpuset(pymic_device_spec *spec)
 
 int pymic_node_cpus(int **cpus_out, int *count_out)
 {
-    pymic_device_spec spec = {0, NULL, 0};
+    pymic_device_spec spec = {0};
     if (!read_cgroup_cpuset(&spec) &&
         !read_cpu_list_file("/sys/devices/system/cpu/online", &spec))
         return PYMIC_ERR_SYSTEM;

@@ -21,6 +21,14 @@ pymic_device *pymic_device_lookup(int id, const char *op, int *status)
     return &pymic_global.devices[id];
 }
 
+pymic_device *pymic_device_open(int id, const char *op, int *status)
+{
+    pymic_device *d = pymic_device_lookup(id, op, status);
+    if (d && (*status = pymic_device_ensure_open(d, op)) != PYMIC_OK)
+        return NULL;
+    return d;
+}
+
 int pymic_device_count(int *count)
 {
     int status = pymic_ensure_init();

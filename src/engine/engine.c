@@ -156,6 +156,8 @@ static int read_memory_limit(size_t *limit)
     return PYMIC_OK;
 }
 
+static int open_device(pymic_device *device, const char *op, bool on_first_use);
+
 static int create_devices(const pymic_device_spec *specs, int count, size_t limit)
 {
     pymic_device *devices = calloc((size_t)count, sizeof *devices);
@@ -175,15 +177,46 @@ static int create_devices(const pymic_device_spec *specs, int count, size_t limi
             CPU_SET(d->cpus[c], &d->cpuset);
         format_device_name(d->ops->kind, d->cpus, d->ncpus, d->name, sizeof d->name);
         pthread_mutex_init(&d->lock, NULL);
+        pthread_mutex_init(&d->open_lock, NULL);
         d->memory_limit = limit;
-        if (!d->ops->open(d))
-            return PYMIC_ERR_SYSTEM;
-        pymic_log(1, "device %d: %s (%d cores, memory limit %zu bytes)",
-                  i, d->name, d->ncpus, limit);
+        pymic_log(1, "device %d: %s (%d cores, memory limit %zu bytes)%s",
+                  i, d->name, d->ncpus, limit, specs[i].lazy ? ", set up on first use" : "");
     }
     pymic_global.devices = devices;
     pymic_global.ndevices = count;
+    /* Only the devices this process will use cost threads, processes
+     * and memory now; the others wait for pymic_device_open. */
+    for (int i = 0; i < count; i++)
+        if (!specs[i].lazy && open_device(&devices[i], "pymic_init", false) != PYMIC_OK)
+            return PYMIC_ERR_SYSTEM;
     return PYMIC_OK;
+}
+
+/* Set `device` up (ops->open) unless it is; `on_first_use` only changes
+ * the debug log. */
+static int open_device(pymic_device *device, const char *op, bool on_first_use)
+{
+    if (atomic_load_explicit(&device->opened, memory_order_acquire))
+        return PYMIC_OK;
+    pthread_mutex_lock(&device->open_lock);
+    bool ok = atomic_load_explicit(&device->opened, memory_order_relaxed) ||
+              device->ops->open(device);
+    if (ok && !atomic_load_explicit(&device->opened, memory_order_relaxed)) {
+        if (on_first_use)
+            pymic_log(1, "device %d: %s set up on first use (%s)", device->id, device->name,
+                      op);
+        atomic_store_explicit(&device->opened, 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&device->open_lock);
+    if (!ok)
+        return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: cannot set the device up (out of "
+                          "memory or threads)", op, device->id);
+    return PYMIC_OK;
+}
+
+int pymic_device_ensure_open(pymic_device *device, const char *op)
+{
+    return open_device(device, op, true);
 }
 
 /* fork() while other threads use the engine: a lock another thread held
@@ -191,12 +224,16 @@ static int create_devices(const pymic_device_spec *specs, int count, size_t limi
  * data it was changing would be half-changed.  So every global lock is
  * taken before the fork and released after it on both sides, in one fixed
  * order (no code path holds two of them at once, so any order is
- * deadlock-free; per-stream enqueue locks are never taken here: inherited
+ * deadlock-free -- except a device's open lock, held while its backend is
+ * set up, which may take the others: open locks come first; per-stream enqueue locks are never taken here: inherited
  * streams are unusable in the child, see pymic_stream_check).  In the
  * child, locks are made fresh and streams created before are marked as the
  * parent's. */
 static void prefork(void)
 {
+    /* First: an opening device may take any of the locks below. */
+    for (int i = 0; i < pymic_global.ndevices; i++)
+        pthread_mutex_lock(&pymic_global.devices[i].open_lock);
     pymic_library_prefork();
     for (int i = 0; i < pymic_global.ndevices; i++)
         pthread_mutex_lock(&pymic_global.devices[i].lock);
@@ -204,19 +241,23 @@ static void prefork(void)
     pymic_parked_prefork();
     pymic_memory_prefork();
     for (int i = 0; i < pymic_global.ndevices; i++)
-        pymic_global.devices[i].ops->prefork(&pymic_global.devices[i]);
+        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed))
+            pymic_global.devices[i].ops->prefork(&pymic_global.devices[i]);
 }
 
 static void postfork_parent(void)
 {
     for (int i = pymic_global.ndevices - 1; i >= 0; i--)
-        pymic_global.devices[i].ops->postfork_parent(&pymic_global.devices[i]);
+        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed))
+            pymic_global.devices[i].ops->postfork_parent(&pymic_global.devices[i]);
     pymic_memory_postfork_parent();
     pymic_parked_postfork_parent();
     pymic_event_postfork_parent();
     for (int i = pymic_global.ndevices - 1; i >= 0; i--)
         pthread_mutex_unlock(&pymic_global.devices[i].lock);
     pymic_library_postfork_parent();
+    for (int i = pymic_global.ndevices - 1; i >= 0; i--)
+        pthread_mutex_unlock(&pymic_global.devices[i].open_lock);
 }
 
 static void postfork_child(void)
@@ -228,7 +269,9 @@ static void postfork_child(void)
     pymic_library_postfork_child();
     for (int i = 0; i < pymic_global.ndevices; i++) {
         pthread_mutex_init(&pymic_global.devices[i].lock, NULL);
-        pymic_global.devices[i].ops->postfork_child(&pymic_global.devices[i]);
+        pthread_mutex_init(&pymic_global.devices[i].open_lock, NULL);
+        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed))
+            pymic_global.devices[i].ops->postfork_child(&pymic_global.devices[i]);
     }
 }
 
@@ -273,6 +316,10 @@ static int initialise(void)
     status = read_memory_limit(&limit);
     if (status == PYMIC_OK) {
         pymic_global.default_memory_limit = limit;
+        if (pymic_local_device(specs, count, &pymic_global.local_device,
+                               pymic_global.local_device_why,
+                               sizeof pymic_global.local_device_why) != PYMIC_OK)
+            pymic_global.local_device = -1;
         status = create_devices(specs, count, limit);
         if (status != PYMIC_OK)
             snprintf(init_message, sizeof init_message, "pymic_init: out of memory");
@@ -301,6 +348,20 @@ int pymic_ensure_init(void)
 int pymic_init(void)
 {
     return pymic_ensure_init();
+}
+
+int pymic_local_device_index(int *device)
+{
+    int status = pymic_ensure_init();
+    if (status != PYMIC_OK)
+        return status;
+    if (!device)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "pymic_local_device_index: device is NULL");
+    if (pymic_global.local_device < 0)
+        return pymic_fail(PYMIC_ERR_CONFIG, "pymic_local_device_index: %s",
+                          pymic_global.local_device_why);
+    *device = pymic_global.local_device;
+    return PYMIC_OK;
 }
 
 int pymic_version(void)

@@ -46,6 +46,9 @@ typedef struct pymic_device_spec {
     int ncpus;
     int *cpus; /* sorted, distinct */
     int kind;  /* enum pymic_device_kind */
+    bool own;  /* host:auto: this MPI rank's own share */
+    bool lazy; /* set up on first use, not at initialisation (host:auto's
+                  entries for the node's other ranks) */
 } pymic_device_spec;
 
 /* The CPUs a PYMIC_DEVICES string is resolved against, ascending. */
@@ -65,6 +68,15 @@ typedef struct pymic_host_cpus {
 int pymic_parse_devices(const char *text, const pymic_host_cpus *cpus,
                         pymic_device_spec **specs, int *count, char *why, size_t why_len,
                         char *note, size_t note_len);
+
+/* The device this process calls its own (pymic_local_device_index): the
+ * first host:auto entry marked `own`; without host:auto, the device of this
+ * rank when the node's local ranks are grouped in equal blocks over the
+ * `count` devices (local rank * count / local size; 0 without a launcher).
+ * PYMIC_ERR_CONFIG with the reason in `why` for malformed launcher
+ * variables. */
+int pymic_local_device(const pymic_device_spec *specs, int count, int *index, char *why,
+                       size_t why_len);
 
 /* The node's CPUs as this process's job sees them: its cgroup's cpuset,
  * else the online CPUs.  A malloc'd ascending list; PYMIC_ERR_SYSTEM if
@@ -107,10 +119,16 @@ typedef struct pymic_device {
     size_t memory_limit;       /* guarded by the allocation table's lock  */
     size_t memory_used;        /* idem                                    */
 
-    /* The backend (backend.h) and its per-device state: set at
-     * initialisation, never changed. */
+    /* The backend (backend.h) and its per-device state: `ops` set at
+     * initialisation, `backend` by ops->open, which runs once, before the
+     * device's first stream, allocation or library: at initialisation, or
+     * for a lazy device (host:auto's entries of the other ranks) on first
+     * use (pymic_device_open).  `opened` (release) says it has; open_lock
+     * serialises the opening and keeps fork() out of it. */
     const pymic_backend_ops *ops;
     void *backend;
+    _Atomic int opened;
+    pthread_mutex_t open_lock;
 
     /* Health, generic: a backend that loses the device (its process died)
      * writes the reason, then sets `lost` (release); reset clears both
@@ -127,6 +145,10 @@ void pymic_device_mark_lost(pymic_device *device, const char *fmt, ...) PYMIC_FO
 typedef struct pymic_engine {
     int ndevices;
     pymic_device *devices;
+    /* pymic_local_device_index: this rank's own device (config.c's
+     * pymic_local_device), or -1 with the reason in local_device_why. */
+    int local_device;
+    char local_device_why[256];
     size_t default_memory_limit;
     _Atomic uint64_t spin_ns;
     _Atomic int debug_level;
@@ -150,6 +172,12 @@ int pymic_ensure_init(void);
 /* The device `id` after initialising, or NULL with the error recorded
  * (operation `op` names the caller in the message). */
 pymic_device *pymic_device_lookup(int id, const char *op, int *status);
+/* The same, with its backend set up (ops->open on first use of a lazy
+ * device): for the calls that reach the backend -- streams, allocations,
+ * libraries, reset.  Queries (info, CPUs, sync, memory limits) need not. */
+pymic_device *pymic_device_open(int id, const char *op, int *status);
+/* Set up `device`'s backend if it is not yet (engine.c). */
+int pymic_device_ensure_open(pymic_device *device, const char *op);
 
 /* ----------------------------------------------------------- commands */
 

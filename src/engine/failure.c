@@ -96,7 +96,7 @@ int pymic_device_lost(int device, char *why, size_t why_len)
 int pymic_device_reset(int device)
 {
     int status;
-    pymic_device *d = pymic_device_lookup(device, "pymic_device_reset", &status);
+    pymic_device *d = pymic_device_open(device, "pymic_device_reset", &status);
     if (!d)
         return status;
     if (!d->ops->reset)

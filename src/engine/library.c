@@ -31,7 +31,7 @@ int pymic_library_load(int device, const char *path, pymic_library **library_out
 {
     static const char op[] = "pymic_library_load";
     int status;
-    pymic_device *d = pymic_device_lookup(device, op, &status);
+    pymic_device *d = pymic_device_open(device, op, &status);
     if (!d)
         return status;
     if (!path || !*path || !library_out)

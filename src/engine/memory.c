@@ -185,7 +185,7 @@ int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_p
 {
     static const char op[] = "pymic_mem_alloc";
     int status;
-    pymic_device *d = pymic_device_lookup(device, op, &status);
+    pymic_device *d = pymic_device_open(device, op, &status);
     if (!d)
         return status;
     if (!device_ptr)

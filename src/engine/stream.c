@@ -444,7 +444,7 @@ int pymic_stream_check(const pymic_stream *stream, const char *op)
 int pymic_stream_create(int device, pymic_stream **stream_out)
 {
     int status;
-    pymic_device *d = pymic_device_lookup(device, "pymic_stream_create", &status);
+    pymic_device *d = pymic_device_open(device, "pymic_stream_create", &status);
     if (!d)
         return status;
     if (!stream_out)

@@ -68,6 +68,32 @@ static PyObject *module_device_count(PyObject *Py_UNUSED(module), PyObject *Py_U
     return PyLong_FromLong(count);
 }
 
+PyDoc_STRVAR(local_device_index_doc,
+"local_device_index()\n"
+"--\n"
+"\n"
+"Number of the device this process calls its own (pymic_local_device_index).\n"
+"\n"
+"Returns\n"
+"-------\n"
+"int\n"
+"    Under host:auto, the MPI local rank; else the rank's block of devices.\n"
+"\n"
+"Raises\n"
+"------\n"
+"OffloadError\n"
+"    If the MPI launcher's variables are malformed.\n");
+
+static PyObject *module_local_device_index(PyObject *Py_UNUSED(module),
+                                           PyObject *Py_UNUSED(ignored))
+{
+    int device = 0;
+    int status = pymic_local_device_index(&device);
+    if (status != PYMIC_OK)
+        return raise_engine_error(status);
+    return PyLong_FromLong(device);
+}
+
 PyDoc_STRVAR(device_info_doc,
 "device_info(device_id)\n"
 "--\n"
@@ -389,6 +415,7 @@ static PyMethodDef module_methods[] = {
     {"after_fork_child", module_after_fork_child, METH_NOARGS, after_fork_child_doc},
     {"init", module_init_engine, METH_NOARGS, init_doc},
     {"device_count", module_device_count, METH_NOARGS, device_count_doc},
+    {"local_device_index", module_local_device_index, METH_NOARGS, local_device_index_doc},
     {"device_info", module_device_info, METH_O, device_info_doc},
     {"device_sync", module_device_sync, METH_O, device_sync_doc},
     {"device_reset", module_device_reset, METH_O, device_reset_doc},

@@ -15,6 +15,8 @@
 #include "../../src/engine/config.c"
 #include "../../src/engine/cgroup.c"
 
+#include <dirent.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -267,7 +269,7 @@ static void set_launcher(const char *const *pairs)
 /* A CPU list in the kernel's format, parsed with the engine's own parser. */
 static pymic_device_spec cpu_list(const char *text)
 {
-    pymic_device_spec spec = {0, NULL, 0};
+    pymic_device_spec spec = {0};
     char why[128];
     if (text)
         CHECK_OK(parse_cpu_list(text, text + strlen(text), NULL, 0, &spec, why, sizeof why));
@@ -282,105 +284,136 @@ typedef struct auto_case {
     const char *node;     /* the node's CPUs; NULL: unknown */
     const char *expect;   /* CPUs of each device, ';'-separated; NULL: a config error */
     const char *message;  /* text the note (or the error) must contain */
+    int own;              /* the rank's own device (pymic_local_device) */
+    int nlazy;            /* devices set up only on first use */
 } auto_case;
 
+/* Every rank of a node sees the same list, one device per local rank, and
+ * its own share at its local rank; the others' entries are lazy. */
 static const auto_case auto_cases[] = {
-    {"no launcher: like host", NULL, {NULL}, "0-7", "0-7", "0-7", "no MPI launcher"},
-    {"no launcher, bound: the mask", NULL, {NULL}, "2-3", "0-7", "2-3", "as \"host\""},
+    {"no launcher: like host", NULL, {NULL}, "0-7", "0-7", "0-7", "no MPI launcher", 0, 0},
+    {"no launcher, bound: the mask", NULL, {NULL}, "2-3", "0-7", "2-3", "as \"host\"", 0, 0},
     {"empty variables are unset", NULL, {"OMPI_COMM_WORLD_LOCAL_RANK", "", NULL}, "0-7", "0-7",
-     "0-7", "no MPI launcher"},
+     "0-7", "no MPI launcher", 0, 0},
     {"Open MPI rank 0 of 2", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "0", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0-7", "0-7",
-     "0-3", "local rank 0 of 2 (OMPI_COMM_WORLD_LOCAL_RANK)"},
+     "0-3;4-7", "local rank 0 of 2 (OMPI_COMM_WORLD_LOCAL_RANK)", 0, 1},
     {"Open MPI rank 1 of 2", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0-7", "0-7",
-     "4-7", "local rank 1 of 2"},
+     "0-3;4-7", "local rank 1 of 2", 1, 1},
     {"Open MPI rank 0 of 3", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "0", "OMPI_COMM_WORLD_LOCAL_SIZE", "3", NULL}, "0-7", "0-7",
-     "0-1", "2 CPUs"},
+     "0-1;2-4;5-7", "2 CPUs", 0, 2},
     {"Open MPI rank 1 of 3", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "3", NULL}, "0-7", "0-7",
-     "2-4", "3 CPUs"},
+     "0-1;2-4;5-7", "3 CPUs", 1, 2},
     {"Open MPI rank 2 of 3", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "2", "OMPI_COMM_WORLD_LOCAL_SIZE", "3", NULL}, "0-7", "0-7",
-     "5-7", "3 CPUs"},
+     "0-1;2-4;5-7", "3 CPUs", 2, 2},
     {"MPICH/Hydra rank 1 of 4", NULL,
-     {"MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "4", NULL}, "0-7", "0-7", "2-3",
-     "local rank 1 of 4 (MPI_LOCALRANKID)"},
+     {"MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "4", NULL}, "0-7", "0-7", "0-1;2-3;4-5;6-7",
+     "local rank 1 of 4 (MPI_LOCALRANKID)", 1, 3},
     {"Slurm, compressed list, node 1", NULL,
      {"SLURM_LOCALID", "1", "SLURM_NODEID", "1", "SLURM_STEP_TASKS_PER_NODE", "2(x3),1", NULL},
-     "0-7", "0-7", "4-7", "local rank 1 of 2 (SLURM_LOCALID)"},
+     "0-7", "0-7", "0-3;4-7", "local rank 1 of 2 (SLURM_LOCALID)", 1, 1},
     {"Slurm, last node of the list", NULL,
      {"SLURM_LOCALID", "0", "SLURM_NODEID", "3", "SLURM_STEP_TASKS_PER_NODE", "2(x3),1", NULL},
-     "0-7", "0-7", "0-7", "local rank 0 of 1"},
+     "0-7", "0-7", "0-7", "local rank 0 of 1", 0, 0},
     {"Slurm, no node id: node 0", NULL,
-     {"SLURM_LOCALID", "0", "SLURM_STEP_TASKS_PER_NODE", "3,1", NULL}, "0-7", "0-7", "0-1",
-     "local rank 0 of 3"},
+     {"SLURM_LOCALID", "0", "SLURM_STEP_TASKS_PER_NODE", "3,1", NULL}, "0-7", "0-7",
+     "0-1;2-4;5-7", "local rank 0 of 3", 0, 2},
     {"Slurm, the step's list, not the job's", NULL,
      {"SLURM_LOCALID", "1", "SLURM_TASKS_PER_NODE", "4", "SLURM_STEP_TASKS_PER_NODE", "2",
-      NULL}, "0-7", "0-7", "4-7", "of 2"},
+      NULL}, "0-7", "0-7", "0-3;4-7", "of 2", 1, 1},
     {"Slurm batch script (no step): like host", NULL,
      {"SLURM_LOCALID", "0", "SLURM_NODEID", "0", "SLURM_TASKS_PER_NODE", "4", NULL}, "0-7",
-     "0-7", "0-7", "no MPI launcher"},
+     "0-7", "0-7", "no MPI launcher", 0, 0},
     {"mpirun inside Slurm: Open MPI wins", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", "SLURM_LOCALID", "0",
-      "SLURM_STEP_TASKS_PER_NODE", "1", NULL}, "0-7", "0-7", "4-7",
-     "OMPI_COMM_WORLD_LOCAL_RANK"},
-    {"bound to one core", NULL,
+      "SLURM_STEP_TASKS_PER_NODE", "1", NULL}, "0-7", "0-7", "0-3;4-7",
+     "OMPI_COMM_WORLD_LOCAL_RANK", 1, 1},
+    /* Bound: the own entry is the binding; the others are the node split
+     * by local rank, which is each rank's binding when the launcher gave
+     * every rank one equal block (a core, a socket), so then the lists of
+     * all ranks agree. */
+    {"bound a core per rank", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "8", NULL}, "1", "0-7",
+     "0;1;2;3;4;5;6;7", "bound to 1 of the node's 8 CPUs", 1, 7},
+    {"bound to its socket", NULL,
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "4-7", "0-7",
+     "0-3;4-7", "bound to 4", 1, 1},
+    {"bound to one core, not the even split", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "1", "0-7",
-     "1", "bound to 1 of the node's 8 CPUs"},
-    {"bound to a socket", NULL,
+     "0-3;1", "its device 1 uses them as they are", 1, 1},
+    {"bound to another rank's socket", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "0", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "4-7", "0-7",
-     "4-7", "bound to 4"},
+     "4-7;4-7", "bound to 4", 0, 1},
     {"node unknown: split the mask", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0-3", NULL,
-     "2-3", "takes share 1"},
+     "0-1;2-3", "takes share 1", 1, 1},
     {"mask outside the node list: split", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0-3", "8-15",
-     "2-3", "takes share 1"},
+     "0-1;2-3", "takes share 1", 1, 1},
     {"a cgroup's CPUs", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "8-11",
-     "8-11", "10-11", "takes share"},
+     "8-11", "8-9;10-11", "takes share", 1, 1},
     {"a mask with holes", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0,2,4,6",
-     "0,2,4,6", "4,6", "takes share"},
+     "0,2,4,6", "0,2;4,6", "takes share", 1, 1},
     {"more ranks than CPUs: rank 2 of 3", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "2", "OMPI_COMM_WORLD_LOCAL_SIZE", "3", NULL}, "0-1", "0-1",
-     "0", "3 local ranks (OMPI_COMM_WORLD_LOCAL_RANK) but only 2 CPUs: ranks share CPUs "
-     "round-robin, local rank 2 runs on CPU 0"},
+     "0;1;0", "3 local ranks (OMPI_COMM_WORLD_LOCAL_RANK) but only 2 CPUs: ranks share CPUs "
+     "round-robin, local rank 2 runs on CPU 0", 2, 2},
     {"more ranks than CPUs: rank 1 of 3", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "3", NULL}, "4-5", "4-5",
-     "5", "round-robin"},
+     "4;5;4", "round-robin", 1, 2},
     {"blanks around auto", " host: auto ",
-     {"MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "2", NULL}, "0-7", "0-7", "4-7", "of 2"},
-    {"combined with other items", "host:auto;host:0",
-     {"MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "2", NULL}, "0-7", "0-7", "4-7;0", "of 2"},
-    {"other layouts ignore the launcher", "host*2",
-     {"OMPI_COMM_WORLD_LOCAL_RANK", "x", NULL}, "0-7", "0-7", "0-3;4-7", ""},
+     {"MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "2", NULL}, "0-7", "0-7", "0-3;4-7", "of 2",
+     1, 1},
+    {"combined with other items", "host:0;host:auto;host:0",
+     {"MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "2", NULL}, "0-7", "0-7", "0;0-3;4-7;0",
+     "of 2", 2, 1},
+    {"process devices", "proc:auto",
+     {"MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "2", NULL}, "0-7", "0-7", "0-3;4-7", "of 2",
+     1, 1},
+    /* Other layouts: the node's ranks grouped in blocks over the devices. */
+    {"host*2 shared by 4 ranks: rank 3", "host*2",
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "3", "OMPI_COMM_WORLD_LOCAL_SIZE", "4", NULL}, "0-7", "0-7",
+     "0-3;4-7", "", 1, 0},
+    {"host*2 shared by 4 ranks: rank 1", "host*2",
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "4", NULL}, "0-7", "0-7",
+     "0-3;4-7", "", 0, 0},
+    {"host*4, 2 ranks: rank 1", "host*4",
+     {"MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "2", NULL}, "0-7", "0-7", "0-1;2-3;4-5;6-7",
+     "", 2, 0},
+    {"host*2 without a launcher", "host*2", {NULL}, "0-7", "0-7", "0-3;4-7", "", 0, 0},
+    {"other layouts ignore a bad launcher variable", "host*2",
+     {"OMPI_COMM_WORLD_LOCAL_RANK", "x", NULL}, "0-7", "0-7", "0-3;4-7", "", -1, 0},
     /* Errors name the variable. */
     {"size missing", NULL, {"OMPI_COMM_WORLD_LOCAL_RANK", "0", NULL}, "0-7", "0-7", NULL,
-     "OMPI_COMM_WORLD_LOCAL_SIZE=\"<unset>\""},
+     "OMPI_COMM_WORLD_LOCAL_SIZE=\"<unset>\"", 0, 0},
     {"rank not a number", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "one", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0-7",
-     "0-7", NULL, "OMPI_COMM_WORLD_LOCAL_RANK=\"one\""},
+     "0-7", NULL, "OMPI_COMM_WORLD_LOCAL_RANK=\"one\"", 0, 0},
     {"negative rank", NULL, {"MPI_LOCALRANKID", "-1", "MPI_LOCALNRANKS", "2", NULL}, "0-7",
-     "0-7", NULL, "MPI_LOCALRANKID=\"-1\""},
+     "0-7", NULL, "MPI_LOCALRANKID=\"-1\"", 0, 0},
     {"rank beyond size", NULL,
      {"OMPI_COMM_WORLD_LOCAL_RANK", "2", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL}, "0-7", "0-7",
-     NULL, "OMPI_COMM_WORLD_LOCAL_RANK=2 is not a local rank below OMPI_COMM_WORLD_LOCAL_SIZE=2"},
+     NULL, "OMPI_COMM_WORLD_LOCAL_RANK=2 is not a local rank below OMPI_COMM_WORLD_LOCAL_SIZE=2",
+     0, 0},
     {"size zero", NULL, {"MPI_LOCALRANKID", "0", "MPI_LOCALNRANKS", "0", NULL}, "0-7", "0-7",
-     NULL, "MPI_LOCALNRANKS=0"},
+     NULL, "MPI_LOCALNRANKS=0", 0, 0},
     {"Slurm list malformed", NULL,
      {"SLURM_LOCALID", "0", "SLURM_STEP_TASKS_PER_NODE", "2(x", NULL}, "0-7", "0-7", NULL,
-     "SLURM_STEP_TASKS_PER_NODE=\"2(x\""},
+     "SLURM_STEP_TASKS_PER_NODE=\"2(x\"", 0, 0},
     {"Slurm node beyond the list", NULL,
      {"SLURM_LOCALID", "0", "SLURM_NODEID", "4", "SLURM_STEP_TASKS_PER_NODE", "2(x3),1", NULL},
-     "0-7", "0-7", NULL, "no task count for node 4"},
+     "0-7", "0-7", NULL, "no task count for node 4", 0, 0},
     {"Slurm node id not a number", NULL,
      {"SLURM_LOCALID", "0", "SLURM_NODEID", "n1", "SLURM_STEP_TASKS_PER_NODE", "2", NULL},
-     "0-7", "0-7", NULL, "SLURM_NODEID=\"n1\""},
-    {"auto with a suffix", "host:auto2", {NULL}, "0-7", "0-7", NULL, "host:auto"},
-    {"auto*2 is not a thing", "host:auto*2", {NULL}, "0-7", "0-7", NULL, "malformed"},
+     "0-7", "0-7", NULL, "SLURM_NODEID=\"n1\"", 0, 0},
+    {"auto with a suffix", "host:auto2", {NULL}, "0-7", "0-7", NULL, "host:auto", 0, 0},
+    {"auto*2 is not a thing", "host:auto*2", {NULL}, "0-7", "0-7", NULL, "malformed", 0, 0},
 };
 
 static void expect_auto_case(const void *arg)
@@ -418,6 +451,24 @@ static void expect_auto_case(const void *arg)
             device++;
         }
         CHECK(device == count);
+        int own = -1, nlazy = 0;
+        char local_why[256] = "";
+        int local_status = pymic_local_device(specs, count, &own, local_why, sizeof local_why);
+        if (c->own < 0) {
+            /* Only the question of its own device fails, naming the variable. */
+            CHECK(local_status == PYMIC_ERR_CONFIG);
+            CHECK(strstr(local_why, "OMPI_COMM_WORLD_LOCAL_RANK") != NULL);
+        } else {
+            CHECK(local_status == PYMIC_OK && own == c->own);
+        }
+        for (int i = 0; i < count; i++) {
+            nlazy += specs[i].lazy;
+            CHECK(!(specs[i].own && specs[i].lazy));
+            CHECK(!specs[i].own || i == c->own); /* at most one, the rank's */
+        }
+        if (nlazy != c->nlazy)
+            fprintf(stderr, "  %s: %d lazy devices, expected %d\n", c->label, nlazy, c->nlazy);
+        CHECK(nlazy == c->nlazy);
         pymic_free_device_specs(specs, count);
     }
     free(mask.cpus);
@@ -464,7 +515,7 @@ static void expect_cpuset_upwards(const void *arg)
     CHECK(nothing != NULL);
     if (nothing)
         fclose(nothing);
-    pymic_device_spec spec = {0, NULL, 0};
+    pymic_device_spec spec = {0};
     char path[64] = "/a/b";
     CHECK(read_cpuset_upwards(root, path, "cpuset.cpus.effective", &spec));
     CHECK(spec.ncpus == 3 && spec.cpus && spec.cpus[0] == 2 && spec.cpus[2] == 8);
@@ -528,11 +579,18 @@ static void expect_auto_init(const void *arg)
     char why[256], note[256];
     CHECK_OK(pymic_parse_devices("host:auto", &cpus, &specs, &count, why, sizeof why, note,
                                  sizeof note));
-    int ndevices = 0, got[CPU_SETSIZE];
+    int ndevices = 0, got[CPU_SETSIZE], own = -1, expect_own = -1;
     CHECK_OK(pymic_device_count(&ndevices));
-    CHECK(ndevices == 1 && count == 1);
-    CHECK(device_cpus(0, got) == specs[0].ncpus);
-    CHECK(memcmp(got, specs[0].cpus, sizeof *got * (size_t)specs[0].ncpus) == 0);
+    CHECK(ndevices == count);
+    for (int d = 0; d < count && d < ndevices; d++) {
+        CHECK(device_cpus(d, got) == specs[d].ncpus);
+        CHECK(memcmp(got, specs[d].cpus, sizeof *got * (size_t)specs[d].ncpus) == 0);
+        if (specs[d].own)
+            expect_own = d;
+    }
+    CHECK_OK(pymic_local_device_index(&own));
+    CHECK(own == expect_own);
+    CHECK_STATUS(pymic_local_device_index(NULL), PYMIC_ERR_INVALID_ARGUMENT);
     char line[300];
     snprintf(line, sizeof line, "PYMIC: %s\n", note);
     CHECK(strstr(text, line) != NULL);
@@ -541,7 +599,7 @@ static void expect_auto_init(const void *arg)
 }
 
 /* Bound by the launcher to one CPU (sched_setaffinity stands in for it):
- * the rank's device is that CPU, whatever its local rank. */
+ * the rank's own device (local rank 1 of 2) is that CPU. */
 static void expect_auto_bound(const void *arg)
 {
     cpu_set_t one;
@@ -549,8 +607,115 @@ static void expect_auto_bound(const void *arg)
     CPU_SET(avail[navail - 1], &one);
     CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
     expect_auto_init(arg);
-    int cpus[CPU_SETSIZE];
-    CHECK(device_cpus(0, cpus) == 1 && cpus[0] == avail[navail - 1]);
+    int cpus[CPU_SETSIZE], own = -1;
+    CHECK_OK(pymic_local_device_index(&own));
+    CHECK(own == 1);
+    CHECK(device_cpus(own, cpus) == 1 && cpus[0] == avail[navail - 1]);
+}
+
+/* Threads of this process, and processes it started (children of any of
+ * its threads), from /proc. */
+static int count_threads(void)
+{
+    int n = 0;
+    DIR *dir = opendir("/proc/self/task");
+    CHECK(dir != NULL);
+    for (struct dirent *e; dir && (e = readdir(dir));)
+        n += e->d_name[0] != '.';
+    if (dir)
+        closedir(dir);
+    return n;
+}
+
+static int count_children(void)
+{
+    int n = 0;
+    DIR *dir = opendir("/proc/self/task");
+    CHECK(dir != NULL);
+    for (struct dirent *e; dir && (e = readdir(dir));) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300];
+        snprintf(path, sizeof path, "/proc/self/task/%s/children", e->d_name);
+        FILE *file = fopen(path, "r");
+        for (long pid; file && fscanf(file, "%ld", &pid) == 1;)
+            n++;
+        if (file)
+            fclose(file);
+    }
+    if (dir)
+        closedir(dir);
+    return n;
+}
+
+/* Local rank 1 of 2 with proc:auto: a process device costs a device process
+ * and a monitor thread, so what exists shows what was set up.  Only the
+ * rank's own device is, at start; device 0 is listed and answers queries
+ * without being set up, and is set up by its first stream. */
+static void expect_auto_lazy(const void *arg)
+{
+    (void)arg;
+    static const char *const rank_one[] = {
+        "OMPI_COMM_WORLD_LOCAL_RANK", "1", "OMPI_COMM_WORLD_LOCAL_SIZE", "2", NULL};
+    set_launcher(rank_one);
+    int threads = count_threads();
+    CHECK(count_children() == 0);
+    CHECK_OK(pymic_init());
+    int count = 0, own = -1;
+    CHECK_OK(pymic_device_count(&count));
+    CHECK_OK(pymic_local_device_index(&own));
+    CHECK(count == 2 && own == 1);
+    CHECK(count_children() == 1);
+    int threads_own = count_threads();
+    CHECK(threads_own > threads); /* the own device's monitor */
+    /* Queries leave device 0 as it is. */
+    pymic_device_info info;
+    int cpus[CPU_SETSIZE], ncpus = 0;
+    CHECK_OK(pymic_device_get_info(0, &info));
+    CHECK_OK(pymic_device_get_cpus(0, cpus, CPU_SETSIZE, &ncpus));
+    CHECK_OK(pymic_device_sync(0));
+    CHECK(pymic_device_lost(0, NULL, 0) == 0);
+    CHECK_OK(pymic_device_set_memory_limit(0, 0));
+    CHECK(strcmp(info.kind, "proc") == 0 && ncpus >= 1);
+    CHECK(count_children() == 1);
+    CHECK(count_threads() == threads_own);
+    /* Used, it is set up like the own device was. */
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK(count_children() == 2);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* Two threads using a lazy device at once: it is set up once, and both
+ * get working streams and memory (TSan checks the set-up is race-free). */
+static void *use_device_zero(void *arg)
+{
+    int *ok = arg;
+    pymic_stream *s = NULL;
+    void *p = NULL;
+    *ok = pymic_stream_create(0, &s) == PYMIC_OK && pymic_mem_alloc(0, 4096, 0, &p) == PYMIC_OK;
+    char bytes[64] = {1};
+    if (*ok)
+        *ok = pymic_memcpy_h2d(s, p, 0, bytes, sizeof bytes) == PYMIC_OK &&
+              pymic_mem_free(s, p) == PYMIC_OK && pymic_stream_sync(s) == PYMIC_OK &&
+              pymic_stream_destroy(s) == PYMIC_OK;
+    return NULL;
+}
+
+static void expect_auto_lazy_concurrent(const void *arg)
+{
+    (void)arg;
+    static const char *const rank_one[] = {
+        "MPI_LOCALRANKID", "1", "MPI_LOCALNRANKS", "2", NULL};
+    set_launcher(rank_one);
+    CHECK_OK(pymic_init());
+    pthread_t threads[2];
+    int ok[2] = {0, 0};
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_create(&threads[i], NULL, use_device_zero, &ok[i]) == 0);
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_join(threads[i], NULL) == 0);
+    CHECK(ok[0] && ok[1]);
 }
 
 static void run_auto_cases(void)
@@ -575,6 +740,15 @@ static void run_auto_cases(void)
         "MPI_LOCALRANKID", rank, "MPI_LOCALNRANKS", size, NULL};
     in_child("host:auto, more ranks than CPUs, init", "host:auto", expect_auto_init, crowded);
     in_child("host:auto, bound, init", "host:auto", expect_auto_bound, last_of_two);
+    in_child("host:auto, a lazy device used by two threads at once", "host:auto",
+             expect_auto_lazy_concurrent, NULL);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    /* pymic-device is never sanitized (tests/c/meson.build). */
+    printf("skipped: proc:auto set-up on first use (no process devices under sanitizers)\n");
+#else
+    in_child("proc:auto sets up other ranks' devices on first use", "proc:auto",
+             expect_auto_lazy, NULL);
+#endif
     static const char *const bad_pair[2] = {"OMPI_COMM_WORLD_LOCAL_RANK", "zero"};
     in_child("host:auto, bad launcher variable", "host:auto", expect_bad_variable, bad_pair);
 }

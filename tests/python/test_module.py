@@ -54,7 +54,8 @@ def test_get_include_holds_both_headers():
 
 
 def test_public_calls_have_docstrings():
-    public = [pymic.number_of_devices, pymic.get_include, pymic.OffloadDevice,
+    public = [pymic.number_of_devices, pymic.local_device, pymic.get_include,
+              pymic.OffloadDevice,
               pymic.OffloadStream, pymic.OffloadArray, pymic.OffloadLibrary,
               pymic.OffloadDevice.load_library, pymic.OffloadStream.invoke,
               pymic.OffloadStream.bind, pymic.OffloadArray.update_host]

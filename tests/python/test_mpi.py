@@ -9,6 +9,7 @@ first (`make mpi`: Debian's OpenMPI and mpi4py); these tests skip only
 where MPI cannot be had at all, and say why.
 """
 
+import json
 import os
 import re
 import shutil
@@ -27,17 +28,19 @@ LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"
                       "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "SLURM_LOCALID", "SLURM_NODEID",
                       "SLURM_TASKS_PER_NODE", "SLURM_STEP_TASKS_PER_NODE")
 
-SHOW_DEVICES = "import pymic; print([list(pymic.devices[i].cpus) for i in pymic.devices])"
+SHOW_DEVICES = ("import pymic; print(([list(pymic.devices[i].cpus) for i in pymic.devices], "
+                "pymic.local_device().device_id))")
 
 
 def device_cpus_with(variables, layout="host:auto"):
-    """The CPUs of each device of a fresh interpreter with these launcher variables."""
+    """The CPUs of each device of a fresh interpreter with these launcher variables,
+    and the number of its own device (``pymic.local_device()``)."""
     env = {name: None for name in LAUNCHER_VARIABLES}
     env.update(variables)
     env["PYMIC_DEVICES"] = layout
     result = run_python(SHOW_DEVICES, env=env)
     assert result.returncode == 0, result.stderr
-    return eval(result.stdout)  # a list of lists of ints, printed by the child
+    return eval(result.stdout)  # ([[cpu, ...], ...], int), printed by the child
 
 
 def test_host_auto_without_launcher_is_host():
@@ -49,23 +52,47 @@ def test_host_auto_without_launcher_is_host():
     ("MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
     ("SLURM_LOCALID", "SLURM_STEP_TASKS_PER_NODE"),
 ])
-def test_host_auto_gives_each_local_rank_its_share(rank_var, size_var):
-    # The same shares as host*2 gives its two devices, one per rank.
-    halves = device_cpus_with({}, layout="host*2")
-    shares = [device_cpus_with({rank_var: str(rank), size_var: "2"}) for rank in (0, 1)]
-    assert shares == [[halves[0]], [halves[1]]]
+def test_host_auto_gives_every_local_rank_the_same_list(rank_var, size_var):
+    # Both ranks see host*2's two devices, and each owns the one at its
+    # local rank (pyMIC-era codes take devices[local_rank]).
+    halves, _ = device_cpus_with({}, layout="host*2")
+    seen = [device_cpus_with({rank_var: str(rank), size_var: "2"}) for rank in (0, 1)]
+    assert seen == [(halves, 0), (halves, 1)]
 
 
 def test_host_auto_more_ranks_than_cores_shares_round_robin():
-    cpus = device_cpus_with({}, layout="host")[0]
+    cpus = device_cpus_with({}, layout="host")[0][0]
     ranks = len(cpus) + 1
     env = {"OMPI_COMM_WORLD_LOCAL_RANK": str(ranks - 1),
            "OMPI_COMM_WORLD_LOCAL_SIZE": str(ranks), "PYMIC_DEBUG": "1",
            "PYMIC_DEVICES": "host:auto"}
     result = run_python(SHOW_DEVICES, env=env)
     assert result.returncode == 0, result.stderr
-    assert eval(result.stdout) == [[cpus[0]]]
+    assert eval(result.stdout) == ([[cpus[r % len(cpus)]] for r in range(ranks)], ranks - 1)
     assert "ranks share CPUs round-robin" in result.stderr
+
+
+def test_local_device_groups_ranks_over_host_n():
+    # host*2 shared by 4 ranks: ranks 0-1 on device 0, ranks 2-3 on device 1.
+    owners = [device_cpus_with({"MPI_LOCALRANKID": str(rank), "MPI_LOCALNRANKS": "4"},
+                               layout="host*2")[1] for rank in range(4)]
+    assert owners == [0, 0, 1, 1]
+    assert device_cpus_with({}, layout="host*2")[1] == 0
+
+
+def test_local_device_names_a_bad_launcher_variable():
+    # host*2 ignores the launcher; only asking for the rank's device needs it.
+    env = {"PYMIC_DEVICES": "host*2", "OMPI_COMM_WORLD_LOCAL_RANK": "x",
+           "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}
+    code = ("import pymic\nprint(len(pymic.devices))\ntry:\n    pymic.local_device()\n"
+            "except pymic.OffloadError as error:\n    print(error)\n"
+            "print(pymic.devices[0].get_default_stream() is not None)")
+    result = run_python(code, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "2"
+    assert 'OMPI_COMM_WORLD_LOCAL_RANK="x" is not a non-negative integer' in lines[1]
+    assert lines[2] == "True"  # pymic stays usable
 
 
 def test_host_auto_bad_launcher_variable_names_it():
@@ -78,13 +105,15 @@ def test_host_auto_bad_launcher_variable_names_it():
 
 # ------------------------------------------------------------- the example
 
-def mpirun_command(ranks):
+def mpirun_command(ranks, mpi4py=True):
     """The launch command for `ranks` local ranks, or skip/fail saying why MPI is missing.
 
     Parameters
     ----------
     ranks : int
         Number of ranks.
+    mpi4py : bool
+        Whether the program run needs mpi4py too.
 
     Returns
     -------
@@ -100,7 +129,8 @@ def mpirun_command(ranks):
         pytest.skip("no MPI: mpirun is not on PATH, and installing Debian's openmpi-bin "
                     "needs root and apt-get")
     try:
-        import mpi4py  # noqa: F401
+        if mpi4py:
+            import mpi4py  # noqa: F401
     except ImportError:
         if shutil.which("mpicc") or can_install:
             pytest.fail("mpi4py is not installed: `make mpi` (part of `make test`) builds it")
@@ -180,3 +210,93 @@ def test_heat_mpi_uneven_blocks_and_three_ranks(heat_library):
         assert "ranks share CPUs round-robin" in result.stderr
         assert placements[2] == placements[0]
     assert "rows 64-96" in result.stdout
+
+
+# ------------------------------------------- devices[local_rank] under mpirun
+
+# What a pyMIC-era MPI code does (PyFR: device-id = local-rank): take
+# devices[local_rank] from a list every rank of the node sees alike, and
+# run kernels there.  Each rank prints one JSON line: its device list, the
+# CPUs its kernel's OpenMP team may run on (the union of the team's
+# affinity masks, from omp_report) and what exists in the process (threads,
+# device processes) before and after it asked about the other ranks'
+# devices.  No MPI calls: the launcher's local rank is all it needs.
+LOCAL_RANK_PROGRAM = """
+import json, os, sys
+import numpy as np
+import pymic
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+def children():
+    count = 0
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as listing:
+            count += len(listing.read().split())
+    return count
+
+local_rank = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK",
+                                os.environ.get("MPI_LOCALRANKID", "-1")))
+device = pymic.devices[local_rank]
+assert device is pymic.local_device(), (device, pymic.local_device())
+at_start = threads(), children()
+others = [(d.name, d.cpus, d.memory_total, d.memory_used)
+          for i, d in pymic.devices.items() if i != local_rank]
+for i in pymic.devices:
+    if i != local_rank:
+        pymic.devices[i].sync()
+after_queries = threads(), children()
+library = device.load_library(sys.argv[1])
+stream = device.get_default_stream()
+report = np.zeros(5, dtype=np.int64)
+stream.invoke(library.omp_report, report)
+stream.sync()
+team_cpus = [cpu for cpu in range(63) if int(report[4]) >> cpu & 1]
+print(json.dumps({"local_rank": local_rank, "device": device.device_id,
+                  "names": [d.name for d in pymic.devices.values()],
+                  "cpus": device.cpus, "team_cpus": team_cpus, "kind": device.kind,
+                  "at_start": at_start, "after_queries": after_queries,
+                  "children": children()}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["host", "proc"])
+@pytest.mark.parametrize("launcher_args", [("--bind-to", "none"), ()],
+                         ids=["unbound", "launcher-binding"])
+def test_two_ranks_take_devices_local_rank_on_disjoint_cores(kernel_dir, tmp_path, kind,
+                                                             launcher_args):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("two ranks need two cores to run on disjoint ones")
+    command, mpi_env = mpirun_command(2, mpi4py=False)
+    if "--oversubscribe" not in command and launcher_args:
+        pytest.skip("--bind-to is an Open MPI option")
+    program = tmp_path / "local_rank.py"
+    program.write_text(LOCAL_RANK_PROGRAM)
+    env = dict(os.environ)
+    env.update(mpi_env)
+    env.pop("PYMIC_DEBUG", None)
+    command += list(launcher_args) + ["-x", f"PYMIC_DEVICES={kind}:auto"] \
+        if "--oversubscribe" in command else ["-genv", "PYMIC_DEVICES", f"{kind}:auto"]
+    result = subprocess.run(command + [sys.executable, str(program),
+                                       str(kernel_dir / "libpymictest.so")],
+                            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    ranks = sorted((json.loads(line) for line in result.stdout.splitlines()
+                    if line.startswith("{")), key=lambda rank: rank["local_rank"])
+    assert [rank["local_rank"] for rank in ranks] == [0, 1], output
+    # One list, the same on both ranks; each took the entry at its local rank.
+    assert len(ranks[0]["names"]) == 2 and ranks[0]["names"] == ranks[1]["names"], output
+    for rank in ranks:
+        assert rank["device"] == rank["local_rank"] and rank["kind"] == kind
+        # The kernel's team ran on its device's cores only.
+        assert rank["team_cpus"] and set(rank["team_cpus"]) <= set(rank["cpus"]), rank
+        # Asking about the other rank's device set nothing up for it.
+        assert rank["after_queries"] == rank["at_start"], rank
+    assert not set(ranks[0]["team_cpus"]) & set(ranks[1]["team_cpus"]), ranks
+    if kind == "proc":
+        # One device process per rank: its own; the other rank's entry
+        # never started one here.
+        assert [rank["at_start"][1] for rank in ranks] == [1, 1], ranks
+        assert [rank["children"] for rank in ranks] == [1, 1], ranks
