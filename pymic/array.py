@@ -680,7 +680,172 @@ class OffloadArray(_engine.ArrayBase):
         return self.shape[0]
 
     def __str__(self):
+        """Return ``str()`` of the host array, as pyMIC did.
+
+        The host copy is shown, not the device's data: after a kernel it
+        is stale until ``update_host()`` and a sync (``str(a.get())`` shows
+        the device's data).
+
+        Returns
+        -------
+        str
+        """
         return str(self.array)
 
     def __repr__(self):
+        """Return ``repr()`` of the host array, as pyMIC did.
+
+        Like :meth:`__str__`, this shows the host copy, which may be stale.
+
+        Returns
+        -------
+        str
+        """
         return repr(self.array)
+
+    # ------------------------------------------------------------ NumPy interoperability
+
+    def get(self, stream: "_engine.Stream | None" = None) -> numpy.ndarray:
+        """Return a new ndarray holding the device's data (CuPy's name).
+
+        The host array (``self.array``) is not changed.
+
+        Parameters
+        ----------
+        stream : OffloadStream, optional
+            None (default): the copy runs on the array's stream and ``get``
+            returns once it is done.  A stream of the array's device: the
+            copy is enqueued there, after the work already queued on the
+            array's stream, and ``get`` returns at once; the result holds
+            the data once that stream has been synchronised.  Later work on
+            the array's stream waits for the copy.
+
+        Returns
+        -------
+        numpy.ndarray
+            A new array of the same shape, dtype and memory order.
+
+        Raises
+        ------
+        ValueError
+            If `stream` belongs to another device.
+        OffloadError
+            If the copy (or work before it) fails.
+        """
+        result = numpy.empty(self.shape, dtype=self.dtype, order=self.order)
+        copy_stream = self._interop_stream(stream)
+        if self.nbytes:
+            copy_stream.transfer_device2host(self._dptr, result, self.nbytes, self._doffset, 0)
+        self._finish_interop(copy_stream, stream)
+        return result
+
+    def set(self, array: numpy.ndarray,
+            stream: "_engine.Stream | None" = None) -> "OffloadArray":
+        """Copy an ndarray into the device buffer (CuPy's name).
+
+        The host array (``self.array``) is not changed.
+
+        Parameters
+        ----------
+        array : numpy.ndarray
+            Source of exactly this array's shape and dtype (any layout).
+        stream : OffloadStream, optional
+            None (default): the copy runs on the array's stream and ``set``
+            returns once it is done, so `array` may be changed right away.
+            A stream of the array's device: the copy is enqueued there after
+            the work queued on the array's stream and ``set`` returns at
+            once; `array` must then stay unchanged until that stream has
+            been synchronised.  Later work on the array's stream waits for
+            the copy.
+
+        Returns
+        -------
+        OffloadArray
+            self.
+
+        Raises
+        ------
+        TypeError
+            If `array` is not a numpy.ndarray.
+        ValueError
+            If its shape or dtype differ, or `stream` belongs to another
+            device.
+        """
+        if not isinstance(array, numpy.ndarray):
+            raise TypeError(f"set() takes a numpy.ndarray, not {type(array).__name__}")
+        if array.shape != self.shape or array.dtype != self.dtype:
+            raise ValueError(f"set(): the ndarray has shape {array.shape} and dtype "
+                             f"{array.dtype}, this OffloadArray has shape {self.shape} and "
+                             f"dtype {self.dtype}")
+        source = numpy.require(array, requirements=[self.order])
+        copy_stream = self._interop_stream(stream)
+        if self.nbytes:
+            copy_stream.transfer_host2device(source, self._dptr, self.nbytes, 0,
+                                             self._doffset)
+        self._finish_interop(copy_stream, stream)
+        return self
+
+    def _interop_stream(self, stream):
+        """The stream a get/set copy runs on, ordered after the array's work."""
+        if stream is None or stream is self.stream:
+            return self.stream
+        if not isinstance(stream, _engine.Stream):
+            raise TypeError(f"stream must be an OffloadStream, not {type(stream).__name__}")
+        if stream.get_device() != self.device:
+            raise ValueError(f"stream runs on {stream.get_device()}, the array lives on "
+                             f"{self.device}")
+        stream.wait_event(self.stream.record_event())
+        return stream
+
+    def _finish_interop(self, copy_stream, stream):
+        """Wait for a get/set copy (no stream given) or order the array after it."""
+        if stream is None:
+            copy_stream.record_event().sync()
+        elif copy_stream is not self.stream:
+            self.stream.wait_event(copy_stream.record_event())
+
+    _IMPLICIT = ("an OffloadArray does not convert to a NumPy array implicitly (its host "
+                 "copy may be stale): use a.get() for the device's data, or "
+                 "a.update_host() and a sync, then a.array, for the host copy")
+
+    def __array__(self, dtype=None, copy=None):
+        """Refuse implicit conversion (``numpy.asarray(a)``): raise TypeError.
+
+        The device's data is what an OffloadArray means, and reading it
+        needs a copy and a wait; NumPy would otherwise build an array from
+        the stale host copy.  Use :meth:`get` instead (CuPy's rule).
+
+        Raises
+        ------
+        TypeError
+            Always, naming the explicit ways.
+        """
+        raise TypeError(self._IMPLICIT)
+
+    def _refuse_comparison(self, other):
+        raise TypeError("OffloadArray has no element-wise comparisons; compare a.get() "
+                        "(the device's data) with NumPy")
+
+    def __eq__(self, other):
+        """Refuse ``==``: no element-wise comparison on the device (TypeError)."""
+        self._refuse_comparison(other)
+
+    def __ne__(self, other):
+        """Refuse ``!=``: no element-wise comparison on the device (TypeError)."""
+        self._refuse_comparison(other)
+
+    def __lt__(self, other):
+        """Refuse ``<``: no element-wise comparison on the device (TypeError)."""
+        self._refuse_comparison(other)
+
+    def __le__(self, other):
+        """Refuse ``<=``: no element-wise comparison on the device (TypeError)."""
+        self._refuse_comparison(other)
+
+    def __gt__(self, other):
+        """Refuse ``>``: no element-wise comparison on the device (TypeError)."""
+        self._refuse_comparison(other)
+
+    def __ge__(self, other):
+        """Refuse ``>=``: no element-wise comparison on the device (TypeError)."""
+        self._refuse_comparison(other)
