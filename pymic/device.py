@@ -214,7 +214,9 @@ class OffloadDevice:
             If the compiled library cannot be loaded.
         """
         from ._compile import compile as compile_source
-        return self.load_library(compile_source(source, flags, libraries, compiler))
+        library = self.load_library(compile_source(source, flags, libraries, compiler))
+        library._declare_source(source)  # every invoke is checked against the prototypes
+        return library
 
     def sync(self):
         """Block until every stream of this device has drained.

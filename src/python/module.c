@@ -426,7 +426,7 @@ PyMODINIT_FUNC PyInit__engine(void)
         add_type(module, "DevicePointer", &DevicePointer_Type) < 0 ||
         add_type(module, "ArrayBase", &ArrayBase_Type) < 0 ||
         add_type(module, "Event", &Event_Type) < 0 || library_module_init(module) < 0 ||
-        trace_module_init(module) < 0 ||
+        trace_module_init(module) < 0 || signature_module_init(module) < 0 ||
         PyModule_AddIntConstant(module, "MAX_KERNEL_ARGS", PYMIC_MAX_KERNEL_ARGS) < 0) {
         Py_DECREF(module);
         return NULL;
