@@ -298,6 +298,9 @@ int signature_mismatch(const SignatureObject *sig, int index, PyObject *obj,
  * prototype. */
 int signature_check_count(const SignatureObject *sig, Py_ssize_t nargs);
 int signature_module_init(PyObject *module);
+
+/* dlpack.c: dlpack_capsule(), DLPack capsules of OffloadArray buffers. */
+int dlpack_module_init(PyObject *module);
 int trace_module_init(PyObject *module); /* trace.c: the trace_* functions */
 
 /* ----------------------------------------------------------------- errors */

@@ -158,3 +158,176 @@ def test_get_and_set_refuse_a_stream_of_another_device(stream):
         oa.get(stream=foreign)
     with pytest.raises(ValueError, match="stream"):
         oa.set(np.zeros(4), stream=foreign)
+
+
+# ------------------------------------------------------------------ DLPack
+
+class Producer:
+    """A DLPack producer that forwards to `inner` and records the calls,
+    optionally forcing the legacy (unversioned) capsule."""
+
+    def __init__(self, inner, legacy=False):
+        self.inner, self.legacy, self.calls = inner, legacy, []
+
+    def __dlpack_device__(self):
+        return self.inner.__dlpack_device__()
+
+    def __dlpack__(self, **kwargs):
+        self.calls.append(kwargs)
+        if self.legacy:
+            kwargs.pop("max_version", None)
+        return self.inner.__dlpack__(**kwargs)
+
+
+def test_dlpack_device_is_the_cpu(stream):
+    assert stream.bind(np.zeros(2)).__dlpack_device__() == (1, 0)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["versioned", "legacy"])
+def test_numpy_views_the_device_buffer_without_a_copy(stream, legacy):
+    oa = device_filled(stream, np.zeros((2, 3)), 5.0)
+    view = np.from_dlpack(Producer(oa, legacy))
+    np.testing.assert_array_equal(view, np.full((2, 3), 5.0))  # the device's data
+    expected = np.full((2, 3), 5.0)
+    if not legacy:  # NumPy makes views of legacy capsules read-only
+        view[0, 1] = 42.0                                      # writes the device
+        expected[0, 1] = 42.0
+    np.testing.assert_array_equal(oa.get(), expected)
+    oa += 1.0                                                  # the device writes
+    stream.sync()
+    np.testing.assert_array_equal(view, expected + 1.0)        # the view sees it
+
+
+def test_capsule_kinds(stream):
+    oa = stream.bind(np.zeros(3))
+    assert '"dltensor"' in repr(oa.__dlpack__())
+    assert '"dltensor_versioned"' in repr(oa.__dlpack__(max_version=(1, 0)))
+    assert '"dltensor"' in repr(oa.__dlpack__(max_version=(0, 8)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.int32, np.uint64,
+                                   np.complex128, np.complex64])
+def test_every_dtype_and_order_round_trips(stream, dtype):
+    for host in (np.arange(12).reshape(3, 4).astype(dtype),
+                 np.asfortranarray(np.arange(12).reshape(3, 4).astype(dtype))):
+        oa = stream.bind(host.copy(order="A"))
+        view = np.from_dlpack(oa)
+        assert view.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(view, host)
+
+
+def test_a_slice_views_its_own_rows(stream):
+    oa = stream.bind(np.arange(12.0).reshape(4, 3))
+    view = np.from_dlpack(oa[1:3])
+    np.testing.assert_array_equal(view, np.arange(12.0).reshape(4, 3)[1:3])
+
+
+def test_the_producer_syncs_its_stream_before_the_consumer_reads(device):
+    """The stream rule: stream=None (what a CPU consumer passes) makes the
+    export wait for the work queued on the array's stream."""
+    stream = device.create_stream()
+    oa = stream.bind(np.zeros(1 << 20))
+    for _ in range(20):
+        oa += 1.0  # queued, not waited for
+    view = np.from_dlpack(oa)
+    assert (view == 20.0).all()
+
+
+def test_the_consumer_passes_no_stream_for_the_cpu(stream):
+    producer = Producer(stream.bind(np.zeros(2)))
+    np.from_dlpack(producer)
+    assert producer.calls and producer.calls[0].get("stream") is None
+
+
+def test_the_view_outlives_the_offload_array(device):
+    import gc
+    stream = device.create_stream()
+    oa = device_filled(stream, np.zeros(1000), 3.0)
+    view = np.from_dlpack(oa)
+    del oa
+    gc.collect()
+    # Allocations that would reuse freed memory must not land in the view's.
+    others = [device_filled(stream, np.zeros(1000), -1.0) for _ in range(8)]
+    stream.sync()
+    np.testing.assert_array_equal(view, np.full(1000, 3.0))
+    del others
+    gc.collect()
+    stream.sync()
+    held = device.memory_used
+    del view
+    gc.collect()
+    stream.sync()
+    assert held - device.memory_used >= 8000  # the deleter gave the buffer back
+
+
+def test_a_capsule_never_consumed_frees_its_reference(device):
+    import gc
+    stream = device.create_stream()
+    oa = stream.bind(np.zeros(1000))
+    capsule = oa.__dlpack__(max_version=(1, 0))
+    del oa
+    gc.collect()
+    stream.sync()
+    held = device.memory_used
+    del capsule
+    gc.collect()
+    stream.sync()
+    assert held - device.memory_used >= 8000
+
+
+def test_copy_true_exports_a_copy(stream):
+    oa = device_filled(stream, np.zeros(3), 2.0)
+    view = np.from_dlpack(oa, copy=True)
+    view[0] = 9.0
+    np.testing.assert_array_equal(oa.get(), np.full(3, 2.0))
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"dl_device": (2, 0)}, BufferError),
+    ({"stream": 1}, ValueError),
+])
+def test_dlpack_refuses_what_it_cannot_honour(stream, kwargs, error):
+    oa = stream.bind(np.zeros(2))
+    with pytest.raises(error):
+        oa.__dlpack__(**kwargs)
+
+
+def test_a_device_whose_memory_is_elsewhere_raises_buffer_error(stream, monkeypatch):
+    """The decision follows the device's host_addressable property, not its
+    kind: a device reporting False (as one whose memory is elsewhere would)
+    refuses the export as the protocol says."""
+    oa = stream.bind(np.zeros(2))
+    assert oa.device.host_addressable
+    monkeypatch.setitem(oa.device._info, "host_addressable", False)
+    with pytest.raises(BufferError, match="outside this process"):
+        oa.__dlpack__()
+    with pytest.raises(BufferError):
+        oa.__dlpack_device__()
+    with pytest.raises(BufferError):
+        np.from_dlpack(oa)
+
+
+def test_from_dlpack_copies_a_cpu_tensor_into_device_memory(device):
+    stream = device.create_stream()
+    source = np.arange(6.0).reshape(2, 3)
+    oa = pymic.from_dlpack(source, stream=stream)
+    assert isinstance(oa, pymic.OffloadArray)
+    assert oa.stream is stream and oa.shape == (2, 3) and oa.dtype == np.float64
+    source[:] = -1.0  # a copy: the source may change at once
+    np.testing.assert_array_equal(oa.get(), np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(oa.array, np.arange(6.0).reshape(2, 3))
+
+
+def test_from_dlpack_of_strided_data_and_of_an_offload_array(stream):
+    strided = np.arange(20, dtype=np.int64)[::2]
+    np.testing.assert_array_equal(pymic.from_dlpack(strided).get(), strided)
+    oa = device_filled(stream, np.zeros(4), 7.0)
+    copy = pymic.from_dlpack(oa, stream=stream)
+    copy += 1.0
+    np.testing.assert_array_equal(copy.get(), np.full(4, 8.0))
+    np.testing.assert_array_equal(oa.get(), np.full(4, 7.0))
+
+
+def test_from_dlpack_refuses_non_producers():
+    with pytest.raises((TypeError, AttributeError)):
+        pymic.from_dlpack([1.0, 2.0])
