@@ -2,6 +2,7 @@
 
 import math
 import operator
+from typing import NoReturn
 
 import numpy
 
@@ -852,7 +853,7 @@ class OffloadArray(_engine.ArrayBase):
                  "copy may be stale): use a.get() for the device's data, or "
                  "a.update_host() and a sync, then a.array, for the host copy")
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: object = None, copy: "bool | None" = None) -> NoReturn:
         """Refuse implicit conversion (``numpy.asarray(a)``): raise TypeError.
 
         The device's data is what an OffloadArray means, and reading it
@@ -967,30 +968,30 @@ class OffloadArray(_engine.ArrayBase):
             step *= extent
         return tuple(strides) if self.order == "F" else tuple(strides[::-1])
 
-    def _refuse_comparison(self, other):
+    def _refuse_comparison(self, other: object) -> NoReturn:
         raise TypeError("OffloadArray has no element-wise comparisons; compare a.get() "
                         "(the device's data) with NumPy")
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> NoReturn:  # type: ignore[override]
         """Refuse ``==``: no element-wise comparison on the device (TypeError)."""
         self._refuse_comparison(other)
 
-    def __ne__(self, other):
+    def __ne__(self, other: object) -> NoReturn:  # type: ignore[override]
         """Refuse ``!=``: no element-wise comparison on the device (TypeError)."""
         self._refuse_comparison(other)
 
-    def __lt__(self, other):
+    def __lt__(self, other: object) -> NoReturn:  # type: ignore[override]
         """Refuse ``<``: no element-wise comparison on the device (TypeError)."""
         self._refuse_comparison(other)
 
-    def __le__(self, other):
+    def __le__(self, other: object) -> NoReturn:  # type: ignore[override]
         """Refuse ``<=``: no element-wise comparison on the device (TypeError)."""
         self._refuse_comparison(other)
 
-    def __gt__(self, other):
+    def __gt__(self, other: object) -> NoReturn:  # type: ignore[override]
         """Refuse ``>``: no element-wise comparison on the device (TypeError)."""
         self._refuse_comparison(other)
 
-    def __ge__(self, other):
+    def __ge__(self, other: object) -> NoReturn:  # type: ignore[override]
         """Refuse ``>=``: no element-wise comparison on the device (TypeError)."""
         self._refuse_comparison(other)
