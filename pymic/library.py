@@ -137,6 +137,7 @@ class OffloadLibrary:
         self._name = os.path.basename(path)
         self._kernels = {}
         self._signatures = {}  # kernel name -> _engine.Signature checked by invoke
+        self._declared_sources = set()  # load_source texts already declared
 
     @property
     def name(self):
@@ -272,6 +273,9 @@ class OffloadLibrary:
         A kernel whose prototype pymic cannot read stays unchecked.
         """
         from . import _signatures
+        if source in self._declared_sources:
+            return  # loaded again (a cache hit): nothing to parse
+        self._declared_sources.add(source)
         for name, prototype in _signatures.kernels_of_source(source).items():
             if isinstance(prototype, _signatures.SignatureError):
                 debug(1, "load_source: %s stays unchecked: %s", name, prototype)
