@@ -269,3 +269,9 @@ def test_comments_and_preprocessor_lines_are_ignored():
         __attribute__((visibility("default"))) void real(double *a /* data */);
     """)
     assert [p.name for p in parsed] == ["real"]
+
+
+def test_a_negative_int_does_not_fit_an_unsigned_parameter(stream, source_lib):
+    with pytest.raises(TypeError, match=r"argument 4 'u' is a Python int \(passed as int64\)"):
+        stream.invoke(source_lib.anything, None, np.int32(1), np.complex64(1j), -1,
+                      np.int8(1), True)
