@@ -123,6 +123,10 @@ typedef struct pymic_device_info {
     int ncores;                   /* cores (CPUs) the device runs on        */
     size_t memory_total;          /* bytes the device may hold (its limit)  */
     size_t memory_used;           /* bytes in live allocations              */
+    int host_addressable;         /* 1 if this process can read and write the
+                                     device's memory at its device addresses
+                                     (host and proc devices); 0 if it lives
+                                     elsewhere                              */
 } pymic_device_info;
 
 /* Number of devices (at least 1) in *count. */

@@ -49,7 +49,7 @@ _engine.set_numpy_types(_numpy.ndarray, _numpy.generic)
 from .device import OffloadDevice, devices, local_device, number_of_devices  # noqa: E402
 from .stream import OffloadStream  # noqa: E402
 from .library import OffloadLibrary  # noqa: E402
-from .array import OffloadArray  # noqa: E402
+from .array import OffloadArray, from_dlpack  # noqa: E402
 from ._compile import CacheSecurityError, CompileError, compile  # noqa: E402
 from .tracing import Trace, trace  # noqa: E402
 
@@ -77,6 +77,7 @@ __all__ = [
     "Trace",
     "compile",
     "devices",
+    "from_dlpack",
     "get_include",
     "local_device",
     "number_of_devices",

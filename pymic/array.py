@@ -2,6 +2,7 @@
 
 import math
 import operator
+from typing import NoReturn
 
 import numpy
 
@@ -38,6 +39,50 @@ def _resolve_placement(device, stream):
     if device is not None and _resolve_device(device) != stream_device:
         raise ValueError(f"stream runs on {stream_device}, not on {device}")
     return stream_device, stream
+
+
+#: DLPack's kDLCPU device type.
+_DL_CPU = 1
+#: numpy dtype kind -> DLPack type code (kDLInt, kDLUInt, kDLFloat, kDLComplex, kDLBool).
+_DLPACK_TYPE_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
+
+
+def from_dlpack(obj: object, stream: "_engine.Stream | None" = None,
+                device: "object | None" = None) -> "OffloadArray":
+    """Copy a DLPack tensor on the CPU into device memory.
+
+    The tensor (anything with ``__dlpack__``: a NumPy array, a torch CPU
+    tensor, an OffloadArray ...) is copied into a new host array now, and
+    from there to the device on `stream`, so it may change as soon as this
+    returns.
+
+    Parameters
+    ----------
+    obj : object
+        A DLPack producer whose data is in this process's memory (kDLCPU).
+    stream : OffloadStream, optional
+        The stream the copy is enqueued on and the new array uses; default
+        the default stream of `device`.
+    device : OffloadDevice or int, optional
+        Device of the new array; default that of `stream`, else device 0.
+
+    Returns
+    -------
+    OffloadArray
+        A new array of the tensor's shape and dtype; its ``array`` holds
+        the same values.
+
+    Raises
+    ------
+    BufferError, TypeError, RuntimeError
+        From ``numpy.from_dlpack`` for a tensor that is not on the CPU or
+        not a DLPack producer.
+    ValueError
+        For a dtype OffloadArray does not support.
+    """
+    device, stream = _resolve_placement(device, stream)
+    host = numpy.from_dlpack(obj)
+    return stream.copy(host)
 
 
 class OffloadArray(_engine.ArrayBase):
@@ -680,7 +725,273 @@ class OffloadArray(_engine.ArrayBase):
         return self.shape[0]
 
     def __str__(self):
+        """Return ``str()`` of the host array, as pyMIC did.
+
+        The host copy is shown, not the device's data: after a kernel it
+        is stale until ``update_host()`` and a sync (``str(a.get())`` shows
+        the device's data).
+
+        Returns
+        -------
+        str
+        """
         return str(self.array)
 
     def __repr__(self):
+        """Return ``repr()`` of the host array, as pyMIC did.
+
+        Like :meth:`__str__`, this shows the host copy, which may be stale.
+
+        Returns
+        -------
+        str
+        """
         return repr(self.array)
+
+    # ------------------------------------------------------------ NumPy interoperability
+
+    def get(self, stream: "_engine.Stream | None" = None) -> numpy.ndarray:
+        """Return a new ndarray holding the device's data (CuPy's name).
+
+        The host array (``self.array``) is not changed.
+
+        Parameters
+        ----------
+        stream : OffloadStream, optional
+            None (default): the copy runs on the array's stream and ``get``
+            returns once it is done.  A stream of the array's device: the
+            copy is enqueued there, after the work already queued on the
+            array's stream, and ``get`` returns at once; the result holds
+            the data once that stream has been synchronised.  Later work on
+            the array's stream waits for the copy.
+
+        Returns
+        -------
+        numpy.ndarray
+            A new array of the same shape, dtype and memory order.
+
+        Raises
+        ------
+        ValueError
+            If `stream` belongs to another device.
+        OffloadError
+            If the copy (or work before it) fails.
+        """
+        result = numpy.empty(self.shape, dtype=self.dtype, order=self.order)
+        copy_stream = self._interop_stream(stream)
+        if self.nbytes:
+            copy_stream.transfer_device2host(self._dptr, result, self.nbytes, self._doffset, 0)
+        self._finish_interop(copy_stream, stream)
+        return result
+
+    def set(self, array: numpy.ndarray,
+            stream: "_engine.Stream | None" = None) -> "OffloadArray":
+        """Copy an ndarray into the device buffer (CuPy's name).
+
+        The host array (``self.array``) is not changed.
+
+        Parameters
+        ----------
+        array : numpy.ndarray
+            Source of exactly this array's shape and dtype (any layout).
+        stream : OffloadStream, optional
+            None (default): the copy runs on the array's stream and ``set``
+            returns once it is done, so `array` may be changed right away.
+            A stream of the array's device: the copy is enqueued there after
+            the work queued on the array's stream and ``set`` returns at
+            once; `array` must then stay unchanged until that stream has
+            been synchronised.  Later work on the array's stream waits for
+            the copy.
+
+        Returns
+        -------
+        OffloadArray
+            self.
+
+        Raises
+        ------
+        TypeError
+            If `array` is not a numpy.ndarray.
+        ValueError
+            If its shape or dtype differ, or `stream` belongs to another
+            device.
+        """
+        if not isinstance(array, numpy.ndarray):
+            raise TypeError(f"set() takes a numpy.ndarray, not {type(array).__name__}")
+        if array.shape != self.shape or array.dtype != self.dtype:
+            raise ValueError(f"set(): the ndarray has shape {array.shape} and dtype "
+                             f"{array.dtype}, this OffloadArray has shape {self.shape} and "
+                             f"dtype {self.dtype}")
+        source = numpy.require(array, requirements=[self.order])
+        copy_stream = self._interop_stream(stream)
+        if self.nbytes:
+            copy_stream.transfer_host2device(source, self._dptr, self.nbytes, 0,
+                                             self._doffset)
+        self._finish_interop(copy_stream, stream)
+        return self
+
+    def _interop_stream(self, stream):
+        """The stream a get/set copy runs on, ordered after the array's work."""
+        if stream is None or stream is self.stream:
+            return self.stream
+        if not isinstance(stream, _engine.Stream):
+            raise TypeError(f"stream must be an OffloadStream, not {type(stream).__name__}")
+        if stream.get_device() != self.device:
+            raise ValueError(f"stream runs on {stream.get_device()}, the array lives on "
+                             f"{self.device}")
+        stream.wait_event(self.stream.record_event())
+        return stream
+
+    def _finish_interop(self, copy_stream, stream):
+        """Wait for a get/set copy (no stream given) or order the array after it."""
+        if stream is None:
+            copy_stream.record_event().sync()
+        elif copy_stream is not self.stream:
+            self.stream.wait_event(copy_stream.record_event())
+
+    _IMPLICIT = ("an OffloadArray does not convert to a NumPy array implicitly (its host "
+                 "copy may be stale): use a.get() for the device's data, or "
+                 "a.update_host() and a sync, then a.array, for the host copy")
+
+    def __array__(self, dtype: object = None, copy: "bool | None" = None) -> NoReturn:
+        """Refuse implicit conversion (``numpy.asarray(a)``): raise TypeError.
+
+        The device's data is what an OffloadArray means, and reading it
+        needs a copy and a wait; NumPy would otherwise build an array from
+        the stale host copy.  Use :meth:`get` instead (CuPy's rule).
+
+        Raises
+        ------
+        TypeError
+            Always, naming the explicit ways.
+        """
+        raise TypeError(self._IMPLICIT)
+
+    # ------------------------------------------------------------ DLPack
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        """Return where the device buffer lives, for DLPack: ``(kDLCPU, 0)``.
+
+        Returns
+        -------
+        tuple of int
+            ``(1, 0)``: the buffer is memory of this process.
+
+        Raises
+        ------
+        BufferError
+            If the array's device keeps its memory outside this process.
+        """
+        self._check_exportable()
+        return (_DL_CPU, 0)
+
+    def __dlpack__(self, *, stream: "int | None" = None,
+                   max_version: "tuple[int, int] | None" = None,
+                   dl_device: "tuple[int, int] | None" = None,
+                   copy: "bool | None" = None) -> object:
+        """Export the device buffer as a DLPack capsule (zero copy).
+
+        ``numpy.from_dlpack(a)`` (or torch's, JAX's ...) then views the
+        device's data in place: writes through the view change the
+        device's data.  The capsule keeps the device memory allocated for
+        as long as the consumer holds it, even after the OffloadArray is
+        gone.  Only for devices whose memory this process can address
+        (``device.host_addressable``: host and process devices).
+
+        Parameters
+        ----------
+        stream : None or -1, optional
+            The protocol's stream rule for a CPU device: None (what
+            consumers pass) makes this wait until the work queued on the
+            array's stream has completed, so the consumer reads the
+            device's current data; -1 skips that wait (the caller orders
+            the work itself).
+        max_version : tuple of int, optional
+            Highest DLPack version the consumer understands: ``(1, x)``
+            gives a versioned capsule (``dltensor_versioned``), None the
+            legacy one (``dltensor``).
+        dl_device : tuple of int, optional
+            Where the consumer wants the data; only ``(1, 0)`` (kDLCPU).
+        copy : bool, optional
+            True: export a copy (``a.get()``) instead of the buffer itself;
+            False or None: no copy.
+
+        Returns
+        -------
+        PyCapsule
+            The DLPack capsule.
+
+        Raises
+        ------
+        BufferError
+            If the device keeps its memory outside this process, for a
+            `dl_device` other than the CPU, or a dtype DLPack cannot name.
+        ValueError
+            For a `stream` other than None or -1.
+        """
+        self._check_exportable()
+        if dl_device is not None and tuple(dl_device) != (_DL_CPU, 0):
+            raise BufferError(f"the OffloadArray's data is in this process's memory "
+                              f"(kDLCPU, 0); it cannot be exported to device {dl_device}")
+        if stream is not None and stream != -1:
+            raise ValueError(f"a CPU (kDLCPU) DLPack export takes stream None or -1, "
+                             f"not {stream!r}")
+        versioned = max_version is not None and tuple(max_version)[0] >= 1
+        if copy:
+            host = self.get()
+            if versioned:
+                return host.__dlpack__(max_version=max_version)
+            return host.__dlpack__()
+        dtype = self.dtype
+        code = _DLPACK_TYPE_CODES.get(dtype.kind)
+        if code is None or not dtype.isnative:
+            raise BufferError(f"DLPack has no type for dtype {dtype}")
+        if stream is None:
+            # The protocol's stream rule: the producer makes its work
+            # visible before the consumer reads.
+            self.stream.record_event().sync()
+        return _engine.dlpack_capsule(self, self.shape, self._element_strides(), code,
+                                      8 * dtype.itemsize, versioned, False)
+
+    def _check_exportable(self):
+        if not self.device.host_addressable:
+            raise BufferError(f"{self.device} keeps its memory outside this process, so "
+                              f"DLPack cannot export it in place; use a.get()")
+
+    def _element_strides(self):
+        """Strides in elements of the contiguous device buffer."""
+        strides = []
+        step = 1
+        dims = self.shape if self.order == "F" else self.shape[::-1]
+        for extent in dims:
+            strides.append(step)
+            step *= extent
+        return tuple(strides) if self.order == "F" else tuple(strides[::-1])
+
+    def _refuse_comparison(self, other: object) -> NoReturn:
+        raise TypeError("OffloadArray has no element-wise comparisons; compare a.get() "
+                        "(the device's data) with NumPy")
+
+    def __eq__(self, other: object) -> NoReturn:  # type: ignore[override]
+        """Refuse ``==``: no element-wise comparison on the device (TypeError)."""
+        self._refuse_comparison(other)
+
+    def __ne__(self, other: object) -> NoReturn:  # type: ignore[override]
+        """Refuse ``!=``: no element-wise comparison on the device (TypeError)."""
+        self._refuse_comparison(other)
+
+    def __lt__(self, other: object) -> NoReturn:  # type: ignore[override]
+        """Refuse ``<``: no element-wise comparison on the device (TypeError)."""
+        self._refuse_comparison(other)
+
+    def __le__(self, other: object) -> NoReturn:  # type: ignore[override]
+        """Refuse ``<=``: no element-wise comparison on the device (TypeError)."""
+        self._refuse_comparison(other)
+
+    def __gt__(self, other: object) -> NoReturn:  # type: ignore[override]
+        """Refuse ``>``: no element-wise comparison on the device (TypeError)."""
+        self._refuse_comparison(other)
+
+    def __ge__(self, other: object) -> NoReturn:  # type: ignore[override]
+        """Refuse ``>=``: no element-wise comparison on the device (TypeError)."""
+        self._refuse_comparison(other)

@@ -80,6 +80,17 @@ class OffloadDevice:
         return list(self._info["cpus"])
 
     @property
+    def host_addressable(self):
+        """bool: Whether this process can read and write the device's memory.
+
+        True for host and process devices (their memory is mapped here at
+        the device's addresses), so OffloadArrays on them export their
+        device buffer through DLPack without a copy; False for a device
+        whose memory is elsewhere (``__dlpack__`` raises BufferError).
+        """
+        return self._info["host_addressable"]
+
+    @property
     def memory_total(self):
         """int: Bytes of device memory the device may hold."""
         return _engine.device_info(self._device_id)["memory_total"]
@@ -214,7 +225,9 @@ class OffloadDevice:
             If the compiled library cannot be loaded.
         """
         from ._compile import compile as compile_source
-        return self.load_library(compile_source(source, flags, libraries, compiler))
+        library = self.load_library(compile_source(source, flags, libraries, compiler))
+        library._declare_source(source)  # every invoke is checked against the prototypes
+        return library
 
     def sync(self):
         """Block until every stream of this device has drained.

@@ -136,6 +136,8 @@ class OffloadLibrary:
         self._path = path
         self._name = os.path.basename(path)
         self._kernels = {}
+        self._signatures = {}  # kernel name -> _engine.Signature checked by invoke
+        self._declared_sources = set()  # load_source texts already declared
 
     @property
     def name(self):
@@ -188,8 +190,97 @@ class OffloadLibrary:
                 # The engine's message names the kernel and the library.
                 raise KernelNotFoundError(str(error)) from None
             debug(2, "found kernel %s in %s at %#x", name, self._name, kernel[1])
+            signature = self._signatures.get(name)
+            if signature is not None:
+                _engine.set_kernel_signature(kernel, signature)
             self._kernels[name] = kernel
         return kernel
+
+    def declare(self, *declarations: "str | os.PathLike[str]") -> list[str]:
+        """Declare kernels' C prototypes, so that every invoke is checked.
+
+        Once declared, an invoke of the kernel checks, before anything is
+        enqueued, the number of arguments and the element type of each
+        (an ndarray's or OffloadArray's dtype, ``int`` as int64, ``float``
+        as double, ``complex`` as double complex, NumPy scalars as their
+        dtype); a mismatch raises TypeError naming the argument, what was
+        given and what the kernel takes.  ndarrays given to ``const``
+        pointers are not copied back.  ``void *``, pointers to pointers,
+        device pointers and None are not checked.  Kernels never declared
+        keep pyMIC's unchecked behaviour; ``device.load_source`` declares
+        its ``PYMIC_KERNEL`` functions itself.
+
+        Parameters
+        ----------
+        *declarations : str or os.PathLike
+            C prototypes, one or several per string
+            (``"void scale(double *a, const int64_t *n);"``), or the path of
+            a header file to read.  Every prototype in a string must name a
+            kernel of this library; in a header, functions the library does
+            not export are ignored.
+
+        Returns
+        -------
+        list of str
+            The names of the kernels declared, in order.
+
+        Raises
+        ------
+        ValueError
+            (pymic's SignatureError) for a prototype pymic cannot read, or
+            that no kernel can have (a return type other than void, a
+            parameter that is not a pointer); nothing is declared then.
+        KernelNotFoundError
+            If a prototype in a string names a function the library does
+            not export.
+        OSError
+            If a header file cannot be read.
+        """
+        from . import _signatures
+        found = []
+        for item in declarations:
+            prototypes, errors = _signatures.read_declarations(item)
+            from_header = bool(errors) or not isinstance(item, str) or "(" not in item
+            for name, error in errors.items():
+                if self._exports(name):
+                    raise error
+            for prototype in prototypes:
+                if from_header and not self._exports(prototype.name):
+                    continue
+                found.append((prototype, prototype.engine_signature()))
+        for prototype, _ in found:
+            self.get_kernel(prototype.name)  # KernelNotFoundError before any change
+        for prototype, signature in found:
+            self._set_signature(prototype.name, signature)
+        return [prototype.name for prototype, _ in found]
+
+    def _exports(self, name):
+        try:
+            self.get_kernel(name)
+        except KernelNotFoundError:
+            return False
+        return True
+
+    def _set_signature(self, name, signature):
+        self._signatures[name] = signature
+        kernel = self._kernels.get(name)
+        if kernel is not None:
+            _engine.set_kernel_signature(kernel, signature)
+
+    def _declare_source(self, source):
+        """Declare the ``PYMIC_KERNEL`` functions of `source` (load_source).
+
+        A kernel whose prototype pymic cannot read stays unchecked.
+        """
+        from . import _signatures
+        if source in self._declared_sources:
+            return  # loaded again (a cache hit): nothing to parse
+        self._declared_sources.add(source)
+        for name, prototype in _signatures.kernels_of_source(source).items():
+            if isinstance(prototype, _signatures.SignatureError):
+                debug(1, "load_source: %s stays unchecked: %s", name, prototype)
+            elif self._exports(name):
+                self._set_signature(name, prototype.engine_signature())
 
     def __getattr__(self, name):
         # Reached only for names not found normally.  Special names (and

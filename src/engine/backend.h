@@ -40,6 +40,10 @@ struct pymic_block;
 typedef struct pymic_backend_ops {
     /* What pymic_device_info.kind reports ("host"). */
     const char *kind;
+    /* Device memory is mapped in the engine's process at the device
+     * addresses (pymic_device_info.host_addressable): the Python layer
+     * may then hand it to other libraries (DLPack) without a copy. */
+    bool host_addressable;
 
     /* ---- device life.  Called once per device, before its first
      * stream, allocation or library, with the device's open lock held

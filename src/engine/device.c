@@ -54,6 +54,7 @@ int pymic_device_get_info(int device, pymic_device_info *info)
     snprintf(info->kind, sizeof info->kind, "%s", d->ops->kind);
     snprintf(info->name, sizeof info->name, "%s", d->name);
     info->ncores = d->ncpus;
+    info->host_addressable = d->ops->host_addressable;
     pymic_memory_usage(d, &info->memory_total, &info->memory_used);
     return PYMIC_OK;
 }

@@ -86,6 +86,14 @@ static int arraybase_set_doffset(ArrayBaseObject *self, PyObject *value,
     return 0;
 }
 
+/* Any attribute set may replace the dtype (pyMIC's attributes were plain
+ * ones): forget the signature code invoke cached. */
+static int arraybase_setattro(PyObject *self, PyObject *name, PyObject *value)
+{
+    ((ArrayBaseObject *)self)->dtype_code = 0;
+    return PyObject_GenericSetAttr(self, name, value);
+}
+
 static PyGetSetDef arraybase_getset[] = {
     {"_dptr", (getter)arraybase_get_dptr, (setter)arraybase_set_dptr,
      "Device pointer object owning the array's device buffer.", NULL},
@@ -105,4 +113,5 @@ PyTypeObject ArrayBase_Type = {
     .tp_traverse = (traverseproc)arraybase_traverse,
     .tp_clear = (inquiry)arraybase_clear,
     .tp_getset = arraybase_getset,
+    .tp_setattro = arraybase_setattro,
 };

@@ -211,6 +211,10 @@ typedef struct ArrayBaseObject {
     PyObject_HEAD
     PyObject *dptr;        /* DevicePointerObject, or NULL before binding */
     Py_ssize_t doffset;    /* byte offset of the first element (views)    */
+    /* The dtype's signature code + 1, cached by the first checked invoke;
+     * 0 = not known.  Setting any attribute clears it (the dtype may have
+     * been replaced). */
+    unsigned char dtype_code;
 } ArrayBaseObject;
 
 extern PyTypeObject ArrayBase_Type;
@@ -238,7 +242,8 @@ extern PyTypeObject Library_Type;
 typedef struct KernelRefObject {
     PyObject_HEAD
     pymic_kernel *kernel;
-    PyObject *library; /* LibraryObject that owns the kernel */
+    PyObject *library;   /* LibraryObject that owns the kernel            */
+    PyObject *signature; /* SignatureObject invoke checks against, or NULL */
 } KernelRefObject;
 
 extern PyTypeObject KernelRef_Type;
@@ -250,6 +255,52 @@ extern PyTypeObject *KernelHandle_Type;
 #define KERNEL_HANDLE_REF_INDEX 4
 
 int library_module_init(PyObject *module);
+
+/* ------------------------------------------------------ kernel signatures */
+
+/* Element types a kernel parameter may point to, and that an argument may
+ * carry (signature.c).  SIG_ANY: `void *` (takes anything), or an argument
+ * of unknown type (a device pointer, None).  SIG_CHAR: plain `char *`,
+ * taking int8 or uint8.  SIG_OTHER: an argument of no C type
+ * (byte-swapped, structured). */
+enum {
+    SIG_ANY, SIG_BOOL, SIG_INT8, SIG_UINT8, SIG_INT16, SIG_UINT16, SIG_INT32, SIG_UINT32,
+    SIG_INT64, SIG_UINT64, SIG_FLOAT16, SIG_FLOAT32, SIG_FLOAT64, SIG_LONGDOUBLE,
+    SIG_COMPLEX64, SIG_COMPLEX128, SIG_CLONGDOUBLE, SIG_CHAR, SIG_OTHER, SIG_NCODES
+};
+
+/* A kernel's declared parameters: what invoke checks its arguments
+ * against.  Immutable once made. */
+typedef struct SignatureObject {
+    PyObject_HEAD
+    int nparams;
+    unsigned char codes[PYMIC_MAX_KERNEL_ARGS];    /* element type pointed to */
+    unsigned char is_const[PYMIC_MAX_KERNEL_ARGS]; /* points to const         */
+    PyObject *name;   /* the kernel's name                                 */
+    PyObject *params; /* tuple of (parameter name, C type) for messages     */
+} SignatureObject;
+
+extern PyTypeObject Signature_Type;
+
+/* The code of a buffer's struct-module format (NULL: bytes). */
+unsigned char signature_code_of_format(const char *format);
+/* The code of an OffloadArray's dtype (cached in the ArrayBase); -1 with
+ * an exception if its dtype cannot be read.  May run Python code the first
+ * time. */
+int signature_array_code(PyObject *array, unsigned char *code);
+/* 0 if argument `index` (0-based) of element type `given` fits the
+ * declared parameter; else -1 with a TypeError naming the argument, what
+ * was given and what the kernel takes. */
+int signature_check(const SignatureObject *sig, int index, PyObject *obj, unsigned char given);
+int signature_mismatch(const SignatureObject *sig, int index, PyObject *obj,
+                       unsigned char given);
+/* 0 if `nargs` arguments fit; else -1 with a TypeError spelling the
+ * prototype. */
+int signature_check_count(const SignatureObject *sig, Py_ssize_t nargs);
+int signature_module_init(PyObject *module);
+
+/* dlpack.c: dlpack_capsule(), DLPack capsules of OffloadArray buffers. */
+int dlpack_module_init(PyObject *module);
 int trace_module_init(PyObject *module); /* trace.c: the trace_* functions */
 
 /* ----------------------------------------------------------------- errors */

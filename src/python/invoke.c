@@ -46,6 +46,7 @@ typedef struct staged_array {
     PyObject *original;   /* non-contiguous original to write back, or NULL */
     PyObject *contiguous; /* the contiguous copy of `original`, or NULL     */
     int writable;         /* copy back after the kernel                     */
+    int declared_const;   /* the kernel's signature says it points to const */
 } staged_array;
 
 /* One device copy of a host byte range covering one or more staged arrays
@@ -68,12 +69,12 @@ typedef struct invoke_state {
     int ngroups;
 } invoke_state;
 
-static const pymic_kernel *kernel_from_handle(PyObject *obj)
+static KernelRefObject *kernel_from_handle(PyObject *obj)
 {
     if (Py_IS_TYPE(obj, KernelHandle_Type)) {
         PyObject *ref = PyStructSequence_GET_ITEM(obj, KERNEL_HANDLE_REF_INDEX);
         if (ref != NULL && Py_IS_TYPE(ref, &KernelRef_Type))
-            return ((KernelRefObject *)ref)->kernel;
+            return (KernelRefObject *)ref;
     }
     PyErr_Format(PyExc_TypeError,
                  "invoke: the first argument must be a kernel handle (library.<name>), "
@@ -102,8 +103,10 @@ static inline int use_slot(pymic_arg *arg, scalar_slot *slot, size_t size)
 
 /* A Python int travels as int64, or as uint64 in [2**63, 2**64) -- what
  * numpy.asarray gives for it, and what pyMIC passed. */
-static int set_integer(pymic_arg *arg, scalar_slot *slot, PyObject *obj, Py_ssize_t position)
+static int set_integer(pymic_arg *arg, scalar_slot *slot, PyObject *obj, Py_ssize_t position,
+                       unsigned char *code)
 {
+    *code = SIG_INT64;
     int overflow = 0;
     long long value = PyLong_AsLongLongAndOverflow(obj, &overflow);
     if (value == -1 && PyErr_Occurred())
@@ -115,6 +118,7 @@ static int set_integer(pymic_arg *arg, scalar_slot *slot, PyObject *obj, Py_ssiz
             overflow = 1;
         } else {
             slot->u64 = (uint64_t)unsigned_value;
+            *code = SIG_UINT64;
             return use_slot(arg, slot, sizeof(uint64_t));
         }
     }
@@ -140,11 +144,13 @@ static int set_complex(pymic_arg *arg, scalar_slot *slot, PyObject *obj)
 
 /* A NumPy scalar exports its value's bytes in its own dtype. */
 static int set_numpy_scalar(pymic_arg *arg, scalar_slot *slot, PyObject *obj,
-                            Py_ssize_t position)
+                            Py_ssize_t position, unsigned char *code)
 {
     Py_buffer view;
-    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
+    if (PyObject_GetBuffer(obj, &view, code ? PyBUF_FORMAT : PyBUF_SIMPLE) < 0)
         return -1;
+    if (code != NULL)
+        *code = signature_code_of_format(view.format);
     if (view.len <= 0 || (size_t)view.len > sizeof(slot->bytes)) {
         PyErr_Format(PyExc_TypeError, "invoke: argument %zd (%.100s) has no fixed-size value",
                      position, Py_TYPE(obj)->tp_name);
@@ -242,6 +248,7 @@ static int stage_ndarray(invoke_state *state, int index, PyObject *obj, PyObject
     staged->original = NULL;
     staged->contiguous = NULL;
     staged->writable = 1;
+    staged->declared_const = 0;
     const int flags = PyBUF_ANY_CONTIGUOUS | PyBUF_FORMAT;
     int rc = PyObject_GetBuffer(obj, &staged->view, flags | PyBUF_WRITABLE);
     if (rc < 0) {
@@ -278,11 +285,47 @@ static int stage_ndarray(invoke_state *state, int index, PyObject *obj, PyObject
     return 0;
 }
 
+/* A non-negative int below 2**63 has the same bytes as int64 and uint64:
+ * it fits a `uint64_t *` parameter too. */
+static inline unsigned char python_int_code(unsigned char code, const scalar_slot *slot,
+                                            const SignatureObject *sig, int i)
+{
+    if (sig != NULL && code == SIG_INT64 && slot->i64 >= 0 && sig->codes[i] == SIG_UINT64)
+        return SIG_UINT64;
+    return code;
+}
+
+/* A kernel declared to take `const T *` never writes through it: an
+ * ndarray given there is not copied back -- unless the same object also
+ * reaches a parameter that is not const through an entry sharing its copy. */
+static void skip_const_copy_backs(invoke_state *state)
+{
+    for (int s = 0; s < state->nstaged; s++) {
+        staged_array *staged = &state->staged[s];
+        if (!staged->owner || !staged->declared_const || !staged->writable)
+            continue;
+        int written = 0;
+        for (int t = 0; t < state->nstaged; t++) {
+            const staged_array *other = &state->staged[t];
+            if (!other->owner && !other->declared_const && other->view.buf == staged->view.buf)
+                written = 1;
+        }
+        if (!written) {
+            staged->writable = 0;
+            Py_CLEAR(staged->original); /* nothing to write back either */
+        }
+    }
+}
+
 /* First pass: every conversion that may run Python code (buffer exports,
  * copy() of non-contiguous arrays).  Device addresses are only noted as
- * pending for the second pass. */
-static int convert_arguments(invoke_state *state, PyObject *const *objs, int nargs)
+ * pending for the second pass.  With a signature, each argument's element
+ * type is checked as it is converted, and the count before any. */
+static int convert_arguments(invoke_state *state, PyObject *const *objs, int nargs,
+                             const SignatureObject *sig)
 {
+    if (sig != NULL && signature_check_count(sig, nargs) < 0)
+        return -1;
     for (int i = 0; i < nargs; i++) {
         PyObject *obj = objs[i];
         PyTypeObject *type = Py_TYPE(obj);
@@ -290,12 +333,15 @@ static int convert_arguments(invoke_state *state, PyObject *const *objs, int nar
         scalar_slot *slot = &state->slots[i];
         Py_ssize_t position = i + 1;
         int rc = 0;
+        unsigned char code = SIG_ANY; /* the argument's element type */
         state->pending[i] = ARG_DONE;
         if (type == &PyLong_Type) {
-            rc = set_integer(arg, slot, obj, position);
+            rc = set_integer(arg, slot, obj, position, &code);
+            code = python_int_code(code, slot, sig, i);
         } else if (type == &PyFloat_Type) {
             slot->f64 = PyFloat_AS_DOUBLE(obj);
             rc = use_slot(arg, slot, sizeof(double));
+            code = SIG_FLOAT64;
         } else if (obj == Py_None) {
             arg->data = NULL;
             arg->size = 0;
@@ -303,26 +349,41 @@ static int convert_arguments(invoke_state *state, PyObject *const *objs, int nar
             state->pending[i] = ARG_DEVICE_POINTER;
         } else if (PyType_IsSubtype(type, &ArrayBase_Type)) {
             state->pending[i] = ARG_OFFLOAD_ARRAY;
+            if (sig != NULL)
+                rc = signature_array_code(obj, &code);
         } else if (ndarray_type != NULL && PyType_IsSubtype(type, ndarray_type)) {
             rc = stage_ndarray(state, i, obj, objs);
+            if (rc == 0 && sig != NULL) {
+                staged_array *staged = &state->staged[state->nstaged - 1];
+                code = signature_code_of_format(staged->view.format);
+                staged->declared_const = sig->is_const[i];
+            }
         } else if (type == &PyBool_Type) {
             slot->bytes[0] = (obj == Py_True); /* numpy.bool_: one byte */
             rc = use_slot(arg, slot, 1);
+            code = SIG_BOOL;
         } else if (numpy_generic_type != NULL && PyType_IsSubtype(type, numpy_generic_type)) {
-            rc = set_numpy_scalar(arg, slot, obj, position);
+            rc = set_numpy_scalar(arg, slot, obj, position, sig != NULL ? &code : NULL);
         } else if (PyComplex_Check(obj)) {
             rc = set_complex(arg, slot, obj);
+            code = SIG_COMPLEX128;
         } else if (PyLong_Check(obj)) {
-            rc = set_integer(arg, slot, obj, position);
+            rc = set_integer(arg, slot, obj, position, &code);
+            code = python_int_code(code, slot, sig, i);
         } else if (PyFloat_Check(obj)) {
             slot->f64 = PyFloat_AS_DOUBLE(obj);
             rc = use_slot(arg, slot, sizeof(double));
+            code = SIG_FLOAT64;
         } else {
             rc = bad_argument(position, obj);
         }
         if (rc < 0)
             return -1;
+        if (sig != NULL && signature_check(sig, i, obj, code) < 0)
+            return -1;
     }
+    if (sig != NULL && state->nstaged > 0)
+        skip_const_copy_backs(state);
     return 0;
 }
 
@@ -648,9 +709,10 @@ PyObject *stream_invoke(StreamObject *self, PyObject *const *objs, Py_ssize_t no
         PyErr_SetString(PyExc_TypeError, "invoke() missing the kernel argument");
         return NULL;
     }
-    const pymic_kernel *kernel = kernel_from_handle(objs[0]);
-    if (kernel == NULL)
+    KernelRefObject *ref = kernel_from_handle(objs[0]);
+    if (ref == NULL)
         return NULL;
+    const pymic_kernel *kernel = ref->kernel;
     Py_ssize_t nargs = nobjs - 1;
     if (nargs > PYMIC_MAX_KERNEL_ARGS) {
         PyErr_Format(OffloadValueError, "invoke: %zd kernel arguments, at most %d are allowed",
@@ -660,7 +722,12 @@ PyObject *stream_invoke(StreamObject *self, PyObject *const *objs, Py_ssize_t no
     invoke_state state;
     state.nstaged = 0;
     state.ngroups = 0;
-    if (convert_arguments(&state, objs + 1, (int)nargs) < 0) {
+    /* Held for the call: converting arguments may run Python code, which
+     * may declare the kernel anew. */
+    SignatureObject *sig = (SignatureObject *)Py_XNewRef(ref->signature);
+    int converted = convert_arguments(&state, objs + 1, (int)nargs, sig);
+    Py_XDECREF(sig);
+    if (converted < 0) {
         release_staged(&state, 0);
         return NULL;
     }

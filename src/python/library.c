@@ -17,6 +17,7 @@ PyTypeObject *KernelHandle_Type;
 
 static void kernelref_dealloc(KernelRefObject *self)
 {
+    Py_XDECREF(self->signature);
     Py_XDECREF(self->library);
     PyObject_Free(self);
 }
@@ -132,6 +133,7 @@ static PyObject *library_kernel(LibraryObject *self, PyObject *args)
         return NULL;
     ref->kernel = kernel;
     ref->library = Py_NewRef(self);
+    ref->signature = NULL; /* unchecked until declared */
     PyObject *address = PyLong_FromVoidPtr(pymic_kernel_address(kernel));
     PyObject *handle = PyStructSequence_New(KernelHandle_Type);
     if (address == NULL || handle == NULL) {

@@ -109,7 +109,8 @@ PyDoc_STRVAR(device_info_doc,
 "-------\n"
 "dict\n"
 "    Keys ``id``, ``kind``, ``name``, ``ncores``, ``memory_total``,\n"
-"    ``memory_used`` and ``cpus`` (list of CPU numbers).\n"
+"    ``memory_used``, ``cpus`` (list of CPU numbers) and\n"
+"    ``host_addressable`` (bool: this process can use the memory).\n"
 "\n"
 "Raises\n"
 "------\n"
@@ -144,10 +145,11 @@ static PyObject *module_device_info(PyObject *Py_UNUSED(module), PyObject *arg)
     }
     if (cpu_list == NULL)
         return NULL;
-    return Py_BuildValue("{s:i,s:s,s:s,s:i,s:K,s:K,s:N}", "id", info.id, "kind", info.kind,
-                         "name", info.name, "ncores", info.ncores, "memory_total",
+    return Py_BuildValue("{s:i,s:s,s:s,s:i,s:K,s:K,s:N,s:O}", "id", info.id, "kind",
+                         info.kind, "name", info.name, "ncores", info.ncores, "memory_total",
                          (unsigned long long)info.memory_total, "memory_used",
-                         (unsigned long long)info.memory_used, "cpus", cpu_list);
+                         (unsigned long long)info.memory_used, "cpus", cpu_list,
+                         "host_addressable", info.host_addressable ? Py_True : Py_False);
 }
 
 PyDoc_STRVAR(device_sync_doc,
@@ -453,7 +455,8 @@ PyMODINIT_FUNC PyInit__engine(void)
         add_type(module, "DevicePointer", &DevicePointer_Type) < 0 ||
         add_type(module, "ArrayBase", &ArrayBase_Type) < 0 ||
         add_type(module, "Event", &Event_Type) < 0 || library_module_init(module) < 0 ||
-        trace_module_init(module) < 0 ||
+        trace_module_init(module) < 0 || signature_module_init(module) < 0 ||
+        dlpack_module_init(module) < 0 ||
         PyModule_AddIntConstant(module, "MAX_KERNEL_ARGS", PYMIC_MAX_KERNEL_ARGS) < 0) {
         Py_DECREF(module);
         return NULL;
