@@ -326,7 +326,7 @@ def _device_number(key):
     return None
 
 
-def _device_number_or_raise(value):
+def _device_number_or_raise(value: object) -> int:
     """The device number `value` denotes (see :func:`_device_number`).
 
     Raises
