@@ -34,7 +34,7 @@ _ACCEPTED_SCALAR_KINDS = {
 }
 
 # The Python scalar types that stand for one element of the other kinds.
-_FIXED_SCALAR_TYPES = {
+_FIXED_SCALAR_TYPES: dict[str, tuple[type[Any], ...]] = {
     "M": (numpy.datetime64,),
     "m": (numpy.timedelta64,),
     "S": (bytes,),
@@ -43,7 +43,7 @@ _FIXED_SCALAR_TYPES = {
 }
 
 
-def supported_dtype(dtype: Any) -> numpy.dtype:
+def supported_dtype(dtype: Any) -> numpy.dtype[Any]:
     """Return `dtype` as a numpy.dtype if an OffloadArray can hold it.
 
     Any fixed-size dtype is held, as in pyMIC: bool, every integer and
@@ -69,7 +69,7 @@ def supported_dtype(dtype: Any) -> numpy.dtype:
         ``'V'`` without a length) or is a sub-array dtype.
     """
     try:
-        normalised = numpy.dtype(dtype)
+        normalised: numpy.dtype[Any] = numpy.dtype(dtype)
     except TypeError as error:
         raise TypeError(f"not a dtype: {dtype!r}") from error
     if normalised.hasobject:
@@ -85,7 +85,7 @@ def supported_dtype(dtype: Any) -> numpy.dtype:
     return normalised
 
 
-def kernel_suffix(dtype: numpy.dtype, operation: str) -> str:
+def kernel_suffix(dtype: numpy.dtype[Any], operation: str) -> str:
     """Return the suffix of the built-in kernels for `dtype`.
 
     Parameters
@@ -114,7 +114,7 @@ def kernel_suffix(dtype: numpy.dtype, operation: str) -> str:
     return suffix
 
 
-def scalar_of(value: Any, dtype: numpy.dtype) -> Any:
+def scalar_of(value: Any, dtype: numpy.dtype[Any]) -> Any:
     """Convert a Python or NumPy scalar to a NumPy scalar of `dtype`.
 
     Parameters
@@ -161,7 +161,7 @@ def scalar_of(value: Any, dtype: numpy.dtype) -> Any:
     return dtype.type(value)
 
 
-def _fixed_scalar_of(value: Any, dtype: numpy.dtype) -> Any:
+def _fixed_scalar_of(value: Any, dtype: numpy.dtype[Any]) -> Any:
     """scalar_of for the non-numeric kinds (datetimes, strings, structured)."""
     accepted = _FIXED_SCALAR_TYPES[dtype.kind]
     if not isinstance(value, accepted):

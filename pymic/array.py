@@ -2,7 +2,7 @@
 
 import math
 import operator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy
 
@@ -55,7 +55,8 @@ def _raw_bytes(host: numpy.ndarray) -> numpy.ndarray:
 _OPERATOR_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "pow": "**"}
 
 
-def _refuse_operation(dtype: numpy.dtype, operation: str, in_place: bool = False) -> NoReturn:
+def _refuse_operation(dtype: numpy.dtype[Any], operation: str,
+                      in_place: bool = False) -> NoReturn:
     """Raise the TypeError for an operator the kernels do not cover for `dtype`."""
     symbol = _OPERATOR_SYMBOLS.get(operation, operation)
     kernel_suffix(dtype, f"'{symbol}='" if in_place else f"'{symbol}'")
