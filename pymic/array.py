@@ -695,7 +695,9 @@ class OffloadArray(_engine.ArrayBase):
         view = self._slice_view(start, stop)
         if not isinstance(key, slice):
             # An index drops the leading axis, as in NumPy.
-            host = view.array[0] if view.array is not None else None
+            # [0, ...] keeps a 0-d ndarray viewing the bound memory (a plain
+            # [0] of a 1-D array would be a NumPy scalar, a detached copy).
+            host = view.array[0, ...] if view.array is not None else None
             view = view._view(host, view.shape[1:])
         return view
 

@@ -902,3 +902,19 @@ def test_dtypes_an_offload_array_cannot_hold_are_a_type_error(stream, usable, ma
     with pytest.raises(TypeError, match="OffloadArray cannot hold"):
         make(stream)
     usable()
+
+
+@pytest.mark.parametrize("dtype", HELD.values(), ids=HELD.keys())
+def test_an_element_of_a_one_dimensional_array_shares_the_bound_host_memory(stream, dtype):
+    values = distinct_values(dtype, (5,), 0)
+    offload = stream.bind(values.copy())
+    element = offload[3]
+    assert element.shape == () and element.size == 1
+    assert isinstance(element.array, np.ndarray)
+    assert np.shares_memory(element.array, offload.array)
+    element.fill(element_of(dtype))
+    element.update_host()
+    stream.sync()
+    expected = values.copy()
+    expected[3] = element_of(dtype)
+    np.testing.assert_array_equal(offload.array, expected)
