@@ -2,12 +2,12 @@
 
 import math
 import operator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy
 
 from . import _engine
-from ._dtypes import ABS_RESULT, KERNEL_SUFFIX, scalar_of, supported_dtype
+from ._dtypes import ABS_RESULT, KERNEL_SUFFIX, kernel_suffix, scalar_of, supported_dtype
 
 
 def _normalise_shape(shape):
@@ -85,6 +85,28 @@ def from_dlpack(obj: object, stream: "_engine.Stream | None" = None,
     return stream.copy(host)
 
 
+def _raw_bytes(host: numpy.ndarray) -> numpy.ndarray:
+    """A void view of `host`'s bytes, for transfers of dtypes without kernels.
+
+    NumPy exports no buffer for datetime64 and timedelta64 (nor structured
+    dtypes holding them), which the transfers need; a view of the same
+    bytes as ``V<itemsize>`` exports one, whatever the dtype and layout.
+    """
+    return host.view(numpy.dtype((numpy.void, host.dtype.itemsize)))
+
+
+# How the operators are written, for error messages.
+_OPERATOR_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "pow": "**"}
+
+
+def _refuse_operation(dtype: numpy.dtype[Any], operation: str,
+                      in_place: bool = False) -> NoReturn:
+    """Raise the TypeError for an operator the kernels do not cover for `dtype`."""
+    symbol = _OPERATOR_SYMBOLS.get(operation, operation)
+    kernel_suffix(dtype, f"'{symbol}='" if in_place else f"'{symbol}'")
+    raise AssertionError(f"kernel_suffix accepted {dtype}")
+
+
 class OffloadArray(_engine.ArrayBase):
     """A NumPy array with a mirror buffer on an offload device.
 
@@ -99,7 +121,11 @@ class OffloadArray(_engine.ArrayBase):
     shape : int or tuple of int
         Shape of the array.
     dtype : dtype-like
-        One of int64, int32, uint64, float64, float32, complex128, complex64.
+        Any fixed-size dtype without Python objects (bool, integers and
+        floats of every width, complex, datetime64, fixed-size strings,
+        structured dtypes).  The element-wise operations (arithmetic,
+        ``abs``, ``reverse``) cover int64, int32, uint64, float64, float32,
+        complex128 and complex64.
     order : {'C', 'F'}, optional
         Memory layout; default 'C'.
     alloc_arr : bool, optional
@@ -119,15 +145,21 @@ class OffloadArray(_engine.ArrayBase):
     device : OffloadDevice
         Device holding the buffer.
     stream : OffloadStream
-        Stream used by the array's operations.
+        Stream used by the array's operations; change it with
+        :meth:`assign_stream`.
     shape, dtype, size, ndim, order, nbytes
         As for the host array.
 
+    All attributes above are read-only (assigning raises AttributeError):
+    the device operations rely on them describing the device buffer.
+
     Raises
     ------
+    TypeError
+        For a dtype the array cannot hold (object, unsized or sub-array
+        dtypes).
     ValueError
-        For an unsupported dtype, a bad order, or a `base` that does not
-        match.
+        For a bad order, or a `base` that does not match.
     OffloadError
         If the device is out of memory.
     """
@@ -169,16 +201,10 @@ class OffloadArray(_engine.ArrayBase):
             raise ValueError(f"base must be {order}-contiguous")
         return base
 
-    def _describe(self, array, device, stream, shape, dtype, order):
-        self.array = array
-        self.device = device
-        self.stream = stream
-        self.shape = shape
-        self.dtype = dtype
-        self.order = order
-        self.ndim = len(shape)
-        self.size = math.prod(shape)
-        self.nbytes = self.size * dtype.itemsize
+    # _describe(array, device, stream, shape, dtype, order), inherited from
+    # the C base, sets the read-only attributes (ndim, size and nbytes
+    # follow from shape and dtype) and refuses a description that does not
+    # fit the device buffer.
 
     def _view(self, array, shape, byte_offset=0):
         """A new OffloadArray sharing this one's device buffer."""
@@ -217,8 +243,8 @@ class OffloadArray(_engine.ArrayBase):
         if self.array is None:
             raise _engine.OffloadError("this OffloadArray has no host array")
         if self.nbytes:
-            self.stream.transfer_host2device(self.array, self._dptr, self.nbytes, 0,
-                                             self._doffset)
+            host = self.array if self.dtype in KERNEL_SUFFIX else _raw_bytes(self.array)
+            self.stream.transfer_host2device(host, self._dptr, self.nbytes, 0, self._doffset)
         return self
 
     def update_host(self):
@@ -235,8 +261,8 @@ class OffloadArray(_engine.ArrayBase):
         if self.array is None:
             raise _engine.OffloadError("this OffloadArray has no host array")
         if self.nbytes:
-            self.stream.transfer_device2host(self._dptr, self.array, self.nbytes,
-                                             self._doffset, 0)
+            host = self.array if self.dtype in KERNEL_SUFFIX else _raw_bytes(self.array)
+            self.stream.transfer_device2host(self._dptr, host, self.nbytes, self._doffset, 0)
         return self
 
     def assign_stream(self, stream):
@@ -267,7 +293,7 @@ class OffloadArray(_engine.ArrayBase):
         if stream is self.stream:
             return
         stream.wait_event(self.stream.record_event())
-        self.stream = stream
+        self._set_stream(stream)
         # Garbage collection frees the buffer in the order of the new stream.
         self._dptr._stream = stream
 
@@ -332,15 +358,18 @@ class OffloadArray(_engine.ArrayBase):
             self.stream.wait_event(other.stream.record_event())
 
     def _binary(self, operation, other, out):
+        suffix = KERNEL_SUFFIX.get(self.dtype)
+        if suffix is None:
+            _refuse_operation(self.dtype, operation, out is self)
         operand = self._device_operand(other)
         if operation == "pow":
             self._check_integer_exponent(operand)
         if isinstance(operand, OffloadArray):
             if out._overlaps_partially(operand):
                 operand = out._detached(operand)
-            kernel = self._kernel(operation)
+            kernel = self.device._array_kernel(f"pymic_array_{operation}_{suffix}")
         else:
-            kernel = self._kernel(operation + "_scalar")
+            kernel = self.device._array_kernel(f"pymic_array_{operation}_scalar_{suffix}")
         self.stream.invoke(kernel, self, operand, out, self.size)
         return out
 
@@ -362,6 +391,8 @@ class OffloadArray(_engine.ArrayBase):
 
     def _reflected(self, operation, other):
         """``other <op> self`` for a non-commutative operation."""
+        if self.dtype not in KERNEL_SUFFIX:
+            _refuse_operation(self.dtype, operation)
         operand = self._device_operand(other)
         out = self._new_like()
         if isinstance(operand, OffloadArray):
@@ -432,6 +463,8 @@ class OffloadArray(_engine.ArrayBase):
 
         Raises
         ------
+        TypeError
+            If the built-in kernels do not cover the array's dtype.
         ValueError
             If `other` does not match the array's shape, dtype or type.
         """
@@ -445,7 +478,14 @@ class OffloadArray(_engine.ArrayBase):
         OffloadArray
             A new array; complex arrays give real arrays of the matching
             precision (complex128 -> float64, complex64 -> float32).
+
+        Raises
+        ------
+        TypeError
+            If the built-in kernels do not cover the array's dtype.
         """
+        if self.dtype not in KERNEL_SUFFIX:
+            _refuse_operation(self.dtype, "abs()")
         result_dtype = ABS_RESULT.get(self.dtype, self.dtype)
         out = self._new_like(result_dtype)
         self.stream.invoke(self._kernel("abs"), self, out, self.size)
@@ -459,7 +499,11 @@ class OffloadArray(_engine.ArrayBase):
         Parameters
         ----------
         value : scalar
-            A value representable in the array's dtype.
+            A value representable in the array's dtype: a number of a
+            kind the dtype holds (see the operators), a bool for bool
+            arrays, a ``numpy.datetime64``/``timedelta64`` for those,
+            bytes or str (not longer than the dtype holds) for fixed-size
+            strings, a tuple or ``numpy.void`` for structured dtypes.
 
         Returns
         -------
@@ -473,18 +517,50 @@ class OffloadArray(_engine.ArrayBase):
         """
         scalar = scalar_of(value, self.dtype)
         if self.size:
-            self.stream.invoke(self._kernel("fill"), self, scalar, self.size)
+            if self.dtype in KERNEL_SUFFIX:
+                self.stream.invoke(self._kernel("fill"), self, scalar, self.size)
+            else:
+                # Zeros first: the padding of aligned structured dtypes
+                # gets defined bytes too.
+                pattern = numpy.zeros(1, dtype=self.dtype)
+                pattern[0] = scalar
+                self._fill_with_element(pattern)
         return self
+
+    def _fill_with_element(self, element: numpy.ndarray) -> None:
+        """Fill the device buffer with copies of one element's bytes.
+
+        For the dtypes without a fill kernel: the element is copied to the
+        device once, then the filled part is doubled by device-to-device
+        copies (never overlapping), so n elements take about log2(n)
+        commands and no host memory.
+        """
+        filled = self.dtype.itemsize
+        self.stream.transfer_host2device(_raw_bytes(element), self._dptr, filled, 0,
+                                         self._doffset)
+        while filled < self.nbytes:
+            chunk = min(filled, self.nbytes - filled)
+            self.stream.transfer_device2device(self._dptr, self._dptr, chunk, self._doffset,
+                                               self._doffset + filled)
+            filled += chunk
 
     def zero(self):
         """Set every element to zero on the device.
+
+        Works for every dtype: the elements become all-zero bytes, NumPy's
+        ``zeros`` (for datetime64 the epoch, for structured dtypes every
+        field zero).
 
         Returns
         -------
         OffloadArray
             self.
         """
-        return self.fill(0)
+        if self.dtype in KERNEL_SUFFIX:
+            return self.fill(0)
+        if self.size:
+            self._fill_with_element(numpy.zeros(1, dtype=self.dtype))
+        return self
 
     def one(self):
         """Set every element to one on the device.
@@ -493,8 +569,16 @@ class OffloadArray(_engine.ArrayBase):
         -------
         OffloadArray
             self.
+
+        Raises
+        ------
+        TypeError
+            If the dtype is not a number or bool dtype (one has no meaning
+            for datetimes, strings or structured dtypes).
         """
-        return self.fill(1)
+        if self.dtype.kind not in "biufc":
+            raise TypeError(f"one() needs a bool or number dtype, not {self.dtype}")
+        return self.fill(self.dtype.type(1))
 
     def fillfrom(self, array):
         """Copy the contents of a host array into the device buffer.
@@ -521,7 +605,7 @@ class OffloadArray(_engine.ArrayBase):
             raise ValueError(f"fillfrom: shape {source.shape} does not match {self.shape}")
         source = numpy.require(source, dtype=self.dtype, requirements=[self.order])
         if self.nbytes:
-            self.stream.transfer_host2device(source, self._dptr, self.nbytes, 0,
+            self.stream.transfer_host2device(_raw_bytes(source), self._dptr, self.nbytes, 0,
                                              self._doffset)
         return self
 
@@ -539,7 +623,11 @@ class OffloadArray(_engine.ArrayBase):
         ------
         ValueError
             If the array is not one-dimensional.
+        TypeError
+            If the built-in kernels do not cover the array's dtype.
         """
+        if self.dtype not in KERNEL_SUFFIX:
+            _refuse_operation(self.dtype, "reverse()")
         if self.ndim != 1:
             raise ValueError(f"reverse() needs a 1-D array, this one has {self.ndim} dimensions")
         out = self._new_like()
@@ -651,7 +739,9 @@ class OffloadArray(_engine.ArrayBase):
         view = self._slice_view(start, stop)
         if not isinstance(key, slice):
             # An index drops the leading axis, as in NumPy.
-            host = view.array[0] if view.array is not None else None
+            # [0, ...] keeps a 0-d ndarray viewing the bound memory (a plain
+            # [0] of a 1-D array would be a NumPy scalar, a detached copy).
+            host = view.array[0, ...] if view.array is not None else None
             view = view._view(host, view.shape[1:])
         return view
 
@@ -700,7 +790,7 @@ class OffloadArray(_engine.ArrayBase):
             if value.shape != target.shape:
                 raise ValueError(f"cannot assign shape {value.shape} to shape {target.shape}")
             source = numpy.require(value, dtype=self.dtype, requirements=["C"])
-            self.stream.transfer_host2device(source, self._dptr, target.nbytes, 0,
+            self.stream.transfer_host2device(_raw_bytes(source), self._dptr, target.nbytes, 0,
                                              target._doffset)
         else:
             target.fill(value)
@@ -780,7 +870,8 @@ class OffloadArray(_engine.ArrayBase):
         result = numpy.empty(self.shape, dtype=self.dtype, order=self.order)
         copy_stream = self._interop_stream(stream)
         if self.nbytes:
-            copy_stream.transfer_device2host(self._dptr, result, self.nbytes, self._doffset, 0)
+            copy_stream.transfer_device2host(self._dptr, _raw_bytes(result), self.nbytes,
+                                             self._doffset, 0)
         self._finish_interop(copy_stream, stream)
         return result
 
@@ -825,7 +916,7 @@ class OffloadArray(_engine.ArrayBase):
         source = numpy.require(array, requirements=[self.order])
         copy_stream = self._interop_stream(stream)
         if self.nbytes:
-            copy_stream.transfer_host2device(source, self._dptr, self.nbytes, 0,
+            copy_stream.transfer_host2device(_raw_bytes(source), self._dptr, self.nbytes, 0,
                                              self._doffset)
         self._finish_interop(copy_stream, stream)
         return self

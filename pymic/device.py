@@ -23,19 +23,25 @@ class OffloadDevice:
     Parameters
     ----------
     device_id : int
-        Device number, ``0 <= device_id < number_of_devices()``.
+        Device number, ``0 <= device_id < number_of_devices()``; as
+        everywhere a device number is taken, a NumPy integer or a float
+        with an integral value (``1.0``, as pyMIC's dict took) works too.
 
     Raises
     ------
     OffloadError
         If no device has that number.
+    ValueError
+        For a float that is not a whole number (``1.5``).
+    TypeError
+        For anything that is not a number (``"1"``).
     """
 
     _instances = {}
     _instances_lock = threading.Lock()
 
     def __new__(cls, device_id):
-        device_id = int(device_id)
+        device_id = _device_number_or_raise(device_id)
         with cls._instances_lock:
             device = cls._instances.get(device_id)
             if device is None:
@@ -313,7 +319,9 @@ def _device_number(key):
 
     pyMIC's ``devices`` was a plain dict keyed by int, where a float equal to
     a key finds it (programs computed device numbers with ``/``); so ints,
-    NumPy integers and integral floats denote device numbers.
+    NumPy integers and integral floats denote device numbers.  This is the
+    one rule for device numbers: every call that takes one uses it, through
+    this function or :func:`_device_number_or_raise`.
     """
     if isinstance(key, bool):
         return int(key)
@@ -329,6 +337,24 @@ def _device_number(key):
         if value.is_integer():
             return int(value)
     return None
+
+
+def _device_number_or_raise(value: object) -> int:
+    """The device number `value` denotes (see :func:`_device_number`).
+
+    Raises
+    ------
+    ValueError
+        For a number that is not whole (``1.5``, NaN, infinity).
+    TypeError
+        For anything else that is not a number.
+    """
+    number = _device_number(value)
+    if number is not None:
+        return number
+    if isinstance(value, numbers.Number):
+        raise ValueError(f"device numbers are whole numbers, not {value!r}")
+    raise TypeError(f"expected an OffloadDevice or a device number, not {type(value).__name__}")
 
 
 class _DeviceTable(collections.abc.Mapping):
@@ -358,6 +384,8 @@ class _DeviceTable(collections.abc.Mapping):
             and how to get more.
         """
         number = _device_number(device_id)
+        if number is None and isinstance(device_id, numbers.Number):
+            raise KeyError(f"no offload device {device_id!r}: device numbers are whole numbers")
         if number is None or not 0 <= number < self._count:
             plural = "device" if self._count == 1 else "devices"
             raise KeyError(f"no offload device {device_id!r}: this process has "
@@ -428,9 +456,7 @@ def _resolve_device(device):
         return devices[0]
     if isinstance(device, OffloadDevice):
         return device
-    if isinstance(device, int):
-        return OffloadDevice(device)
-    raise TypeError(f"expected an OffloadDevice or a device number, not {type(device).__name__}")
+    return OffloadDevice(_device_number_or_raise(device))
 
 
 debug(1, "%d device(s)", len(devices))

@@ -5,6 +5,8 @@ methods inherited from ``_engine.Stream``; this class adds the
 NumPy-facing conveniences that create OffloadArrays.
 """
 
+from typing import Any, Callable
+
 import numpy
 
 from . import _engine
@@ -60,8 +62,9 @@ class OffloadStream(_engine.Stream):
         Parameters
         ----------
         array : numpy.ndarray
-            C- or Fortran-contiguous array of a supported dtype; its memory
-            is the host side of the new OffloadArray.
+            C- or Fortran-contiguous array of any fixed-size dtype without
+            Python objects; its memory is the host side of the new
+            OffloadArray.
         update_device : bool, optional
             If True (default) enqueue the copy of `array` to the device.
 
@@ -73,9 +76,10 @@ class OffloadStream(_engine.Stream):
         Raises
         ------
         ValueError
-            If `array` is not contiguous or its dtype is not supported.
+            If `array` is not contiguous.
         TypeError
-            If `array` is not a numpy.ndarray.
+            If `array` is not a numpy.ndarray, or its dtype holds Python
+            objects.
         """
         from .array import OffloadArray
         if not isinstance(array, numpy.ndarray):
@@ -122,7 +126,7 @@ class OffloadStream(_engine.Stream):
         shape : int or tuple of int
             Shape of the array.
         dtype : dtype-like, optional
-            One of the supported dtypes; default float64.
+            Any fixed-size dtype without Python objects; default float64.
         order : {'C', 'F'}, optional
             Memory layout; default 'C'.
         update_host : bool, optional
@@ -148,7 +152,7 @@ class OffloadStream(_engine.Stream):
         shape : int or tuple of int
             Shape of the array.
         dtype : dtype-like, optional
-            One of the supported dtypes; default float64.
+            Any fixed-size dtype without Python objects; default float64.
         order : {'C', 'F'}, optional
             Memory layout; default 'C'.
         update_host : bool, optional
@@ -157,9 +161,11 @@ class OffloadStream(_engine.Stream):
         Returns
         -------
         OffloadArray
-            The new array.
+            The new array; for every dtype its elements are all-zero
+            bytes, as NumPy's ``zeros`` gives.
         """
-        return self.bcast(0, shape, dtype, order, update_host)
+        from .array import OffloadArray
+        return self._filled(OffloadArray.zero, shape, dtype, order, update_host)
 
     def ones(self, shape, dtype=float, order="C", update_host=True):
         """Create an OffloadArray filled with ones on the device.
@@ -169,7 +175,7 @@ class OffloadStream(_engine.Stream):
         shape : int or tuple of int
             Shape of the array.
         dtype : dtype-like, optional
-            One of the supported dtypes; default float64.
+            Any fixed-size dtype without Python objects; default float64.
         order : {'C', 'F'}, optional
             Memory layout; default 'C'.
         update_host : bool, optional
@@ -179,8 +185,14 @@ class OffloadStream(_engine.Stream):
         -------
         OffloadArray
             The new array.
+
+        Raises
+        ------
+        TypeError
+            If `dtype` is not a bool or number dtype.
         """
-        return self.bcast(1, shape, dtype, order, update_host)
+        from .array import OffloadArray
+        return self._filled(OffloadArray.one, shape, dtype, order, update_host)
 
     def bcast(self, value, shape, dtype=float, order="C", update_host=True):
         """Create an OffloadArray with every element set to `value`.
@@ -192,7 +204,7 @@ class OffloadStream(_engine.Stream):
         shape : int or tuple of int
             Shape of the array.
         dtype : dtype-like, optional
-            One of the supported dtypes; default float64.
+            Any fixed-size dtype without Python objects; default float64.
         order : {'C', 'F'}, optional
             Memory layout; default 'C'.
         update_host : bool, optional
@@ -203,9 +215,14 @@ class OffloadStream(_engine.Stream):
         OffloadArray
             The new array.
         """
+        return self._filled(lambda array: array.fill(value), shape, dtype, order, update_host)
+
+    def _filled(self, set_elements: Callable[[Any], object], shape: Any, dtype: Any, order: str,
+                update_host: bool) -> Any:
+        """A new OffloadArray whose elements `set_elements(array)` sets."""
         from .array import OffloadArray
         offload_array = OffloadArray(shape, supported_dtype(dtype), order=order, stream=self)
-        offload_array.fill(value)
+        set_elements(offload_array)
         if update_host:
             offload_array.update_host()
         return offload_array

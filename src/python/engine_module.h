@@ -206,14 +206,23 @@ DevicePointerObject *devptr_check_live(PyObject *obj, const char *what);
 /* ------------------------------------------------------------ array base */
 
 /* C base of pymic.OffloadArray: where its elements live on the device.
- * invoke reads these two fields directly, without attribute lookups. */
+ * invoke reads dptr and doffset directly, without attribute lookups.
+ *
+ * The description (shape, dtype, stream, ...) is read-only to Python and
+ * set only by the checked _describe / _set_stream methods, so that the
+ * bytes it covers always lie inside the allocation: a kernel launched by
+ * an array operation never runs past the buffer. */
 typedef struct ArrayBaseObject {
     PyObject_HEAD
     PyObject *dptr;        /* DevicePointerObject, or NULL before binding */
     Py_ssize_t doffset;    /* byte offset of the first element (views)    */
+    Py_ssize_t nbytes;     /* bytes the description covers from doffset  */
+    /* NULL until described; the ints are kept as objects so that reading
+     * them from Python costs what an instance attribute did. */
+    PyObject *array, *device, *stream, *shape, *dtype, *order, *ndim, *size, *nbytes_obj;
     /* The dtype's signature code + 1, cached by the first checked invoke;
-     * 0 = not known.  Setting any attribute clears it (the dtype may have
-     * been replaced). */
+     * 0 = not known.  _describe clears it (the dtype may have been
+     * replaced). */
     unsigned char dtype_code;
 } ArrayBaseObject;
 

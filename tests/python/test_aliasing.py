@@ -186,7 +186,9 @@ def test_device_offset_is_checked_against_the_allocation(stream, lib):
     small = stream.allocate_device_memory(16)
     with pytest.raises(ValueError, match="beyond"):
         view._dptr = small
-    x._doffset = x._dptr.nbytes  # one past the end, as an empty view has
+    with pytest.raises(ValueError, match="beyond"):
+        x._doffset = 8  # the array's 64 bytes from there would overrun
+    x[8:]._doffset = x._dptr.nbytes  # one past the end, as an empty view has
     assert_usable(stream, lib)
 
 

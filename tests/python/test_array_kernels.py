@@ -633,3 +633,49 @@ def test_complex_pow_scalar(lib, suffix, n, in_place):
             result = run_with_scalar(lib, f"pymic_array_rpow_scalar_{suffix}", b,
                                      s, n, dtype, in_place)
             assert_matches(result, np.power(np.full(n, s, dtype=dtype), b))
+
+
+# ------------------------------------------- the Python layer's dispatch table
+
+# Every kernel name OffloadArray builds from a dtype's suffix.
+DISPATCHED = ["add", "sub", "mul", "pow", "add_scalar", "sub_scalar", "mul_scalar",
+              "pow_scalar", "rsub_scalar", "rpow_scalar", "abs", "fill", "reverse"]
+# Dtypes OffloadArray holds but has no element-wise kernels for.
+HELD_WITHOUT_KERNELS = [np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.uint32,
+                        np.float16]
+
+
+def load_dtypes_module():
+    """pymic/_dtypes.py of the installed package, run on its own.
+
+    It imports only NumPy, so the package (and its extension) is not run.
+    """
+    spec = importlib.util.find_spec("pymic")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("pymic is not installed (run `make install`)")
+    for directory in spec.submodule_search_locations:
+        path = os.path.join(directory, "_dtypes.py")
+        if os.path.exists(path):
+            module_spec = importlib.util.spec_from_file_location("pymic_dtypes_checked", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            return module
+    pytest.fail("_dtypes.py is missing from the pymic package")
+
+
+def test_python_dispatch_names_exactly_the_kernels_the_library_has(lib):
+    # OffloadArray refuses arithmetic (TypeError) on the dtypes without
+    # kernels and calls kernels by name for the others: both sets must be
+    # the library's own.
+    dtypes = load_dtypes_module()
+    assert set(dtypes.KERNEL_SUFFIX.values()) == set(DTYPES)
+    for dtype, suffix in dtypes.KERNEL_SUFFIX.items():
+        assert dtypes.kernel_suffix(dtype, "'+'") == suffix
+        for operation in DISPATCHED:
+            assert hasattr(lib, f"pymic_array_{operation}_{suffix}"), (operation, suffix)
+    for dtype in map(np.dtype, HELD_WITHOUT_KERNELS):
+        assert not any(hasattr(lib, f"pymic_array_{operation}_{dtype.name}")
+                       for operation in DISPATCHED), dtype
+        assert dtypes.supported_dtype(dtype) == dtype
+        with pytest.raises(TypeError, match=f"'\\+' is not supported for dtype {dtype.name}"):
+            dtypes.kernel_suffix(dtype, "'+'")

@@ -103,7 +103,7 @@ def library_name_not_a_string(stream, lib, kernel_dir):
 
 
 def create_with_unsupported_dtype(stream, lib, kernel_dir):
-    stream.zeros(8, dtype=np.int8)
+    stream.zeros(8, dtype=object)
 
 
 def create_with_bad_order(stream, lib, kernel_dir):
@@ -153,7 +153,7 @@ BAD_CALLS = [
     (not_a_library, pymic.OffloadError),
     (library_with_undefined_symbol, pymic.OffloadError),
     (library_name_not_a_string, TypeError),
-    (create_with_unsupported_dtype, ValueError),
+    (create_with_unsupported_dtype, TypeError),
     (create_with_bad_order, ValueError),
     (create_with_negative_shape, ValueError),
     (bcast_value_of_another_type, ValueError),

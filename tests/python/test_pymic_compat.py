@@ -152,6 +152,42 @@ def test_float_keys_find_devices_like_a_dict():
     assert pymic.devices.get(0.5) is None
 
 
+# Every call that takes a device number follows the table's rule: ints,
+# NumPy integers and integral floats name a device; other numbers are
+# refused with ValueError, other objects with TypeError.
+DEVICE_TAKERS = {
+    "OffloadDevice": pymic.OffloadDevice,
+    "OffloadStream": lambda number: pymic.OffloadStream(number).get_device(),
+    "OffloadArray": lambda number: pymic.OffloadArray(3, float, device=number).device,
+}
+
+
+@pytest.mark.parametrize("take", DEVICE_TAKERS.values(), ids=DEVICE_TAKERS.keys())
+@pytest.mark.parametrize("number", [0, 0.0, np.float64(0.0), np.int64(0), np.uint8(0)],
+                         ids=["int", "float", "numpy_float", "numpy_int", "numpy_uint8"])
+def test_device_numbers_follow_one_rule(take, number):
+    assert take(number) is pymic.devices[0]
+
+
+@pytest.mark.parametrize("take", DEVICE_TAKERS.values(), ids=DEVICE_TAKERS.keys())
+@pytest.mark.parametrize("number", [0.5, 1.5, -0.5, float("nan"), float("inf"),
+                                    np.float32(0.25)])
+def test_device_numbers_that_are_not_whole_are_a_value_error(take, number, stream, usable):
+    with pytest.raises(ValueError, match="device numbers are whole numbers"):
+        take(number)
+    with pytest.raises(KeyError, match="whole numbers"):
+        pymic.devices[number]
+    usable()
+
+
+@pytest.mark.parametrize("take", DEVICE_TAKERS.values(), ids=DEVICE_TAKERS.keys())
+@pytest.mark.parametrize("value", ["0", b"0", [0]])
+def test_device_numbers_that_are_not_numbers_are_a_type_error(take, value, stream, usable):
+    with pytest.raises(TypeError, match="device number"):
+        take(value)
+    usable()
+
+
 # ----------------------------------------------- pyMIC's example patterns
 
 def test_pymic_double_it_pattern(kernel_dir):
