@@ -6,6 +6,7 @@ Commands::
     python -m pymic selftest             run a built-in kernel on every device
     python -m pymic trace-summary FILE   per-kernel times, host waits, idle gaps
     python -m pymic cache [list|clear]   the load_source compile cache
+    python -m pymic --version            pymic's version
 """
 
 import argparse
@@ -190,6 +191,7 @@ def main(argv=None):
         The exit status.
     """
     parser = argparse.ArgumentParser(prog="python -m pymic", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"pymic {pymic.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="devices, limits, settings, versions")
     selftest = commands.add_parser("selftest", help="run a built-in kernel on every device")
