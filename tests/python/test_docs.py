@@ -159,6 +159,29 @@ def test_relative_links_resolve(path):
     assert broken_links(path) == []
 
 
+MPIRUN_COMMAND = re.compile(r"^(?:\s*|.*&&\s*)mpirun\s", re.MULTILINE)
+
+
+def pages_with_mpirun_commands():
+    """Markdown files and example scripts that show an `mpirun` command line."""
+    candidates = markdown_files() + sorted((REPOSITORY / "examples").glob("*/*.py"))
+    return [path for path in candidates
+            if MPIRUN_COMMAND.search(path.read_text(encoding="utf-8"))]
+
+
+def test_mpirun_command_lines_are_found():
+    found = {str(path.relative_to(REPOSITORY)) for path in pages_with_mpirun_commands()}
+    assert {"README.md", "docs/api.md", "examples/heat_mpi/heat_mpi.py"} <= found
+
+
+@pytest.mark.parametrize("path", pages_with_mpirun_commands(),
+                         ids=lambda path: str(path.relative_to(REPOSITORY)))
+def test_pages_with_mpirun_say_what_root_needs(path):
+    # Open MPI refuses to run as root (containers, CI) without this flag: a
+    # page that shows an mpirun line must say so.
+    assert "--allow-run-as-root" in path.read_text(encoding="utf-8")
+
+
 # ------------------------------------------- the link checker's own tests
 
 def write(directory, name, text):
