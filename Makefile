@@ -153,7 +153,7 @@ $(MPI_STAMP): requirements-mpi.txt $(VENV_ABS)/.deps
 	    $(APT_GET) install -y --no-install-recommends $(MPI_DEB_PACKAGES) || exit 1; \
 	else \
 	    echo "MPI: no mpirun/mpicc and no way to install them (need root and apt-get):" \
-	         "the MPI example and its test are skipped"; \
+	         "the MPI example, its test and benchmark B12 are skipped"; \
 	    exit 0; \
 	fi; \
 	command -v mpirun >/dev/null && command -v mpicc >/dev/null || \
@@ -166,7 +166,9 @@ $(MPI_STAMP): requirements-mpi.txt $(VENV_ABS)/.deps
 test-python: mpi
 
 # ----------------------------------------------------------- benchmarks
-bench: install
+# B12 runs examples/heat_mpi under mpirun: `mpi` provides Open MPI and
+# mpi4py (or says why it cannot, and B12's row says the same).
+bench: install mpi
 	$(MAKE) -C benchmarks PYTHON=$(VPY)
 
 clean:
