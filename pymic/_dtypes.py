@@ -1,9 +1,12 @@
 """The element types OffloadArray supports and scalar conversion to them."""
 
+from typing import Any
+
 import numpy
+from numpy.typing import DTypeLike
 
 #: dtype -> suffix of the built-in kernels (see src/kernels/pymic_array.h).
-KERNEL_SUFFIX = {
+KERNEL_SUFFIX: dict[numpy.dtype[Any], str] = {
     numpy.dtype(numpy.int64): "int64",
     numpy.dtype(numpy.int32): "int32",
     numpy.dtype(numpy.uint64): "uint64",
@@ -14,7 +17,7 @@ KERNEL_SUFFIX = {
 }
 
 #: dtype of abs() for each supported dtype (complex magnitudes are real).
-ABS_RESULT = {
+ABS_RESULT: dict[numpy.dtype[Any], numpy.dtype[Any]] = {
     numpy.dtype(numpy.complex128): numpy.dtype(numpy.float64),
     numpy.dtype(numpy.complex64): numpy.dtype(numpy.float32),
 }
@@ -30,7 +33,7 @@ _ACCEPTED_SCALAR_KINDS = {
 }
 
 
-def supported_dtype(dtype):
+def supported_dtype(dtype: DTypeLike) -> numpy.dtype[Any]:
     """Return `dtype` as a numpy.dtype if OffloadArray supports it.
 
     Parameters
@@ -61,7 +64,7 @@ def supported_dtype(dtype):
     return normalised
 
 
-def scalar_of(value, dtype):
+def scalar_of(value: Any, dtype: numpy.dtype[Any]) -> Any:
     """Convert a Python or NumPy scalar to a NumPy scalar of `dtype`.
 
     Parameters
