@@ -2,14 +2,21 @@
 
 import math
 import operator
+from typing import TYPE_CHECKING, Any, ClassVar, SupportsIndex
 
 import numpy
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _engine
 from ._dtypes import ABS_RESULT, KERNEL_SUFFIX, scalar_of, supported_dtype
+from ._typing import Order, ShapeLike
+
+if TYPE_CHECKING:
+    from .device import OffloadDevice
+    from .stream import OffloadStream
 
 
-def _normalise_shape(shape):
+def _normalise_shape(shape: ShapeLike) -> tuple[int, ...]:
     """Return `shape` as a tuple of non-negative ints."""
     if isinstance(shape, (int, numpy.integer)):
         shape = (shape,)
@@ -22,13 +29,14 @@ def _normalise_shape(shape):
     return shape
 
 
-def _normalise_order(order):
+def _normalise_order(order: object) -> Order:
     if order not in ("C", "F"):
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
     return order
 
 
-def _resolve_placement(device, stream):
+def _resolve_placement(device: "OffloadDevice | int | None", stream: "OffloadStream | None"
+                       ) -> "tuple[OffloadDevice, OffloadStream]":
     """The (device, stream) pair an array lives on, from either or both."""
     from .device import _resolve_device
     if stream is None:
@@ -87,6 +95,18 @@ class OffloadArray(_engine.ArrayBase):
         If the device is out of memory.
     """
 
+    array: NDArray[Any] | None
+    device: "OffloadDevice"
+    stream: "OffloadStream"
+    shape: tuple[int, ...]
+    dtype: numpy.dtype[Any]
+    order: Order
+    ndim: int
+    size: int
+    nbytes: int
+    _dptr: _engine.DevicePointer
+
+    __hash__: ClassVar[None]  # type: ignore[assignment]
     __hash__ = None
     # True for the temporary made from an ndarray operand (its host values
     # are the device values).
@@ -94,8 +114,10 @@ class OffloadArray(_engine.ArrayBase):
     # NumPy must defer to our reflected operators (ndarray + OffloadArray).
     __array_ufunc__ = None
 
-    def __init__(self, shape, dtype, order="C", alloc_arr=True, base=None, device=None,
-                 stream=None):
+    def __init__(self, shape: ShapeLike, dtype: DTypeLike, order: str = "C",
+                 alloc_arr: bool = True, base: NDArray[Any] | None = None,
+                 device: "OffloadDevice | int | None" = None,
+                 stream: "OffloadStream | None" = None) -> None:
         shape = _normalise_shape(shape)
         dtype = supported_dtype(dtype)
         order = _normalise_order(order)
@@ -113,7 +135,8 @@ class OffloadArray(_engine.ArrayBase):
         self._doffset = 0
 
     @staticmethod
-    def _check_base(base, shape, dtype, order):
+    def _check_base(base: object, shape: tuple[int, ...], dtype: numpy.dtype[Any],
+                    order: Order) -> NDArray[Any]:
         if not isinstance(base, numpy.ndarray):
             raise TypeError(f"base must be a numpy.ndarray, not {type(base).__name__}")
         if base.shape != shape or base.dtype != dtype:
@@ -124,7 +147,9 @@ class OffloadArray(_engine.ArrayBase):
             raise ValueError(f"base must be {order}-contiguous")
         return base
 
-    def _describe(self, array, device, stream, shape, dtype, order):
+    def _describe(self, array: NDArray[Any] | None, device: "OffloadDevice",
+                  stream: "OffloadStream", shape: tuple[int, ...], dtype: numpy.dtype[Any],
+                  order: Order) -> None:
         self.array = array
         self.device = device
         self.stream = stream
@@ -135,7 +160,8 @@ class OffloadArray(_engine.ArrayBase):
         self.size = math.prod(shape)
         self.nbytes = self.size * dtype.itemsize
 
-    def _view(self, array, shape, byte_offset=0):
+    def _view(self, array: NDArray[Any] | None, shape: tuple[int, ...],
+              byte_offset: int = 0) -> "OffloadArray":
         """A new OffloadArray sharing this one's device buffer."""
         view = OffloadArray.__new__(OffloadArray)
         view._describe(array, self.device, self.stream, shape, self.dtype, self.order)
@@ -143,7 +169,7 @@ class OffloadArray(_engine.ArrayBase):
         view._doffset = self._doffset + byte_offset
         return view
 
-    def _new_like(self, dtype=None):
+    def _new_like(self, dtype: numpy.dtype[Any] | None = None) -> "OffloadArray":
         """A new array of this shape for a result, on the same stream.
 
         Skips the constructor's argument checks: everything is known valid.
@@ -155,13 +181,14 @@ class OffloadArray(_engine.ArrayBase):
         result._dptr = self.stream.allocate_device_memory(max(result.nbytes, 1))
         return result
 
-    def _kernel(self, operation, dtype=None):
+    def _kernel(self, operation: str, dtype: numpy.dtype[Any] | None = None
+                ) -> _engine.KernelHandle:
         suffix = KERNEL_SUFFIX[self.dtype if dtype is None else dtype]
         return self.device._array_kernel(f"pymic_array_{operation}_{suffix}")
 
     # ------------------------------------------------------------ transfers
 
-    def update_device(self):
+    def update_device(self) -> "OffloadArray":
         """Enqueue the copy of the host array to the device buffer.
 
         Returns
@@ -176,7 +203,7 @@ class OffloadArray(_engine.ArrayBase):
                                              self._doffset)
         return self
 
-    def update_host(self):
+    def update_host(self) -> "OffloadArray":
         """Enqueue the copy of the device buffer to the host array.
 
         The host array holds the device contents once the stream has been
@@ -194,7 +221,7 @@ class OffloadArray(_engine.ArrayBase):
                                              self._doffset, 0)
         return self
 
-    def assign_stream(self, stream):
+    def assign_stream(self, stream: "OffloadStream") -> None:
         """Make later operations of this array use `stream`.
 
         Later commands of `stream` wait for the work already enqueued on the
@@ -228,7 +255,7 @@ class OffloadArray(_engine.ArrayBase):
 
     # ------------------------------------------------------------ operands
 
-    def _device_operand(self, other):
+    def _device_operand(self, other: object) -> Any:
         """Return `other` as an OffloadArray (device data) or a scalar."""
         if isinstance(other, OffloadArray):
             if other.shape != self.shape or other.dtype != self.dtype:
@@ -250,7 +277,7 @@ class OffloadArray(_engine.ArrayBase):
             return operand
         return scalar_of(other, self.dtype)
 
-    def _overlaps_partially(self, other):
+    def _overlaps_partially(self, other: "OffloadArray") -> bool:
         """True if `other` shares device bytes with this array but not all.
 
         Element-wise kernels read and write element i in one step, so an
@@ -265,7 +292,7 @@ class OffloadArray(_engine.ArrayBase):
         return (other._doffset < self._doffset + self.nbytes
                 and self._doffset < other._doffset + other.nbytes)
 
-    def _detached(self, other):
+    def _detached(self, other: "OffloadArray") -> "OffloadArray":
         """A copy of `other` in new device memory, made on this array's stream.
 
         What NumPy does for overlapping operands: the operation reads the
@@ -281,12 +308,12 @@ class OffloadArray(_engine.ArrayBase):
                                                other._doffset, 0)
         return copy
 
-    def _wait_for(self, other):
+    def _wait_for(self, other: "OffloadArray") -> None:
         """Order this array's stream after work queued on `other`'s stream."""
         if other.stream is not self.stream:
             self.stream.wait_event(other.stream.record_event())
 
-    def _binary(self, operation, other, out):
+    def _binary(self, operation: str, other: object, out: "OffloadArray") -> "OffloadArray":
         operand = self._device_operand(other)
         if operation == "pow":
             self._check_integer_exponent(operand)
@@ -299,7 +326,7 @@ class OffloadArray(_engine.ArrayBase):
         self.stream.invoke(kernel, self, operand, out, self.size)
         return out
 
-    def _check_integer_exponent(self, exponent):
+    def _check_integer_exponent(self, exponent: Any) -> None:
         """Refuse negative integer powers of integers, as NumPy does.
 
         A scalar exponent (or an ndarray operand, checked on the host) is
@@ -315,7 +342,7 @@ class OffloadArray(_engine.ArrayBase):
         if values is not None and numpy.any(numpy.asarray(values) < 0):
             raise ValueError("Integers to negative integer powers are not allowed.")
 
-    def _reflected(self, operation, other):
+    def _reflected(self, operation: str, other: object) -> "OffloadArray":
         """``other <op> self`` for a non-commutative operation."""
         operand = self._device_operand(other)
         out = self._new_like()
@@ -326,37 +353,37 @@ class OffloadArray(_engine.ArrayBase):
                                self.size)
         return out
 
-    def __add__(self, other):
+    def __add__(self, other: object) -> "OffloadArray":
         return self._binary("add", other, self._new_like())
 
-    def __sub__(self, other):
+    def __sub__(self, other: object) -> "OffloadArray":
         return self._binary("sub", other, self._new_like())
 
-    def __mul__(self, other):
+    def __mul__(self, other: object) -> "OffloadArray":
         return self._binary("mul", other, self._new_like())
 
-    def __pow__(self, other):
+    def __pow__(self, other: object) -> "OffloadArray":
         return self._binary("pow", other, self._new_like())
 
-    def __radd__(self, other):
+    def __radd__(self, other: object) -> "OffloadArray":
         return self._binary("add", other, self._new_like())
 
-    def __rmul__(self, other):
+    def __rmul__(self, other: object) -> "OffloadArray":
         return self._binary("mul", other, self._new_like())
 
-    def __rsub__(self, other):
+    def __rsub__(self, other: object) -> "OffloadArray":
         return self._reflected("sub", other)
 
-    def __rpow__(self, other):
+    def __rpow__(self, other: object) -> "OffloadArray":
         return self._reflected("pow", other)
 
-    def __iadd__(self, other):
+    def __iadd__(self, other: object) -> "OffloadArray":
         return self._binary("add", other, self)
 
-    def __isub__(self, other):
+    def __isub__(self, other: object) -> "OffloadArray":
         return self._binary("sub", other, self)
 
-    def __imul__(self, other):
+    def __imul__(self, other: object) -> "OffloadArray":
         return self._binary("mul", other, self)
 
     for _method, _expression, _result in (
@@ -392,7 +419,7 @@ class OffloadArray(_engine.ArrayBase):
         """
     del _method, _expression, _result
 
-    def __abs__(self):
+    def __abs__(self) -> "OffloadArray":
         """Element-wise absolute value on the device (asynchronous).
 
         Returns
@@ -408,7 +435,7 @@ class OffloadArray(_engine.ArrayBase):
 
     # ------------------------------------------------------------ filling
 
-    def fill(self, value):
+    def fill(self, value: Any) -> "OffloadArray":
         """Set every element to `value` on the device.
 
         Parameters
@@ -431,7 +458,7 @@ class OffloadArray(_engine.ArrayBase):
             self.stream.invoke(self._kernel("fill"), self, scalar, self.size)
         return self
 
-    def zero(self):
+    def zero(self) -> "OffloadArray":
         """Set every element to zero on the device.
 
         Returns
@@ -441,7 +468,7 @@ class OffloadArray(_engine.ArrayBase):
         """
         return self.fill(0)
 
-    def one(self):
+    def one(self) -> "OffloadArray":
         """Set every element to one on the device.
 
         Returns
@@ -451,7 +478,7 @@ class OffloadArray(_engine.ArrayBase):
         """
         return self.fill(1)
 
-    def fillfrom(self, array):
+    def fillfrom(self, array: ArrayLike) -> "OffloadArray":
         """Copy the contents of a host array into the device buffer.
 
         The array's own host side is not changed.
@@ -482,7 +509,7 @@ class OffloadArray(_engine.ArrayBase):
 
     # ------------------------------------------------------------ reshaping
 
-    def reverse(self):
+    def reverse(self) -> "OffloadArray":
         """Return a new array with the elements in reverse order (1-D only).
 
         Returns
@@ -502,7 +529,7 @@ class OffloadArray(_engine.ArrayBase):
             self.stream.invoke(self._kernel("reverse"), self, out, self.size)
         return out
 
-    def reshape(self, *shape, order=None):
+    def reshape(self, *shape: Any, order: str | None = None) -> "OffloadArray":
         """Return a view with a new shape sharing the device buffer.
 
         Parameters
@@ -535,7 +562,7 @@ class OffloadArray(_engine.ArrayBase):
                              f"{shape}") from error
         return self._view(new_host if self.array is not None else None, new_host.shape)
 
-    def ravel(self):
+    def ravel(self) -> "OffloadArray":
         """Return a one-dimensional view sharing the device buffer.
 
         Returns
@@ -547,7 +574,7 @@ class OffloadArray(_engine.ArrayBase):
 
     # ------------------------------------------------------------ slicing
 
-    def _leading_range(self, key):
+    def _leading_range(self, key: slice | SupportsIndex) -> tuple[int, int]:
         """(start, stop) of a step-1 slice (or index) of the leading axis."""
         if self.ndim == 0:
             raise ValueError("a 0-d OffloadArray cannot be sliced")
@@ -572,13 +599,13 @@ class OffloadArray(_engine.ArrayBase):
                              "OffloadArray is not contiguous")
         return start, stop
 
-    def _slice_view(self, start, stop):
+    def _slice_view(self, start: int, stop: int) -> "OffloadArray":
         row_size = math.prod(self.shape[1:])
         shape = (stop - start,) + self.shape[1:]
         host = self.array[start:stop] if self.array is not None else None
         return self._view(host, shape, start * row_size * self.dtype.itemsize)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: slice | SupportsIndex) -> "OffloadArray":
         """Return a view of a step-1 slice (or one index) of the leading axis.
 
         Parameters
@@ -610,7 +637,7 @@ class OffloadArray(_engine.ArrayBase):
             view = view._view(host, view.shape[1:])
         return view
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: slice | SupportsIndex, value: Any) -> None:
         """Assign a scalar, ndarray or OffloadArray to rows ``key`` on the device.
 
         The assignment is enqueued on the array's stream; the host array is
@@ -662,7 +689,7 @@ class OffloadArray(_engine.ArrayBase):
 
     # ------------------------------------------------------------ protocol
 
-    def __len__(self):
+    def __len__(self) -> int:
         """Return the length of the leading dimension.
 
         Returns
@@ -679,8 +706,8 @@ class OffloadArray(_engine.ArrayBase):
             raise TypeError("len() of a 0-d OffloadArray")
         return self.shape[0]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return str(self.array)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return repr(self.array)
