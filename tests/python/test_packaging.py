@@ -62,6 +62,7 @@ def test_installed_package_carries_license_and_py_typed():
     distribution = importlib.metadata.distribution("pymic-offload")
     installed = {path.as_posix() for path in distribution.files}
     assert "pymic/py.typed" in installed
+    assert "pymic/_engine.pyi" in installed  # the compiled extension's types
     license_path = next(path for path in distribution.files
                         if path.as_posix().endswith(".dist-info/licenses/LICENSE"))
     assert "the pymic developers" in license_path.read_text()
@@ -127,7 +128,70 @@ def test_wheel_contains_license_and_py_typed(tmp_path):
         dist_info = next(name.split("/")[0] for name in names if name.endswith("/METADATA"))
         metadata = archive.read(f"{dist_info}/METADATA").decode()
         license_text = archive.read(f"{dist_info}/licenses/LICENSE").decode()
-    assert "pymic/py.typed" in names
+    assert {"pymic/py.typed", "pymic/_engine.pyi"} <= names
     assert license_text == (REPOSITORY / "LICENSE").read_text(encoding="utf-8")
     assert "License-File: LICENSE" in metadata
     assert "Author: the pymic developers" in metadata
+
+
+# ------------------------------------------------------------ type hints
+
+USER_PROGRAM = '''
+import numpy as np
+import pymic
+
+device: pymic.OffloadDevice = pymic.devices[0]
+library: pymic.OffloadLibrary = device.load_library("libdouble_it.so")
+both: list[pymic.OffloadLibrary] = device.load_library("liba.so", "libb.so")
+stream: pymic.OffloadStream = device.get_default_stream()
+a = np.arange(32.0)
+offl_a: pymic.OffloadArray = stream.bind(a)
+stream.invoke(library.doubleit_kernel, offl_a, a.size)
+total: pymic.OffloadArray = offl_a + stream.zeros((32,)) * 2.0
+event: pymic.OffloadEvent = stream.record_event()
+seconds: float = event.elapsed(stream.record_event())
+pointer: pymic.DevicePointer = stream.allocate_device_memory(64)
+stream.transfer_host2device(a, pointer, 64)
+offl_a.update_host()
+stream.sync()
+with pymic.trace("trace.json") as recording:
+    events: list[dict[str, object]] = recording.events
+path: str = pymic.compile("void k(void) {}", flags=("-O2",))
+version: str = pymic.__version__
+'''
+
+# Each line is one mistake mypy must report.
+USER_MISTAKES = '''
+import pymic
+
+stream = pymic.devices[0].get_default_stream()
+stream.bind([1.0, 2.0])
+pymic.devices[0].load_library(3)
+stream.zeros((4,), order="K")
+count: str = pymic.number_of_devices()
+'''
+
+
+def run_mypy(directory, source):
+    (directory / "program.py").write_text(source)
+    # Outside the source tree, so that the installed, typed package is what
+    # mypy reads (py.typed, _engine.pyi).
+    return subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                           "--cache-dir", str(directory / ".mypy_cache"), "program.py"],
+                          cwd=directory, env=build_environment(), capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_user_code_type_checks_against_the_installed_package(tmp_path):
+    pytest.importorskip("mypy", reason="mypy is a development requirement (make venv)")
+    result = run_mypy(tmp_path, USER_PROGRAM)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mistakes_in_user_code_are_reported(tmp_path):
+    pytest.importorskip("mypy", reason="mypy is a development requirement (make venv)")
+    result = run_mypy(tmp_path, USER_MISTAKES)
+    assert result.returncode == 1, result.stdout + result.stderr
+    reported = {int(line.split(":")[1]) for line in result.stdout.splitlines()
+                if line.startswith("program.py:") and ": error:" in line}
+    assert reported == {5, 6, 7, 8}, result.stdout
