@@ -2,8 +2,9 @@
 #
 #   make demo    set up .venv, build and install pymic, run an example
 #   make test    set up, build, run every test (C engine, sanitizers, pytest,
-#                pytest under ASan+UBSan, the concurrency tests under TSan)
-#   make bench   run the benchmark suite against its peers
+#                pytest under ASan+UBSan, the concurrency tests under TSan,
+#                mypy --strict on the package)
+#   make bench   run the benchmark suite against its peers (B12 after make mpi)
 #
 # Nothing but make, a C compiler and Python >= 3.10 (PYTHON) is needed first:
 # everything else is installed into $(VENV) from the package registries.
@@ -22,8 +23,8 @@ SOURCES := $(shell find include src pymic tests/c -type f -not -name '*.pyc' 2>/
            meson.build meson.options pyproject.toml
 
 .PHONY: all venv install demo test test-c test-asan test-tsan test-python \
-        test-python-asan test-python-tsan examples bench test-bench-harness clean \
-        distclean
+        test-python-asan test-python-tsan examples bench test-bench-harness test-mypy \
+        clean distclean
 
 all: install
 
@@ -127,7 +128,13 @@ test-python-tsan: $(TSAN_SITE)/.installed
 test-bench-harness: venv
 	$(MAKE) -C benchmarks PYTHON=$(VPY) test
 
-test: test-c test-asan test-tsan test-bench-harness test-python test-python-asan \
+# The package's type hints, strictly (the compiled part through
+# pymic/_engine.pyi).  The documentation checks (links, the README's
+# generated figures and first program) are in tests/python/test_docs.py.
+test-mypy: venv
+	$(VENV_ABS)/bin/mypy --strict pymic
+
+test: test-c test-asan test-tsan test-bench-harness test-mypy test-python test-python-asan \
       test-python-tsan
 
 # ------------------------------------------------------------------ MPI
@@ -153,7 +160,7 @@ $(MPI_STAMP): requirements-mpi.txt $(VENV_ABS)/.deps
 	    $(APT_GET) install -y --no-install-recommends $(MPI_DEB_PACKAGES) || exit 1; \
 	else \
 	    echo "MPI: no mpirun/mpicc and no way to install them (need root and apt-get):" \
-	         "the MPI example and its test are skipped"; \
+	         "the MPI example, its test and benchmark B12 are skipped"; \
 	    exit 0; \
 	fi; \
 	command -v mpirun >/dev/null && command -v mpicc >/dev/null || \
@@ -166,7 +173,9 @@ $(MPI_STAMP): requirements-mpi.txt $(VENV_ABS)/.deps
 test-python: mpi
 
 # ----------------------------------------------------------- benchmarks
-bench: install
+# B12 runs examples/heat_mpi under mpirun: `mpi` provides Open MPI and
+# mpi4py (or says why it cannot, and B12's row says the same).
+bench: install mpi
 	$(MAKE) -C benchmarks PYTHON=$(VPY)
 
 clean:

@@ -1,11 +1,12 @@
-"""Run the pymic benchmark suite (B1-B8) and write results/.
+"""Run the pymic benchmark suite (B1-B12) and write results/.
 
     python run.py [--quick] [--only B1,B3] [--kernels build] [--results results]
 
 Each benchmark runs in a child process of its own: a crash or a hang in one
 (pymic is young) is recorded in the table and the rest still run, and no
 benchmark inherits another's threads, allocator state or BLAS pools.  A full
-run writes results/latest.json, results/README.md and the PNG plots; a
+run writes results/latest.json, results/README.md and the PNG plots, and
+regenerates the top-level README's speed figures (readme_figures.py); a
 --quick or --only run writes to results/scratch/ instead, so committed
 results always come from one complete run.
 """
@@ -182,6 +183,7 @@ def main(argv=None):
 
     import machine
     import plots
+    import readme_figures
     import report
 
     if arguments.quiet_wait is None:
@@ -215,6 +217,10 @@ def main(argv=None):
     run["plots"] = plots.draw_all(run, results_dir)
     report.write(run, results_dir, run["plots"])
     print(f"results written to {results_dir}")
+    if not partial and results_dir.resolve() == readme_figures.RESULTS.parent:
+        # The top-level README quotes these results: regenerate its figures.
+        readme_figures.update_readme()
+        print(f"speed figures of {readme_figures.README} regenerated")
     return 1 if any("error" in result for result in results.values()) else 0
 
 

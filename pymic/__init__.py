@@ -85,7 +85,7 @@ __all__ = [
 ]
 
 
-def get_include():
+def get_include() -> str:
     """Return the directory holding pymic.h and pymic_kernel.h.
 
     Use it to compile kernel libraries and C extensions against pymic, as
@@ -101,7 +101,7 @@ def get_include():
     return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
 
 
-def _sync_all_streams():
+def _sync_all_streams() -> None:
     """Drain every device at interpreter exit.
 
     No queued command may outlive the host objects it uses, and module
@@ -118,7 +118,7 @@ def _sync_all_streams():
     _engine.drain_closing()
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     """Give a forked child its own default streams.
 
     The parent's streams have no worker thread in the child: using one

@@ -6,6 +6,7 @@ Commands::
     python -m pymic selftest             run a built-in kernel on every device
     python -m pymic trace-summary FILE   per-kernel times, host waits, idle gaps
     python -m pymic cache [list|clear]   the load_source compile cache
+    python -m pymic --version            pymic's version
 """
 
 import argparse
@@ -14,6 +15,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy
 
@@ -40,7 +42,7 @@ ENVIRONMENT = (
 )
 
 
-def _size(nbytes):
+def _size(nbytes: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if nbytes < 1024 or unit == "TiB":
             return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
@@ -48,7 +50,7 @@ def _size(nbytes):
     return str(nbytes)
 
 
-def _openmp_runtimes():
+def _openmp_runtimes() -> list[str]:
     """Shared objects of OpenMP runtimes mapped into this process."""
     found = set()
     try:
@@ -63,7 +65,7 @@ def _openmp_runtimes():
     return sorted(found)
 
 
-def _compiler_version():
+def _compiler_version() -> str:
     try:
         import subprocess
         command = _compile.compiler_command()
@@ -75,7 +77,7 @@ def _compiler_version():
         return f"unavailable ({error})"
 
 
-def command_info(args):
+def command_info(args: argparse.Namespace) -> int:
     """Print devices, limits, settings in force, OpenMP runtime, versions."""
     print(f"pymic {pymic.__version__} ({os.path.dirname(pymic.__file__)})")
     print(f"Python {platform.python_version()} ({sys.executable}), NumPy {numpy.__version__}")
@@ -107,7 +109,7 @@ def command_info(args):
     return 0
 
 
-def _time_b1(stream, kernel, iterations):
+def _time_b1(stream: pymic.OffloadStream, kernel: pymic.KernelHandle, iterations: int) -> float:
     """Median invoke+sync latency of a kernel doing nothing, in microseconds."""
     target = stream.empty((1,))
     samples = []
@@ -119,7 +121,7 @@ def _time_b1(stream, kernel, iterations):
     return statistics.median(samples) / 1000.0
 
 
-def command_selftest(args):
+def command_selftest(args: argparse.Namespace) -> int:
     """On every device: load a built-in kernel, invoke it, check, time B1."""
     failures = 0
     for device_id in pymic.devices:
@@ -146,7 +148,7 @@ def command_selftest(args):
     return 1 if failures else 0
 
 
-def command_trace_summary(args):
+def command_trace_summary(args: argparse.Namespace) -> int:
     """Print per-kernel times, host waits and idle gaps of a trace file."""
     try:
         events = tracing.load_events(args.file)
@@ -157,7 +159,7 @@ def command_trace_summary(args):
     return 0
 
 
-def command_cache(args):
+def command_cache(args: argparse.Namespace) -> int:
     """List or clear the compile cache."""
     if args.action == "clear":
         removed = _compile.clear_cache()
@@ -176,7 +178,7 @@ def command_cache(args):
     return 0
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line.
 
     Parameters
@@ -190,6 +192,7 @@ def main(argv=None):
         The exit status.
     """
     parser = argparse.ArgumentParser(prog="python -m pymic", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"pymic {pymic.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="devices, limits, settings, versions")
     selftest = commands.add_parser("selftest", help="run a built-in kernel on every device")

@@ -34,6 +34,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ._debug import debug
 from ._engine import OffloadError
@@ -63,7 +65,8 @@ class CompileError(OffloadError):
         The compiler's exit status.
     """
 
-    def __init__(self, message, diagnostics="", command=(), returncode=None):
+    def __init__(self, message: str, diagnostics: str = "", command: Iterable[str] = (),
+                 returncode: int | None = None) -> None:
         super().__init__(message)
         self.diagnostics = diagnostics
         self.command = list(command)
@@ -76,7 +79,7 @@ class CacheSecurityError(OffloadError):
 
 # ------------------------------------------------------------- cache dir
 
-def cache_dir():
+def cache_dir() -> str:
     """Return the compile cache's directory (not created).
 
     Returns
@@ -94,7 +97,7 @@ def cache_dir():
     return os.path.join(base, "pymic")
 
 
-def _check_private(path, what, st=None):
+def _check_private(path: str, what: str, st: os.stat_result | None = None) -> None:
     """Owned by us and writable by nobody else, else CacheSecurityError."""
     st = st if st is not None else os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
@@ -112,7 +115,7 @@ def _check_private(path, what, st=None):
             f"chmod go-w on it or set PYMIC_CACHE_DIR to a private directory.")
 
 
-def _check_ancestors(path):
+def _check_ancestors(path: str) -> None:
     """No directory above `path` lets another user rename it away."""
     parent = os.path.dirname(path)
     while True:
@@ -130,7 +133,7 @@ def _check_ancestors(path):
         parent = above
 
 
-def _private_dir(path, what):
+def _private_dir(path: str, what: str) -> str:
     """Create `path` mode 0700 if missing; check it is private either way."""
     try:
         os.mkdir(path, 0o700)
@@ -140,7 +143,7 @@ def _private_dir(path, what):
     return path
 
 
-def ensure_cache_dir():
+def ensure_cache_dir() -> str:
     """Create (mode 0700) and check the cache directory.
 
     Returns
@@ -166,7 +169,8 @@ def ensure_cache_dir():
 
 # --------------------------------------------------------------- the key
 
-def compiler_command(compiler=None):
+def compiler_command(compiler: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+                     = None) -> list[str]:
     """Return the compiler command to use, as a list.
 
     Parameters
@@ -191,10 +195,10 @@ def compiler_command(compiler=None):
 
 
 _identity_lock = threading.Lock()
-_identities = {}
+_identities: dict[str, str] = {}
 
 
-def _compiler_identity(command, root):
+def _compiler_identity(command: list[str], root: str) -> str:
     """The compiler's resolved path and ``--version`` output.
 
     ``--version`` is asked once per compiler binary (path, size, mtime,
@@ -237,10 +241,10 @@ def _compiler_identity(command, root):
     return identity
 
 
-_machine = None
+_machine: str | None = None
 
 
-def _target_machine():
+def _target_machine() -> str:
     """Architecture and CPU model: flags such as -march=native depend on it."""
     global _machine
     if _machine is None:
@@ -258,7 +262,7 @@ def _target_machine():
     return _machine
 
 
-def _pymic_fingerprint():
+def _pymic_fingerprint() -> str:
     from . import __version__, get_include
     header = os.path.join(get_include(), "pymic_kernel.h")
     try:
@@ -269,7 +273,7 @@ def _pymic_fingerprint():
     return f"{__version__} {content}"
 
 
-def _normalise(items, what):
+def _normalise(items: str | Iterable[str], what: str) -> list[str]:
     if isinstance(items, (str, bytes, os.PathLike)):
         items = (items,)
     try:
@@ -281,14 +285,14 @@ def _normalise(items, what):
     return items
 
 
-def _library_args(libraries):
+def _library_args(libraries: list[str]) -> list[str]:
     """``-lname`` for a bare name; a path (with '/') is passed as it is."""
     return [name if "/" in name or name.startswith("-") else f"-l{name}" for name in libraries]
 
 
 # ------------------------------------------------------------- compiling
 
-def _write_atomically(path, text, root):
+def _write_atomically(path: str, text: str, root: str) -> None:
     handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     try:
         with os.fdopen(handle, "w") as stream:
@@ -302,7 +306,8 @@ def _write_atomically(path, text, root):
         raise
 
 
-def compile(source, flags=(), libraries=(), compiler=None):
+def compile(source: str, flags: Sequence[str] = (), libraries: Sequence[str] = (),
+            compiler: str | Sequence[str] | None = None) -> str:
     """Compile C kernel source into a cached shared object, ahead of time.
 
     The same call later (in any process) returns the cached file without
@@ -366,7 +371,8 @@ def compile(source, flags=(), libraries=(), compiler=None):
     return target
 
 
-def _build(source, flags, libraries, command, entries, key):
+def _build(source: str, flags: list[str], libraries: list[str], command: list[str],
+           entries: str, key: str) -> None:
     from . import get_include
     workdir = tempfile.mkdtemp(prefix=".build-", dir=entries)
     try:
@@ -403,7 +409,7 @@ def _build(source, flags, libraries, command, entries, key):
 
 # ------------------------------------------------------------------ cache
 
-def cache_entries():
+def cache_entries() -> list[dict[str, Any]]:
     """Describe the compiled kernels in the cache.
 
     Returns
@@ -421,7 +427,7 @@ def cache_entries():
             continue
         key = name[:-3]
         path = os.path.join(entries, name)
-        info = {"key": key, "path": path, "bytes": os.path.getsize(path),
+        info: dict[str, Any] = {"key": key, "path": path, "bytes": os.path.getsize(path),
                 "created": os.path.getmtime(path), "command": [], "source_head": ""}
         try:
             with open(os.path.join(entries, key + ".json")) as stream:
@@ -436,7 +442,7 @@ def cache_entries():
     return found
 
 
-def clear_cache():
+def clear_cache() -> int:
     """Remove every compiled kernel (and remembered compiler versions).
 
     Libraries already loaded stay usable: their files are unlinked, not

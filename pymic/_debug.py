@@ -1,11 +1,12 @@
 """Debug messages of the Python layer (PYMIC_DEBUG), on stderr."""
 
 import sys
+from typing import Any
 
 from . import _engine
 
 
-def debug(level, message, *args):
+def debug(level: int, message: str, *args: Any) -> None:
     """Print a debug message if the debug level is at least `level`.
 
     Parameters

@@ -2,11 +2,14 @@
 
 from typing import Any
 
+from typing import Any
+
 import numpy
+from numpy.typing import DTypeLike
 
 #: dtype -> suffix of the built-in kernels (see src/kernels/pymic_array.h): the
 #: dtypes of the element-wise operations (arithmetic, abs, fill, reverse).
-KERNEL_SUFFIX = {
+KERNEL_SUFFIX: dict[numpy.dtype[Any], str] = {
     numpy.dtype(numpy.int64): "int64",
     numpy.dtype(numpy.int32): "int32",
     numpy.dtype(numpy.uint64): "uint64",
@@ -17,7 +20,7 @@ KERNEL_SUFFIX = {
 }
 
 #: dtype of abs() for each supported dtype (complex magnitudes are real).
-ABS_RESULT = {
+ABS_RESULT: dict[numpy.dtype[Any], numpy.dtype[Any]] = {
     numpy.dtype(numpy.complex128): numpy.dtype(numpy.float64),
     numpy.dtype(numpy.complex64): numpy.dtype(numpy.float32),
 }
@@ -43,7 +46,7 @@ _FIXED_SCALAR_TYPES: dict[str, tuple[type[Any], ...]] = {
 }
 
 
-def supported_dtype(dtype: Any) -> numpy.dtype[Any]:
+def supported_dtype(dtype: DTypeLike) -> numpy.dtype[Any]:
     """Return `dtype` as a numpy.dtype if an OffloadArray can hold it.
 
     Any fixed-size dtype is held, as in pyMIC: bool, every integer and

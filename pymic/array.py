@@ -2,15 +2,21 @@
 
 import math
 import operator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, SupportsIndex
 
 import numpy
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _engine
 from ._dtypes import ABS_RESULT, KERNEL_SUFFIX, kernel_suffix, scalar_of, supported_dtype
+from ._typing import Order, ShapeLike
+
+if TYPE_CHECKING:
+    from .device import OffloadDevice
+    from .stream import OffloadStream
 
 
-def _normalise_shape(shape):
+def _normalise_shape(shape: ShapeLike) -> tuple[int, ...]:
     """Return `shape` as a tuple of non-negative ints."""
     if isinstance(shape, (int, numpy.integer)):
         shape = (shape,)
@@ -23,13 +29,14 @@ def _normalise_shape(shape):
     return shape
 
 
-def _normalise_order(order):
+def _normalise_order(order: object) -> Order:
     if order not in ("C", "F"):
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
     return order
 
 
-def _resolve_placement(device, stream):
+def _resolve_placement(device: "OffloadDevice | int | None", stream: "OffloadStream | None"
+                       ) -> "tuple[OffloadDevice, OffloadStream]":
     """The (device, stream) pair an array lives on, from either or both."""
     from .device import _resolve_device
     if stream is None:
@@ -164,6 +171,18 @@ class OffloadArray(_engine.ArrayBase):
         If the device is out of memory.
     """
 
+    array: NDArray[Any] | None
+    device: "OffloadDevice"
+    stream: "OffloadStream"
+    shape: tuple[int, ...]
+    dtype: numpy.dtype[Any]
+    order: Order
+    ndim: int
+    size: int
+    nbytes: int
+    _dptr: _engine.DevicePointer
+
+    __hash__: ClassVar[None]  # type: ignore[assignment]
     __hash__ = None
     # True for the temporary made from an ndarray operand (its host values
     # are the device values).
@@ -171,8 +190,10 @@ class OffloadArray(_engine.ArrayBase):
     # NumPy must defer to our reflected operators (ndarray + OffloadArray).
     __array_ufunc__ = None
 
-    def __init__(self, shape, dtype, order="C", alloc_arr=True, base=None, device=None,
-                 stream=None):
+    def __init__(self, shape: ShapeLike, dtype: DTypeLike, order: str = "C",
+                 alloc_arr: bool = True, base: NDArray[Any] | None = None,
+                 device: "OffloadDevice | int | None" = None,
+                 stream: "OffloadStream | None" = None) -> None:
         shape = _normalise_shape(shape)
         dtype = supported_dtype(dtype)
         order = _normalise_order(order)
@@ -190,7 +211,8 @@ class OffloadArray(_engine.ArrayBase):
         self._doffset = 0
 
     @staticmethod
-    def _check_base(base, shape, dtype, order):
+    def _check_base(base: object, shape: tuple[int, ...], dtype: numpy.dtype[Any],
+                    order: Order) -> NDArray[Any]:
         if not isinstance(base, numpy.ndarray):
             raise TypeError(f"base must be a numpy.ndarray, not {type(base).__name__}")
         if base.shape != shape or base.dtype != dtype:
@@ -206,7 +228,8 @@ class OffloadArray(_engine.ArrayBase):
     # follow from shape and dtype) and refuses a description that does not
     # fit the device buffer.
 
-    def _view(self, array, shape, byte_offset=0):
+    def _view(self, array: NDArray[Any] | None, shape: tuple[int, ...],
+              byte_offset: int = 0) -> "OffloadArray":
         """A new OffloadArray sharing this one's device buffer."""
         view = OffloadArray.__new__(OffloadArray)
         view._describe(array, self.device, self.stream, shape, self.dtype, self.order)
@@ -214,7 +237,7 @@ class OffloadArray(_engine.ArrayBase):
         view._doffset = self._doffset + byte_offset
         return view
 
-    def _new_like(self, dtype=None):
+    def _new_like(self, dtype: numpy.dtype[Any] | None = None) -> "OffloadArray":
         """A new array of this shape for a result, on the same stream.
 
         Skips the constructor's argument checks: everything is known valid.
@@ -226,13 +249,14 @@ class OffloadArray(_engine.ArrayBase):
         result._dptr = self.stream.allocate_device_memory(max(result.nbytes, 1))
         return result
 
-    def _kernel(self, operation, dtype=None):
+    def _kernel(self, operation: str, dtype: numpy.dtype[Any] | None = None
+                ) -> _engine.KernelHandle:
         suffix = KERNEL_SUFFIX[self.dtype if dtype is None else dtype]
         return self.device._array_kernel(f"pymic_array_{operation}_{suffix}")
 
     # ------------------------------------------------------------ transfers
 
-    def update_device(self):
+    def update_device(self) -> "OffloadArray":
         """Enqueue the copy of the host array to the device buffer.
 
         Returns
@@ -247,7 +271,7 @@ class OffloadArray(_engine.ArrayBase):
             self.stream.transfer_host2device(host, self._dptr, self.nbytes, 0, self._doffset)
         return self
 
-    def update_host(self):
+    def update_host(self) -> "OffloadArray":
         """Enqueue the copy of the device buffer to the host array.
 
         The host array holds the device contents once the stream has been
@@ -265,7 +289,7 @@ class OffloadArray(_engine.ArrayBase):
             self.stream.transfer_device2host(self._dptr, host, self.nbytes, self._doffset, 0)
         return self
 
-    def assign_stream(self, stream):
+    def assign_stream(self, stream: "OffloadStream") -> None:
         """Make later operations of this array use `stream`.
 
         Later commands of `stream` wait for the work already enqueued on the
@@ -299,7 +323,7 @@ class OffloadArray(_engine.ArrayBase):
 
     # ------------------------------------------------------------ operands
 
-    def _device_operand(self, other):
+    def _device_operand(self, other: object) -> Any:
         """Return `other` as an OffloadArray (device data) or a scalar."""
         if isinstance(other, OffloadArray):
             if other.shape != self.shape or other.dtype != self.dtype:
@@ -321,7 +345,7 @@ class OffloadArray(_engine.ArrayBase):
             return operand
         return scalar_of(other, self.dtype)
 
-    def _overlaps_partially(self, other):
+    def _overlaps_partially(self, other: "OffloadArray") -> bool:
         """True if `other` shares device bytes with this array but not all.
 
         Element-wise kernels read and write element i in one step, so an
@@ -336,7 +360,7 @@ class OffloadArray(_engine.ArrayBase):
         return (other._doffset < self._doffset + self.nbytes
                 and self._doffset < other._doffset + other.nbytes)
 
-    def _detached(self, other):
+    def _detached(self, other: "OffloadArray") -> "OffloadArray":
         """A copy of `other` in new device memory, made on this array's stream.
 
         What NumPy does for overlapping operands: the operation reads the
@@ -352,12 +376,12 @@ class OffloadArray(_engine.ArrayBase):
                                                other._doffset, 0)
         return copy
 
-    def _wait_for(self, other):
+    def _wait_for(self, other: "OffloadArray") -> None:
         """Order this array's stream after work queued on `other`'s stream."""
         if other.stream is not self.stream:
             self.stream.wait_event(other.stream.record_event())
 
-    def _binary(self, operation, other, out):
+    def _binary(self, operation: str, other: object, out: "OffloadArray") -> "OffloadArray":
         suffix = KERNEL_SUFFIX.get(self.dtype)
         if suffix is None:
             _refuse_operation(self.dtype, operation, out is self)
@@ -373,7 +397,7 @@ class OffloadArray(_engine.ArrayBase):
         self.stream.invoke(kernel, self, operand, out, self.size)
         return out
 
-    def _check_integer_exponent(self, exponent):
+    def _check_integer_exponent(self, exponent: Any) -> None:
         """Refuse negative integer powers of integers, as NumPy does.
 
         A scalar exponent (or an ndarray operand, checked on the host) is
@@ -389,7 +413,7 @@ class OffloadArray(_engine.ArrayBase):
         if values is not None and numpy.any(numpy.asarray(values) < 0):
             raise ValueError("Integers to negative integer powers are not allowed.")
 
-    def _reflected(self, operation, other):
+    def _reflected(self, operation: str, other: object) -> "OffloadArray":
         """``other <op> self`` for a non-commutative operation."""
         if self.dtype not in KERNEL_SUFFIX:
             _refuse_operation(self.dtype, operation)
@@ -402,37 +426,37 @@ class OffloadArray(_engine.ArrayBase):
                                self.size)
         return out
 
-    def __add__(self, other):
+    def __add__(self, other: object) -> "OffloadArray":
         return self._binary("add", other, self._new_like())
 
-    def __sub__(self, other):
+    def __sub__(self, other: object) -> "OffloadArray":
         return self._binary("sub", other, self._new_like())
 
-    def __mul__(self, other):
+    def __mul__(self, other: object) -> "OffloadArray":
         return self._binary("mul", other, self._new_like())
 
-    def __pow__(self, other):
+    def __pow__(self, other: object) -> "OffloadArray":
         return self._binary("pow", other, self._new_like())
 
-    def __radd__(self, other):
+    def __radd__(self, other: object) -> "OffloadArray":
         return self._binary("add", other, self._new_like())
 
-    def __rmul__(self, other):
+    def __rmul__(self, other: object) -> "OffloadArray":
         return self._binary("mul", other, self._new_like())
 
-    def __rsub__(self, other):
+    def __rsub__(self, other: object) -> "OffloadArray":
         return self._reflected("sub", other)
 
-    def __rpow__(self, other):
+    def __rpow__(self, other: object) -> "OffloadArray":
         return self._reflected("pow", other)
 
-    def __iadd__(self, other):
+    def __iadd__(self, other: object) -> "OffloadArray":
         return self._binary("add", other, self)
 
-    def __isub__(self, other):
+    def __isub__(self, other: object) -> "OffloadArray":
         return self._binary("sub", other, self)
 
-    def __imul__(self, other):
+    def __imul__(self, other: object) -> "OffloadArray":
         return self._binary("mul", other, self)
 
     for _method, _expression, _result in (
@@ -470,7 +494,7 @@ class OffloadArray(_engine.ArrayBase):
         """
     del _method, _expression, _result
 
-    def __abs__(self):
+    def __abs__(self) -> "OffloadArray":
         """Element-wise absolute value on the device (asynchronous).
 
         Returns
@@ -493,7 +517,7 @@ class OffloadArray(_engine.ArrayBase):
 
     # ------------------------------------------------------------ filling
 
-    def fill(self, value):
+    def fill(self, value: Any) -> "OffloadArray":
         """Set every element to `value` on the device.
 
         Parameters
@@ -544,7 +568,7 @@ class OffloadArray(_engine.ArrayBase):
                                                self._doffset + filled)
             filled += chunk
 
-    def zero(self):
+    def zero(self) -> "OffloadArray":
         """Set every element to zero on the device.
 
         Works for every dtype: the elements become all-zero bytes, NumPy's
@@ -562,7 +586,7 @@ class OffloadArray(_engine.ArrayBase):
             self._fill_with_element(numpy.zeros(1, dtype=self.dtype))
         return self
 
-    def one(self):
+    def one(self) -> "OffloadArray":
         """Set every element to one on the device.
 
         Returns
@@ -580,7 +604,7 @@ class OffloadArray(_engine.ArrayBase):
             raise TypeError(f"one() needs a bool or number dtype, not {self.dtype}")
         return self.fill(self.dtype.type(1))
 
-    def fillfrom(self, array):
+    def fillfrom(self, array: ArrayLike) -> "OffloadArray":
         """Copy the contents of a host array into the device buffer.
 
         The array's own host side is not changed.
@@ -611,7 +635,7 @@ class OffloadArray(_engine.ArrayBase):
 
     # ------------------------------------------------------------ reshaping
 
-    def reverse(self):
+    def reverse(self) -> "OffloadArray":
         """Return a new array with the elements in reverse order (1-D only).
 
         Returns
@@ -635,7 +659,7 @@ class OffloadArray(_engine.ArrayBase):
             self.stream.invoke(self._kernel("reverse"), self, out, self.size)
         return out
 
-    def reshape(self, *shape, order=None):
+    def reshape(self, *shape: Any, order: str | None = None) -> "OffloadArray":
         """Return a view with a new shape sharing the device buffer.
 
         Parameters
@@ -668,7 +692,7 @@ class OffloadArray(_engine.ArrayBase):
                              f"{shape}") from error
         return self._view(new_host if self.array is not None else None, new_host.shape)
 
-    def ravel(self):
+    def ravel(self) -> "OffloadArray":
         """Return a one-dimensional view sharing the device buffer.
 
         Returns
@@ -680,7 +704,7 @@ class OffloadArray(_engine.ArrayBase):
 
     # ------------------------------------------------------------ slicing
 
-    def _leading_range(self, key):
+    def _leading_range(self, key: slice | SupportsIndex) -> tuple[int, int]:
         """(start, stop) of a step-1 slice (or index) of the leading axis."""
         if self.ndim == 0:
             raise ValueError("a 0-d OffloadArray cannot be sliced")
@@ -705,13 +729,13 @@ class OffloadArray(_engine.ArrayBase):
                              "OffloadArray is not contiguous")
         return start, stop
 
-    def _slice_view(self, start, stop):
+    def _slice_view(self, start: int, stop: int) -> "OffloadArray":
         row_size = math.prod(self.shape[1:])
         shape = (stop - start,) + self.shape[1:]
         host = self.array[start:stop] if self.array is not None else None
         return self._view(host, shape, start * row_size * self.dtype.itemsize)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: slice | SupportsIndex) -> "OffloadArray":
         """Return a view of a step-1 slice (or one index) of the leading axis.
 
         Parameters
@@ -745,7 +769,7 @@ class OffloadArray(_engine.ArrayBase):
             view = view._view(host, view.shape[1:])
         return view
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: slice | SupportsIndex, value: Any) -> None:
         """Assign a scalar, ndarray or OffloadArray to rows ``key`` on the device.
 
         The assignment is enqueued on the array's stream; the host array is
@@ -797,7 +821,7 @@ class OffloadArray(_engine.ArrayBase):
 
     # ------------------------------------------------------------ protocol
 
-    def __len__(self):
+    def __len__(self) -> int:
         """Return the length of the leading dimension.
 
         Returns
@@ -814,7 +838,7 @@ class OffloadArray(_engine.ArrayBase):
             raise TypeError("len() of a 0-d OffloadArray")
         return self.shape[0]
 
-    def __str__(self):
+    def __str__(self) -> str:
         """Return ``str()`` of the host array, as pyMIC did.
 
         The host copy is shown, not the device's data: after a kernel it
@@ -827,7 +851,7 @@ class OffloadArray(_engine.ArrayBase):
         """
         return str(self.array)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         """Return ``repr()`` of the host array, as pyMIC did.
 
         Like :meth:`__str__`, this shows the host copy, which may be stale.

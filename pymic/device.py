@@ -5,10 +5,17 @@ import numbers
 import operator
 import os
 import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, SupportsInt, overload
 
 from . import _engine
 from ._debug import debug
+from ._typing import StrPath
 from .library import _PACKAGE_DIR
+
+if TYPE_CHECKING:
+    from .library import OffloadLibrary
+    from .stream import OffloadStream
 
 _ARRAY_LIBRARY = "libpymic_array.so"
 
@@ -37,10 +44,10 @@ class OffloadDevice:
         For anything that is not a number (``"1"``).
     """
 
-    _instances = {}
+    _instances: dict[int, "OffloadDevice"] = {}
     _instances_lock = threading.Lock()
 
-    def __new__(cls, device_id):
+    def __new__(cls, device_id: object) -> "OffloadDevice":
         device_id = _device_number_or_raise(device_id)
         with cls._instances_lock:
             device = cls._instances.get(device_id)
@@ -51,42 +58,42 @@ class OffloadDevice:
                 cls._instances[device_id] = device
             return device
 
-    def _init(self, device_id, info):
+    def _init(self, device_id: int, info: "_engine.DeviceInfo") -> None:
         self._device_id = device_id
         self._info = info
         self._lock = threading.RLock()
-        self._default_stream = None
-        self._libraries = {}
-        self._array_library = None
-        self._array_kernels = {}
+        self._default_stream: OffloadStream | None = None
+        self._libraries: dict[tuple[int, int], OffloadLibrary] = {}
+        self._array_library: OffloadLibrary | None = None
+        self._array_kernels: dict[str, _engine.KernelHandle] = {}
 
     @property
-    def device_id(self):
+    def device_id(self) -> int:
         """int: The device number."""
         return self._device_id
 
     @property
-    def name(self):
+    def name(self) -> str:
         """str: Human-readable name of the device, e.g. ``'host:0-1'``."""
         return self._info["name"]
 
     @property
-    def kind(self):
+    def kind(self) -> str:
         """str: Backend kind of the device, e.g. ``'host'``."""
         return self._info["kind"]
 
     @property
-    def ncores(self):
+    def ncores(self) -> int:
         """int: Number of cores the device runs on."""
         return self._info["ncores"]
 
     @property
-    def cpus(self):
+    def cpus(self) -> list[int]:
         """list of int: CPU numbers the device's threads are pinned to."""
         return list(self._info["cpus"])
 
     @property
-    def host_addressable(self):
+    def host_addressable(self) -> bool:
         """bool: Whether this process can read and write the device's memory.
 
         True for host and process devices (their memory is mapped here at
@@ -97,34 +104,34 @@ class OffloadDevice:
         return self._info["host_addressable"]
 
     @property
-    def memory_total(self):
+    def memory_total(self) -> int:
         """int: Bytes of device memory the device may hold."""
         return _engine.device_info(self._device_id)["memory_total"]
 
     @property
-    def memory_used(self):
+    def memory_used(self) -> int:
         """int: Bytes of device memory in live allocations."""
         return _engine.device_info(self._device_id)["memory_used"]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<OffloadDevice {self._device_id}: {self.kind} device {self.name!r}, "
                 f"{self.ncores} cores>")
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"device {self._device_id} ({self.kind} {self.name}, {self.ncores} cores)"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, OffloadDevice):
             return self._device_id == other._device_id
         return NotImplemented
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(("pymic.OffloadDevice", self._device_id))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type["OffloadDevice"], tuple[int]]:
         return (OffloadDevice, (self._device_id,))
 
-    def get_default_stream(self):
+    def get_default_stream(self) -> "OffloadStream":
         """Return the device's default stream.
 
         There is one default stream per device, created on first use.
@@ -143,7 +150,7 @@ class OffloadDevice:
                 stream = self._default_stream
         return stream
 
-    def create_stream(self):
+    def create_stream(self) -> "OffloadStream":
         """Create a new stream on this device.
 
         Streams of one device run concurrently; each has its own worker.
@@ -156,7 +163,22 @@ class OffloadDevice:
         from .stream import OffloadStream
         return OffloadStream(self)
 
-    def load_library(self, *names):
+    @overload
+    def load_library(self, name: StrPath, /) -> "OffloadLibrary": ...
+
+    @overload
+    def load_library(self, names: tuple[StrPath] | list[StrPath], /
+                     ) -> "OffloadLibrary": ...
+
+    @overload
+    def load_library(self, names: tuple[StrPath, ...] | list[StrPath], /
+                     ) -> "OffloadLibrary | list[OffloadLibrary]": ...
+
+    @overload
+    def load_library(self, first: StrPath, second: StrPath, /,
+                     *names: StrPath) -> "list[OffloadLibrary]": ...
+
+    def load_library(self, *names: Any) -> "OffloadLibrary | list[OffloadLibrary]":
         """Load one or several kernel libraries on this device.
 
         A bare name is searched in the directories of PYMIC_LIBRARY_PATH,
@@ -190,7 +212,8 @@ class OffloadDevice:
         # As in pyMIC: one name, also as a 1-tuple, gives the library itself.
         return libraries[0] if len(libraries) == 1 else libraries
 
-    def load_source(self, source, flags=(), libraries=(), compiler=None):
+    def load_source(self, source: str, flags: Sequence[str] = (), libraries: Sequence[str] = (),
+                    compiler: str | Sequence[str] | None = None) -> "OffloadLibrary":
         """Compile C kernel source (cached) and load it on this device.
 
         The source is compiled with the system C compiler (``PYMIC_CC``,
@@ -235,7 +258,7 @@ class OffloadDevice:
         library._declare_source(source)  # every invoke is checked against the prototypes
         return library
 
-    def sync(self):
+    def sync(self) -> None:
         """Block until every stream of this device has drained.
 
         The GIL is released while waiting.
@@ -251,7 +274,7 @@ class OffloadDevice:
         """
         _engine.device_sync(self._device_id)
 
-    def reset(self):
+    def reset(self) -> None:
         """Start the device afresh after a lost device (or at any time).
 
         On a process device (``kind == "proc"``) the device process is
@@ -286,7 +309,7 @@ class OffloadDevice:
             self._array_kernels = {}
         _engine.device_reset(self._device_id)
 
-    def _array_kernel(self, name):
+    def _array_kernel(self, name: str) -> _engine.KernelHandle:
         """Return the handle of a built-in OffloadArray kernel.
 
         libpymic_array is loaded from the package directory on first use and
@@ -314,7 +337,7 @@ class OffloadDevice:
         return kernel
 
 
-def _device_number(key):
+def _device_number(key: Any) -> int | None:
     """The device number a key of ``pymic.devices`` denotes, or None.
 
     pyMIC's ``devices`` was a plain dict keyed by int, where a float equal to
@@ -357,13 +380,13 @@ def _device_number_or_raise(value: object) -> int:
     raise TypeError(f"expected an OffloadDevice or a device number, not {type(value).__name__}")
 
 
-class _DeviceTable(collections.abc.Mapping):
+class _DeviceTable(collections.abc.Mapping[int, OffloadDevice]):
     """Read-only mapping from device number to OffloadDevice."""
 
-    def __init__(self, count):
+    def __init__(self, count: int) -> None:
         self._count = count
 
-    def __getitem__(self, device_id):
+    def __getitem__(self, device_id: object) -> OffloadDevice:
         """Return the device with number `device_id`.
 
         Parameters
@@ -394,17 +417,17 @@ class _DeviceTable(collections.abc.Mapping):
                            f"PYMIC_DEVICES=host*2 for two devices")
         return OffloadDevice(number)
 
-    def __contains__(self, device_id):
+    def __contains__(self, device_id: object) -> bool:
         number = _device_number(device_id)
         return number is not None and 0 <= number < self._count
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(range(self._count))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._count
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "{" + ", ".join(f"{i}: {self[i]!r}" for i in self) + "}"
 
 
@@ -412,7 +435,7 @@ class _DeviceTable(collections.abc.Mapping):
 devices = _DeviceTable(_engine.device_count())
 
 
-def number_of_devices():
+def number_of_devices() -> int:
     """Return the number of offload devices.
 
     Returns
@@ -450,7 +473,7 @@ def local_device() -> OffloadDevice:
     return device
 
 
-def _resolve_device(device):
+def _resolve_device(device: OffloadDevice | int | None) -> OffloadDevice:
     """Turn None, a device number or an OffloadDevice into an OffloadDevice."""
     if device is None:
         return devices[0]

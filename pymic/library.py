@@ -1,15 +1,20 @@
 """Kernel libraries: finding, loading and looking up kernels."""
 
 import os
+from typing import TYPE_CHECKING
 
 from . import _engine
 from ._debug import debug
 from ._engine import OffloadError
+from ._typing import StrPath
+
+if TYPE_CHECKING:
+    from .device import OffloadDevice
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def search_path():
+def search_path() -> list[str]:
     """Return the directories a bare library name is searched in.
 
     Returns
@@ -22,7 +27,7 @@ def search_path():
     return [entry for entry in entries if entry] + [_PACKAGE_DIR, os.getcwd()]
 
 
-def find_library(name):
+def find_library(name: StrPath) -> str:
     """Resolve a library name to the file that will be loaded.
 
     Parameters
@@ -55,13 +60,14 @@ def find_library(name):
                        f"{os.pathsep.join(directories)})")
 
 
-def _file_identity(path):
+def _file_identity(path: str) -> tuple[int, int]:
     """(device, inode) of a file: the same for every path that reaches it."""
     status = os.stat(path)
     return status.st_dev, status.st_ino
 
 
-def load_libraries(device, names):
+def load_libraries(device: "OffloadDevice",
+                   names: list[StrPath]) -> list["OffloadLibrary"]:
     """Load libraries on a device, reusing ones it already loaded.
 
     A file reached through another path (a symbolic or hard link, a
@@ -80,7 +86,7 @@ def load_libraries(device, names):
     list of OffloadLibrary
         One library per name, in order.
     """
-    libraries = []
+    libraries: list[OffloadLibrary] = []
     for name in names:
         path = find_library(name)
         key = _file_identity(path)
@@ -126,7 +132,8 @@ class OffloadLibrary:
         If the library is not found or not loadable on the device.
     """
 
-    def __init__(self, library, device=None):
+    def __init__(self, library: StrPath,
+                 device: "OffloadDevice | int | None" = None) -> None:
         from .device import _resolve_device
         device = _resolve_device(device)
         path = find_library(library)
@@ -135,26 +142,26 @@ class OffloadLibrary:
         self._device = device
         self._path = path
         self._name = os.path.basename(path)
-        self._kernels = {}
+        self._kernels: dict[str, _engine.KernelHandle] = {}
         self._signatures = {}  # kernel name -> _engine.Signature checked by invoke
         self._declared_sources = set()  # load_source texts already declared
 
     @property
-    def name(self):
+    def name(self) -> str:
         """str: File name of the library."""
         return self._name
 
     @property
-    def path(self):
+    def path(self) -> str:
         """str: Full path the library was loaded from."""
         return self._path
 
     @property
-    def device(self):
+    def device(self) -> "OffloadDevice":
         """OffloadDevice: The device the library is loaded on."""
         return self._device
 
-    def get_kernel(self, name):
+    def get_kernel(self, name: str) -> _engine.KernelHandle:
         """Return the handle of the kernel `name`.
 
         The same as ``library.<name>``, for names that are not Python
@@ -282,7 +289,7 @@ class OffloadLibrary:
             elif self._exports(name):
                 self._set_signature(name, prototype.engine_signature())
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> _engine.KernelHandle:
         # Reached only for names not found normally.  Special names (and
         # every name before __init__ ran, e.g. while unpickling) never reach
         # the engine, so copy, pickle and hasattr probes behave as for any
@@ -293,5 +300,5 @@ class OffloadLibrary:
         self.__dict__[name] = kernel  # later lookups skip __getattr__
         return kernel
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<OffloadLibrary {self._path!r} on device {self._device.device_id}>"

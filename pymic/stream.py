@@ -5,12 +5,18 @@ methods inherited from ``_engine.Stream``; this class adds the
 NumPy-facing conveniences that create OffloadArrays.
 """
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _engine
 from ._dtypes import supported_dtype
+from ._typing import Order, ShapeLike
+
+if TYPE_CHECKING:
+    from .array import OffloadArray
+    from .device import OffloadDevice
 
 
 class OffloadStream(_engine.Stream):
@@ -32,19 +38,19 @@ class OffloadStream(_engine.Stream):
         If the engine cannot create the stream.
     """
 
-    def __new__(cls, device=None):
+    def __new__(cls, device: "OffloadDevice | int | None" = None) -> "OffloadStream":
         from .device import _resolve_device
         device = _resolve_device(device)
         return super().__new__(cls, device.device_id, device)
 
-    def __init__(self, device=None):
+    def __init__(self, device: "OffloadDevice | int | None" = None) -> None:
         # Everything happened in __new__; this only accepts the argument.
         pass
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<OffloadStream on device {self.device_id} at {id(self):#x}>"
 
-    def get_device(self):
+    def get_device(self) -> "OffloadDevice":
         """Return the device this stream runs on.
 
         Returns
@@ -56,7 +62,7 @@ class OffloadStream(_engine.Stream):
 
     # ------------------------------------------------ OffloadArray makers
 
-    def bind(self, array, update_device=True):
+    def bind(self, array: NDArray[Any], update_device: bool = True) -> "OffloadArray":
         """Create an OffloadArray bound to a host array.
 
         Parameters
@@ -98,7 +104,7 @@ class OffloadStream(_engine.Stream):
             offload_array.update_device()
         return offload_array
 
-    def copy(self, array, update_device=True):
+    def copy(self, array: ArrayLike, update_device: bool = True) -> "OffloadArray":
         """Create an OffloadArray bound to a private copy of a host array.
 
         Parameters
@@ -115,10 +121,11 @@ class OffloadStream(_engine.Stream):
             later transfers never touch the original.
         """
         source = numpy.asarray(array)
-        order = "F" if source.flags.f_contiguous and not source.flags.c_contiguous else "C"
+        order: Order = "F" if source.flags.f_contiguous and not source.flags.c_contiguous else "C"
         return self.bind(numpy.array(source, order=order, copy=True), update_device)
 
-    def empty(self, shape, dtype=float, order="C", update_host=True):
+    def empty(self, shape: ShapeLike, dtype: DTypeLike = float, order: Order = "C",
+              update_host: bool = True) -> "OffloadArray":
         """Create an uninitialised OffloadArray.
 
         Parameters
@@ -144,7 +151,8 @@ class OffloadStream(_engine.Stream):
             offload_array.update_host()
         return offload_array
 
-    def zeros(self, shape, dtype=float, order="C", update_host=True):
+    def zeros(self, shape: ShapeLike, dtype: DTypeLike = float, order: Order = "C",
+              update_host: bool = True) -> "OffloadArray":
         """Create an OffloadArray filled with zeros on the device.
 
         Parameters
@@ -167,7 +175,8 @@ class OffloadStream(_engine.Stream):
         from .array import OffloadArray
         return self._filled(OffloadArray.zero, shape, dtype, order, update_host)
 
-    def ones(self, shape, dtype=float, order="C", update_host=True):
+    def ones(self, shape: ShapeLike, dtype: DTypeLike = float, order: Order = "C",
+             update_host: bool = True) -> "OffloadArray":
         """Create an OffloadArray filled with ones on the device.
 
         Parameters
@@ -194,7 +203,8 @@ class OffloadStream(_engine.Stream):
         from .array import OffloadArray
         return self._filled(OffloadArray.one, shape, dtype, order, update_host)
 
-    def bcast(self, value, shape, dtype=float, order="C", update_host=True):
+    def bcast(self, value: Any, shape: ShapeLike, dtype: DTypeLike = float, order: Order = "C",
+              update_host: bool = True) -> "OffloadArray":
         """Create an OffloadArray with every element set to `value`.
 
         Parameters
@@ -227,7 +237,8 @@ class OffloadStream(_engine.Stream):
             offload_array.update_host()
         return offload_array
 
-    def empty_like(self, other, dtype=None, order=None, update_host=True):
+    def empty_like(self, other: "OffloadArray | NDArray[Any]", dtype: DTypeLike | None = None,
+                   order: Order | None = None, update_host: bool = True) -> "OffloadArray":
         """Create an uninitialised OffloadArray shaped like `other`.
 
         Parameters
@@ -249,7 +260,8 @@ class OffloadStream(_engine.Stream):
         shape, dtype, order = _like(other, dtype, order)
         return self.empty(shape, dtype, order, update_host)
 
-    def zeros_like(self, other, dtype=None, order=None, update_host=True):
+    def zeros_like(self, other: "OffloadArray | NDArray[Any]", dtype: DTypeLike | None = None,
+                   order: Order | None = None, update_host: bool = True) -> "OffloadArray":
         """Create a zero-filled OffloadArray shaped like `other`.
 
         Parameters
@@ -271,7 +283,8 @@ class OffloadStream(_engine.Stream):
         shape, dtype, order = _like(other, dtype, order)
         return self.zeros(shape, dtype, order, update_host)
 
-    def ones_like(self, other, dtype=None, order=None, update_host=True):
+    def ones_like(self, other: "OffloadArray | NDArray[Any]", dtype: DTypeLike | None = None,
+                  order: Order | None = None, update_host: bool = True) -> "OffloadArray":
         """Create a one-filled OffloadArray shaped like `other`.
 
         Parameters
@@ -293,7 +306,9 @@ class OffloadStream(_engine.Stream):
         shape, dtype, order = _like(other, dtype, order)
         return self.ones(shape, dtype, order, update_host)
 
-    def bcast_like(self, value, other, dtype=None, order=None, update_host=True):
+    def bcast_like(self, value: Any, other: "OffloadArray | NDArray[Any]",
+                   dtype: DTypeLike | None = None, order: Order | None = None,
+                   update_host: bool = True) -> "OffloadArray":
         """Create an OffloadArray shaped like `other` filled with `value`.
 
         Parameters
@@ -318,7 +333,8 @@ class OffloadStream(_engine.Stream):
         return self.bcast(value, shape, dtype, order, update_host)
 
 
-def _like(other, dtype, order):
+def _like(other: Any, dtype: DTypeLike | None,
+          order: Order | None) -> tuple[tuple[int, ...], DTypeLike, Order]:
     """Shape, dtype and order of a template array, with overrides."""
     shape = tuple(other.shape)
     dtype = other.dtype if dtype is None else dtype

@@ -23,6 +23,8 @@ import json
 import os
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from . import _engine
 from ._engine import OffloadError
@@ -43,7 +45,7 @@ DEVICE_CATEGORIES = frozenset(_COMMAND_KINDS.values())
 _WAIT_MERGE_NS = 1_000_000
 
 
-def device_pid(device_id):
+def device_pid(device_id: int) -> int:
     """Return the trace-file process id of a device.
 
     Parameters
@@ -86,19 +88,20 @@ class Trace:
         Records lost to full buffers.
     """
 
-    def __init__(self, path=None, commands_per_stream=0):
+    def __init__(self, path: str | os.PathLike[str] | None = None,
+                 commands_per_stream: int = 0) -> None:
         self.path = os.fspath(path) if path is not None else None
         if isinstance(commands_per_stream, bool) or not isinstance(commands_per_stream, int):
             raise TypeError("commands_per_stream must be an int")
         if commands_per_stream < 0:
             raise ValueError("commands_per_stream must be >= 0")
         self._capacity = commands_per_stream
-        self.events = []
+        self.events: list[dict[str, Any]] = []
         self.dropped = 0
-        self._origin_ns = None
+        self._origin_ns: int | None = None
         self._recording = False
 
-    def start(self):
+    def start(self) -> "Trace":
         """Start recording.
 
         Returns
@@ -119,7 +122,7 @@ class Trace:
         self._recording = True
         return self
 
-    def stop(self):
+    def stop(self) -> list[dict[str, Any]]:
         """Stop recording, build :attr:`events` and write the file if any.
 
         Returns
@@ -137,15 +140,15 @@ class Trace:
             write_trace(self.path, self.events, self.dropped)
         return self.events
 
-    def __enter__(self):
+    def __enter__(self) -> "Trace":
         return self.start()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> Literal[False]:
         self.stop()
         return False
 
 
-def trace(path=None, commands_per_stream=0):
+def trace(path: str | os.PathLike[str] | None = None, commands_per_stream: int = 0) -> Trace:
     """Record a timeline of every stream while a ``with`` block runs.
 
     Example::
@@ -180,13 +183,13 @@ def trace(path=None, commands_per_stream=0):
 
 # --------------------------------------------------------------- events
 
-def _us(ns, origin_ns):
+def _us(ns: int, origin_ns: int) -> float:
     return round((ns - origin_ns) / 1000.0, 3)
 
 
-def _stream_names():
+def _stream_names() -> dict[int, str]:
     """Names of the streams pymic knows: {trace stream number: name}."""
-    names = {}
+    names: dict[int, str] = {}
     from .device import OffloadDevice
     for device in list(OffloadDevice._instances.values()):
         stream = device._default_stream
@@ -197,14 +200,14 @@ def _stream_names():
     return names
 
 
-def _thread_names():
+def _thread_names() -> dict[int, str]:
     return {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
 
 
-def _merge_waits(waits):
+def _merge_waits(waits: "list[_engine.TraceWait]") -> "list[_engine.TraceWait]":
     """Join the slices of a wait done in timed pieces into one wait."""
-    merged = []
-    open_by_key = {}
+    merged: list[_engine.TraceWait] = []
+    open_by_key: dict[tuple[int, int, int, int, int], int] = {}
     for wait in sorted(waits, key=lambda w: w[4]):
         kind, device, stream, target, start, end, thread, timed_out = wait
         key = (thread, kind, device, stream, target)
@@ -221,7 +224,7 @@ def _merge_waits(waits):
     return merged
 
 
-def _wait_name(kind, device, stream):
+def _wait_name(kind: int, device: int, stream: int) -> str:
     if kind == 1:
         return f"sync stream {stream}"
     if kind == 2:
@@ -231,7 +234,8 @@ def _wait_name(kind, device, stream):
     return f"wait for room in stream {stream}"
 
 
-def build_events(commands, waits, dropped=0, origin_ns=None):
+def build_events(commands: "list[_engine.TraceCommand]", waits: "list[_engine.TraceWait]",
+                 dropped: int = 0, origin_ns: int | None = None) -> list[dict[str, Any]]:
     """Turn the engine's records into Chrome trace events.
 
     Parameters
@@ -256,8 +260,8 @@ def build_events(commands, waits, dropped=0, origin_ns=None):
         origin_ns = min(stamps) if stamps else 0
     stream_names = _stream_names()
     thread_names = _thread_names()
-    events = []
-    tracks = {}  # (pid, tid) -> name
+    events: list[dict[str, Any]] = []
+    tracks: dict[tuple[int, int], str] = {}  # (pid, tid) -> name
     devices = set()
     host_threads = set()
 
@@ -267,8 +271,8 @@ def build_events(commands, waits, dropped=0, origin_ns=None):
         tracks[(pid, stream)] = stream_names.get(stream, f"stream {stream}")
         host_threads.add(thread)
         category = _COMMAND_KINDS.get(kind, "other")
-        args = {"seq": seq, "stream": stream, "device": device,
-                "enqueued_us": _us(enq, origin_ns)}
+        args: dict[str, Any] = {"seq": seq, "stream": stream, "device": device,
+                                "enqueued_us": _us(enq, origin_ns)}
         if nbytes:
             args["bytes"] = nbytes
         if start:
@@ -322,15 +326,16 @@ def build_events(commands, waits, dropped=0, origin_ns=None):
     return meta + events
 
 
-def _device_labels():
-    labels = {}
+def _device_labels() -> dict[int, str]:
+    labels: dict[int, str] = {}
     for device_id in range(_engine.device_count()):
         info = _engine.device_info(device_id)
         labels[device_id] = f"device {device_id} ({info['kind']} {info['name']})"
     return labels
 
 
-def write_trace(path, events, dropped=0):
+def write_trace(path: str | os.PathLike[str], events: list[dict[str, Any]],
+                dropped: int = 0) -> None:
     """Write trace events as a Chrome/Perfetto JSON file.
 
     Parameters
@@ -361,11 +366,11 @@ def write_trace(path, events, dropped=0):
 
 # ------------------------------------------------------------ PYMIC_TRACE
 
-_environment_trace = None
-_environment_pid = None
+_environment_trace: Trace | None = None
+_environment_pid: int | None = None
 
 
-def _write_environment_trace():
+def _write_environment_trace() -> None:
     # A fork()ed child that exits through atexit must not overwrite the
     # parent's file with the records it inherited.
     if _environment_trace is not None and os.getpid() == _environment_pid:
@@ -377,7 +382,7 @@ def _write_environment_trace():
                   file=sys.stderr)
 
 
-def start_from_environment():
+def start_from_environment() -> Trace | None:
     """Start the whole-run trace PYMIC_TRACE asks for (called at import).
 
     The file is written at interpreter exit, after pymic has drained every
@@ -400,7 +405,7 @@ def start_from_environment():
 
 # ---------------------------------------------------------------- summary
 
-def _percentile(sorted_values, fraction):
+def _percentile(sorted_values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     if not sorted_values:
         return 0.0
@@ -408,7 +413,7 @@ def _percentile(sorted_values, fraction):
     return sorted_values[int(rank) - 1]
 
 
-def load_events(path):
+def load_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read the events of a trace file (object or bare-array form).
 
     Parameters
@@ -420,13 +425,13 @@ def load_events(path):
     list of dict
     """
     with open(path) as stream:
-        document = json.load(stream)
+        document: dict[str, Any] | list[dict[str, Any]] = json.load(stream)
     if isinstance(document, dict):
-        return document.get("traceEvents", [])
+        return list(document.get("traceEvents", []))
     return document
 
 
-def summarize(events):
+def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-kernel times, host waits and idle gaps of a trace.
 
     Parameters
@@ -442,11 +447,14 @@ def summarize(events):
         ``wait_total_us``; ``streams``: {track name: {busy_us, span_us,
         idle_us, gaps, largest_gap_us}}.
     """
-    names = {}
+    names: dict[tuple[int, int | None], str] = {}
     for event in events:
         if event.get("ph") == "M" and event.get("name") in ("thread_name", "process_name"):
             key = (event["pid"], event.get("tid", 0) if event["name"] == "thread_name" else None)
             names[key] = event["args"]["name"]
+    kernels: dict[str, dict[str, Any]]
+    waits: dict[str, dict[str, Any]]
+    tracks: dict[tuple[int, int], list[tuple[float, float]]]
     kernels, waits, tracks = {}, {}, {}
     for event in events:
         if event.get("ph") != "X":
@@ -461,14 +469,14 @@ def summarize(events):
             entry = waits.setdefault(event["name"], {"count": 0, "total_us": 0.0})
             entry["count"] += 1
             entry["total_us"] += event["dur"]
-    kernel_table = {}
+    kernel_table: dict[str, dict[str, Any]] = {}
     for name, entry in kernels.items():
         durations = sorted(entry["durations"])
         total = sum(durations)
         kernel_table[name] = {"count": len(durations), "total_us": total,
                               "mean_us": total / len(durations),
                               "p95_us": _percentile(durations, 0.95), "bytes": entry["bytes"]}
-    stream_table = {}
+    stream_table: dict[str, dict[str, Any]] = {}
     for (pid, tid), slices in tracks.items():
         slices.sort()
         busy, gaps, largest = 0.0, 0, 0.0
@@ -490,7 +498,7 @@ def summarize(events):
             "streams": stream_table}
 
 
-def _table(header, rows):
+def _table(header: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     lines = ["  ".join(str(cell).rjust(width) if i else str(cell).ljust(width)
                        for i, (cell, width) in enumerate(zip(row, widths)))
@@ -499,7 +507,7 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
-def format_summary(summary):
+def format_summary(summary: dict[str, Any]) -> str:
     """Render :func:`summarize`'s result as text tables.
 
     Parameters
@@ -510,7 +518,8 @@ def format_summary(summary):
     -------
     str
     """
-    parts = []
+    parts: list[str] = []
+    rows: list[tuple[object, ...]]
     rows = [(name, k["count"], f"{k['total_us'] / 1000:.3f}", f"{k['mean_us']:.1f}",
              f"{k['p95_us']:.1f}", k["bytes"] or "")
             for name, k in sorted(summary["kernels"].items(),

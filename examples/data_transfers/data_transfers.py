@@ -6,14 +6,19 @@ middle of an allocation and frees everything.  This is the layer the
 high-level OffloadArray is built on, and what frameworks such as PyFR use.
 """
 
+import os
 import sys
 
 import numpy as np
 
 import pymic as mic
 
+# The kernel library is built beside this script (make -C examples); it is
+# loaded from there, so the script runs from any working directory.
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 device = mic.devices[0]
-library = device.load_library("libdata_transfers.so")
+library = device.load_library(os.path.join(HERE, "libdata_transfers.so"))
 stream = device.get_default_stream()
 
 itemsize = np.dtype(np.float64).itemsize

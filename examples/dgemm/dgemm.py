@@ -8,6 +8,7 @@ against NumPy's own ``dot`` and checked against it.
 Usage: python dgemm.py [n]   (square n x n matrices, default 1024)
 """
 
+import os
 import sys
 import time
 
@@ -15,8 +16,12 @@ import numpy as np
 
 import pymic as mic
 
+# The kernel library is built beside this script (make -C examples); it is
+# loaded from there, so the script runs from any working directory.
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 device = mic.devices[0]
-library = device.load_library("libdgemm.so")
+library = device.load_library(os.path.join(HERE, "libdgemm.so"))
 stream = device.get_default_stream()
 
 m = n = k = int(sys.argv[1]) if len(sys.argv) > 1 else 1024

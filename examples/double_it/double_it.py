@@ -2,18 +2,23 @@
 
 Binds a NumPy array to the offload device, doubles it there with a C kernel
 (double_it.c), brings the result back and checks it against NumPy.  Run it
-from this directory after ``make -C examples``.
+from any directory after ``make -C examples``.
 """
 
+import os
 import sys
 
 import numpy as np
 
 import pymic as mic
 
-# The library with the kernel is loaded on the device by its file name.
+# The kernel library is built beside this script (make -C examples); it is
+# loaded from there, so the script runs from any working directory.
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The library with the kernel is loaded on the device by its path.
 device = mic.devices[0]
-library = device.load_library("libdouble_it.so")
+library = device.load_library(os.path.join(HERE, "libdouble_it.so"))
 
 # Work goes to the device's default stream.
 stream = device.get_default_stream()

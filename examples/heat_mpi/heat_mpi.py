@@ -3,6 +3,8 @@ block of the grid to its own pymic device.
 
     mpirun -np 2 python heat_mpi.py [N [STEPS]]
 
+(as root, Open MPI also wants ``--allow-run-as-root``.)
+
 The N x N grid (plus a fixed edge) is cut into blocks of rows, one per rank.
 Every rank keeps its block on its device and, each step,
 
@@ -19,7 +21,7 @@ device per local rank, each an equal, disjoint share of the node's cores
 ``pymic.local_device()`` -- the same as ``pymic.devices[local_rank]``,
 which is how pyMIC-era codes pick theirs.  At the end rank 0 gathers the blocks
 and compares them with the same steps done serially with NumPy.  Run it
-from this directory after ``make -C examples``.
+from any directory after ``make -C examples``.
 """
 
 import os
@@ -33,6 +35,10 @@ import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import pymic  # noqa: E402
+
+# The kernel library is built beside this script (make -C examples); it is
+# loaded from there, so the script runs from any working directory.
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def initial_grid(n):
@@ -148,7 +154,7 @@ def main(argv):
         raise SystemExit(f"heat_mpi: {n} rows cannot be split over {size} ranks")
 
     device = pymic.local_device()  # this rank's share: devices[local rank]
-    library = device.load_library("libheat_mpi.so")
+    library = device.load_library(os.path.join(HERE, "libheat_mpi.so"))
     stream = device.get_default_stream()
 
     starts = block_rows(n, size)

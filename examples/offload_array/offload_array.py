@@ -6,14 +6,19 @@ update_host() brings data back.  A user kernel (offload_array.c) works on
 the same device arrays in between.
 """
 
+import os
 import sys
 
 import numpy as np
 
 import pymic as mic
 
+# The kernel library is built beside this script (make -C examples); it is
+# loaded from there, so the script runs from any working directory.
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 device = mic.devices[0]
-library = device.load_library("liboffload_array.so")
+library = device.load_library(os.path.join(HERE, "liboffload_array.so"))
 stream = device.get_default_stream()
 
 n = 10

@@ -7,6 +7,7 @@ on chunk i, "load" already works on chunk i+1: the streams overlap, and the
 events keep each chunk's stages in order without blocking the host.
 """
 
+import os
 import sys
 import time
 
@@ -14,8 +15,12 @@ import numpy as np
 
 import pymic as mic
 
+# The kernel library is built beside this script (make -C examples); it is
+# loaded from there, so the script runs from any working directory.
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 device = mic.devices[0]
-library = device.load_library("libstreams.so")
+library = device.load_library(os.path.join(HERE, "libstreams.so"))
 load = device.create_stream()
 finish = device.create_stream()
 
