@@ -429,9 +429,26 @@ def _pymic_fingerprint():
     return f"{__version__} {content}"
 
 
+#: path -> (stat stamp, SHA-256 of the content): a file whose stamp has
+#: not changed is not read again by this process.
+_digests = {}
+
+
 def _file_digest(path: str) -> str:
+    st = os.stat(path)
+    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    known = _digests.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    # Stamped before reading: a change while reading gives a new stamp
+    # next time, so the content is hashed again.  File times are coarse (a
+    # clock tick): a file changed in the last seconds could change again
+    # with the same stamp, so it is not remembered (git's "racy" rule).
     with open(path, "rb") as stream:
-        return hashlib.sha256(stream.read()).hexdigest()
+        digest = hashlib.sha256(stream.read()).hexdigest()
+    if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - 2_000_000_000:
+        _digests[path] = (stamp, digest)
+    return digest
 
 
 def _normalise(items, what):
