@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 import warnings
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ._debug import debug
 from ._engine import OffloadError
@@ -431,7 +431,7 @@ def _pymic_fingerprint():
 
 #: path -> (stat stamp, SHA-256 of the content): a file whose stamp has
 #: not changed is not read again by this process.
-_digests = {}
+_digests: Dict[str, Tuple[Tuple[int, ...], str]] = {}
 
 
 def _file_digest(path: str) -> str:
@@ -618,7 +618,7 @@ def _build_log(entries: str, key: str) -> str:
 
 def _dependency_digests(files: Sequence[str]) -> Optional[List[List[str]]]:
     """[[file, sha256 of its content]] for each file; None if one is gone."""
-    digests = []
+    digests: List[List[str]] = []
     for path in files:
         try:
             digests.append([path, _file_digest(path)])
@@ -643,7 +643,7 @@ def _known_keys(manifest: str, direct: str) -> List[str]:
         variants = json.loads(_read_private(manifest, "manifest"))["variants"]
     except (OSError, ValueError, KeyError, TypeError, CacheSecurityError):
         return []
-    keys = []
+    keys: List[str] = []
     for files in reversed(variants):
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
             continue
@@ -661,7 +661,8 @@ def _read_dependencies(path: str, workdir: str) -> Optional[List[str]]:
     except OSError:
         return None
     text = text.replace("\\\n", " ")
-    names, current, escaped = [], "", False
+    names: List[str] = []
+    current, escaped = "", False
     for char in text:
         if escaped:
             current += char
@@ -676,7 +677,7 @@ def _read_dependencies(path: str, workdir: str) -> Optional[List[str]]:
             current += char
     if current:
         names.append(current)
-    files = []
+    files: List[str] = []
     for name in names:
         if name.endswith(":"):
             continue  # the target
@@ -707,7 +708,9 @@ def _remember(manifest: str, files: List[str]) -> None:
     _write_atomically(manifest, json.dumps({"variants": variants[-_MANIFEST_VARIANTS:]}))
 
 
-def _build(source, flags, libraries, command, entries, manifest, direct):
+def _build(source: str, flags: Sequence[str], libraries: Sequence[str],
+           command: Sequence[str], entries: str, manifest: str,
+           direct: str) -> Tuple[str, str]:
     """Compile into a private directory, then rename the entry into place.
 
     Returns the entry's key and the compiler's diagnostics.

@@ -5,10 +5,14 @@ import numbers
 import operator
 import os
 import threading
+from typing import TYPE_CHECKING, Sequence, Union
 
 from . import _engine
 from ._debug import debug
 from .library import _PACKAGE_DIR
+
+if TYPE_CHECKING:
+    from .library import OffloadLibrary
 
 _ARRAY_LIBRARY = "libpymic_array.so"
 
@@ -173,7 +177,8 @@ class OffloadDevice:
         # As in pyMIC: one name, also as a 1-tuple, gives the library itself.
         return libraries[0] if len(libraries) == 1 else libraries
 
-    def load_source(self, source, flags=(), libraries=(), compiler=None):
+    def load_source(self, source: str, flags: Sequence[str] = (), libraries: Sequence[str] = (),
+                    compiler: Union[str, Sequence[str], None] = None) -> "OffloadLibrary":
         """Compile C kernel source (cached) and load it on this device.
 
         The source is compiled with the system C compiler (``PYMIC_CC``,

@@ -1,10 +1,14 @@
 """Kernel libraries: finding, loading and looking up kernels."""
 
 import os
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
 from . import _engine
 from ._debug import debug
 from ._engine import OffloadError
+
+if TYPE_CHECKING:
+    from .device import OffloadDevice
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -55,7 +59,7 @@ def find_library(name):
                        f"{os.pathsep.join(directories)})")
 
 
-def _open_library(path):
+def _open_library(path: str) -> Tuple[int, Tuple[int, int]]:
     """Open a library file for loading; its descriptor and (device, inode).
 
     The device loads this open file, so the identity is that of the file
@@ -69,7 +73,8 @@ def _open_library(path):
     return fd, (status.st_dev, status.st_ino)
 
 
-def load_libraries(device, names):
+def load_libraries(device: "OffloadDevice",
+                   names: List[Union[str, "os.PathLike[str]"]]) -> List["OffloadLibrary"]:
     """Load libraries on a device, reusing ones it already loaded.
 
     A library is a file, not a name: each is opened once and the device
@@ -102,7 +107,8 @@ def load_libraries(device, names):
     return libraries
 
 
-def _library_for_file(device, path, fd, key, build_log=None):
+def _library_for_file(device: "OffloadDevice", path: str, fd: int, key: Tuple[int, int],
+                      build_log: Optional[str] = None) -> "OffloadLibrary":
     """The device's library of the file open as `fd`, loaded if new."""
     with device._lock:
         library = device._libraries.get(key)
@@ -147,7 +153,8 @@ class OffloadLibrary:
         If the library is not found or not loadable on the device.
     """
 
-    def __init__(self, library, device=None, *, _fd=None):
+    def __init__(self, library: Union[str, "os.PathLike[str]"],
+                 device: Optional["OffloadDevice"] = None, *, _fd: Optional[int] = None) -> None:
         from .device import _resolve_device
         device = _resolve_device(device)
         path = os.fspath(library) if _fd is not None else find_library(library)
@@ -161,7 +168,7 @@ class OffloadLibrary:
         self._path = path
         self._name = os.path.basename(path)
         self._kernels = {}
-        self._build_log = None
+        self._build_log: Optional[str] = None
 
     @property
     def name(self):
@@ -179,7 +186,7 @@ class OffloadLibrary:
         return self._device
 
     @property
-    def build_log(self):
+    def build_log(self) -> Optional[str]:
         """str or None: What the compiler printed when it built this library.
 
         For a library from :meth:`OffloadDevice.load_source` (warnings,
