@@ -293,11 +293,21 @@ PYMIC_API int pymic_memcpy_d2d(pymic_stream *stream, void *device_dst, size_t ds
 typedef struct pymic_library pymic_library;
 typedef struct pymic_kernel pymic_kernel;
 
-/* Load a shared object on a device.  `path` containing a '/' is used as is;
- * a bare name is resolved by the caller (the Python layer searches
- * PYMIC_LIBRARY_PATH) or by the system loader.  Failure is LIBRARY with the
- * file and the loader's reason (missing, wrong format, undefined symbol). */
+/* Load a shared object on a device.  `path` is opened once (relative to
+ * the working directory; no search) and the device loads that open file,
+ * never the name again: a library rebuilt at the same path (a new file)
+ * is a new library with the new code, while the same file loaded twice
+ * (through any path) is one object for the system loader.  Failure is
+ * LIBRARY with the file and the reason (missing, not a regular file, wrong
+ * format, undefined symbol). */
 PYMIC_API int pymic_library_load(int device, const char *path, pymic_library **library);
+
+/* The same for a file the caller has open as `fd` (for reading; the
+ * caller keeps its descriptor): the device loads exactly that file, so a
+ * caller that checked it with fstat knows what runs.  `path` is only its
+ * name, for messages and pymic_library_path. */
+PYMIC_API int pymic_library_load_fd(int device, int fd, const char *path,
+                                    pymic_library **library);
 
 /* Unload without waiting: the shared object is closed once every stream of
  * the device has passed what was queued when this was called.  The library

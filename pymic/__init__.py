@@ -50,7 +50,7 @@ from .device import OffloadDevice, devices, local_device, number_of_devices  # n
 from .stream import OffloadStream  # noqa: E402
 from .library import OffloadLibrary  # noqa: E402
 from .array import OffloadArray, from_dlpack  # noqa: E402
-from ._compile import CacheSecurityError, CompileError, compile  # noqa: E402
+from ._compile import CacheSecurityError, CompileError, CompilerWarning, compile  # noqa: E402
 from .tracing import Trace, trace  # noqa: E402
 
 OffloadEvent = _engine.Event
@@ -64,6 +64,7 @@ __version__ = "%d.%d.%d" % _engine.version()
 __all__ = [
     "CacheSecurityError",
     "CompileError",
+    "CompilerWarning",
     "DevicePointer",
     "KernelHandle",
     "MAX_KERNEL_ARGS",

@@ -7,21 +7,29 @@ libraries, and keep the shared object in a cache directory
 (``PYMIC_CACHE_DIR``, else ``$XDG_CACHE_HOME/pymic``, else
 ``~/.cache/pymic``).  The cache key is a SHA-256 over everything that
 changes the result: the source, the flags, the libraries, the compiler's
-command, identity and version, pymic's version and kernel header, and the
-target machine.  A second load of the same source -- in this process or
-another -- opens the cached object without running the compiler.
+command, identity and version, pymic's version and kernel header, the
+target machine -- and the content of every file the compiler read (the
+headers it included, from the dependency list it writes with ``-MD``).
+A second load of the same source -- in this process or another -- opens
+the cached object without running the compiler.
 
 Safety:
 
 - entries are written to a private temporary directory and renamed into
   place, so processes compiling the same source at once never leave a
   partial file;
-- the cache directory is created mode 0700; it and every entry must be
-  owned by the user and writable by nobody else, and the directories above
-  it must not let another user replace it, or pymic refuses to load from it
-  (a library in a shared ``/tmp`` path is code another user could plant).
+- the cache directory is resolved to its real path once (a symbolic link
+  on the way must be the user's or root's) and every directory of that
+  real path must be the user's or root's, writable by nobody else (or
+  sticky): nobody else can then replace anything in it.  The cache
+  directory is created mode 0700 and must be the user's alone;
+- an entry is opened with ``O_NOFOLLOW`` and checked on the open file
+  (``fstat``: a regular file, the user's, writable by nobody else), and the
+  device loads that open file -- never the name again.  Otherwise pymic
+  refuses with :class:`CacheSecurityError`.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -34,8 +42,9 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ._debug import debug
 from ._engine import OffloadError
@@ -44,8 +53,12 @@ from ._engine import OffloadError
 BASE_FLAGS = ("-O3", "-fopenmp", "-fPIC", "-shared")
 
 _SOURCE_NAME = "pymic_source.c"
+_DEPS_NAME = "pymic_source.d"
 _ENTRY_DIR = "kernels"
 _COMPILER_DIR = "compilers"
+_MANIFEST_DIR = "manifests"
+#: Header versions remembered per source (older ones are compiled again).
+_MANIFEST_VARIANTS = 8
 
 
 class CompileError(OffloadError):
@@ -77,6 +90,16 @@ class CacheSecurityError(OffloadError):
     """The compile cache (or an entry in it) could be changed by another user."""
 
 
+class CompilerWarning(UserWarning):
+    """The C compiler printed warnings while it built kernel source.
+
+    Issued (with :mod:`warnings`) by the call that ran the compiler; a
+    later load of the same source comes from the cache and warns no more.
+    ``python -W error::pymic.CompilerWarning`` turns it into an error.  The
+    whole build log stays readable as ``library.build_log``.
+    """
+
+
 # ------------------------------------------------------------- cache dir
 
 def cache_dir() -> str:
@@ -97,7 +120,81 @@ def cache_dir() -> str:
     return os.path.join(base, "pymic")
 
 
-def _check_private(path: str, what: str, st: os.stat_result | None = None) -> None:
+def _trusted(uid: int) -> bool:
+    return uid in (0, os.getuid())
+
+
+def _not_a_directory(configured: str, where: str) -> OffloadError:
+    return OffloadError(
+        f"pymic compile cache: {where} is not a directory, so the cache {configured} "
+        f"cannot be there; set PYMIC_CACHE_DIR to a directory (or a path pymic may "
+        f"create)")
+
+
+def _real_path(configured: str) -> str:
+    """Resolve `configured` to its real path, component by component.
+
+    A symbolic link on the way is followed once, here; it must be the
+    user's or root's (another user could point it elsewhere at any time).
+    Components past the last existing one are kept as they are (pymic
+    creates them).
+    """
+    if not os.path.isabs(configured):
+        configured = os.path.join(os.getcwd(), configured)
+    pending = [part for part in configured.split("/") if part]
+    real = "/"
+    links = 0
+    while pending:
+        part = pending.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            real = os.path.dirname(real)
+            continue
+        candidate = os.path.join(real, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            return os.path.normpath(os.path.join(candidate, *pending))
+        except NotADirectoryError:
+            raise _not_a_directory(configured, real) from None
+        if stat.S_ISLNK(st.st_mode):
+            if not _trusted(st.st_uid):
+                raise CacheSecurityError(
+                    f"pymic compile cache: {candidate} (on the way to the cache {configured}) "
+                    f"is a symbolic link owned by uid {st.st_uid}, who can point it elsewhere "
+                    f"at any time; set PYMIC_CACHE_DIR to a path without it.")
+            links += 1
+            if links > 40:
+                raise OffloadError(f"pymic compile cache: too many symbolic links in "
+                                   f"{configured}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                real = "/"
+            pending[:0] = [p for p in target.split("/") if p]
+            continue
+        if pending and not stat.S_ISDIR(st.st_mode):
+            raise _not_a_directory(configured, candidate)
+        real = candidate
+    return real
+
+
+def _check_ancestor(path: str, st: os.stat_result, cache: str) -> None:
+    """A directory above the cache: nobody but the user and root may change it."""
+    if not _trusted(st.st_uid):
+        raise CacheSecurityError(
+            f"pymic compile cache: {path} (above the cache {cache}) is owned by uid "
+            f"{st.st_uid}, who can replace what is in it (whatever its mode: its owner can "
+            f"change the mode back); set PYMIC_CACHE_DIR to a directory only you and root "
+            f"control.")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        raise CacheSecurityError(
+            f"pymic compile cache: {path} (above the cache {cache}) can be changed by other "
+            f"users (mode {stat.S_IMODE(st.st_mode):04o}, no sticky bit); set PYMIC_CACHE_DIR "
+            f"to a directory only you control.")
+
+
+def _check_private(path: str, what: str, st: Optional[os.stat_result] = None) -> None:
     """Owned by us and writable by nobody else, else CacheSecurityError."""
     st = st if st is not None else os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
@@ -115,56 +212,122 @@ def _check_private(path: str, what: str, st: os.stat_result | None = None) -> No
             f"chmod go-w on it or set PYMIC_CACHE_DIR to a private directory.")
 
 
-def _check_ancestors(path: str) -> None:
-    """No directory above `path` lets another user rename it away."""
-    parent = os.path.dirname(path)
-    while True:
-        st = os.stat(parent)
-        foreign = st.st_uid not in (0, os.getuid())
-        shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX
-        if foreign and st.st_mode & stat.S_IWUSR or shared:
-            raise CacheSecurityError(
-                f"pymic compile cache: {parent} (above the cache {path}) can be changed by "
-                f"other users (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}); "
-                f"set PYMIC_CACHE_DIR to a directory only you control.")
-        above = os.path.dirname(parent)
-        if above == parent:
-            return
-        parent = above
-
-
-def _private_dir(path: str, what: str) -> str:
-    """Create `path` mode 0700 if missing; check it is private either way."""
+def _private_dir(path: str, configured: str) -> str:
+    """Create `path` mode 0700 if missing; check it is a private directory."""
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
         pass
-    _check_private(path, what)
+    except NotADirectoryError:
+        raise _not_a_directory(configured, os.path.dirname(path)) from None
+    st = os.lstat(path)
+    _check_private(path, "directory", st)
+    if not stat.S_ISDIR(st.st_mode):
+        raise _not_a_directory(configured, path)
     return path
 
 
 def ensure_cache_dir() -> str:
     """Create (mode 0700) and check the cache directory.
 
+    The configured path is resolved to its real path once; every directory
+    of it must be the user's or root's and writable by nobody else (or
+    sticky), so that nobody else can replace what pymic checks.
+
     Returns
     -------
     str
-        The cache directory.
+        The cache directory's real path (use it, not the configured one).
 
     Raises
     ------
     CacheSecurityError
-        If it, or a directory above it, can be changed by another user.
+        If it, a directory above it or a symbolic link on the way to it
+        can be changed by another user.
+    OffloadError
+        If it cannot be a directory (a file is in the way) or cannot be
+        created.
     """
-    root = cache_dir()
-    parent = os.path.dirname(root)
-    if not os.path.isdir(parent):
-        os.makedirs(parent, 0o700, exist_ok=True)
-    _check_ancestors(root)
-    _private_dir(root, "directory")
-    _private_dir(os.path.join(root, _ENTRY_DIR), "directory")
-    _private_dir(os.path.join(root, _COMPILER_DIR), "directory")
+    configured = cache_dir()
+    try:
+        root = _real_path(configured)
+        # Missing directories above the cache are created private, one by one.
+        existing = root
+        missing = []
+        while not os.path.lexists(existing):
+            missing.append(existing)
+            existing = os.path.dirname(existing)
+        for directory in reversed(missing[1:]):
+            try:
+                os.mkdir(directory, 0o700)
+            except FileExistsError:
+                pass
+        above = os.path.dirname(root)
+        chain = []
+        while True:
+            chain.append(above)
+            if above == "/":
+                break
+            above = os.path.dirname(above)
+        for directory in reversed(chain):
+            st = os.lstat(directory)
+            if not stat.S_ISDIR(st.st_mode):
+                raise _not_a_directory(configured, directory)
+            _check_ancestor(directory, st, configured)
+        _private_dir(root, configured)
+        for sub in (_ENTRY_DIR, _COMPILER_DIR, _MANIFEST_DIR):
+            _private_dir(os.path.join(root, sub), configured)
+    except NotADirectoryError as error:
+        raise _not_a_directory(configured, error.filename or configured) from None
+    except OffloadError:
+        raise
+    except OSError as error:
+        raise OffloadError(f"pymic compile cache: cannot use {configured}: "
+                           f"{error.strerror} ({error.filename}); set PYMIC_CACHE_DIR to a "
+                           f"directory you can write") from None
     return root
+
+
+def _open_private(path: str, what: str) -> int:
+    """Open a cache file without following a link, checked on the open file.
+
+    Returns
+    -------
+    int
+        A descriptor of the regular file that was checked (the caller
+        closes it).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    CacheSecurityError
+        If it is a symbolic link, not a regular file, not the user's or
+        writable by others.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise CacheSecurityError(f"pymic compile cache: {what} {path} is a symbolic "
+                                     f"link; refusing to use it") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        _check_private(path, what, st)
+        if not stat.S_ISREG(st.st_mode):
+            raise CacheSecurityError(f"pymic compile cache: {what} {path} is not a regular "
+                                     f"file; refusing to use it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_private(path: str, what: str) -> str:
+    fd = _open_private(path, what)
+    with os.fdopen(fd, encoding="utf-8") as stream:
+        return stream.read()
 
 
 # --------------------------------------------------------------- the key
@@ -220,22 +383,19 @@ def _compiler_identity(command: list[str], root: str) -> str:
     record = os.path.join(root, _COMPILER_DIR, digest + ".json")
     identity = None
     try:
-        _check_private(record, "entry")
-        with open(record) as stream:
-            identity = json.load(stream)["identity"]
-    except (OSError, ValueError, KeyError, CacheSecurityError):
+        identity = json.loads(_read_private(record, "entry"))["identity"]
+    except (OSError, ValueError, KeyError, TypeError, CacheSecurityError):
         pass
     if identity is None:
         try:
-            result = subprocess.run([*command, "--version"], capture_output=True, text=True,
-                                    timeout=60)
+            result = subprocess.run([*command, "--version"], capture_output=True,
+                                    encoding="utf-8", errors="replace", timeout=60)
             version = (result.stdout or result.stderr).strip()
         except (OSError, subprocess.SubprocessError) as error:
             raise CompileError(f"pymic: cannot run the C compiler {command[0]!r}: {error}",
                                command=command) from error
         identity = f"{real}\n{version}"
-        _write_atomically(record, json.dumps({"command": command, "identity": identity}),
-                          root)
+        _write_atomically(record, json.dumps({"command": command, "identity": identity}))
     with _identity_lock:
         _identities[fingerprint] = identity
     return identity
@@ -266,11 +426,32 @@ def _pymic_fingerprint() -> str:
     from . import __version__, get_include
     header = os.path.join(get_include(), "pymic_kernel.h")
     try:
-        with open(header, "rb") as stream:
-            content = hashlib.sha256(stream.read()).hexdigest()
+        content = _file_digest(header)
     except OSError:
         content = ""
     return f"{__version__} {content}"
+
+
+#: path -> (stat stamp, SHA-256 of the content): a file whose stamp has
+#: not changed is not read again by this process.
+_digests: Dict[str, Tuple[Tuple[int, ...], str]] = {}
+
+
+def _file_digest(path: str) -> str:
+    st = os.stat(path)
+    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    known = _digests.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    # Stamped before reading: a change while reading gives a new stamp
+    # next time, so the content is hashed again.  File times are coarse (a
+    # clock tick): a file changed in the last seconds could change again
+    # with the same stamp, so it is not remembered (git's "racy" rule).
+    with open(path, "rb") as stream:
+        digest = hashlib.sha256(stream.read()).hexdigest()
+    if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - 2_000_000_000:
+        _digests[path] = (stamp, digest)
+    return digest
 
 
 def _normalise(items: str | Iterable[str], what: str) -> list[str]:
@@ -292,10 +473,10 @@ def _library_args(libraries: list[str]) -> list[str]:
 
 # ------------------------------------------------------------- compiling
 
-def _write_atomically(path: str, text: str, root: str) -> None:
+def _write_atomically(path: str, text: str) -> None:
     handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     try:
-        with os.fdopen(handle, "w") as stream:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(temporary, path)
     except BaseException:
@@ -306,13 +487,27 @@ def _write_atomically(path: str, text: str, root: str) -> None:
         raise
 
 
+def _check_source(source: object) -> str:
+    if not isinstance(source, str):
+        raise TypeError(f"source must be a str of C code, not {type(source).__name__}")
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"the kernel source cannot be written as UTF-8 (character "
+                         f"{source[error.start]!r} at index {error.start}: a lone "
+                         f"surrogate)") from None
+    return source
+
+
 def compile(source: str, flags: Sequence[str] = (), libraries: Sequence[str] = (),
-            compiler: str | Sequence[str] | None = None) -> str:
+            compiler: Union[str, Sequence[str], None] = None) -> str:
     """Compile C kernel source into a cached shared object, ahead of time.
 
     The same call later (in any process) returns the cached file without
-    running the compiler; ``device.load_source`` with the same arguments
-    loads it.
+    running the compiler, unless a file the compiler read (a header the
+    source includes) has changed since; ``device.load_source`` with the
+    same arguments loads it.  Warnings of the compiler are issued as
+    :class:`pymic.CompilerWarning` by the call that ran it.
 
     Parameters
     ----------
@@ -337,51 +532,203 @@ def compile(source: str, flags: Sequence[str] = (), libraries: Sequence[str] = (
     ------
     TypeError
         If `source` is not a str, or flags/libraries are not strings.
+    ValueError
+        If `source` holds a character UTF-8 cannot encode.
     CompileError
         If the compiler fails (its diagnostics are in the message), or is
         not found.
     CacheSecurityError
         If the cache directory or entry could be changed by another user.
+    OffloadError
+        If the cache directory cannot be used (a file in the way).
     """
-    if not isinstance(source, str):
-        raise TypeError(f"source must be a str of C code, not {type(source).__name__}")
+    path, fd, _ = open_compiled(source, flags, libraries, compiler, stacklevel=2)
+    os.close(fd)
+    return path
+
+
+def open_compiled(source: str, flags: Sequence[str] = (), libraries: Sequence[str] = (),
+                  compiler: Union[str, Sequence[str], None] = None,
+                  stacklevel: int = 2) -> Tuple[str, int, str]:
+    """Compile (or find in the cache) and open the shared object, checked.
+
+    Parameters
+    ----------
+    source, flags, libraries, compiler
+        As for :func:`compile`.
+    stacklevel : int
+        Where a :class:`CompilerWarning` points, counted from this
+        function's caller (2: the caller's caller).
+
+    Returns
+    -------
+    path : str
+        The cache entry's path (for messages and ``library.path``).
+    fd : int
+        A descriptor of the entry, opened without following links and
+        checked on the open file: load this, not the path (the caller
+        closes it).
+    build_log : str
+        What the compiler printed when it built the entry.
+
+    Raises
+    ------
+    As :func:`compile`.
+    """
+    source = _check_source(source)
     flags = _normalise(flags, "flags")
     libraries = _normalise(libraries, "libraries")
     command = compiler_command(compiler)
     root = ensure_cache_dir()
-    key = hashlib.sha256(json.dumps({
+    direct = hashlib.sha256(json.dumps({
         "source": source, "flags": flags, "libraries": libraries, "command": command,
         "compiler": _compiler_identity(command, root), "pymic": _pymic_fingerprint(),
         "machine": _target_machine(), "base": BASE_FLAGS,
     }, sort_keys=True).encode()).hexdigest()
     entries = os.path.join(root, _ENTRY_DIR)
-    target = os.path.join(entries, key + ".so")
-    try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        _check_private(target, "entry", st)
-        debug(1, "load_source: cache hit %s", target)
-        return target
+    manifest = os.path.join(root, _MANIFEST_DIR, direct + ".json")
+    for key in _known_keys(manifest, direct):
+        try:
+            fd = _open_private(os.path.join(entries, key + ".so"), "entry")
+        except FileNotFoundError:
+            continue
+        debug(1, "load_source: cache hit %s", os.path.join(entries, key + ".so"))
+        return os.path.join(entries, key + ".so"), fd, _build_log(entries, key)
     start = time.perf_counter()
-    _build(source, flags, libraries, command, entries, key)
-    _check_private(target, "entry")
+    key, diagnostics = _build(source, flags, libraries, command, entries, manifest, direct)
+    target = os.path.join(entries, key + ".so")
+    fd = _open_private(target, "entry")
     debug(1, "load_source: compiled %s in %.0f ms", target, (time.perf_counter() - start) * 1e3)
-    return target
+    if diagnostics:
+        try:
+            warnings.warn(CompilerWarning(
+                f"pymic: the C compiler printed diagnostics while building kernel source "
+                f"(pymic_source.c:LINE counts lines of the source string):\n{diagnostics}"),
+                stacklevel=stacklevel + 1)
+        except BaseException:
+            os.close(fd)
+            raise
+    return target, fd, diagnostics
 
 
-def _build(source: str, flags: list[str], libraries: list[str], command: list[str],
-           entries: str, key: str) -> None:
+def _build_log(entries: str, key: str) -> str:
+    try:
+        return str(json.loads(_read_private(os.path.join(entries, key + ".json"),
+                                            "entry"))["warnings"])
+    except (OSError, ValueError, KeyError, TypeError, CacheSecurityError):
+        return ""
+
+
+def _dependency_digests(files: Sequence[str]) -> Optional[List[List[str]]]:
+    """[[file, sha256 of its content]] for each file; None if one is gone."""
+    digests: List[List[str]] = []
+    for path in files:
+        try:
+            digests.append([path, _file_digest(path)])
+        except OSError:
+            return None
+    return digests
+
+
+def _entry_key(direct: str, digests: Sequence[Sequence[str]]) -> str:
+    return hashlib.sha256(json.dumps([direct, list(map(list, digests))]).encode()).hexdigest()
+
+
+def _known_keys(manifest: str, direct: str) -> List[str]:
+    """The entries this source may have with the files it reads as they are now.
+
+    The manifest lists, for the source's direct key, the files each build
+    read (several lists when flags or macros chose other headers); an
+    entry's key covers those files' contents, so a changed header gives a
+    key with no entry: a miss.
+    """
+    try:
+        variants = json.loads(_read_private(manifest, "manifest"))["variants"]
+    except (OSError, ValueError, KeyError, TypeError, CacheSecurityError):
+        return []
+    keys: List[str] = []
+    for files in reversed(variants):
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            continue
+        digests = _dependency_digests(files)
+        if digests is not None:
+            keys.append(_entry_key(direct, digests))
+    return keys
+
+
+def _read_dependencies(path: str, workdir: str) -> Optional[List[str]]:
+    """The files a -MD dependency file lists (not the source itself)."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as stream:
+            text = stream.read()
+    except OSError:
+        return None
+    text = text.replace("\\\n", " ")
+    names: List[str] = []
+    current, escaped = "", False
+    for char in text:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char.isspace():
+            if current:
+                names.append(current)
+            current = ""
+        else:
+            current += char
+    if current:
+        names.append(current)
+    files: List[str] = []
+    for name in names:
+        if name.endswith(":"):
+            continue  # the target
+        name = name.replace("$$", "$")
+        if name == _SOURCE_NAME:
+            continue
+        full = os.path.normpath(os.path.join(workdir, name))
+        if full not in files:
+            files.append(full)
+    return files
+
+
+def _unchanged_since(files: Sequence[str], started_ns: int) -> bool:
+    try:
+        return all(os.stat(path).st_mtime_ns < started_ns for path in files)
+    except OSError:
+        return False
+
+
+def _remember(manifest: str, files: List[str]) -> None:
+    try:
+        variants = json.loads(_read_private(manifest, "manifest"))["variants"]
+        if not isinstance(variants, list):
+            variants = []
+    except (OSError, ValueError, KeyError, TypeError, CacheSecurityError):
+        variants = []
+    variants = [v for v in variants if v != files] + [files]
+    _write_atomically(manifest, json.dumps({"variants": variants[-_MANIFEST_VARIANTS:]}))
+
+
+def _build(source: str, flags: Sequence[str], libraries: Sequence[str],
+           command: Sequence[str], entries: str, manifest: str,
+           direct: str) -> Tuple[str, str]:
+    """Compile into a private directory, then rename the entry into place.
+
+    Returns the entry's key and the compiler's diagnostics.
+    """
     from . import get_include
     workdir = tempfile.mkdtemp(prefix=".build-", dir=entries)
     try:
-        with open(os.path.join(workdir, _SOURCE_NAME), "w") as stream:
+        with open(os.path.join(workdir, _SOURCE_NAME), "w", encoding="utf-8") as stream:
             stream.write(source)
-        full = [*command, *BASE_FLAGS, f"-I{get_include()}", *flags, "-o", "out.so",
-                _SOURCE_NAME, *_library_args(libraries)]
+        full = [*command, *BASE_FLAGS, f"-I{get_include()}", "-MD", "-MF", _DEPS_NAME,
+                *flags, "-o", "out.so", _SOURCE_NAME, *_library_args(libraries)]
+        started = time.time_ns()
         try:
-            result = subprocess.run(full, cwd=workdir, capture_output=True, text=True)
+            result = subprocess.run(full, cwd=workdir, capture_output=True, encoding="utf-8",
+                                    errors="replace")
         except OSError as error:
             raise CompileError(f"pymic: cannot run the C compiler {command[0]!r}: {error}",
                                command=full) from error
@@ -391,18 +738,29 @@ def _build(source: str, flags: list[str], libraries: list[str], command: list[st
                 f"pymic: compiling kernel source failed (exit status {result.returncode})\n"
                 f"command: {shlex.join(full)}\n{diagnostics}",
                 diagnostics=diagnostics, command=full, returncode=result.returncode)
+        # The key covers the content of every file the compiler read.  A
+        # file changed while it compiled may have been read either way: the
+        # entry is used now, but not remembered for later loads.
+        files = _read_dependencies(os.path.join(workdir, _DEPS_NAME), workdir) or []
+        files = [f for f in files if not f.startswith(workdir + os.sep)]
+        digests = _dependency_digests(files) or []
+        stable = len(digests) == len(files) and _unchanged_since(files, started)
+        key = _entry_key(direct, digests)
         os.chmod(os.path.join(workdir, "out.so"), 0o700)
         metadata = {"key": key, "created": time.time(), "command": full,
                     "source_lines": source.count("\n") + 1, "source_head": source[:400],
-                    "warnings": diagnostics}
-        with open(os.path.join(workdir, "meta.json"), "w") as stream:
+                    "dependencies": files, "warnings": diagnostics}
+        with open(os.path.join(workdir, "meta.json"), "w", encoding="utf-8") as stream:
             json.dump(metadata, stream)
-        with open(os.path.join(workdir, "source.c"), "w") as stream:
+        with open(os.path.join(workdir, "source.c"), "w", encoding="utf-8") as stream:
             stream.write(source)
         # Metadata first: an entry whose .so exists always has them.
         os.replace(os.path.join(workdir, "meta.json"), os.path.join(entries, key + ".json"))
         os.replace(os.path.join(workdir, "source.c"), os.path.join(entries, key + ".c"))
         os.replace(os.path.join(workdir, "out.so"), os.path.join(entries, key + ".so"))
+        if stable:
+            _remember(manifest, files)
+        return key, diagnostics
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -430,7 +788,7 @@ def cache_entries() -> list[dict[str, Any]]:
         info: dict[str, Any] = {"key": key, "path": path, "bytes": os.path.getsize(path),
                 "created": os.path.getmtime(path), "command": [], "source_head": ""}
         try:
-            with open(os.path.join(entries, key + ".json")) as stream:
+            with open(os.path.join(entries, key + ".json"), encoding="utf-8") as stream:
                 meta = json.load(stream)
             info.update(created=meta.get("created", info["created"]),
                         command=meta.get("command", []),
@@ -455,7 +813,7 @@ def clear_cache() -> int:
     """
     root = cache_dir()
     removed = 0
-    for sub in (_ENTRY_DIR, _COMPILER_DIR):
+    for sub in (_ENTRY_DIR, _COMPILER_DIR, _MANIFEST_DIR):
         directory = os.path.join(root, sub)
         if not os.path.isdir(directory):
             continue

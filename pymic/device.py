@@ -6,7 +6,7 @@ import operator
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, SupportsInt, overload
+from typing import TYPE_CHECKING, Any, SupportsInt, Union, overload
 
 from . import _engine
 from ._debug import debug
@@ -251,10 +251,26 @@ class OffloadDevice:
         pymic.CacheSecurityError
             (an OffloadError) if the cache could be changed by another user.
         OffloadError
-            If the compiled library cannot be loaded.
+            If the cache directory cannot be used or the compiled library
+            cannot be loaded.
+
+        Warns
+        -----
+        pymic.CompilerWarning
+            When the compiler ran (not on a cache hit) and printed
+            diagnostics; they stay readable as ``library.build_log``.
         """
-        from ._compile import compile as compile_source
-        library = self.load_library(compile_source(source, flags, libraries, compiler))
+        from ._compile import open_compiled
+        from .library import _library_for_file
+        # The entry was opened without following links and checked on the
+        # open file: the device loads that descriptor, never the name again.
+        path, fd, build_log = open_compiled(source, flags, libraries, compiler, stacklevel=2)
+        try:
+            status = os.fstat(fd)
+            library = _library_for_file(self, path, fd, (status.st_dev, status.st_ino),
+                                        build_log)
+        finally:
+            os.close(fd)
         library._declare_source(source)  # every invoke is checked against the prototypes
         return library
 

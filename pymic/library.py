@@ -1,12 +1,15 @@
 """Kernel libraries: finding, loading and looking up kernels."""
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
 from . import _engine
 from ._debug import debug
 from ._engine import OffloadError
 from ._typing import StrPath
+
+if TYPE_CHECKING:
+    from .device import OffloadDevice
 
 if TYPE_CHECKING:
     from .device import OffloadDevice
@@ -60,19 +63,30 @@ def find_library(name: StrPath) -> str:
                        f"{os.pathsep.join(directories)})")
 
 
-def _file_identity(path: str) -> tuple[int, int]:
-    """(device, inode) of a file: the same for every path that reaches it."""
-    status = os.stat(path)
-    return status.st_dev, status.st_ino
+def _open_library(path: str) -> Tuple[int, Tuple[int, int]]:
+    """Open a library file for loading; its descriptor and (device, inode).
+
+    The device loads this open file, so the identity is that of the file
+    that runs, whatever `path` names later.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        raise OffloadError(f"cannot load library {path}: {error.strerror}") from None
+    status = os.fstat(fd)
+    return fd, (status.st_dev, status.st_ino)
 
 
 def load_libraries(device: "OffloadDevice",
                    names: list[StrPath]) -> list["OffloadLibrary"]:
     """Load libraries on a device, reusing ones it already loaded.
 
-    A file reached through another path (a symbolic or hard link, a
-    relative path) is the same library: they are told apart by the file's
-    identity (``st_dev``, ``st_ino``), not by its name.
+    A library is a file, not a name: each is opened once and the device
+    loads that open file.  A file reached through another path (a symbolic
+    or hard link, a relative path) is the same library; a library rebuilt
+    at the same path (a new file, as a linker writes it) is a new one that
+    runs the new code.  They are told apart by the file's identity
+    (``st_dev``, ``st_ino``), not by its name.
 
     Parameters
     ----------
@@ -89,14 +103,25 @@ def load_libraries(device: "OffloadDevice",
     libraries: list[OffloadLibrary] = []
     for name in names:
         path = find_library(name)
-        key = _file_identity(path)
-        with device._lock:
-            library = device._libraries.get(key)
-            if library is None:
-                library = OffloadLibrary(path, device=device)
-                device._libraries[key] = library
-        libraries.append(library)
+        fd, key = _open_library(path)
+        try:
+            libraries.append(_library_for_file(device, path, fd, key))
+        finally:
+            os.close(fd)
     return libraries
+
+
+def _library_for_file(device: "OffloadDevice", path: str, fd: int, key: Tuple[int, int],
+                      build_log: Optional[str] = None) -> "OffloadLibrary":
+    """The device's library of the file open as `fd`, loaded if new."""
+    with device._lock:
+        library = device._libraries.get(key)
+        if library is None:
+            library = OffloadLibrary(path, device=device, _fd=fd)
+            device._libraries[key] = library
+        if build_log is not None:
+            library._build_log = build_log
+    return library
 
 
 class KernelNotFoundError(OffloadError, AttributeError):
@@ -132,19 +157,24 @@ class OffloadLibrary:
         If the library is not found or not loadable on the device.
     """
 
-    def __init__(self, library: StrPath,
-                 device: "OffloadDevice | int | None" = None) -> None:
+    def __init__(self, library: StrPath, device: "OffloadDevice | int | None" = None, *,
+                 _fd: Optional[int] = None) -> None:
         from .device import _resolve_device
         device = _resolve_device(device)
-        path = find_library(library)
+        path = os.fspath(library) if _fd is not None else find_library(library)
         debug(1, "loading library %s on device %d", path, device.device_id)
-        self._library = _engine.Library(device.device_id, path)
+        if _fd is None:
+            self._library = _engine.Library(device.device_id, path)
+        else:
+            # The very file the caller opened (and maybe checked) is loaded.
+            self._library = _engine.Library(device.device_id, path, _fd)
         self._device = device
         self._path = path
         self._name = os.path.basename(path)
         self._kernels: dict[str, _engine.KernelHandle] = {}
         self._signatures = {}  # kernel name -> _engine.Signature checked by invoke
         self._declared_sources = set()  # load_source texts already declared
+        self._build_log: Optional[str] = None
 
     @property
     def name(self) -> str:
@@ -160,6 +190,16 @@ class OffloadLibrary:
     def device(self) -> "OffloadDevice":
         """OffloadDevice: The device the library is loaded on."""
         return self._device
+
+    @property
+    def build_log(self) -> Optional[str]:
+        """str or None: What the compiler printed when it built this library.
+
+        For a library from :meth:`OffloadDevice.load_source` (warnings,
+        notes; ``""`` for a clean build), also when it came from the cache;
+        ``None`` for a library loaded by name, which pymic did not compile.
+        """
+        return self._build_log
 
     def get_kernel(self, name: str) -> _engine.KernelHandle:
         """Return the handle of the kernel `name`.

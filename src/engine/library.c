@@ -3,17 +3,24 @@
  * found in them.
  *
  * Opening a library and finding a kernel in it are the backend's
- * (host/kernel.c: dlopen in this process); the handle, the kernel cache
- * and the messages are here.
+ * (host/kernel.c: dlopen in this process; proc/: in the device process);
+ * the handle, the kernel cache and the messages are here.  A library is
+ * an open file, not a name: the path is opened once here and the backend
+ * loads that descriptor, so what runs is the file that was opened (and,
+ * for pymic_library_load_fd, checked by the caller).
  *
  * Unloading never blocks: the library is closed once every stream of its
  * device has passed what was queued when unload was called (parked.c).
  */
 #include "engine.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 struct pymic_library {
     char *path;
@@ -27,6 +34,46 @@ struct pymic_library {
  * cached), and one lock is what the fork handlers can take. */
 static pthread_mutex_t library_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Load the file open as `fd` (owned from here on: the backend keeps it
+ * while the library is loaded, or closes it). */
+static int load_open_file(pymic_device *d, int fd, const char *path,
+                          pymic_library **library_out)
+{
+    static const char op[] = "pymic_library_load";
+    struct stat st;
+    const char *wrong = NULL;
+    if (fstat(fd, &st) != 0)
+        wrong = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        wrong = S_ISDIR(st.st_mode) ? "it is a directory" : "not a regular file";
+    if (wrong) {
+        close(fd);
+        return pymic_fail(PYMIC_ERR_LIBRARY, "%s: device %d: cannot load \"%s\": %s", op,
+                          d->id, path, wrong);
+    }
+    char why[512];
+    void *handle = d->ops->library_open(d, fd, path, why, sizeof why);
+    if (!handle)
+        return pymic_fail(PYMIC_ERR_LIBRARY, "%s: device %d: cannot load \"%s\": %s", op,
+                          d->id, path, why);
+    pymic_library *lib = calloc(1, sizeof *lib);
+    char *path_copy = strdup(path);
+    if (!lib || !path_copy) {
+        free(lib);
+        free(path_copy);
+        d->ops->library_close(d, handle);
+        return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op, d->id);
+    }
+    lib->path = path_copy;
+    lib->device = d;
+    lib->handle = handle;
+    lib->generation = atomic_load(&d->generation);
+    pymic_log(2, "%s: device %d: loaded %s (inode %llu)", op, d->id, path,
+              (unsigned long long)st.st_ino);
+    *library_out = lib;
+    return PYMIC_OK;
+}
+
 int pymic_library_load(int device, const char *path, pymic_library **library_out)
 {
     static const char op[] = "pymic_library_load";
@@ -37,26 +84,32 @@ int pymic_library_load(int device, const char *path, pymic_library **library_out
     if (!path || !*path || !library_out)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: empty path or NULL output",
                           op, device);
-    char why[512];
-    void *handle = d->ops->library_open(d, path, why, sizeof why);
-    if (!handle)
+    /* Opened once: what is loaded is this file, whatever the name points
+     * to later (glibc would match a name it loaded before, and load the
+     * old file of a library rebuilt since). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return pymic_fail(PYMIC_ERR_LIBRARY, "%s: device %d: cannot load \"%s\": %s", op,
-                          device, path, why);
-    pymic_library *lib = calloc(1, sizeof *lib);
-    char *path_copy = strdup(path);
-    if (!lib || !path_copy) {
-        free(lib);
-        free(path_copy);
-        d->ops->library_close(d, handle);
-        return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op, device);
-    }
-    lib->path = path_copy;
-    lib->device = d;
-    lib->handle = handle;
-    lib->generation = atomic_load(&d->generation);
-    pymic_log(2, "%s: device %d: loaded %s", op, device, path);
-    *library_out = lib;
-    return PYMIC_OK;
+                          device, path, strerror(errno));
+    return load_open_file(d, fd, path, library_out);
+}
+
+int pymic_library_load_fd(int device, int fd, const char *path, pymic_library **library_out)
+{
+    static const char op[] = "pymic_library_load_fd";
+    int status;
+    pymic_device *d = pymic_device_lookup(device, op, &status);
+    if (!d)
+        return status;
+    if (fd < 0 || !path || !*path || !library_out)
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                          "%s: device %d: negative descriptor, empty path or NULL output", op,
+                          device);
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return pymic_fail(PYMIC_ERR_LIBRARY, "%s: device %d: cannot load \"%s\": %s", op,
+                          device, path, strerror(errno));
+    return load_open_file(d, own, path, library_out);
 }
 
 static void close_library(void *arg)

@@ -41,18 +41,20 @@ PyTypeObject KernelRef_Type = {
 
 static PyObject *library_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"device_id", "path", NULL};
-    int device = 0;
+    static char *keywords[] = {"device_id", "path", "fd", NULL};
+    int device = 0, fd = -1;
     PyObject *path_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO&:Library", keywords, &device,
-                                     PyUnicode_FSConverter, &path_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO&|i:Library", keywords, &device,
+                                     PyUnicode_FSConverter, &path_obj, &fd))
         return NULL;
     LibraryObject *self = (LibraryObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
         Py_DECREF(path_obj);
         return NULL;
     }
-    int status = pymic_library_load(device, PyBytes_AS_STRING(path_obj), &self->handle);
+    const char *path = PyBytes_AS_STRING(path_obj);
+    int status = fd >= 0 ? pymic_library_load_fd(device, fd, path, &self->handle)
+                         : pymic_library_load(device, path, &self->handle);
     Py_DECREF(path_obj);
     if (status != PYMIC_OK) {
         self->handle = NULL;
@@ -163,7 +165,7 @@ static PyGetSetDef library_getset[] = {
 };
 
 PyDoc_STRVAR(library_type_doc,
-"Library(device_id, path)\n"
+"Library(device_id, path, fd=-1)\n"
 "--\n"
 "\n"
 "A shared object loaded on a device (engine side of OffloadLibrary).\n"
@@ -173,7 +175,11 @@ PyDoc_STRVAR(library_type_doc,
 "device_id : int\n"
 "    Device to load the library on.\n"
 "path : str or os.PathLike\n"
-"    File to load; a path containing '/' is used as is.\n"
+"    File to load (opened once; the device loads that open file).\n"
+"fd : int\n"
+"    If not negative, a descriptor of the file to load instead of opening\n"
+"    `path` (which then only names it): the device loads exactly that\n"
+"    file.  The caller keeps the descriptor.\n"
 "\n"
 "Raises\n"
 "------\n"

@@ -7,10 +7,12 @@
  */
 #include "check.h"
 
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void test_load_and_find(const char *path)
@@ -95,6 +97,95 @@ static void test_load_errors(const char *undefined_path)
     CHECK_STATUS(pymic_library_load(4, undefined_path, &lib), PYMIC_ERR_INVALID_ARGUMENT);
 }
 
+/* Copy `from` to a new file `to` (a new inode, as a linker writes). */
+static void copy_file(const char *from, const char *to)
+{
+    unlink(to);
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    CHECK(in && out);
+    char buffer[8192];
+    size_t n;
+    while (in && out && (n = fread(buffer, 1, sizeof buffer, in)) > 0)
+        CHECK(fwrite(buffer, 1, n, out) == n);
+    if (in)
+        fclose(in);
+    if (out)
+        fclose(out);
+}
+
+/* A library is the file, not its name: another library put at the same
+ * path is loaded as itself (glibc, given the name again, would return the
+ * first one), while the same file through another path is one object. */
+static void test_rebuilt_library_at_the_same_path(const char *first, const char *second)
+{
+    char dir[] = "/tmp/pymic_test_rebuildXXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[128], link[128];
+    snprintf(path, sizeof path, "%s/libv.so", dir);
+    snprintf(link, sizeof link, "%s/link.so", dir);
+
+    copy_file(first, path);
+    pymic_library *old = NULL, *rebuilt = NULL, *linked = NULL;
+    pymic_kernel *k = NULL, *again = NULL;
+    CHECK_OK(pymic_library_load(0, path, &old));
+    CHECK_OK(pymic_kernel_find(old, "increment", &k));
+
+    copy_file(second, path);
+    CHECK_OK(pymic_library_load(0, path, &rebuilt));
+    CHECK_OK(pymic_kernel_find(rebuilt, "sum128", &k));
+    CHECK_STATUS(pymic_kernel_find(rebuilt, "increment", &k), PYMIC_ERR_KERNEL_NOT_FOUND);
+    CHECK_OK(pymic_kernel_find(old, "increment", &k)); /* the old one is unchanged */
+
+    CHECK(symlink(path, link) == 0);
+    CHECK_OK(pymic_library_load(0, link, &linked));
+    CHECK_OK(pymic_kernel_find(rebuilt, "sum128", &k));
+    CHECK_OK(pymic_kernel_find(linked, "sum128", &again));
+    CHECK(pymic_kernel_address(k) == pymic_kernel_address(again));
+
+    CHECK_OK(pymic_library_unload(old));
+    CHECK_OK(pymic_library_unload(rebuilt));
+    CHECK_OK(pymic_library_unload(linked));
+    CHECK_OK(pymic_device_sync(0));
+    unlink(link);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* pymic_library_load_fd loads the file open as the descriptor, whatever
+ * is at its path by then; the caller's descriptor stays its own. */
+static void test_load_fd(const char *first, const char *second)
+{
+    char dir[] = "/tmp/pymic_test_fdXXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[128];
+    snprintf(path, sizeof path, "%s/libchecked.so", dir);
+    copy_file(first, path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    CHECK(fd >= 0);
+    copy_file(second, path); /* swapped after the caller opened it */
+    pymic_library *lib = NULL;
+    pymic_kernel *k = NULL;
+    CHECK_OK(pymic_library_load_fd(0, fd, path, &lib));
+    CHECK(strcmp(pymic_library_path(lib), path) == 0);
+    CHECK_OK(pymic_kernel_find(lib, "increment", &k));
+    CHECK_STATUS(pymic_kernel_find(lib, "sum128", &k), PYMIC_ERR_KERNEL_NOT_FOUND);
+    CHECK(fcntl(fd, F_GETFD) >= 0); /* still the caller's */
+    close(fd);
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_device_sync(0));
+
+    CHECK_STATUS(pymic_library_load_fd(0, -1, path, &lib), PYMIC_ERR_INVALID_ARGUMENT);
+    int dir_fd = open(dir, O_RDONLY | O_DIRECTORY);
+    CHECK(dir_fd >= 0);
+    CHECK_STATUS(pymic_library_load_fd(0, dir_fd, dir, &lib), PYMIC_ERR_LIBRARY);
+    CHECK_MESSAGE("directory");
+    close(dir_fd);
+    CHECK_STATUS(pymic_library_load(0, dir, &lib), PYMIC_ERR_LIBRARY);
+    CHECK_MESSAGE("directory");
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
@@ -103,5 +194,7 @@ int main(int argc, char **argv)
     }
     test_load_and_find(argv[1]);
     test_load_errors(argv[3]);
+    test_rebuilt_library_at_the_same_path(argv[1], argv[2]);
+    test_load_fd(argv[1], argv[2]);
     return check_finish();
 }

@@ -3,11 +3,15 @@ other processes, concurrent compiles), compile errors, and the cache's
 refusal to load what another user could have planted."""
 
 import os
+import pwd
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -281,3 +285,317 @@ def test_links_a_real_blas(device, cache):
     x, y, out = np.arange(10.0), np.ones(10), np.zeros(1)
     device.get_default_stream().invoke(library.dot, x, y, out, 10)
     assert out[0] == 45.0
+
+
+# ------------------------------------------------- files the compiler read
+
+HEADER_SOURCE = textwrap.dedent(r"""
+    #include <pymic_kernel.h>
+    #include "consts.h"
+
+    PYMIC_KERNEL void constant(int64_t *out)
+    {
+        *out = PYMIC_TEST_CONSTANT;
+    }
+""")
+
+
+def run_constant(device, library):
+    out = np.zeros(1, dtype=np.int64)
+    device.get_default_stream().invoke(library.constant, out)
+    return int(out[0])
+
+
+def constant_in_new_process(cache, flags):
+    script = ("import json, sys, numpy, pymic\n"
+              "source, flags = json.load(sys.stdin)\n"
+              "d = pymic.devices[0]\n"
+              "library = d.load_source(source, flags=flags)\n"
+              "out = numpy.zeros(1, dtype=numpy.int64)\n"
+              "d.get_default_stream().invoke(library.constant, out)\n"
+              "print(int(out[0]))\n")
+    import json
+    result = subprocess.run([sys.executable, "-c", script],
+                            input=json.dumps([HEADER_SOURCE, list(flags)]),
+                            capture_output=True, text=True, timeout=120, cwd=cache.parent)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout)
+
+
+def test_a_changed_header_is_compiled_again(device, cache, logging_compiler, tmp_path):
+    include = tmp_path / "include"
+    include.mkdir()
+    header = include / "consts.h"
+    header.write_text("#define PYMIC_TEST_CONSTANT 1\n")
+    flags = (f"-I{include}",)
+    assert run_constant(device, device.load_source(HEADER_SOURCE, flags=flags)) == 1
+    assert constant_in_new_process(cache, flags) == 1
+    assert len(compile_lines(logging_compiler)) == 1  # the other process hit the cache
+    header.write_text("#define PYMIC_TEST_CONSTANT 2\n")
+    # A new process, and this one, see the new value: the key covers the header.
+    assert constant_in_new_process(cache, flags) == 2
+    assert run_constant(device, device.load_source(HEADER_SOURCE, flags=flags)) == 2
+    assert len(compile_lines(logging_compiler)) == 2
+    # Back to the first content: that entry is still there, no compile.
+    header.write_text("#define PYMIC_TEST_CONSTANT 1\n")
+    assert run_constant(device, device.load_source(HEADER_SOURCE, flags=flags)) == 1
+    assert len(compile_lines(logging_compiler)) == 2
+
+
+# --------------------------------------------------------------- warnings
+
+WARNING_SOURCE = textwrap.dedent(r"""
+    #include <pymic_kernel.h>
+
+    PYMIC_KERNEL void warned(int64_t *out)
+    {
+        int unused_variable_here = 3;
+        *out = 5;
+    }
+""")
+
+
+def test_compiler_warnings_are_compiler_warnings(device, cache):
+    assert issubclass(pymic.CompilerWarning, UserWarning)
+    with pytest.warns(pymic.CompilerWarning, match="unused_variable_here") as caught:
+        library = device.load_source(WARNING_SOURCE, flags=("-Wall",))
+    # Raised on the caller's line, not inside pymic.
+    assert caught[0].filename == __file__
+    assert "unused_variable_here" in library.build_log
+    out = np.zeros(1, dtype=np.int64)
+    device.get_default_stream().invoke(library.warned, out)
+    assert out[0] == 5
+    # A cache hit runs no compiler and warns no more; the log stays readable.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = device.load_source(WARNING_SOURCE, flags=("-Wall",))
+    assert "unused_variable_here" in again.build_log
+    # pymic.compile warns too; `-W error` makes the warning an exception.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pymic.CompilerWarning)
+        with pytest.raises(pymic.CompilerWarning):
+            pymic.compile(WARNING_SOURCE + "\n/* again */\n", flags=("-Wall",))
+    clean = device.load_source(SOURCE)
+    assert clean.build_log == ""
+
+
+def test_warnings_under_python_W_error(cache):
+    script = ("import pymic, sys\npymic.devices[0].load_source(sys.stdin.read(), "
+              "flags=('-Wall',))\n")
+    result = subprocess.run([sys.executable, "-W", "error", "-c",
+                             script], input=WARNING_SOURCE, capture_output=True, text=True,
+                            timeout=120, cwd=cache.parent)
+    assert result.returncode != 0
+    assert "CompilerWarning" in result.stderr and "unused_variable_here" in result.stderr
+
+
+# ------------------------------------------------- clear errors (issue 15, 18)
+
+def test_cache_dir_that_is_a_file_is_a_clear_error(device, cache, tmp_path, monkeypatch):
+    cache.write_text("not a directory\n")
+    with pytest.raises(pymic.OffloadError, match="is not a directory"):
+        device.load_source(SOURCE)
+    monkeypatch.setenv("PYMIC_CACHE_DIR", str(cache / "below"))
+    with pytest.raises(pymic.OffloadError, match="is not a directory"):
+        pymic.compile(SOURCE)
+    monkeypatch.setenv("PYMIC_CACHE_DIR", str(tmp_path / "good"))
+    assert run_axpy(device, device.load_source(SOURCE))
+
+
+def test_non_ascii_source_under_the_c_locale(cache):
+    source = SOURCE.replace("{", "{ /* caf\u00e9 \u2211 */", 1)
+    script = ("import sys, pymic\nsource = sys.stdin.buffer.read().decode('utf-8')\n"
+              "library = pymic.devices[0].load_source(source)\nprint(library.axpy[0])\n")
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
+    result = subprocess.run([sys.executable, "-c", script], input=source.encode("utf-8"),
+                            capture_output=True, env=env, timeout=120, cwd=cache.parent)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert result.stdout.strip() == b"axpy"
+
+
+def test_source_utf8_cannot_encode(cache):
+    with pytest.raises(ValueError, match="UTF-8"):
+        pymic.compile(SOURCE + "/* \udc80 */\n")
+
+
+# ------------------------------------------- another user (issue 15 item 1)
+
+EVIL_SOURCE = textwrap.dedent(r"""
+    #include <pymic_kernel.h>
+
+    PYMIC_KERNEL void axpy(double *y, const double *x, const double *a, const int64_t *n)
+    {
+        for (int64_t i = 0; i < *n; i++)
+            y[i] = 666.0; /* the attacker's code ran */
+    }
+""")
+
+
+@pytest.fixture(scope="module")
+def other_user():
+    """A second user (uid, gid) for the attacker's steps: created with
+    useradd when the tests run as root, removed afterwards."""
+    if os.getuid() != 0:
+        pytest.skip("needs root: the attacker is a second user, created with useradd")
+    if shutil.which("useradd") is None or shutil.which("userdel") is None:
+        pytest.skip("needs useradd/userdel to create the attacker's user")
+    name = f"pymic-att{os.getpid() % 100000}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], check=True,
+                   capture_output=True)
+    try:
+        entry = pwd.getpwnam(name)
+        yield entry.pw_uid, entry.pw_gid
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def as_user(user, script):
+    """Run the shell `script` as `user` (uid, gid): the attacker's steps."""
+    uid, gid = user
+    result = subprocess.run(["/bin/sh", "-ec", script], user=uid, group=gid, extra_groups=[],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def scene():
+    """A directory in /tmp that other users can reach (mode 0755, root's),
+    removed afterwards, whoever owns what is in it."""
+    directory = tempfile.mkdtemp(prefix="pymic-scene-", dir="/tmp")
+    os.chmod(directory, 0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def give(user, path):
+    """A directory of `user`'s own (as an administrator creates a home)."""
+    os.mkdir(path, 0o700)
+    os.chown(path, *user)
+
+
+@pytest.fixture
+def evil_library(scene):
+    """A shared object whose `axpy` writes 666, readable by everyone."""
+    source = os.path.join(scene, "evil.c")
+    with open(source, "w") as stream:
+        stream.write(EVIL_SOURCE)
+    library = os.path.join(scene, "evil.so")
+    subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC",
+                    f"-I{pymic.get_include()}", "-o", library, source], check=True)
+    os.chmod(library, 0o755)
+    return library
+
+
+def swap_just_before_the_load(monkeypatch, swap):
+    """Run `swap(path)` after pymic's checks, just before the engine loads
+    the library (the moment an attacker racing the checks aims at)."""
+    real = pymic._engine.Library
+    swapped = []
+
+    def library(device_id, path, *rest):
+        swap(path)
+        swapped.append(path)
+        return real(device_id, path, *rest)
+
+    monkeypatch.setattr(pymic._engine, "Library", library)
+    return swapped
+
+
+def test_the_checked_file_is_the_loaded_file(device, cache, evil_library, monkeypatch):
+    # Whatever is at the entry's path after the check -- here a swapped
+    # kernels/ directory with another file under the entry's name -- the
+    # device loads the file that was opened and checked.
+    pymic.compile(SOURCE)
+
+    def swap(path):
+        kernels = os.path.dirname(path)
+        planted = kernels + ".planted"
+        os.mkdir(planted, 0o700)
+        shutil.copy(evil_library, os.path.join(planted, os.path.basename(path)))
+        os.rename(kernels, kernels + ".checked")
+        os.rename(planted, kernels)
+
+    swapped = swap_just_before_the_load(monkeypatch, swap)
+    library = device.load_source(SOURCE)
+    assert swapped == [library.path]
+    assert run_axpy(device, library)  # not 666
+
+
+def test_a_directory_swapped_by_its_owner_is_refused(device, other_user, scene, evil_library,
+                                                   monkeypatch):
+    # PYMIC_CACHE_DIR=link/pymic, link -> dir/alice, dir the attacker's
+    # (mode 0755): they can exchange alice for a directory of their own
+    # between check and load.  The cache's real path has a directory
+    # another user owns: refused before anything is loaded.
+    attacker_dir = os.path.join(scene, "dir")
+    give(other_user, attacker_dir)
+    as_user(other_user, f"chmod 0755 {attacker_dir}")
+    alice = os.path.join(attacker_dir, "alice")
+    os.mkdir(alice, 0o700)
+    link = os.path.join(scene, "link")
+    os.symlink(alice, link)
+    monkeypatch.setenv("PYMIC_CACHE_DIR", os.path.join(link, "pymic"))
+
+    def swap(path):
+        relative = os.path.relpath(path, os.path.join(link, "pymic"))
+        planted = os.path.join(attacker_dir, "evil", "pymic", relative)
+        as_user(other_user, f"mkdir -p {os.path.dirname(planted)}; cp {evil_library} {planted}; "
+                            f"mv {alice} {attacker_dir}/old; mv {attacker_dir}/evil {alice}")
+
+    swapped = swap_just_before_the_load(monkeypatch, swap)
+    refused = None
+    try:
+        library = device.load_source(SOURCE)
+    except pymic.CacheSecurityError as error:
+        refused = error
+    else:
+        assert run_axpy(device, library), "the attacker's code ran"
+    assert swapped == []
+    assert refused is not None and f"owned by uid {other_user[0]}" in str(refused)
+
+
+def test_a_symlink_another_user_owns_in_a_sticky_directory_is_refused(device, other_user,
+                                                                    scene, monkeypatch):
+    # /tmp-like: anyone may create entries, only their owner may replace
+    # them.  The attacker's link points at our directory today, at theirs
+    # tomorrow.
+    sticky = os.path.join(scene, "sticky")
+    os.mkdir(sticky)
+    os.chmod(sticky, 0o1777)
+    ours = os.path.join(scene, "ours")
+    os.mkdir(ours, 0o700)
+    link = os.path.join(sticky, "link")
+    as_user(other_user, f"ln -s {ours} {link}")
+    monkeypatch.setenv("PYMIC_CACHE_DIR", os.path.join(link, "pymic"))
+    with pytest.raises(pymic.CacheSecurityError,
+                       match=f"symbolic link owned by uid {other_user[0]}"):
+        device.load_source(SOURCE)
+    # Our own link there is fine: nobody else may replace it.
+    os.symlink(ours, os.path.join(sticky, "mine"))
+    monkeypatch.setenv("PYMIC_CACHE_DIR", os.path.join(sticky, "mine", "pymic"))
+    assert run_axpy(device, device.load_source(SOURCE))
+
+
+def test_a_read_only_directory_another_user_owns_is_refused(device, other_user, scene,
+                                                          monkeypatch):
+    # Mode 0555 today; its owner can chmod it back and replace our cache.
+    theirs = os.path.join(scene, "theirs")
+    give(other_user, theirs)
+    as_user(other_user, f"chmod 0755 {theirs}")
+    os.mkdir(os.path.join(theirs, "ours"), 0o700)
+    as_user(other_user, f"chmod 0555 {theirs}")
+    monkeypatch.setenv("PYMIC_CACHE_DIR", os.path.join(theirs, "ours", "pymic"))
+    with pytest.raises(pymic.CacheSecurityError, match=f"owned by uid {other_user[0]}"):
+        device.load_source(SOURCE)
+
+
+def test_an_entry_planted_by_another_user_is_refused_on_the_open_file(device, other_user,
+                                                                     cache, evil_library):
+    # An entry that is not ours (here: placed as root, owned by the
+    # attacker) is refused from its descriptor's fstat.
+    path = pymic.compile(SOURCE)
+    os.unlink(path)
+    shutil.copy(evil_library, path)
+    os.chown(path, *other_user)
+    with pytest.raises(pymic.CacheSecurityError, match=f"owned by uid {other_user[0]}"):
+        device.load_source(SOURCE)

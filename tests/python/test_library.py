@@ -3,6 +3,7 @@
 import gc
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -148,4 +149,43 @@ def test_library_dropped_while_its_kernel_is_queued(device, kernel_dir, tmp_path
     result = target.update_host().array
     stream.sync()
     np.testing.assert_array_equal(result, np.full(4, 2.0))
+    usable()
+
+
+def build_version_library(path, value):
+    """Build (with the linker, which writes a new file) a library whose
+    kernel `version` stores `value`."""
+    source = path.with_name(f"version{value}.c")
+    source.write_text("#include <pymic_kernel.h>\n"
+                      f"PYMIC_KERNEL void version(int64_t *out) {{ *out = {value}; }}\n")
+    compiler = os.environ.get("CC", "cc")
+    subprocess.run([compiler, "-shared", "-fPIC", f"-I{pymic.get_include()}", "-o", str(path),
+                    str(source)], check=True, capture_output=True)
+
+
+def run_version(stream, library):
+    out = np.zeros(1, dtype=np.int64)
+    stream.invoke(library.version, out)
+    stream.sync()
+    return int(out[0])
+
+
+def test_a_library_rebuilt_at_the_same_path_runs_the_new_code(device, tmp_path, stream):
+    path = tmp_path / "libv.so"
+    build_version_library(path, 1)
+    first = device.load_library(str(path))
+    assert run_version(stream, first) == 1
+    inode = os.stat(path).st_ino
+    build_version_library(path, 2)  # edit, rebuild: a new file at the same path
+    assert os.stat(path).st_ino != inode
+    second = device.load_library(str(path))
+    assert second is not first
+    assert run_version(stream, second) == 2
+    assert run_version(stream, first) == 1  # what was loaded stays as it was
+    assert device.load_library(str(path)) is second
+
+
+def test_a_directory_is_not_a_library(device, tmp_path, usable):
+    with pytest.raises(pymic.OffloadError, match="directory"):
+        device.load_library(str(tmp_path))
     usable()

@@ -34,8 +34,10 @@ void pymic_copy_team_destroy(struct pymic_copy_team *team);
  * failure the error (with the system's reason) is recorded. */
 int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *));
 
-/* kernel.c: libraries in this process, kernels called on the worker. */
-void *pymic_host_library_open(pymic_device *device, const char *path, char *why,
+/* kernel.c: libraries in this process, kernels called on the worker.
+ * library_open loads the file open as `fd` and owns the descriptor (the
+ * process device's server uses the same functions). */
+void *pymic_host_library_open(pymic_device *device, int fd, const char *path, char *why,
                               size_t why_len);
 void *pymic_host_kernel_find(pymic_device *device, void *handle, const char *name, char *why,
                              size_t why_len);

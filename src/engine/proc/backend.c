@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../host/host.h"
 
@@ -379,21 +381,32 @@ static void lost_reason(pymic_device *d, char *why, size_t len)
     snprintf(why, len, "%s", d->lost_why);
 }
 
-static void *proc_library_open(pymic_device *device, const char *path, char *why, size_t len)
+/* The device process opens the host's descriptor through
+ * /proc/<host>/fd/N (by the path only if that is refused) and loads it
+ * only if it is the same file (device and inode) as `fd`: it runs the
+ * file the host opened and checked, whatever the path names meanwhile. */
+static void *proc_library_open(pymic_device *device, int fd, const char *path, char *why,
+                               size_t len)
 {
     proc_device *pd = state_of(device);
     proc_library *lib = malloc(sizeof *lib);
-    if (!lib) {
-        snprintf(why, len, "out of host memory");
+    struct stat st;
+    if (!lib || fstat(fd, &st) != 0) {
+        snprintf(why, len, "%s", lib ? strerror(errno) : "out of host memory");
+        free(lib);
+        close(fd);
         return NULL;
     }
-    /* The device process resolves relative paths against its own
-     * directory, fixed when it started: send an absolute one. */
+    /* The fallback is by name: relative paths are resolved here, as the
+     * device process's directory was fixed when it started. */
     char resolved[PATH_MAX];
     const char *sent = realpath(path, resolved) ? resolved : path;
     pthread_mutex_lock(&pd->control_lock);
     proc_mailbox *mb = &pd->control->mailbox[0];
     snprintf(mb->text, PROC_TEXT_MAX, "%s", sent);
+    mb->index = (uint32_t)fd;
+    mb->handle = (uint64_t)st.st_dev;
+    mb->address = (uint64_t)st.st_ino;
     int status = proc_control_call(pd, PROC_REQ_LOAD);
     if (status == PYMIC_OK) {
         lib->handle = mb->handle;
@@ -404,6 +417,7 @@ static void *proc_library_open(pymic_device *device, const char *path, char *why
         snprintf(why, len, "%s", mb->text);
     }
     pthread_mutex_unlock(&pd->control_lock);
+    close(fd); /* the device process holds its own descriptor now */
     if (status != PYMIC_OK) {
         free(lib);
         return NULL;

@@ -14,6 +14,7 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <omp.h>
 #include <pthread.h>
 #include <sched.h>
@@ -23,6 +24,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 
 #include "../host/host.h"
 #include "../invoke_call.h"
@@ -30,6 +32,7 @@
 
 static proc_control *control;
 static int device_ncpus = 1;
+static pid_t host_pid; /* the parent: libpymic's process */
 
 static void call_kernel(proc_mailbox *mb)
 {
@@ -61,13 +64,40 @@ static void *serve_stream(void *arg)
     }
 }
 
+/* The file the host opened (and may have checked) as its descriptor
+ * mb->index: reached through /proc/<host>/fd/N, else by the path in
+ * mb->text, and loaded only if it is the host's file (mb->handle, device;
+ * mb->address, inode) -- never a file put at that path since. */
+static void *load_host_file(proc_mailbox *mb)
+{
+    char via[64];
+    snprintf(via, sizeof via, "/proc/%ld/fd/%u", (long)host_pid, mb->index);
+    int fd = open(via, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        fd = open(mb->text, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(mb->text, PROC_TEXT_MAX, "the device process cannot open it: %s",
+                 strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_dev != mb->handle ||
+        (uint64_t)st.st_ino != mb->address) {
+        close(fd);
+        snprintf(mb->text, PROC_TEXT_MAX, "the file changed between the host's open and the "
+                                          "device process's (another file is at that path)");
+        return NULL;
+    }
+    return pymic_host_library_open(NULL, fd, mb->text, mb->text, PROC_TEXT_MAX);
+}
+
 static void answer_control(proc_mailbox *mb)
 {
     mb->status = 0;
     switch (mb->request) {
     case PROC_REQ_LOAD: {
         mb->text[PROC_TEXT_MAX - 1] = '\0';
-        void *handle = pymic_host_library_open(NULL, mb->text, mb->text, PROC_TEXT_MAX);
+        void *handle = load_host_file(mb);
         mb->handle = (uint64_t)(uintptr_t)handle;
         mb->status = handle ? 0 : -1;
         break;
@@ -156,6 +186,7 @@ int main(int argc, char **argv)
     uintptr_t address = (uintptr_t)strtoull(argv[2], NULL, 16);
     size_t bytes = (size_t)strtoull(argv[3], NULL, 10);
     pid_t parent = (pid_t)atol(argv[4]);
+    host_pid = parent;
     /* Only the arena's descriptor (and stdin/out/err) stay open. */
     for (int other = 3; other < fd; other++)
         close(other);

@@ -44,7 +44,9 @@
 
 enum proc_request {
     PROC_REQ_PING = 1,  /* control: answer (start-up handshake)            */
-    PROC_REQ_LOAD,      /* control: dlopen text -> handle, or error text   */
+    PROC_REQ_LOAD,      /* control: load the host's descriptor `index`, if
+                           it is file (dev handle, inode address); else the
+                           path in text -> handle, or error text          */
     PROC_REQ_FIND,      /* control: kernel text in handle -> address       */
     PROC_REQ_CLOSE,     /* control: dlclose handle                         */
     PROC_REQ_START,     /* control: serve mailbox `index`, seen = handle   */
@@ -62,9 +64,10 @@ typedef struct proc_mailbox {
     _Alignas(64) uint32_t request;
     int32_t nargs;
     int32_t status;      /* reply: 0 or -1 (reason in text)          */
-    uint32_t index;      /* START: the mailbox to serve              */
-    uint64_t handle;     /* LOAD reply; FIND, CLOSE input; START seen */
-    uint64_t address;    /* FIND reply; INVOKE kernel                */
+    uint32_t index;      /* START: the mailbox to serve; LOAD: fd    */
+    uint64_t handle;     /* LOAD device / reply; FIND, CLOSE input;
+                            START seen                               */
+    uint64_t address;    /* LOAD inode; FIND reply; INVOKE kernel    */
     uint64_t spin_ns;    /* the host's spin window, for the device   */
     void *args[PYMIC_MAX_KERNEL_ARGS];
     _Alignas(16) unsigned char scalars[PYMIC_MAX_SCALAR_BYTES];
