@@ -2,8 +2,6 @@
 
 from typing import Any
 
-from typing import Any
-
 import numpy
 from numpy.typing import DTypeLike
 

@@ -1,12 +1,14 @@
 # Type stub of pymic._engine, the CPython extension over libpymic
 # (src/python/).  The docstrings live in the C sources; this file only
 # tells type checkers what each call takes and returns.  Keep it in step
-# with the method tables there.
+# with the method, getter and member tables there (tests/python/
+# test_packaging.py fails while a name of the module is missing here).
 
-from typing import Any, Final, TypedDict, final
+from typing import Any, Final, Literal, TypedDict, final
 
 import numpy
-from typing_extensions import Buffer, Self
+from numpy.typing import NDArray
+from typing_extensions import Buffer, CapsuleType, Self
 
 from .device import OffloadDevice
 from .library import OffloadLibrary
@@ -47,7 +49,12 @@ class KernelHandle(tuple[str, int, OffloadDevice, OffloadLibrary]):
     def device(self) -> OffloadDevice: ...
     @property
     def library(self) -> OffloadLibrary: ...
+    # A fifth, hidden field: the engine's reference to the kernel, which
+    # invoke reads (not a tuple item).
+    @property
+    def _ref(self) -> object: ...
 
+@final
 class Library:
     def __new__(cls, device_id: int, path: str) -> Self: ...
     @property
@@ -60,6 +67,30 @@ class Library:
 class ArrayBase:
     _dptr: DevicePointer | None
     _doffset: int
+    # The description: read-only members, set together by _describe (the
+    # stream also by _set_stream); unset (AttributeError) before that.
+    @property
+    def array(self) -> NDArray[Any] | None: ...
+    @property
+    def device(self) -> OffloadDevice: ...
+    @property
+    def stream(self) -> Stream: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> numpy.dtype[Any]: ...
+    @property
+    def order(self) -> Literal["C", "F"]: ...
+    @property
+    def ndim(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    def _describe(self, array: NDArray[Any] | None, device: OffloadDevice, stream: Stream,
+                  shape: tuple[int, ...], dtype: numpy.dtype[Any], order: Literal["C", "F"],
+                  /) -> None: ...
+    def _set_stream(self, stream: Stream, /) -> None: ...
 
 #: Host memory of a transfer: a raw address or an object exporting a
 #: contiguous buffer (an ndarray's buffer export is typed only from 3.12).
@@ -101,6 +132,7 @@ def init() -> None: ...
 def drain_closing() -> None: ...
 def after_fork_child() -> None: ...
 def device_count() -> int: ...
+def local_device_index() -> int: ...
 class DeviceInfo(TypedDict):
     id: int
     kind: str
@@ -109,6 +141,7 @@ class DeviceInfo(TypedDict):
     memory_total: int
     memory_used: int
     cpus: list[int]
+    host_addressable: bool
 
 def device_info(device_id: int, /) -> DeviceInfo: ...
 def device_sync(device_id: int, /) -> None: ...
@@ -128,8 +161,28 @@ TraceCommand = tuple[int, int, int, str, int, int, int, int, int, int]
 #: host_thread, timed_out).
 TraceWait = tuple[int, int, int, int, int, int, int, bool]
 
-def trace_start(commands_per_stream: int, /) -> None: ...
+def trace_start(commands_per_stream: int = ..., /) -> None: ...
 def trace_stop() -> None: ...
 def trace_active() -> bool: ...
 def trace_read() -> tuple[list[TraceCommand], list[TraceWait], int]: ...
 def trace_stream_number(stream: Stream, /) -> int: ...
+
+# Typed kernels (signature.c): what invoke checks a declared kernel's
+# arguments against.
+
+#: Element-type name (``'float64'``, ``'any'``, ...) -> the engine's code.
+TYPE_CODES: Final[dict[str, int]]
+
+#: One parameter: (name, C type as written, element-type code, points to const).
+SignatureParameter = tuple[str, str, int, bool]
+
+@final
+class Signature:
+    def __new__(cls, name: str, params: tuple[SignatureParameter, ...]) -> Self: ...
+
+def set_kernel_signature(kernel: KernelHandle, signature: Signature | None, /) -> None: ...
+
+# DLPack export (dlpack.c).
+def dlpack_capsule(array: ArrayBase, shape: tuple[int, ...], strides: tuple[int, ...],
+                   type_code: int, bits: int, versioned: bool, read_only: bool, /
+                   ) -> CapsuleType: ...

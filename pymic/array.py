@@ -9,9 +9,11 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _engine
 from ._dtypes import ABS_RESULT, KERNEL_SUFFIX, kernel_suffix, scalar_of, supported_dtype
-from ._typing import Order, ShapeLike
+from ._typing import Order, ShapeLike, SupportsDLPack
 
 if TYPE_CHECKING:
+    from typing_extensions import CapsuleType
+
     from .device import OffloadDevice
     from .stream import OffloadStream
 
@@ -54,8 +56,8 @@ _DL_CPU = 1
 _DLPACK_TYPE_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
 
 
-def from_dlpack(obj: object, stream: "_engine.Stream | None" = None,
-                device: "object | None" = None) -> "OffloadArray":
+def from_dlpack(obj: SupportsDLPack, stream: "OffloadStream | None" = None,
+                device: "OffloadDevice | int | None" = None) -> "OffloadArray":
     """Copy a DLPack tensor on the CPU into device memory.
 
     The tensor (anything with ``__dlpack__``: a NumPy array, a torch CPU
@@ -171,16 +173,16 @@ class OffloadArray(_engine.ArrayBase):
         If the device is out of memory.
     """
 
-    array: NDArray[Any] | None
-    device: "OffloadDevice"
-    stream: "OffloadStream"
-    shape: tuple[int, ...]
-    dtype: numpy.dtype[Any]
-    order: Order
-    ndim: int
-    size: int
-    nbytes: int
+    # array, device, shape, dtype, order, ndim, size and nbytes are the C
+    # base's read-only members (typed in _engine.pyi).
     _dptr: _engine.DevicePointer
+
+    if TYPE_CHECKING:
+        # The base holds any engine stream; an OffloadArray's is always an
+        # OffloadStream (every stream it is given passes through
+        # _resolve_placement or assign_stream).
+        @property
+        def stream(self) -> "OffloadStream": ...
 
     __hash__: ClassVar[None]  # type: ignore[assignment]
     __hash__ = None
@@ -864,7 +866,7 @@ class OffloadArray(_engine.ArrayBase):
 
     # ------------------------------------------------------------ NumPy interoperability
 
-    def get(self, stream: "_engine.Stream | None" = None) -> numpy.ndarray:
+    def get(self, stream: "OffloadStream | None" = None) -> numpy.ndarray:
         """Return a new ndarray holding the device's data (CuPy's name).
 
         The host array (``self.array``) is not changed.
@@ -900,7 +902,7 @@ class OffloadArray(_engine.ArrayBase):
         return result
 
     def set(self, array: numpy.ndarray,
-            stream: "_engine.Stream | None" = None) -> "OffloadArray":
+            stream: "OffloadStream | None" = None) -> "OffloadArray":
         """Copy an ndarray into the device buffer (CuPy's name).
 
         The host array (``self.array``) is not changed.
@@ -945,7 +947,7 @@ class OffloadArray(_engine.ArrayBase):
         self._finish_interop(copy_stream, stream)
         return self
 
-    def _interop_stream(self, stream):
+    def _interop_stream(self, stream: "OffloadStream | None") -> "OffloadStream":
         """The stream a get/set copy runs on, ordered after the array's work."""
         if stream is None or stream is self.stream:
             return self.stream
@@ -957,7 +959,8 @@ class OffloadArray(_engine.ArrayBase):
         stream.wait_event(self.stream.record_event())
         return stream
 
-    def _finish_interop(self, copy_stream, stream):
+    def _finish_interop(self, copy_stream: "OffloadStream",
+                        stream: "OffloadStream | None") -> None:
         """Wait for a get/set copy (no stream given) or order the array after it."""
         if stream is None:
             copy_stream.record_event().sync()
@@ -1003,7 +1006,7 @@ class OffloadArray(_engine.ArrayBase):
     def __dlpack__(self, *, stream: "int | None" = None,
                    max_version: "tuple[int, int] | None" = None,
                    dl_device: "tuple[int, int] | None" = None,
-                   copy: "bool | None" = None) -> object:
+                   copy: "bool | None" = None) -> "CapsuleType":
         """Export the device buffer as a DLPack capsule (zero copy).
 
         ``numpy.from_dlpack(a)`` (or torch's, JAX's ...) then views the
@@ -1068,12 +1071,12 @@ class OffloadArray(_engine.ArrayBase):
         return _engine.dlpack_capsule(self, self.shape, self._element_strides(), code,
                                       8 * dtype.itemsize, versioned, False)
 
-    def _check_exportable(self):
+    def _check_exportable(self) -> None:
         if not self.device.host_addressable:
             raise BufferError(f"{self.device} keeps its memory outside this process, so "
                               f"DLPack cannot export it in place; use a.get()")
 
-    def _element_strides(self):
+    def _element_strides(self) -> tuple[int, ...]:
         """Strides in elements of the contiguous device buffer."""
         strides = []
         step = 1
@@ -1087,26 +1090,26 @@ class OffloadArray(_engine.ArrayBase):
         raise TypeError("OffloadArray has no element-wise comparisons; compare a.get() "
                         "(the device's data) with NumPy")
 
-    def __eq__(self, other: object) -> NoReturn:  # type: ignore[override]
+    def __eq__(self, other: object) -> NoReturn:
         """Refuse ``==``: no element-wise comparison on the device (TypeError)."""
         self._refuse_comparison(other)
 
-    def __ne__(self, other: object) -> NoReturn:  # type: ignore[override]
+    def __ne__(self, other: object) -> NoReturn:
         """Refuse ``!=``: no element-wise comparison on the device (TypeError)."""
         self._refuse_comparison(other)
 
-    def __lt__(self, other: object) -> NoReturn:  # type: ignore[override]
+    def __lt__(self, other: object) -> NoReturn:
         """Refuse ``<``: no element-wise comparison on the device (TypeError)."""
         self._refuse_comparison(other)
 
-    def __le__(self, other: object) -> NoReturn:  # type: ignore[override]
+    def __le__(self, other: object) -> NoReturn:
         """Refuse ``<=``: no element-wise comparison on the device (TypeError)."""
         self._refuse_comparison(other)
 
-    def __gt__(self, other: object) -> NoReturn:  # type: ignore[override]
+    def __gt__(self, other: object) -> NoReturn:
         """Refuse ``>``: no element-wise comparison on the device (TypeError)."""
         self._refuse_comparison(other)
 
-    def __ge__(self, other: object) -> NoReturn:  # type: ignore[override]
+    def __ge__(self, other: object) -> NoReturn:
         """Refuse ``>=``: no element-wise comparison on the device (TypeError)."""
         self._refuse_comparison(other)

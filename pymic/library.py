@@ -172,8 +172,9 @@ class OffloadLibrary:
         self._path = path
         self._name = os.path.basename(path)
         self._kernels: dict[str, _engine.KernelHandle] = {}
-        self._signatures = {}  # kernel name -> _engine.Signature checked by invoke
-        self._declared_sources = set()  # load_source texts already declared
+        # kernel name -> the Signature invoke checks its arguments against
+        self._signatures: dict[str, _engine.Signature] = {}
+        self._declared_sources: set[str] = set()  # load_source texts already declared
         self._build_log: Optional[str] = None
 
     @property
@@ -301,20 +302,20 @@ class OffloadLibrary:
             self._set_signature(prototype.name, signature)
         return [prototype.name for prototype, _ in found]
 
-    def _exports(self, name):
+    def _exports(self, name: str) -> bool:
         try:
             self.get_kernel(name)
         except KernelNotFoundError:
             return False
         return True
 
-    def _set_signature(self, name, signature):
+    def _set_signature(self, name: str, signature: _engine.Signature) -> None:
         self._signatures[name] = signature
         kernel = self._kernels.get(name)
         if kernel is not None:
             _engine.set_kernel_signature(kernel, signature)
 
-    def _declare_source(self, source):
+    def _declare_source(self, source: str) -> None:
         """Declare the ``PYMIC_KERNEL`` functions of `source` (load_source).
 
         A kernel whose prototype pymic cannot read stays unchecked.

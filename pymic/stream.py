@@ -227,8 +227,8 @@ class OffloadStream(_engine.Stream):
         """
         return self._filled(lambda array: array.fill(value), shape, dtype, order, update_host)
 
-    def _filled(self, set_elements: Callable[[Any], object], shape: Any, dtype: Any, order: str,
-                update_host: bool) -> Any:
+    def _filled(self, set_elements: "Callable[[OffloadArray], object]", shape: ShapeLike,
+                dtype: DTypeLike, order: str, update_host: bool) -> "OffloadArray":
         """A new OffloadArray whose elements `set_elements(array)` sets."""
         from .array import OffloadArray
         offload_array = OffloadArray(shape, supported_dtype(dtype), order=order, stream=self)

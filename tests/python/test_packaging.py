@@ -1,14 +1,17 @@
 """The distribution is `pymic-offload` (`pymic` on PyPI is an unrelated
 project); what it installs is imported as `pymic`.  The sdist and the wheel
 carry the LICENSE, the metadata names licence and authors, the package is
-typed (py.typed), and ``python -m pymic --version`` tells the version."""
+typed (py.typed, and _engine.pyi names everything the compiled module
+has), and ``python -m pymic --version`` tells the version."""
 
+import ast
 import importlib.metadata
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import types
 import zipfile
 from pathlib import Path
 
@@ -158,6 +161,15 @@ with pymic.trace("trace.json") as recording:
     events: list[dict[str, object]] = recording.events
 path: str = pymic.compile("void k(void) {}", flags=("-O2",))
 version: str = pymic.__version__
+mine: pymic.OffloadDevice = pymic.local_device()
+shared: bool = device.host_addressable
+declared: list[str] = library.declare("void doubleit_kernel(double *a, const int64_t *n);")
+values: np.ndarray = offl_a.get(stream)
+offl_a.set(values)
+copied: pymic.OffloadArray = pymic.from_dlpack(a, stream=stream)
+viewed = np.from_dlpack(offl_a)
+extents: tuple[int, ...] = offl_a.shape
+same_stream: pymic.OffloadStream = offl_a.stream
 '''
 
 # Each line is one mistake mypy must report.
@@ -169,6 +181,8 @@ stream.bind([1.0, 2.0])
 pymic.devices[0].load_library(3)
 stream.zeros((4,), order="K")
 count: str = pymic.number_of_devices()
+stream.zeros((4,)).shape = (2, 2)
+pymic.from_dlpack([1.0, 2.0])
 '''
 
 
@@ -194,4 +208,39 @@ def test_mistakes_in_user_code_are_reported(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     reported = {int(line.split(":")[1]) for line in result.stdout.splitlines()
                 if line.startswith("program.py:") and ": error:" in line}
-    assert reported == {5, 6, 7, 8}, result.stdout
+    assert reported == {5, 6, 7, 8, 9, 10}, result.stdout
+
+
+def stub_names(body):
+    """Names a stub's module or class body defines."""
+    names = set()
+    for node in body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Assign):
+            names.update(target.id for target in node.targets if isinstance(target, ast.Name))
+    return names
+
+
+def test_engine_stub_names_every_function_type_and_attribute_of_the_extension():
+    """_engine.pyi must keep up with the C tables: a function, type, method,
+    getter or member added in src/python/ and missing from the stub would
+    be an unknown attribute to every type checker."""
+    from pymic import _engine
+    stub = ast.parse((Path(pymic.__file__).parent / "_engine.pyi").read_text(encoding="utf-8"))
+    missing = sorted(name for name in vars(_engine)
+                     if not name.startswith("__") and name not in stub_names(stub.body))
+    stub_classes = {node.name: node for node in stub.body if isinstance(node, ast.ClassDef)}
+    descriptors = (types.MethodDescriptorType, types.GetSetDescriptorType,
+                   types.MemberDescriptorType)
+    for class_name, node in stub_classes.items():
+        runtime = getattr(_engine, class_name, None)
+        if not isinstance(runtime, type):
+            continue
+        defined = stub_names(node.body)
+        missing += sorted(f"{class_name}.{name}" for name, value in vars(runtime).items()
+                          if isinstance(value, descriptors) and name not in defined
+                          and not (name.startswith("__") and name.endswith("__")))
+    assert not missing, f"not in pymic/_engine.pyi: {missing}"
