@@ -466,7 +466,7 @@ def _normalise(items: str | Iterable[str], what: str) -> list[str]:
     return items
 
 
-def _library_args(libraries: list[str]) -> list[str]:
+def _library_args(libraries: Sequence[str]) -> list[str]:
     """``-lname`` for a bare name; a path (with '/') is passed as it is."""
     return [name if "/" in name or name.startswith("-") else f"-l{name}" for name in libraries]
 
