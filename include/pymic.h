@@ -383,6 +383,7 @@ typedef struct pymic_trace_wait {
     int stream;            /* stream number, -1 if not a stream's wait    */
     int host_thread;       /* OS thread id of the waiting thread          */
     int timed_out;         /* a timed wait that gave up (TIMEOUT)         */
+    uint32_t site;         /* what the site hook returned, 0 without one  */
 } pymic_trace_wait;
 
 /* Start recording, with room for `commands_per_stream` commands per stream
@@ -409,8 +410,8 @@ PYMIC_API void pymic_trace_free(void *records);
 
 /* Call sites.  While a trace records, the engine calls `hook` on the
  * thread that enqueues each command, just before the command is published
- * and with the stream's enqueue lock held, and keeps what it returns in
- * the record's `site` (a number the caller gives meaning to: pymic's Python
+ * and with the stream's enqueue lock held, and on the thread that waited
+ * when a host wait ends, and keeps what it returns in the record's `site` (a number the caller gives meaning to: pymic's Python
  * layer numbers the Python source locations it sees).  The hook must not
  * block or enqueue.  NULL (the default) records 0.  Not called while no
  * trace records. */

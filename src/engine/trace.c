@@ -209,6 +209,8 @@ void pymic_trace_record_wait(uint64_t start_ns, int kind, int device, const pymi
     r->w.stream = buf ? buf->number : -1;
     r->w.host_thread = host_thread_id();
     r->w.timed_out = status == PYMIC_ERR_TIMEOUT;
+    pymic_trace_site_hook hook = atomic_load_explicit(&site_hook, memory_order_acquire);
+    r->w.site = hook ? hook() : 0;
     uint64_t session = atomic_load_explicit(&registry.session, memory_order_relaxed);
     atomic_store_explicit(&r->session, session, memory_order_release);
 }

@@ -323,24 +323,44 @@ static void test_site_hook(void)
     CHECK_OK(pymic_mem_alloc(0, 8, 64, &dev));
     CHECK_OK(pymic_memcpy_h2d(s, dev, 0, &word, 8));
     CHECK_OK(pymic_mem_free(s, dev));
+    /* A wait that must time out (the gate is closed): recorded with the
+     * site of the thread that waited. */
+    static _Atomic int64_t gate;
+    atomic_store(&gate, 0);
+    pymic_arg gate_arg = {(const void *)&gate, 0};
+    CHECK_OK(pymic_invoke(s, k_gate, 1, &gate_arg));
+    current_site = 9;
+    CHECK_STATUS(pymic_stream_wait_seq_timeout(s, pymic_stream_last_enqueued(s), 1000000),
+                 PYMIC_ERR_TIMEOUT);
+    atomic_store(&gate, 1);
+    current_site = 10;
     CHECK_OK(pymic_stream_sync(s));
     CHECK_OK(pymic_trace_stop());
     pymic_trace_command *c;
-    size_t nc;
-    read_all(&c, &nc, NULL, NULL, NULL);
-    CHECK(nc == 3 && atomic_load(&site_calls) == 3);
-    if (nc == 3) {
+    pymic_trace_wait *w;
+    size_t nc, nw;
+    read_all(&c, &nc, &w, &nw, NULL);
+    CHECK(nc == 4 && nw >= 1 && atomic_load(&site_calls) == 4 + (int)nw);
+    if (nc == 4) {
         CHECK(c[0].site == 7 && strcmp(c[0].name, "empty_kernel") == 0);
-        CHECK(c[1].site == 8 && c[2].site == 8);
+        CHECK(c[1].site == 8 && c[2].site == 8 && c[3].site == 8);
     }
+    int timed_out = 0;
+    for (size_t i = 0; i < nw; i++) {
+        CHECK(w[i].site == (w[i].timed_out ? 9u : 10u));
+        timed_out += w[i].timed_out;
+    }
+    CHECK(timed_out == 1);
     pymic_trace_free(c);
+    pymic_trace_free(w);
+    int calls = atomic_load(&site_calls);
     pymic_trace_set_site_hook(NULL);
     CHECK_OK(pymic_trace_start(0));
     CHECK_OK(pymic_invoke(s, k_empty, 0, NULL));
     CHECK_OK(pymic_stream_sync(s));
     CHECK_OK(pymic_trace_stop());
     read_all(&c, &nc, NULL, NULL, NULL);
-    CHECK(nc == 1 && c[0].site == 0 && atomic_load(&site_calls) == 3);
+    CHECK(nc == 1 && c[0].site == 0 && atomic_load(&site_calls) == calls);
     pymic_trace_free(c);
     CHECK_OK(pymic_stream_destroy(s));
 }
