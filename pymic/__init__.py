@@ -51,7 +51,7 @@ from .stream import OffloadStream  # noqa: E402
 from .library import OffloadLibrary  # noqa: E402
 from .array import OffloadArray  # noqa: E402
 from ._compile import CacheSecurityError, CompileError, compile  # noqa: E402
-from .tracing import Trace, trace  # noqa: E402
+from .tracing import Trace, trace, trace_range  # noqa: E402
 
 OffloadEvent = _engine.Event
 DevicePointer = _engine.DevicePointer
@@ -80,6 +80,7 @@ __all__ = [
     "get_include",
     "number_of_devices",
     "trace",
+    "trace_range",
 ]
 
 

@@ -110,6 +110,23 @@ def validate_trace_event_format(document):
     return events
 
 
+def flows_of(events):
+    """Flow events by id: {id: {"s": start event, "f": finish event}}."""
+    flows = {}
+    for event in events:
+        if event["ph"] in "sf" and event["ph"] != "":
+            assert event["cat"] == "flow" and "id" in event, event
+            assert event["ph"] not in flows.setdefault(event["id"], {}), event
+            flows[event["id"]][event["ph"]] = event
+    assert all(set(flow) == {"s", "f"} for flow in flows.values())
+    return flows
+
+
+def line_of(text):
+    """The number of the first line of this file holding `text`."""
+    return next(number for number, line in enumerate(open(__file__), 1) if text in line)
+
+
 def slices_of(events, pid, tid):
     return sorted((e for e in events if e["ph"] == "X" and e["pid"] == pid and e["tid"] == tid),
                   key=lambda e: e["ts"])
@@ -211,20 +228,59 @@ def test_two_stream_pipeline(device, kernels, tmp_path):
     waits = [e for e in events if e["ph"] == "X" and e.get("cat") == "wait"]
     stream_sync = [e for e in waits if e["args"]["kind"] == "stream"
                    and e["args"].get("stream") == finish_tid]
-    assert stream_sync and all(e["pid"] == pymic.tracing.HOST_PID and e["tid"] == main
+    assert stream_sync and all(e["pid"] == pymic.tracing.host_pid() and e["tid"] == main
                                for e in stream_sync)
     assert any(e["ts"] <= wait_flag["ts"] + wait_flag["dur"] + 0.001 and
                e["ts"] + e["dur"] >= wait_flag["ts"] + wait_flag["dur"] - 0.001
                for e in stream_sync)
     assert any(e["args"]["kind"] == "event" for e in waits)
-    # Enqueue markers on the host thread, one per command.
+    # Enqueue markers on the host thread, one per command: slices of no
+    # length, so that flows can leave them.
     markers = [e for e in events if e.get("cat") == "enqueue"]
     assert len(markers) == len(on_load) + len(on_finish)
-    assert all(e["tid"] == main and e["ph"] == "i" for e in markers)
+    assert all(e["tid"] == main and e["ph"] == "X" and e["dur"] == 0 for e in markers)
+    # Flow arrows: from each enqueue marker to its command's slice ...
+    flows = flows_of(events)
+    enqueue_flows = [f for f in flows.values() if f["s"]["name"] == "enqueue"]
+    assert len(enqueue_flows) == len(markers)
+    marker_at = {(e["tid"], e["ts"], e["args"]["seq"], e["args"]["stream"]) for e in markers}
+    for command in on_load + on_finish:
+        (flow,) = [f for f in enqueue_flows
+                   if (f["f"]["pid"], f["f"]["tid"], f["f"]["ts"]) ==
+                   (pid, command["tid"], command["ts"])]
+        assert flow["f"]["bp"] == "e"
+        assert (flow["s"]["tid"], flow["s"]["ts"], command["args"]["seq"],
+                command["args"]["stream"]) in marker_at
+        assert flow["s"]["ts"] == command["args"]["enqueued_us"]
+    # ... and from each record_event to the waits it released: the stream
+    # that waited (twice: chunk_ready, then assign_stream's own event) and
+    # the host's chunk_ready.sync().
+    released = {}
+    for flow in flows.values():
+        if flow["s"]["name"] == "event":
+            assert (flow["s"]["pid"], flow["s"]["tid"]) == (pid, load_tid)
+            released.setdefault(flow["s"]["ts"], []).append(
+                (flow["f"]["pid"], flow["f"]["tid"], flow["f"]["ts"]))
+    event_sync = next(e for e in waits if e["args"]["kind"] == "event")
+    assert released == {
+        on_load[3]["ts"]: [(pid, finish_tid, on_finish[1]["ts"]),
+                           (pymic.tracing.host_pid(), main, event_sync["ts"])],
+        on_load[4]["ts"]: [(pid, finish_tid, on_finish[2]["ts"])]}
+    # Call sites: each command and wait carries the line that asked for it.
+    here = os.path.basename(__file__)
+    assert on_load[0]["args"]["site"].endswith(f"{here}:{line_of('chunk = load.bind(data)')}")
+    assert on_finish[3]["args"]["site"].endswith(
+        f"{here}:{line_of('finish.invoke(kernels.add_one, chunk, data.size)')}")
+    assert d2h["args"]["site"].endswith(f"{here}:{line_of('chunk.update_host()')}")
+    assert all(e["args"]["site"].endswith(f"{here}:{SYNC_LINE}") for e in stream_sync)
+    assert event_sync["args"]["site"].endswith(f"{here}:{line_of('chunk_ready.sync()')}")
+    assert "stack" not in on_load[0]["args"]  # compact: the call only
+    assert document["displayTimeUnit"] == "ms"
+    assert document["otherData"]["pid"] == os.getpid()
     names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
              if e["ph"] == "M" and e["name"] == "thread_name"}
     assert names[(pid, load_tid)] == f"stream {load_tid}"
-    assert "MainThread" in names[(pymic.tracing.HOST_PID, main)]
+    assert "MainThread" in names[(pymic.tracing.host_pid(), main)]
     load.deallocate_device_memory(flags)
     load.sync()
 
@@ -237,7 +293,8 @@ SYNC_LINE = next(number for number, line in enumerate(open(__file__), 1)
 def test_nothing_recorded_outside_a_trace(device, kernels, stream):
     with pymic.trace() as recording:
         stream.invoke(kernels.add_one, np.zeros(3), 3)
-    inside = [e for e in recording.events if e["ph"] == "X" and e.get("cat") != "wait"]
+    inside = [e for e in recording.events if e["ph"] == "X"
+              and e.get("cat") in pymic.tracing.DEVICE_CATEGORIES]
     assert [e["name"] for e in inside] == ["h2d", "add_one", "d2h", "free"]
     # After the block the recorder is off: a later trace starts empty.
     stream.invoke(kernels.add_one, np.zeros(3), 3)
@@ -303,7 +360,8 @@ def test_pymic_trace_environment_writes_file_at_exit(tmp_path, kernels):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1.0"
     events = validate_trace_event_format(json.loads(path.read_text()))
-    names = [e["name"] for e in events if e["ph"] == "X" and e.get("cat") != "wait"]
+    names = [e["name"] for e in events if e["ph"] == "X"
+             and e.get("cat") in pymic.tracing.DEVICE_CATEGORIES]
     assert names[:3] == ["h2d", "add_one", "d2h"]
     tracks = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
     assert any(name.startswith("default stream") for name in tracks)
