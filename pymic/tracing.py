@@ -1013,6 +1013,128 @@ def load_events(path: PathLike) -> list[dict[str, Any]]:
     return events
 
 
+def _load_document(path: PathLike) -> dict[str, Any]:
+    """A trace file as an object with ``traceEvents`` (validated)."""
+    events = load_events(path)
+    with open(path, encoding="utf-8") as stream:
+        document = json.load(stream)
+    other = document.get("otherData", {}) if isinstance(document, dict) else {}
+    return {"traceEvents": events, "otherData": other if isinstance(other, dict) else {}}
+
+
+def _int_field(data: dict[str, Any], name: str) -> Optional[int]:
+    value = data.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def merge_traces(paths: list[PathLike], output: PathLike) -> int:
+    """Merge trace files (one per MPI rank) into one timeline, a process per rank.
+
+    Each file becomes one process, named ``rank R (pid P)``: R is the rank
+    the file records (``otherData.rank``, written under an MPI launcher),
+    else its position in ``paths``; P its host's pid.  The host's threads
+    keep their tracks and each device stream becomes a track
+    ``device D (...) / stream S`` of that process.  Times are aligned on
+    the wall clock at which each trace started (``otherData``), flows keep
+    their arrows (ids made unique per file).
+
+    Parameters
+    ----------
+    paths : list of str or os.PathLike
+        The files, at least one.
+    output : str or os.PathLike
+        The merged file (written atomically, see :func:`write_atomically`).
+
+    Returns
+    -------
+    int
+        The number of events written.
+
+    Raises
+    ------
+    OSError
+        If a file cannot be read or the output written.
+    TraceFormatError
+        If a file is not a trace (the message names it).
+    """
+    if not paths:
+        raise ValueError("trace-merge needs at least one file")
+    headers = []
+    for path in paths:  # first pass: only what each file says of itself
+        try:
+            other = _load_document(path)["otherData"]
+        except TraceFormatError as error:
+            raise TraceFormatError(f"{os.fspath(path)}: {error}") from None
+        headers.append({"rank": _int_field(other, "rank"), "pid": _int_field(other, "pid"),
+                        "origin": _int_field(other, "clock_origin_unix_us"),
+                        "dropped": _int_field(other, "dropped_records") or 0})
+    ranks = [h["rank"] for h in headers]
+    if None in ranks or len(set(ranks)) != len(ranks):
+        ranks = list(range(len(paths)))
+    pids = [h["pid"] for h in headers]
+    if None in pids or len(set(pids)) != len(pids):
+        pids = [DEVICE_PID_BASE + 1000 + rank for rank in ranks]
+    origins = [h["origin"] for h in headers]
+    base = min(origins) if None not in origins else None
+    count = 0
+
+    def rank_events(index: int) -> Iterator[dict[str, Any]]:
+        nonlocal count
+        events = _load_document(paths[index])["traceEvents"]
+        rank, pid = ranks[index], pids[index]
+        shift = (origins[index] - base) if base is not None else 0
+        process_names = {e["pid"]: e["args"]["name"] for e in events
+                         if e.get("ph") == "M" and e.get("name") == "process_name"}
+        host = headers[index]["pid"]
+        if host is None or host not in process_names:
+            hosts = [p for p, name in process_names.items() if name.startswith("host")]
+            host = hosts[0] if hosts else None
+        tids: dict[tuple[int, int], int] = {}
+
+        def track(event_pid: int, event_tid: int) -> int:
+            if event_pid == host:
+                return event_tid
+            key = (event_pid, event_tid)
+            if key not in tids:
+                tids[key] = DEVICE_PID_BASE + len(tids) + 1
+            return tids[key]
+
+        yield {"name": "process_name", "ph": "M", "pid": pid, "tid": 0,
+               "args": {"name": f"rank {rank} (pid {headers[index]['pid'] or '?'})"}}
+        yield {"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0,
+               "args": {"sort_index": rank}}
+        for event in events:
+            phase, event_pid = event.get("ph"), event.get("pid")
+            if phase == "M" and event.get("name") in ("process_name", "process_sort_index",
+                                                      "process_labels"):
+                continue
+            merged = dict(event)
+            merged["pid"] = pid
+            if isinstance(event_pid, int) and isinstance(event.get("tid"), int):
+                merged["tid"] = track(event_pid, event["tid"])
+                if phase == "M" and event.get("name") == "thread_name" and event_pid != host:
+                    merged["args"] = {"name": f"{process_names.get(event_pid, event_pid)} / "
+                                              f"{event['args']['name']}"}
+                elif phase == "M" and event.get("name") == "thread_sort_index":
+                    merged["args"] = {"sort_index": merged["tid"]}
+            if isinstance(merged.get("ts"), (int, float)):
+                merged["ts"] = round(merged["ts"] + shift, 3)
+            if "id" in merged and phase in ("s", "t", "f"):
+                merged["id"] = (f"{rank}:{merged['id']}" if not isinstance(merged["id"], int)
+                                else ((index + 1) << 32) + merged["id"])
+            count += 1
+            yield merged
+
+    def all_events() -> Iterator[dict[str, Any]]:
+        for index in range(len(paths)):
+            yield from rank_events(index)
+
+    other_data = {"merged_from": [os.fspath(p) for p in paths], "ranks": ranks}
+    write_atomically(os.path.abspath(os.fspath(output)), lambda stream: write_document(
+        stream, all_events(), sum(h["dropped"] for h in headers), other_data))
+    return count
+
+
 def _percentile(sorted_values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     if not sorted_values:

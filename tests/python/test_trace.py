@@ -5,11 +5,16 @@ host's waits.  Orderings are forced with events and flags, never timed."""
 import ctypes
 import json
 import os
+import pwd
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -416,3 +421,339 @@ def test_a_forked_child_does_not_overwrite_the_run_trace(tmp_path, kernels):
     assert marker.exists()
     events = json.loads(path.read_text())["traceEvents"]
     assert [e["name"] for e in events if e.get("cat") == "invoke"] == ["sleep_ms", "sleep_ms"]
+
+
+# ------------------------------------------------- writing the file safely
+
+def traced_work(stream, kernels):
+    stream.invoke(kernels.sleep_ms, 0)
+    stream.sync()
+
+
+def test_a_link_planted_at_the_old_temporary_name_is_not_followed(stream, kernels, tmp_path):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    path = tmp_path / "trace.json"
+    # Earlier versions wrote through `<path>.tmp<pid>`, following links.
+    os.symlink(precious, f"{path}.tmp{os.getpid()}")
+    with pymic.trace(path):
+        traced_work(stream, kernels)
+    assert precious.read_text() == "keep me"
+    assert path.is_file() and not path.is_symlink()
+    assert json.loads(path.read_text())["traceEvents"]
+    # A link at the trace's own name is replaced, never written through.
+    path.unlink()
+    os.symlink(precious, path)
+    with pymic.trace(path):
+        traced_work(stream, kernels)
+    assert precious.read_text() == "keep me"
+    assert path.is_file() and not path.is_symlink()
+    # No temporary file is left behind.
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["precious.txt", "trace.json", f"trace.json.tmp{os.getpid()}"])
+
+
+def test_the_file_keeps_the_mode_of_the_trace_it_replaces_or_the_umask(stream, kernels,
+                                                                       tmp_path):
+    path = tmp_path / "trace.json"
+    saved = os.umask(0o027)
+    try:
+        with pymic.trace(path):
+            traced_work(stream, kernels)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        os.chmod(path, 0o600)
+        with pymic.trace(path):
+            traced_work(stream, kernels)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        os.chmod(path, 0o644)
+        with pymic.trace(path):
+            traced_work(stream, kernels)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    finally:
+        os.umask(saved)
+
+
+@pytest.mark.parametrize("case", ["missing directory", "directory as path",
+                                  "file as directory"])
+def test_an_unwritable_path_fails_when_the_trace_starts(tmp_path, case):
+    if case == "missing directory":
+        path, error, message = tmp_path / "absent" / "trace.json", FileNotFoundError, "not exist"
+    elif case == "directory as path":
+        (tmp_path / "dir").mkdir()
+        path, error, message = tmp_path / "dir", IsADirectoryError, "is a directory"
+    else:
+        (tmp_path / "file").write_text("")
+        path, error, message = tmp_path / "file" / "trace.json", NotADirectoryError, "not a dir"
+    before = sorted(os.listdir(tmp_path))
+    ran = False
+    with pytest.raises(error, match=message):
+        with pymic.trace(path):
+            ran = True
+    assert not ran and not pymic.tracing._engine.trace_active()
+    assert sorted(os.listdir(tmp_path)) == before
+    if case == "directory as path":
+        assert os.listdir(path) == []
+    with pymic.trace():  # pymic stays usable
+        pass
+
+
+def test_a_directory_made_at_the_path_during_the_trace_leaves_nothing_behind(tmp_path):
+    path = tmp_path / "trace.json"
+    with pytest.raises(IsADirectoryError):
+        with pymic.trace(path):
+            path.mkdir()
+    assert os.listdir(tmp_path) == ["trace.json"] and os.listdir(path) == []
+
+
+def test_pymic_trace_with_an_unwritable_path_fails_at_import(tmp_path):
+    for path in (tmp_path / "absent" / "run.json", tmp_path):
+        result = subprocess.run([sys.executable, "-c", "import pymic"], capture_output=True,
+                                text=True, timeout=300, cwd=tmp_path,
+                                env=dict(os.environ, PYMIC_TRACE=str(path)))
+        assert result.returncode != 0
+        assert "OffloadError: PYMIC_TRACE=" in result.stderr, result.stderr
+        assert ("does not exist" if path != tmp_path else "is a directory") in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture(scope="module")
+def second_user():
+    """(uid, gid) of another user, made with useradd when running as root."""
+    if os.geteuid() != 0:
+        pytest.skip("a second user is made only when the tests run as root")
+    if shutil.which("useradd") is None:
+        pytest.skip("useradd is not installed")
+    name, created = "pymictrace", False
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/false", name],
+                       check=True, capture_output=True)
+        entry, created = pwd.getpwnam(name), True
+    yield entry.pw_uid, entry.pw_gid
+    if created:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_another_user_cannot_redirect_or_read_a_trace_in_a_shared_directory(
+        stream, kernels, tmp_path, second_user):
+    uid, gid = second_user
+    shared = tempfile.mkdtemp(prefix="pymic-shared-", dir="/tmp")
+    try:
+        os.chmod(shared, 0o1777)  # like /tmp: anyone may create, sticky
+        precious = tmp_path / "precious.txt"
+        precious.write_text("keep me")
+        path = os.path.join(shared, "trace.json")
+        # The other user plants links at the old temporary name and at the
+        # trace's own name.
+        for link in (f"{path}.tmp{os.getpid()}", path):
+            subprocess.run(["ln", "-s", str(precious), link], check=True, user=uid, group=gid)
+        with pymic.trace(path):
+            traced_work(stream, kernels)
+        assert precious.read_text() == "keep me"
+        info = os.lstat(path)
+        assert stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
+        # A private trace stays private when it is rewritten.
+        os.chmod(path, 0o600)
+        with pymic.trace(path):
+            traced_work(stream, kernels)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        reader = subprocess.run(["cat", path], capture_output=True, user=uid, group=gid)
+        assert reader.returncode != 0 and b"Permission denied" in reader.stderr
+        # The other user cannot trace into a directory it may not write:
+        # told when the trace starts, not at exit.  (A forked child that
+        # becomes that user: the interpreter may live where it cannot go.)
+        mine = tempfile.mkdtemp(prefix="pymic-private-", dir="/tmp")
+        os.chmod(mine, 0o755)
+        child = os.fork()
+        if child == 0:
+            status = 3
+            try:
+                os.setgid(gid)
+                os.setuid(uid)
+                pymic.trace(os.path.join(mine, "t.json")).start()
+                status = 1
+            except PermissionError as error:
+                status = 0 if "cannot create a file" in str(error) else 2
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(child, 0)
+        os.rmdir(mine)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_an_unwritable_directory_fails_on_entry(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes any directory (the second-user test covers this as root)")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(PermissionError, match="cannot create a file"):
+        with pymic.trace(locked / "trace.json"):
+            pass
+
+
+# ----------------------------------------------------- memory at the stop
+
+def test_stopping_a_long_trace_streams_the_file(device, stream, tmp_path):
+    kernel = device._array_kernel("pymic_array_fill_float64")
+    target = stream.empty((1,))
+    stream.sync()
+    n = 30000
+    path = tmp_path / "long.json"
+    recording = pymic.trace(path, commands_per_stream=n + 16).start()
+    for _ in range(n):
+        stream.invoke(kernel, target, 0.0, 0)
+    stream.sync()
+    tracemalloc.start()
+    try:
+        recording.stop()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    document = json.loads(path.read_text())
+    slices = [e for e in document["traceEvents"] if e.get("cat") == "invoke"]
+    assert len(slices) == n
+    # Python memory at the stop does not grow with the events: a file
+    # buffer and small tables, not a list of n dicts (about 1 KB each).
+    assert peak < 4 * 2**20 + 64 * n, peak
+    # The events are still there for whoever asks.
+    assert len([e for e in recording.events if e.get("cat") == "invoke"]) == n
+
+
+# ------------------------------------------------ call sites, ranges, MPI
+
+def enqueue_from_a_helper(stream, kernels):
+    stream.invoke(kernels.sleep_ms, 0)  # HELPER_LINE
+
+
+def test_full_stacks_and_no_stacks(stream, kernels):
+    with pymic.trace(stacks="full") as recording:
+        enqueue_from_a_helper(stream, kernels)
+        stream.sync()
+    (command,) = [e for e in recording.events if e.get("cat") == "invoke"]
+    here = os.path.basename(__file__)
+    stack = command["args"]["stack"]
+    assert stack[-1].endswith(f"{here}:{line_of('# HELPER_LINE')} in enqueue_from_a_helper")
+    assert any(f"in {test_full_stacks_and_no_stacks.__name__}" in frame for frame in stack)
+    assert command["args"]["site"] == stack[-1].rsplit(" in ", 1)[0]
+    with pymic.trace(stacks="none") as recording:
+        enqueue_from_a_helper(stream, kernels)
+        stream.sync()
+    assert not any("site" in e.get("args", {}) for e in recording.events)
+    with pytest.raises(ValueError, match="stacks"):
+        pymic.trace(stacks="deep")
+
+
+def test_trace_range_on_the_host_track(stream, kernels):
+    with pymic.trace_range("before the trace"):
+        pass
+    main = threading.main_thread().native_id
+    with pymic.trace() as recording:
+        with pymic.trace_range("step 42"):
+            with pymic.trace_range("inner"):  # INNER_RANGE
+                stream.invoke(kernels.sleep_ms, 1)
+                stream.sync()
+
+        def worker():
+            with pymic.trace_range("worker"):
+                pass
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+    events = validate_trace_event_format({"traceEvents": recording.events})
+    ranges = {e["name"]: e for e in events if e.get("cat") == "range"}
+    assert set(ranges) == {"step 42", "inner", "worker"}
+    outer, inner = ranges["step 42"], ranges["inner"]
+    host = pymic.tracing.host_pid()
+    assert (outer["pid"], outer["tid"]) == (inner["pid"], inner["tid"]) == (host, main)
+    assert (ranges["worker"]["pid"], ranges["worker"]["tid"]) == (host, thread.native_id)
+    assert outer["ts"] <= inner["ts"] and inner["ts"] + inner["dur"] <= outer["ts"] + outer["dur"]
+    (sleep,) = [e for e in events if e.get("name") == "sleep_ms" and e["ph"] == "X"]
+    assert inner["ts"] <= sleep["ts"] and sleep["ts"] + sleep["dur"] <= inner["ts"] + inner["dur"]
+    assert inner["args"]["site"].endswith(f":{line_of('# INNER_RANGE')}")
+    with pytest.raises(TypeError):
+        pymic.trace_range(42)
+
+
+def test_rank_and_pid_in_the_path(tmp_path, monkeypatch):
+    for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK",
+                 "SLURM_PROCID", "SLURM_STEP_TASKS_PER_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    with pymic.trace(tmp_path / "t-{rank}-{pid}.json") as recording:
+        pass
+    assert recording.path == str(tmp_path / f"t-0-{os.getpid()}.json")
+    monkeypatch.setenv("PMI_RANK", "3")
+    with pymic.trace(tmp_path / "t.json") as recording:  # one file per rank
+        pass
+    assert recording.path == str(tmp_path / "t.rank3.json")
+    document = json.loads((tmp_path / "t.rank3.json").read_text())
+    assert document["otherData"]["rank"] == 3 and document["otherData"]["pid"] == os.getpid()
+    with pymic.trace(tmp_path / "r{rank}.json") as recording:
+        pass
+    assert recording.path == str(tmp_path / "r3.json")
+    monkeypatch.delenv("PMI_RANK")
+    monkeypatch.setenv("SLURM_PROCID", "5")  # a batch script, not an srun task
+    assert pymic.tracing.mpi_rank() is None
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "2(x3)")
+    assert pymic.tracing.mpi_rank() == 5
+
+
+TEXT_SCRIPT = """\
+import numpy, pymic
+library = pymic.devices[0].load_source(open("kernel.c").read())
+stream = pymic.devices[0].get_default_stream()
+
+def step():
+    stream.invoke(library.add_one, numpy.zeros(8), 8)
+
+step()
+with pymic.trace_range("phase"):
+    stream.invoke(library.sleep_ms, 1)
+    stream.sync()
+print("done")
+"""
+
+
+def run_text_trace(tmp_path, stacks):
+    (tmp_path / "kernel.c").write_text(HANDSHAKE_SOURCE)
+    script = tmp_path / "app.py"
+    script.write_text(TEXT_SCRIPT)
+    env = dict(os.environ, PYMIC_TRACE="1", PYMIC_CACHE_DIR=str(tmp_path / "cache"))
+    if stacks is not None:
+        env["PYMIC_TRACE_STACKS"] = stacks
+    return str(script), subprocess.run([sys.executable, str(script)], capture_output=True,
+                                       text=True, env=env, timeout=300, cwd=tmp_path)
+
+
+def test_pymic_trace_1_prints_the_records_with_their_call_sites(tmp_path):
+    script, result = run_text_trace(tmp_path, None)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "done" and lines[1].startswith("pymic trace of pid")
+    assert not (tmp_path / "1").exists()
+    (add_one,) = [line for line in lines if " add_one on device 0 stream" in line]
+    assert add_one.endswith(f"@ {script}:6")
+    assert [line for line in lines if " h2d on device 0" in line][0].endswith(f"@ {script}:6")
+    (sync,) = [line for line in lines if "host: sync stream" in line and line.endswith(":11")]
+    assert "MainThread" in sync
+    (phase,) = [line for line in lines if "range 'phase'" in line]
+    assert phase.endswith(f"@ {script}:9")
+    starts = [float(line.split()[0]) for line in lines[3:] if line.split()]
+    assert starts == sorted(starts)
+
+
+def test_pymic_trace_stacks_full_and_none(tmp_path):
+    script, result = run_text_trace(tmp_path, "full")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if " add_one on device 0 stream" in line)
+    assert lines[at + 1].strip() == f'File "{script}", line 8, in <module>'
+    assert lines[at + 2].strip() == f'File "{script}", line 6, in step'
+    script, result = run_text_trace(tmp_path, "none")
+    assert result.returncode == 0, result.stderr
+    assert "@" not in result.stdout and " add_one on device 0" in result.stdout
+    script, result = run_text_trace(tmp_path, "everything")
+    assert result.returncode != 0
+    assert "PYMIC_TRACE_STACKS='everything'" in result.stderr
