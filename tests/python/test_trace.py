@@ -757,3 +757,35 @@ def test_pymic_trace_stacks_full_and_none(tmp_path):
     script, result = run_text_trace(tmp_path, "everything")
     assert result.returncode != 0
     assert "PYMIC_TRACE_STACKS='everything'" in result.stderr
+
+
+def test_pymic_trace_under_mpirun_writes_one_file_per_rank(tmp_path, kernels):
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        pytest.skip("no MPI launcher (mpirun) on PATH; test_cli covers the rank variables")
+    version = subprocess.run([mpirun, "--version"], capture_output=True, text=True).stdout
+    command, env = [mpirun, "-np", "2"], {}
+    if "Open MPI" in version or "OpenRTE" in version:
+        command += ["--oversubscribe", "--bind-to", "none"]
+        env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    (tmp_path / "kernel.c").write_text(HANDSHAKE_SOURCE)
+    script = tmp_path / "rank.py"
+    script.write_text(
+        "import os, pymic\n"
+        "library = pymic.devices[0].load_source(open('kernel.c').read())\n"
+        "stream = pymic.devices[0].get_default_stream()\n"
+        "stream.invoke(library.sleep_ms, 0)\n"
+        "stream.sync()\n"
+        "print(os.getpid())\n")
+    env.update(PYMIC_TRACE=str(tmp_path / "run.json"), PYMIC_CACHE_DIR=str(tmp_path / "cache"))
+    result = subprocess.run([*command, sys.executable, str(script)], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, **env))
+    assert result.returncode == 0, result.stdout + result.stderr
+    pids = sorted(int(line) for line in result.stdout.split())
+    assert not (tmp_path / "run.json").exists()
+    documents = [json.loads((tmp_path / f"run.rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [d["otherData"]["rank"] for d in documents] == [0, 1]
+    assert sorted(d["otherData"]["pid"] for d in documents) == pids
+    for document in documents:
+        events = validate_trace_event_format(document)
+        assert [e["name"] for e in events if e.get("cat") == "invoke"] == ["sleep_ms"]
