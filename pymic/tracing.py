@@ -940,7 +940,7 @@ def _check_event(event: Any, index: int) -> None:
         raise TraceFormatError(f"event {index} {reason}")
 
     if not isinstance(event, dict):
-        fail(f"is a {type(event).__name__}, not an object")
+        fail(f"is not an object: {json.dumps(event)[:40]}")
     phase = event.get("ph")
     if not isinstance(phase, str):
         fail("has no phase (\"ph\")")
