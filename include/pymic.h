@@ -411,10 +411,10 @@ PYMIC_API void pymic_trace_free(void *records);
 /* Call sites.  While a trace records, the engine calls `hook` on the
  * thread that enqueues each command, just before the command is published
  * and with the stream's enqueue lock held, and on the thread that waited
- * when a host wait ends, and keeps what it returns in the record's `site` (a number the caller gives meaning to: pymic's Python
- * layer numbers the Python source locations it sees).  The hook must not
- * block or enqueue.  NULL (the default) records 0.  Not called while no
- * trace records. */
+ * when a host wait ends, and keeps what it returns in the record's `site`
+ * (a number the caller gives meaning to: pymic's Python layer numbers the
+ * Python source locations it sees).  The hook must not block or enqueue.
+ * NULL (the default) records 0.  Not called while no trace records. */
 typedef uint32_t (*pymic_trace_site_hook)(void);
 PYMIC_API void pymic_trace_set_site_hook(pymic_trace_site_hook hook);
 

@@ -148,7 +148,7 @@ def command_selftest(args):
     return 1 if failures else 0
 
 
-def command_trace_summary(args):
+def command_trace_summary(args: argparse.Namespace) -> int:
     """Print per-kernel times, host waits and idle gaps of a trace file."""
     try:
         events = tracing.load_events(args.file)
@@ -164,7 +164,7 @@ def command_trace_summary(args):
     return 0
 
 
-def command_trace_merge(args):
+def command_trace_merge(args: argparse.Namespace) -> int:
     """Merge per-rank trace files into one timeline with a process per rank."""
     try:
         count = tracing.merge_traces(args.files, args.output)

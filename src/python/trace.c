@@ -20,6 +20,7 @@
  */
 #include "engine_module.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,8 @@ typedef struct site_entry {
 #define SITE_MAX_FRAMES 256
 
 static struct {
-    enum site_mode mode;
+    /* Read by the hook on threads without the GIL too. */
+    _Atomic int mode;
     PyObject *internal_prefix; /* the pymic package's directory + "/"     */
     /* code object -> 1 inside pymic, 2 outside (pointer keys, strong refs) */
     PyObject **class_keys;
@@ -196,6 +198,7 @@ static uint32_t site_number(const site_frame *frames, uint32_t n)
 /* The site of the Python code running on this thread (GIL held). */
 static uint32_t current_site(void)
 {
+    bool compact = atomic_load_explicit(&sites.mode, memory_order_relaxed) == SITES_COMPACT;
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
     int gc_was_enabled = PyGC_Disable();
@@ -220,7 +223,7 @@ static uint32_t current_site(void)
             sites.scratch[n - 1] = (site_frame){code, frame_lasti(frame)};
         }
         Py_DECREF(code); /* the table takes its own references */
-        if (outside && sites.mode == SITES_COMPACT)
+        if (outside && compact)
             break;
         PyFrameObject *back = PyFrame_GetBack(frame);
         Py_DECREF(frame);
@@ -238,7 +241,7 @@ static uint32_t current_site(void)
 
 static uint32_t site_hook(void)
 {
-    if (sites.mode == SITES_NONE)
+    if (atomic_load_explicit(&sites.mode, memory_order_relaxed) == SITES_NONE)
         return 0;
     /* Without the GIL the frames may not be touched: a wait notes its site
      * before it lets the GIL go. */
@@ -307,7 +310,7 @@ static PyObject *trace_set_sites(PyObject *Py_UNUSED(module), PyObject *const *a
         sites.class_capacity = sites.class_count = 0;
         Py_XSETREF(sites.internal_prefix, Py_NewRef(args[1]));
     }
-    sites.mode = chosen;
+    atomic_store_explicit(&sites.mode, (int)chosen, memory_order_relaxed);
     trace_sites_on = chosen != SITES_NONE;
     pymic_trace_set_site_hook(chosen == SITES_NONE ? NULL : site_hook);
     Py_RETURN_NONE;
