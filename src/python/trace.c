@@ -151,6 +151,15 @@ static int grow_index(void)
     return 0;
 }
 
+/* Field by field: the structs have padding that memcmp would compare. */
+static bool same_frames(const site_frame *a, const site_frame *b, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (a[i].code != b[i].code || a[i].lasti != b[i].lasti)
+            return false;
+    return true;
+}
+
 /* The number of the site made of `n` frames, adding it if new; 0 on
  * failure. */
 static uint32_t site_number(const site_frame *frames, uint32_t n)
@@ -162,8 +171,7 @@ static uint32_t site_number(const site_frame *frames, uint32_t n)
         size_t j = (size_t)hash & (sites.index_capacity - 1);
         for (; sites.index[j]; j = (j + 1) & (sites.index_capacity - 1)) {
             const site_entry *e = &sites.entries[sites.index[j] - 1];
-            if (e->hash == hash && e->nframes == n &&
-                memcmp(e->frames, frames, n * sizeof *frames) == 0)
+            if (e->hash == hash && e->nframes == n && same_frames(e->frames, frames, n))
                 return sites.index[j];
         }
     }
