@@ -563,7 +563,7 @@ def test_another_user_cannot_redirect_or_read_a_trace_in_a_shared_directory(
         # The other user cannot trace into a directory it may not write:
         # told when the trace starts, not at exit.  (A forked child that
         # becomes that user: the interpreter may live where it cannot go.)
-        mine = tempfile.mkdtemp(prefix="pymic-private-", dir="/tmp")
+        mine = tempfile.mkdtemp(prefix="pymic-private-", dir=shared)
         os.chmod(mine, 0o755)
         child = os.fork()
         if child == 0:
@@ -578,7 +578,6 @@ def test_another_user_cannot_redirect_or_read_a_trace_in_a_shared_directory(
             finally:
                 os._exit(status)
         _, status = os.waitpid(child, 0)
-        os.rmdir(mine)
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         shutil.rmtree(shared)
