@@ -386,22 +386,32 @@ typedef struct pymic_trace_command {
     uint64_t end_ns;       /* worker finished it; 0 if it had not ended   */
     uint64_t seq;          /* its sequence number in its stream           */
     uint64_t bytes;        /* bytes moved (copies), else 0                */
+    /* RECORD_EVENT and WAIT_EVENT: the number of the event record this
+     * command makes or waits for (the same number in both, and in the
+     * `target` of an event sync waiting for it); 0 for other commands and
+     * for a record made while no trace was recording. */
+    uint64_t event_record;
     int device;
     int stream;            /* trace-wide stream number (from 1)           */
     int kind;              /* PYMIC_TRACE_INVOKE ...                      */
     int host_thread;       /* OS thread id of the enqueuing thread        */
+    uint32_t site;         /* what the site hook returned, 0 without one  */
     char name[PYMIC_TRACE_NAME_MAX]; /* kernel name, or "h2d", "free", ... */
 } pymic_trace_command;
 
 typedef struct pymic_trace_wait {
     uint64_t start_ns;
     uint64_t end_ns;
-    uint64_t target;       /* sequence number / event generation awaited  */
+    uint64_t target;       /* stream sync: the sequence number awaited;
+                              event sync: the event record's number (as
+                              pymic_trace_command.event_record), 0 if it
+                              was recorded while no trace was recording   */
     int kind;              /* PYMIC_TRACE_WAIT_STREAM ...                 */
     int device;            /* -1 for an event sync                        */
     int stream;            /* stream number, -1 if not a stream's wait    */
     int host_thread;       /* OS thread id of the waiting thread          */
     int timed_out;         /* a timed wait that gave up (TIMEOUT)         */
+    uint32_t site;         /* what the site hook returned, 0 without one  */
 } pymic_trace_wait;
 
 /* Start recording, with room for `commands_per_stream` commands per stream
@@ -425,6 +435,16 @@ PYMIC_API int pymic_trace_active(void);
 PYMIC_API int pymic_trace_read(pymic_trace_command **commands, size_t *ncommands,
                                pymic_trace_wait **waits, size_t *nwaits, uint64_t *dropped);
 PYMIC_API void pymic_trace_free(void *records);
+
+/* Call sites.  While a trace records, the engine calls `hook` on the
+ * thread that enqueues each command, just before the command is published
+ * and with the stream's enqueue lock held, and on the thread that waited
+ * when a host wait ends, and keeps what it returns in the record's `site`
+ * (a number the caller gives meaning to: pymic's Python layer numbers the
+ * Python source locations it sees).  The hook must not block or enqueue.
+ * NULL (the default) records 0.  Not called while no trace records. */
+typedef uint32_t (*pymic_trace_site_hook)(void);
+PYMIC_API void pymic_trace_set_site_hook(pymic_trace_site_hook hook);
 
 /* The trace-wide number of a stream (as in pymic_trace_command.stream),
  * or 0 if the stream has never been traced. */

@@ -51,7 +51,7 @@ from .stream import OffloadStream  # noqa: E402
 from .library import OffloadLibrary  # noqa: E402
 from .array import OffloadArray, from_dlpack  # noqa: E402
 from ._compile import CacheSecurityError, CompileError, CompilerWarning, compile  # noqa: E402
-from .tracing import Trace, trace  # noqa: E402
+from .tracing import Trace, trace, trace_range  # noqa: E402
 
 OffloadEvent = _engine.Event
 DevicePointer = _engine.DevicePointer
@@ -83,6 +83,7 @@ __all__ = [
     "local_device",
     "number_of_devices",
     "trace",
+    "trace_range",
 ]
 
 

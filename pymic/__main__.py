@@ -5,6 +5,7 @@ Commands::
     python -m pymic info                 devices, limits, settings, versions
     python -m pymic selftest             run a built-in kernel on every device
     python -m pymic trace-summary FILE   per-kernel times, host waits, idle gaps
+    python -m pymic trace-merge FILE... -o OUT   per-rank traces into one timeline
     python -m pymic cache [list|clear]   the load_source compile cache
     python -m pymic --version            pymic's version
 """
@@ -32,7 +33,8 @@ ENVIRONMENT = (
     ("PYMIC_CC", "compiler for load_source"),
     ("CC", "compiler for load_source (if PYMIC_CC is unset)"),
     ("PYMIC_CACHE_DIR", "compile cache"),
-    ("PYMIC_TRACE", "trace file of the whole run"),
+    ("PYMIC_TRACE", "trace of the whole run: 1 = records to stdout, else a file"),
+    ("PYMIC_TRACE_STACKS", "call sites in traces: none, compact, full"),
     ("OMP_NUM_THREADS", "OpenMP (the device sets its team size itself)"),
     ("OMP_PROC_BIND", "OpenMP"),
     ("OMP_PLACES", "OpenMP"),
@@ -152,10 +154,30 @@ def command_trace_summary(args: argparse.Namespace) -> int:
     """Print per-kernel times, host waits and idle gaps of a trace file."""
     try:
         events = tracing.load_events(args.file)
-    except (OSError, ValueError) as error:
-        print(f"pymic trace-summary: cannot read {args.file}: {error}", file=sys.stderr)
+        text = tracing.format_summary(tracing.summarize(events))
+    except OSError as error:
+        print(f"pymic trace-summary: cannot read {args.file}: {error.strerror or error}",
+              file=sys.stderr)
         return 2
-    print(tracing.format_summary(tracing.summarize(events)), end="")
+    except (ValueError, KeyError, TypeError) as error:
+        print(f"pymic trace-summary: {args.file} is not a trace file: {error}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    return 0
+
+
+def command_trace_merge(args: argparse.Namespace) -> int:
+    """Merge per-rank trace files into one timeline with a process per rank."""
+    try:
+        count = tracing.merge_traces(args.files, args.output)
+    except OSError as error:
+        print(f"pymic trace-merge: {error.filename or ''}: {error.strerror or error}",
+              file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, TypeError) as error:
+        print(f"pymic trace-merge: not a trace file: {error}", file=sys.stderr)
+        return 2
+    print(f"merged {len(args.files)} trace file(s), {count} events, into {args.output}")
     return 0
 
 
@@ -200,11 +222,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                           help="invoke+sync round trips timed per device (default 2000)")
     summary = commands.add_parser("trace-summary", help="summarise a trace file")
     summary.add_argument("file")
+    merge = commands.add_parser("trace-merge",
+                                help="merge per-rank trace files into one timeline")
+    merge.add_argument("files", nargs="+", metavar="FILE")
+    merge.add_argument("-o", "--output", required=True, help="the merged trace file")
     cache = commands.add_parser("cache", help="list or clear the compile cache")
     cache.add_argument("action", nargs="?", choices=("list", "clear", "dir"), default="list")
     args = parser.parse_args(argv)
     handlers = {"info": command_info, "selftest": command_selftest,
-                "trace-summary": command_trace_summary, "cache": command_cache}
+                "trace-summary": command_trace_summary, "trace-merge": command_trace_merge,
+                "cache": command_cache}
     try:
         return handlers[args.command](args)
     except pymic.OffloadError as error:

@@ -356,6 +356,8 @@ typedef struct pymic_mark {
     uint64_t stamp_ns;         /* written before done is set               */
     unsigned fork_generation;  /* of the stream that will complete it      */
     int device;                /* of that stream, for messages             */
+    uint64_t trace_number;     /* links the record to its waits in a trace
+                                  (0: recorded while not tracing)         */
     /* Set by the RECORD when a command before it on its stream failed
      * (failure.c): a copy of that failure, reported by waits on the mark.
      * Written before `done`. */

@@ -106,6 +106,7 @@ int pymic_event_record(pymic_event *event, pymic_stream *stream)
     atomic_init(&mark->refs, 2); /* the RECORD command + the event's pointer */
     mark->fork_generation = stream->fork_generation;
     mark->device = stream->device->id;
+    mark->trace_number = pymic_trace_event_record_number();
     pymic_command *cmd = pymic_stream_reserve(stream);
     cmd->kind = PYMIC_CMD_RECORD;
     cmd->u.mark = mark;
@@ -171,7 +172,8 @@ static int event_sync(pymic_event *event, uint64_t timeout_ns, const char *op)
     uint64_t traced = pymic_trace_wait_begin();
     if (status == PYMIC_OK && !pymic_wait_geq_timeout(&mark->q, &mark->done, 1, timeout_ns))
         status = PYMIC_ERR_TIMEOUT;
-    pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_EVENT_SYNC, mark->device, NULL, 0, status);
+    pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_EVENT_SYNC, mark->device, NULL,
+                         mark->trace_number, status);
     if (status == PYMIC_OK && mark->failure)
         status = pymic_fail(mark->failure_status, "%s: %s", op, mark->failure);
     pymic_mark_release(mark);

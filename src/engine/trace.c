@@ -42,6 +42,9 @@ static struct {
     _Atomic uint64_t wait_count;    /* indices handed out this session   */
 } registry = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+static _Atomic pymic_trace_site_hook site_hook;
+static _Atomic uint64_t event_records; /* numbers handed to event records */
+
 static _Thread_local const char *thread_label;
 static _Thread_local int thread_id;
 
@@ -74,6 +77,16 @@ static void *reserve(size_t bytes)
 }
 
 /* ------------------------------------------------------------- producers */
+
+void pymic_trace_set_site_hook(pymic_trace_site_hook hook)
+{
+    atomic_store_explicit(&site_hook, hook, memory_order_release);
+}
+
+uint64_t pymic_trace_next_record_number(void)
+{
+    return atomic_fetch_add_explicit(&event_records, 1, memory_order_relaxed) + 1;
+}
 
 void pymic_trace_set_label(const char *label)
 {
@@ -134,6 +147,11 @@ void pymic_trace_record_enqueue(pymic_stream *stream, const pymic_command *cmd, 
     r->bytes = cmd->kind == PYMIC_CMD_COPY ? cmd->u.copy.nbytes : 0;
     r->host_thread = host_thread_id();
     r->kind = kind;
+    r->event_record = cmd->kind == PYMIC_CMD_RECORD || cmd->kind == PYMIC_CMD_WAIT_EVENT
+                          ? cmd->u.mark->trace_number
+                          : 0;
+    pymic_trace_site_hook hook = atomic_load_explicit(&site_hook, memory_order_acquire);
+    r->site = hook ? hook() : 0;
     size_t len = strnlen(name, sizeof r->name - 1);
     memcpy(r->name, name, len);
     r->name[len] = '\0';
@@ -191,6 +209,8 @@ void pymic_trace_record_wait(uint64_t start_ns, int kind, int device, const pymi
     r->w.stream = buf ? buf->number : -1;
     r->w.host_thread = host_thread_id();
     r->w.timed_out = status == PYMIC_ERR_TIMEOUT;
+    pymic_trace_site_hook hook = atomic_load_explicit(&site_hook, memory_order_acquire);
+    r->w.site = hook ? hook() : 0;
     uint64_t session = atomic_load_explicit(&registry.session, memory_order_relaxed);
     atomic_store_explicit(&r->session, session, memory_order_release);
 }
@@ -412,6 +432,8 @@ static void read_buffer(pymic_trace_buf *buf, uint64_t session, uint64_t nenq,
         c->stream = buf->number;
         c->kind = e->kind;
         c->host_thread = e->host_thread;
+        c->site = e->site;
+        c->event_record = e->event_record;
         memcpy(c->name, e->name, sizeof c->name);
         while (j < nexec && buf->exec[j].seq < e->seq)
             j++;

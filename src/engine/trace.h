@@ -37,9 +37,11 @@ typedef struct pymic_trace_enq {
     uint64_t seq;
     uint64_t enqueue_ns;
     uint64_t bytes;
+    uint64_t event_record; /* RECORD / WAIT_EVENT: the mark's trace number */
     int32_t host_thread;
     int32_t kind; /* PYMIC_TRACE_* of pymic.h */
-    char name[96];
+    uint32_t site; /* the site hook's answer */
+    char name[PYMIC_TRACE_NAME_MAX];
 } pymic_trace_enq;
 
 /* What the worker wrote about one command. */
@@ -93,6 +95,7 @@ void pymic_trace_record_exec(pymic_trace_buf *buf, uint64_t seq, uint64_t start_
 void pymic_trace_record_wait(uint64_t start_ns, int kind, int device,
                              const struct pymic_stream *stream, uint64_t target, int status);
 uint64_t pymic_trace_clock(void);
+uint64_t pymic_trace_next_record_number(void);
 
 /* --------------------------------------------------------------- hooks */
 
@@ -150,6 +153,13 @@ static inline void pymic_trace_wait_end(uint64_t start_ns, int kind, int device,
 {
     if (start_ns)
         pymic_trace_record_wait(start_ns, kind, device, stream, target, status);
+}
+
+/* Event records: a number linking a record to the waits it releases,
+ * given only while tracing (0 otherwise). */
+static inline uint64_t pymic_trace_event_record_number(void)
+{
+    return pymic_trace_on() ? pymic_trace_next_record_number() : 0;
 }
 
 /* Stream life: attach a buffer to a new stream when tracing; retire the

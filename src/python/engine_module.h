@@ -311,6 +311,24 @@ int signature_module_init(PyObject *module);
 /* dlpack.c: dlpack_capsule(), DLPack capsules of OffloadArray buffers. */
 int dlpack_module_init(PyObject *module);
 int trace_module_init(PyObject *module); /* trace.c: the trace_* functions */
+/* trace.c: a blocking wait notes the Python call site (only while a trace
+ * records call sites) before it releases the GIL, and forgets it after.
+ * Untraced, each costs a load and a branch. */
+extern int trace_sites_on; /* guarded by the GIL */
+void trace_wait_site_enter_slow(void);
+void trace_wait_site_leave_slow(void);
+
+static inline void trace_wait_site_enter(void)
+{
+    if (trace_sites_on)
+        trace_wait_site_enter_slow();
+}
+
+static inline void trace_wait_site_leave(void)
+{
+    if (trace_sites_on)
+        trace_wait_site_leave_slow();
+}
 
 /* ----------------------------------------------------------------- errors */
 

@@ -36,17 +36,24 @@ static int timed_wait(const wait_target *target)
 
 int wait_interruptibly(const wait_target *target)
 {
+    /* A trace shows this wait at the caller's line (the frames can only
+     * be read before the GIL is let go). */
+    trace_wait_site_enter();
     for (;;) {
         int status;
         Py_BEGIN_ALLOW_THREADS
         status = timed_wait(target);
         Py_END_ALLOW_THREADS
-        if (status != PYMIC_ERR_TIMEOUT)
+        if (status != PYMIC_ERR_TIMEOUT) {
+            trace_wait_site_leave();
             return status;
+        }
         /* Runs the Python signal handlers in the main thread; the default
          * SIGINT handler raises KeyboardInterrupt.  The work goes on. */
-        if (PyErr_CheckSignals() < 0)
+        if (PyErr_CheckSignals() < 0) {
+            trace_wait_site_leave();
             return WAIT_INTERRUPTED;
+        }
     }
 }
 

@@ -2,7 +2,8 @@
  * test_trace.c -- the engine's trace recorder: what a two-stream run
  * records (kinds, names, bytes, streams, order enforced by an event), host
  * waits (stream sync, event sync, device sync, waiting for room), sessions,
- * a full buffer, and streams created or destroyed while tracing.
+ * a full buffer, streams created or destroyed while tracing, the numbers
+ * linking an event's record to its waits, and the call-site hook.
  *
  * argv[1]: the test kernel library.
  */
@@ -118,6 +119,13 @@ static void test_two_streams(void)
         CHECK(d2d->kind == PYMIC_TRACE_COPY_D2D && d2d->bytes == 8);
         CHECK(freed->kind == PYMIC_TRACE_FREE && freed->bytes == 0);
         CHECK(record->kind == PYMIC_TRACE_RECORD_EVENT && wait->kind == PYMIC_TRACE_WAIT_EVENT);
+        /* The record and the wait it released carry the same number, as
+         * does the event sync's target; other commands carry none. */
+        CHECK(record->event_record > 0 && wait->event_record == record->event_record);
+        CHECK(gated->event_record == 0 && h2d->event_record == 0);
+        for (size_t i = 0; i < nw; i++)
+            if (w[i].kind == PYMIC_TRACE_WAIT_EVENT_SYNC)
+                CHECK(w[i].target == record->event_record);
         CHECK(gated->device == 0 && h2d->device == 0);
         CHECK(gated->seq + 1 == record->seq && h2d->seq + 1 == inc->seq);
         for (size_t i = 0; i < nc; i++) {
@@ -287,6 +295,76 @@ static void test_fork(void)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* The site hook: called on the enqueuing thread for each command while
+ * tracing, never otherwise; its answer lands in the record. */
+static _Thread_local uint32_t current_site;
+static _Atomic int site_calls;
+
+static uint32_t site_of_this_thread(void)
+{
+    atomic_fetch_add(&site_calls, 1);
+    return current_site;
+}
+
+static void test_site_hook(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    pymic_trace_set_site_hook(site_of_this_thread);
+    current_site = 7;
+    CHECK_OK(pymic_invoke(s, k_empty, 0, NULL));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(atomic_load(&site_calls) == 0); /* not tracing: never called */
+    CHECK_OK(pymic_trace_start(0));
+    CHECK_OK(pymic_invoke(s, k_empty, 0, NULL));
+    current_site = 8;
+    static int64_t word;
+    void *dev = NULL;
+    CHECK_OK(pymic_mem_alloc(0, 8, 64, &dev));
+    CHECK_OK(pymic_memcpy_h2d(s, dev, 0, &word, 8));
+    CHECK_OK(pymic_mem_free(s, dev));
+    /* A wait that must time out (the gate is closed): recorded with the
+     * site of the thread that waited. */
+    static _Atomic int64_t gate;
+    atomic_store(&gate, 0);
+    pymic_arg gate_arg = {(const void *)&gate, 0};
+    CHECK_OK(pymic_invoke(s, k_gate, 1, &gate_arg));
+    current_site = 9;
+    CHECK_STATUS(pymic_stream_wait_seq_timeout(s, pymic_stream_last_enqueued(s), 1000000),
+                 PYMIC_ERR_TIMEOUT);
+    atomic_store(&gate, 1);
+    current_site = 10;
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK_OK(pymic_trace_stop());
+    pymic_trace_command *c;
+    pymic_trace_wait *w;
+    size_t nc, nw;
+    read_all(&c, &nc, &w, &nw, NULL);
+    CHECK(nc == 4 && nw >= 1 && atomic_load(&site_calls) == 4 + (int)nw);
+    if (nc == 4) {
+        CHECK(c[0].site == 7 && strcmp(c[0].name, "empty_kernel") == 0);
+        CHECK(c[1].site == 8 && c[2].site == 8 && c[3].site == 8);
+    }
+    int timed_out = 0;
+    for (size_t i = 0; i < nw; i++) {
+        CHECK(w[i].site == (w[i].timed_out ? 9u : 10u));
+        timed_out += w[i].timed_out;
+    }
+    CHECK(timed_out == 1);
+    pymic_trace_free(c);
+    pymic_trace_free(w);
+    int calls = atomic_load(&site_calls);
+    pymic_trace_set_site_hook(NULL);
+    CHECK_OK(pymic_trace_start(0));
+    CHECK_OK(pymic_invoke(s, k_empty, 0, NULL));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK_OK(pymic_trace_stop());
+    read_all(&c, &nc, NULL, NULL, NULL);
+    CHECK(nc == 1 && c[0].site == 0 && atomic_load(&site_calls) == calls);
+    pymic_trace_free(c);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 static void test_nothing_before_start(void)
 {
     pymic_trace_command *c = (void *)1;
@@ -317,6 +395,7 @@ int main(int argc, char **argv)
     test_full_buffer();
     test_room_wait();
     test_fork();
+    test_site_hook();
     CHECK_OK(pymic_library_unload(lib));
     return check_finish();
 }

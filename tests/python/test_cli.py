@@ -137,3 +137,121 @@ def test_unknown_command(tmp_path):
     result = run_cli(tmp_path, "bogus")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+@pytest.mark.parametrize("content", [
+    b"[1, 2, 3]",
+    b'[{"ph": "X", "name": "k", "pid": 1, "tid": 1, "ts": 0}]',
+    b'{"traceEvents": 5}',
+    b'{"traceEvents": [{"ph": "X", "name": "k"}]}',
+    b'{"traceEvents": [{"ph": "M", "name": "thread_name", "pid": 1, "tid": 2, "args": {}}]}',
+    b'{"traceEvents": [{"ph": "X", "name": "k", "pid": 1, "tid": 1, "ts": 0, "dur": 1,'
+    b' "cat": "invoke", "args": {"bytes": "many"}}]}',
+    b'{"something": 1}',
+    b'"a string"',
+    b"not json at all",
+    b"\xff\xfe\x00\x01binary",
+    b"[" * 100000,
+], ids=["list of numbers", "slice without dur", "events not a list", "slice without pid",
+        "thread without name", "bytes not a number", "object without events", "string",
+        "not json", "binary", "deeply nested"])
+def test_trace_summary_of_a_malformed_file(tmp_path, content):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    result = run_cli(tmp_path, "trace-summary", str(path))
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"pymic trace-summary: {path} is not a trace file: " in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_trace_summary_of_the_bare_array_form(tmp_path, trace_file):
+    events = json.loads(trace_file.read_text())["traceEvents"]
+    path = tmp_path / "array.json"
+    path.write_text(json.dumps(events))
+    result = run_cli(tmp_path, "trace-summary", str(path))
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("nap ")]
+
+
+RANK_SCRIPT = textwrap.dedent("""
+    import os, pymic
+    device = pymic.devices[0]
+    library = device.load_source(open("kernel.c").read())
+    stream = device.create_stream()
+    ready = stream.record_event()
+    for _ in range(3):
+        stream.invoke(library.nap, 100)
+    ready.sync()
+    stream.sync()
+    print(os.getpid())
+""")
+
+
+def test_trace_merge_of_two_ranks(tmp_path):
+    (tmp_path / "kernel.c").write_text(KERNEL)
+    pids = []
+    for rank in (0, 1):  # as mpirun would start them: same path, PMI_RANK set
+        environment = dict(os.environ, PYMIC_TRACE=str(tmp_path / "run.json"),
+                           PMI_RANK=str(rank), PYMIC_CACHE_DIR=str(tmp_path / "cache"))
+        result = subprocess.run([sys.executable, "-c", RANK_SCRIPT], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300, env=environment)
+        assert result.returncode == 0, result.stderr
+        pids.append(int(result.stdout))
+    files = [tmp_path / "run.rank0.json", tmp_path / "run.rank1.json"]
+    documents = [json.loads(f.read_text()) for f in files]
+    assert [d["otherData"]["pid"] for d in documents] == pids  # real pids
+    host_names = [e["args"]["name"] for d in documents for e in d["traceEvents"]
+                  if e["ph"] == "M" and e["name"] == "process_name" and e["pid"] in pids]
+    assert host_names == [f"host (pid {pid})" for pid in pids]
+
+    out = tmp_path / "merged.json"
+    result = run_cli(tmp_path, "trace-merge", str(files[1]), str(files[0]), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    merged = json.loads(out.read_text())
+    events = merged["traceEvents"]
+    processes = {e["pid"]: e["args"]["name"] for e in events
+                 if e["ph"] == "M" and e["name"] == "process_name"}
+    # One process per rank, named by the rank the file records.
+    assert processes == {pids[0]: f"rank 0 (pid {pids[0]})",
+                         pids[1]: f"rank 1 (pid {pids[1]})"}
+    assert {e["pid"] for e in events} == set(pids)
+    naps = {pid: [e for e in events if e.get("name") == "nap" and e["ph"] == "X"
+                  and e["pid"] == pid] for pid in pids}
+    assert all(len(slices) == 3 for slices in naps.values())
+    tracks = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
+              if e["ph"] == "M" and e["name"] == "thread_name"}
+    for pid, slices in naps.items():
+        assert tracks[(pid, slices[0]["tid"])].startswith("device 0 (")
+        assert tracks[(pid, slices[0]["tid"])].endswith("/ stream 1")
+    # Each rank's times moved by the difference of the starts.
+    shift = (documents[1]["otherData"]["clock_origin_unix_us"]
+             - documents[0]["otherData"]["clock_origin_unix_us"])
+    original = sorted(e["ts"] for e in documents[1]["traceEvents"]
+                      if e.get("name") == "nap" and e["ph"] == "X")
+    assert sorted(e["ts"] for e in naps[pids[1]]) == pytest.approx(
+        [ts + shift for ts in original], abs=0.002)
+    # Flows stay pairs, their ids unique across ranks.
+    flows = {}
+    for e in events:
+        if e["ph"] in ("s", "f"):
+            flows.setdefault(e["id"], []).append(e["ph"])
+    assert flows and all(sorted(phases) == ["f", "s"] for phases in flows.values())
+    assert len([e for e in events if e["ph"] == "s" and e["name"] == "event"]) == 2
+    # The summary reads the merged file.
+    summary = run_cli(tmp_path, "trace-summary", str(out))
+    assert summary.returncode == 0, summary.stderr
+    assert f"rank 1 (pid {pids[1]}) / device 0" in summary.stdout
+
+
+def test_trace_merge_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1]")
+    result = run_cli(tmp_path, "trace-merge", str(bad), "-o", str(tmp_path / "out.json"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert str(bad) in result.stderr and "not a trace file" in result.stderr
+    result = run_cli(tmp_path, "trace-merge", str(tmp_path / "none.json"), "-o",
+                     str(tmp_path / "out.json"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "No such file" in result.stderr
+    assert not (tmp_path / "out.json").exists()
