@@ -423,9 +423,8 @@ class Trace:
         return self.start()
 
     def __exit__(self, exc_type: Optional[type[BaseException]],
-                 exc: Optional[BaseException], traceback: Optional[TracebackType]) -> bool:
+                 exc: Optional[BaseException], traceback: Optional[TracebackType]) -> None:
         self.stop()
-        return False
 
 
 def trace(path: Optional[PathLike] = None, commands_per_stream: int = 0,
@@ -495,12 +494,11 @@ class TraceRange:
         return self
 
     def __exit__(self, exc_type: Optional[type[BaseException]],
-                 exc: Optional[BaseException], traceback: Optional[TracebackType]) -> bool:
+                 exc: Optional[BaseException], traceback: Optional[TracebackType]) -> None:
         recording, self._trace = self._trace, None
         if recording is not None and recording._recording:
             recording._ranges.append((self.name, self._start_ns, time.monotonic_ns(),
                                       threading.get_native_id(), self._site))
-        return False
 
 
 def trace_range(name: str) -> TraceRange:
@@ -825,7 +823,8 @@ def _text_records(records: Any, ranges: list[tuple[str, int, int, int, str]], or
     sites = _Sites(context.get("sites", []))
     thread_names = context.get("threads", {})
     ncommands, _, dropped = records.counts()
-    rows: list[tuple[int, int, str, int, int]] = []  # (time, end, what, thread, site)
+    # (time, end, what, thread, site: a site number, or a range's text)
+    rows: list[tuple[int, int, str, int, int | str]] = []
     for i in range(ncommands):
         (device, stream, _, name, kind, nbytes, enq, start, end, thread, site,
          _) = records.command(i)
@@ -838,7 +837,7 @@ def _text_records(records: Any, ranges: list[tuple[str, int, int, int, str]], or
     for (kind, device, stream, _, start, end, thread, timed_out,
          site) in _merged_waits(records):
         rows.append((start, end, "host: " + _wait_name(kind, device, stream), thread, site))
-    range_rows = []
+    range_rows: list[tuple[int, int, str, int, int | str]] = []
     for name, start, end, thread, where in ranges:
         range_rows.append((start, end, f"range {name!r}", thread, where))
     yield (f"pymic trace of pid {context.get('pid', os.getpid())}: {ncommands} commands, "
@@ -1059,23 +1058,27 @@ def merge_traces(paths: list[PathLike], output: PathLike) -> int:
     """
     if not paths:
         raise ValueError("trace-merge needs at least one file")
-    headers = []
+    read_ranks: list[Optional[int]] = []
+    read_pids: list[Optional[int]] = []
+    read_origins: list[Optional[int]] = []
+    dropped = 0
     for path in paths:  # first pass: only what each file says of itself
         try:
             other = _load_document(path)["otherData"]
         except TraceFormatError as error:
             raise TraceFormatError(f"{os.fspath(path)}: {error}") from None
-        headers.append({"rank": _int_field(other, "rank"), "pid": _int_field(other, "pid"),
-                        "origin": _int_field(other, "clock_origin_unix_us"),
-                        "dropped": _int_field(other, "dropped_records") or 0})
-    ranks = [h["rank"] for h in headers]
-    if None in ranks or len(set(ranks)) != len(ranks):
+        read_ranks.append(_int_field(other, "rank"))
+        read_pids.append(_int_field(other, "pid"))
+        read_origins.append(_int_field(other, "clock_origin_unix_us"))
+        dropped += _int_field(other, "dropped_records") or 0
+    ranks = [rank for rank in read_ranks if rank is not None]
+    if len(ranks) != len(paths) or len(set(ranks)) != len(ranks):
         ranks = list(range(len(paths)))
-    pids = [h["pid"] for h in headers]
-    if None in pids or len(set(pids)) != len(pids):
+    pids = [pid for pid in read_pids if pid is not None]
+    if len(pids) != len(paths) or len(set(pids)) != len(pids):
         pids = [DEVICE_PID_BASE + 1000 + rank for rank in ranks]
-    origins = [h["origin"] for h in headers]
-    base = min(origins) if None not in origins else None
+    origins = [origin for origin in read_origins if origin is not None]
+    base = min(origins) if len(origins) == len(paths) else None
     count = 0
 
     def rank_events(index: int) -> Iterator[dict[str, Any]]:
@@ -1085,7 +1088,7 @@ def merge_traces(paths: list[PathLike], output: PathLike) -> int:
         shift = (origins[index] - base) if base is not None else 0
         process_names = {e["pid"]: e["args"]["name"] for e in events
                          if e.get("ph") == "M" and e.get("name") == "process_name"}
-        host = headers[index]["pid"]
+        host = read_pids[index]
         if host is None or host not in process_names:
             hosts = [p for p, name in process_names.items() if name.startswith("host")]
             host = hosts[0] if hosts else None
@@ -1100,7 +1103,7 @@ def merge_traces(paths: list[PathLike], output: PathLike) -> int:
             return tids[key]
 
         yield {"name": "process_name", "ph": "M", "pid": pid, "tid": 0,
-               "args": {"name": f"rank {rank} (pid {headers[index]['pid'] or '?'})"}}
+               "args": {"name": f"rank {rank} (pid {read_pids[index] or '?'})"}}
         yield {"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0,
                "args": {"sort_index": rank}}
         for event in events:
@@ -1131,7 +1134,7 @@ def merge_traces(paths: list[PathLike], output: PathLike) -> int:
 
     other_data = {"merged_from": [os.fspath(p) for p in paths], "ranks": ranks}
     write_atomically(os.path.abspath(os.fspath(output)), lambda stream: write_document(
-        stream, all_events(), sum(h["dropped"] for h in headers), other_data))
+        stream, all_events(), dropped, other_data))
     return count
 
 
