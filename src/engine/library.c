@@ -49,10 +49,15 @@ static char *absolute_name(const char *path)
     char cwd[PATH_MAX];
     if (!getcwd(cwd, sizeof cwd))
         return NULL;
-    size_t n = strlen(cwd) + 1 + strlen(path) + 1;
-    char *name = n <= PATH_MAX ? malloc(n) : NULL;
-    if (name)
-        snprintf(name, n, "%s/%s", cwd, path);
+    size_t dir_len = strlen(cwd), path_len = strlen(path);
+    if (dir_len + 1 + path_len >= PATH_MAX)
+        return NULL;
+    char *name = malloc(dir_len + 1 + path_len + 1);
+    if (name) {
+        memcpy(name, cwd, dir_len);
+        name[dir_len] = '/';
+        memcpy(name + dir_len + 1, path, path_len + 1);
+    }
     return name;
 }
 
