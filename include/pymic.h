@@ -294,18 +294,29 @@ typedef struct pymic_library pymic_library;
 typedef struct pymic_kernel pymic_kernel;
 
 /* Load a shared object on a device.  `path` is opened once (relative to
- * the working directory; no search) and the device loads that open file,
- * never the name again: a library rebuilt at the same path (a new file)
- * is a new library with the new code, while the same file loaded twice
- * (through any path) is one object for the system loader.  Failure is
- * LIBRARY with the file and the reason (missing, not a regular file, wrong
- * format, undefined symbol). */
+ * the working directory; no search) and what the device runs is that open
+ * file: a library rebuilt at the same path (a new file) is a new library
+ * with the new code, while the same file loaded twice (through any path)
+ * is one object for the system loader.  The device loads it by its path
+ * (so `$ORIGIN` in its run path names its directory) when the object the
+ * loader returns for that path is the open file (same device and inode),
+ * and else through the descriptor (/proc/self/fd/N): a rebuilt library
+ * whose old file is still loaded under that name.  Failure is LIBRARY with
+ * the file and the reason (missing, not a regular file, wrong format,
+ * undefined symbol). */
 PYMIC_API int pymic_library_load(int device, const char *path, pymic_library **library);
 
-/* The same for a file the caller has open as `fd` (for reading; the
- * caller keeps its descriptor): the device loads exactly that file, so a
- * caller that checked it with fstat knows what runs.  `path` is only its
- * name, for messages and pymic_library_path. */
+/* pymic_library_load for a file the caller opened from `path` as `fd`
+ * (for reading; the caller keeps its descriptor): the device runs that
+ * file, loaded by `path` when that gives this very file, as above. */
+PYMIC_API int pymic_library_load_opened(int device, int fd, const char *path,
+                                        pymic_library **library);
+
+/* The same for a file the caller has open as `fd` and checked, loaded
+ * only through the descriptor, never by a name: a caller that checked it
+ * with fstat knows what runs, whatever a path names meanwhile (pymic's
+ * compile cache).  `$ORIGIN` in its run path names /proc/self/fd.  `path`
+ * is only its name, for messages and pymic_library_path. */
 PYMIC_API int pymic_library_load_fd(int device, int fd, const char *path,
                                     pymic_library **library);
 

@@ -268,7 +268,7 @@ class OffloadDevice:
         try:
             status = os.fstat(fd)
             library = _library_for_file(self, path, fd, (status.st_dev, status.st_ino),
-                                        build_log)
+                                        build_log, checked=True)
         finally:
             os.close(fd)
         library._declare_source(source)  # every invoke is checked against the prototypes

@@ -105,19 +105,25 @@ def load_libraries(device: "OffloadDevice",
         path = find_library(name)
         fd, key = _open_library(path)
         try:
-            libraries.append(_library_for_file(device, path, fd, key))
+            libraries.append(_library_for_file(device, path, fd, key, checked=False))
         finally:
             os.close(fd)
     return libraries
 
 
 def _library_for_file(device: "OffloadDevice", path: str, fd: int, key: Tuple[int, int],
-                      build_log: Optional[str] = None) -> "OffloadLibrary":
-    """The device's library of the file open as `fd`, loaded if new."""
+                      build_log: Optional[str] = None, *,
+                      checked: bool) -> "OffloadLibrary":
+    """The device's library of the file open as `fd`, loaded if new.
+
+    A `checked` file (a compile-cache entry, checked on the open file) is
+    loaded only through `fd`; any other may be loaded by `path` when that
+    gives the very same file, so that ``$ORIGIN`` names its directory.
+    """
     with device._lock:
         library = device._libraries.get(key)
         if library is None:
-            library = OffloadLibrary(path, device=device, _fd=fd)
+            library = OffloadLibrary(path, device=device, _fd=fd, _checked=checked)
             device._libraries[key] = library
         if build_log is not None:
             library._build_log = build_log
@@ -158,7 +164,7 @@ class OffloadLibrary:
     """
 
     def __init__(self, library: StrPath, device: "OffloadDevice | int | None" = None, *,
-                 _fd: Optional[int] = None) -> None:
+                 _fd: Optional[int] = None, _checked: bool = True) -> None:
         from .device import _resolve_device
         device = _resolve_device(device)
         path = os.fspath(library) if _fd is not None else find_library(library)
@@ -167,7 +173,7 @@ class OffloadLibrary:
             self._library = _engine.Library(device.device_id, path)
         else:
             # The very file the caller opened (and maybe checked) is loaded.
-            self._library = _engine.Library(device.device_id, path, _fd)
+            self._library = _engine.Library(device.device_id, path, _fd, _checked)
         self._device = device
         self._path = path
         self._name = os.path.basename(path)

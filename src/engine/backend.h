@@ -83,18 +83,22 @@ typedef struct pymic_backend_ops {
     void (*invoke)(struct pymic_stream *stream, const struct pymic_command *cmd);
 
     /* ---- libraries.  Any thread.  library_open loads the regular file
-     * open as `fd` for the device -- that very file, never `path` again:
-     * `path` only names it in reasons -- (the handle is the backend's).
-     * It owns `fd` from the call on: it closes it on failure, or once the
-     * file is no longer needed.  kernel_find returns the
+     * open as `fd` for the device -- that very file (the handle is the
+     * backend's).  With `by_path`, `path` is absolute and the backend
+     * may load the file by that name (so `$ORIGIN` names its directory)
+     * if the object the loader returns is mapped from the file open as
+     * `fd`; else, and always without `by_path`, it loads the descriptor
+     * and `path` only names the file in reasons.  It owns `fd` from the
+     * call on: it closes it on failure, or once the file is no longer
+     * needed.  kernel_find returns the
      * address, as the device sees it, of function `name` defined by the
      * library itself (not by its dependencies, not a data object), or
      * NULL with the reason.  kernel_find is called with the engine's
      * library lock held, so it must not take it.  library_close runs
      * once no queued command can call into the library any more (it may
      * run on a worker: a parked release). */
-    void *(*library_open)(struct pymic_device *device, int fd, const char *path, char *why,
-                          size_t why_len);
+    void *(*library_open)(struct pymic_device *device, int fd, const char *path, bool by_path,
+                          char *why, size_t why_len);
     void *(*kernel_find)(struct pymic_device *device, void *handle, const char *name,
                          char *why, size_t why_len);
     void (*library_close)(struct pymic_device *device, void *handle);

@@ -5,9 +5,13 @@
  * Opening a library and finding a kernel in it are the backend's
  * (host/kernel.c: dlopen in this process; proc/: in the device process);
  * the handle, the kernel cache and the messages are here.  A library is
- * an open file, not a name: the path is opened once here and the backend
- * loads that descriptor, so what runs is the file that was opened (and,
- * for pymic_library_load_fd, checked by the caller).
+ * an open file, not a name: the path is opened once here and what the
+ * backend loads is that file, so what runs is the file that was opened
+ * (and, for pymic_library_load_fd, checked by the caller).  A library
+ * named by the user may be loaded by its path, so that `$ORIGIN` in its
+ * run path names its directory, if the backend finds that the loader's
+ * object is the open file; a checked one only ever through its descriptor
+ * (no name is looked up after the check).
  *
  * Unloading never blocks: the library is closed once every stream of its
  * device has passed what was queued when unload was called (parked.c).
@@ -16,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,9 +39,32 @@ struct pymic_library {
  * cached), and one lock is what the fork handlers can take. */
 static pthread_mutex_t library_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* `path` made absolute (relative to the working directory, as open(2)
+ * took it), not resolved: the loader takes `$ORIGIN` from the name it
+ * loaded.  NULL if that does not fit. */
+static char *absolute_name(const char *path)
+{
+    if (path[0] == '/')
+        return strdup(path);
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+        return NULL;
+    size_t dir_len = strlen(cwd), path_len = strlen(path);
+    if (dir_len + 1 + path_len >= PATH_MAX)
+        return NULL;
+    char *name = malloc(dir_len + 1 + path_len + 1);
+    if (name) {
+        memcpy(name, cwd, dir_len);
+        name[dir_len] = '/';
+        memcpy(name + dir_len + 1, path, path_len + 1);
+    }
+    return name;
+}
+
 /* Load the file open as `fd` (owned from here on: the backend keeps it
- * while the library is loaded, or closes it). */
-static int load_open_file(pymic_device *d, int fd, const char *path,
+ * while the library is loaded, or closes it); by its path too if
+ * `by_path` (see backend.h, library_open). */
+static int load_open_file(pymic_device *d, int fd, const char *path, bool by_path,
                           pymic_library **library_out)
 {
     static const char op[] = "pymic_library_load";
@@ -51,8 +79,13 @@ static int load_open_file(pymic_device *d, int fd, const char *path,
         return pymic_fail(PYMIC_ERR_LIBRARY, "%s: device %d: cannot load \"%s\": %s", op,
                           d->id, path, wrong);
     }
+    /* Without an absolute name (a working directory too deep or gone) the
+     * descriptor is loaded: the same file, only `$ORIGIN` is lost. */
+    char *name = by_path ? absolute_name(path) : NULL;
     char why[512];
-    void *handle = d->ops->library_open(d, fd, path, why, sizeof why);
+    void *handle = d->ops->library_open(d, fd, name ? name : path, name != NULL, why,
+                                        sizeof why);
+    free(name);
     if (!handle)
         return pymic_fail(PYMIC_ERR_LIBRARY, "%s: device %d: cannot load \"%s\": %s", op,
                           d->id, path, why);
@@ -91,12 +124,13 @@ int pymic_library_load(int device, const char *path, pymic_library **library_out
     if (fd < 0)
         return pymic_fail(PYMIC_ERR_LIBRARY, "%s: device %d: cannot load \"%s\": %s", op,
                           device, path, strerror(errno));
-    return load_open_file(d, fd, path, library_out);
+    return load_open_file(d, fd, path, true, library_out);
 }
 
-int pymic_library_load_fd(int device, int fd, const char *path, pymic_library **library_out)
+/* A descriptor of the caller's, duplicated for the backend to own. */
+static int load_callers_fd(const char *op, int device, int fd, const char *path, bool by_path,
+                           pymic_library **library_out)
 {
-    static const char op[] = "pymic_library_load_fd";
     int status;
     pymic_device *d = pymic_device_lookup(device, op, &status);
     if (!d)
@@ -109,7 +143,18 @@ int pymic_library_load_fd(int device, int fd, const char *path, pymic_library **
     if (own < 0)
         return pymic_fail(PYMIC_ERR_LIBRARY, "%s: device %d: cannot load \"%s\": %s", op,
                           device, path, strerror(errno));
-    return load_open_file(d, own, path, library_out);
+    return load_open_file(d, own, path, by_path, library_out);
+}
+
+int pymic_library_load_opened(int device, int fd, const char *path, pymic_library **library_out)
+{
+    return load_callers_fd("pymic_library_load_opened", device, fd, path, true, library_out);
+}
+
+int pymic_library_load_fd(int device, int fd, const char *path, pymic_library **library_out)
+{
+    /* Checked by the caller on the open file: never looked up by name. */
+    return load_callers_fd("pymic_library_load_fd", device, fd, path, false, library_out);
 }
 
 static void close_library(void *arg)

@@ -41,11 +41,11 @@ PyTypeObject KernelRef_Type = {
 
 static PyObject *library_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"device_id", "path", "fd", NULL};
-    int device = 0, fd = -1;
+    static char *keywords[] = {"device_id", "path", "fd", "checked", NULL};
+    int device = 0, fd = -1, checked = 0;
     PyObject *path_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO&|i:Library", keywords, &device,
-                                     PyUnicode_FSConverter, &path_obj, &fd))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO&|ip:Library", keywords, &device,
+                                     PyUnicode_FSConverter, &path_obj, &fd, &checked))
         return NULL;
     LibraryObject *self = (LibraryObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
@@ -53,8 +53,9 @@ static PyObject *library_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         return NULL;
     }
     const char *path = PyBytes_AS_STRING(path_obj);
-    int status = fd >= 0 ? pymic_library_load_fd(device, fd, path, &self->handle)
-                         : pymic_library_load(device, path, &self->handle);
+    int status = fd < 0     ? pymic_library_load(device, path, &self->handle)
+                 : checked ? pymic_library_load_fd(device, fd, path, &self->handle)
+                           : pymic_library_load_opened(device, fd, path, &self->handle);
     Py_DECREF(path_obj);
     if (status != PYMIC_OK) {
         self->handle = NULL;
@@ -165,7 +166,7 @@ static PyGetSetDef library_getset[] = {
 };
 
 PyDoc_STRVAR(library_type_doc,
-"Library(device_id, path, fd=-1)\n"
+"Library(device_id, path, fd=-1, checked=False)\n"
 "--\n"
 "\n"
 "A shared object loaded on a device (engine side of OffloadLibrary).\n"
@@ -177,9 +178,15 @@ PyDoc_STRVAR(library_type_doc,
 "path : str or os.PathLike\n"
 "    File to load (opened once; the device loads that open file).\n"
 "fd : int\n"
-"    If not negative, a descriptor of the file to load instead of opening\n"
-"    `path` (which then only names it): the device loads exactly that\n"
-"    file.  The caller keeps the descriptor.\n"
+"    If not negative, a descriptor of the file `path` names, to load\n"
+"    instead of opening `path` again: the device runs exactly that file\n"
+"    (loaded by `path`, so that $ORIGIN names its directory, when the\n"
+"    loader's object for `path` is that file).  The caller keeps the\n"
+"    descriptor.\n"
+"checked : bool\n"
+"    With `fd`: the caller checked the open file (the compile cache), so\n"
+"    it is loaded only through the descriptor, never by a name; `path`\n"
+"    only names it.\n"
 "\n"
 "Raises\n"
 "------\n"

@@ -3,7 +3,8 @@
  * loader's reasons for failures.
  *
  * argv[1]: test kernels, argv[2]: 128-argument kernels, argv[3]: a library
- * with an undefined symbol.
+ * with an undefined symbol, argv[4]: kernels that need argv[5] (a helper
+ * library) through their run path $ORIGIN.
  */
 #include "check.h"
 
@@ -186,15 +187,61 @@ static void test_load_fd(const char *first, const char *second)
     rmdir(dir);
 }
 
+/* `$ORIGIN` in a library's run path names its directory when the library
+ * is loaded by name (pymic_library_load, _opened), relative names
+ * included; a checked descriptor (pymic_library_load_fd) is never loaded
+ * by a name, so there `$ORIGIN` finds nothing. */
+static void test_origin(const char *kernels, const char *helper)
+{
+    char dir[] = "/tmp/pymic_test_originXXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[128], helper_copy[128];
+    const char *helper_name = "libpymic_test_origin_dep.so"; /* its soname (meson.build) */
+    snprintf(path, sizeof path, "%s/libk.so", dir);
+    snprintf(helper_copy, sizeof helper_copy, "%s/%s", dir, helper_name);
+    copy_file(kernels, path);
+    copy_file(helper, helper_copy);
+
+    /* First, while no helper is loaded (the loader would reuse it by name). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    CHECK(fd >= 0);
+    pymic_library *checked = NULL, *by_name = NULL, *opened = NULL;
+    CHECK_STATUS(pymic_library_load_fd(0, fd, path, &checked), PYMIC_ERR_LIBRARY);
+    CHECK_MESSAGE(helper_name);
+
+    char cwd[4096];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    CHECK(chdir(dir) == 0);
+    CHECK_OK(pymic_library_load(0, "libk.so", &by_name)); /* no slash: still this file */
+    CHECK(chdir(cwd) == 0);
+    pymic_kernel *k = NULL, *again = NULL;
+    CHECK_OK(pymic_kernel_find(by_name, "origin_value", &k));
+
+    CHECK_OK(pymic_library_load_opened(0, fd, path, &opened));
+    CHECK_OK(pymic_kernel_find(opened, "origin_value", &again));
+    CHECK(pymic_kernel_address(k) == pymic_kernel_address(again)); /* one object */
+    CHECK(fcntl(fd, F_GETFD) >= 0); /* still the caller's */
+    close(fd);
+
+    CHECK_OK(pymic_library_unload(by_name));
+    CHECK_OK(pymic_library_unload(opened));
+    CHECK_OK(pymic_device_sync(0));
+    unlink(path);
+    unlink(helper_copy);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 4) {
-        fprintf(stderr, "usage: %s test_kernels.so many_args.so undefined.so\n", argv[0]);
+    if (argc < 6) {
+        fprintf(stderr, "usage: %s test_kernels.so many_args.so undefined.so origin.so "
+                        "origin_helper.so\n", argv[0]);
         return 2;
     }
     test_load_and_find(argv[1]);
     test_load_errors(argv[3]);
     test_rebuilt_library_at_the_same_path(argv[1], argv[2]);
     test_load_fd(argv[1], argv[2]);
+    test_origin(argv[4], argv[5]);
     return check_finish();
 }

@@ -422,6 +422,15 @@ def test_source_utf8_cannot_encode(cache):
 
 EVIL_SOURCE = textwrap.dedent(r"""
     #include <pymic_kernel.h>
+    #include <stdio.h>
+
+    /* Loading is enough to run code: it leaves a mark (EVIL_MARK). */
+    __attribute__((constructor)) static void mark(void)
+    {
+        FILE *file = fopen(EVIL_MARK, "w");
+        if (file)
+            fclose(file);
+    }
 
     PYMIC_KERNEL void axpy(double *y, const double *x, const double *a, const int64_t *n)
     {
@@ -473,15 +482,22 @@ def give(user, path):
     os.chown(path, *user)
 
 
+def evil_mark(scene):
+    """The file the evil library creates when it is loaded."""
+    return os.path.join(scene, "evil-was-loaded")
+
+
 @pytest.fixture
 def evil_library(scene):
-    """A shared object whose `axpy` writes 666, readable by everyone."""
+    """A shared object whose `axpy` writes 666 and that leaves
+    evil_mark(scene) when it is loaded, readable by everyone."""
     source = os.path.join(scene, "evil.c")
     with open(source, "w") as stream:
         stream.write(EVIL_SOURCE)
     library = os.path.join(scene, "evil.so")
     subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC",
-                    f"-I{pymic.get_include()}", "-o", library, source], check=True)
+                    f"-I{pymic.get_include()}", f'-DEVIL_MARK="{evil_mark(scene)}"', "-o",
+                    library, source], check=True)
     os.chmod(library, 0o755)
     return library
 
@@ -501,10 +517,11 @@ def swap_just_before_the_load(monkeypatch, swap):
     return swapped
 
 
-def test_the_checked_file_is_the_loaded_file(device, cache, evil_library, monkeypatch):
+def test_the_checked_file_is_the_loaded_file(device, cache, scene, evil_library, monkeypatch):
     # Whatever is at the entry's path after the check -- here a swapped
     # kernels/ directory with another file under the entry's name -- the
-    # device loads the file that was opened and checked.
+    # device loads the file that was opened and checked, and never even
+    # loads the file at that name (its constructors would run).
     pymic.compile(SOURCE)
 
     def swap(path):
@@ -519,6 +536,7 @@ def test_the_checked_file_is_the_loaded_file(device, cache, evil_library, monkey
     library = device.load_source(SOURCE)
     assert swapped == [library.path]
     assert run_axpy(device, library)  # not 666
+    assert not os.path.exists(evil_mark(scene))
 
 
 def test_a_directory_swapped_by_its_owner_is_refused(device, other_user, scene, evil_library,

@@ -185,6 +185,69 @@ def test_a_library_rebuilt_at_the_same_path_runs_the_new_code(device, tmp_path, 
     assert device.load_library(str(path)) is second
 
 
+def build_origin_library(directory, helper, value, kernel_value=None):
+    """Build in `directory` lib<helper>.so (helper_value returns `value`)
+    and, if `kernel_value` is given, libk.so: kernel `through_helper`
+    stores helper_value() + `kernel_value`, linked against the helper with
+    the run path $ORIGIN (the loader finds the helper beside the library).
+    Each test names its own helper: the loader reuses a loaded object whose
+    name a library needs (DT_NEEDED) instead of searching again."""
+    compiler = os.environ.get("CC", "cc")
+    source = directory / "helper.c"
+    source.write_text(f"int helper_value(void) {{ return {value}; }}\n")
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(directory / f"lib{helper}.so"),
+                    str(source)], check=True, capture_output=True)
+    if kernel_value is None:
+        return
+    kernel = directory / "kernel.c"
+    kernel.write_text("#include <pymic_kernel.h>\n"
+                      "int helper_value(void);\n"
+                      "PYMIC_KERNEL void through_helper(int64_t *out)\n"
+                      f"{{ *out = helper_value() + {kernel_value}; }}\n")
+    subprocess.run([compiler, "-shared", "-fPIC", f"-I{pymic.get_include()}", "-o",
+                    str(directory / "libk.so"), str(kernel), f"-L{directory}", f"-l{helper}",
+                    "-Wl,-rpath,$ORIGIN"], check=True, capture_output=True)
+
+
+def run_through_helper(stream, library):
+    out = np.zeros(1, dtype=np.int64)
+    stream.invoke(library.through_helper, out)
+    stream.sync()
+    return int(out[0])
+
+
+def test_origin_in_the_run_path_names_the_library_directory(device, tmp_path, stream):
+    # Not in the working directory nor on any search path: only $ORIGIN
+    # finds the helper.
+    build_origin_library(tmp_path, "origin_a", 7, kernel_value=100)
+    library = device.load_library(str(tmp_path / "libk.so"))
+    assert run_through_helper(stream, library) == 107
+    # Rebuilt at the same path: the new code runs; the helper the old file
+    # loaded is the one its name (DT_NEEDED) finds, as the loader does.
+    build_origin_library(tmp_path, "origin_a", 7, kernel_value=200)
+    rebuilt = device.load_library(str(tmp_path / "libk.so"))
+    assert rebuilt is not library
+    assert run_through_helper(stream, rebuilt) == 207
+    assert run_through_helper(stream, library) == 107
+
+
+def test_origin_through_a_relative_path_and_a_link(device, tmp_path, stream, monkeypatch):
+    (tmp_path / "lib").mkdir()
+    build_origin_library(tmp_path / "lib", "origin_b", 3, kernel_value=10)
+    os.symlink(tmp_path / "lib", tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    library = pymic.OffloadLibrary(os.path.join("link", "libk.so"), device=device)
+    assert run_through_helper(stream, library) == 13
+
+
+def test_a_library_missing_its_origin_dependency_says_which(device, tmp_path, usable):
+    build_origin_library(tmp_path, "origin_c", 1, kernel_value=1)
+    (tmp_path / "liborigin_c.so").unlink()
+    with pytest.raises(pymic.OffloadError, match="liborigin_c.so"):
+        device.load_library(str(tmp_path / "libk.so"))
+    usable()
+
+
 def test_a_directory_is_not_a_library(device, tmp_path, usable):
     with pytest.raises(pymic.OffloadError, match="directory"):
         device.load_library(str(tmp_path))

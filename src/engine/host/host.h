@@ -37,8 +37,8 @@ int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *));
 /* kernel.c: libraries in this process, kernels called on the worker.
  * library_open loads the file open as `fd` and owns the descriptor (the
  * process device's server uses the same functions). */
-void *pymic_host_library_open(pymic_device *device, int fd, const char *path, char *why,
-                              size_t why_len);
+void *pymic_host_library_open(pymic_device *device, int fd, const char *path, bool by_path,
+                              char *why, size_t why_len);
 void *pymic_host_kernel_find(pymic_device *device, void *handle, const char *name, char *why,
                              size_t why_len);
 void pymic_host_library_close(pymic_device *device, void *handle);

@@ -15,9 +15,12 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <link.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "../invoke_call.h"
@@ -37,7 +40,8 @@ static void loader_reason(char *why, size_t len, const char *name)
     snprintf(why, len, "%s", reason);
 }
 
-/* A library and the descriptor it was loaded through. */
+/* A library and the descriptor it was loaded through (-1: loaded by its
+ * path, no descriptor kept). */
 typedef struct host_library {
     void *dl;
     int fd;
@@ -48,28 +52,109 @@ static void fd_name(char *name, size_t len, int fd)
     snprintf(name, len, "/proc/self/fd/%d", fd);
 }
 
-/* The loader opens the file through /proc/self/fd/N: the very file that
- * is open as `fd`, not what a path names now.  glibc tells objects apart
- * by the file's device and inode once it has opened it, so the same file
- * loaded twice is one object while a library rebuilt at the same path is
- * a new one. */
-void *pymic_host_library_open(pymic_device *device, int fd, const char *path, char *why,
-                              size_t why_len)
+/* The "device inode" of the file mapping that contains `address`, from
+ * /proc/self/maps, into `id` ("" if none). */
+static void mapped_file(FILE *maps, uintptr_t address, char *id, size_t len)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    id[0] = '\0';
+    rewind(maps);
+    while (getline(&line, &cap, maps) > 0) {
+        unsigned long start, end;
+        char device[32], inode[32];
+        if (sscanf(line, "%lx-%lx %*s %*s %31s %31s", &start, &end, device, inode) == 4 &&
+            start <= address && address < end) {
+            if (strcmp(inode, "0") != 0)
+                snprintf(id, len, "%s %s", device, inode);
+            break;
+        }
+    }
+    free(line);
+}
+
+/* Whether the loaded object `dl` is mapped from the file open as `fd`.
+ * The object's dynamic section lies in a mapping of its file; a page of
+ * `fd` mapped here shows that file's identity as the kernel reports it for
+ * mappings (on a stacked file system it may differ from what fstat says),
+ * so the two entries of /proc/self/maps are compared, not fstat's. */
+static bool object_is_file(void *dl, int fd)
+{
+    struct link_map *map = NULL;
+    if (dlinfo(dl, RTLD_DI_LINKMAP, &map) != 0 || !map || !map->l_ld)
+        return false;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    void *mine = mmap(NULL, page, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (mine == MAP_FAILED)
+        return false;
+    bool same = false;
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (maps) {
+        char object_id[72], file_id[72];
+        mapped_file(maps, (uintptr_t)map->l_ld, object_id, sizeof object_id);
+        mapped_file(maps, (uintptr_t)mine, file_id, sizeof file_id);
+        same = object_id[0] && strcmp(object_id, file_id) == 0;
+        fclose(maps);
+    }
+    munmap(mine, page);
+    return same;
+}
+
+/* Load `path`, keeping the handle only if the loader's object is the file
+ * open as `fd`: glibc returns an object already loaded under that name
+ * without opening the file, the old one for a library rebuilt since.  If
+ * the loader fails, its reason goes to `why` (left alone otherwise). */
+static void *open_by_path(int fd, const char *path, char *why, size_t len)
+{
+    dlerror();
+    void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!dl) {
+        loader_reason(why, len, path);
+        return NULL;
+    }
+    if (object_is_file(dl, fd))
+        return dl;
+    dlclose(dl); /* another file's object: only the reference just taken */
+    return NULL;
+}
+
+/* With `by_path` the library is loaded by its (absolute) path when that
+ * gives the file open as `fd`: `$ORIGIN` in its run path is then its
+ * directory.  Otherwise the loader opens the file through
+ * /proc/self/fd/N: the very file that is open as `fd`, not what a path
+ * names now.  glibc tells objects apart by the file's device and inode
+ * once it has opened it, so the same file loaded twice is one object
+ * while a library rebuilt at the same path is a new one. */
+void *pymic_host_library_open(pymic_device *device, int fd, const char *path, bool by_path,
+                              char *why, size_t why_len)
 {
     (void)device;
-    (void)path;
     host_library *lib = malloc(sizeof *lib);
     if (!lib) {
         close(fd);
         snprintf(why, why_len, "out of host memory");
         return NULL;
     }
+    char by_path_why[512] = "";
+    if (by_path) {
+        lib->dl = open_by_path(fd, path, by_path_why, sizeof by_path_why);
+        if (lib->dl) {
+            close(fd);
+            lib->fd = -1;
+            return lib;
+        }
+    }
     char name[32];
     fd_name(name, sizeof name, fd);
     dlerror();
     lib->dl = dlopen(name, RTLD_NOW | RTLD_LOCAL);
     if (!lib->dl) {
-        loader_reason(why, why_len, name);
+        /* The loader's reason for the path, if it gave one, is the one
+         * that matters (a dependency found only through `$ORIGIN`). */
+        if (by_path_why[0])
+            snprintf(why, why_len, "%s", by_path_why);
+        else
+            loader_reason(why, why_len, name);
         close(fd);
         free(lib);
         return NULL;
@@ -116,6 +201,10 @@ void pymic_host_library_close(pymic_device *device, void *handle)
     (void)device;
     host_library *lib = handle;
     dlclose(lib->dl);
+    if (lib->fd < 0) { /* loaded by its path: no descriptor's name to keep */
+        free(lib);
+        return;
+    }
     /* glibc looks an object up by the name it was loaded under before it
      * opens any file.  If the object stays (another handle to the same
      * file, RTLD_NODELETE, unique symbols), its name /proc/self/fd/N must

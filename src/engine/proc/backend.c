@@ -384,9 +384,11 @@ static void lost_reason(pymic_device *d, char *why, size_t len)
 /* The device process opens the host's descriptor through
  * /proc/<host>/fd/N (by the path only if that is refused) and loads it
  * only if it is the same file (device and inode) as `fd`: it runs the
- * file the host opened and checked, whatever the path names meanwhile. */
-static void *proc_library_open(pymic_device *device, int fd, const char *path, char *why,
-                               size_t len)
+ * file the host opened and checked, whatever the path names meanwhile.
+ * With `by_path` it loads it as the host backend does: by the path if
+ * the loader's object for it is that file, else through its descriptor. */
+static void *proc_library_open(pymic_device *device, int fd, const char *path, bool by_path,
+                               char *why, size_t len)
 {
     proc_device *pd = state_of(device);
     proc_library *lib = malloc(sizeof *lib);
@@ -398,15 +400,18 @@ static void *proc_library_open(pymic_device *device, int fd, const char *path, c
         return NULL;
     }
     /* The fallback is by name: relative paths are resolved here, as the
-     * device process's directory was fixed when it started. */
+     * device process's directory was fixed when it started.  An absolute
+     * one (always, with `by_path`) is kept as it is: `$ORIGIN` is the
+     * directory of the name loaded, links and all, as on the host. */
     char resolved[PATH_MAX];
-    const char *sent = realpath(path, resolved) ? resolved : path;
+    const char *sent = path[0] == '/' || !realpath(path, resolved) ? path : resolved;
     pthread_mutex_lock(&pd->control_lock);
     proc_mailbox *mb = &pd->control->mailbox[0];
     snprintf(mb->text, PROC_TEXT_MAX, "%s", sent);
     mb->index = (uint32_t)fd;
     mb->handle = (uint64_t)st.st_dev;
     mb->address = (uint64_t)st.st_ino;
+    mb->nargs = by_path;
     int status = proc_control_call(pd, PROC_REQ_LOAD);
     if (status == PYMIC_OK) {
         lib->handle = mb->handle;

@@ -67,7 +67,9 @@ static void *serve_stream(void *arg)
 /* The file the host opened (and may have checked) as its descriptor
  * mb->index: reached through /proc/<host>/fd/N, else by the path in
  * mb->text, and loaded only if it is the host's file (mb->handle, device;
- * mb->address, inode) -- never a file put at that path since. */
+ * mb->address, inode) -- never a file put at that path since.  With
+ * mb->nargs set, loaded by that path when the loader's object for it is
+ * that file (host/kernel.c checks), so `$ORIGIN` names its directory. */
 static void *load_host_file(proc_mailbox *mb)
 {
     char via[64];
@@ -88,7 +90,9 @@ static void *load_host_file(proc_mailbox *mb)
                                           "device process's (another file is at that path)");
         return NULL;
     }
-    return pymic_host_library_open(NULL, fd, mb->text, mb->text, PROC_TEXT_MAX);
+    char path[PROC_TEXT_MAX];
+    memcpy(path, mb->text, sizeof path); /* mb->text takes the reason */
+    return pymic_host_library_open(NULL, fd, path, mb->nargs != 0, mb->text, PROC_TEXT_MAX);
 }
 
 static void answer_control(proc_mailbox *mb)

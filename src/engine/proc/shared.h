@@ -46,7 +46,8 @@ enum proc_request {
     PROC_REQ_PING = 1,  /* control: answer (start-up handshake)            */
     PROC_REQ_LOAD,      /* control: load the host's descriptor `index`, if
                            it is file (dev handle, inode address); else the
-                           path in text -> handle, or error text          */
+                           path in text -> handle, or error text; nargs 1:
+                           by the path in text if that is the same file   */
     PROC_REQ_FIND,      /* control: kernel text in handle -> address       */
     PROC_REQ_CLOSE,     /* control: dlclose handle                         */
     PROC_REQ_START,     /* control: serve mailbox `index`, seen = handle   */
@@ -62,7 +63,7 @@ typedef struct proc_mailbox {
     _Alignas(64) _Atomic uint32_t done;
     _Atomic uint32_t host_sleeping;
     _Alignas(64) uint32_t request;
-    int32_t nargs;
+    int32_t nargs;       /* INVOKE: arguments; LOAD: by path (0/1)   */
     int32_t status;      /* reply: 0 or -1 (reason in text)          */
     uint32_t index;      /* START: the mailbox to serve; LOAD: fd    */
     uint64_t handle;     /* LOAD device / reply; FIND, CLOSE input;
