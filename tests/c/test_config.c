@@ -613,6 +613,8 @@ static void expect_auto_bound(const void *arg)
     CHECK(device_cpus(own, cpus) == 1 && cpus[0] == avail[navail - 1]);
 }
 
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+/* The process-device checks below only run unsanitized (see test_auto). */
 /* Threads of this process, and processes it started (children of any of
  * its threads), from /proc. */
 static int count_threads(void)
@@ -685,6 +687,7 @@ static void expect_auto_lazy(const void *arg)
     CHECK(count_children() == 2);
     CHECK_OK(pymic_stream_destroy(s));
 }
+#endif
 
 /* Two threads using a lazy device at once: it is set up once, and both
  * get working streams and memory (TSan checks the set-up is race-free). */
