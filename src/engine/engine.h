@@ -249,9 +249,15 @@ struct pymic_stream {
     _Atomic(struct pymic_trace_buf *) trace; /* trace.c: NULL until traced */
 
     /* The oldest failure not yet reported (failure.c): its sequence
-     * number (0: none), written by the worker after the message. */
+     * number (0: none).  Read without a lock on every command (a stream
+     * with a failure runs no more kernels or copies until it is
+     * reported); everything else about it is guarded by failure_lock,
+     * which only the rare failure paths take. */
     _Alignas(64) _Atomic uint64_t failed_seq;
+    pthread_mutex_t failure_lock;
     int failed_status;
+    uint64_t skipped_through; /* newest command skipped for the failure  */
+    uint64_t forgive_through; /* reset: failures up to here are dropped  */
     char failure[640];
 };
 
@@ -269,6 +275,14 @@ char *pymic_stream_copy_failure(pymic_stream *stream, int *status);
  * PYMIC_ERR_DEVICE_LOST). */
 void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status, const char *fmt,
                               ...) PYMIC_FORMAT(4, 5);
+/* True when command `seq` (an invoke or a copy) must not run because a
+ * command before it on its stream failed and nobody has been told yet:
+ * what depends on a failed command fails with it.  One relaxed load while
+ * the stream is healthy. */
+bool pymic_stream_skips(pymic_stream *stream, uint64_t seq);
+/* Drop the failures of commands up to `seq` (reported or not): reset
+ * repairs what they broke. */
+void pymic_stream_forgive(pymic_stream *stream, uint64_t seq);
 
 /* Keep a stream's memory (and so its counters) alive / let it go. */
 void pymic_stream_retain(pymic_stream *stream);
@@ -338,7 +352,7 @@ typedef struct pymic_mark {
 
 void pymic_mark_release(pymic_mark *mark);
 void pymic_mark_execute_record(pymic_stream *stream, pymic_mark *mark);
-void pymic_mark_execute_wait(pymic_mark *mark);
+void pymic_mark_execute_wait(pymic_stream *stream, pymic_mark *mark);
 
 /* ------------------------------------------------------ parked releases */
 

@@ -153,9 +153,19 @@ int pymic_stream_wait_event(pymic_stream *stream, pymic_event *event)
     return PYMIC_OK;
 }
 
-void pymic_mark_execute_wait(pymic_mark *mark)
+void pymic_mark_execute_wait(pymic_stream *stream, pymic_mark *mark)
 {
     pymic_wait_geq(&mark->q, &mark->done, 1);
+    /* The record came after a failure on its stream: what this stream
+     * does next depends on the failed work, so it fails too (and skips
+     * its kernels and copies until a sync reports it). */
+    if (mark->failure) {
+        uint64_t seq = atomic_load_explicit(&stream->completed, memory_order_relaxed) + 1;
+        pymic_stream_fail_status(stream, seq, mark->failure_status,
+                                 "%s (this stream waited for an event recorded after that "
+                                 "on device %d)",
+                                 mark->failure, mark->device);
+    }
     pymic_mark_release(mark);
 }
 

@@ -3,10 +3,14 @@
  * wait.
  *
  * A command fails asynchronously (its device was lost, a bounds check
- * found a kernel's write past an allocation): nobody is there to return
- * an error to, so the stream keeps the oldest unreported failure with its
- * sequence number and the next sync, query or wait that covers it returns
- * it as an error, once.  Device health is kept on the device (generic):
+ * found a kernel's write past an allocation, it waited for an event
+ * recorded after a failure): nobody is there to return an error to, so
+ * the stream keeps the oldest unreported failure with its sequence number
+ * and the next sync, query or wait that covers it returns it as an error,
+ * once.  What depends on a failed command fails with it: until the
+ * failure is reported, the stream's later kernels and copies are not run
+ * (frees, event records and event waits still are), and an event recorded
+ * after it carries it to every stream that waits for the event.  Device health is kept on the device (generic):
  * backends mark it lost, reset clears it.
  */
 #include "engine.h"
@@ -18,13 +22,17 @@
 
 static void record(pymic_stream *stream, uint64_t seq, int status, const char *fmt, va_list ap)
 {
-    /* Only the worker writes; the reader clears failed_seq after copying
-     * the message, so the message is never rewritten while it is read. */
-    if (atomic_load_explicit(&stream->failed_seq, memory_order_acquire) != 0)
-        return;
-    vsnprintf(stream->failure, sizeof stream->failure, fmt, ap);
-    stream->failed_status = status;
-    atomic_store_explicit(&stream->failed_seq, seq, memory_order_release);
+    pthread_mutex_lock(&stream->failure_lock);
+    /* The oldest unreported failure is kept; one of a command that a
+     * reset stopped (or that failed before it) is what the reset repaired. */
+    if (atomic_load_explicit(&stream->failed_seq, memory_order_relaxed) == 0 &&
+        seq > stream->forgive_through) {
+        vsnprintf(stream->failure, sizeof stream->failure, fmt, ap);
+        stream->failed_status = status;
+        stream->skipped_through = 0;
+        atomic_store_explicit(&stream->failed_seq, seq, memory_order_release);
+    }
+    pthread_mutex_unlock(&stream->failure_lock);
 }
 
 void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt, ...)
@@ -44,18 +52,46 @@ void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status, co
     va_end(ap);
 }
 
+bool pymic_stream_skips(pymic_stream *stream, uint64_t seq)
+{
+    if (__builtin_expect(atomic_load_explicit(&stream->failed_seq, memory_order_relaxed) == 0,
+                         1))
+        return false;
+    pthread_mutex_lock(&stream->failure_lock);
+    uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_relaxed);
+    bool skip = failed != 0 && failed < seq;
+    /* Remembered so that a sync whose target lies before this command
+     * does not clear a failure this command was skipped for. */
+    if (skip && seq > stream->skipped_through)
+        stream->skipped_through = seq;
+    pthread_mutex_unlock(&stream->failure_lock);
+    return skip;
+}
+
 int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *op)
 {
     uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_acquire);
     if (failed == 0 || failed > seq)
         return PYMIC_OK;
     char message[sizeof stream->failure];
-    memcpy(message, stream->failure, sizeof message);
-    int status = stream->failed_status;
-    message[sizeof message - 1] = '\0';
-    /* Two threads waiting at once: one of them reports it. */
-    if (!atomic_compare_exchange_strong(&stream->failed_seq, &failed, 0))
+    pthread_mutex_lock(&stream->failure_lock);
+    failed = atomic_load_explicit(&stream->failed_seq, memory_order_relaxed);
+    if (failed == 0 || failed > seq) {
+        pthread_mutex_unlock(&stream->failure_lock); /* another waiter reported it */
         return PYMIC_OK;
+    }
+    memcpy(message, stream->failure, sizeof message);
+    message[sizeof message - 1] = '\0';
+    int status = stream->failed_status;
+    if (stream->skipped_through > seq) {
+        /* Commands after this wait's target were skipped for it too: the
+         * wait that covers them reports it again. */
+        atomic_store_explicit(&stream->failed_seq, seq + 1, memory_order_relaxed);
+    } else {
+        atomic_store_explicit(&stream->failed_seq, 0, memory_order_relaxed);
+        stream->skipped_through = 0;
+    }
+    pthread_mutex_unlock(&stream->failure_lock);
     return pymic_fail(status, "%s: %s", op, message);
 }
 
@@ -63,10 +99,27 @@ char *pymic_stream_copy_failure(pymic_stream *stream, int *status)
 {
     if (atomic_load_explicit(&stream->failed_seq, memory_order_acquire) == 0)
         return NULL;
-    /* Only this (worker) thread writes the message; a reader may clear
-     * failed_seq meanwhile, which leaves the message as it is. */
-    *status = stream->failed_status;
-    return strdup(stream->failure);
+    pthread_mutex_lock(&stream->failure_lock);
+    char *copy = NULL;
+    if (atomic_load_explicit(&stream->failed_seq, memory_order_relaxed) != 0) {
+        *status = stream->failed_status;
+        copy = strdup(stream->failure);
+    }
+    pthread_mutex_unlock(&stream->failure_lock);
+    return copy;
+}
+
+void pymic_stream_forgive(pymic_stream *stream, uint64_t seq)
+{
+    pthread_mutex_lock(&stream->failure_lock);
+    if (seq > stream->forgive_through)
+        stream->forgive_through = seq;
+    uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_relaxed);
+    if (failed != 0 && failed <= seq) {
+        atomic_store_explicit(&stream->failed_seq, 0, memory_order_relaxed);
+        stream->skipped_through = 0;
+    }
+    pthread_mutex_unlock(&stream->failure_lock);
 }
 
 void pymic_device_mark_lost(pymic_device *device, const char *fmt, ...)
@@ -99,7 +152,22 @@ int pymic_device_reset(int device)
     pymic_device *d = pymic_device_lookup(device, "pymic_device_reset", &status);
     if (!d)
         return status;
-    if (!d->ops->reset)
-        return PYMIC_OK; /* nothing to restart */
-    return d->ops->reset(d);
+    /* The failures of commands that had started by now are what the
+     * reset repairs, the killed kernel's included (its failure is
+     * recorded once the reset has stopped it): nobody reports them
+     * later, so the next sync reports only commands run after it. */
+    pymic_use *uses;
+    int n;
+    status = pymic_device_snapshot(d, &uses, &n);
+    if (status != PYMIC_OK)
+        return status;
+    for (int i = 0; i < n; i++)
+        pymic_stream_forgive(uses[i].stream,
+                             atomic_load_explicit(&uses[i].stream->claimed,
+                                                  memory_order_acquire));
+    status = d->ops->reset ? d->ops->reset(d) : PYMIC_OK; /* host: nothing to restart */
+    for (int i = 0; i < n; i++)
+        pymic_stream_release(uses[i].stream);
+    free(uses);
+    return status;
 }

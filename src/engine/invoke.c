@@ -121,7 +121,7 @@ void pymic_command_execute(pymic_stream *stream, pymic_command *cmd)
         pymic_mark_execute_record(stream, cmd->u.mark);
         break;
     case PYMIC_CMD_WAIT_EVENT:
-        pymic_mark_execute_wait(cmd->u.mark);
+        pymic_mark_execute_wait(stream, cmd->u.mark);
         break;
     default:
         break;

@@ -208,7 +208,10 @@ static void run_claimed(pymic_stream *stream, uint64_t seq, bool on_worker)
     pymic_command *cmd = slot_of(stream->ring, seq);
     uint64_t start = cmd->kind == PYMIC_CMD_INVOKE ? pymic_now_ns() : 0;
     uint64_t traced = pymic_trace_exec_begin(stream, seq);
-    if (on_worker) {
+    if ((cmd->kind == PYMIC_CMD_INVOKE || cmd->kind == PYMIC_CMD_COPY) &&
+        pymic_stream_skips(stream, seq)) {
+        start = 0; /* not run: what it depends on failed (failure.c) */
+    } else if (on_worker) {
         worker_hosted_kernel |= start != 0;
         pymic_command_execute(stream, cmd);
     } else {
@@ -418,8 +421,10 @@ void pymic_stream_release(pymic_stream *stream)
         return;
     /* An inherited stream's lock may have been held by a parent thread at
      * the fork: it is never touched again, only its memory goes. */
-    if (!pymic_stream_inherited(stream))
+    if (!pymic_stream_inherited(stream)) {
         pthread_mutex_destroy(&stream->enqueue_lock);
+        pthread_mutex_destroy(&stream->failure_lock);
+    }
     free(stream->ring);
     free(stream);
 }
@@ -465,6 +470,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     stream->fork_generation = atomic_load(&pymic_global.fork_generation);
     atomic_init(&stream->refs, 1);
     pthread_mutex_init(&stream->enqueue_lock, NULL);
+    pthread_mutex_init(&stream->failure_lock, NULL);
     stream->done_q.kick_on_sleep = &stream->work_q;
     /* Listed before the worker starts: the worker unlinks it at STOP. */
     pthread_mutex_lock(&d->lock);
