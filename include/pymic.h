@@ -236,8 +236,17 @@ PYMIC_API int pymic_event_elapsed(pymic_event *start, pymic_event *end, double *
 /* ---------------------------------------------------------- device memory */
 
 /* Allocate `nbytes` (> 0) of device memory aligned to `alignment` (a power
- * of two; 0 means 64).  Synchronous. */
+ * of two; 0 means 64).  Synchronous.  Short of memory, it first waits for
+ * the memory already freed on any stream of the device to come back (frees
+ * still queued behind other commands, and frees waiting for other streams'
+ * last uses); the OUT_OF_MEMORY message says how much was pending release. */
 PYMIC_API int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_ptr);
+/* The same, except that it never waits: memory freed but not yet back
+ * counts as used.  Callers that must not block where they are (the Python
+ * layer holds the GIL) try this first and call pymic_mem_alloc where they
+ * may wait. */
+PYMIC_API int pymic_mem_alloc_nowait(int device, size_t nbytes, size_t alignment,
+                                     void **device_ptr);
 
 /* Stream-ordered free: the memory is released after every command enqueued
  * on `stream` before this call has completed, *and* after every command of

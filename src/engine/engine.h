@@ -106,6 +106,9 @@ typedef struct pymic_device {
     struct pymic_stream *streams;
     size_t memory_limit;       /* guarded by the allocation table's lock  */
     size_t memory_used;        /* idem                                    */
+    size_t memory_pending;     /* idem: of memory_used, bytes freed and
+                                * waiting for their FREE command or for
+                                * other streams' last uses               */
 
     /* The backend (backend.h) and its per-device state: set at
      * initialisation, never changed. */
@@ -415,6 +418,12 @@ typedef struct pymic_alloc {
     struct pymic_block *block;
     int nuses, uses_capacity;
     pymic_use *uses;
+    /* Once freed (guarded by the table lock): the FREE command (stream,
+     * retained, and sequence number) and the device's list of freed
+     * allocations whose memory is not back yet, which an allocation short
+     * of memory waits for. */
+    pymic_use freed_by;
+    struct pymic_alloc *pending_prev, *pending_next;
 } pymic_alloc;
 
 /* With the stream's enqueue lock held and the slot of `seq` reserved:

@@ -28,6 +28,8 @@
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static pymic_alloc **table;     /* sorted by base address */
 static size_t table_count, table_capacity;
+/* Freed allocations whose memory is not back yet (all devices). */
+static pymic_alloc *pending_head;
 
 /* Index of the first entry whose base is > ptr. */
 static size_t upper_bound(const void *ptr)
@@ -168,8 +170,9 @@ int pymic_device_set_memory_limit(int device, size_t bytes)
 
 /* Count `nbytes` against the device's limit (first, so concurrent
  * allocations cannot overshoot it together).  False if they do not fit;
- * *used and *limit describe the device for the message. */
-static bool reserve_bytes(pymic_device *d, size_t nbytes, size_t *used, size_t *limit)
+ * *used, *limit and *pending describe the device for the message. */
+static bool reserve_bytes(pymic_device *d, size_t nbytes, size_t *used, size_t *limit,
+                          size_t *pending)
 {
     pthread_mutex_lock(&table_lock);
     bool fits = nbytes <= d->memory_limit - d->memory_used && d->memory_used <= d->memory_limit;
@@ -177,13 +180,59 @@ static bool reserve_bytes(pymic_device *d, size_t nbytes, size_t *used, size_t *
         d->memory_used += nbytes;
     *used = d->memory_used;
     *limit = d->memory_limit;
+    *pending = d->memory_pending;
     pthread_mutex_unlock(&table_lock);
     return fits;
 }
 
-int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_ptr)
+/* A freed allocation of `d` whose FREE command has not run yet, with its
+ * stream retained, or false if there is none (streams inherited across a
+ * fork never run theirs). */
+static bool queued_free(pymic_device *d, pymic_use *out)
 {
-    static const char op[] = "pymic_mem_alloc";
+    bool found = false;
+    pthread_mutex_lock(&table_lock);
+    for (pymic_alloc *a = pending_head; a && !found; a = a->pending_next) {
+        pymic_stream *s = a->freed_by.stream;
+        if (a->device != d || !s || pymic_stream_passed(s, a->freed_by.seq) ||
+            pymic_stream_inherited(s))
+            continue;
+        pymic_stream_retain(s);
+        *out = a->freed_by;
+        found = true;
+    }
+    pthread_mutex_unlock(&table_lock);
+    return found;
+}
+
+/* Short of memory: wait for memory already freed to come back -- frees
+ * queued on any stream (the caller's own included) and frees parked until
+ * other streams pass their last use -- until `nbytes` fit or nothing
+ * freed is left to wait for.  Each round waits for one queued free, so
+ * frees queued meanwhile are waited for too. */
+static bool reserve_after_frees(pymic_device *d, size_t nbytes, size_t *used, size_t *limit,
+                                size_t *pending)
+{
+    for (;;) {
+        pymic_parked_drain();
+        if (reserve_bytes(d, nbytes, used, limit, pending))
+            return true;
+        /* Even with every pending free back it would not fit: fail now. */
+        if (*used - *pending > *limit || nbytes > *limit - (*used - *pending))
+            return false;
+        pymic_use wait_for;
+        if (!queued_free(d, &wait_for))
+            return false;
+        pymic_kick(&wait_for.stream->work_q); /* a napping worker runs it */
+        pymic_wait_geq(&wait_for.stream->done_q, &wait_for.stream->completed, wait_for.seq);
+        pymic_stream_release(wait_for.stream);
+    }
+}
+
+static int mem_alloc(int device, size_t nbytes, size_t alignment, void **device_ptr,
+                     bool may_wait)
+{
+    const char *op = may_wait ? "pymic_mem_alloc" : "pymic_mem_alloc_nowait";
     int status;
     pymic_device *d = pymic_device_lookup(device, op, &status);
     if (!d)
@@ -206,23 +255,22 @@ int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_p
 
     if (atomic_load_explicit(&pymic_parked_count, memory_order_relaxed) > 0)
         pymic_parked_poll();
-    size_t used, limit;
-    if (!reserve_bytes(d, nbytes, &used, &limit)) {
-        /* Freed memory that other streams still use counts against the
-         * limit until they pass their last use: wait for them once. */
-        pymic_parked_drain();
-        if (!reserve_bytes(d, nbytes, &used, &limit))
-            return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
-                              "%s: device %d: %zu bytes requested, %zu of the %zu-byte limit in "
-                              "use",
-                              op, device, nbytes, used, limit);
-    }
+    size_t used, limit, pending;
+    if (!reserve_bytes(d, nbytes, &used, &limit, &pending) &&
+        !(may_wait && reserve_after_frees(d, nbytes, &used, &limit, &pending)))
+        return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
+                          "%s: device %d: %zu bytes requested, %zu of the %zu-byte limit in "
+                          "use (%zu of them freed and pending release)",
+                          op, device, nbytes, used, limit, pending);
 
     pymic_alloc *alloc = calloc(1, sizeof *alloc);
     pymic_block *block = alloc ? d->ops->block_get(d, nbytes, alignment) : NULL;
     if (alloc && !block) {
         /* The system is out of memory: give cached blocks back, retry. */
-        pymic_parked_drain();
+        if (may_wait)
+            pymic_parked_drain();
+        else
+            pymic_parked_poll();
         d->ops->trim(d);
         block = d->ops->block_get(d, nbytes, alignment);
     }
@@ -252,6 +300,16 @@ int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_p
     }
     *device_ptr = alloc->base;
     return PYMIC_OK;
+}
+
+int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_ptr)
+{
+    return mem_alloc(device, nbytes, alignment, device_ptr, true);
+}
+
+int pymic_mem_alloc_nowait(int device, size_t nbytes, size_t alignment, void **device_ptr)
+{
+    return mem_alloc(device, nbytes, alignment, device_ptr, false);
 }
 
 void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void *), void *arg)
@@ -291,7 +349,16 @@ static void release_memory(void *arg)
     d->ops->block_put(d, alloc->block);
     pthread_mutex_lock(&table_lock);
     d->memory_used -= alloc->nbytes;
+    d->memory_pending -= alloc->nbytes;
+    if (alloc->pending_prev)
+        alloc->pending_prev->pending_next = alloc->pending_next;
+    else
+        pending_head = alloc->pending_next;
+    if (alloc->pending_next)
+        alloc->pending_next->pending_prev = alloc->pending_prev;
+    pymic_stream *freed_by = alloc->freed_by.stream;
     pthread_mutex_unlock(&table_lock);
+    pymic_stream_release(freed_by);
     free(alloc);
 }
 
@@ -322,6 +389,10 @@ int pymic_mem_free(pymic_stream *stream, void *device_ptr)
     if (status != PYMIC_OK)
         return status;
     int device = stream->device->id;
+    /* The slot first (lock order: enqueue lock, then the table), so the
+     * allocation leaves the table and joins the pending list with the
+     * sequence number of its FREE in one step. */
+    pymic_command *cmd = pymic_stream_reserve(stream);
     pthread_mutex_lock(&table_lock);
     size_t index;
     pymic_alloc *alloc = find_containing(device_ptr, &index);
@@ -331,10 +402,21 @@ int pymic_mem_free(pymic_stream *stream, void *device_ptr)
         status = PYMIC_ERR_INVALID_POINTER;
     else if (alloc->device != stream->device)
         status = PYMIC_ERR_WRONG_DEVICE;
-    else
+    if (status == PYMIC_OK) {
         table_remove(index);
+        pymic_stream_retain(stream);
+        alloc->freed_by = (pymic_use){stream, pymic_stream_reserved_seq(stream)};
+        alloc->pending_prev = NULL;
+        alloc->pending_next = pending_head;
+        if (pending_head)
+            pending_head->pending_prev = alloc;
+        pending_head = alloc;
+        alloc->device->memory_pending += alloc->nbytes;
+    }
     int owner = alloc ? alloc->device->id : -1;
     pthread_mutex_unlock(&table_lock);
+    if (status != PYMIC_OK)
+        pymic_stream_cancel(stream);
 
     if (status == PYMIC_ERR_INVALID_POINTER && !alloc)
         return pymic_fail(status, "%s: device %d: %p is not a live allocation (never allocated "
@@ -348,7 +430,6 @@ int pymic_mem_free(pymic_stream *stream, void *device_ptr)
 
     /* The pointer is dead from now on; its memory goes back after every
      * command queued before this one has run. */
-    pymic_command *cmd = pymic_stream_reserve(stream);
     cmd->kind = PYMIC_CMD_FREE;
     cmd->u.alloc = alloc;
     pymic_stream_publish(stream);

@@ -545,7 +545,7 @@ static PyObject *invoke_with_arrays(StreamObject *self, const pymic_kernel *kern
         staged_group *group = &state->groups[g];
         size_t nbytes = group_bytes(group);
         /* Zero-size arrays still get a valid (tiny) allocation to point at. */
-        status = pymic_mem_alloc(self->device, nbytes ? nbytes : 1, 64, &group->device);
+        status = alloc_device_memory(self->device, nbytes ? nbytes : 1, 64, &group->device);
         if (status != PYMIC_OK) {
             group->device = NULL;
             break;

@@ -129,3 +129,37 @@ def test_first_invoke_after_reset_reports_no_old_error(kernel_dir):
     result = run_python(program, env={"PYMIC_DEVICES": "proc"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok"
+
+
+FREED_MEMORY_PROGRAM = """
+import numpy as np
+import pymic
+
+stream = pymic.devices[0].get_default_stream()
+for attempt in range(20):                       # failed 5 of 5 times on host
+    oa = stream.bind(np.zeros(75000))           # 600000 of the 1 MiB limit
+    stream.sync()
+    del oa                                      # its free is queued on the stream
+    ob = stream.bind(np.zeros(75000))           # must wait for that free
+    del ob
+    other = pymic.devices[0].create_stream()
+    oc = other.bind(np.zeros(75000))            # a free queued on another stream
+    del oc
+    od = stream.bind(np.zeros(75000))
+    del od, other
+big = stream.bind(np.zeros(75000))
+try:
+    stream.allocate_device_memory(600000)      # cannot fit, whatever is freed
+except pymic.OffloadError as error:
+    assert "of the 1048576-byte limit in use" in str(error), str(error)
+    assert "freed and pending release" in str(error), str(error)
+else:
+    raise AssertionError("the limit was not enforced")
+print("ok")
+"""
+
+
+def test_allocation_waits_for_memory_already_freed():
+    result = run_python(FREED_MEMORY_PROGRAM, env={"PYMIC_MEMORY_LIMIT": "1M"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"
