@@ -121,6 +121,10 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
         pymic_stream_release(s);
     }
     free(uses);
+    /* Streams destroyed before anybody synced them leave their failures
+     * to the device. */
+    if (status == PYMIC_OK)
+        status = pymic_device_take_orphan(d, op);
     /* What was parked for these streams can go now: after a device sync,
      * memory freed on one stream and used by another is back. */
     if (status == PYMIC_OK && atomic_load_explicit(&pymic_parked_count, memory_order_acquire))

@@ -102,8 +102,11 @@ typedef struct pymic_device {
     cpu_set_t cpuset;
     char name[PYMIC_NAME_MAX];
 
-    pthread_mutex_t lock;      /* guards the stream list                  */
+    pthread_mutex_t lock;      /* guards the stream list and orphans      */
     struct pymic_stream *streams;
+    /* Failures of destroyed streams that nobody had reported, oldest
+     * first: the next device syncs report them (failure.c). */
+    struct pymic_orphan *orphans;
     size_t memory_limit;       /* guarded by the allocation table's lock  */
     size_t memory_used;        /* idem                                    */
     size_t memory_pending;     /* idem: of memory_used, bytes freed and
@@ -287,6 +290,13 @@ bool pymic_stream_skips(pymic_stream *stream, uint64_t seq);
  * repairs what they broke. */
 void pymic_stream_forgive(pymic_stream *stream, uint64_t seq);
 
+/* The worker of a destroyed stream at STOP: hand an unreported failure
+ * to the device (device->lock held by the caller). */
+void pymic_stream_orphan_failure(pymic_stream *stream);
+/* The oldest failure of a destroyed stream of `device`, as an error of
+ * operation `op` (then forgotten); else PYMIC_OK. */
+int pymic_device_take_orphan(pymic_device *device, const char *op);
+
 /* Keep a stream's memory (and so its counters) alive / let it go. */
 void pymic_stream_retain(pymic_stream *stream);
 void pymic_stream_release(pymic_stream *stream);
@@ -458,8 +468,9 @@ void pymic_bounds_after_invoke(pymic_stream *stream, const pymic_command *cmd);
  * guard page after a live allocation of `device`; false otherwise. */
 bool pymic_memory_describe_fault(pymic_device *device, uintptr_t address, char *out,
                                  size_t len);
-/* Call visit(alloc, arg) for each live allocation of `device`, with the
- * allocation table locked (visit must not call into the engine). */
+/* Call visit(alloc, arg) for each allocation of `device` whose memory is
+ * still held (live, or freed and not back yet), with the allocation table
+ * locked (visit must not call into the engine). */
 void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void *), void *arg);
 
 /* A device's limit and live bytes, read consistently. */

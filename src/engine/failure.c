@@ -122,6 +122,56 @@ void pymic_stream_forgive(pymic_stream *stream, uint64_t seq)
     pthread_mutex_unlock(&stream->failure_lock);
 }
 
+/* A failure whose stream is gone. */
+struct pymic_orphan {
+    struct pymic_orphan *next;
+    int status;
+    char message[];
+};
+
+void pymic_stream_orphan_failure(pymic_stream *stream)
+{
+    if (atomic_load_explicit(&stream->failed_seq, memory_order_acquire) == 0)
+        return;
+    pthread_mutex_lock(&stream->failure_lock);
+    struct pymic_orphan *orphan = NULL;
+    if (atomic_load_explicit(&stream->failed_seq, memory_order_relaxed) != 0) {
+        size_t length = strnlen(stream->failure, sizeof stream->failure - 1);
+        orphan = malloc(sizeof *orphan + length + 1);
+        if (orphan) {
+            orphan->next = NULL;
+            orphan->status = stream->failed_status;
+            memcpy(orphan->message, stream->failure, length);
+            orphan->message[length] = '\0';
+        } else {
+            pymic_log(1, "out of host memory; lost the failure: %s", stream->failure);
+        }
+        atomic_store_explicit(&stream->failed_seq, 0, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&stream->failure_lock);
+    if (!orphan)
+        return;
+    struct pymic_orphan **tail = &stream->device->orphans;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = orphan;
+}
+
+int pymic_device_take_orphan(pymic_device *device, const char *op)
+{
+    pthread_mutex_lock(&device->lock);
+    struct pymic_orphan *orphan = device->orphans;
+    if (orphan)
+        device->orphans = orphan->next;
+    pthread_mutex_unlock(&device->lock);
+    if (!orphan)
+        return PYMIC_OK;
+    int status = pymic_fail(orphan->status, "%s: %s (on a stream destroyed since)", op,
+                            orphan->message);
+    free(orphan);
+    return status;
+}
+
 void pymic_device_mark_lost(pymic_device *device, const char *fmt, ...)
 {
     if (atomic_load_explicit(&device->lost, memory_order_acquire))

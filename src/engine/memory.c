@@ -318,6 +318,11 @@ void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void 
     for (size_t i = 0; i < table_count; i++)
         if (table[i]->device == device)
             visit(table[i], arg);
+    /* Freed but not back yet: commands queued before the free still use
+     * it (a kernel may overrun a buffer freed right after the invoke). */
+    for (pymic_alloc *a = pending_head; a; a = a->pending_next)
+        if (a->device == device)
+            visit(a, arg);
     pthread_mutex_unlock(&table_lock);
 }
 
@@ -346,7 +351,8 @@ static void release_memory(void *arg)
 {
     pymic_alloc *alloc = arg;
     pymic_device *d = alloc->device;
-    d->ops->block_put(d, alloc->block);
+    /* Off the pending list before the block can be handed out again
+     * (bounds checks visit the list). */
     pthread_mutex_lock(&table_lock);
     d->memory_used -= alloc->nbytes;
     d->memory_pending -= alloc->nbytes;
@@ -358,6 +364,7 @@ static void release_memory(void *arg)
         alloc->pending_next->pending_prev = alloc->pending_prev;
     pymic_stream *freed_by = alloc->freed_by.stream;
     pthread_mutex_unlock(&table_lock);
+    d->ops->block_put(d, alloc->block);
     pymic_stream_release(freed_by);
     free(alloc);
 }

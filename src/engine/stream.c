@@ -297,10 +297,14 @@ static void worker_wait(pymic_stream *stream)
         pymic_wait_geq_spin(&stream->work_q, &stream->enqueued, claimed + 1, 0, UINT64_MAX);
 }
 
-static void unlink_from_device(pymic_stream *stream)
+static void unlink_from_device(pymic_stream *stream, bool orphan_failure)
 {
     pymic_device *d = stream->device;
     pthread_mutex_lock(&d->lock);
+    /* In the same step as leaving the list, so a device sync sees the
+     * failure either on the stream or among the orphans. */
+    if (orphan_failure)
+        pymic_stream_orphan_failure(stream);
     for (pymic_stream **link = &d->streams; *link; link = &(*link)->next_in_device) {
         if (*link == stream) {
             *link = stream->next_in_device;
@@ -321,7 +325,7 @@ static void worker_finish(pymic_stream *stream)
      * parked releases) only read its counters. */
     free(stream->ring);
     stream->ring = NULL;
-    unlink_from_device(stream);
+    unlink_from_device(stream, true);
     pymic_stream_release(stream);
 }
 
@@ -479,7 +483,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     pthread_mutex_unlock(&d->lock);
     status = d->ops->start_worker(stream, worker_main);
     if (status != PYMIC_OK) {
-        unlink_from_device(stream);
+        unlink_from_device(stream, false);
         pymic_stream_release(stream);
         return status;
     }
@@ -496,7 +500,7 @@ int pymic_stream_destroy(pymic_stream *stream)
         return pymic_stream_check(stream, "pymic_stream_destroy");
     if (pymic_stream_inherited(stream)) {
         /* No worker here to hand the reference to. */
-        unlink_from_device(stream);
+        unlink_from_device(stream, false);
         pymic_stream_release(stream);
         return PYMIC_OK;
     }

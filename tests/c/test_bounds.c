@@ -161,6 +161,27 @@ static void test_dependents(int fail_on, int wait_on)
     CHECK_OK(pymic_stream_destroy(b));
 }
 
+/* A stream destroyed before anybody synced it leaves its failure to the
+ * device: the next device sync reports it, once. */
+static void test_destroyed_stream_failure(int device)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(device, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(device, kernels_path, &lib));
+    pymic_kernel *k;
+    CHECK_OK(pymic_kernel_find(lib, "write_past", &k));
+    void *buffer;
+    CHECK_OK(pymic_mem_alloc(device, 800, 0, &buffer));
+    write_past(s, k, buffer, 101);
+    CHECK_OK(pymic_mem_free(s, buffer));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_STATUS(pymic_device_sync(device), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE("kernel 'write_past'");
+    CHECK_OK(pymic_device_sync(device)); /* reported once */
+    CHECK_OK(pymic_library_unload(lib));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -174,6 +195,7 @@ int main(int argc, char **argv)
         pymic_device_info info;
         CHECK_OK(pymic_device_get_info(d, &info));
         test_canaries(d);
+        test_destroyed_stream_failure(d);
         if (strcmp(info.kind, "proc") == 0)
             test_guard_page(d);
     }

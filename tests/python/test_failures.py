@@ -163,3 +163,70 @@ def test_allocation_waits_for_memory_already_freed():
     result = run_python(FREED_MEMORY_PROGRAM, env={"PYMIC_MEMORY_LIMIT": "1M"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok"
+
+
+EXIT_PROGRAM = """
+import numpy as np
+import pymic
+
+device = pymic.devices[0]
+lib = device.load_library(LIBRARY)
+kept = device.create_stream()
+
+def overrun(stream):
+    buffer = stream.bind(np.zeros(100))
+    stream.invoke(lib.fill_ones, buffer, np.int64(101))   # one double too many
+
+def dropped():
+    stream = device.create_stream()   # destroyed on return, never synced
+    overrun(stream)
+
+if "kept" in CASES:
+    overrun(kept)
+if "dropped" in CASES:
+    dropped()
+if "crash" in CASES:
+    kept.invoke(lib.fault_segv)
+if "reported" in CASES:
+    overrun(kept)
+    try:
+        kept.sync()
+    except pymic.OffloadError:
+        pass
+print("end of program")
+"""
+
+
+def run_exit(kernel_dir, cases, env):
+    program = (f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n"
+               f"CASES = {cases!r}\n" + EXIT_PROGRAM)
+    return run_python(program, env=env)
+
+
+@pytest.mark.parametrize("cases", [("kept",), ("dropped",), ("kept", "dropped")])
+def test_failures_unreported_at_exit_are_printed_and_fail_the_exit_status(kernel_dir, cases):
+    result = run_exit(kernel_dir, cases, {"PYMIC_CHECK": "bounds"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "end of program" in result.stdout
+    reports = [line for line in result.stderr.splitlines()
+               if line.startswith("pymic: failure not reported before exit:")]
+    assert len(reports) == len(cases), result.stderr
+    assert all("kernel 'fill_ones'" in line and "past the end of allocation" in line
+               for line in reports), result.stderr
+
+
+def test_crash_unreported_at_exit_fails_the_exit_status(kernel_dir):
+    if not os.path.exists(os.path.join(os.path.dirname(__import__("pymic").__file__),
+                                       "pymic-device")):
+        pytest.skip("this build has no process device")
+    result = run_exit(kernel_dir, ("crash",), {"PYMIC_DEVICES": "proc"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "pymic: failure not reported before exit:" in result.stderr, result.stderr
+    assert "kernel 'fault_segv' killed by SIGSEGV" in result.stderr, result.stderr
+
+
+def test_exit_is_quiet_when_every_failure_was_reported(kernel_dir):
+    result = run_exit(kernel_dir, ("reported",), {"PYMIC_CHECK": "bounds"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pymic:" not in result.stderr, result.stderr
+    assert "end of program" in result.stdout
