@@ -137,7 +137,8 @@ PYMIC_API int pymic_device_set_memory_limit(int device, size_t bytes);
 
 /* Block until every stream of the device (as of this call) has drained.
  * Holds no lock while waiting: streams may be created and destroyed
- * meanwhile. */
+ * meanwhile.  Returns the oldest unreported failure of one of them, or
+ * else of a stream destroyed before it reported one (once each). */
 PYMIC_API int pymic_device_sync(int device);
 /* The same, giving up with TIMEOUT after `timeout_ns` nanoseconds. */
 PYMIC_API int pymic_device_sync_timeout(int device, uint64_t timeout_ns);
@@ -212,8 +213,10 @@ PYMIC_API int pymic_event_destroy(pymic_event *event);
 PYMIC_API int pymic_event_record(pymic_event *event, pymic_stream *stream);
 
 /* Later commands of `stream` wait until the event's record as of this call
- * has completed (a later re-record does not change that).  The host does
- * not block.  The event may be on any device.  NOT_RECORDED if the event
+ * has completed (a later re-record does not change that).  If a command
+ * before that record failed, the wait fails `stream` with the same cause:
+ * its later kernels and copies are not run and its next sync returns the
+ * failure.  The host does not block.  The event may be on any device.  NOT_RECORDED if the event
  * was never recorded.  The event may be destroyed while the wait is still
  * queued.  In a child of fork(), a record still pending on a parent's
  * stream is SYSTEM (it can never complete there). */
@@ -418,8 +421,11 @@ PYMIC_API int pymic_trace_stream_number(const pymic_stream *stream);
  * loaded before must be loaded again (their kernels fail with
  * PYMIC_ERR_LIBRARY), streams keep working, and device memory stays
  * allocated with the contents the old process left (free it or overwrite
- * it).  Must not run concurrently with other use of the device.  On a
- * host device there is nothing to restart: PYMIC_OK. */
+ * it).  The failures of commands that had started when it was called
+ * (the kernel it stops included) are forgotten: the next sync reports only
+ * what runs after it.  Must not run concurrently with other use of the
+ * device.  On a host device there is nothing to restart (failures are
+ * forgotten all the same): PYMIC_OK. */
 PYMIC_API int pymic_device_reset(int device);
 
 /* 1 if the device is lost (its process died: commands fail with
