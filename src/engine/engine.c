@@ -189,34 +189,48 @@ static int create_devices(const pymic_device_spec *specs, int count, size_t limi
 /* fork() while other threads use the engine: a lock another thread held
  * at the moment of the fork would stay locked forever in the child, and
  * data it was changing would be half-changed.  So every global lock is
- * taken before the fork and released after it on both sides, in one fixed
- * order (no code path holds two of them at once, so any order is
- * deadlock-free; per-stream enqueue locks are never taken here: inherited
- * streams are unusable in the child, see pymic_stream_check).  In the
- * child, locks are made fresh and streams created before are marked as the
- * parent's. */
+ * taken before the fork and released after it on both sides.  They are
+ * taken in the engine's lock order, the order in which any path that
+ * holds two of them takes them (docs/design.md), so prepare can never
+ * wait for a thread that waits for a lock prepare already holds:
+ *
+ *   trace registry        -> a device's stream list (-> enqueue locks)
+ *   library lock          -> the backend's locks (finding a kernel)
+ *   devices' stream lists -> (a stream's failure lock, not taken here)
+ *   event lock
+ *   parked-release lock   -> what a release takes: backends, the table
+ *   each backend's locks  -> the allocation table (a process device's
+ *                            monitor names the allocation a fault hit)
+ *   allocation table      (a leaf: nothing is taken while holding it)
+ *
+ * Per-stream locks are never taken here: inherited streams are unusable
+ * in the child (see pymic_stream_check).  In the child, locks are made
+ * fresh and streams created before are marked as the parent's.  This is
+ * the only pthread_atfork registration of libpymic. */
 static void prefork(void)
 {
+    pymic_trace_prefork();
     pymic_library_prefork();
     for (int i = 0; i < pymic_global.ndevices; i++)
         pthread_mutex_lock(&pymic_global.devices[i].lock);
     pymic_event_prefork();
     pymic_parked_prefork();
-    pymic_memory_prefork();
     for (int i = 0; i < pymic_global.ndevices; i++)
         pymic_global.devices[i].ops->prefork(&pymic_global.devices[i]);
+    pymic_memory_prefork();
 }
 
 static void postfork_parent(void)
 {
+    pymic_memory_postfork_parent();
     for (int i = pymic_global.ndevices - 1; i >= 0; i--)
         pymic_global.devices[i].ops->postfork_parent(&pymic_global.devices[i]);
-    pymic_memory_postfork_parent();
     pymic_parked_postfork_parent();
     pymic_event_postfork_parent();
     for (int i = pymic_global.ndevices - 1; i >= 0; i--)
         pthread_mutex_unlock(&pymic_global.devices[i].lock);
     pymic_library_postfork_parent();
+    pymic_trace_postfork_parent();
 }
 
 static void postfork_child(void)
@@ -226,6 +240,7 @@ static void postfork_child(void)
     pymic_parked_postfork_child();
     pymic_event_postfork_child();
     pymic_library_postfork_child();
+    pymic_trace_postfork_child();
     for (int i = 0; i < pymic_global.ndevices; i++) {
         pthread_mutex_init(&pymic_global.devices[i].lock, NULL);
         pymic_global.devices[i].ops->postfork_child(&pymic_global.devices[i]);

@@ -396,9 +396,10 @@ int pymic_device_snapshot(pymic_device *device, pymic_use **uses, int *count);
 
 /* ------------------------------------------------------------ fork safety */
 
-/* pthread_atfork handlers of each file that owns a global lock.  Prepare
- * takes the file's locks, parent releases them, child makes them fresh;
- * engine.c calls them in one fixed order (see there). */
+/* Fork handlers of each file that owns a global lock.  Prepare takes the
+ * file's locks, parent releases them, child makes them fresh; engine.c's
+ * one pthread_atfork registration calls them in the engine's lock order
+ * (see there). */
 void pymic_memory_prefork(void);
 void pymic_memory_postfork_parent(void);
 void pymic_memory_postfork_child(void);
@@ -411,6 +412,9 @@ void pymic_library_postfork_child(void);
 void pymic_parked_prefork(void);
 void pymic_parked_postfork_parent(void);
 void pymic_parked_postfork_child(void);
+void pymic_trace_prefork(void);
+void pymic_trace_postfork_parent(void);
+void pymic_trace_postfork_child(void);
 /* True for an object made before a fork() of this (child) process whose
  * completion depends on a thread that exists only in the parent. */
 bool pymic_generation_inherited(unsigned fork_generation);

@@ -17,7 +17,9 @@
  * call: later uses and double frees are errors at once.
  *
  * Lock order: a stream's enqueue lock, then table_lock (uses are recorded
- * with the slot reserved, so the sequence number is known).
+ * with the slot reserved, so the sequence number is known).  table_lock is
+ * a leaf: nothing else is taken while it is held (blocks go back to the
+ * backend after it is released), and the fork handlers take it last.
  */
 #include "engine.h"
 
