@@ -166,6 +166,10 @@ PYMIC_API int pymic_stream_query(pymic_stream *stream);
 
 /* The device number of a stream (negative status if stream is NULL). */
 PYMIC_API int pymic_stream_device(const pymic_stream *stream);
+/* The stream's number on its device: 1, 2, ... in the order the device's
+ * streams were created; error messages name streams by it ("sync of
+ * stream 3 on device 0: ...").  Negative status if stream is NULL. */
+PYMIC_API int pymic_stream_number(const pymic_stream *stream);
 
 /* Sequence numbers: each enqueued command gets the next number (starting at
  * 1).  last_enqueued is the newest command's number, completed the number

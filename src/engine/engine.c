@@ -85,7 +85,7 @@ static int read_tunables(void)
     if (text && *text) {
         if (!parse_decimal(text, PYMIC_DEBUG_MAX, &value)) {
             snprintf(init_message, sizeof init_message,
-                     "pymic_init: PYMIC_DEBUG=\"%s\" is not a level from 0 to %d", text,
+                     "starting pymic: PYMIC_DEBUG=\"%s\" is not a level from 0 to %d", text,
                      PYMIC_DEBUG_MAX);
             return PYMIC_ERR_CONFIG;
         }
@@ -95,7 +95,7 @@ static int read_tunables(void)
     if (text && *text) {
         if (!parse_decimal(text, PYMIC_SPIN_NS_MAX, &value)) {
             snprintf(init_message, sizeof init_message,
-                     "pymic_init: PYMIC_SPIN_NS=\"%s\" is not a number of nanoseconds from 0 "
+                     "starting pymic: PYMIC_SPIN_NS=\"%s\" is not a number of nanoseconds from 0 "
                      "to %llu",
                      text, PYMIC_SPIN_NS_MAX);
             return PYMIC_ERR_CONFIG;
@@ -106,7 +106,7 @@ static int read_tunables(void)
     if (text && *text) {
         if (strcmp(text, "bounds") != 0) {
             snprintf(init_message, sizeof init_message,
-                     "pymic_init: PYMIC_CHECK=\"%s\" is not a check pymic knows (\"bounds\")",
+                     "starting pymic: PYMIC_CHECK=\"%s\" is not a check pymic knows (\"bounds\")",
                      text);
             return PYMIC_ERR_CONFIG;
         }
@@ -118,7 +118,7 @@ static int read_tunables(void)
         double seconds = strtod(text, &end);
         if (end == text || *end || !(seconds >= 0) || seconds > 1e6) {
             snprintf(init_message, sizeof init_message,
-                     "pymic_init: PYMIC_KERNEL_TIMEOUT=\"%s\" is not a number of seconds from 0 "
+                     "starting pymic: PYMIC_KERNEL_TIMEOUT=\"%s\" is not a number of seconds from 0 "
                      "(no watchdog) to 1000000",
                      text);
             return PYMIC_ERR_CONFIG;
@@ -148,7 +148,7 @@ static int read_memory_limit(size_t *limit)
         return PYMIC_OK;
     if (!pymic_parse_size(text, limit) || *limit == 0 || *limit > PYMIC_MEMORY_LIMIT_MAX) {
         snprintf(init_message, sizeof init_message,
-                 "pymic_init: PYMIC_MEMORY_LIMIT=\"%s\" is not a size such as 512M or 2G "
+                 "starting pymic: PYMIC_MEMORY_LIMIT=\"%s\" is not a size such as 512M or 2G "
                  "(at most 2^62 bytes)",
                  text);
         return PYMIC_ERR_CONFIG;
@@ -261,7 +261,7 @@ static int initialise(void)
     int *avail = NULL, navail = 0;
     if (available_cpus(&avail, &navail) != PYMIC_OK) {
         snprintf(init_message, sizeof init_message,
-                 "pymic_init: cannot read the process affinity mask");
+                 "starting pymic: cannot read the process affinity mask");
         return PYMIC_ERR_SYSTEM;
     }
     /* host:auto compares the mask with the node; unknown, it splits the mask. */
@@ -278,7 +278,7 @@ static int initialise(void)
     free(avail);
     free(node);
     if (status != PYMIC_OK) {
-        snprintf(init_message, sizeof init_message, "pymic_init: PYMIC_DEVICES=\"%s\": %s",
+        snprintf(init_message, sizeof init_message, "starting pymic: PYMIC_DEVICES=\"%s\": %s",
                  layout ? layout : "", why);
         return status;
     }
@@ -290,11 +290,11 @@ static int initialise(void)
         pymic_global.default_memory_limit = limit;
         status = create_devices(specs, count, limit);
         if (status != PYMIC_OK)
-            snprintf(init_message, sizeof init_message, "pymic_init: out of memory");
+            snprintf(init_message, sizeof init_message, "starting pymic: out of memory");
     }
     pymic_free_device_specs(specs, count);
     if (status == PYMIC_OK && pthread_atfork(prefork, postfork_parent, postfork_child) != 0) {
-        snprintf(init_message, sizeof init_message, "pymic_init: pthread_atfork failed");
+        snprintf(init_message, sizeof init_message, "starting pymic: pthread_atfork failed");
         status = PYMIC_ERR_SYSTEM;
     }
     return status;

@@ -31,11 +31,17 @@
 /* ------------------------------------------------------------- errors */
 
 /* Record `status` with a formatted message for the calling thread and return
- * `status`, so a failing call can end with `return pymic_fail(...)`. */
+ * `status`, so a failing call can end with `return pymic_fail(...)`.
+ * Messages begin with what the caller did, in the caller's terms ("sync of
+ * stream 3 on device 0: ...", "allocation of 64 bytes on device 1: ..."),
+ * not with the engine function's name; a stream is named by
+ * PYMIC_STREAM_FMT / PYMIC_STREAM_ARGS. */
 int pymic_fail(int status, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 
 /* Print "PYMIC: ..." on stderr when the debug level is at least `level`. */
 void pymic_log(int level, const char *fmt, ...) PYMIC_FORMAT(2, 3);
+#define PYMIC_STREAM_FMT "stream %d on device %d"
+#define PYMIC_STREAM_ARGS(s) (s)->number, (s)->device->id
 
 /* ------------------------------------------------------------- config */
 
@@ -103,6 +109,7 @@ typedef struct pymic_device {
     char name[PYMIC_NAME_MAX];
 
     pthread_mutex_t lock;      /* guards the stream list and orphans      */
+    _Atomic int streams_created; /* numbers streams for messages          */
     struct pymic_stream *streams;
     /* Failures of destroyed streams that nobody had reported, oldest
      * first: the next device syncs report them (failure.c). */
@@ -216,6 +223,7 @@ struct pymic_stream {
     pymic_command *ring;
     pthread_t worker;
     unsigned fork_generation;            /* see pymic_engine             */
+    int number;                          /* 1, 2, ... per device         */
     struct pymic_stream *next_in_device; /* guarded by device->lock */
     /* The owner's reference (handed to the worker by destroy, dropped when
      * it reaches STOP) plus one for each holder that must still read the
@@ -272,8 +280,12 @@ struct pymic_stream {
 void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt, ...)
     PYMIC_FORMAT(3, 4);
 /* The unreported failure of a command up to `seq`, if any, as an error of
- * operation `op` (then forgotten); else PYMIC_OK. */
-int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *op);
+ * `action` on the stream ("sync of" gives "sync of stream 3 on device 0:
+ * ...", then forgotten); else PYMIC_OK. */
+int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *action);
+/* The same for a sync of the whole device ("sync of device 0: stream 3:
+ * ..."). */
+int pymic_stream_take_failure_for_device(pymic_stream *stream, uint64_t seq);
 /* On the worker: a copy of the stream's unreported failure (malloc'd, or
  * NULL when there is none) and its status. */
 char *pymic_stream_copy_failure(pymic_stream *stream, int *status);
@@ -293,9 +305,9 @@ void pymic_stream_forgive(pymic_stream *stream, uint64_t seq);
 /* The worker of a destroyed stream at STOP: hand an unreported failure
  * to the device (device->lock held by the caller). */
 void pymic_stream_orphan_failure(pymic_stream *stream);
-/* The oldest failure of a destroyed stream of `device`, as an error of
- * operation `op` (then forgotten); else PYMIC_OK. */
-int pymic_device_take_orphan(pymic_device *device, const char *op);
+/* The oldest failure of a destroyed stream of `device`, as an error of a
+ * sync of the device (then forgotten); else PYMIC_OK. */
+int pymic_device_take_orphan(pymic_device *device);
 
 /* Keep a stream's memory (and so its counters) alive / let it go. */
 void pymic_stream_retain(pymic_stream *stream);
@@ -309,8 +321,9 @@ static inline bool pymic_stream_passed(pymic_stream *stream, uint64_t seq)
 }
 
 /* PYMIC_OK if `stream` can take commands in this process; else the error
- * (NULL stream, or a stream inherited across fork()) for operation `op`. */
-int pymic_stream_check(const pymic_stream *stream, const char *op);
+ * (NULL stream, or a stream inherited across fork()) for `action` on it
+ * ("invoke on" gives "invoke on stream 3 on device 0: ..."). */
+int pymic_stream_check(const pymic_stream *stream, const char *action);
 /* True for a stream created before a fork() in this (child) process. */
 bool pymic_stream_inherited(const pymic_stream *stream);
 

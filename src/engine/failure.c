@@ -68,21 +68,20 @@ bool pymic_stream_skips(pymic_stream *stream, uint64_t seq)
     return skip;
 }
 
-int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *op)
+/* Copy out and forget the unreported failure of a command up to `seq`;
+ * false if there is none. */
+static bool take(pymic_stream *stream, uint64_t seq, char *message, int *status_out)
 {
-    uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_acquire);
-    if (failed == 0 || failed > seq)
-        return PYMIC_OK;
-    char message[sizeof stream->failure];
+    uint64_t failed;
     pthread_mutex_lock(&stream->failure_lock);
     failed = atomic_load_explicit(&stream->failed_seq, memory_order_relaxed);
     if (failed == 0 || failed > seq) {
         pthread_mutex_unlock(&stream->failure_lock); /* another waiter reported it */
-        return PYMIC_OK;
+        return false;
     }
-    memcpy(message, stream->failure, sizeof message);
-    message[sizeof message - 1] = '\0';
-    int status = stream->failed_status;
+    memcpy(message, stream->failure, sizeof stream->failure);
+    message[sizeof stream->failure - 1] = '\0';
+    *status_out = stream->failed_status;
     if (stream->skipped_through > seq) {
         /* Commands after this wait's target were skipped for it too: the
          * wait that covers them reports it again. */
@@ -92,7 +91,33 @@ int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *op
         stream->skipped_through = 0;
     }
     pthread_mutex_unlock(&stream->failure_lock);
-    return pymic_fail(status, "%s: %s", op, message);
+    return true;
+}
+
+int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *action)
+{
+    uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_acquire);
+    if (failed == 0 || failed > seq)
+        return PYMIC_OK;
+    char message[sizeof stream->failure];
+    int status;
+    if (!take(stream, seq, message, &status))
+        return PYMIC_OK;
+    return pymic_fail(status, "%s " PYMIC_STREAM_FMT ": %s", action, PYMIC_STREAM_ARGS(stream),
+                      message);
+}
+
+int pymic_stream_take_failure_for_device(pymic_stream *stream, uint64_t seq)
+{
+    uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_acquire);
+    if (failed == 0 || failed > seq)
+        return PYMIC_OK;
+    char message[sizeof stream->failure];
+    int status;
+    if (!take(stream, seq, message, &status))
+        return PYMIC_OK;
+    return pymic_fail(status, "sync of device %d: stream %d: %s", stream->device->id,
+                      stream->number, message);
 }
 
 char *pymic_stream_copy_failure(pymic_stream *stream, int *status)
@@ -157,7 +182,7 @@ void pymic_stream_orphan_failure(pymic_stream *stream)
     *tail = orphan;
 }
 
-int pymic_device_take_orphan(pymic_device *device, const char *op)
+int pymic_device_take_orphan(pymic_device *device)
 {
     pthread_mutex_lock(&device->lock);
     struct pymic_orphan *orphan = device->orphans;
@@ -166,8 +191,8 @@ int pymic_device_take_orphan(pymic_device *device, const char *op)
     pthread_mutex_unlock(&device->lock);
     if (!orphan)
         return PYMIC_OK;
-    int status = pymic_fail(orphan->status, "%s: %s (on a stream destroyed since)", op,
-                            orphan->message);
+    int status = pymic_fail(orphan->status, "sync of device %d: %s (on a stream destroyed "
+                            "since)", device->id, orphan->message);
     free(orphan);
     return status;
 }
@@ -187,7 +212,7 @@ void pymic_device_mark_lost(pymic_device *device, const char *fmt, ...)
 int pymic_device_lost(int device, char *why, size_t why_len)
 {
     int status;
-    pymic_device *d = pymic_device_lookup(device, "pymic_device_lost", &status);
+    pymic_device *d = pymic_device_lookup(device, "device health", &status);
     if (!d)
         return status;
     int lost = atomic_load_explicit(&d->lost, memory_order_acquire);
@@ -199,7 +224,7 @@ int pymic_device_lost(int device, char *why, size_t why_len)
 int pymic_device_reset(int device)
 {
     int status;
-    pymic_device *d = pymic_device_lookup(device, "pymic_device_reset", &status);
+    pymic_device *d = pymic_device_lookup(device, "reset", &status);
     if (!d)
         return status;
     /* The failures of commands that had started by now are what the
@@ -216,6 +241,16 @@ int pymic_device_reset(int device)
                              atomic_load_explicit(&uses[i].stream->claimed,
                                                   memory_order_acquire));
     status = d->ops->reset ? d->ops->reset(d) : PYMIC_OK; /* host: nothing to restart */
+    if (status != PYMIC_OK) {
+        /* Said in the caller's terms, like every message. */
+        static const char backend_op[] = "pymic_device_reset: ";
+        char why[1024];
+        snprintf(why, sizeof why, "%s", pymic_last_error());
+        const char *reason = why;
+        if (strncmp(reason, backend_op, sizeof backend_op - 1) == 0)
+            reason += sizeof backend_op - 1;
+        pymic_fail(status, "reset of device %d: %s", device, reason);
+    }
     for (int i = 0; i < n; i++)
         pymic_stream_release(uses[i].stream);
     free(uses);

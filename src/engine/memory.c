@@ -150,7 +150,7 @@ void pymic_memory_usage(pymic_device *device, size_t *limit, size_t *used)
 int pymic_device_set_memory_limit(int device, size_t bytes)
 {
     int status;
-    pymic_device *d = pymic_device_lookup(device, "pymic_device_set_memory_limit", &status);
+    pymic_device *d = pymic_device_lookup(device, "setting the memory limit", &status);
     if (!d)
         return status;
     if (bytes == 0)
@@ -162,7 +162,7 @@ int pymic_device_set_memory_limit(int device, size_t bytes)
     pthread_mutex_unlock(&table_lock);
     if (bytes < used)
         return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
-                          "pymic_device_set_memory_limit: device %d: limit %zu bytes is below "
+                          "setting the memory limit of device %d: %zu bytes is below "
                           "the %zu bytes already allocated",
                           device, bytes, used);
     return PYMIC_OK;
@@ -234,7 +234,7 @@ static bool reserve_after_frees(pymic_device *d, size_t nbytes, size_t *used, si
 static int mem_alloc(int device, size_t nbytes, size_t alignment, void **device_ptr,
                      bool may_wait)
 {
-    const char *op = may_wait ? "pymic_mem_alloc" : "pymic_mem_alloc_nowait";
+    static const char op[] = "allocation";
     int status;
     pymic_device *d = pymic_device_lookup(device, op, &status);
     if (!d)
@@ -243,17 +243,18 @@ static int mem_alloc(int device, size_t nbytes, size_t alignment, void **device_
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: output pointer is NULL",
                           op, device);
     if (nbytes == 0)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: size is zero", op, device);
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s on device %d: size is zero", op, device);
     if (alignment == 0)
         alignment = 64;
     if (alignment & (alignment - 1))
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
-                          "%s: device %d: alignment %zu is not a power of two", op, device,
+                          "%s of %zu bytes on device %d: alignment %zu is not a power of two",
+                          op, nbytes, device,
                           alignment);
     if (nbytes > SIZE_MAX / 2 || alignment > ((size_t)1 << 30))
         return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
-                          "%s: device %d: %zu bytes aligned to %zu cannot be allocated", op,
-                          device, nbytes, alignment);
+                          "%s of %zu bytes on device %d: cannot be aligned to %zu bytes", op,
+                          nbytes, device, alignment);
 
     if (atomic_load_explicit(&pymic_parked_count, memory_order_relaxed) > 0)
         pymic_parked_poll();
@@ -261,9 +262,9 @@ static int mem_alloc(int device, size_t nbytes, size_t alignment, void **device_
     if (!reserve_bytes(d, nbytes, &used, &limit, &pending) &&
         !(may_wait && reserve_after_frees(d, nbytes, &used, &limit, &pending)))
         return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
-                          "%s: device %d: %zu bytes requested, %zu of the %zu-byte limit in "
-                          "use (%zu of them freed and pending release)",
-                          op, device, nbytes, used, limit, pending);
+                          "%s of %zu bytes on device %d: %zu of the %zu-byte limit in use (%zu "
+                          "of them freed and pending release)",
+                          op, nbytes, device, used, limit, pending);
 
     pymic_alloc *alloc = calloc(1, sizeof *alloc);
     pymic_block *block = alloc ? d->ops->block_get(d, nbytes, alignment) : NULL;
@@ -297,8 +298,8 @@ static int mem_alloc(int device, size_t nbytes, size_t alignment, void **device_
         d->memory_used -= nbytes;
         pthread_mutex_unlock(&table_lock);
         return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
-                          "%s: device %d: the system has no memory for %zu bytes", op, device,
-                          nbytes);
+                          "%s of %zu bytes on device %d: the system has no memory for it", op,
+                          nbytes, device);
     }
     *device_ptr = alloc->base;
     return PYMIC_OK;
@@ -393,11 +394,10 @@ void pymic_alloc_execute_free(pymic_stream *stream, pymic_alloc *alloc)
 
 int pymic_mem_free(pymic_stream *stream, void *device_ptr)
 {
-    static const char op[] = "pymic_mem_free";
+    static const char op[] = "free on";
     int status = pymic_stream_check(stream, op);
     if (status != PYMIC_OK)
         return status;
-    int device = stream->device->id;
     /* The slot first (lock order: enqueue lock, then the table), so the
      * allocation leaves the table and joins the pending list with the
      * sequence number of its FREE in one step. */
@@ -428,14 +428,15 @@ int pymic_mem_free(pymic_stream *stream, void *device_ptr)
         pymic_stream_cancel(stream);
 
     if (status == PYMIC_ERR_INVALID_POINTER && !alloc)
-        return pymic_fail(status, "%s: device %d: %p is not a live allocation (never allocated "
-                          "or already freed)", op, device, device_ptr);
+        return pymic_fail(status, "%s " PYMIC_STREAM_FMT ": %p is not a live allocation (never "
+                          "allocated or already freed)", op, PYMIC_STREAM_ARGS(stream),
+                          device_ptr);
     if (status == PYMIC_ERR_INVALID_POINTER)
-        return pymic_fail(status, "%s: device %d: %p points inside an allocation, not at its "
-                          "start", op, device, device_ptr);
+        return pymic_fail(status, "%s " PYMIC_STREAM_FMT ": %p points inside an allocation, "
+                          "not at its start", op, PYMIC_STREAM_ARGS(stream), device_ptr);
     if (status == PYMIC_ERR_WRONG_DEVICE)
-        return pymic_fail(status, "%s: device %d: %p belongs to device %d", op, device,
-                          device_ptr, owner);
+        return pymic_fail(status, "%s " PYMIC_STREAM_FMT ": %p belongs to device %d", op,
+                          PYMIC_STREAM_ARGS(stream), device_ptr, owner);
 
     /* The pointer is dead from now on; its memory goes back after every
      * command queued before this one has run. */
@@ -478,24 +479,27 @@ static int check_range(const char *op, const char *what, pymic_device *device,
             recorded = record_use(alloc, user, seq);
     }
     pthread_mutex_unlock(&table_lock);
+    if (alloc && owner == device->id && inside && recorded)
+        return PYMIC_OK;
 
+    /* What the caller did: "copy to the device on stream 3 on device 0". */
+    char who[128];
+    if (user)
+        snprintf(who, sizeof who, "%s " PYMIC_STREAM_FMT, op, PYMIC_STREAM_ARGS(user));
+    else
+        snprintf(who, sizeof who, "%s device %d", op, device->id);
     if (!alloc)
-        return pymic_fail(PYMIC_ERR_INVALID_POINTER,
-                          "%s: device %d: %s %p is not a live allocation", op, device->id,
+        return pymic_fail(PYMIC_ERR_INVALID_POINTER, "%s: %s %p is not a live allocation", who,
                           what, ptr);
     if (owner != device->id)
-        return pymic_fail(PYMIC_ERR_WRONG_DEVICE, "%s: device %d: %s %p belongs to device %d",
-                          op, device->id, what, ptr, owner);
+        return pymic_fail(PYMIC_ERR_WRONG_DEVICE, "%s: %s %p belongs to device %d", who, what,
+                          ptr, owner);
     if (!inside)
         return pymic_fail(PYMIC_ERR_OUT_OF_RANGE,
-                          "%s: device %d: %s range of %zu bytes at offset %zu from %p exceeds "
-                          "the %zu-byte allocation at %p",
-                          op, device->id, what, nbytes, offset, ptr, view->nbytes,
-                          (void *)view->base);
-    if (!recorded)
-        return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op,
-                          device->id);
-    return PYMIC_OK;
+                          "%s: %s range of %zu bytes at offset %zu from %p exceeds the "
+                          "%zu-byte allocation at %p",
+                          who, what, nbytes, offset, ptr, view->nbytes, (void *)view->base);
+    return pymic_fail(PYMIC_ERR_SYSTEM, "%s: out of host memory", who);
 }
 
 int pymic_memory_claim(const char *op, const char *what, pymic_stream *stream,
@@ -523,14 +527,14 @@ int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int narg
     }
     pthread_mutex_unlock(&table_lock);
     if (!recorded)
-        return pymic_fail(PYMIC_ERR_SYSTEM, "pymic_invoke: device %d: out of host memory",
-                          stream->device->id);
+        return pymic_fail(PYMIC_ERR_SYSTEM, "invoke on " PYMIC_STREAM_FMT ": out of host memory",
+                          PYMIC_STREAM_ARGS(stream));
     return PYMIC_OK;
 }
 
 int pymic_mem_query(int device, const void *device_ptr, void **base, size_t *nbytes)
 {
-    static const char op[] = "pymic_mem_query";
+    static const char op[] = "query of memory on";
     int status;
     pymic_device *d = pymic_device_lookup(device, op, &status);
     if (!d)
@@ -548,7 +552,7 @@ int pymic_mem_query(int device, const void *device_ptr, void **base, size_t *nby
 
 int pymic_mem_translate(int device, const void *device_ptr, size_t offset, uintptr_t *address)
 {
-    static const char op[] = "pymic_mem_translate";
+    static const char op[] = "translation of a pointer on";
     int status;
     pymic_device *d = pymic_device_lookup(device, op, &status);
     if (!d)
@@ -584,11 +588,12 @@ static int enqueue_copy(const char *op, const char *label, int dir, pymic_stream
     if (status != PYMIC_OK)
         return status;
     if (nbytes == 0)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: size is zero", op,
-                          stream->device->id);
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s " PYMIC_STREAM_FMT ": size is zero",
+                          op, PYMIC_STREAM_ARGS(stream));
     if (has_host && !host)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: host buffer is NULL", op,
-                          stream->device->id);
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                          "%s " PYMIC_STREAM_FMT ": host buffer is NULL", op,
+                          PYMIC_STREAM_ARGS(stream));
     pymic_command *cmd = pymic_stream_reserve(stream);
     uint64_t seq = pymic_stream_reserved_seq(stream);
     for (int i = 0; i < nsides; i++) {
@@ -621,7 +626,7 @@ int pymic_memcpy_h2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
                      const void *host_src, size_t nbytes)
 {
     copy_side dst = {"destination", device_dst, dst_offset};
-    return enqueue_copy("pymic_memcpy_h2d", "h2d", PYMIC_COPY_H2D, stream, (char *)device_dst + dst_offset,
+    return enqueue_copy("copy to the device on", "h2d", PYMIC_COPY_H2D, stream, (char *)device_dst + dst_offset,
                         host_src, nbytes, &dst, 1, true, host_src);
 }
 
@@ -629,7 +634,7 @@ int pymic_memcpy_d2h(pymic_stream *stream, void *host_dst, const void *device_sr
                      size_t src_offset, size_t nbytes)
 {
     copy_side src = {"source", device_src, src_offset};
-    return enqueue_copy("pymic_memcpy_d2h", "d2h", PYMIC_COPY_D2H, stream, host_dst,
+    return enqueue_copy("copy from the device on", "d2h", PYMIC_COPY_D2H, stream, host_dst,
                         (const char *)device_src + src_offset, nbytes, &src, 1, true, host_dst);
 }
 
@@ -638,6 +643,6 @@ int pymic_memcpy_d2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
 {
     copy_side sides[2] = {{"destination", device_dst, dst_offset},
                           {"source", device_src, src_offset}};
-    return enqueue_copy("pymic_memcpy_d2d", "d2d", PYMIC_COPY_D2D, stream, (char *)device_dst + dst_offset,
+    return enqueue_copy("device-to-device copy on", "d2d", PYMIC_COPY_D2D, stream, (char *)device_dst + dst_offset,
                         (const char *)device_src + src_offset, nbytes, sides, 2, false, NULL);
 }

@@ -438,22 +438,22 @@ bool pymic_stream_inherited(const pymic_stream *stream)
     return pymic_generation_inherited(stream->fork_generation);
 }
 
-int pymic_stream_check(const pymic_stream *stream, const char *op)
+int pymic_stream_check(const pymic_stream *stream, const char *action)
 {
     if (!stream)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: stream is NULL", op);
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s a NULL stream", action);
     if (pymic_stream_inherited(stream))
         return pymic_fail(PYMIC_ERR_SYSTEM,
-                          "%s: device %d: the stream was created before fork() and its worker "
-                          "thread exists only in the parent process",
-                          op, stream->device->id);
+                          "%s " PYMIC_STREAM_FMT ": the stream was created before fork() and "
+                          "its worker thread exists only in the parent process",
+                          action, PYMIC_STREAM_ARGS(stream));
     return PYMIC_OK;
 }
 
 int pymic_stream_create(int device, pymic_stream **stream_out)
 {
     int status;
-    pymic_device *d = pymic_device_lookup(device, "pymic_stream_create", &status);
+    pymic_device *d = pymic_device_lookup(device, "stream creation", &status);
     if (!d)
         return status;
     if (!stream_out)
@@ -465,13 +465,14 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
         free(stream);
         free(ring);
         return pymic_fail(PYMIC_ERR_SYSTEM,
-                          "pymic_stream_create: device %d: out of host memory", device);
+                          "stream creation on device %d: out of host memory", device);
     }
     memset(stream, 0, sizeof *stream);
     stream->device = d;
     stream->ops = d->ops;
     stream->ring = ring;
     stream->fork_generation = atomic_load(&pymic_global.fork_generation);
+    stream->number = atomic_fetch_add_explicit(&d->streams_created, 1, memory_order_relaxed) + 1;
     atomic_init(&stream->refs, 1);
     pthread_mutex_init(&stream->enqueue_lock, NULL);
     pthread_mutex_init(&stream->failure_lock, NULL);
@@ -497,7 +498,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
 int pymic_stream_destroy(pymic_stream *stream)
 {
     if (!stream)
-        return pymic_stream_check(stream, "pymic_stream_destroy");
+        return pymic_stream_check(stream, "destroying");
     if (pymic_stream_inherited(stream)) {
         /* No worker here to hand the reference to. */
         unlink_from_device(stream, false);
@@ -521,7 +522,7 @@ int pymic_stream_destroy(pymic_stream *stream)
 
 int pymic_stream_sync(pymic_stream *stream)
 {
-    int status = pymic_stream_check(stream, "pymic_stream_sync");
+    int status = pymic_stream_check(stream, "sync of");
     if (status != PYMIC_OK)
         return status;
     uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
@@ -529,12 +530,12 @@ int pymic_stream_sync(pymic_stream *stream)
     stream_wait(stream, target, UINT64_MAX);
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, target,
                          PYMIC_OK);
-    return pymic_stream_take_failure(stream, target, "pymic_stream_sync");
+    return pymic_stream_take_failure(stream, target, "sync of");
 }
 
 int pymic_stream_query(pymic_stream *stream)
 {
-    int status = pymic_stream_check(stream, "pymic_stream_query");
+    int status = pymic_stream_check(stream, "query of");
     if (status != PYMIC_OK)
         return status;
     uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
@@ -544,15 +545,22 @@ int pymic_stream_query(pymic_stream *stream)
             pymic_kick(&stream->work_q);
         return 0;
     }
-    status = pymic_stream_take_failure(stream, target, "pymic_stream_query");
+    status = pymic_stream_take_failure(stream, target, "query of");
     return status == PYMIC_OK ? 1 : status;
 }
 
 int pymic_stream_device(const pymic_stream *stream)
 {
     if (!stream)
-        return pymic_stream_check(stream, "pymic_stream_device");
+        return pymic_stream_check(stream, "device of");
     return stream->device->id;
+}
+
+int pymic_stream_number(const pymic_stream *stream)
+{
+    if (!stream)
+        return pymic_stream_check(stream, "number of");
+    return stream->number;
 }
 
 uint64_t pymic_stream_last_enqueued(const pymic_stream *stream)
@@ -572,7 +580,7 @@ uint64_t pymic_stream_completed(const pymic_stream *stream)
 int pymic_stream_capacity(const pymic_stream *stream)
 {
     if (!stream)
-        return pymic_stream_check(stream, "pymic_stream_capacity");
+        return pymic_stream_check(stream, "capacity of");
     /* pymic_stream_reserve lets sequence number s in once completed >=
      * s - PYMIC_RING_SLOTS: all PYMIC_RING_SLOTS slots may hold commands
      * that have not completed, the running one included. */
@@ -587,8 +595,9 @@ static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, con
     uint64_t last = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
     if (seq > last)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
-                          "%s: device %d: sequence number %llu was never enqueued (last is %llu)",
-                          op, stream->device->id, (unsigned long long)seq,
+                          "%s " PYMIC_STREAM_FMT ": command %llu was never enqueued (the last "
+                          "is %llu)",
+                          op, PYMIC_STREAM_ARGS(stream), (unsigned long long)seq,
                           (unsigned long long)last);
     uint64_t deadline = UINT64_MAX;
     if (timeout_ns != UINT64_MAX) {
@@ -605,10 +614,10 @@ static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, con
 
 int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq)
 {
-    return wait_seq(stream, seq, UINT64_MAX, "pymic_stream_wait_seq");
+    return wait_seq(stream, seq, UINT64_MAX, "sync of");
 }
 
 int pymic_stream_wait_seq_timeout(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns)
 {
-    return wait_seq(stream, seq, timeout_ns, "pymic_stream_wait_seq_timeout");
+    return wait_seq(stream, seq, timeout_ns, "sync of");
 }

@@ -47,7 +47,7 @@ static int arraybase_set_dptr(ArrayBaseObject *self, PyObject *value, void *Py_U
     }
     size_t nbytes = ((DevicePointerObject *)value)->nbytes;
     if ((size_t)self->doffset > nbytes) {
-        PyErr_Format(PyExc_ValueError,
+        PyErr_Format(OffloadValueError,
                      "_doffset %zd lies beyond the new allocation of %zu bytes", self->doffset,
                      nbytes);
         return -1;
@@ -72,13 +72,13 @@ static int arraybase_set_doffset(ArrayBaseObject *self, PyObject *value,
     if (offset == -1 && PyErr_Occurred())
         return -1;
     if (offset < 0) {
-        PyErr_SetString(PyExc_ValueError, "_doffset must be >= 0");
+        PyErr_SetString(OffloadValueError, "_doffset must be >= 0");
         return -1;
     }
     /* invoke passes dptr + doffset to kernels: it must stay inside the
      * allocation (invoke checks again, as the pointer may be rebound). */
     if (self->dptr != NULL && (size_t)offset > ((DevicePointerObject *)self->dptr)->nbytes) {
-        PyErr_Format(PyExc_ValueError, "_doffset %zd lies beyond the allocation of %zu bytes",
+        PyErr_Format(OffloadValueError, "_doffset %zd lies beyond the allocation of %zu bytes",
                      offset, ((DevicePointerObject *)self->dptr)->nbytes);
         return -1;
     }

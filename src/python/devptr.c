@@ -220,7 +220,7 @@ PyObject *stream_allocate_device_memory(StreamObject *self, PyObject *args, PyOb
         if (parse_size_arg(alignment_obj, "alignment", 0, &alignment) < 0)
             return NULL;
         if ((alignment & (alignment - 1)) != 0) {
-            PyErr_Format(PyExc_ValueError, "alignment must be a power of two, got %zu",
+            PyErr_Format(OffloadValueError, "alignment must be a power of two, got %zu",
                          alignment);
             return NULL;
         }

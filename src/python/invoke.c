@@ -174,7 +174,7 @@ static int set_device_memory(pymic_arg *arg, const DevicePointerObject *dptr, Py
         return -1;
     }
     if (offset < 0 || (size_t)offset > dptr->nbytes) {
-        PyErr_Format(OffloadError,
+        PyErr_Format(OffloadValueError,
                      "invoke: argument %zd starts %zd bytes into an allocation of %zu bytes",
                      position, offset, dptr->nbytes);
         return -1;

@@ -27,7 +27,7 @@ static void test_alloc_and_query(void)
     CHECK_OK(pymic_mem_query(0, (char *)p + 999, &base, &size));
     CHECK(base == p && size == 1000);
     CHECK_STATUS(pymic_mem_query(0, (char *)p + 1000, &base, &size), PYMIC_ERR_INVALID_POINTER);
-    CHECK_MESSAGE("pymic_mem_query");
+    CHECK_MESSAGE("query of memory on device 0");
     CHECK_STATUS(pymic_mem_query(0, p, NULL, &size), PYMIC_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(pymic_mem_query(1, p, &base, &size), PYMIC_ERR_INVALID_ARGUMENT);
 
@@ -164,14 +164,14 @@ static void test_copy_errors(void)
 
     /* Beyond the end, by offset and by size, and offsets that overflow. */
     CHECK_STATUS(pymic_memcpy_h2d(s, a, 0, host, 129), PYMIC_ERR_OUT_OF_RANGE);
-    CHECK_MESSAGE("pymic_memcpy_h2d");
+    CHECK_MESSAGE("copy to the device on stream ");
     CHECK_MESSAGE("device 0");
     CHECK_MESSAGE("128-byte allocation");
     CHECK_STATUS(pymic_memcpy_h2d(s, a, 100, host, 29), PYMIC_ERR_OUT_OF_RANGE);
     CHECK_STATUS(pymic_memcpy_h2d(s, a, 128, host, 1), PYMIC_ERR_OUT_OF_RANGE);
     CHECK_STATUS(pymic_memcpy_h2d(s, a, SIZE_MAX, host, 2), PYMIC_ERR_OUT_OF_RANGE);
     CHECK_STATUS(pymic_memcpy_d2h(s, host, a, 1, SIZE_MAX), PYMIC_ERR_OUT_OF_RANGE);
-    CHECK_MESSAGE("pymic_memcpy_d2h");
+    CHECK_MESSAGE("copy from the device on stream ");
     CHECK_STATUS(pymic_memcpy_d2d(s, a, 64, a, 0, 65), PYMIC_ERR_OUT_OF_RANGE);
     CHECK_MESSAGE("destination");
     CHECK_STATUS(pymic_memcpy_d2d(s, a, 0, a, 64, 65), PYMIC_ERR_OUT_OF_RANGE);
@@ -202,7 +202,7 @@ static void test_copy_errors(void)
     CHECK_STATUS(pymic_mem_free(NULL, a), PYMIC_ERR_INVALID_ARGUMENT);
     CHECK_OK(pymic_mem_free(s, a));
     CHECK_STATUS(pymic_mem_free(s, a), PYMIC_ERR_INVALID_POINTER);
-    CHECK_MESSAGE("pymic_mem_free");
+    CHECK_MESSAGE("free on stream ");
     CHECK_MESSAGE("already freed");
     CHECK_STATUS(pymic_memcpy_h2d(s, a, 0, host, 1), PYMIC_ERR_INVALID_POINTER);
     CHECK_STATUS(pymic_mem_free(s, host), PYMIC_ERR_INVALID_POINTER);

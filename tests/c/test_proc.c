@@ -136,7 +136,7 @@ static void test_fault(const char *crasher, const char *cause)
     /* A wait on an event recorded after the fault fails too; one recorded
      * before it does not. */
     CHECK_STATUS(pymic_event_sync(after), PYMIC_ERR_DEVICE_LOST);
-    CHECK_MESSAGE("pymic_event_sync");
+    CHECK_MESSAGE("sync of an event");
     CHECK_MESSAGE(expected);
     CHECK_STATUS(pymic_event_query(after), PYMIC_ERR_DEVICE_LOST);
     CHECK_OK(pymic_event_sync(before));
