@@ -297,7 +297,14 @@ void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status, co
  * command before it on its stream failed and nobody has been told yet:
  * what depends on a failed command fails with it.  One relaxed load while
  * the stream is healthy. */
-bool pymic_stream_skips(pymic_stream *stream, uint64_t seq);
+bool pymic_stream_skips_slow(pymic_stream *stream, uint64_t seq);
+static inline bool pymic_stream_skips(pymic_stream *stream, uint64_t seq)
+{
+    if (__builtin_expect(atomic_load_explicit(&stream->failed_seq, memory_order_relaxed) == 0,
+                         1))
+        return false;
+    return pymic_stream_skips_slow(stream, seq);
+}
 /* Drop the failures of commands up to `seq` (reported or not): reset
  * repairs what they broke. */
 void pymic_stream_forgive(pymic_stream *stream, uint64_t seq);

@@ -52,11 +52,8 @@ void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status, co
     va_end(ap);
 }
 
-bool pymic_stream_skips(pymic_stream *stream, uint64_t seq)
+bool pymic_stream_skips_slow(pymic_stream *stream, uint64_t seq)
 {
-    if (__builtin_expect(atomic_load_explicit(&stream->failed_seq, memory_order_relaxed) == 0,
-                         1))
-        return false;
     pthread_mutex_lock(&stream->failure_lock);
     uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_relaxed);
     bool skip = failed != 0 && failed < seq;
