@@ -38,6 +38,11 @@
  * PYMIC_STREAM_FMT / PYMIC_STREAM_ARGS. */
 int pymic_fail(int status, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 
+/* Say the calling thread's last message again in the caller's terms: a
+ * leading "<engine_op>: " (and "device N: ") that a backend wrote gives way
+ * to `prefix`.  Returns `status`. */
+int pymic_fail_reworded(int status, const char *engine_op, const char *prefix);
+
 /* Print "PYMIC: ..." on stderr when the debug level is at least `level`. */
 void pymic_log(int level, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 #define PYMIC_STREAM_FMT "stream %d on device %d"

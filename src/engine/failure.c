@@ -239,14 +239,9 @@ int pymic_device_reset(int device)
                                                   memory_order_acquire));
     status = d->ops->reset ? d->ops->reset(d) : PYMIC_OK; /* host: nothing to restart */
     if (status != PYMIC_OK) {
-        /* Said in the caller's terms, like every message. */
-        static const char backend_op[] = "pymic_device_reset: ";
-        char why[1024];
-        snprintf(why, sizeof why, "%s", pymic_last_error());
-        const char *reason = why;
-        if (strncmp(reason, backend_op, sizeof backend_op - 1) == 0)
-            reason += sizeof backend_op - 1;
-        pymic_fail(status, "reset of device %d: %s", device, reason);
+        char prefix[48];
+        snprintf(prefix, sizeof prefix, "reset of device %d", device);
+        pymic_fail_reworded(status, "pymic_device_reset", prefix);
     }
     for (int i = 0; i < n; i++)
         pymic_stream_release(uses[i].stream);

@@ -10,6 +10,7 @@
  */
 #include "engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -486,7 +487,9 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     if (status != PYMIC_OK) {
         unlink_from_device(stream, false);
         pymic_stream_release(stream);
-        return status;
+        char prefix[48];
+        snprintf(prefix, sizeof prefix, "stream creation on device %d", device);
+        return pymic_fail_reworded(status, "pymic_stream_create", prefix);
     }
     /* Nobody joins a worker: it ends on its own after STOP. */
     pthread_detach(stream->worker);

@@ -1,6 +1,7 @@
 """Every bad input API.md names raises the documented exception, and pymic
 stays usable afterwards: after each error a normal invoke still works."""
 
+import os
 import textwrap
 
 import numpy as np
@@ -403,3 +404,28 @@ def test_streams_are_numbered_as_messages_name_them(device):
     first, second = device.create_stream(), device.create_stream()
     assert second.number == first.number + 1
     assert f"<OffloadStream {first.number} on device {device.device_id}" in repr(first)
+
+
+STREAM_LIMIT_PROGRAM = """
+import pymic
+
+device = pymic.devices[0]
+streams = []
+try:
+    for _ in range(1000):
+        streams.append(device.create_stream())
+except pymic.OffloadError as error:
+    message = str(error)
+else:
+    raise AssertionError("no limit on streams")
+assert message.startswith("stream creation on device 0: a process device has at most"), message
+print("ok")
+"""
+
+
+def test_backend_messages_say_what_the_user_did_too():
+    if not os.path.exists(os.path.join(os.path.dirname(pymic.__file__), "pymic-device")):
+        pytest.skip("this build has no process device")
+    result = run_python(STREAM_LIMIT_PROGRAM, env={"PYMIC_DEVICES": "proc"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"
