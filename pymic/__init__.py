@@ -114,9 +114,10 @@ def _report_failures(failures):
     """
     for device_id in devices:
         device = devices[device_id]
-        # Each failing sync reports (and forgets) one failure: the bound
-        # only guards against a device that keeps failing new work.
-        for _ in range(10000):
+        # Each failing sync reports (and forgets) one failure; an error
+        # that comes back unchanged is not one that syncing consumes.
+        repeated = 0
+        while repeated < 2:
             try:
                 device.sync()
                 stream = device._default_stream
@@ -124,7 +125,9 @@ def _report_failures(failures):
                     stream.sync()   # also lets go of its kept host buffers
                 break
             except OffloadError as error:
-                failures.append(str(error))
+                repeated = repeated + 1 if failures and failures[-1] == str(error) else 0
+                if repeated == 0:
+                    failures.append(str(error))
 
 
 def _sync_all_streams():
