@@ -15,7 +15,13 @@ import pytest
 
 from helpers import run_python
 
-HAS_PROC = os.environ.get("PYMIC_DEVICES", "").startswith("proc")
+
+
+def skip_without_process_device():
+    """Skip the calling test on a build without ``pymic-device``."""
+    import pymic
+    if not os.path.exists(os.path.join(os.path.dirname(pymic.__file__), "pymic-device")):
+        pytest.skip("this build has no process device")
 
 # Stream 0 (device `FAILING`) fills x, runs a kernel that fails, copies x
 # back and records `ready`; stream 1 (device `WAITING`) waits for `ready`,
@@ -87,9 +93,7 @@ def test_wait_event_on_a_failed_event_fails_the_waiting_stream(kernel_dir, layou
 ])
 def test_wait_event_after_a_crash_fails_the_waiting_stream(kernel_dir, layout, failing,
                                                           waiting):
-    if not os.path.exists(os.path.join(os.path.dirname(__import__("pymic").__file__),
-                                       "pymic-device")):
-        pytest.skip("this build has no process device")
+    skip_without_process_device()
     run_dependent(kernel_dir, layout, failing, waiting, "s0.invoke(lib.fault_segv)",
                   "kernel 'fault_segv' killed by SIGSEGV")
 
@@ -122,9 +126,7 @@ print("ok")
 
 
 def test_first_invoke_after_reset_reports_no_old_error(kernel_dir):
-    if not os.path.exists(os.path.join(os.path.dirname(__import__("pymic").__file__),
-                                       "pymic-device")):
-        pytest.skip("this build has no process device")
+    skip_without_process_device()
     program = f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + RESET_PROGRAM
     result = run_python(program, env={"PYMIC_DEVICES": "proc"})
     assert result.returncode == 0, result.stdout + result.stderr
@@ -216,9 +218,7 @@ def test_failures_unreported_at_exit_are_printed_and_fail_the_exit_status(kernel
 
 
 def test_crash_unreported_at_exit_fails_the_exit_status(kernel_dir):
-    if not os.path.exists(os.path.join(os.path.dirname(__import__("pymic").__file__),
-                                       "pymic-device")):
-        pytest.skip("this build has no process device")
+    skip_without_process_device()
     result = run_exit(kernel_dir, ("crash",), {"PYMIC_DEVICES": "proc"})
     assert result.returncode == 1, result.stdout + result.stderr
     assert "pymic: failure not reported before exit:" in result.stderr, result.stderr
