@@ -10,8 +10,11 @@
  * once.  What depends on a failed command fails with it: until the
  * failure is reported, the stream's later kernels and copies are not run
  * (frees, event records and event waits still are), and an event recorded
- * after it carries it to every stream that waits for the event.  Device health is kept on the device (generic):
- * backends mark it lost, reset clears it.
+ * after it carries it to every stream that waits for the event.  A
+ * destroyed stream hands an unreported failure to its device (orphans),
+ * whose next sync reports it.  Device health is kept on the device
+ * (generic): backends mark it lost, reset clears it and forgets the
+ * failures of the commands it repaired.
  */
 #include "engine.h"
 
