@@ -155,7 +155,8 @@ PYMIC_API int pymic_device_set_memory_limit(int device, size_t bytes);
 
 /* Block until every stream of the device (as of this call) has drained.
  * Holds no lock while waiting: streams may be created and destroyed
- * meanwhile. */
+ * meanwhile.  Returns the oldest unreported failure of one of them, or
+ * else of a stream destroyed before it reported one (once each). */
 PYMIC_API int pymic_device_sync(int device);
 /* The same, giving up with TIMEOUT after `timeout_ns` nanoseconds. */
 PYMIC_API int pymic_device_sync_timeout(int device, uint64_t timeout_ns);
@@ -183,6 +184,10 @@ PYMIC_API int pymic_stream_query(pymic_stream *stream);
 
 /* The device number of a stream (negative status if stream is NULL). */
 PYMIC_API int pymic_stream_device(const pymic_stream *stream);
+/* The stream's number on its device: 1, 2, ... in the order the device's
+ * streams were created; error messages name streams by it ("sync of
+ * stream 3 on device 0: ...").  Negative status if stream is NULL. */
+PYMIC_API int pymic_stream_number(const pymic_stream *stream);
 
 /* Sequence numbers: each enqueued command gets the next number (starting at
  * 1).  last_enqueued is the newest command's number, completed the number
@@ -230,8 +235,10 @@ PYMIC_API int pymic_event_destroy(pymic_event *event);
 PYMIC_API int pymic_event_record(pymic_event *event, pymic_stream *stream);
 
 /* Later commands of `stream` wait until the event's record as of this call
- * has completed (a later re-record does not change that).  The host does
- * not block.  The event may be on any device.  NOT_RECORDED if the event
+ * has completed (a later re-record does not change that).  If a command
+ * before that record failed, the wait fails `stream` with the same cause:
+ * its later kernels and copies are not run and its next sync returns the
+ * failure.  The host does not block.  The event may be on any device.  NOT_RECORDED if the event
  * was never recorded.  The event may be destroyed while the wait is still
  * queued.  In a child of fork(), a record still pending on a parent's
  * stream is SYSTEM (it can never complete there). */
@@ -254,8 +261,17 @@ PYMIC_API int pymic_event_elapsed(pymic_event *start, pymic_event *end, double *
 /* ---------------------------------------------------------- device memory */
 
 /* Allocate `nbytes` (> 0) of device memory aligned to `alignment` (a power
- * of two; 0 means 64).  Synchronous. */
+ * of two; 0 means 64).  Synchronous.  Short of memory, it first waits for
+ * the memory already freed on any stream of the device to come back (frees
+ * still queued behind other commands, and frees waiting for other streams'
+ * last uses); the OUT_OF_MEMORY message says how much was pending release. */
 PYMIC_API int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_ptr);
+/* The same, except that it never waits: memory freed but not yet back
+ * counts as used.  Callers that must not block where they are (the Python
+ * layer holds the GIL) try this first and call pymic_mem_alloc where they
+ * may wait. */
+PYMIC_API int pymic_mem_alloc_nowait(int device, size_t nbytes, size_t alignment,
+                                     void **device_ptr);
 
 /* Stream-ordered free: the memory is released after every command enqueued
  * on `stream` before this call has completed, *and* after every command of
@@ -468,8 +484,11 @@ PYMIC_API int pymic_trace_stream_number(const pymic_stream *stream);
  * loaded before must be loaded again (their kernels fail with
  * PYMIC_ERR_LIBRARY), streams keep working, and device memory stays
  * allocated with the contents the old process left (free it or overwrite
- * it).  Must not run concurrently with other use of the device.  On a
- * host device there is nothing to restart: PYMIC_OK. */
+ * it).  The failures of commands that had started when it was called
+ * (the kernel it stops included) are forgotten: the next sync reports only
+ * what runs after it.  Must not run concurrently with other use of the
+ * device.  On a host device there is nothing to restart (failures are
+ * forgotten all the same): PYMIC_OK. */
 PYMIC_API int pymic_device_reset(int device);
 
 /* 1 if the device is lost (its process died: commands fail with

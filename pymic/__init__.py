@@ -26,6 +26,7 @@ Chrome/Perfetto trace of the whole run).  ``python -m pymic`` has ``info``,
 
 import atexit as _atexit
 import os as _os
+import sys as _sys
 import threading as _threading
 
 import numpy as _numpy
@@ -103,21 +104,54 @@ def get_include() -> str:
     return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
 
 
-def _sync_all_streams() -> None:
-    """Drain every device at interpreter exit.
+def _report_failures(failures: list[str]) -> None:
+    """Drain every device, collecting the failures nobody was told of.
 
-    No queued command may outlive the host objects it uses, and module
-    teardown destroys those objects in no particular order.
+    Each ``device.sync()`` raises the oldest unreported failure of one
+    stream of the device (or of a stream destroyed before reporting it);
+    syncing until a sync succeeds collects them all.
+
+    Parameters
+    ----------
+    failures : list of str
+        Messages are appended to it.
     """
     for device_id in devices:
-        try:
-            devices[device_id].sync()
-            stream = devices[device_id]._default_stream
-            if stream is not None:
-                stream.sync()
-        except OffloadError:
-            pass
+        device = devices[device_id]
+        # Each failing sync reports (and forgets) one failure; an error
+        # that comes back unchanged is not one that syncing consumes.
+        repeated = 0
+        while repeated < 2:
+            try:
+                device.sync()
+                stream = device._default_stream
+                if stream is not None:
+                    stream.sync()   # also lets go of its kept host buffers
+                break
+            except OffloadError as error:
+                repeated = repeated + 1 if failures and failures[-1] == str(error) else 0
+                if repeated == 0:
+                    failures.append(str(error))
+
+
+def _sync_all_streams() -> None:
+    """Drain every device at interpreter exit and report what failed.
+
+    No queued command may outlive the host objects it uses, and module
+    teardown destroys those objects in no particular order.  A failure
+    nobody was told of (a stream never synced, a destroyed stream) is
+    printed on stderr and makes the exit status 1, as an uncaught
+    exception would.
+    """
+    failures: list[str] = []
+    _report_failures(failures)
     _engine.drain_closing()
+    _report_failures(failures)   # streams destroyed while draining
+    if failures:
+        for message in failures:
+            print("pymic: failure not reported before exit: " + message, file=_sys.stderr)
+        _sys.stderr.flush()
+        _engine.fail_exit_status()
 
 
 def _after_fork_in_child() -> None:

@@ -48,7 +48,7 @@ class OffloadStream(_engine.Stream):
         pass
 
     def __repr__(self) -> str:
-        return f"<OffloadStream on device {self.device_id} at {id(self):#x}>"
+        return f"<OffloadStream {self.number} on device {self.device_id} at {id(self):#x}>"
 
     def get_device(self) -> "OffloadDevice":
         """Return the device this stream runs on.

@@ -43,7 +43,7 @@ int pymic_device_count(int *count)
 int pymic_device_get_info(int device, pymic_device_info *info)
 {
     int status;
-    pymic_device *d = pymic_device_lookup(device, "pymic_device_get_info", &status);
+    pymic_device *d = pymic_device_lookup(device, "device info", &status);
     if (!d)
         return status;
     if (!info)
@@ -62,7 +62,7 @@ int pymic_device_get_info(int device, pymic_device_info *info)
 int pymic_device_get_cpus(int device, int *cpus, int max, int *count)
 {
     int status;
-    pymic_device *d = pymic_device_lookup(device, "pymic_device_get_cpus", &status);
+    pymic_device *d = pymic_device_lookup(device, "device CPUs", &status);
     if (!d)
         return status;
     if (!count || max < 0 || (max > 0 && !cpus))
@@ -126,10 +126,14 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
                                                           uses[i].seq, left))
             status = PYMIC_ERR_TIMEOUT;
         if (status == PYMIC_OK)
-            status = pymic_stream_take_failure(s, uses[i].seq, op);
+            status = pymic_stream_take_failure_for_device(s, uses[i].seq);
         pymic_stream_release(s);
     }
     free(uses);
+    /* Streams destroyed before anybody synced them leave their failures
+     * to the device. */
+    if (status == PYMIC_OK)
+        status = pymic_device_take_orphan(d);
     /* What was parked for these streams can go now: after a device sync,
      * memory freed on one stream and used by another is back. */
     if (status == PYMIC_OK && atomic_load_explicit(&pymic_parked_count, memory_order_acquire))
@@ -140,10 +144,10 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
 
 int pymic_device_sync(int device)
 {
-    return device_sync(device, UINT64_MAX, "pymic_device_sync");
+    return device_sync(device, UINT64_MAX, "sync");
 }
 
 int pymic_device_sync_timeout(int device, uint64_t timeout_ns)
 {
-    return device_sync(device, timeout_ns, "pymic_device_sync_timeout");
+    return device_sync(device, timeout_ns, "sync");
 }

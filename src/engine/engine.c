@@ -85,7 +85,7 @@ static int read_tunables(void)
     if (text && *text) {
         if (!parse_decimal(text, PYMIC_DEBUG_MAX, &value)) {
             snprintf(init_message, sizeof init_message,
-                     "pymic_init: PYMIC_DEBUG=\"%s\" is not a level from 0 to %d", text,
+                     "starting pymic: PYMIC_DEBUG=\"%s\" is not a level from 0 to %d", text,
                      PYMIC_DEBUG_MAX);
             return PYMIC_ERR_CONFIG;
         }
@@ -95,7 +95,7 @@ static int read_tunables(void)
     if (text && *text) {
         if (!parse_decimal(text, PYMIC_SPIN_NS_MAX, &value)) {
             snprintf(init_message, sizeof init_message,
-                     "pymic_init: PYMIC_SPIN_NS=\"%s\" is not a number of nanoseconds from 0 "
+                     "starting pymic: PYMIC_SPIN_NS=\"%s\" is not a number of nanoseconds from 0 "
                      "to %llu",
                      text, PYMIC_SPIN_NS_MAX);
             return PYMIC_ERR_CONFIG;
@@ -106,7 +106,7 @@ static int read_tunables(void)
     if (text && *text) {
         if (strcmp(text, "bounds") != 0) {
             snprintf(init_message, sizeof init_message,
-                     "pymic_init: PYMIC_CHECK=\"%s\" is not a check pymic knows (\"bounds\")",
+                     "starting pymic: PYMIC_CHECK=\"%s\" is not a check pymic knows (\"bounds\")",
                      text);
             return PYMIC_ERR_CONFIG;
         }
@@ -118,7 +118,7 @@ static int read_tunables(void)
         double seconds = strtod(text, &end);
         if (end == text || *end || !(seconds >= 0) || seconds > 1e6) {
             snprintf(init_message, sizeof init_message,
-                     "pymic_init: PYMIC_KERNEL_TIMEOUT=\"%s\" is not a number of seconds from 0 "
+                     "starting pymic: PYMIC_KERNEL_TIMEOUT=\"%s\" is not a number of seconds from 0 "
                      "(no watchdog) to 1000000",
                      text);
             return PYMIC_ERR_CONFIG;
@@ -148,7 +148,7 @@ static int read_memory_limit(size_t *limit)
         return PYMIC_OK;
     if (!pymic_parse_size(text, limit) || *limit == 0 || *limit > PYMIC_MEMORY_LIMIT_MAX) {
         snprintf(init_message, sizeof init_message,
-                 "pymic_init: PYMIC_MEMORY_LIMIT=\"%s\" is not a size such as 512M or 2G "
+                 "starting pymic: PYMIC_MEMORY_LIMIT=\"%s\" is not a size such as 512M or 2G "
                  "(at most 2^62 bytes)",
                  text);
         return PYMIC_ERR_CONFIG;
@@ -222,40 +222,55 @@ int pymic_device_ensure_open(pymic_device *device, const char *op)
 /* fork() while other threads use the engine: a lock another thread held
  * at the moment of the fork would stay locked forever in the child, and
  * data it was changing would be half-changed.  So every global lock is
- * taken before the fork and released after it on both sides, in one fixed
- * order (no code path holds two of them at once, so any order is
- * deadlock-free -- except a device's open lock, held while its backend is
- * set up, which may take the others: open locks come first; per-stream enqueue locks are never taken here: inherited
- * streams are unusable in the child, see pymic_stream_check).  In the
- * child, locks are made fresh and streams created before are marked as the
- * parent's. */
+ * taken before the fork and released after it on both sides.  They are
+ * taken in the engine's lock order, the order in which any path that
+ * holds two of them takes them (docs/design.md), so prepare can never
+ * wait for a thread that waits for a lock prepare already holds:
+ *
+ *   devices' open locks
+ *   trace registry        -> a device's stream list (-> enqueue locks)
+ *   library lock          -> the backend's locks (finding a kernel)
+ *   devices' stream lists -> (a stream's failure lock, not taken here)
+ *   event lock
+ *   parked-release lock   -> what a release takes: backends, the table
+ *   each backend's locks  -> the allocation table (a process device's
+ *                            monitor names the allocation a fault hit)
+ *   allocation table      (a leaf: nothing is taken while holding it)
+ *
+ * Per-stream locks are never taken here: inherited streams are unusable
+ * in the child (see pymic_stream_check).  In the child, locks are made
+ * fresh and streams created before are marked as the parent's.  This is
+ * the only pthread_atfork registration of libpymic.  A device's open lock
+ * (held while its backend is set up, which may take any of the locks
+ * above) comes before all of them. */
 static void prefork(void)
 {
-    /* First: an opening device may take any of the locks below. */
     for (int i = 0; i < pymic_global.ndevices; i++)
         pthread_mutex_lock(&pymic_global.devices[i].open_lock);
+    pymic_trace_prefork();
     pymic_library_prefork();
     for (int i = 0; i < pymic_global.ndevices; i++)
         pthread_mutex_lock(&pymic_global.devices[i].lock);
     pymic_event_prefork();
     pymic_parked_prefork();
-    pymic_memory_prefork();
     for (int i = 0; i < pymic_global.ndevices; i++)
         if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed))
             pymic_global.devices[i].ops->prefork(&pymic_global.devices[i]);
+    pymic_memory_prefork();
 }
 
 static void postfork_parent(void)
 {
+    pymic_memory_postfork_parent();
     for (int i = pymic_global.ndevices - 1; i >= 0; i--)
         if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed))
             pymic_global.devices[i].ops->postfork_parent(&pymic_global.devices[i]);
-    pymic_memory_postfork_parent();
     pymic_parked_postfork_parent();
     pymic_event_postfork_parent();
     for (int i = pymic_global.ndevices - 1; i >= 0; i--)
         pthread_mutex_unlock(&pymic_global.devices[i].lock);
     pymic_library_postfork_parent();
+    pymic_trace_postfork_parent();
     for (int i = pymic_global.ndevices - 1; i >= 0; i--)
         pthread_mutex_unlock(&pymic_global.devices[i].open_lock);
 }
@@ -267,6 +282,7 @@ static void postfork_child(void)
     pymic_parked_postfork_child();
     pymic_event_postfork_child();
     pymic_library_postfork_child();
+    pymic_trace_postfork_child();
     for (int i = 0; i < pymic_global.ndevices; i++) {
         pthread_mutex_init(&pymic_global.devices[i].lock, NULL);
         pthread_mutex_init(&pymic_global.devices[i].open_lock, NULL);
@@ -289,7 +305,7 @@ static int initialise(void)
     int *avail = NULL, navail = 0;
     if (available_cpus(&avail, &navail) != PYMIC_OK) {
         snprintf(init_message, sizeof init_message,
-                 "pymic_init: cannot read the process affinity mask");
+                 "starting pymic: cannot read the process affinity mask");
         return PYMIC_ERR_SYSTEM;
     }
     /* host:auto compares the mask with the node; unknown, it splits the mask. */
@@ -306,7 +322,7 @@ static int initialise(void)
     free(avail);
     free(node);
     if (status != PYMIC_OK) {
-        snprintf(init_message, sizeof init_message, "pymic_init: PYMIC_DEVICES=\"%s\": %s",
+        snprintf(init_message, sizeof init_message, "starting pymic: PYMIC_DEVICES=\"%s\": %s",
                  layout ? layout : "", why);
         return status;
     }
@@ -322,11 +338,11 @@ static int initialise(void)
             pymic_global.local_device = -1;
         status = create_devices(specs, count, limit);
         if (status != PYMIC_OK)
-            snprintf(init_message, sizeof init_message, "pymic_init: out of memory");
+            snprintf(init_message, sizeof init_message, "starting pymic: out of memory");
     }
     pymic_free_device_specs(specs, count);
     if (status == PYMIC_OK && pthread_atfork(prefork, postfork_parent, postfork_child) != 0) {
-        snprintf(init_message, sizeof init_message, "pymic_init: pthread_atfork failed");
+        snprintf(init_message, sizeof init_message, "starting pymic: pthread_atfork failed");
         status = PYMIC_ERR_SYSTEM;
     }
     return status;

@@ -31,11 +31,22 @@
 /* ------------------------------------------------------------- errors */
 
 /* Record `status` with a formatted message for the calling thread and return
- * `status`, so a failing call can end with `return pymic_fail(...)`. */
+ * `status`, so a failing call can end with `return pymic_fail(...)`.
+ * Messages begin with what the caller did, in the caller's terms ("sync of
+ * stream 3 on device 0: ...", "allocation of 64 bytes on device 1: ..."),
+ * not with the engine function's name; a stream is named by
+ * PYMIC_STREAM_FMT / PYMIC_STREAM_ARGS. */
 int pymic_fail(int status, const char *fmt, ...) PYMIC_FORMAT(2, 3);
+
+/* Say the calling thread's last message again in the caller's terms: a
+ * leading "<engine_op>: " (and "device N: ") that a backend wrote gives way
+ * to `prefix`.  Returns `status`. */
+int pymic_fail_reworded(int status, const char *engine_op, const char *prefix);
 
 /* Print "PYMIC: ..." on stderr when the debug level is at least `level`. */
 void pymic_log(int level, const char *fmt, ...) PYMIC_FORMAT(2, 3);
+#define PYMIC_STREAM_FMT "stream %d on device %d"
+#define PYMIC_STREAM_ARGS(s) (s)->number, (s)->device->id
 
 /* ------------------------------------------------------------- config */
 
@@ -114,10 +125,17 @@ typedef struct pymic_device {
     cpu_set_t cpuset;
     char name[PYMIC_NAME_MAX];
 
-    pthread_mutex_t lock;      /* guards the stream list                  */
+    pthread_mutex_t lock;      /* guards the stream list and orphans      */
+    _Atomic int streams_created; /* numbers streams for messages          */
     struct pymic_stream *streams;
+    /* Failures of destroyed streams that nobody had reported, oldest
+     * first: the next device syncs report them (failure.c). */
+    struct pymic_orphan *orphans;
     size_t memory_limit;       /* guarded by the allocation table's lock  */
     size_t memory_used;        /* idem                                    */
+    size_t memory_pending;     /* idem: of memory_used, bytes freed and
+                                * waiting for their FREE command or for
+                                * other streams' last uses               */
 
     /* The backend (backend.h) and its per-device state: `ops` set at
      * initialisation, `backend` by ops->open, which runs once, before the
@@ -238,6 +256,7 @@ struct pymic_stream {
     pymic_command *ring;
     pthread_t worker;
     unsigned fork_generation;            /* see pymic_engine             */
+    int number;                          /* 1, 2, ... per device         */
     struct pymic_stream *next_in_device; /* guarded by device->lock */
     /* The owner's reference (handed to the worker by destroy, dropped when
      * it reaches STOP) plus one for each holder that must still read the
@@ -277,9 +296,15 @@ struct pymic_stream {
     _Atomic(struct pymic_trace_buf *) trace; /* trace.c: NULL until traced */
 
     /* The oldest failure not yet reported (failure.c): its sequence
-     * number (0: none), written by the worker after the message. */
+     * number (0: none).  Read without a lock on every command (a stream
+     * with a failure runs no more kernels or copies until it is
+     * reported); everything else about it is guarded by failure_lock,
+     * which only the rare failure paths take. */
     _Alignas(64) _Atomic uint64_t failed_seq;
+    pthread_mutex_t failure_lock;
     int failed_status;
+    uint64_t skipped_through; /* newest command skipped for the failure  */
+    uint64_t forgive_through; /* reset: failures up to here are dropped  */
     char failure[640];
 };
 
@@ -288,8 +313,12 @@ struct pymic_stream {
 void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt, ...)
     PYMIC_FORMAT(3, 4);
 /* The unreported failure of a command up to `seq`, if any, as an error of
- * operation `op` (then forgotten); else PYMIC_OK. */
-int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *op);
+ * `action` on the stream ("sync of" gives "sync of stream 3 on device 0:
+ * ...", then forgotten); else PYMIC_OK. */
+int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *action);
+/* The same for a sync of the whole device ("sync of device 0: stream 3:
+ * ..."). */
+int pymic_stream_take_failure_for_device(pymic_stream *stream, uint64_t seq);
 /* On the worker: a copy of the stream's unreported failure (malloc'd, or
  * NULL when there is none) and its status. */
 char *pymic_stream_copy_failure(pymic_stream *stream, int *status);
@@ -297,6 +326,28 @@ char *pymic_stream_copy_failure(pymic_stream *stream, int *status);
  * PYMIC_ERR_DEVICE_LOST). */
 void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status, const char *fmt,
                               ...) PYMIC_FORMAT(4, 5);
+/* True when command `seq` (an invoke or a copy) must not run because a
+ * command before it on its stream failed and nobody has been told yet:
+ * what depends on a failed command fails with it.  One relaxed load while
+ * the stream is healthy. */
+bool pymic_stream_skips_slow(pymic_stream *stream, uint64_t seq);
+static inline bool pymic_stream_skips(pymic_stream *stream, uint64_t seq)
+{
+    if (__builtin_expect(atomic_load_explicit(&stream->failed_seq, memory_order_relaxed) == 0,
+                         1))
+        return false;
+    return pymic_stream_skips_slow(stream, seq);
+}
+/* Drop the failures of commands up to `seq` (reported or not): reset
+ * repairs what they broke. */
+void pymic_stream_forgive(pymic_stream *stream, uint64_t seq);
+
+/* The worker of a destroyed stream at STOP: hand an unreported failure
+ * to the device (device->lock held by the caller). */
+void pymic_stream_orphan_failure(pymic_stream *stream);
+/* The oldest failure of a destroyed stream of `device`, as an error of a
+ * sync of the device (then forgotten); else PYMIC_OK. */
+int pymic_device_take_orphan(pymic_device *device);
 
 /* Keep a stream's memory (and so its counters) alive / let it go. */
 void pymic_stream_retain(pymic_stream *stream);
@@ -310,8 +361,9 @@ static inline bool pymic_stream_passed(pymic_stream *stream, uint64_t seq)
 }
 
 /* PYMIC_OK if `stream` can take commands in this process; else the error
- * (NULL stream, or a stream inherited across fork()) for operation `op`. */
-int pymic_stream_check(const pymic_stream *stream, const char *op);
+ * (NULL stream, or a stream inherited across fork()) for `action` on it
+ * ("invoke on" gives "invoke on stream 3 on device 0: ..."). */
+int pymic_stream_check(const pymic_stream *stream, const char *action);
 /* True for a stream created before a fork() in this (child) process. */
 bool pymic_stream_inherited(const pymic_stream *stream);
 
@@ -368,7 +420,7 @@ typedef struct pymic_mark {
 
 void pymic_mark_release(pymic_mark *mark);
 void pymic_mark_execute_record(pymic_stream *stream, pymic_mark *mark);
-void pymic_mark_execute_wait(pymic_mark *mark);
+void pymic_mark_execute_wait(pymic_stream *stream, pymic_mark *mark);
 
 /* ------------------------------------------------------ parked releases */
 
@@ -399,9 +451,10 @@ int pymic_device_snapshot(pymic_device *device, pymic_use **uses, int *count);
 
 /* ------------------------------------------------------------ fork safety */
 
-/* pthread_atfork handlers of each file that owns a global lock.  Prepare
- * takes the file's locks, parent releases them, child makes them fresh;
- * engine.c calls them in one fixed order (see there). */
+/* Fork handlers of each file that owns a global lock.  Prepare takes the
+ * file's locks, parent releases them, child makes them fresh; engine.c's
+ * one pthread_atfork registration calls them in the engine's lock order
+ * (see there). */
 void pymic_memory_prefork(void);
 void pymic_memory_postfork_parent(void);
 void pymic_memory_postfork_child(void);
@@ -414,6 +467,9 @@ void pymic_library_postfork_child(void);
 void pymic_parked_prefork(void);
 void pymic_parked_postfork_parent(void);
 void pymic_parked_postfork_child(void);
+void pymic_trace_prefork(void);
+void pymic_trace_postfork_parent(void);
+void pymic_trace_postfork_child(void);
 /* True for an object made before a fork() of this (child) process whose
  * completion depends on a thread that exists only in the parent. */
 bool pymic_generation_inherited(unsigned fork_generation);
@@ -431,6 +487,12 @@ typedef struct pymic_alloc {
     struct pymic_block *block;
     int nuses, uses_capacity;
     pymic_use *uses;
+    /* Once freed (guarded by the table lock): the FREE command (stream,
+     * retained, and sequence number) and the device's list of freed
+     * allocations whose memory is not back yet, which an allocation short
+     * of memory waits for. */
+    pymic_use freed_by;
+    struct pymic_alloc *pending_prev, *pending_next;
 } pymic_alloc;
 
 /* With the stream's enqueue lock held and the slot of `seq` reserved:
@@ -465,8 +527,9 @@ void pymic_bounds_after_invoke(pymic_stream *stream, const pymic_command *cmd);
  * guard page after a live allocation of `device`; false otherwise. */
 bool pymic_memory_describe_fault(pymic_device *device, uintptr_t address, char *out,
                                  size_t len);
-/* Call visit(alloc, arg) for each live allocation of `device`, with the
- * allocation table locked (visit must not call into the engine). */
+/* Call visit(alloc, arg) for each allocation of `device` whose memory is
+ * still held (live, or freed and not back yet), with the allocation table
+ * locked (visit must not call into the engine). */
 void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void *), void *arg);
 
 /* A device's limit and live bytes, read consistently. */

@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #define PYMIC_MESSAGE_MAX 1024
 
@@ -19,6 +20,22 @@ int pymic_fail(int status, const char *fmt, ...)
     va_end(ap);
     pymic_log(1, "%s: %s", pymic_status_name(status), last_message);
     return status;
+}
+
+int pymic_fail_reworded(int status, const char *engine_op, const char *prefix)
+{
+    char why[PYMIC_MESSAGE_MAX];
+    snprintf(why, sizeof why, "%s", last_message);
+    const char *reason = why;
+    size_t length = strlen(engine_op);
+    if (strncmp(reason, engine_op, length) == 0 && strncmp(reason + length, ": ", 2) == 0)
+        reason += length + 2;
+    /* "device 3: " is said by the prefix already. */
+    int consumed = 0;
+    int device;
+    if (sscanf(reason, "device %d: %n", &device, &consumed) == 1 && consumed > 0)
+        reason += consumed;
+    return pymic_fail(status, "%s: %s", prefix, reason);
 }
 
 void pymic_log(int level, const char *fmt, ...)

@@ -56,7 +56,7 @@ void pymic_mark_release(pymic_mark *mark)
 
 int pymic_event_destroy(pymic_event *event)
 {
-    int status = check_event(event, "pymic_event_destroy");
+    int status = check_event(event, "destroying an event");
     if (status != PYMIC_OK)
         return status;
     pymic_mark_release(event->latest); /* nobody else reaches the event now */
@@ -85,24 +85,24 @@ static int check_reachable(const pymic_mark *mark, const char *op)
     if (atomic_load_explicit(&mark->done, memory_order_acquire) == 0 &&
         pymic_generation_inherited(mark->fork_generation))
         return pymic_fail(PYMIC_ERR_SYSTEM,
-                          "%s: the event was recorded on a stream of device %d before fork(); "
-                          "its worker exists only in the parent process",
+                          "%s: the event was recorded on a stream of device %d before "
+                          "fork(); its worker exists only in the parent process",
                           op, mark->device);
     return PYMIC_OK;
 }
 
 int pymic_event_record(pymic_event *event, pymic_stream *stream)
 {
-    static const char op[] = "pymic_event_record";
-    int status = check_event(event, op);
+    static const char op[] = "event record on";
+    int status = check_event(event, "event record");
     if (status == PYMIC_OK)
         status = pymic_stream_check(stream, op);
     if (status != PYMIC_OK)
         return status;
     pymic_mark *mark = calloc(1, sizeof *mark);
     if (!mark)
-        return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op,
-                          stream->device->id);
+        return pymic_fail(PYMIC_ERR_SYSTEM, "%s " PYMIC_STREAM_FMT ": out of host memory", op,
+                          PYMIC_STREAM_ARGS(stream));
     atomic_init(&mark->refs, 2); /* the RECORD command + the event's pointer */
     mark->fork_generation = stream->fork_generation;
     mark->device = stream->device->id;
@@ -133,10 +133,10 @@ void pymic_mark_execute_record(pymic_stream *stream, pymic_mark *mark)
 
 int pymic_stream_wait_event(pymic_stream *stream, pymic_event *event)
 {
-    static const char op[] = "pymic_stream_wait_event";
+    static const char op[] = "wait_event";
     int status = check_event(event, op);
     if (status == PYMIC_OK)
-        status = pymic_stream_check(stream, op);
+        status = pymic_stream_check(stream, "wait_event on");
     if (status != PYMIC_OK)
         return status;
     pymic_mark *mark = take_latest(event, op);
@@ -154,9 +154,19 @@ int pymic_stream_wait_event(pymic_stream *stream, pymic_event *event)
     return PYMIC_OK;
 }
 
-void pymic_mark_execute_wait(pymic_mark *mark)
+void pymic_mark_execute_wait(pymic_stream *stream, pymic_mark *mark)
 {
     pymic_wait_geq(&mark->q, &mark->done, 1);
+    /* The record came after a failure on its stream: what this stream
+     * does next depends on the failed work, so it fails too (and skips
+     * its kernels and copies until a sync reports it). */
+    if (mark->failure) {
+        uint64_t seq = atomic_load_explicit(&stream->completed, memory_order_relaxed) + 1;
+        pymic_stream_fail_status(stream, seq, mark->failure_status,
+                                 "%s (this stream waited for an event recorded after that "
+                                 "on device %d)",
+                                 mark->failure, mark->device);
+    }
     pymic_mark_release(mark);
 }
 
@@ -182,17 +192,17 @@ static int event_sync(pymic_event *event, uint64_t timeout_ns, const char *op)
 
 int pymic_event_sync(pymic_event *event)
 {
-    return event_sync(event, UINT64_MAX, "pymic_event_sync");
+    return event_sync(event, UINT64_MAX, "sync of an event");
 }
 
 int pymic_event_sync_timeout(pymic_event *event, uint64_t timeout_ns)
 {
-    return event_sync(event, timeout_ns, "pymic_event_sync_timeout");
+    return event_sync(event, timeout_ns, "sync of an event");
 }
 
 int pymic_event_query(pymic_event *event)
 {
-    static const char op[] = "pymic_event_query";
+    static const char op[] = "query of an event";
     int status = check_event(event, op);
     if (status != PYMIC_OK)
         return status;
@@ -208,7 +218,7 @@ int pymic_event_query(pymic_event *event)
 
 int pymic_event_elapsed(pymic_event *start, pymic_event *end, double *seconds)
 {
-    static const char op[] = "pymic_event_elapsed";
+    static const char op[] = "elapsed time between events";
     if (!start || !end || !seconds)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: NULL event or output", op);
     pymic_mark *marks[2] = {take_latest(start, op), take_latest(end, op)};

@@ -19,33 +19,37 @@ static size_t scalar_footprint(size_t size)
 static int check_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
                         const pymic_arg *args)
 {
-    static const char op[] = "pymic_invoke";
+    static const char op[] = "invoke on";
     int status = pymic_stream_check(stream, op);
     if (status != PYMIC_OK)
         return status;
     if (!kernel)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: kernel is NULL", op);
-    int device = stream->device->id;
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s " PYMIC_STREAM_FMT ": kernel is NULL",
+                          op, PYMIC_STREAM_ARGS(stream));
     if (kernel->device != stream->device)
         return pymic_fail(PYMIC_ERR_WRONG_DEVICE,
-                          "%s: device %d: kernel \"%s\" was loaded on device %d", op, device,
-                          kernel->name, kernel->device->id);
+                          "%s " PYMIC_STREAM_FMT ": kernel \"%s\" was loaded on device %d", op,
+                          PYMIC_STREAM_ARGS(stream), kernel->name, kernel->device->id);
     if (kernel->generation !=
         atomic_load_explicit(&stream->device->generation, memory_order_relaxed))
         return pymic_fail(PYMIC_ERR_LIBRARY,
-                          "%s: device %d: kernel \"%s\" was found before the device was reset; "
-                          "load its library again",
-                          op, device, kernel->name);
+                          "%s " PYMIC_STREAM_FMT ": kernel \"%s\" was found before the device "
+                          "was reset; load its library again",
+                          op, PYMIC_STREAM_ARGS(stream), kernel->name);
     if (nargs < 0)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: negative argument count",
-                          op, device);
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                          "%s " PYMIC_STREAM_FMT ": negative argument count", op,
+                          PYMIC_STREAM_ARGS(stream));
     if (nargs > PYMIC_MAX_KERNEL_ARGS)
         return pymic_fail(PYMIC_ERR_TOO_MANY_ARGS,
-                          "%s: device %d: kernel \"%s\" given %d arguments (at most %d)", op,
-                          device, kernel->name, nargs, PYMIC_MAX_KERNEL_ARGS);
+                          "%s " PYMIC_STREAM_FMT ": kernel \"%s\" given %d arguments (at most "
+                          "%d)",
+                          op, PYMIC_STREAM_ARGS(stream), kernel->name, nargs,
+                          PYMIC_MAX_KERNEL_ARGS);
     if (nargs > 0 && !args)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: argument array is NULL",
-                          op, device);
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                          "%s " PYMIC_STREAM_FMT ": argument array is NULL", op,
+                          PYMIC_STREAM_ARGS(stream));
     return PYMIC_OK;
 }
 
@@ -54,12 +58,13 @@ static int scalar_error(pymic_stream *stream, const pymic_kernel *kernel, int in
 {
     if (!arg->data)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
-                          "pymic_invoke: device %d: scalar argument %d has size %zu but no data",
-                          stream->device->id, index, arg->size);
+                          "invoke on " PYMIC_STREAM_FMT ": scalar argument %d has size %zu but "
+                          "no data",
+                          PYMIC_STREAM_ARGS(stream), index, arg->size);
     return pymic_fail(PYMIC_ERR_TOO_MANY_ARGS,
-                      "pymic_invoke: device %d: kernel \"%s\" given more than %d bytes of "
-                      "scalars",
-                      stream->device->id, kernel->name, PYMIC_MAX_SCALAR_BYTES);
+                      "invoke on " PYMIC_STREAM_FMT ": kernel \"%s\" given more than %d bytes "
+                      "of scalars",
+                      PYMIC_STREAM_ARGS(stream), kernel->name, PYMIC_MAX_SCALAR_BYTES);
 }
 
 int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
@@ -121,7 +126,7 @@ void pymic_command_execute(pymic_stream *stream, pymic_command *cmd)
         pymic_mark_execute_record(stream, cmd->u.mark);
         break;
     case PYMIC_CMD_WAIT_EVENT:
-        pymic_mark_execute_wait(cmd->u.mark);
+        pymic_mark_execute_wait(stream, cmd->u.mark);
         break;
     default:
         break;

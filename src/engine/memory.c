@@ -17,7 +17,9 @@
  * call: later uses and double frees are errors at once.
  *
  * Lock order: a stream's enqueue lock, then table_lock (uses are recorded
- * with the slot reserved, so the sequence number is known).
+ * with the slot reserved, so the sequence number is known).  table_lock is
+ * a leaf: nothing else is taken while it is held (blocks go back to the
+ * backend after it is released), and the fork handlers take it last.
  */
 #include "engine.h"
 
@@ -28,6 +30,8 @@
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static pymic_alloc **table;     /* sorted by base address */
 static size_t table_count, table_capacity;
+/* Freed allocations whose memory is not back yet (all devices). */
+static pymic_alloc *pending_head;
 
 /* Index of the first entry whose base is > ptr. */
 static size_t upper_bound(const void *ptr)
@@ -146,7 +150,7 @@ void pymic_memory_usage(pymic_device *device, size_t *limit, size_t *used)
 int pymic_device_set_memory_limit(int device, size_t bytes)
 {
     int status;
-    pymic_device *d = pymic_device_lookup(device, "pymic_device_set_memory_limit", &status);
+    pymic_device *d = pymic_device_lookup(device, "setting the memory limit", &status);
     if (!d)
         return status;
     if (bytes == 0)
@@ -158,7 +162,7 @@ int pymic_device_set_memory_limit(int device, size_t bytes)
     pthread_mutex_unlock(&table_lock);
     if (bytes < used)
         return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
-                          "pymic_device_set_memory_limit: device %d: limit %zu bytes is below "
+                          "setting the memory limit of device %d: %zu bytes is below "
                           "the %zu bytes already allocated",
                           device, bytes, used);
     return PYMIC_OK;
@@ -168,8 +172,9 @@ int pymic_device_set_memory_limit(int device, size_t bytes)
 
 /* Count `nbytes` against the device's limit (first, so concurrent
  * allocations cannot overshoot it together).  False if they do not fit;
- * *used and *limit describe the device for the message. */
-static bool reserve_bytes(pymic_device *d, size_t nbytes, size_t *used, size_t *limit)
+ * *used, *limit and *pending describe the device for the message. */
+static bool reserve_bytes(pymic_device *d, size_t nbytes, size_t *used, size_t *limit,
+                          size_t *pending)
 {
     pthread_mutex_lock(&table_lock);
     bool fits = nbytes <= d->memory_limit - d->memory_used && d->memory_used <= d->memory_limit;
@@ -177,13 +182,59 @@ static bool reserve_bytes(pymic_device *d, size_t nbytes, size_t *used, size_t *
         d->memory_used += nbytes;
     *used = d->memory_used;
     *limit = d->memory_limit;
+    *pending = d->memory_pending;
     pthread_mutex_unlock(&table_lock);
     return fits;
 }
 
-int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_ptr)
+/* A freed allocation of `d` whose FREE command has not run yet, with its
+ * stream retained, or false if there is none (streams inherited across a
+ * fork never run theirs). */
+static bool queued_free(pymic_device *d, pymic_use *out)
 {
-    static const char op[] = "pymic_mem_alloc";
+    bool found = false;
+    pthread_mutex_lock(&table_lock);
+    for (pymic_alloc *a = pending_head; a && !found; a = a->pending_next) {
+        pymic_stream *s = a->freed_by.stream;
+        if (a->device != d || !s || pymic_stream_passed(s, a->freed_by.seq) ||
+            pymic_stream_inherited(s))
+            continue;
+        pymic_stream_retain(s);
+        *out = a->freed_by;
+        found = true;
+    }
+    pthread_mutex_unlock(&table_lock);
+    return found;
+}
+
+/* Short of memory: wait for memory already freed to come back -- frees
+ * queued on any stream (the caller's own included) and frees parked until
+ * other streams pass their last use -- until `nbytes` fit or nothing
+ * freed is left to wait for.  Each round waits for one queued free, so
+ * frees queued meanwhile are waited for too. */
+static bool reserve_after_frees(pymic_device *d, size_t nbytes, size_t *used, size_t *limit,
+                                size_t *pending)
+{
+    for (;;) {
+        pymic_parked_drain();
+        if (reserve_bytes(d, nbytes, used, limit, pending))
+            return true;
+        /* Even with every pending free back it would not fit: fail now. */
+        if (*used - *pending > *limit || nbytes > *limit - (*used - *pending))
+            return false;
+        pymic_use wait_for;
+        if (!queued_free(d, &wait_for))
+            return false;
+        pymic_kick(&wait_for.stream->work_q); /* a napping worker runs it */
+        pymic_wait_geq(&wait_for.stream->done_q, &wait_for.stream->completed, wait_for.seq);
+        pymic_stream_release(wait_for.stream);
+    }
+}
+
+static int mem_alloc(int device, size_t nbytes, size_t alignment, void **device_ptr,
+                     bool may_wait)
+{
+    static const char op[] = "allocation";
     int status;
     pymic_device *d = pymic_device_open(device, op, &status);
     if (!d)
@@ -192,37 +243,37 @@ int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_p
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: output pointer is NULL",
                           op, device);
     if (nbytes == 0)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: size is zero", op, device);
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s on device %d: size is zero", op, device);
     if (alignment == 0)
         alignment = 64;
     if (alignment & (alignment - 1))
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
-                          "%s: device %d: alignment %zu is not a power of two", op, device,
+                          "%s of %zu bytes on device %d: alignment %zu is not a power of two",
+                          op, nbytes, device,
                           alignment);
     if (nbytes > SIZE_MAX / 2 || alignment > ((size_t)1 << 30))
         return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
-                          "%s: device %d: %zu bytes aligned to %zu cannot be allocated", op,
-                          device, nbytes, alignment);
+                          "%s of %zu bytes on device %d: cannot be aligned to %zu bytes", op,
+                          nbytes, device, alignment);
 
     if (atomic_load_explicit(&pymic_parked_count, memory_order_relaxed) > 0)
         pymic_parked_poll();
-    size_t used, limit;
-    if (!reserve_bytes(d, nbytes, &used, &limit)) {
-        /* Freed memory that other streams still use counts against the
-         * limit until they pass their last use: wait for them once. */
-        pymic_parked_drain();
-        if (!reserve_bytes(d, nbytes, &used, &limit))
-            return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
-                              "%s: device %d: %zu bytes requested, %zu of the %zu-byte limit in "
-                              "use",
-                              op, device, nbytes, used, limit);
-    }
+    size_t used, limit, pending;
+    if (!reserve_bytes(d, nbytes, &used, &limit, &pending) &&
+        !(may_wait && reserve_after_frees(d, nbytes, &used, &limit, &pending)))
+        return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
+                          "%s of %zu bytes on device %d: %zu of the %zu-byte limit in use (%zu "
+                          "of them freed and pending release)",
+                          op, nbytes, device, used, limit, pending);
 
     pymic_alloc *alloc = calloc(1, sizeof *alloc);
     pymic_block *block = alloc ? d->ops->block_get(d, nbytes, alignment) : NULL;
     if (alloc && !block) {
         /* The system is out of memory: give cached blocks back, retry. */
-        pymic_parked_drain();
+        if (may_wait)
+            pymic_parked_drain();
+        else
+            pymic_parked_poll();
         d->ops->trim(d);
         block = d->ops->block_get(d, nbytes, alignment);
     }
@@ -247,11 +298,21 @@ int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_p
         d->memory_used -= nbytes;
         pthread_mutex_unlock(&table_lock);
         return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
-                          "%s: device %d: the system has no memory for %zu bytes", op, device,
-                          nbytes);
+                          "%s of %zu bytes on device %d: the system has no memory for it", op,
+                          nbytes, device);
     }
     *device_ptr = alloc->base;
     return PYMIC_OK;
+}
+
+int pymic_mem_alloc(int device, size_t nbytes, size_t alignment, void **device_ptr)
+{
+    return mem_alloc(device, nbytes, alignment, device_ptr, true);
+}
+
+int pymic_mem_alloc_nowait(int device, size_t nbytes, size_t alignment, void **device_ptr)
+{
+    return mem_alloc(device, nbytes, alignment, device_ptr, false);
 }
 
 void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void *), void *arg)
@@ -260,6 +321,11 @@ void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void 
     for (size_t i = 0; i < table_count; i++)
         if (table[i]->device == device)
             visit(table[i], arg);
+    /* Freed but not back yet: commands queued before the free still use
+     * it (a kernel may overrun a buffer freed right after the invoke). */
+    for (pymic_alloc *a = pending_head; a; a = a->pending_next)
+        if (a->device == device)
+            visit(a, arg);
     pthread_mutex_unlock(&table_lock);
 }
 
@@ -288,10 +354,21 @@ static void release_memory(void *arg)
 {
     pymic_alloc *alloc = arg;
     pymic_device *d = alloc->device;
-    d->ops->block_put(d, alloc->block);
+    /* Off the pending list before the block can be handed out again
+     * (bounds checks visit the list). */
     pthread_mutex_lock(&table_lock);
     d->memory_used -= alloc->nbytes;
+    d->memory_pending -= alloc->nbytes;
+    if (alloc->pending_prev)
+        alloc->pending_prev->pending_next = alloc->pending_next;
+    else
+        pending_head = alloc->pending_next;
+    if (alloc->pending_next)
+        alloc->pending_next->pending_prev = alloc->pending_prev;
+    pymic_stream *freed_by = alloc->freed_by.stream;
     pthread_mutex_unlock(&table_lock);
+    d->ops->block_put(d, alloc->block);
+    pymic_stream_release(freed_by);
     free(alloc);
 }
 
@@ -317,11 +394,14 @@ void pymic_alloc_execute_free(pymic_stream *stream, pymic_alloc *alloc)
 
 int pymic_mem_free(pymic_stream *stream, void *device_ptr)
 {
-    static const char op[] = "pymic_mem_free";
+    static const char op[] = "free on";
     int status = pymic_stream_check(stream, op);
     if (status != PYMIC_OK)
         return status;
-    int device = stream->device->id;
+    /* The slot first (lock order: enqueue lock, then the table), so the
+     * allocation leaves the table and joins the pending list with the
+     * sequence number of its FREE in one step. */
+    pymic_command *cmd = pymic_stream_reserve(stream);
     pthread_mutex_lock(&table_lock);
     size_t index;
     pymic_alloc *alloc = find_containing(device_ptr, &index);
@@ -331,24 +411,35 @@ int pymic_mem_free(pymic_stream *stream, void *device_ptr)
         status = PYMIC_ERR_INVALID_POINTER;
     else if (alloc->device != stream->device)
         status = PYMIC_ERR_WRONG_DEVICE;
-    else
+    if (status == PYMIC_OK) {
         table_remove(index);
+        pymic_stream_retain(stream);
+        alloc->freed_by = (pymic_use){stream, pymic_stream_reserved_seq(stream)};
+        alloc->pending_prev = NULL;
+        alloc->pending_next = pending_head;
+        if (pending_head)
+            pending_head->pending_prev = alloc;
+        pending_head = alloc;
+        alloc->device->memory_pending += alloc->nbytes;
+    }
     int owner = alloc ? alloc->device->id : -1;
     pthread_mutex_unlock(&table_lock);
+    if (status != PYMIC_OK)
+        pymic_stream_cancel(stream);
 
     if (status == PYMIC_ERR_INVALID_POINTER && !alloc)
-        return pymic_fail(status, "%s: device %d: %p is not a live allocation (never allocated "
-                          "or already freed)", op, device, device_ptr);
+        return pymic_fail(status, "%s " PYMIC_STREAM_FMT ": %p is not a live allocation (never "
+                          "allocated or already freed)", op, PYMIC_STREAM_ARGS(stream),
+                          device_ptr);
     if (status == PYMIC_ERR_INVALID_POINTER)
-        return pymic_fail(status, "%s: device %d: %p points inside an allocation, not at its "
-                          "start", op, device, device_ptr);
+        return pymic_fail(status, "%s " PYMIC_STREAM_FMT ": %p points inside an allocation, "
+                          "not at its start", op, PYMIC_STREAM_ARGS(stream), device_ptr);
     if (status == PYMIC_ERR_WRONG_DEVICE)
-        return pymic_fail(status, "%s: device %d: %p belongs to device %d", op, device,
-                          device_ptr, owner);
+        return pymic_fail(status, "%s " PYMIC_STREAM_FMT ": %p belongs to device %d", op,
+                          PYMIC_STREAM_ARGS(stream), device_ptr, owner);
 
     /* The pointer is dead from now on; its memory goes back after every
      * command queued before this one has run. */
-    pymic_command *cmd = pymic_stream_reserve(stream);
     cmd->kind = PYMIC_CMD_FREE;
     cmd->u.alloc = alloc;
     pymic_stream_publish(stream);
@@ -388,24 +479,27 @@ static int check_range(const char *op, const char *what, pymic_device *device,
             recorded = record_use(alloc, user, seq);
     }
     pthread_mutex_unlock(&table_lock);
+    if (alloc && owner == device->id && inside && recorded)
+        return PYMIC_OK;
 
+    /* What the caller did: "copy to the device on stream 3 on device 0". */
+    char who[128];
+    if (user)
+        snprintf(who, sizeof who, "%s " PYMIC_STREAM_FMT, op, PYMIC_STREAM_ARGS(user));
+    else
+        snprintf(who, sizeof who, "%s device %d", op, device->id);
     if (!alloc)
-        return pymic_fail(PYMIC_ERR_INVALID_POINTER,
-                          "%s: device %d: %s %p is not a live allocation", op, device->id,
+        return pymic_fail(PYMIC_ERR_INVALID_POINTER, "%s: %s %p is not a live allocation", who,
                           what, ptr);
     if (owner != device->id)
-        return pymic_fail(PYMIC_ERR_WRONG_DEVICE, "%s: device %d: %s %p belongs to device %d",
-                          op, device->id, what, ptr, owner);
+        return pymic_fail(PYMIC_ERR_WRONG_DEVICE, "%s: %s %p belongs to device %d", who, what,
+                          ptr, owner);
     if (!inside)
         return pymic_fail(PYMIC_ERR_OUT_OF_RANGE,
-                          "%s: device %d: %s range of %zu bytes at offset %zu from %p exceeds "
-                          "the %zu-byte allocation at %p",
-                          op, device->id, what, nbytes, offset, ptr, view->nbytes,
-                          (void *)view->base);
-    if (!recorded)
-        return pymic_fail(PYMIC_ERR_SYSTEM, "%s: device %d: out of host memory", op,
-                          device->id);
-    return PYMIC_OK;
+                          "%s: %s range of %zu bytes at offset %zu from %p exceeds the "
+                          "%zu-byte allocation at %p",
+                          who, what, nbytes, offset, ptr, view->nbytes, (void *)view->base);
+    return pymic_fail(PYMIC_ERR_SYSTEM, "%s: out of host memory", who);
 }
 
 int pymic_memory_claim(const char *op, const char *what, pymic_stream *stream,
@@ -433,14 +527,14 @@ int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int narg
     }
     pthread_mutex_unlock(&table_lock);
     if (!recorded)
-        return pymic_fail(PYMIC_ERR_SYSTEM, "pymic_invoke: device %d: out of host memory",
-                          stream->device->id);
+        return pymic_fail(PYMIC_ERR_SYSTEM, "invoke on " PYMIC_STREAM_FMT ": out of host memory",
+                          PYMIC_STREAM_ARGS(stream));
     return PYMIC_OK;
 }
 
 int pymic_mem_query(int device, const void *device_ptr, void **base, size_t *nbytes)
 {
-    static const char op[] = "pymic_mem_query";
+    static const char op[] = "query of memory on";
     int status;
     pymic_device *d = pymic_device_lookup(device, op, &status);
     if (!d)
@@ -458,7 +552,7 @@ int pymic_mem_query(int device, const void *device_ptr, void **base, size_t *nby
 
 int pymic_mem_translate(int device, const void *device_ptr, size_t offset, uintptr_t *address)
 {
-    static const char op[] = "pymic_mem_translate";
+    static const char op[] = "translation of a pointer on";
     int status;
     pymic_device *d = pymic_device_lookup(device, op, &status);
     if (!d)
@@ -494,11 +588,12 @@ static int enqueue_copy(const char *op, const char *label, int dir, pymic_stream
     if (status != PYMIC_OK)
         return status;
     if (nbytes == 0)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: size is zero", op,
-                          stream->device->id);
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s " PYMIC_STREAM_FMT ": size is zero",
+                          op, PYMIC_STREAM_ARGS(stream));
     if (has_host && !host)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: device %d: host buffer is NULL", op,
-                          stream->device->id);
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                          "%s " PYMIC_STREAM_FMT ": host buffer is NULL", op,
+                          PYMIC_STREAM_ARGS(stream));
     pymic_command *cmd = pymic_stream_reserve(stream);
     uint64_t seq = pymic_stream_reserved_seq(stream);
     for (int i = 0; i < nsides; i++) {
@@ -531,7 +626,7 @@ int pymic_memcpy_h2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
                      const void *host_src, size_t nbytes)
 {
     copy_side dst = {"destination", device_dst, dst_offset};
-    return enqueue_copy("pymic_memcpy_h2d", "h2d", PYMIC_COPY_H2D, stream, (char *)device_dst + dst_offset,
+    return enqueue_copy("copy to the device on", "h2d", PYMIC_COPY_H2D, stream, (char *)device_dst + dst_offset,
                         host_src, nbytes, &dst, 1, true, host_src);
 }
 
@@ -539,7 +634,7 @@ int pymic_memcpy_d2h(pymic_stream *stream, void *host_dst, const void *device_sr
                      size_t src_offset, size_t nbytes)
 {
     copy_side src = {"source", device_src, src_offset};
-    return enqueue_copy("pymic_memcpy_d2h", "d2h", PYMIC_COPY_D2H, stream, host_dst,
+    return enqueue_copy("copy from the device on", "d2h", PYMIC_COPY_D2H, stream, host_dst,
                         (const char *)device_src + src_offset, nbytes, &src, 1, true, host_dst);
 }
 
@@ -548,6 +643,6 @@ int pymic_memcpy_d2d(pymic_stream *stream, void *device_dst, size_t dst_offset,
 {
     copy_side sides[2] = {{"destination", device_dst, dst_offset},
                           {"source", device_src, src_offset}};
-    return enqueue_copy("pymic_memcpy_d2d", "d2d", PYMIC_COPY_D2D, stream, (char *)device_dst + dst_offset,
+    return enqueue_copy("device-to-device copy on", "d2d", PYMIC_COPY_D2D, stream, (char *)device_dst + dst_offset,
                         (const char *)device_src + src_offset, nbytes, sides, 2, false, NULL);
 }

@@ -10,6 +10,7 @@
  */
 #include "engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,7 +209,10 @@ static void run_claimed(pymic_stream *stream, uint64_t seq, bool on_worker)
     pymic_command *cmd = slot_of(stream->ring, seq);
     uint64_t start = cmd->kind == PYMIC_CMD_INVOKE ? pymic_now_ns() : 0;
     uint64_t traced = pymic_trace_exec_begin(stream, seq);
-    if (on_worker) {
+    if ((cmd->kind == PYMIC_CMD_INVOKE || cmd->kind == PYMIC_CMD_COPY) &&
+        pymic_stream_skips(stream, seq)) {
+        start = 0; /* not run: what it depends on failed (failure.c) */
+    } else if (on_worker) {
         worker_hosted_kernel |= start != 0;
         pymic_command_execute(stream, cmd);
     } else {
@@ -294,10 +298,14 @@ static void worker_wait(pymic_stream *stream)
         pymic_wait_geq_spin(&stream->work_q, &stream->enqueued, claimed + 1, 0, UINT64_MAX);
 }
 
-static void unlink_from_device(pymic_stream *stream)
+static void unlink_from_device(pymic_stream *stream, bool orphan_failure)
 {
     pymic_device *d = stream->device;
     pthread_mutex_lock(&d->lock);
+    /* In the same step as leaving the list, so a device sync sees the
+     * failure either on the stream or among the orphans. */
+    if (orphan_failure)
+        pymic_stream_orphan_failure(stream);
     for (pymic_stream **link = &d->streams; *link; link = &(*link)->next_in_device) {
         if (*link == stream) {
             *link = stream->next_in_device;
@@ -318,7 +326,7 @@ static void worker_finish(pymic_stream *stream)
      * parked releases) only read its counters. */
     free(stream->ring);
     stream->ring = NULL;
-    unlink_from_device(stream);
+    unlink_from_device(stream, true);
     pymic_stream_release(stream);
 }
 
@@ -418,8 +426,10 @@ void pymic_stream_release(pymic_stream *stream)
         return;
     /* An inherited stream's lock may have been held by a parent thread at
      * the fork: it is never touched again, only its memory goes. */
-    if (!pymic_stream_inherited(stream))
+    if (!pymic_stream_inherited(stream)) {
         pthread_mutex_destroy(&stream->enqueue_lock);
+        pthread_mutex_destroy(&stream->failure_lock);
+    }
     free(stream->ring);
     free(stream);
 }
@@ -429,22 +439,22 @@ bool pymic_stream_inherited(const pymic_stream *stream)
     return pymic_generation_inherited(stream->fork_generation);
 }
 
-int pymic_stream_check(const pymic_stream *stream, const char *op)
+int pymic_stream_check(const pymic_stream *stream, const char *action)
 {
     if (!stream)
-        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: stream is NULL", op);
+        return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s a NULL stream", action);
     if (pymic_stream_inherited(stream))
         return pymic_fail(PYMIC_ERR_SYSTEM,
-                          "%s: device %d: the stream was created before fork() and its worker "
-                          "thread exists only in the parent process",
-                          op, stream->device->id);
+                          "%s " PYMIC_STREAM_FMT ": the stream was created before fork() and "
+                          "its worker thread exists only in the parent process",
+                          action, PYMIC_STREAM_ARGS(stream));
     return PYMIC_OK;
 }
 
 int pymic_stream_create(int device, pymic_stream **stream_out)
 {
     int status;
-    pymic_device *d = pymic_device_open(device, "pymic_stream_create", &status);
+    pymic_device *d = pymic_device_open(device, "stream creation", &status);
     if (!d)
         return status;
     if (!stream_out)
@@ -456,15 +466,17 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
         free(stream);
         free(ring);
         return pymic_fail(PYMIC_ERR_SYSTEM,
-                          "pymic_stream_create: device %d: out of host memory", device);
+                          "stream creation on device %d: out of host memory", device);
     }
     memset(stream, 0, sizeof *stream);
     stream->device = d;
     stream->ops = d->ops;
     stream->ring = ring;
     stream->fork_generation = atomic_load(&pymic_global.fork_generation);
+    stream->number = atomic_fetch_add_explicit(&d->streams_created, 1, memory_order_relaxed) + 1;
     atomic_init(&stream->refs, 1);
     pthread_mutex_init(&stream->enqueue_lock, NULL);
+    pthread_mutex_init(&stream->failure_lock, NULL);
     stream->done_q.kick_on_sleep = &stream->work_q;
     /* Listed before the worker starts: the worker unlinks it at STOP. */
     pthread_mutex_lock(&d->lock);
@@ -473,9 +485,11 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     pthread_mutex_unlock(&d->lock);
     status = d->ops->start_worker(stream, worker_main);
     if (status != PYMIC_OK) {
-        unlink_from_device(stream);
+        unlink_from_device(stream, false);
         pymic_stream_release(stream);
-        return status;
+        char prefix[48];
+        snprintf(prefix, sizeof prefix, "stream creation on device %d", device);
+        return pymic_fail_reworded(status, "pymic_stream_create", prefix);
     }
     /* Nobody joins a worker: it ends on its own after STOP. */
     pthread_detach(stream->worker);
@@ -487,10 +501,10 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
 int pymic_stream_destroy(pymic_stream *stream)
 {
     if (!stream)
-        return pymic_stream_check(stream, "pymic_stream_destroy");
+        return pymic_stream_check(stream, "destroying");
     if (pymic_stream_inherited(stream)) {
         /* No worker here to hand the reference to. */
-        unlink_from_device(stream);
+        unlink_from_device(stream, false);
         pymic_stream_release(stream);
         return PYMIC_OK;
     }
@@ -511,7 +525,7 @@ int pymic_stream_destroy(pymic_stream *stream)
 
 int pymic_stream_sync(pymic_stream *stream)
 {
-    int status = pymic_stream_check(stream, "pymic_stream_sync");
+    int status = pymic_stream_check(stream, "sync of");
     if (status != PYMIC_OK)
         return status;
     uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
@@ -519,12 +533,12 @@ int pymic_stream_sync(pymic_stream *stream)
     stream_wait(stream, target, UINT64_MAX);
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, target,
                          PYMIC_OK);
-    return pymic_stream_take_failure(stream, target, "pymic_stream_sync");
+    return pymic_stream_take_failure(stream, target, "sync of");
 }
 
 int pymic_stream_query(pymic_stream *stream)
 {
-    int status = pymic_stream_check(stream, "pymic_stream_query");
+    int status = pymic_stream_check(stream, "query of");
     if (status != PYMIC_OK)
         return status;
     uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
@@ -534,15 +548,22 @@ int pymic_stream_query(pymic_stream *stream)
             pymic_kick(&stream->work_q);
         return 0;
     }
-    status = pymic_stream_take_failure(stream, target, "pymic_stream_query");
+    status = pymic_stream_take_failure(stream, target, "query of");
     return status == PYMIC_OK ? 1 : status;
 }
 
 int pymic_stream_device(const pymic_stream *stream)
 {
     if (!stream)
-        return pymic_stream_check(stream, "pymic_stream_device");
+        return pymic_stream_check(stream, "device of");
     return stream->device->id;
+}
+
+int pymic_stream_number(const pymic_stream *stream)
+{
+    if (!stream)
+        return pymic_stream_check(stream, "number of");
+    return stream->number;
 }
 
 uint64_t pymic_stream_last_enqueued(const pymic_stream *stream)
@@ -562,7 +583,7 @@ uint64_t pymic_stream_completed(const pymic_stream *stream)
 int pymic_stream_capacity(const pymic_stream *stream)
 {
     if (!stream)
-        return pymic_stream_check(stream, "pymic_stream_capacity");
+        return pymic_stream_check(stream, "capacity of");
     /* pymic_stream_reserve lets sequence number s in once completed >=
      * s - PYMIC_RING_SLOTS: all PYMIC_RING_SLOTS slots may hold commands
      * that have not completed, the running one included. */
@@ -577,8 +598,9 @@ static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, con
     uint64_t last = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
     if (seq > last)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
-                          "%s: device %d: sequence number %llu was never enqueued (last is %llu)",
-                          op, stream->device->id, (unsigned long long)seq,
+                          "%s " PYMIC_STREAM_FMT ": command %llu was never enqueued (the last "
+                          "is %llu)",
+                          op, PYMIC_STREAM_ARGS(stream), (unsigned long long)seq,
                           (unsigned long long)last);
     uint64_t deadline = UINT64_MAX;
     if (timeout_ns != UINT64_MAX) {
@@ -595,10 +617,10 @@ static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, con
 
 int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq)
 {
-    return wait_seq(stream, seq, UINT64_MAX, "pymic_stream_wait_seq");
+    return wait_seq(stream, seq, UINT64_MAX, "sync of");
 }
 
 int pymic_stream_wait_seq_timeout(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns)
 {
-    return wait_seq(stream, seq, timeout_ns, "pymic_stream_wait_seq_timeout");
+    return wait_seq(stream, seq, timeout_ns, "sync of");
 }

@@ -324,29 +324,25 @@ static void free_retired(void)
     }
 }
 
-static void before_fork(void)
+/* Fork handlers, called by engine.c's (the one registration, in the
+ * engine's lock order: this registry comes first, since tracing takes a
+ * device's lock and streams' enqueue locks while holding it). */
+void pymic_trace_prefork(void)
 {
     pthread_mutex_lock(&registry.lock);
 }
 
-static void after_fork_parent(void)
+void pymic_trace_postfork_parent(void)
 {
     pthread_mutex_unlock(&registry.lock);
 }
 
 /* The child's streams are the parent's (no workers here): it records
  * nothing until it starts a trace of its own. */
-static void after_fork_child(void)
+void pymic_trace_postfork_child(void)
 {
     atomic_store(&pymic_trace_enabled, 0);
     pthread_mutex_init(&registry.lock, NULL);
-}
-
-static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
-
-static void install_fork_handlers(void)
-{
-    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
 int pymic_trace_start(size_t commands_per_stream)
@@ -354,7 +350,6 @@ int pymic_trace_start(size_t commands_per_stream)
     int status = pymic_ensure_init();
     if (status != PYMIC_OK)
         return status;
-    pthread_once(&fork_once, install_fork_handlers);
     pthread_mutex_lock(&registry.lock);
     if (pymic_trace_on()) {
         pthread_mutex_unlock(&registry.lock);
@@ -509,7 +504,6 @@ int pymic_trace_read(pymic_trace_command **commands, size_t *ncommands, pymic_tr
         *ncommands = 0;
     if (nwaits)
         *nwaits = 0;
-    pthread_once(&fork_once, install_fork_handlers);
     pthread_mutex_lock(&registry.lock);
     uint64_t session = atomic_load_explicit(&registry.session, memory_order_relaxed);
     int status = read_commands(session, commands, ncommands, &lost);

@@ -75,7 +75,7 @@ static int check_fits(PyObject *dptr, Py_ssize_t offset, Py_ssize_t nbytes, cons
         return 0;
     size_t allocated = ((DevicePointerObject *)dptr)->nbytes;
     if ((size_t)nbytes > allocated || (size_t)offset > allocated - (size_t)nbytes) {
-        PyErr_Format(PyExc_ValueError,
+        PyErr_Format(OffloadValueError,
                      "%s: %zd bytes from offset %zd reach beyond the allocation of %zu bytes",
                      what, nbytes, offset, allocated);
         return -1;
@@ -141,7 +141,7 @@ static int arraybase_set_doffset(ArrayBaseObject *self, PyObject *value,
     if (offset == -1 && PyErr_Occurred())
         return -1;
     if (offset < 0) {
-        PyErr_SetString(PyExc_ValueError, "_doffset must be >= 0");
+        PyErr_SetString(OffloadValueError, "_doffset must be >= 0");
         return -1;
     }
     /* invoke passes dptr + doffset to kernels: it must stay inside the

@@ -135,6 +135,20 @@ static PyGetSetDef devptr_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+int alloc_device_memory(int device, size_t nbytes, size_t alignment, void **ptr)
+{
+    int status = pymic_mem_alloc_nowait(device, nbytes, alignment, ptr);
+    if (status != PYMIC_ERR_OUT_OF_MEMORY)
+        return status;
+    /* Memory freed on some stream may still be on its way back (its free
+     * queued behind other commands): wait for it without the GIL, since
+     * those commands may wait for another Python thread. */
+    Py_BEGIN_ALLOW_THREADS
+    status = pymic_mem_alloc(device, nbytes, alignment, ptr);
+    Py_END_ALLOW_THREADS
+    return status;
+}
+
 PyDoc_STRVAR(devptr_type_doc,
 "Opaque handle to device memory, returned by\n"
 ":meth:`OffloadStream.allocate_device_memory`.\n"
@@ -206,13 +220,13 @@ PyObject *stream_allocate_device_memory(StreamObject *self, PyObject *args, PyOb
         if (parse_size_arg(alignment_obj, "alignment", 0, &alignment) < 0)
             return NULL;
         if ((alignment & (alignment - 1)) != 0) {
-            PyErr_Format(PyExc_ValueError, "alignment must be a power of two, got %zu",
+            PyErr_Format(OffloadValueError, "alignment must be a power of two, got %zu",
                          alignment);
             return NULL;
         }
     }
     void *ptr = NULL;
-    int status = pymic_mem_alloc(self->device, nbytes, alignment, &ptr);
+    int status = alloc_device_memory(self->device, nbytes, alignment, &ptr);
     if (status != PYMIC_OK)
         return raise_engine_error(status);
     DevicePointerObject *dptr = devptr_new(self, ptr, nbytes, sticky);

@@ -159,6 +159,9 @@ int stream_sync_released(StreamObject *stream);
 /* Stream methods implemented in other files. */
 PyObject *stream_invoke(StreamObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *stream_allocate_device_memory(StreamObject *self, PyObject *args, PyObject *kwargs);
+/* pymic_mem_alloc with the GIL held only while it cannot block: short of
+ * memory, it waits for memory already freed with the GIL released. */
+int alloc_device_memory(int device, size_t nbytes, size_t alignment, void **ptr);
 PyObject *stream_deallocate_device_memory(StreamObject *self, PyObject *dptr);
 PyObject *stream_transfer_host2device(StreamObject *self, PyObject *const *args,
                                       Py_ssize_t nargs, PyObject *kwnames);

@@ -4,7 +4,9 @@
  * Every failure libpymic reports becomes pymic.OffloadError carrying the
  * engine's message.  Statuses that mean "you passed a bad value" become
  * OffloadValueError, a subclass of both OffloadError and ValueError, so a
- * program may catch either.
+ * program may catch either; the extension's own checks of the same kind of
+ * value (sizes, offsets, ranges, alignments) raise it too, so one kind of
+ * error has one class whichever layer finds it.
  */
 #include "engine_module.h"
 
@@ -21,12 +23,15 @@ PyDoc_STRVAR(offload_error_doc,
 "reason, as reported by the engine.\n");
 
 PyDoc_STRVAR(offload_value_error_doc,
-"Engine error caused by a bad argument value.\n"
+"A bad argument value for device memory or a kernel call.\n"
 "\n"
 "A subclass of both :class:`OffloadError` and :class:`ValueError`, raised\n"
-"for out-of-range transfers, invalid sizes or alignments and too many\n"
-"kernel arguments, so ``except ValueError`` and ``except OffloadError``\n"
-"both catch it.\n");
+"wherever pymic checks such a value -- before anything is queued or in\n"
+"the engine: sizes and offsets that are negative, not whole or too large,\n"
+"ranges beyond an allocation or a host buffer, an offset into a device\n"
+"pointer beyond its allocation, bad alignments, too many kernel\n"
+"arguments -- so ``except ValueError`` and ``except OffloadError`` both\n"
+"catch it.\n");
 
 int errors_module_init(PyObject *module)
 {
@@ -75,7 +80,7 @@ static PyObject *integral_float(PyObject *obj, const char *name)
     if (value == -1.0 && PyErr_Occurred())
         return NULL;
     if (!isfinite(value) || value != floor(value)) {
-        PyErr_Format(PyExc_ValueError, "%s must be a whole number of bytes, got %R", name, obj);
+        PyErr_Format(OffloadValueError, "%s must be a whole number of bytes, got %R", name, obj);
         return NULL;
     }
     return PyLong_FromDouble(value);
@@ -103,11 +108,11 @@ int parse_size_arg(PyObject *obj, const char *name, int allow_zero, size_t *out)
     if (value == -1 && PyErr_Occurred())
         return -1;
     if (overflow > 0) {
-        PyErr_Format(PyExc_ValueError, "%s is too large", name);
+        PyErr_Format(OffloadValueError, "%s is too large", name);
         return -1;
     }
     if (overflow < 0 || value < 0 || (value == 0 && !allow_zero)) {
-        PyErr_Format(PyExc_ValueError, "%s must be %s, got %S", name,
+        PyErr_Format(OffloadValueError, "%s must be %s, got %S", name,
                      allow_zero ? ">= 0" : "> 0", obj);
         return -1;
     }

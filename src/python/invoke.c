@@ -180,7 +180,7 @@ static int set_device_memory(pymic_arg *arg, const DevicePointerObject *dptr, Py
         return -1;
     }
     if (offset < 0 || (size_t)offset > dptr->nbytes) {
-        PyErr_Format(OffloadError,
+        PyErr_Format(OffloadValueError,
                      "invoke: argument %zd starts %zd bytes into an allocation of %zu bytes",
                      position, offset, dptr->nbytes);
         return -1;
@@ -606,7 +606,7 @@ static PyObject *invoke_with_arrays(StreamObject *self, const pymic_kernel *kern
         staged_group *group = &state->groups[g];
         size_t nbytes = group_bytes(group);
         /* Zero-size arrays still get a valid (tiny) allocation to point at. */
-        status = pymic_mem_alloc(self->device, nbytes ? nbytes : 1, 64, &group->device);
+        status = alloc_device_memory(self->device, nbytes ? nbytes : 1, 64, &group->device);
         if (status != PYMIC_OK) {
             group->device = NULL;
             break;

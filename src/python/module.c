@@ -8,6 +8,10 @@
 #include "engine_module.h"
 
 #include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 PyTypeObject *ndarray_type;
 PyTypeObject *numpy_generic_type;
@@ -412,7 +416,47 @@ static PyObject *module_after_fork_child(PyObject *Py_UNUSED(module),
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(fail_exit_status_doc,
+"fail_exit_status()\n"
+"--\n"
+"\n"
+"Make the process end with exit status 1 whatever Python ends with\n"
+"(the atexit hook calls it after printing failures nobody was told of).\n"
+"Python's exit handlers and finalisation still run first.\n"
+"\n"
+"Returns\n"
+"-------\n"
+"None\n");
+
+static volatile sig_atomic_t exit_failed;
+
+/* A C exit handler runs after Python has finalised (Python's own atexit
+ * handlers cannot change the status Python exits with). */
+static void exit_with_failure(void)
+{
+    if (exit_failed) {
+        fflush(NULL);
+        _exit(1);
+    }
+}
+
+static PyObject *module_fail_exit_status(PyObject *Py_UNUSED(module),
+                                         PyObject *Py_UNUSED(ignored))
+{
+    static int registered;
+    if (!registered) {
+        if (atexit(exit_with_failure) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "cannot register an exit handler");
+            return NULL;
+        }
+        registered = 1;
+    }
+    exit_failed = 1;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"fail_exit_status", module_fail_exit_status, METH_NOARGS, fail_exit_status_doc},
     {"drain_closing", module_drain_closing, METH_NOARGS, drain_closing_doc},
     {"after_fork_child", module_after_fork_child, METH_NOARGS, after_fork_child_doc},
     {"init", module_init_engine, METH_NOARGS, init_doc},

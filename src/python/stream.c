@@ -181,6 +181,11 @@ static PyObject *stream_get_device_id(StreamObject *self, void *Py_UNUSED(closur
     return PyLong_FromLong(self->device);
 }
 
+static PyObject *stream_get_number(StreamObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(pymic_stream_number(self->handle));
+}
+
 static PyObject *stream_get_device_obj(StreamObject *self, void *Py_UNUSED(closure))
 {
     return Py_NewRef(self->device_obj ? self->device_obj : Py_None);
@@ -218,6 +223,9 @@ static PyGetSetDef stream_getset[] = {
      "bool: True if every command enqueued so far has completed (non-blocking).", NULL},
     {"device_id", (getter)stream_get_device_id, NULL,
      "int: number of the device this stream runs on.", NULL},
+    {"number", (getter)stream_get_number, NULL,
+     "int: the stream's number on its device (1, 2, ... in the order streams were created), "
+     "as error messages name it.", NULL},
     {"_device", (getter)stream_get_device_obj, NULL,
      "The device object given at creation.", NULL},
     {"_pending_host_objects", (getter)stream_get_pending_host_objects, NULL,

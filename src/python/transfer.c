@@ -27,7 +27,7 @@ static int host_side_open(PyObject *obj, int writable, size_t offset, size_t nby
         if (address == NULL && PyErr_Occurred())
             return -1;
         if (address == NULL) {
-            PyErr_SetString(PyExc_ValueError, "host_ptr must not be 0 (NULL)");
+            PyErr_SetString(OffloadValueError, "host_ptr must not be 0 (NULL)");
             return -1;
         }
         host->address = (char *)address + offset;
@@ -38,7 +38,7 @@ static int host_side_open(PyObject *obj, int writable, size_t offset, size_t nby
         if (PyErr_ExceptionMatches(PyExc_TypeError))
             return -1;
         PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "host_ptr: %.100s buffer is not %scontiguous",
+        PyErr_Format(OffloadValueError, "host_ptr: %.100s buffer is not %scontiguous",
                      Py_TYPE(obj)->tp_name, writable ? "writable and " : "");
         return -1;
     }
@@ -51,7 +51,7 @@ static int host_side_open(PyObject *obj, int writable, size_t offset, size_t nby
         return -1;
     }
     if (offset > (size_t)host->view.len || nbytes > (size_t)host->view.len - offset) {
-        PyErr_Format(PyExc_ValueError,
+        PyErr_Format(OffloadValueError,
                      "host range [%zu, %zu) lies beyond the host buffer (%zd bytes)", offset,
                      offset + nbytes, host->view.len);
         PyBuffer_Release(&host->view);
@@ -101,7 +101,7 @@ static DevicePointerObject *device_side(StreamObject *stream, PyObject *obj, con
         return NULL;
     }
     if (offset > dptr->nbytes || nbytes > dptr->nbytes - offset) {
-        PyErr_Format(PyExc_ValueError,
+        PyErr_Format(OffloadValueError,
                      "%s: range [%zu, %zu) lies beyond the allocation (%zu bytes)", what,
                      offset, offset + nbytes, dptr->nbytes);
         return NULL;

@@ -7,7 +7,8 @@
  * PYMIC_ERR_OUT_OF_RANGE naming the kernel and the allocation, once, and
  * the device goes on.  On a process device a write far past the end hits
  * the guard page: the device is lost with a message naming the
- * allocation, and a reset brings it back with its guard pages.
+ * allocation, and a reset brings it back with its guard pages.  A
+ * failure also fails what depends on it, on any pair of devices.
  *
  * argv[1]: the test kernel library.
  */
@@ -93,6 +94,94 @@ static void test_guard_page(int device)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* A failure reaches what depends on it: stream `a` (device `fail_on`)
+ * overruns a buffer, then records an event; stream `b` (device `wait_on`)
+ * waits for the event and increments a counter.  The increment must not
+ * run, and b's sync reports the overrun (both streams report it once);
+ * the same holds for a stream's own later commands. */
+static void test_dependents(int fail_on, int wait_on)
+{
+    pymic_stream *a, *b;
+    CHECK_OK(pymic_stream_create(fail_on, &a));
+    CHECK_OK(pymic_stream_create(wait_on, &b));
+    pymic_library *lib_a, *lib_b;
+    CHECK_OK(pymic_library_load(fail_on, kernels_path, &lib_a));
+    CHECK_OK(pymic_library_load(wait_on, kernels_path, &lib_b));
+    pymic_kernel *past, *increment_a, *increment_b;
+    CHECK_OK(pymic_kernel_find(lib_a, "write_past", &past));
+    CHECK_OK(pymic_kernel_find(lib_a, "increment", &increment_a));
+    CHECK_OK(pymic_kernel_find(lib_b, "increment", &increment_b));
+    void *buffer, *counter_a, *counter_b;
+    int64_t zero = 0, got = -1;
+    CHECK_OK(pymic_mem_alloc(fail_on, 800, 0, &buffer));
+    CHECK_OK(pymic_mem_alloc(fail_on, sizeof zero, 0, &counter_a));
+    CHECK_OK(pymic_mem_alloc(wait_on, sizeof zero, 0, &counter_b));
+    CHECK_OK(pymic_memcpy_h2d(a, counter_a, 0, &zero, sizeof zero));
+    CHECK_OK(pymic_memcpy_h2d(b, counter_b, 0, &zero, sizeof zero));
+    CHECK_OK(pymic_stream_sync(a));
+    CHECK_OK(pymic_stream_sync(b));
+    pymic_event *ready;
+    CHECK_OK(pymic_event_create(&ready));
+
+    write_past(a, past, buffer, 101);
+    pymic_arg arg_a = {counter_a, 0}, arg_b = {counter_b, 0};
+    CHECK_OK(pymic_invoke(a, increment_a, 1, &arg_a)); /* after the failure: not run */
+    CHECK_OK(pymic_event_record(ready, a));
+    CHECK_OK(pymic_stream_wait_event(b, ready));
+    CHECK_OK(pymic_invoke(b, increment_b, 1, &arg_b)); /* depends on it: not run */
+    CHECK_OK(pymic_memcpy_d2h(b, &got, counter_b, 0, sizeof got));
+    CHECK_STATUS(pymic_stream_sync(b), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE("kernel 'write_past'");
+    CHECK_MESSAGE("waited for an event");
+    CHECK(got == -1); /* the copy back did not run either */
+    CHECK_OK(pymic_stream_sync(b)); /* reported once */
+    CHECK_STATUS(pymic_event_sync(ready), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_STATUS(pymic_stream_sync(a), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE("kernel 'write_past'");
+
+    /* Reported: both streams run again. */
+    CHECK_OK(pymic_invoke(a, increment_a, 1, &arg_a));
+    CHECK_OK(pymic_event_record(ready, a));
+    CHECK_OK(pymic_stream_wait_event(b, ready));
+    CHECK_OK(pymic_invoke(b, increment_b, 1, &arg_b));
+    CHECK_OK(pymic_memcpy_d2h(b, &got, counter_b, 0, sizeof got));
+    CHECK_OK(pymic_stream_sync(b));
+    CHECK(got == 1);
+    CHECK_OK(pymic_memcpy_d2h(a, &got, counter_a, 0, sizeof got));
+    CHECK_OK(pymic_stream_sync(a));
+    CHECK(got == 1); /* the increment queued after the failure never ran */
+
+    CHECK_OK(pymic_event_destroy(ready));
+    CHECK_OK(pymic_mem_free(a, buffer));
+    CHECK_OK(pymic_mem_free(a, counter_a));
+    CHECK_OK(pymic_mem_free(b, counter_b));
+    CHECK_OK(pymic_library_unload(lib_a));
+    CHECK_OK(pymic_library_unload(lib_b));
+    CHECK_OK(pymic_stream_destroy(a));
+    CHECK_OK(pymic_stream_destroy(b));
+}
+
+/* A stream destroyed before anybody synced it leaves its failure to the
+ * device: the next device sync reports it, once. */
+static void test_destroyed_stream_failure(int device)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(device, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(device, kernels_path, &lib));
+    pymic_kernel *k;
+    CHECK_OK(pymic_kernel_find(lib, "write_past", &k));
+    void *buffer;
+    CHECK_OK(pymic_mem_alloc(device, 800, 0, &buffer));
+    write_past(s, k, buffer, 101);
+    CHECK_OK(pymic_mem_free(s, buffer));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_STATUS(pymic_device_sync(device), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE("kernel 'write_past'");
+    CHECK_OK(pymic_device_sync(device)); /* reported once */
+    CHECK_OK(pymic_library_unload(lib));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -106,8 +195,12 @@ int main(int argc, char **argv)
         pymic_device_info info;
         CHECK_OK(pymic_device_get_info(d, &info));
         test_canaries(d);
+        test_destroyed_stream_failure(d);
         if (strcmp(info.kind, "proc") == 0)
             test_guard_page(d);
     }
+    for (int d = 0; d < count; d++)
+        for (int w = 0; w < count; w++)
+            test_dependents(d, w);
     return check_finish();
 }

@@ -217,7 +217,7 @@ static void expect_debug_messages(const void *arg)
     close(fd);
     unlink(path);
     CHECK(strncmp(text, "PYMIC: device 0: host:", 22) == 0);
-    CHECK(strstr(text, "PYMIC: PYMIC_ERR_INVALID_ARGUMENT: pymic_mem_alloc: device 0: size is "
+    CHECK(strstr(text, "PYMIC: PYMIC_ERR_INVALID_ARGUMENT: allocation on device 0: size is "
                        "zero") != NULL);
 }
 

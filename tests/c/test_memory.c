@@ -4,8 +4,15 @@
  */
 #include "check.h"
 
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
+
+static const char *kernels_path;
 
 static void test_alloc_and_query(void)
 {
@@ -20,7 +27,7 @@ static void test_alloc_and_query(void)
     CHECK_OK(pymic_mem_query(0, (char *)p + 999, &base, &size));
     CHECK(base == p && size == 1000);
     CHECK_STATUS(pymic_mem_query(0, (char *)p + 1000, &base, &size), PYMIC_ERR_INVALID_POINTER);
-    CHECK_MESSAGE("pymic_mem_query");
+    CHECK_MESSAGE("query of memory on device 0");
     CHECK_STATUS(pymic_mem_query(0, p, NULL, &size), PYMIC_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(pymic_mem_query(1, p, &base, &size), PYMIC_ERR_INVALID_ARGUMENT);
 
@@ -157,14 +164,14 @@ static void test_copy_errors(void)
 
     /* Beyond the end, by offset and by size, and offsets that overflow. */
     CHECK_STATUS(pymic_memcpy_h2d(s, a, 0, host, 129), PYMIC_ERR_OUT_OF_RANGE);
-    CHECK_MESSAGE("pymic_memcpy_h2d");
+    CHECK_MESSAGE("copy to the device on stream ");
     CHECK_MESSAGE("device 0");
     CHECK_MESSAGE("128-byte allocation");
     CHECK_STATUS(pymic_memcpy_h2d(s, a, 100, host, 29), PYMIC_ERR_OUT_OF_RANGE);
     CHECK_STATUS(pymic_memcpy_h2d(s, a, 128, host, 1), PYMIC_ERR_OUT_OF_RANGE);
     CHECK_STATUS(pymic_memcpy_h2d(s, a, SIZE_MAX, host, 2), PYMIC_ERR_OUT_OF_RANGE);
     CHECK_STATUS(pymic_memcpy_d2h(s, host, a, 1, SIZE_MAX), PYMIC_ERR_OUT_OF_RANGE);
-    CHECK_MESSAGE("pymic_memcpy_d2h");
+    CHECK_MESSAGE("copy from the device on stream ");
     CHECK_STATUS(pymic_memcpy_d2d(s, a, 64, a, 0, 65), PYMIC_ERR_OUT_OF_RANGE);
     CHECK_MESSAGE("destination");
     CHECK_STATUS(pymic_memcpy_d2d(s, a, 0, a, 64, 65), PYMIC_ERR_OUT_OF_RANGE);
@@ -195,7 +202,7 @@ static void test_copy_errors(void)
     CHECK_STATUS(pymic_mem_free(NULL, a), PYMIC_ERR_INVALID_ARGUMENT);
     CHECK_OK(pymic_mem_free(s, a));
     CHECK_STATUS(pymic_mem_free(s, a), PYMIC_ERR_INVALID_POINTER);
-    CHECK_MESSAGE("pymic_mem_free");
+    CHECK_MESSAGE("free on stream ");
     CHECK_MESSAGE("already freed");
     CHECK_STATUS(pymic_memcpy_h2d(s, a, 0, host, 1), PYMIC_ERR_INVALID_POINTER);
     CHECK_STATUS(pymic_mem_free(s, host), PYMIC_ERR_INVALID_POINTER);
@@ -243,11 +250,105 @@ static void test_stream_ordered_free(void)
     free(dst);
 }
 
-int main(void)
+/* ------------------------------------------------ allocating freed memory */
+
+typedef struct allocator {
+    size_t nbytes;
+    void *ptr;
+    int status;
+    char message[512];
+    _Atomic int tid;  /* set when it starts           */
+    _Atomic int done; /* set when pymic_mem_alloc returned */
+} allocator;
+
+static void *allocate(void *arg)
 {
+    allocator *a = arg;
+    atomic_store(&a->tid, (int)gettid());
+    a->status = pymic_mem_alloc(0, a->nbytes, 0, &a->ptr);
+    snprintf(a->message, sizeof a->message, "%s", pymic_last_error());
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+/* True once thread `tid` sleeps ("S" in /proc): the allocator can only
+ * sleep in its wait for the free. */
+static bool sleeping(int tid)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool asleep = false;
+    if (fgets(line, sizeof line, f)) {
+        const char *end = strrchr(line, ')');
+        asleep = end && end[1] == ' ' && end[2] == 'S';
+    }
+    fclose(f);
+    return asleep;
+}
+
+/* An allocation short of memory waits for a free already queued (here
+ * behind a kernel that waits for a gate), however long it takes: the gate
+ * opens only once the allocating thread sleeps in that wait.  Before,
+ * it failed at once with the freed memory counted as used. */
+static void test_alloc_waits_for_queued_free(void)
+{
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    pymic_kernel *gate_kernel;
+    CHECK_OK(pymic_kernel_find(lib, "wait_for_gate", &gate_kernel));
+    CHECK_OK(pymic_device_set_memory_limit(0, 1 << 20));
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    _Atomic int64_t *gate; /* host device: its memory is this process's */
+    CHECK_OK(pymic_mem_alloc(0, sizeof *gate, 0, (void **)&gate));
+    atomic_store(gate, 0);
+    void *big;
+    CHECK_OK(pymic_mem_alloc(0, 600000, 0, &big));
+    pymic_arg arg = {(void *)gate, 0};
+    CHECK_OK(pymic_invoke(s, gate_kernel, 1, &arg));
+    CHECK_OK(pymic_mem_free(s, big)); /* queued behind the gate */
+
+    /* Not waiting: it fails and says how much is pending release. */
+    void *other = NULL;
+    CHECK_STATUS(pymic_mem_alloc_nowait(0, 600000, 0, &other), PYMIC_ERR_OUT_OF_MEMORY);
+    CHECK_MESSAGE("(600000 of them freed and pending release)");
+    /* Would not fit even with every free back: fails at once too. */
+    CHECK_STATUS(pymic_mem_alloc(0, 1100000, 0, &other), PYMIC_ERR_OUT_OF_MEMORY);
+    CHECK_MESSAGE("(600000 of them freed and pending release)");
+
+    allocator a = {.nbytes = 600000};
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, allocate, &a) == 0);
+    while (!atomic_load(&a.done) && !(atomic_load(&a.tid) && sleeping(atomic_load(&a.tid))))
+        sched_yield();
+    CHECK(!atomic_load(&a.done)); /* it waits instead of failing */
+    atomic_store(gate, 1);
+    pthread_join(thread, NULL);
+    if (a.status != PYMIC_OK)
+        fprintf(stderr, "allocation: %s\n", a.message);
+    CHECK_OK(a.status);
+    CHECK_OK(pymic_mem_free(s, a.ptr));
+    CHECK_OK(pymic_mem_free(s, (void *)gate));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_device_set_memory_limit(0, 0));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s KERNEL_LIBRARY\n", argv[0]);
+        return 2;
+    }
+    kernels_path = argv[1];
     test_alloc_and_query();
     test_copies();
     test_copy_errors();
     test_stream_ordered_free();
+    test_alloc_waits_for_queued_free();
     return check_finish();
 }

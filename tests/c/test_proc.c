@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -136,7 +137,7 @@ static void test_fault(const char *crasher, const char *cause)
     /* A wait on an event recorded after the fault fails too; one recorded
      * before it does not. */
     CHECK_STATUS(pymic_event_sync(after), PYMIC_ERR_DEVICE_LOST);
-    CHECK_MESSAGE("pymic_event_sync");
+    CHECK_MESSAGE("sync of an event");
     CHECK_MESSAGE(expected);
     CHECK_STATUS(pymic_event_query(after), PYMIC_ERR_DEVICE_LOST);
     CHECK_OK(pymic_event_sync(before));
@@ -273,6 +274,43 @@ static void test_killed_from_outside(void)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* reset() stops a kernel that never ends: that is what the program asked
+ * for, so the next sync reports nothing (before, the first command after
+ * the reset raised "was stopped by pymic_device_reset" although it ran). */
+static void test_reset_forgets_what_it_stopped(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    pymic_kernel *wait;
+    CHECK_OK(pymic_kernel_find(lib, "announce_then_wait", &wait));
+    _Atomic int64_t *flags; /* device memory: mapped in this process too */
+    CHECK_OK(pymic_mem_alloc(0, 2 * sizeof *flags, 0, (void **)&flags));
+    atomic_store(&flags[0], 0);
+    atomic_store(&flags[1], 0);
+    pymic_arg args[2] = {{(void *)&flags[0], 0}, {(void *)&flags[1], 0}};
+    CHECK_OK(pymic_invoke(s, wait, 2, args));
+    while (atomic_load(&flags[0]) == 0) /* it runs: only a reset ends it */
+        nanosleep(&(struct timespec){0, 100000}, NULL);
+    CHECK_OK(pymic_device_reset(0));
+    pymic_library *again;
+    CHECK_OK(pymic_library_load(0, kernels_path, &again));
+    pymic_kernel *increment;
+    CHECK_OK(pymic_kernel_find(again, "increment", &increment));
+    int64_t zero = 0, got = -1;
+    CHECK_OK(pymic_memcpy_h2d(s, (void *)&flags[0], 0, &zero, sizeof zero));
+    pymic_arg counter = {(void *)&flags[0], 0};
+    CHECK_OK(pymic_invoke(s, increment, 1, &counter));
+    CHECK_OK(pymic_memcpy_d2h(s, &got, (void *)&flags[0], 0, sizeof got));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(got == 1);
+    CHECK_OK(pymic_mem_free(s, (void *)flags));
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_library_unload(again));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 /* Run in a fresh process (this test executed again, see main): start the
  * engine with an inheritable descriptor open (`fd`, the report pipe), and
  * report the device process's pid and its open descriptors; then die by
@@ -358,6 +396,7 @@ int main(int argc, char **argv)
     test_fault("crash_exit", "exited with status 3");
     test_fault("crash_segv", "killed by SIGSEGV"); /* every time */
     test_killed_from_outside();
+    test_reset_forgets_what_it_stopped();
     test_descriptors_and_parent_death(argv[0]);
     return check_finish();
 }

@@ -114,7 +114,7 @@ static void test_invoke_errors(void)
     double x = 0;
     pymic_arg bad_scalar = {NULL, 8};
     CHECK_STATUS(pymic_invoke(NULL, k_empty, 0, NULL), PYMIC_ERR_INVALID_ARGUMENT);
-    CHECK_MESSAGE("pymic_invoke");
+    CHECK_MESSAGE("invoke on a NULL stream");
     CHECK_STATUS(pymic_invoke(s, NULL, 0, NULL), PYMIC_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(pymic_invoke(s, k_empty, -1, NULL), PYMIC_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(pymic_invoke(s, k_empty, 1, NULL), PYMIC_ERR_INVALID_ARGUMENT);

@@ -1,6 +1,7 @@
 """Every bad input API.md names raises the documented exception, and pymic
 stays usable afterwards: after each error a normal invoke still works."""
 
+import os
 import textwrap
 
 import numpy as np
@@ -284,3 +285,147 @@ def test_objects_of_another_device(kernel_dir, scenario):
     result = run_python(program, env={"PYMIC_DEVICES": "host*2"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ALL OK" in result.stdout
+
+
+# One kind of error, one class: a size, offset or range that does not fit
+# raises OffloadValueError whichever layer (the extension's checks before
+# anything is queued, or the engine) finds it.
+def offset_past_end_host2device(stream):
+    pointer = stream.allocate_device_memory(64)
+    stream.transfer_host2device(np.zeros(8), pointer, 8, offset_device=64)
+
+
+def offset_past_end_device2host(stream):
+    pointer = stream.allocate_device_memory(64)
+    stream.transfer_device2host(pointer, np.zeros(8), 8, offset_device=60)
+
+
+def offset_past_end_device2device(stream):
+    pointer = stream.allocate_device_memory(64)
+    stream.transfer_device2device(pointer, pointer, 8, offset_device_dst=64)
+
+
+def negative_offset(stream):
+    pointer = stream.allocate_device_memory(64)
+    stream.transfer_host2device(np.zeros(8), pointer, 8, offset_host=-1)
+
+
+def offset_not_whole(stream):
+    pointer = stream.allocate_device_memory(64)
+    stream.transfer_host2device(np.zeros(8), pointer, 8, offset_device=8.5)
+
+
+def host_range_past_end(stream):
+    pointer = stream.allocate_device_memory(64)
+    stream.transfer_device2host(pointer, np.zeros(1), 64)
+
+
+def null_host_pointer(stream):
+    pointer = stream.allocate_device_memory(64)
+    stream.transfer_device2host(pointer, 0, 64)
+
+
+def array_offset_past_end(stream):
+    array = stream.bind(np.zeros(8))
+    array._doffset = 1024
+
+
+def negative_size(stream):
+    stream.allocate_device_memory(-64)
+
+
+def alignment_not_power_of_two(stream):
+    stream.allocate_device_memory(64, alignment=24)
+
+
+OUT_OF_RANGE_CALLS = [offset_past_end_host2device, offset_past_end_device2host,
+                      offset_past_end_device2device, negative_offset, offset_not_whole,
+                      host_range_past_end, null_host_pointer, array_offset_past_end,
+                      negative_size, alignment_not_power_of_two]
+
+
+@pytest.mark.parametrize("bad_call", OUT_OF_RANGE_CALLS,
+                         ids=[call.__name__ for call in OUT_OF_RANGE_CALLS])
+def test_out_of_range_values_raise_offload_value_error_everywhere(stream, lib, bad_call):
+    with pytest.raises(ValueError) as info:
+        bad_call(stream)
+    assert type(info.value) is pymic.OffloadValueError, repr(info.value)
+    assert_usable(stream, lib)
+
+
+# What the user did, not which C function failed.
+MESSAGE_PROGRAM = """
+import re
+import numpy as np
+import pymic
+
+messages = []
+def failing(call):
+    try:
+        call()
+    except pymic.OffloadError as error:
+        messages.append(str(error))
+    else:
+        raise AssertionError("no error")
+
+device = pymic.devices[0]
+stream = device.create_stream()
+lib = device.load_library(LIBRARY)
+buffer = stream.bind(np.zeros(100))
+stream.invoke(lib.fill_ones, buffer, np.int64(101))         # overrun
+failing(stream.sync)
+sync_message = messages[-1]
+stream.invoke(lib.fill_ones, buffer, np.int64(101))
+failing(device.sync)
+failing(lambda: stream.allocate_device_memory(1 << 62))
+failing(lambda: pymic.OffloadDevice(99))
+failing(lambda: pymic.OffloadEvent().sync())
+pointer = stream.allocate_device_memory(64)
+stream.deallocate_device_memory(pointer)
+failing(lambda: stream.deallocate_device_memory(pointer))
+for message in messages:
+    assert not re.match(r"pymic_[a-z_]+:", message), message
+number = re.match(r"sync of stream (\\d+) on device 0: ", sync_message)
+assert number, sync_message
+assert "kernel 'fill_ones'" in sync_message, sync_message
+assert f"sync of device 0: stream {number.group(1)}: " in messages[1], messages[1]
+print("ok")
+"""
+
+
+def test_messages_say_what_the_user_did(kernel_dir):
+    program = f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + MESSAGE_PROGRAM
+    result = run_python(program, env={"PYMIC_CHECK": "bounds"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_streams_are_numbered_as_messages_name_them(device):
+    first, second = device.create_stream(), device.create_stream()
+    assert second.number == first.number + 1
+    assert f"<OffloadStream {first.number} on device {device.device_id}" in repr(first)
+
+
+STREAM_LIMIT_PROGRAM = """
+import pymic
+
+device = pymic.devices[0]
+streams = []
+try:
+    for _ in range(1000):
+        streams.append(device.create_stream())
+except pymic.OffloadError as error:
+    message = str(error)
+else:
+    raise AssertionError("no limit on streams")
+assert message.startswith("stream creation on device 0: a process device has at most"), message
+print("ok")
+"""
+
+
+def test_backend_messages_say_what_the_user_did_too():
+    if not os.path.exists(os.path.join(os.path.dirname(pymic.__file__), "pymic-device")):
+        pytest.skip("this build has no process device")
+    result = run_python(STREAM_LIMIT_PROGRAM, env={"PYMIC_DEVICES": "proc"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"

@@ -40,6 +40,14 @@ PYMIC_KERNEL void wait_for_gate(_Atomic int64_t *gate)
     }
 }
 
+/* Sets *started, then waits like wait_for_gate: a test knows the kernel
+ * runs once it sees *started (in device memory that the host maps too). */
+PYMIC_KERNEL void announce_then_wait(_Atomic int64_t *started, _Atomic int64_t *gate)
+{
+    atomic_store(started, 1);
+    wait_for_gate(gate);
+}
+
 /* Sleep *ms milliseconds. */
 PYMIC_KERNEL void sleep_ms(const int64_t *ms)
 {
