@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy
 
 import pymic
-from pymic import _compile, _engine, tracing
+from pymic import _compile, _engine, _signatures, tracing
 
 # Settings pymic reads, and what they mean, for `info`.
 ENVIRONMENT = (
@@ -172,10 +172,22 @@ def command_cache(args: argparse.Namespace) -> int:
     print(f"compile cache {_compile.cache_dir()}: {len(entries)} kernel(s)")
     for entry in entries:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["created"]))
-        head = next((line.strip() for line in entry["source_head"].splitlines()
-                     if "PYMIC_KERNEL" in line), "")
-        print(f"  {entry['key'][:16]}  {_size(entry['bytes']):>10}  {created}  {head}")
+        print(f"  {entry['key'][:16]}  {_size(entry['bytes']):>10}  {created}")
+        for line in _kernel_lines(entry["source"] or entry["source_head"]):
+            print(f"      {line}")
     return 0
+
+
+def _kernel_lines(source: str) -> list[str]:
+    """Each PYMIC_KERNEL function of `source` as invoke checks it: its parsed
+    prototype, or why it stays unchecked."""
+    lines = []
+    for name, prototype in _signatures.kernels_of_source(source).items():
+        if isinstance(prototype, _signatures.SignatureError):
+            lines.append(f"{name}: unchecked ({prototype})")
+        else:
+            lines.append(str(prototype))
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
