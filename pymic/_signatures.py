@@ -259,6 +259,13 @@ def _declarations(text: str) -> list[tuple[list[str], list[str], bool]]:
             statement = []
             i += 1
             continue
+        if token == "{" and statement[:1] == ["extern"] and \
+                set(statement[1:]) == {'"'}:
+            # extern "C" { ... } (a header's C++ guard): its declarations
+            # are top-level ones; its "}" ends the statement as usual.
+            statement = []
+            i += 1
+            continue
         if token == "{":
             # A function body (or a struct's): skip to its end.
             depth = 0

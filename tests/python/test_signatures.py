@@ -217,6 +217,74 @@ def test_declare_a_header_file(stream, private_lib, tmp_path):
         stream.invoke(private_lib.copy_double, np.zeros(2), np.zeros(2, np.float32), 2)
 
 
+def test_declare_a_header_with_cplusplus_guards(stream, private_lib, tmp_path):
+    # A C library's header, as most are written: the extern "C" block that
+    # only C++ sees must not hide the prototypes inside it.
+    header = tmp_path / "guarded.h"
+    header.write_text("""
+        #ifndef GUARDED_H
+        #define GUARDED_H
+        #include <stdint.h>
+        #ifdef __cplusplus
+        extern "C" {
+        #endif
+        void copy_double(double *dst, const double *src, const int64_t *n);
+        void scale_double(double *x, const int64_t *n, const double *factor);
+        #ifdef __cplusplus
+        }
+        #endif
+        #endif
+    """)
+    assert private_lib.declare(header) == ["copy_double", "scale_double"]
+    with pytest.raises(TypeError, match="argument 2 'src'"):
+        stream.invoke(private_lib.copy_double, np.zeros(2), np.zeros(2, np.float32), 2)
+
+
+LIBRARY_WITH_HELPERS = r"""
+#include <pymic_kernel.h>
+struct opaque { int n; };
+int helpers_version(void) { return 3; }
+void set_count(int n) { (void)n; }
+PYMIC_KERNEL void twice(double *a, const int64_t *n)
+{
+    for (int64_t i = 0; i < *n; i++) a[i] *= 2.0;
+}
+PYMIC_KERNEL void poke(struct opaque *p) { p->n = 1; }
+"""
+
+
+def test_a_header_may_declare_exported_functions_that_are_not_kernels(stream, device,
+                                                                       tmp_path):
+    # A library's header also declares its other exported functions (a
+    # version query, a setter): they are not kernels, so declare() leaves
+    # them alone, as it does a kernel whose element type it cannot read.
+    lib = device.load_library(pymic.compile(LIBRARY_WITH_HELPERS))
+    header = tmp_path / "helpers.h"
+    header.write_text("""
+        #include <stdint.h>
+        struct opaque;
+        int helpers_version(void);
+        void set_count(int n);
+        void twice(double *a, const int64_t *n);
+        void poke(struct opaque *p);
+    """)
+    assert lib.declare(header) == ["twice"]
+    with pytest.raises(TypeError, match="argument 1 'a' is an ndarray of float32"):
+        stream.invoke(lib.twice, np.ones(2, np.float32), 2)
+    a = np.ones(2)
+    stream.invoke(lib.twice, a, 2)
+    np.testing.assert_array_equal(a, [2.0, 2.0])
+
+
+def test_a_header_that_declares_no_kernel_of_the_library_is_refused(private_lib, tmp_path):
+    # Checking nothing while the user believes the kernels checked would be
+    # worse than an error.
+    header = tmp_path / "other.h"
+    header.write_text("#include <stdint.h>\nvoid not_in_this_library(double *x);\n")
+    with pytest.raises(ValueError, match=r"other\.h declares no kernel of"):
+        private_lib.declare(header)
+
+
 @pytest.mark.parametrize("prototype, match", [
     ("int scale_double(double *x, const int64_t *n, const double *f)", "returns void"),
     ("void scale_double(double *x, int64_t n, const double *f)", "not a pointer"),
