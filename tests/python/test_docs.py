@@ -388,3 +388,16 @@ def test_doc_python_block_runs_and_prints_what_it_shows(page_directories, page, 
             f"{page}, block starting {first!r}: the page says it prints {expected!r}; "
             f"it printed:\n{ran.stdout}")
         position += 1
+
+
+def test_api_page_explains_interoperability_and_what_changes_from_pymic():
+    # What a user coming from CuPy, numba or pyMIC looks for first.
+    text = (REPOSITORY / "docs" / "api.md").read_text(encoding="utf-8")
+    assert {"interoperability", "numpy", "dlpack", "what-converts-implicitly-and-what-never-does",
+            "coming-from-pymic"} <= anchors(text)
+    coming = text.split("\n## Coming from pyMIC\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in coming.splitlines() if line.startswith("| ")]
+    assert rows and rows[0] == "| in pyMIC | in pymic |"
+    for topic in ("icc -mmic", "MIC_OMP_NUM_THREADS", "numpy.asarray(oa)", "oa.get()",
+                  "from_dlpack", "declare", "create_stream", "host:auto", "PYMIC_TRACE"):
+        assert any(topic in row for row in rows), topic
