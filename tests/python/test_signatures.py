@@ -1,6 +1,7 @@
 """Typed kernels: invokes checked against the kernel's C prototype
 (load_source parses it; OffloadLibrary.declare takes it for load_library)."""
 
+import re
 import shutil
 
 import numpy as np
@@ -99,6 +100,37 @@ def test_scalar_kinds_are_checked(stream, source_lib, n, factor, expected):
         stream.invoke(source_lib.scale, a, n, factor)
     assert expected in str(error.value)
     np.testing.assert_array_equal(a, np.ones(4))
+
+
+# anything(void *p, const int32_t *i, const float complex *z, const uint64_t *u,
+#          const char *c, const _Bool *b): one argument at a time made wrong.
+ANYTHING_OK = (None, np.int32(1), np.complex64(1j), 1, np.int8(1), True)
+HINTS = [
+    (5, 1, "pass True or False"),
+    (5, np.zeros(2, np.int8), "convert it with .astype(numpy.bool_)"),
+    (4, np.zeros(2, np.int32), "convert it with .astype(numpy.int8) or .astype(numpy.uint8)"),
+    (4, 7, "pass numpy.int8(...) or numpy.uint8(...)"),
+    (1, 7, "pass numpy.int32(...)"),
+    (2, np.zeros(2), "convert it with .astype(numpy.complex64)"),
+]
+
+
+@pytest.mark.parametrize("position, wrong, hint", HINTS,
+                         ids=["int-for-bool", "int8-array-for-bool", "int32-array-for-char",
+                              "int-for-char", "int-for-int32", "float64-array-for-complex64"])
+def test_the_hint_names_what_to_pass_on_every_numpy(stream, source_lib, position, wrong, hint):
+    # A hint names NumPy types that exist in every NumPy pymic supports
+    # (numpy.bool is NumPy 2 only; numpy.char is a module of string
+    # functions, not a type).
+    args = list(ANYTHING_OK)
+    args[position] = wrong
+    with pytest.raises(TypeError) as error:
+        stream.invoke(source_lib.anything, *args)
+    message = str(error.value)
+    assert message.endswith("; " + hint), message
+    for name in re.findall(r"numpy\.(\w+)", message.split("; ", 1)[1]):
+        assert isinstance(getattr(np, name), type), name
+    stream.invoke(source_lib.anything, *ANYTHING_OK)
 
 
 @pytest.mark.parametrize("args", [(np.ones(4), 4), (np.ones(4), 4, 2.0, 1)])
