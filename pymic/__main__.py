@@ -201,8 +201,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit status.
+        The exit status: 1 after an error, or when the reader of the output
+        went away (``python -m pymic info | head -3``).
     """
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # Stop quietly, as Unix tools do, and keep the interpreter's final
+        # flush of stdout from failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pymic", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"pymic {pymic.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -214,14 +227,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary.add_argument("file")
     cache = commands.add_parser("cache", help="list or clear the compile cache")
     cache.add_argument("action", nargs="?", choices=("list", "clear", "dir"), default="list")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        sys.stdout.flush()  # --version, --help: a closed pipe shows here
+        raise
     handlers = {"info": command_info, "selftest": command_selftest,
                 "trace-summary": command_trace_summary, "cache": command_cache}
     try:
-        return handlers[args.command](args)
+        status = handlers[args.command](args)
     except pymic.OffloadError as error:
         print(f"pymic {args.command}: {error}", file=sys.stderr)
         return 1
+    sys.stdout.flush()
+    return status
 
 
 if __name__ == "__main__":

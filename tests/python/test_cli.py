@@ -174,6 +174,23 @@ def test_cache_list_prints_each_kernels_parsed_signature(tmp_path):
     assert not any("twice_of" in line for line in lines), listed.stdout
 
 
+@pytest.mark.parametrize("command", [("info",), ("cache", "list"), ("--version",)])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, command):
+    # `python -m pymic info | head -3`: the reader leaves early; the command
+    # stops without a traceback, as Unix tools do.
+    reader, writer = os.pipe()
+    os.close(reader)  # gone before the command writes anything
+    try:
+        result = subprocess.run([sys.executable, "-m", "pymic", *command], stdout=writer,
+                                stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=300,
+                                env=dict(os.environ, PYMIC_CACHE_DIR=str(tmp_path / "c")))
+    finally:
+        os.close(writer)
+    assert result.stderr == "", result.stderr
+    # argparse itself ignores a failed write of --version
+    assert result.returncode == (0 if command == ("--version",) else 1)
+
+
 def test_unknown_command(tmp_path):
     result = run_cli(tmp_path, "bogus")
     assert result.returncode == 2
