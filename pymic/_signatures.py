@@ -36,6 +36,7 @@ _IGNORED = {"PYMIC_KERNEL", "extern", "static", "inline", "__inline", "__inline_
             "__extension__", "register", "auto", "_Noreturn"}
 _QUALIFIERS = {"volatile", "restrict", "__restrict", "__restrict__", "_Atomic"}
 _CONST = {"const", "__const"}
+_MACRO = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 _SIZE_OF_LONG = struct.calcsize("l")
 _SIZE_OF_LONG_DOUBLE = 16 if struct.calcsize("P") == 8 else 12
@@ -230,6 +231,10 @@ def _prototype(head: list[str], params: list[str]) -> Prototype:
         raise SignatureError(f"not a function prototype: {' '.join(head)}(...)")
     name = head[-1]
     returns = [t for t in head[:-1] if t not in _CONST and t not in _QUALIFIERS]
+    # Upper-case words before the return type are a header's own macros
+    # (MYLIB_API void f(...)); C's keywords and types are lower case.
+    while len(returns) > 1 and _MACRO.fullmatch(returns[0]):
+        returns = returns[1:]
     if returns != ["void"]:
         raise SignatureError(f"{name}(): a kernel returns void, not "
                              f"'{' '.join(returns) or 'int'}'")

@@ -298,15 +298,15 @@ class OffloadLibrary:
                 continue
             # A header declares more than kernels (a library's other
             # functions, kernels of other libraries): those are left alone.
-            for name, error in errors.items():
-                if self._exports(name):
-                    debug(1, "declare: %s in %s stays unchecked: %s", name,
-                          os.fspath(item), error)
+            unreadable = [str(error) for name, error in errors.items() if self._exports(name)]
+            for reason in unreadable:
+                debug(1, "declare: %s: stays unchecked: %s", os.fspath(item), reason)
             kernels = [p for p in prototypes if self._exports(p.name)]
             if not kernels:
+                why = ("; of the functions the library exports: " + "; ".join(unreadable)
+                       if unreadable else "")
                 raise ValueError(f"declare: the header {os.fspath(item)} declares no kernel of "
-                                 f"{self._name} (none of its function prototypes that pymic "
-                                 f"can check names a function the library exports)")
+                                 f"{self._name} that pymic can check{why}")
             found.extend((p, p.engine_signature()) for p in kernels)
         for prototype, _ in found:
             self.get_kernel(prototype.name)  # KernelNotFoundError before any change

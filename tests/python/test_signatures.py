@@ -308,6 +308,31 @@ def test_a_header_may_declare_exported_functions_that_are_not_kernels(stream, de
     np.testing.assert_array_equal(a, [2.0, 2.0])
 
 
+def test_a_header_with_an_export_macro(stream, private_lib, tmp_path):
+    # Library headers mark their functions with a macro of their own
+    # (defined in another header, or only for some compilers): an
+    # upper-case word before `void` is read as such a macro.
+    header = tmp_path / "exported.h"
+    header.write_text("""
+        #include <stdint.h>
+        #include "config.h"   /* defines MYLIB_API, not read here */
+        MYLIB_API void copy_double(double *dst, const double *src, const int64_t *n);
+        MYLIB_API MYLIB_DEPRECATED void scale_double(double *x, const int64_t *n,
+                                                     const double *factor);
+    """)
+    assert private_lib.declare(header) == ["copy_double", "scale_double"]
+    with pytest.raises(TypeError, match="argument 1 'x'"):
+        stream.invoke(private_lib.scale_double, np.ones(2, np.float32), 2, 2.0)
+
+
+def test_a_header_whose_kernels_cannot_be_read_says_why(private_lib, tmp_path):
+    header = tmp_path / "unreadable.h"
+    header.write_text("#include <stdint.h>\n"
+                      "void copy_double(double *dst, const my_real *src, const int64_t *n);\n")
+    with pytest.raises(ValueError, match=r"copy_double\(\): .*my_real"):
+        private_lib.declare(header)
+
+
 def test_a_header_that_declares_no_kernel_of_the_library_is_refused(private_lib, tmp_path):
     # Checking nothing while the user believes the kernels checked would be
     # worse than an error.
