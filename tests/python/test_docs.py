@@ -401,3 +401,10 @@ def test_api_page_explains_interoperability_and_what_changes_from_pymic():
     for topic in ("icc -mmic", "MIC_OMP_NUM_THREADS", "numpy.asarray(oa)", "oa.get()",
                   "from_dlpack", "declare", "create_stream", "host:auto", "PYMIC_TRACE"):
         assert any(topic in row for row in rows), topic
+
+
+def test_every_test_file_is_described_in_the_suite_readme():
+    readme = (REPOSITORY / "tests" / "python" / "README.md").read_text(encoding="utf-8")
+    missing = [path.name for path in sorted((REPOSITORY / "tests" / "python").glob("test_*.py"))
+               if f"`{path.name}`" not in readme]
+    assert missing == []
