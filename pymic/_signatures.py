@@ -357,6 +357,17 @@ def kernels_of_source(source: str) -> dict[str, Prototype | SignatureError]:
     return kernels
 
 
+def is_header_path(item: object) -> bool:
+    """Whether a ``declare`` argument names a header file rather than holding C.
+
+    A path object does; a string does when it names a file or cannot be C
+    (no parenthesis): ``"dir (2)/k.h"`` is a path, ``"void f(double *a)"``
+    names no file.
+    """
+    return isinstance(item, os.PathLike) or (isinstance(item, str) and (
+        "(" not in item or os.path.isfile(item)))
+
+
 def read_declarations(item: str | os.PathLike[str]
                       ) -> tuple[list[Prototype], dict[str, SignatureError]]:
     """Prototypes from a string of C or from a header file.
@@ -366,7 +377,7 @@ def read_declarations(item: str | os.PathLike[str]
     functions that are not kernels: the caller decides).  A string must
     consist of readable kernel prototypes (SignatureError otherwise).
     """
-    if isinstance(item, os.PathLike) or (isinstance(item, str) and "(" not in item):
+    if is_header_path(item):
         with open(os.fspath(item), encoding="utf-8") as stream:
             text = stream.read()
         prototypes = []

@@ -292,8 +292,7 @@ class OffloadLibrary:
         found: list[tuple[_signatures.Prototype, _engine.Signature]] = []
         for item in declarations:
             prototypes, errors = _signatures.read_declarations(item)
-            from_header = bool(errors) or not isinstance(item, str) or "(" not in item
-            if not from_header:
+            if not _signatures.is_header_path(item):
                 found.extend((p, p.engine_signature()) for p in prototypes)
                 continue
             # A header declares more than kernels (a library's other

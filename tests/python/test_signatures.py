@@ -308,6 +308,16 @@ def test_a_header_may_declare_exported_functions_that_are_not_kernels(stream, de
     np.testing.assert_array_equal(a, [2.0, 2.0])
 
 
+def test_a_header_whose_path_has_parentheses(stream, private_lib, tmp_path):
+    # "copy (2)/kernels.h" is a file, not a prototype.
+    directory = tmp_path / "copy (2)"
+    directory.mkdir()
+    header = directory / "kernels.h"
+    header.write_text("#include <stdint.h>\n"
+                      "void copy_double(double *dst, const double *src, const int64_t *n);\n")
+    assert private_lib.declare(str(header)) == ["copy_double"]
+
+
 def test_a_header_with_an_export_macro(stream, private_lib, tmp_path):
     # Library headers mark their functions with a macro of their own
     # (defined in another header, or only for some compilers): an
