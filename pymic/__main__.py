@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy
 
 import pymic
-from pymic import _compile, _engine, tracing
+from pymic import _compile, _engine, _signatures, tracing
 
 # Settings pymic reads, and what they mean, for `info`.
 ENVIRONMENT = (
@@ -194,10 +194,22 @@ def command_cache(args: argparse.Namespace) -> int:
     print(f"compile cache {_compile.cache_dir()}: {len(entries)} kernel(s)")
     for entry in entries:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["created"]))
-        head = next((line.strip() for line in entry["source_head"].splitlines()
-                     if "PYMIC_KERNEL" in line), "")
-        print(f"  {entry['key'][:16]}  {_size(entry['bytes']):>10}  {created}  {head}")
+        print(f"  {entry['key'][:16]}  {_size(entry['bytes']):>10}  {created}")
+        for line in _kernel_lines(entry["source"] or entry["source_head"]):
+            print(f"      {line}")
     return 0
+
+
+def _kernel_lines(source: str) -> list[str]:
+    """Each PYMIC_KERNEL function of `source` as invoke checks it: its parsed
+    prototype, or why it stays unchecked."""
+    lines = []
+    for name, prototype in _signatures.kernels_of_source(source).items():
+        if isinstance(prototype, _signatures.SignatureError):
+            lines.append(f"{name}: unchecked ({prototype})")
+        else:
+            lines.append(str(prototype))
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,8 +223,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit status.
+        The exit status: 1 after an error, or when the reader of the output
+        went away (``python -m pymic info | head -3``).
     """
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # Stop quietly, as Unix tools do, and keep the interpreter's final
+        # flush of stdout from failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pymic", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"pymic {pymic.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -228,15 +253,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge.add_argument("-o", "--output", required=True, help="the merged trace file")
     cache = commands.add_parser("cache", help="list or clear the compile cache")
     cache.add_argument("action", nargs="?", choices=("list", "clear", "dir"), default="list")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        sys.stdout.flush()  # --version, --help: a closed pipe shows here
+        raise
     handlers = {"info": command_info, "selftest": command_selftest,
                 "trace-summary": command_trace_summary, "trace-merge": command_trace_merge,
                 "cache": command_cache}
     try:
-        return handlers[args.command](args)
+        status = handlers[args.command](args)
     except pymic.OffloadError as error:
         print(f"pymic {args.command}: {error}", file=sys.stderr)
         return 1
+    sys.stdout.flush()
+    return status
 
 
 if __name__ == "__main__":

@@ -774,7 +774,9 @@ def cache_entries() -> list[dict[str, Any]]:
     -------
     list of dict
         One dict per entry: ``key``, ``path``, ``bytes``, ``created``
-        (seconds since the epoch), ``command`` and ``source_head``.
+        (seconds since the epoch), ``command``, ``source_head`` and
+        ``source`` (the whole source compiled, ``""`` if its file is gone or
+        fails the cache's checks).
     """
     entries = os.path.join(cache_dir(), _ENTRY_DIR)
     if not os.path.isdir(entries):
@@ -786,7 +788,8 @@ def cache_entries() -> list[dict[str, Any]]:
         key = name[:-3]
         path = os.path.join(entries, name)
         info: dict[str, Any] = {"key": key, "path": path, "bytes": os.path.getsize(path),
-                "created": os.path.getmtime(path), "command": [], "source_head": ""}
+                "created": os.path.getmtime(path), "command": [], "source_head": "",
+                "source": ""}
         try:
             with open(os.path.join(entries, key + ".json"), encoding="utf-8") as stream:
                 meta = json.load(stream)
@@ -794,6 +797,10 @@ def cache_entries() -> list[dict[str, Any]]:
                         command=meta.get("command", []),
                         source_head=meta.get("source_head", ""))
         except (OSError, ValueError):
+            pass
+        try:
+            info["source"] = _read_private(os.path.join(entries, key + ".c"), "source")
+        except (OSError, ValueError, CacheSecurityError):
             pass
         found.append(info)
     found.sort(key=lambda entry: entry["created"])

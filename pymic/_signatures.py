@@ -36,6 +36,7 @@ _IGNORED = {"PYMIC_KERNEL", "extern", "static", "inline", "__inline", "__inline_
             "__extension__", "register", "auto", "_Noreturn"}
 _QUALIFIERS = {"volatile", "restrict", "__restrict", "__restrict__", "_Atomic"}
 _CONST = {"const", "__const"}
+_MACRO = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 _SIZE_OF_LONG = struct.calcsize("l")
 _SIZE_OF_LONG_DOUBLE = 16 if struct.calcsize("P") == 8 else 12
@@ -230,6 +231,10 @@ def _prototype(head: list[str], params: list[str]) -> Prototype:
         raise SignatureError(f"not a function prototype: {' '.join(head)}(...)")
     name = head[-1]
     returns = [t for t in head[:-1] if t not in _CONST and t not in _QUALIFIERS]
+    # Upper-case words before the return type are a header's own macros
+    # (MYLIB_API void f(...)); C's keywords and types are lower case.
+    while len(returns) > 1 and _MACRO.fullmatch(returns[0]):
+        returns = returns[1:]
     if returns != ["void"]:
         raise SignatureError(f"{name}(): a kernel returns void, not "
                              f"'{' '.join(returns) or 'int'}'")
@@ -256,6 +261,13 @@ def _declarations(text: str) -> list[tuple[list[str], list[str], bool]]:
     while i < len(tokens):
         token = tokens[i]
         if token in (";", "}"):
+            statement = []
+            i += 1
+            continue
+        if token == "{" and statement[:1] == ["extern"] and \
+                set(statement[1:]) == {'"'}:
+            # extern "C" { ... } (a header's C++ guard): its declarations
+            # are top-level ones; its "}" ends the statement as usual.
             statement = []
             i += 1
             continue
@@ -345,6 +357,17 @@ def kernels_of_source(source: str) -> dict[str, Prototype | SignatureError]:
     return kernels
 
 
+def is_header_path(item: object) -> bool:
+    """Whether a ``declare`` argument names a header file rather than holding C.
+
+    A path object does; a string does when it names a file or cannot be C
+    (no parenthesis): ``"dir (2)/k.h"`` is a path, ``"void f(double *a)"``
+    names no file.
+    """
+    return isinstance(item, os.PathLike) or (isinstance(item, str) and (
+        "(" not in item or os.path.isfile(item)))
+
+
 def read_declarations(item: str | os.PathLike[str]
                       ) -> tuple[list[Prototype], dict[str, SignatureError]]:
     """Prototypes from a string of C or from a header file.
@@ -354,7 +377,7 @@ def read_declarations(item: str | os.PathLike[str]
     functions that are not kernels: the caller decides).  A string must
     consist of readable kernel prototypes (SignatureError otherwise).
     """
-    if isinstance(item, os.PathLike) or (isinstance(item, str) and "(" not in item):
+    if is_header_path(item):
         with open(os.fspath(item), encoding="utf-8") as stream:
             text = stream.read()
         prototypes = []

@@ -1086,6 +1086,21 @@ class OffloadArray(_engine.ArrayBase):
             step *= extent
         return tuple(strides) if self.order == "F" else tuple(strides[::-1])
 
+    def __bool__(self) -> NoReturn:
+        """Refuse a truth value (``if a:``, ``bool(a)``, ``not a``): TypeError.
+
+        Without this Python would answer ``len(a) > 0`` whatever the
+        device holds; the data's truth needs a copy: test ``a.get()``.
+
+        Raises
+        ------
+        TypeError
+            Always, naming the explicit way.
+        """
+        raise TypeError("an OffloadArray has no truth value (it would need the device's "
+                        "data): test a.get() with NumPy, e.g. a.get().any(), or use "
+                        "'a is not None', 'a.size'")
+
     def _refuse_comparison(self, other: object) -> NoReturn:
         raise TypeError("OffloadArray has no element-wise comparisons; compare a.get() "
                         "(the device's data) with NumPy")

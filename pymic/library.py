@@ -270,8 +270,11 @@ class OffloadLibrary:
             C prototypes, one or several per string
             (``"void scale(double *a, const int64_t *n);"``), or the path of
             a header file to read.  Every prototype in a string must name a
-            kernel of this library; in a header, functions the library does
-            not export are ignored.
+            kernel of this library.  A header may declare more: functions
+            the library does not export, and exported ones that are no
+            kernels pymic can check (a return value, a parameter that is not
+            a pointer, an element type it cannot read), are left alone; but
+            it must declare at least one kernel of the library.
 
         Returns
         -------
@@ -281,9 +284,10 @@ class OffloadLibrary:
         Raises
         ------
         ValueError
-            (pymic's SignatureError) for a prototype pymic cannot read, or
-            that no kernel can have (a return type other than void, a
-            parameter that is not a pointer); nothing is declared then.
+            (pymic's SignatureError) for a prototype in a string that pymic
+            cannot read, or that no kernel can have (a return type other
+            than void, a parameter that is not a pointer); a header that
+            declares no kernel of the library.  Nothing is declared then.
         KernelNotFoundError
             If a prototype in a string names a function the library does
             not export.
@@ -291,17 +295,24 @@ class OffloadLibrary:
             If a header file cannot be read.
         """
         from . import _signatures
-        found = []
+        found: list[tuple[_signatures.Prototype, _engine.Signature]] = []
         for item in declarations:
             prototypes, errors = _signatures.read_declarations(item)
-            from_header = bool(errors) or not isinstance(item, str) or "(" not in item
-            for name, error in errors.items():
-                if self._exports(name):
-                    raise error
-            for prototype in prototypes:
-                if from_header and not self._exports(prototype.name):
-                    continue
-                found.append((prototype, prototype.engine_signature()))
+            if not _signatures.is_header_path(item):
+                found.extend((p, p.engine_signature()) for p in prototypes)
+                continue
+            # A header declares more than kernels (a library's other
+            # functions, kernels of other libraries): those are left alone.
+            unreadable = [str(error) for name, error in errors.items() if self._exports(name)]
+            for reason in unreadable:
+                debug(1, "declare: %s: stays unchecked: %s", os.fspath(item), reason)
+            kernels = [p for p in prototypes if self._exports(p.name)]
+            if not kernels:
+                why = ("; of the functions the library exports: " + "; ".join(unreadable)
+                       if unreadable else "")
+                raise ValueError(f"declare: the header {os.fspath(item)} declares no kernel of "
+                                 f"{self._name} that pymic can check{why}")
+            found.extend((p, p.engine_signature()) for p in kernels)
         for prototype, _ in found:
             self.get_kernel(prototype.name)  # KernelNotFoundError before any change
         for prototype, signature in found:

@@ -199,6 +199,11 @@ int signature_mismatch(const SignatureObject *sig, int index, PyObject *obj,
         return -1;
     }
     unsigned char want = sig->codes[index];
+    /* Hints name NumPy types as every supported NumPy spells them:
+     * numpy.bool exists only from NumPy 2 on (numpy.bool_ everywhere), and
+     * plain char takes either 8-bit integer (numpy.char is a module). */
+    const char *numpy_type = want == SIG_BOOL ? "bool_" : expected;
+    int nameable = want != SIG_CHAR && want != SIG_OTHER && want != SIG_ANY;
     if (PyLong_Check(obj) || PyFloat_Check(obj) || PyComplex_Check(obj)) {
         /* What to pass instead: the Python type that travels as the
          * parameter's type, else the NumPy scalar type. */
@@ -208,10 +213,19 @@ int signature_mismatch(const SignatureObject *sig, int index, PyObject *obj,
             Py_SETREF(hint, PyUnicode_FromString("; pass an int"));
         else if (want == SIG_COMPLEX128)
             Py_SETREF(hint, PyUnicode_FromString("; pass a complex"));
-        else if (want != SIG_CHAR && want != SIG_OTHER)
-            Py_SETREF(hint, PyUnicode_FromFormat("; pass numpy.%s(...)", expected));
+        else if (want == SIG_BOOL)
+            Py_SETREF(hint, PyUnicode_FromString("; pass True or False"));
+        else if (want == SIG_CHAR)
+            Py_SETREF(hint, PyUnicode_FromString("; pass numpy.int8(...) or numpy.uint8(...)"));
+        else if (nameable)
+            Py_SETREF(hint, PyUnicode_FromFormat("; pass numpy.%s(...)", numpy_type));
     } else if (ndarray_type != NULL && PyType_IsSubtype(Py_TYPE(obj), ndarray_type)) {
-        Py_SETREF(hint, PyUnicode_FromFormat("; convert it with .astype(numpy.%s)", expected));
+        if (want == SIG_CHAR)
+            Py_SETREF(hint, PyUnicode_FromString(
+                "; convert it with .astype(numpy.int8) or .astype(numpy.uint8)"));
+        else if (nameable)
+            Py_SETREF(hint, PyUnicode_FromFormat("; convert it with .astype(numpy.%s)",
+                                                 numpy_type));
     }
     if (hint == NULL) {
         Py_DECREF(described);

@@ -126,11 +126,69 @@ def test_cache_list_and_clear(tmp_path):
     listed = run_cli(tmp_path, "cache", "list", env=env)
     assert listed.returncode == 0
     assert "1 kernel(s)" in listed.stdout and key in listed.stdout
-    assert "PYMIC_KERNEL void nap" in listed.stdout
+    assert "void nap(const int64_t *us)" in listed.stdout.splitlines()[2]
     cleared = run_cli(tmp_path, "cache", "clear", env=env)
     assert cleared.returncode == 0 and "removed 1" in cleared.stdout
     assert "0 kernel(s)" in run_cli(tmp_path, "cache", env=env).stdout
     assert run_cli(tmp_path, "cache", "dir", env=env).stdout.strip() == env["PYMIC_CACHE_DIR"]
+
+
+TWO_KERNELS = textwrap.dedent(r"""
+    #include <pymic_kernel.h>
+
+    struct pair { double x, y; };
+
+    static double twice_of(double x) { return 2.0 * x; }
+
+    /* Spread over lines, as kernels with many parameters are. */
+    PYMIC_KERNEL
+    void twice(double *restrict a,
+               const int64_t *n)
+    {
+        for (int64_t i = 0; i < *n; i++) a[i] = twice_of(a[i]);
+    }
+
+    PYMIC_KERNEL void swap(struct pair *p, const int64_t *n)
+    {
+        for (int64_t i = 0; i < *n; i++) { double t = p[i].x; p[i].x = p[i].y; p[i].y = t; }
+    }
+""")
+
+
+def test_cache_list_prints_each_kernels_parsed_signature(tmp_path):
+    # What invoke checks, one line per PYMIC_KERNEL function (parsed, not
+    # the source line), and why a kernel stays unchecked.
+    env = {"PYMIC_CACHE_DIR": str(tmp_path / "cache")}
+    script = "import pymic, sys; print(pymic.compile(sys.stdin.read()))"
+    made = subprocess.run([sys.executable, "-c", script], input=TWO_KERNELS,
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env=dict(os.environ, **env), timeout=300)
+    assert made.returncode == 0, made.stderr
+    listed = run_cli(tmp_path, "cache", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    lines = [line.strip() for line in listed.stdout.splitlines()]
+    assert "void twice(double *a, const int64_t *n)" in lines, listed.stdout
+    unchecked = [line for line in lines if line.startswith("swap:")]
+    assert len(unchecked) == 1 and "unchecked" in unchecked[0], listed.stdout
+    assert "struct" in unchecked[0], listed.stdout
+    assert not any("twice_of" in line for line in lines), listed.stdout
+
+
+@pytest.mark.parametrize("command", [("info",), ("cache", "list"), ("--version",)])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, command):
+    # `python -m pymic info | head -3`: the reader leaves early; the command
+    # stops without a traceback, as Unix tools do.
+    reader, writer = os.pipe()
+    os.close(reader)  # gone before the command writes anything
+    try:
+        result = subprocess.run([sys.executable, "-m", "pymic", *command], stdout=writer,
+                                stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=300,
+                                env=dict(os.environ, PYMIC_CACHE_DIR=str(tmp_path / "c")))
+    finally:
+        os.close(writer)
+    assert result.stderr == "", result.stderr
+    # argparse itself ignores a failed write of --version
+    assert result.returncode == (0 if command == ("--version",) else 1)
 
 
 def test_unknown_command(tmp_path):

@@ -3,7 +3,9 @@ repository's Markdown files leads to a file that exists (and, with an
 ``#anchor``, to a heading that exists), a Markdown file named in code
 (``docs/api.md``) exists in the repository, and the README's speed figures
 are the ones benchmarks/readme_figures.py generates from the committed
-results.
+results, and every Python block of README.md, docs/api.md and the
+compiling section of docs/tools.md runs as written (its kernels built as
+the page says) and prints what its comments show.
 
 External links (``https://`` and the like) are not fetched: the test suite
 runs without a network.
@@ -264,3 +266,145 @@ def test_readme_ten_lines_build_and_run_as_written(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert ran.stdout.rstrip().endswith("checked")
+
+
+# ------------------------------------- every Python block of the user pages
+
+# The pages a new user copies from.  Each Python block runs as written, in a
+# fresh interpreter, in a directory holding the page's kernel library built
+# the way the page says; what a `print(...)  # comment` line shows in its
+# comment is what it must print.
+DOC_PAGES = ("README.md", "docs/api.md", "docs/tools.md")
+# The sections of docs/tools.md whose blocks are programs; the others are
+# templates around the reader's own program and files (`with
+# pymic.trace(...): ...`, an `app.py` reading its `kernel.c`).
+TOOLS_SECTIONS = ("## Compiling kernels at run time",)
+# Printed lines that name this machine (its CPUs, core count, device kind):
+# the code must run, but what it prints differs between machines.
+MACHINE_DEPENDENT_PRINTS = ("print(repr(d))", "print(d.device_id, d.kind, d.name")
+
+PRINT_WITH_OUTPUT = re.compile(r"^\s*(print\(.*\))\s+#\s?(.*?)\s*$")
+
+
+def page_text(page):
+    text = (REPOSITORY / page).read_text(encoding="utf-8")
+    if page == "docs/tools.md":
+        sections = re.split(r"^(?=## )", text, flags=re.MULTILINE)
+        text = "".join(s for s in sections if s.startswith(TOOLS_SECTIONS))
+    return text
+
+
+def python_blocks():
+    """(page, first line, code) of every Python block of the user pages."""
+    found = []
+    for page in DOC_PAGES:
+        for code in fenced_blocks(page_text(page), "python"):
+            found.append((page, code.splitlines()[0], code))
+    return found
+
+
+def expected_output(code):
+    """The lines the block's `print(...)  # output` lines say they print,
+    in order, without a trailing `  (note)`."""
+    expected = []
+    for line in code.splitlines():
+        match = PRINT_WITH_OUTPUT.match(line)
+        if not match or match.group(1).startswith(MACHINE_DEPENDENT_PRINTS):
+            continue
+        expected.append(re.sub(r"\s{2,}\(.*\)$", "", match.group(2)))
+    return expected
+
+
+def squeeze(line):
+    return " ".join(line.split())
+
+
+def python_on_path(directory):
+    """A bin directory whose `python` is this interpreter, as a user's is."""
+    bin_dir = directory / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("PYMIC_LIBRARY_PATH", None)
+    return env
+
+
+def build_page_kernels(page, directory, env):
+    """Build the kernel library a page's Python blocks load, the way the page
+    says: the C block's file name and build command are in its first comment
+    (README) or in the shell block right after it (api.md)."""
+    text = page_text(page)
+    for kernel in fenced_blocks(text, "c"):
+        comment = kernel.split("/*", 1)[1].split("*/", 1)[0]
+        source = comment.split()[0].rstrip(",")
+        (directory / source).write_text(kernel, encoding="utf-8")
+        if ":" in comment:
+            command = comment.split(":", 1)[1].replace("\\\n", " ").strip()
+        else:
+            after = text.split(kernel, 1)[1]
+            command = fenced_blocks(after, "sh")[0].replace("\\\n", " ").strip()
+        built = subprocess.run(["sh", "-c", command], cwd=directory, env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert built.returncode == 0, f"{page}: {command}\n{built.stderr}"
+
+
+@pytest.fixture(scope="module")
+def page_directories(tmp_path_factory):
+    """A directory per page with its kernels built, and the environment."""
+    made = {}
+    for page in DOC_PAGES:
+        directory = tmp_path_factory.mktemp(page.replace("/", "_"))
+        env = python_on_path(directory)
+        env["PYMIC_CACHE_DIR"] = str(directory / "cache")
+        build_page_kernels(page, directory, env)
+        made[page] = directory, env
+    return made
+
+
+def test_doc_python_blocks_are_found():
+    pages = {page for page, _, _ in python_blocks()}
+    assert pages == set(DOC_PAGES)
+    assert len([b for b in python_blocks() if b[0] == "docs/api.md"]) >= 9
+    assert len([b for b in python_blocks() if b[0] == "docs/tools.md"]) >= 2
+    assert expected_output('x = 1  # one\nprint(x)   # 1\nprint(x, x)  # 1 1  (twice)\n'
+                           'print(repr(d))  # <OffloadDevice 0: ...>\n') == ["1", "1 1"]
+
+
+@pytest.mark.parametrize("page, first, code", python_blocks(),
+                         ids=[f"{page}:{first[:40]}" for page, first, _ in python_blocks()])
+def test_doc_python_block_runs_and_prints_what_it_shows(page_directories, page, first, code):
+    directory, env = page_directories[page]
+    (directory / "block.py").write_text(code, encoding="utf-8")
+    ran = subprocess.run([sys.executable, "block.py"], cwd=directory, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, f"{page}, block starting {first!r}:\n{ran.stdout}{ran.stderr}"
+    printed = [squeeze(line) for line in ran.stdout.splitlines()]
+    position = 0
+    for expected in expected_output(code):
+        while position < len(printed) and printed[position] != squeeze(expected):
+            position += 1
+        assert position < len(printed), (
+            f"{page}, block starting {first!r}: the page says it prints {expected!r}; "
+            f"it printed:\n{ran.stdout}")
+        position += 1
+
+
+def test_api_page_explains_interoperability_and_what_changes_from_pymic():
+    # What a user coming from CuPy, numba or pyMIC looks for first.
+    text = (REPOSITORY / "docs" / "api.md").read_text(encoding="utf-8")
+    assert {"interoperability", "numpy", "dlpack", "what-converts-implicitly-and-what-never-does",
+            "coming-from-pymic"} <= anchors(text)
+    coming = text.split("\n## Coming from pyMIC\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in coming.splitlines() if line.startswith("| ")]
+    assert rows and rows[0] == "| in pyMIC | in pymic |"
+    for topic in ("icc -mmic", "MIC_OMP_NUM_THREADS", "numpy.asarray(oa)", "oa.get()",
+                  "from_dlpack", "declare", "create_stream", "host:auto", "PYMIC_TRACE"):
+        assert any(topic in row for row in rows), topic
+
+
+def test_every_test_file_is_described_in_the_suite_readme():
+    readme = (REPOSITORY / "tests" / "python" / "README.md").read_text(encoding="utf-8")
+    missing = [path.name for path in sorted((REPOSITORY / "tests" / "python").glob("test_*.py"))
+               if f"`{path.name}`" not in readme]
+    assert missing == []

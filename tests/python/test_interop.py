@@ -48,6 +48,22 @@ def test_comparison_with_a_scalar_raises(stream):
         oa == 1.0  # noqa: B015
 
 
+def test_truth_value_raises_instead_of_answering_from_the_length(stream):
+    # bool() would be len() > 0: True for a one-element array whose device
+    # holds 0, whatever the data.  NumPy and CuPy answer from the data.
+    oa = stream.zeros(1)
+    empty = stream.zeros(0)
+    for array in (oa, empty, oa[0]):
+        with pytest.raises(TypeError, match=r"a\.get\(\)"):
+            bool(array)
+    with pytest.raises(TypeError):
+        if oa:
+            pass
+    with pytest.raises(TypeError):
+        not oa  # noqa: B015
+    assert oa.get().tolist() == [0.0]  # still usable
+
+
 def test_numpy_ufuncs_refuse_offload_arrays(stream):
     """A ufunc would compute on the host copy: NumPy refuses it."""
     oa = device_filled(stream, np.zeros(4), 1.0)

@@ -1,6 +1,7 @@
 """Typed kernels: invokes checked against the kernel's C prototype
 (load_source parses it; OffloadLibrary.declare takes it for load_library)."""
 
+import re
 import shutil
 
 import numpy as np
@@ -99,6 +100,37 @@ def test_scalar_kinds_are_checked(stream, source_lib, n, factor, expected):
         stream.invoke(source_lib.scale, a, n, factor)
     assert expected in str(error.value)
     np.testing.assert_array_equal(a, np.ones(4))
+
+
+# anything(void *p, const int32_t *i, const float complex *z, const uint64_t *u,
+#          const char *c, const _Bool *b): one argument at a time made wrong.
+ANYTHING_OK = (None, np.int32(1), np.complex64(1j), 1, np.int8(1), True)
+HINTS = [
+    (5, 1, "pass True or False"),
+    (5, np.zeros(2, np.int8), "convert it with .astype(numpy.bool_)"),
+    (4, np.zeros(2, np.int32), "convert it with .astype(numpy.int8) or .astype(numpy.uint8)"),
+    (4, 7, "pass numpy.int8(...) or numpy.uint8(...)"),
+    (1, 7, "pass numpy.int32(...)"),
+    (2, np.zeros(2), "convert it with .astype(numpy.complex64)"),
+]
+
+
+@pytest.mark.parametrize("position, wrong, hint", HINTS,
+                         ids=["int-for-bool", "int8-array-for-bool", "int32-array-for-char",
+                              "int-for-char", "int-for-int32", "float64-array-for-complex64"])
+def test_the_hint_names_what_to_pass_on_every_numpy(stream, source_lib, position, wrong, hint):
+    # A hint names NumPy types that exist in every NumPy pymic supports
+    # (numpy.bool is NumPy 2 only; numpy.char is a module of string
+    # functions, not a type).
+    args = list(ANYTHING_OK)
+    args[position] = wrong
+    with pytest.raises(TypeError) as error:
+        stream.invoke(source_lib.anything, *args)
+    message = str(error.value)
+    assert message.endswith("; " + hint), message
+    for name in re.findall(r"numpy\.(\w+)", message.split("; ", 1)[1]):
+        assert isinstance(getattr(np, name), type), name
+    stream.invoke(source_lib.anything, *ANYTHING_OK)
 
 
 @pytest.mark.parametrize("args", [(np.ones(4), 4), (np.ones(4), 4, 2.0, 1)])
@@ -215,6 +247,109 @@ def test_declare_a_header_file(stream, private_lib, tmp_path):
     assert private_lib.declare(str(header)) == ["copy_double"]
     with pytest.raises(TypeError, match="argument 2 'src'"):
         stream.invoke(private_lib.copy_double, np.zeros(2), np.zeros(2, np.float32), 2)
+
+
+def test_declare_a_header_with_cplusplus_guards(stream, private_lib, tmp_path):
+    # A C library's header, as most are written: the extern "C" block that
+    # only C++ sees must not hide the prototypes inside it.
+    header = tmp_path / "guarded.h"
+    header.write_text("""
+        #ifndef GUARDED_H
+        #define GUARDED_H
+        #include <stdint.h>
+        #ifdef __cplusplus
+        extern "C" {
+        #endif
+        void copy_double(double *dst, const double *src, const int64_t *n);
+        void scale_double(double *x, const int64_t *n, const double *factor);
+        #ifdef __cplusplus
+        }
+        #endif
+        #endif
+    """)
+    assert private_lib.declare(header) == ["copy_double", "scale_double"]
+    with pytest.raises(TypeError, match="argument 2 'src'"):
+        stream.invoke(private_lib.copy_double, np.zeros(2), np.zeros(2, np.float32), 2)
+
+
+LIBRARY_WITH_HELPERS = r"""
+#include <pymic_kernel.h>
+struct opaque { int n; };
+int helpers_version(void) { return 3; }
+void set_count(int n) { (void)n; }
+PYMIC_KERNEL void twice(double *a, const int64_t *n)
+{
+    for (int64_t i = 0; i < *n; i++) a[i] *= 2.0;
+}
+PYMIC_KERNEL void poke(struct opaque *p) { p->n = 1; }
+"""
+
+
+def test_a_header_may_declare_exported_functions_that_are_not_kernels(stream, device,
+                                                                       tmp_path):
+    # A library's header also declares its other exported functions (a
+    # version query, a setter): they are not kernels, so declare() leaves
+    # them alone, as it does a kernel whose element type it cannot read.
+    lib = device.load_library(pymic.compile(LIBRARY_WITH_HELPERS))
+    header = tmp_path / "helpers.h"
+    header.write_text("""
+        #include <stdint.h>
+        struct opaque;
+        int helpers_version(void);
+        void set_count(int n);
+        void twice(double *a, const int64_t *n);
+        void poke(struct opaque *p);
+    """)
+    assert lib.declare(header) == ["twice"]
+    with pytest.raises(TypeError, match="argument 1 'a' is an ndarray of float32"):
+        stream.invoke(lib.twice, np.ones(2, np.float32), 2)
+    a = np.ones(2)
+    stream.invoke(lib.twice, a, 2)
+    np.testing.assert_array_equal(a, [2.0, 2.0])
+
+
+def test_a_header_whose_path_has_parentheses(stream, private_lib, tmp_path):
+    # "copy (2)/kernels.h" is a file, not a prototype.
+    directory = tmp_path / "copy (2)"
+    directory.mkdir()
+    header = directory / "kernels.h"
+    header.write_text("#include <stdint.h>\n"
+                      "void copy_double(double *dst, const double *src, const int64_t *n);\n")
+    assert private_lib.declare(str(header)) == ["copy_double"]
+
+
+def test_a_header_with_an_export_macro(stream, private_lib, tmp_path):
+    # Library headers mark their functions with a macro of their own
+    # (defined in another header, or only for some compilers): an
+    # upper-case word before `void` is read as such a macro.
+    header = tmp_path / "exported.h"
+    header.write_text("""
+        #include <stdint.h>
+        #include "config.h"   /* defines MYLIB_API, not read here */
+        MYLIB_API void copy_double(double *dst, const double *src, const int64_t *n);
+        MYLIB_API MYLIB_DEPRECATED void scale_double(double *x, const int64_t *n,
+                                                     const double *factor);
+    """)
+    assert private_lib.declare(header) == ["copy_double", "scale_double"]
+    with pytest.raises(TypeError, match="argument 1 'x'"):
+        stream.invoke(private_lib.scale_double, np.ones(2, np.float32), 2, 2.0)
+
+
+def test_a_header_whose_kernels_cannot_be_read_says_why(private_lib, tmp_path):
+    header = tmp_path / "unreadable.h"
+    header.write_text("#include <stdint.h>\n"
+                      "void copy_double(double *dst, const my_real *src, const int64_t *n);\n")
+    with pytest.raises(ValueError, match=r"copy_double\(\): .*my_real"):
+        private_lib.declare(header)
+
+
+def test_a_header_that_declares_no_kernel_of_the_library_is_refused(private_lib, tmp_path):
+    # Checking nothing while the user believes the kernels checked would be
+    # worse than an error.
+    header = tmp_path / "other.h"
+    header.write_text("#include <stdint.h>\nvoid not_in_this_library(double *x);\n")
+    with pytest.raises(ValueError, match=r"other\.h declares no kernel of"):
+        private_lib.declare(header)
 
 
 @pytest.mark.parametrize("prototype, match", [
