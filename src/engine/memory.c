@@ -28,6 +28,12 @@
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static pymic_alloc **table;     /* sorted by base address */
 static size_t table_count, table_capacity;
+/* PYMIC_CHECK=bounds: allocations freed (out of the table) whose memory
+ * has not gone back yet.  Commands queued before the free still use them
+ * (an ndarray's staged copy is freed right after its kernel is queued),
+ * so their canaries are checked until release.  Unordered. */
+static pymic_alloc **retired;
+static size_t retired_count, retired_capacity;
 
 /* Index of the first entry whose base is > ptr. */
 static size_t upper_bound(const void *ptr)
@@ -78,6 +84,32 @@ static void table_remove(size_t index)
 {
     memmove(&table[index], &table[index + 1], (table_count - index - 1) * sizeof *table);
     table_count--;
+}
+
+/* Caller holds table_lock.  False when the list cannot grow. */
+static bool retired_add(pymic_alloc *alloc)
+{
+    if (retired_count == retired_capacity) {
+        size_t cap = retired_capacity ? 2 * retired_capacity : 64;
+        pymic_alloc **grown = realloc(retired, cap * sizeof *grown);
+        if (!grown)
+            return false;
+        retired = grown;
+        retired_capacity = cap;
+    }
+    retired[retired_count++] = alloc;
+    return true;
+}
+
+/* Caller holds table_lock. */
+static void retired_remove(pymic_alloc *alloc)
+{
+    for (size_t i = 0; i < retired_count; i++) {
+        if (retired[i] == alloc) {
+            retired[i] = retired[--retired_count];
+            return;
+        }
+    }
 }
 
 void pymic_memory_prefork(void)
@@ -260,27 +292,37 @@ void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void 
     for (size_t i = 0; i < table_count; i++)
         if (table[i]->device == device)
             visit(table[i], arg);
+    for (size_t i = 0; i < retired_count; i++)
+        if (retired[i]->device == device)
+            visit(retired[i], arg);
     pthread_mutex_unlock(&table_lock);
+}
+
+/* `address` lies between the end of `a` and the end of the guard page
+ * after it. */
+static bool past_end_of(const pymic_alloc *a, const pymic_device *device, uintptr_t address)
+{
+    uintptr_t end = (uintptr_t)a->base + a->nbytes;
+    uintptr_t guard_end = ((end + PYMIC_GUARD_PAGE - 1) & ~(PYMIC_GUARD_PAGE - 1)) +
+                          PYMIC_GUARD_PAGE;
+    return a->device == device && address >= end && address < guard_end;
 }
 
 bool pymic_memory_describe_fault(pymic_device *device, uintptr_t address, char *out, size_t len)
 {
     pthread_mutex_lock(&table_lock);
     size_t i = upper_bound((const void *)address);
-    bool found = false;
-    if (i > 0) {
-        pymic_alloc *a = table[i - 1];
-        uintptr_t end = (uintptr_t)a->base + a->nbytes;
-        uintptr_t guard_end = ((end + PYMIC_GUARD_PAGE - 1) & ~(PYMIC_GUARD_PAGE - 1)) +
-                              PYMIC_GUARD_PAGE;
-        if (a->device == device && address >= end && address < guard_end) {
-            snprintf(out, len, "writing past the end of allocation %p (%zu bytes) at %p",
-                     a->base, a->nbytes, (void *)address);
-            found = true;
-        }
-    }
+    const pymic_alloc *hit = i > 0 && past_end_of(table[i - 1], device, address) ? table[i - 1]
+                                                                                 : NULL;
+    /* Freed, but still in use by the commands queued before the free. */
+    for (size_t r = 0; !hit && r < retired_count; r++)
+        if (past_end_of(retired[r], device, address))
+            hit = retired[r];
+    if (hit)
+        snprintf(out, len, "writing past the end of allocation %p (%zu bytes) at %p", hit->base,
+                 hit->nbytes, (void *)address);
     pthread_mutex_unlock(&table_lock);
-    return found;
+    return hit != NULL;
 }
 
 /* Give the memory back (the allocation left the table at its free). */
@@ -288,6 +330,12 @@ static void release_memory(void *arg)
 {
     pymic_alloc *alloc = arg;
     pymic_device *d = alloc->device;
+    /* No bounds check may look at the canaries once the block is back. */
+    if (pymic_global.check_bounds) {
+        pthread_mutex_lock(&table_lock);
+        retired_remove(alloc);
+        pthread_mutex_unlock(&table_lock);
+    }
     d->ops->block_put(d, alloc->block);
     pthread_mutex_lock(&table_lock);
     d->memory_used -= alloc->nbytes;
@@ -331,6 +379,8 @@ int pymic_mem_free(pymic_stream *stream, void *device_ptr)
         status = PYMIC_ERR_INVALID_POINTER;
     else if (alloc->device != stream->device)
         status = PYMIC_ERR_WRONG_DEVICE;
+    else if (pymic_global.check_bounds && !retired_add(alloc))
+        status = PYMIC_ERR_SYSTEM;
     else
         table_remove(index);
     int owner = alloc ? alloc->device->id : -1;
@@ -345,6 +395,8 @@ int pymic_mem_free(pymic_stream *stream, void *device_ptr)
     if (status == PYMIC_ERR_WRONG_DEVICE)
         return pymic_fail(status, "%s: device %d: %p belongs to device %d", op, device,
                           device_ptr, owner);
+    if (status == PYMIC_ERR_SYSTEM)
+        return pymic_fail(status, "%s: device %d: out of host memory", op, device);
 
     /* The pointer is dead from now on; its memory goes back after every
      * command queued before this one has run. */

@@ -172,6 +172,17 @@ for device in pymic.devices.values():
     assert "(800 bytes)" in message, message
     stream.invoke(lib.fill_ones, buffer, np.int64(100))   # within bounds: fine
     stream.sync()
+    # An ndarray argument's device copy (staged by pymic, freed as soon as
+    # the kernel is queued) is an allocation like any other.
+    try:
+        stream.invoke(lib.fill_ones, np.zeros(100), np.int64(101))
+        stream.sync()
+    except pymic.OffloadError as error:
+        message = str(error)
+    else:
+        raise AssertionError(f"{device.kind}: the overrun of an ndarray went unnoticed")
+    assert "kernel 'fill_ones'" in message and "past the end of allocation" in message, message
+    assert "(800 bytes)" in message, message
     if device.kind == "proc":
         stream.invoke(lib.fill_ones, buffer, np.int64(100 + 1024))   # into the guard page
         try:
