@@ -208,3 +208,40 @@ def test_unknown_check_is_a_configuration_error():
     result = run_python("import pymic", env={"PYMIC_CHECK": "everything"})
     assert result.returncode != 0
     assert "PYMIC_CHECK" in result.stderr
+
+
+TERMINAL_SIGNALS_PROGRAM = """
+import os
+import signal
+
+# A process group of our own, before the device process starts: the
+# signals below then reach this program and its device process only.
+os.setpgid(0, 0)
+terminal = {signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP}
+signal.pthread_sigmask(signal.SIG_BLOCK, terminal)   # this program takes them by sigwait
+
+import numpy as np
+import pymic
+
+device = pymic.devices[0]
+assert device.kind == "proc", device.kind
+stream = device.get_default_stream()
+a = stream.bind(np.arange(4.0))
+stream.sync()
+for number in sorted(terminal):        # Ctrl-Z, Ctrl-\\, Ctrl-C at a terminal
+    os.killpg(os.getpgrp(), number)
+for _ in terminal:                     # Python waits for something else meanwhile
+    assert signal.sigtimedwait(terminal, 60) is not None
+b = a + a
+b.update_host()
+stream.sync()
+assert (b.array == 2 * np.arange(4.0)).all()
+assert pymic._engine.device_lost(0) is None
+print("ok")
+"""
+
+
+def test_terminal_signals_to_the_process_group_leave_the_device_alone():
+    result = run_python(TERMINAL_SIGNALS_PROGRAM, env={"PYMIC_DEVICES": "proc"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"

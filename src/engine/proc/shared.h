@@ -89,6 +89,7 @@ typedef struct proc_control {
 #define PROC_EXIT_PARENT 121     /* its parent was gone before it started  */
 #define PROC_EXIT_MAP 122        /* MAP_FIXED_NOREPLACE refused the address */
 #define PROC_EXIT_AFFINITY 123
+#define PROC_EXIT_GROUP 124      /* not started in a process group of its own */
 
 static inline uint64_t proc_now_ns(void)
 {
