@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -414,6 +415,76 @@ static void test_fork_in_kernel(void)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* Bytes of memory that the arena of the (only) process device holds: the
+ * blocks of the memory file this process has open, or -1. */
+static long long arena_held(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    long long bytes = -1;
+    struct dirent *e;
+    while (dir && (e = readdir(dir)) && bytes < 0) {
+        char path[300], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        struct stat st;
+        if (strstr(target, "memfd:pymic-device-memory") && stat(path, &st) == 0)
+            bytes = (long long)st.st_blocks * 512;
+    }
+    if (dir)
+        closedir(dir);
+    return bytes;
+}
+
+/* Touch `bytes` of device memory at `p` from the device process. */
+static void touch(pymic_stream *s, pymic_library *lib, void *p, size_t bytes)
+{
+    int64_t n = (int64_t)(bytes / sizeof(double));
+    pymic_arg args[2] = {{p, 0}, {&n, sizeof n}};
+    CHECK_OK(pymic_invoke(s, find(lib, "write_past"), 2, args));
+    CHECK_OK(pymic_stream_sync(s));
+}
+
+/* Freed device memory goes back to the system: a large block at once, a
+ * small one (kept for fast reuse) at a reset.  Measured as the memory
+ * file's allocated blocks, not by timing. */
+static void test_memory_returned(void)
+{
+    enum { BIG = 128 << 20, SMALL = 8 << 20, SLACK = 64 << 10 };
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    long long before = arena_held();
+    CHECK(before >= 0);
+    void *big;
+    CHECK_OK(pymic_mem_alloc(0, BIG, 0, &big));
+    touch(s, lib, big, BIG);
+    long long touched = arena_held();
+    CHECK(touched >= BIG); /* (earlier tests may have left pages it reused) */
+    CHECK_OK(pymic_mem_free(s, big));
+    CHECK_OK(pymic_stream_sync(s));
+    long long after = arena_held();
+    CHECK(after <= touched - BIG + SLACK);
+    if (after > touched - BIG + SLACK)
+        fprintf(stderr, "freeing %d bytes left the arena at %lld of %lld bytes\n", BIG, after,
+                touched);
+
+    void *small;
+    CHECK_OK(pymic_mem_alloc(0, SMALL, 0, &small));
+    touch(s, lib, small, SMALL);
+    CHECK_OK(pymic_mem_free(s, small));
+    CHECK_OK(pymic_stream_sync(s));
+    long long warm = arena_held();
+    CHECK(warm >= after + SMALL); /* kept: the next block of its size is fast */
+    CHECK_OK(pymic_device_reset(0));
+    CHECK(arena_held() <= warm - SMALL + SLACK);
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 /* Run in a fresh process (see main): in a process group of its own (the
  * signals below go to every process in it), check that the signals of a
  * terminal -- Ctrl-C, Ctrl-\, Ctrl-Z -- sent to the group leave the device
@@ -561,6 +632,7 @@ int main(int argc, char **argv)
     test_descriptors_and_parent_death(argv[0]);
     test_terminal_signals(argv[0]);
     test_fork_in_kernel();
+    test_memory_returned();
     test_orphans_after_exit(argv[0], "exit");
     test_orphans_after_exit(argv[0], "kill");
     return check_finish();

@@ -245,3 +245,52 @@ def test_terminal_signals_to_the_process_group_leave_the_device_alone():
     result = run_python(TERMINAL_SIGNALS_PROGRAM, env={"PYMIC_DEVICES": "proc"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok"
+
+
+MEMORY_RETURNED_PROGRAM = """
+import os
+
+import numpy as np
+import pymic
+
+
+def arena_bytes():
+    # The blocks of the device memory file this process holds open.
+    for fd in os.listdir("/proc/self/fd"):
+        path = f"/proc/self/fd/{fd}"
+        try:
+            if "memfd:pymic-device-memory" in os.readlink(path):
+                return os.stat(path).st_blocks * 512
+        except OSError:
+            pass
+    raise AssertionError("no device memory file")
+
+
+BIG, SMALL, SLACK = 128 << 20, 8 << 20, 64 << 10
+device = pymic.devices[0]
+device.reset()            # a reset writes every mailbox: their pages count from here
+stream = device.get_default_stream()
+big = stream.bind(np.ones(BIG // 8))
+stream.sync()
+held = arena_bytes()
+assert held >= BIG, held
+del big
+stream.sync()
+assert device.memory_used == 0
+after = arena_bytes()
+assert after <= held - BIG + SLACK, (held, after)     # a large block: at once
+small = stream.bind(np.ones(SMALL // 8))
+del small
+stream.sync()
+warm = arena_bytes()
+assert warm >= after + SMALL, (after, warm)           # a small one: kept for reuse
+device.reset()
+assert arena_bytes() <= warm - SMALL + SLACK, (warm, arena_bytes())   # until a reset
+print("ok")
+"""
+
+
+def test_freed_device_memory_goes_back_to_the_system():
+    result = run_python(MEMORY_RETURNED_PROGRAM, env={"PYMIC_DEVICES": "proc"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"

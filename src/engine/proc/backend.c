@@ -455,6 +455,9 @@ static int proc_reset(pymic_device *device)
         return pymic_fail(PYMIC_ERR_DEVICE_LOST, "pymic_device_reset: %s", device->lost_why);
     pthread_mutex_lock(&pd->control_lock);
     proc_monitor_respawn(pd);
+    /* A fresh start for the memory too: free device memory holds no pages
+     * (live allocations keep theirs, with their contents). */
+    proc_arena_return_free(pd);
     atomic_fetch_add(&device->generation, 1);
     int status = proc_control_call(pd, PROC_REQ_PING);
     for (int i = 1; i < PROC_MAILBOXES && status == PYMIC_OK; i++) {
