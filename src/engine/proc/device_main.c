@@ -38,8 +38,34 @@
 #include "../invoke_call.h"
 #include "shared.h"
 
+#if PROC_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
 static proc_control *control;
 static int device_ncpus = 1;
+
+/* The host orders the requests of different mailboxes (a program posts
+ * after the answers it waited for, on any stream); ThreadSanitizer sees
+ * only this process, so it is told: each request is taken with an acquire
+ * and answered with a release of one object.  Kernels that really run at
+ * the same time on two streams stay unordered. */
+#if PROC_TSAN
+static char host_order;
+
+static void took_request(void)
+{
+    __tsan_acquire(&host_order);
+}
+
+static void answering(void)
+{
+    __tsan_release(&host_order);
+}
+#else
+static void took_request(void) {}
+static void answering(void) {}
+#endif
 static pid_t device_pid;
 /* A private page the kernel wipes in a fork()ed child (MADV_WIPEONFORK,
  * whichever system call forked): nonzero only in the device process. */
@@ -91,11 +117,13 @@ static void *serve_stream(void *arg)
     omp_set_num_threads(device_ncpus);
     for (;;) {
         seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, mb->spin_ns);
+        took_request();
         uint32_t request = mb->request;
         if (request == PROC_REQ_INVOKE) {
             call_kernel(mb);
             leave_if_forked_copy();
         }
+        answering();
         proc_store_and_wake(&mb->done, seen & PROC_COUNT_MASK, &mb->host_sleeping);
         if (request == PROC_REQ_QUIT)
             return NULL;
@@ -261,8 +289,10 @@ int main(int argc, char **argv)
     uint32_t seen = atomic_load(&mb->done);
     for (;;) {
         seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, mb->spin_ns);
+        took_request();
         answer_control(mb);
         leave_if_forked_copy();
+        answering();
         proc_store_and_wake(&mb->done, seen & PROC_COUNT_MASK, &mb->host_sleeping);
     }
 }
