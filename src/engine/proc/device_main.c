@@ -66,6 +66,7 @@ static void answering(void)
 static void took_request(void) {}
 static void answering(void) {}
 #endif
+
 static pid_t device_pid;
 /* A private page the kernel wipes in a fork()ed child (MADV_WIPEONFORK,
  * whichever system call forked): nonzero only in the device process. */
