@@ -294,3 +294,82 @@ def test_freed_device_memory_goes_back_to_the_system():
     result = run_python(MEMORY_RETURNED_PROGRAM, env={"PYMIC_DEVICES": "proc"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok"
+
+
+FORK_PROGRAM = """
+import os
+import select
+import sys
+
+import numpy as np
+import pymic
+
+device = pymic.devices[0]
+stream = device.get_default_stream()
+lib = device.load_library(LIBRARY)
+stream.invoke(lib.fork_and_return)
+stream.sync()
+counter = stream.bind(np.zeros(1, dtype=np.int64))
+for _ in range(10):
+    stream.invoke(lib.increment_int64, counter, 1)
+    stream.sync()
+counter.update_host()
+stream.sync()
+assert counter.array[0] == 10, counter.array
+
+
+def leave_a_child():
+    pid = np.zeros(1, dtype=np.int64)
+    stream.invoke(lib.fork_sleeper, pid)
+    assert pid[0] > 0, pid
+    return int(pid[0])
+
+
+def ends(watch):
+    # The pidfd becomes readable when the process ends (bounded: only a
+    # failure waits that long).
+    return select.select([watch], [], [], 60)[0] == [watch]
+
+
+watch = os.pidfd_open(leave_a_child())
+device.reset()
+assert ends(watch), "a kernel's child outlived the reset"
+lib = device.load_library(LIBRARY)
+print(leave_a_child(), flush=True)   # the test watches this one: it lives until
+sys.stdin.readline()                 # this program ends
+"""
+
+
+def test_fork_in_a_kernel_runs_later_kernels_once_and_leaves_no_orphans(kernel_dir):
+    import select
+    import subprocess
+    import sys
+    import tempfile
+    program = f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + FORK_PROGRAM
+    env = dict(os.environ, PYMIC_DEVICES="proc")
+    # stderr to a file: a process that outlives the program (the bug) may
+    # hold it open; stdout is read with a bound for the same reason.
+    with tempfile.TemporaryFile("w+") as errors, \
+            subprocess.Popen([sys.executable, "-c", program], env=env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                             cwd=tempfile.gettempdir()) as child:
+        def stderr():
+            errors.seek(0)
+            return errors.read()
+
+        try:
+            ready = select.select([child.stdout], [], [], 120)[0]
+            line = child.stdout.readline().strip() if ready else ""
+            assert line.isdigit(), line + stderr()
+            orphan = os.pidfd_open(int(line))   # alive: the program waits for us
+            try:
+                child.stdin.write("\n")
+                child.stdin.flush()
+                assert child.wait(timeout=60) == 0, stderr()
+                assert select.select([orphan], [], [], 60)[0] == [orphan], \
+                    "a kernel's child outlived Python"
+            finally:
+                os.close(orphan)
+        finally:
+            if child.poll() is None:
+                child.kill()
