@@ -301,7 +301,9 @@ class OffloadDevice:
 
         What survives: streams (they work again at once) and device
         memory, which stays allocated with whatever contents the old
-        process left -- overwrite or free it.  What is gone: every library
+        process left -- overwrite or free it.  Free device memory gives its
+        pages back to the system (small freed blocks otherwise keep theirs,
+        up to 64 MiB per device, for fast reuse).  What is gone: every library
         loaded on the device.  Libraries this device object cached are
         forgotten, so ``load_library`` loads them again; a kernel handle
         taken before the reset raises :class:`OffloadError` ("load its

@@ -524,7 +524,8 @@ void pymic_bounds_arm(const pymic_alloc *alloc);
  * re-arm it. */
 void pymic_bounds_after_invoke(pymic_stream *stream, const pymic_command *cmd);
 /* "past the end of allocation 0x... (N bytes)" when `address` lies in the
- * guard page after a live allocation of `device`; false otherwise. */
+ * guard page after an allocation of `device` whose memory has not gone
+ * back (live, or freed behind commands still queued); false otherwise. */
 bool pymic_memory_describe_fault(pymic_device *device, uintptr_t address, char *out,
                                  size_t len);
 /* Call visit(alloc, arg) for each allocation of `device` whose memory is

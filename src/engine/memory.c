@@ -329,24 +329,31 @@ void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void 
     pthread_mutex_unlock(&table_lock);
 }
 
+/* `address` lies between the end of `a` and the end of the guard page
+ * after it. */
+static bool past_end_of(const pymic_alloc *a, const pymic_device *device, uintptr_t address)
+{
+    uintptr_t end = (uintptr_t)a->base + a->nbytes;
+    uintptr_t guard_end = ((end + PYMIC_GUARD_PAGE - 1) & ~(PYMIC_GUARD_PAGE - 1)) +
+                          PYMIC_GUARD_PAGE;
+    return a->device == device && address >= end && address < guard_end;
+}
+
 bool pymic_memory_describe_fault(pymic_device *device, uintptr_t address, char *out, size_t len)
 {
     pthread_mutex_lock(&table_lock);
     size_t i = upper_bound((const void *)address);
-    bool found = false;
-    if (i > 0) {
-        pymic_alloc *a = table[i - 1];
-        uintptr_t end = (uintptr_t)a->base + a->nbytes;
-        uintptr_t guard_end = ((end + PYMIC_GUARD_PAGE - 1) & ~(PYMIC_GUARD_PAGE - 1)) +
-                              PYMIC_GUARD_PAGE;
-        if (a->device == device && address >= end && address < guard_end) {
-            snprintf(out, len, "writing past the end of allocation %p (%zu bytes) at %p",
-                     a->base, a->nbytes, (void *)address);
-            found = true;
-        }
-    }
+    const pymic_alloc *hit = i > 0 && past_end_of(table[i - 1], device, address) ? table[i - 1]
+                                                                                 : NULL;
+    /* Freed, but still in use by the commands queued before the free. */
+    for (const pymic_alloc *a = pending_head; !hit && a; a = a->pending_next)
+        if (past_end_of(a, device, address))
+            hit = a;
+    if (hit)
+        snprintf(out, len, "writing past the end of allocation %p (%zu bytes) at %p", hit->base,
+                 hit->nbytes, (void *)address);
     pthread_mutex_unlock(&table_lock);
-    return found;
+    return hit != NULL;
 }
 
 /* Give the memory back (the allocation left the table at its free). */

@@ -7,13 +7,16 @@
  * PYMIC_ERR_OUT_OF_RANGE naming the kernel and the allocation, once, and
  * the device goes on.  On a process device a write far past the end hits
  * the guard page: the device is lost with a message naming the
- * allocation, and a reset brings it back with its guard pages.  A
+ * allocation, and a reset brings it back with its guard pages.  An
+ * allocation freed while a kernel that overruns it is still queued (as an
+ * ndarray argument's staged copy is) is checked the same way.  A
  * failure also fails what depends on it, on any pair of devices.
  *
  * argv[1]: the test kernel library.
  */
 #include "check.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -57,6 +60,68 @@ static void test_canaries(int device)
     CHECK(pymic_device_lost(device, NULL, 0) == 0);
     CHECK_OK(pymic_mem_free(s, buffer));
     CHECK_OK(pymic_mem_free(s, other));
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* Hold stream `s` at a gate in device memory until open_gate. */
+static void *close_gate(pymic_stream *s, pymic_library *lib)
+{
+    int device = pymic_stream_device(s);
+    void *gate;
+    static const int64_t closed = 0;
+    CHECK_OK(pymic_mem_alloc(device, sizeof closed, 0, &gate));
+    CHECK_OK(pymic_memcpy_h2d(s, gate, 0, &closed, sizeof closed));
+    CHECK_OK(pymic_stream_sync(s)); /* closed before anybody can open it */
+    pymic_kernel *wait;
+    CHECK_OK(pymic_kernel_find(lib, "wait_for_gate", &wait));
+    pymic_arg arg = {gate, 0};
+    CHECK_OK(pymic_invoke(s, wait, 1, &arg));
+    return gate;
+}
+
+/* Open it from this thread: device memory is this process's memory on a
+ * host device, and mapped at the same address here on a process device.
+ * (Not by a kernel: the check after it could see, and be blamed for, the
+ * overrun of the kernel it lets run.) */
+static void open_gate(void *gate)
+{
+    atomic_store((_Atomic int64_t *)gate, 1);
+}
+
+/* The free is called before the overrunning kernel runs (the gate holds
+ * it): the allocation has left the table, but its memory has not gone
+ * back, and the check after the kernel still sees it. */
+static void test_freed_while_queued(int device, int64_t past)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(device, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(device, kernels_path, &lib));
+    pymic_kernel *k;
+    CHECK_OK(pymic_kernel_find(lib, "write_past", &k));
+    void *buffer;
+    CHECK_OK(pymic_mem_alloc(device, 800, 0, &buffer));
+    char name[64];
+    snprintf(name, sizeof name, "allocation %p (800 bytes)", buffer);
+    void *gate = close_gate(s, lib);
+    write_past(s, k, buffer, 100 + past);
+    CHECK_OK(pymic_mem_free(s, buffer));
+    open_gate(gate);
+    int status = pymic_stream_sync(s);
+    if (past == 1) {
+        CHECK_STATUS(status, PYMIC_ERR_OUT_OF_RANGE);
+        CHECK_MESSAGE("kernel 'write_past'");
+        CHECK_MESSAGE("past the end of");
+        CHECK_MESSAGE(name);
+        CHECK_OK(pymic_stream_sync(s)); /* reported once */
+    } else { /* into the guard page of a process device */
+        CHECK_STATUS(status, PYMIC_ERR_DEVICE_LOST);
+        CHECK_MESSAGE("killed by SIGSEGV writing past the end of");
+        CHECK_MESSAGE(name);
+        CHECK_OK(pymic_device_reset(device));
+    }
+    CHECK_OK(pymic_mem_free(s, gate));
     CHECK_OK(pymic_library_unload(lib));
     CHECK_OK(pymic_stream_destroy(s));
 }
@@ -196,8 +261,11 @@ int main(int argc, char **argv)
         CHECK_OK(pymic_device_get_info(d, &info));
         test_canaries(d);
         test_destroyed_stream_failure(d);
-        if (strcmp(info.kind, "proc") == 0)
+        test_freed_while_queued(d, 1);
+        if (strcmp(info.kind, "proc") == 0) {
             test_guard_page(d);
+            test_freed_while_queued(d, 4096 / 8);
+        }
     }
     for (int d = 0; d < count; d++)
         for (int w = 0; w < count; w++)

@@ -8,7 +8,11 @@
  * untouched, frees still work, and pymic_device_reset brings device 0
  * back.  With PYMIC_KERNEL_TIMEOUT set (the "proc-watchdog" run) an
  * endless kernel is killed the same way.  The device process inherits no
- * descriptor but its memory's, and dies with its parent.
+ * descriptor but its memory's, and dies with its parent.  The signals a
+ * terminal sends to the program's process group do not reach it; a kernel
+ * that fork()s does not make later kernels run twice, and the children
+ * kernels leave behind end with the device process (reset, exit, or the
+ * program killed).
  *
  * argv[1]: the test kernel library.
  */
@@ -16,11 +20,14 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -377,6 +384,266 @@ static void test_descriptors_and_parent_death(const char *self)
     CHECK(gone);
 }
 
+/* A descriptor that becomes readable when process `pid` (any process,
+ * not only a child) ends, or -1. */
+static int watch_process(pid_t pid)
+{
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* Wait for the end `watch` announces (at most a minute: only a failure
+ * takes that long); closes it. */
+static bool ended_in_time(int watch)
+{
+    struct pollfd p = {.fd = watch, .events = POLLIN};
+    bool ended_now = watch >= 0 && poll(&p, 1, 60000) == 1;
+    if (watch >= 0)
+        close(watch);
+    return ended_now;
+}
+
+/* Run fork_sleeper on device 0: the pid of the child it left. */
+static pid_t leave_a_child(pymic_stream *s, pymic_library *lib)
+{
+    int64_t pid = -1;
+    void *dpid;
+    CHECK_OK(pymic_mem_alloc(0, sizeof pid, 0, &dpid));
+    pymic_arg a = {dpid, 0};
+    CHECK_OK(pymic_invoke(s, find(lib, "fork_sleeper"), 1, &a));
+    CHECK_OK(pymic_memcpy_d2h(s, &pid, dpid, 0, sizeof pid));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK_OK(pymic_mem_free(s, dpid));
+    CHECK(pid > 0);
+    return (pid_t)pid;
+}
+
+/* A kernel that fork()s and returns in both processes: the copy must not
+ * serve the mailbox, so ten increments afterwards count ten.  A child a
+ * kernel leaves behind ends with the device process at a reset. */
+static void test_fork_in_kernel(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    int64_t value = 0;
+    void *counter;
+    CHECK_OK(pymic_mem_alloc(0, sizeof value, 0, &counter));
+    CHECK_OK(pymic_memcpy_h2d(s, counter, 0, &value, sizeof value));
+    CHECK_OK(pymic_invoke(s, find(lib, "fork_and_return"), 0, NULL));
+    CHECK_OK(pymic_stream_sync(s));
+    pymic_arg a = {counter, 0};
+    pymic_kernel *increment = find(lib, "increment");
+    for (int i = 0; i < 10; i++) {
+        CHECK_OK(pymic_invoke(s, increment, 1, &a));
+        CHECK_OK(pymic_stream_sync(s)); /* each on its own: a copy could take any */
+    }
+    CHECK_OK(pymic_memcpy_d2h(s, &value, counter, 0, sizeof value));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(value == 10);
+    if (value != 10)
+        fprintf(stderr, "ten increments after a fork counted %lld\n", (long long)value);
+
+    int watch = watch_process(leave_a_child(s, lib));
+    CHECK(watch >= 0);
+    CHECK_OK(pymic_device_reset(0));
+    CHECK(ended_in_time(watch));
+    CHECK_OK(pymic_mem_free(s, counter));
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* Bytes of memory that the arena of the (only) process device holds: the
+ * blocks of the memory file this process has open, or -1. */
+static long long arena_held(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    long long bytes = -1;
+    struct dirent *e;
+    while (dir && (e = readdir(dir)) && bytes < 0) {
+        char path[300], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        struct stat st;
+        if (strstr(target, "memfd:pymic-device-memory") && stat(path, &st) == 0)
+            bytes = (long long)st.st_blocks * 512;
+    }
+    if (dir)
+        closedir(dir);
+    return bytes;
+}
+
+/* Touch `bytes` of device memory at `p` from the device process. */
+static void touch(pymic_stream *s, pymic_library *lib, void *p, size_t bytes)
+{
+    int64_t n = (int64_t)(bytes / sizeof(double));
+    pymic_arg args[2] = {{p, 0}, {&n, sizeof n}};
+    CHECK_OK(pymic_invoke(s, find(lib, "write_past"), 2, args));
+    CHECK_OK(pymic_stream_sync(s));
+}
+
+/* Freed device memory goes back to the system: a large block at once, a
+ * small one (kept for fast reuse) at a reset.  Measured as the memory
+ * file's allocated blocks, not by timing. */
+static void test_memory_returned(void)
+{
+    enum { BIG = 128 << 20, SMALL = 8 << 20, SLACK = 64 << 10 };
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    long long before = arena_held();
+    CHECK(before >= 0);
+    void *big;
+    CHECK_OK(pymic_mem_alloc(0, BIG, 0, &big));
+    touch(s, lib, big, BIG);
+    long long touched = arena_held();
+    CHECK(touched >= BIG); /* (earlier tests may have left pages it reused) */
+    CHECK_OK(pymic_mem_free(s, big));
+    CHECK_OK(pymic_stream_sync(s));
+    long long after = arena_held();
+    CHECK(after <= touched - BIG + SLACK);
+    if (after > touched - BIG + SLACK)
+        fprintf(stderr, "freeing %d bytes left the arena at %lld of %lld bytes\n", BIG, after,
+                touched);
+
+    void *small;
+    CHECK_OK(pymic_mem_alloc(0, SMALL, 0, &small));
+    touch(s, lib, small, SMALL);
+    CHECK_OK(pymic_mem_free(s, small));
+    CHECK_OK(pymic_stream_sync(s));
+    long long warm = arena_held();
+    CHECK(warm >= after + SMALL); /* kept: the next block of its size is fast */
+    CHECK_OK(pymic_device_reset(0));
+    CHECK(arena_held() <= warm - SMALL + SLACK);
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* Run in a fresh process (see main): in a process group of its own (the
+ * signals below go to every process in it), check that the signals of a
+ * terminal -- Ctrl-C, Ctrl-\, Ctrl-Z -- sent to the group leave the device
+ * process alone.  This process blocks them (its engine threads inherit
+ * the mask; the device process does not). */
+static int signals_side(void)
+{
+    if (setpgid(0, 0) != 0)
+        return 1;
+    sigset_t terminal;
+    sigemptyset(&terminal);
+    sigaddset(&terminal, SIGINT);
+    sigaddset(&terminal, SIGQUIT);
+    sigaddset(&terminal, SIGTSTP);
+    pthread_sigmask(SIG_BLOCK, &terminal, NULL);
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    int64_t value = 0;
+    void *counter;
+    CHECK_OK(pymic_mem_alloc(0, sizeof value, 0, &counter));
+    CHECK_OK(pymic_memcpy_h2d(s, counter, 0, &value, sizeof value));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(kill(0, SIGTSTP) == 0);
+    CHECK(kill(0, SIGQUIT) == 0);
+    CHECK(kill(0, SIGINT) == 0);
+    pymic_arg a = {counter, 0};
+    CHECK_OK(pymic_invoke(s, find(lib, "increment"), 1, &a));
+    CHECK_OK(pymic_memcpy_d2h(s, &value, counter, 0, sizeof value));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(value == 1);
+    CHECK(pymic_device_lost(0, NULL, 0) == 0);
+    CHECK_OK(pymic_mem_free(s, counter));
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_stream_destroy(s));
+    return check_finish();
+}
+
+/* Run in a fresh process (see main): leave a child of a kernel behind,
+ * report its pid on `fd`, wait for a byte on `go`, then end -- by exit
+ * (`how` "exit") or by SIGKILL (no clean-up at all). */
+static int orphan_side(int fd, int go, const char *how)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    char line[32];
+    int used = snprintf(line, sizeof line, "%ld\n", (long)leave_a_child(s, lib));
+    if (write(fd, line, (size_t)used) != used)
+        return 1;
+    char byte;
+    if (read(go, &byte, 1) != 1)
+        return 1;
+    if (strcmp(how, "kill") == 0)
+        raise(SIGKILL);
+    return check_finish();
+}
+
+/* Run this test again as `mode` (signals_side or orphan_side) with
+ * PYMIC_DEVICES=proc; returns its pid, *report the read end of its report
+ * pipe, *go the write end of its go pipe. */
+static pid_t run_again(const char *self, const char *mode, const char *how, int *report,
+                       int *go)
+{
+    int up[2], down[2];
+    CHECK(pipe(up) == 0 && pipe(down) == 0);
+    pid_t child = fork();
+    if (child == 0) {
+        close(up[0]);
+        close(down[1]);
+        char up_arg[16], down_arg[16];
+        snprintf(up_arg, sizeof up_arg, "%d", up[1]);
+        snprintf(down_arg, sizeof down_arg, "%d", down[0]);
+        setenv("PYMIC_DEVICES", "proc", 1);
+        execl(self, self, kernels_path, mode, up_arg, down_arg, how, (char *)NULL);
+        _exit(127);
+    }
+    close(up[1]);
+    close(down[0]);
+    *report = up[0];
+    *go = down[1];
+    return child;
+}
+
+static void test_terminal_signals(const char *self)
+{
+    int report, go;
+    pid_t child = run_again(self, "--signals", "-", &report, &go);
+    close(report);
+    close(go);
+    int status;
+    CHECK(waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* The child a kernel left ends with the program that used the device,
+ * whether it exits or is killed. */
+static void test_orphans_after_exit(const char *self, const char *how)
+{
+    int report, go;
+    pid_t child = run_again(self, "--orphan", how, &report, &go);
+    char line[32] = {0};
+    ssize_t got = read(report, line, sizeof line - 1);
+    close(report);
+    long orphan = got > 0 ? atol(line) : 0;
+    CHECK(orphan > 0);
+    int watch = orphan > 0 ? watch_process((pid_t)orphan) : -1;
+    CHECK(watch >= 0);
+    CHECK(write(go, "x", 1) == 1);
+    close(go);
+    int status;
+    CHECK(waitpid(child, &status, 0) == child);
+    if (strcmp(how, "exit") == 0)
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    else
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    CHECK(ended_in_time(watch));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -386,6 +653,10 @@ int main(int argc, char **argv)
     kernels_path = argv[1];
     if (argc == 4 && strcmp(argv[2], "--child") == 0)
         return child_side(atoi(argv[3]));
+    if (argc == 6 && strcmp(argv[2], "--signals") == 0)
+        return signals_side();
+    if (argc == 6 && strcmp(argv[2], "--orphan") == 0)
+        return orphan_side(atoi(argv[3]), atoi(argv[4]), argv[5]);
     if (getenv("PYMIC_KERNEL_TIMEOUT")) {
         test_fault("spin_forever", "ran longer than PYMIC_KERNEL_TIMEOUT");
         return check_finish();
@@ -398,5 +669,10 @@ int main(int argc, char **argv)
     test_killed_from_outside();
     test_reset_forgets_what_it_stopped();
     test_descriptors_and_parent_death(argv[0]);
+    test_terminal_signals(argv[0]);
+    test_fork_in_kernel();
+    test_memory_returned();
+    test_orphans_after_exit(argv[0], "exit");
+    test_orphans_after_exit(argv[0], "kill");
     return check_finish();
 }

@@ -172,6 +172,17 @@ for device in pymic.devices.values():
     assert "(800 bytes)" in message, message
     stream.invoke(lib.fill_ones, buffer, np.int64(100))   # within bounds: fine
     stream.sync()
+    # An ndarray argument's device copy (staged by pymic, freed as soon as
+    # the kernel is queued) is an allocation like any other.
+    try:
+        stream.invoke(lib.fill_ones, np.zeros(100), np.int64(101))
+        stream.sync()
+    except pymic.OffloadError as error:
+        message = str(error)
+    else:
+        raise AssertionError(f"{device.kind}: the overrun of an ndarray went unnoticed")
+    assert "kernel 'fill_ones'" in message and "past the end of allocation" in message, message
+    assert "(800 bytes)" in message, message
     if device.kind == "proc":
         stream.invoke(lib.fill_ones, buffer, np.int64(100 + 1024))   # into the guard page
         try:
@@ -197,3 +208,168 @@ def test_unknown_check_is_a_configuration_error():
     result = run_python("import pymic", env={"PYMIC_CHECK": "everything"})
     assert result.returncode != 0
     assert "PYMIC_CHECK" in result.stderr
+
+
+TERMINAL_SIGNALS_PROGRAM = """
+import os
+import signal
+
+# A process group of our own, before the device process starts: the
+# signals below then reach this program and its device process only.
+os.setpgid(0, 0)
+terminal = {signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP}
+signal.pthread_sigmask(signal.SIG_BLOCK, terminal)   # this program takes them by sigwait
+
+import numpy as np
+import pymic
+
+device = pymic.devices[0]
+assert device.kind == "proc", device.kind
+stream = device.get_default_stream()
+a = stream.bind(np.arange(4.0))
+stream.sync()
+for number in sorted(terminal):        # Ctrl-Z, Ctrl-\\, Ctrl-C at a terminal
+    os.killpg(os.getpgrp(), number)
+for _ in terminal:                     # Python waits for something else meanwhile
+    assert signal.sigtimedwait(terminal, 60) is not None
+b = a + a
+b.update_host()
+stream.sync()
+assert (b.array == 2 * np.arange(4.0)).all()
+assert pymic._engine.device_lost(0) is None
+print("ok")
+"""
+
+
+def test_terminal_signals_to_the_process_group_leave_the_device_alone():
+    result = run_python(TERMINAL_SIGNALS_PROGRAM, env={"PYMIC_DEVICES": "proc"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+MEMORY_RETURNED_PROGRAM = """
+import os
+
+import numpy as np
+import pymic
+
+
+def arena_bytes():
+    # The blocks of the device memory file this process holds open.
+    for fd in os.listdir("/proc/self/fd"):
+        path = f"/proc/self/fd/{fd}"
+        try:
+            if "memfd:pymic-device-memory" in os.readlink(path):
+                return os.stat(path).st_blocks * 512
+        except OSError:
+            pass
+    raise AssertionError("no device memory file")
+
+
+BIG, SMALL, SLACK = 128 << 20, 8 << 20, 64 << 10
+device = pymic.devices[0]
+device.reset()            # a reset writes every mailbox: their pages count from here
+stream = device.get_default_stream()
+big = stream.bind(np.ones(BIG // 8))
+stream.sync()
+held = arena_bytes()
+assert held >= BIG, held
+del big
+stream.sync()
+assert device.memory_used == 0
+after = arena_bytes()
+assert after <= held - BIG + SLACK, (held, after)     # a large block: at once
+small = stream.bind(np.ones(SMALL // 8))
+del small
+stream.sync()
+warm = arena_bytes()
+assert warm >= after + SMALL, (after, warm)           # a small one: kept for reuse
+device.reset()
+assert arena_bytes() <= warm - SMALL + SLACK, (warm, arena_bytes())   # until a reset
+print("ok")
+"""
+
+
+def test_freed_device_memory_goes_back_to_the_system():
+    result = run_python(MEMORY_RETURNED_PROGRAM, env={"PYMIC_DEVICES": "proc"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+FORK_PROGRAM = """
+import os
+import select
+import sys
+
+import numpy as np
+import pymic
+
+device = pymic.devices[0]
+stream = device.get_default_stream()
+lib = device.load_library(LIBRARY)
+stream.invoke(lib.fork_and_return)
+stream.sync()
+counter = stream.bind(np.zeros(1, dtype=np.int64))
+for _ in range(10):
+    stream.invoke(lib.increment_int64, counter, 1)
+    stream.sync()
+counter.update_host()
+stream.sync()
+assert counter.array[0] == 10, counter.array
+
+
+def leave_a_child():
+    pid = np.zeros(1, dtype=np.int64)
+    stream.invoke(lib.fork_sleeper, pid)
+    assert pid[0] > 0, pid
+    return int(pid[0])
+
+
+def ends(watch):
+    # The pidfd becomes readable when the process ends (bounded: only a
+    # failure waits that long).
+    return select.select([watch], [], [], 60)[0] == [watch]
+
+
+watch = os.pidfd_open(leave_a_child())
+device.reset()
+assert ends(watch), "a kernel's child outlived the reset"
+lib = device.load_library(LIBRARY)
+print(leave_a_child(), flush=True)   # the test watches this one: it lives until
+sys.stdin.readline()                 # this program ends
+"""
+
+
+def test_fork_in_a_kernel_runs_later_kernels_once_and_leaves_no_orphans(kernel_dir):
+    import select
+    import subprocess
+    import sys
+    import tempfile
+    program = f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + FORK_PROGRAM
+    env = dict(os.environ, PYMIC_DEVICES="proc")
+    # stderr to a file: a process that outlives the program (the bug) may
+    # hold it open; stdout is read with a bound for the same reason.
+    with tempfile.TemporaryFile("w+") as errors, \
+            subprocess.Popen([sys.executable, "-c", program], env=env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                             cwd=tempfile.gettempdir()) as child:
+        def stderr():
+            errors.seek(0)
+            return errors.read()
+
+        try:
+            ready = select.select([child.stdout], [], [], 120)[0]
+            line = child.stdout.readline().strip() if ready else ""
+            assert line.isdigit(), line + stderr()
+            orphan = os.pidfd_open(int(line))   # alive: the program waits for us
+            try:
+                child.stdin.write("\n")
+                child.stdin.flush()
+                assert child.wait(timeout=60) == 0, stderr()
+                assert select.select([orphan], [], [], 60)[0] == [orphan], \
+                    "a kernel's child outlived Python"
+            finally:
+                os.close(orphan)
+        finally:
+            if child.poll() is None:
+                child.kill()

@@ -82,19 +82,45 @@ static size_t arena_bytes(const pymic_device *device)
     return PROC_DATA_OFFSET + PROC_ROUND_UP(limit, PROC_PAGE);
 }
 
+/* Where the arena may go: a random 1 GiB-aligned address in [lo, hi)
+ * with room for `bytes` (false: no room). */
+static bool hint_range(size_t bytes, uintptr_t *lo, uint64_t *slots)
+{
+    const uintptr_t gib = (uintptr_t)1 << 30;
+#if PROC_TSAN
+    /* ThreadSanitizer keeps its shadow where the others' hints lie and
+     * refuses to map there; its application memory starts at address 0
+     * (512 GiB in GCC's layout, 2 TiB in newer ones), where nothing of a
+     * position-independent program lives: 64 to 448 GiB. */
+    uintptr_t from = 64 * gib, to = 448 * gib;
+#else
+    /* Above AddressSanitizer's shadow (which ends 2 GiB past 16 TiB). */
+    uintptr_t from = (uintptr_t)16 << 40, to = (uintptr_t)80 << 40;
+#endif
+    if (bytes > to - from)
+        return false;
+    *lo = from;
+    *slots = (to - from - bytes) / gib + 1;
+    return true;
+}
+
 /* Map the arena where a freshly started process has nothing: the device
  * process maps it at the same address after its loader and libraries
  * have taken theirs, and those go near the top of the address space
  * (shared objects, thread stacks) or near the executable.  A random
- * 1 GiB-aligned address between 16 and 80 TiB is free in both in
- * practice; if the system refuses every try, the kernel chooses. */
+ * 1 GiB-aligned address between 16 and 80 TiB (with ThreadSanitizer:
+ * between 64 and 448 GiB) is free in both in practice; if the system
+ * refuses every try, the kernel chooses. */
 static void *map_arena(int fd, size_t bytes)
 {
     int flags = MAP_SHARED | MAP_NORESERVE;
     uint64_t state = pymic_now_ns() ^ ((uint64_t)getpid() << 32);
-    for (int attempt = 0; attempt < 16; attempt++) {
+    uintptr_t lo;
+    uint64_t slots;
+    bool room = hint_range(bytes, &lo, &slots);
+    for (int attempt = 0; room && attempt < 16; attempt++) {
         state = state * 6364136223846793005ull + 1442695040888963407ull;
-        uintptr_t hint = ((uintptr_t)16 << 40) + (uintptr_t)((state >> 33) % (64u << 10)) * (1u << 30);
+        uintptr_t hint = lo + (uintptr_t)((state >> 33) % slots) * ((uintptr_t)1 << 30);
         void *at = mmap((void *)hint, bytes, PROT_READ | PROT_WRITE, flags | MAP_FIXED_NOREPLACE,
                         fd, 0);
         if (at == (void *)hint)
@@ -474,6 +500,9 @@ static int proc_reset(pymic_device *device)
         return pymic_fail(PYMIC_ERR_DEVICE_LOST, "pymic_device_reset: %s", device->lost_why);
     pthread_mutex_lock(&pd->control_lock);
     proc_monitor_respawn(pd);
+    /* A fresh start for the memory too: free device memory holds no pages
+     * (live allocations keep theirs, with their contents). */
+    proc_arena_return_free(pd);
     atomic_fetch_add(&device->generation, 1);
     int status = proc_control_call(pd, PROC_REQ_PING);
     for (int i = 1; i < PROC_MAILBOXES && status == PYMIC_OK; i++) {

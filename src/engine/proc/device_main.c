@@ -11,6 +11,16 @@
  * main thread; each stream's mailbox is served by a thread of its own,
  * started by a START request.  Kernels run on those threads, so a kernel
  * that faults, aborts or exits takes this process down, not the host.
+ *
+ * The monitor starts it in a process group of its own: signals a terminal
+ * sends to the foreground group (Ctrl-C, Ctrl-\, Ctrl-Z) never reach it,
+ * and whatever children kernels leave behind are in that group too.  The
+ * group dies with this process: the monitor kills it when it sees this
+ * process end (reset included), and when the host dies first, its
+ * death signal (SIGHUP here) makes this process kill the group.  A fork()
+ * inside a kernel (or a library constructor) returns in the child too:
+ * that copy leaves as soon as the user code returns instead of serving
+ * the mailboxes.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -30,9 +40,65 @@
 #include "../invoke_call.h"
 #include "shared.h"
 
+#if PROC_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
 static proc_control *control;
 static int device_ncpus = 1;
 static pid_t host_pid; /* the parent: libpymic's process */
+
+/* The host orders the requests of different mailboxes (a program posts
+ * after the answers it waited for, on any stream); ThreadSanitizer sees
+ * only this process, so it is told: each request is taken with an acquire
+ * and answered with a release of one object.  Kernels that really run at
+ * the same time on two streams stay unordered. */
+#if PROC_TSAN
+static char host_order;
+
+static void took_request(void)
+{
+    __tsan_acquire(&host_order);
+}
+
+static void answering(void)
+{
+    __tsan_release(&host_order);
+}
+#else
+static void took_request(void) {}
+static void answering(void) {}
+#endif
+
+static pid_t device_pid;
+/* A private page the kernel wipes in a fork()ed child (MADV_WIPEONFORK,
+ * whichever system call forked): nonzero only in the device process. */
+static volatile unsigned char *original_mark;
+
+static void mark_original(void)
+{
+    void *page = mmap(NULL, PROC_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                      -1, 0);
+    if (page == MAP_FAILED)
+        return;
+    if (madvise(page, PROC_PAGE, MADV_WIPEONFORK) != 0) {
+        munmap(page, PROC_PAGE);
+        return;
+    }
+    original_mark = page;
+    *original_mark = 1;
+}
+
+/* After user code ran (a kernel, a library's constructors): a fork()ed
+ * copy of this thread must never serve, or the requests it sees would run
+ * twice.  Reading the mark costs nothing; getpid (a system call, 0.6 us on
+ * a VM) is only the fallback of kernels without MADV_WIPEONFORK. */
+static void leave_if_forked_copy(void)
+{
+    bool copy = original_mark ? *original_mark == 0 : getpid() != device_pid;
+    if (copy)
+        _exit(0);
+}
 
 static void call_kernel(proc_mailbox *mb)
 {
@@ -55,9 +121,13 @@ static void *serve_stream(void *arg)
     omp_set_num_threads(device_ncpus);
     for (;;) {
         seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, mb->spin_ns);
+        took_request();
         uint32_t request = mb->request;
-        if (request == PROC_REQ_INVOKE)
+        if (request == PROC_REQ_INVOKE) {
             call_kernel(mb);
+            leave_if_forked_copy();
+        }
+        answering();
         proc_store_and_wake(&mb->done, seen & PROC_COUNT_MASK, &mb->host_sleeping);
         if (request == PROC_REQ_QUIT)
             return NULL;
@@ -164,6 +234,35 @@ static void catch_faults(void)
     sigaction(SIGBUS, &action, NULL);
 }
 
+/* The host died (the death signal): take the process group -- this
+ * process and every child a kernel left behind -- with it.  A child that
+ * inherited the handler and gets the signal just dies of it. */
+static void parent_gone(int signal)
+{
+    if (getpid() == device_pid)
+        kill(0, SIGKILL);
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(signal, &dfl, NULL);
+    raise(signal);
+}
+
+static void set_signals(void)
+{
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    sigemptyset(&action.sa_mask);
+    action.sa_handler = parent_gone;
+    sigaction(SIGHUP, &action, NULL);
+    /* A background group's terminal I/O: a kernel's write goes through
+     * (even with `stty tostop`), a read fails with EIO, instead of
+     * stopping this process for good. */
+    action.sa_handler = SIG_IGN;
+    sigaction(SIGTTOU, &action, NULL);
+    sigaction(SIGTTIN, &action, NULL);
+}
+
 static bool parse_cpus(const char *text, cpu_set_t *set, int *count)
 {
     CPU_ZERO(set);
@@ -195,9 +294,14 @@ int main(int argc, char **argv)
     for (int other = 3; other < fd; other++)
         close(other);
     syscall(SYS_close_range, (unsigned)fd + 1, ~0u, 0);
+    /* kill(0, ...) below must only ever reach this process's own group. */
+    device_pid = getpid();
+    if (getpgrp() != device_pid)
+        return PROC_EXIT_GROUP;
     /* Die with the parent; if it died before this line, the signal was
      * never sent: check by hand. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    set_signals();
+    prctl(PR_SET_PDEATHSIG, SIGHUP);
     if (getppid() != parent)
         return PROC_EXIT_PARENT;
     cpu_set_t cpus;
@@ -212,6 +316,7 @@ int main(int argc, char **argv)
     }
     close(fd);
     control = at;
+    mark_original();
     mprotect((char *)at + PROC_CONTROL_BYTES, PROC_PAGE, PROT_NONE);
     catch_faults();
     omp_set_num_threads(device_ncpus);
@@ -220,7 +325,10 @@ int main(int argc, char **argv)
     uint32_t seen = atomic_load(&mb->done);
     for (;;) {
         seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, mb->spin_ns);
+        took_request();
         answer_control(mb);
+        leave_if_forked_copy();
+        answering();
         proc_store_and_wake(&mb->done, seen & PROC_COUNT_MASK, &mb->host_sleeping);
     }
 }

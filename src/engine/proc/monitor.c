@@ -10,6 +10,10 @@
  * waitid on the pidfd reaps it with the reason, whatever SIGCHLD handler
  * the program installed.
  *
+ * The device process leads a process group of its own (terminal signals
+ * do not reach it); on its death the monitor kills that group, so no child
+ * a kernel started outlives it.
+ *
  * On a death the monitor marks the device lost with the cause and the
  * kernel that was running, sets PROC_LOST in every mailbox's `done` and
  * wakes every waiter.  With PYMIC_KERNEL_TIMEOUT it also polls with a
@@ -95,7 +99,11 @@ static void spawn_child(proc_device *pd)
     sigset_t none;
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    /* A process group of its own (pgid = its pid): the terminal's
+     * signals to the foreground group do not reach it, and its group --
+     * it and the children its kernels leave -- can be killed as one. */
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
     pid_t pid;
     int rc = posix_spawn(&pid, exe, &actions, &attr, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
@@ -138,6 +146,9 @@ static void describe_exit(const siginfo_t *info, char *out, size_t len)
         case PROC_EXIT_PARENT:
             snprintf(out, len, "found its parent gone at start");
             return;
+        case PROC_EXIT_GROUP:
+            snprintf(out, len, "was not started in a process group of its own");
+            return;
         default:
             snprintf(out, len, "exited with status %d", info->si_status);
             return;
@@ -168,6 +179,10 @@ static void child_ended(proc_device *pd)
     siginfo_t info;
     memset(&info, 0, sizeof info);
     char how[320];
+    /* Children its kernels left behind do not outlive it: kill its process
+     * group while it is unreaped (a zombie still holds the group's id, so
+     * no other group can have it). */
+    kill(-pd->pid, SIGKILL);
     if (waitid((idtype_t)P_PIDFD, (id_t)pd->pidfd, &info, WEXITED) == 0)
         describe_exit(&info, how, sizeof how);
     else

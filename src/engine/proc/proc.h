@@ -56,6 +56,8 @@ typedef struct proc_device {
 bool proc_arena_init(proc_device *pd);
 pymic_block *proc_arena_get(proc_device *pd, size_t nbytes, size_t alignment);
 void proc_arena_put(proc_device *pd, pymic_block *block);
+/* Give the pages of all free device memory back to the system (reset). */
+void proc_arena_return_free(proc_device *pd);
 
 /* monitor.c: start the monitor thread and the first device process
  * (false: out of resources; a process that cannot start marks the device

@@ -37,6 +37,19 @@
 
 #include "pymic.h"
 
+/* Built with ThreadSanitizer (GCC says so with a macro, clang with
+ * __has_feature). */
+#if defined(__SANITIZE_THREAD__)
+#define PROC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PROC_TSAN 1
+#endif
+#endif
+#ifndef PROC_TSAN
+#define PROC_TSAN 0
+#endif
+
 #define PROC_MAILBOXES 256         /* control + 255 streams per device */
 #define PROC_LOST 0x80000000u      /* in `done`: the device process died */
 #define PROC_COUNT_MASK 0x7fffffffu
@@ -93,6 +106,7 @@ typedef struct proc_control {
 #define PROC_EXIT_PARENT 121     /* its parent was gone before it started  */
 #define PROC_EXIT_MAP 122        /* MAP_FIXED_NOREPLACE refused the address */
 #define PROC_EXIT_AFFINITY 123
+#define PROC_EXIT_GROUP 124      /* not started in a process group of its own */
 
 static inline uint64_t proc_now_ns(void)
 {

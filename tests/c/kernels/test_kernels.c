@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 PYMIC_KERNEL void empty_kernel(void) {}
 
@@ -107,4 +108,20 @@ PYMIC_KERNEL void write_past(double *out, const int64_t *n)
 {
     for (int64_t i = 0; i < *n; i++)
         out[i] = 1.0;
+}
+
+/* fork()s, and both copies return: the child's copy of the calling thread
+ * must not go on serving its mailbox (process device). */
+PYMIC_KERNEL void fork_and_return(void) { (void)fork(); }
+
+/* fork()s a child that waits for a signal forever; *pid is the child's
+ * pid (or -1): a child a kernel leaves behind. */
+PYMIC_KERNEL void fork_sleeper(int64_t *pid)
+{
+    pid_t child = fork();
+    if (child == 0) {
+        for (;;)
+            pause();
+    }
+    *pid = child;
 }
