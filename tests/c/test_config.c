@@ -613,8 +613,6 @@ static void expect_auto_bound(const void *arg)
     CHECK(device_cpus(own, cpus) == 1 && cpus[0] == avail[navail - 1]);
 }
 
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-/* The process-device checks below only run unsanitized (see test_auto). */
 /* Threads of this process, and processes it started (children of any of
  * its threads), from /proc. */
 static int count_threads(void)
@@ -687,7 +685,6 @@ static void expect_auto_lazy(const void *arg)
     CHECK(count_children() == 2);
     CHECK_OK(pymic_stream_destroy(s));
 }
-#endif
 
 /* Two threads using a lazy device at once: it is set up once, and both
  * get working streams and memory (TSan checks the set-up is race-free). */
@@ -745,13 +742,8 @@ static void run_auto_cases(void)
     in_child("host:auto, bound, init", "host:auto", expect_auto_bound, last_of_two);
     in_child("host:auto, a lazy device used by two threads at once", "host:auto",
              expect_auto_lazy_concurrent, NULL);
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    /* pymic-device is never sanitized (tests/c/meson.build). */
-    printf("skipped: proc:auto set-up on first use (no process devices under sanitizers)\n");
-#else
     in_child("proc:auto sets up other ranks' devices on first use", "proc:auto",
              expect_auto_lazy, NULL);
-#endif
     static const char *const bad_pair[2] = {"OMPI_COMM_WORLD_LOCAL_RANK", "zero"};
     in_child("host:auto, bad launcher variable", "host:auto", expect_bad_variable, bad_pair);
 }
