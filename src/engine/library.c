@@ -67,7 +67,7 @@ static char *absolute_name(const char *path)
 static int load_open_file(pymic_device *d, int fd, const char *path, bool by_path,
                           pymic_library **library_out)
 {
-    static const char op[] = "pymic_library_load";
+    static const char op[] = "loading a library";
     struct stat st;
     const char *wrong = NULL;
     if (fstat(fd, &st) != 0)
@@ -109,7 +109,7 @@ static int load_open_file(pymic_device *d, int fd, const char *path, bool by_pat
 
 int pymic_library_load(int device, const char *path, pymic_library **library_out)
 {
-    static const char op[] = "pymic_library_load";
+    static const char op[] = "loading a library";
     int status;
     pymic_device *d = pymic_device_open(device, op, &status);
     if (!d)
@@ -148,13 +148,14 @@ static int load_callers_fd(const char *op, int device, int fd, const char *path,
 
 int pymic_library_load_opened(int device, int fd, const char *path, pymic_library **library_out)
 {
-    return load_callers_fd("pymic_library_load_opened", device, fd, path, true, library_out);
+    return load_callers_fd("loading a library", device, fd, path, true, library_out);
 }
 
 int pymic_library_load_fd(int device, int fd, const char *path, pymic_library **library_out)
 {
     /* Checked by the caller on the open file: never looked up by name. */
-    return load_callers_fd("pymic_library_load_fd", device, fd, path, false, library_out);
+    return load_callers_fd("loading a checked library file", device, fd, path, false,
+                           library_out);
 }
 
 static void close_library(void *arg)
@@ -224,7 +225,7 @@ static struct pymic_kernel *find_cached(pymic_library *library, const char *name
 
 int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **kernel_out)
 {
-    static const char op[] = "pymic_kernel_find";
+    static const char op[] = "looking up a kernel";
     if (!library || !name || !kernel_out)
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT, "%s: NULL library, name or output", op);
     int device = library->device->id;

@@ -354,14 +354,14 @@ int pymic_trace_start(size_t commands_per_stream)
     if (pymic_trace_on()) {
         pthread_mutex_unlock(&registry.lock);
         return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
-                          "pymic_trace_start: a trace is already being recorded");
+                          "starting a trace: a trace is already being recorded");
     }
     if (!registry.waits) {
         registry.waits = reserve(WAIT_CAPACITY * sizeof *registry.waits);
         if (!registry.waits) {
             pthread_mutex_unlock(&registry.lock);
             return pymic_fail(PYMIC_ERR_SYSTEM,
-                              "pymic_trace_start: cannot reserve memory for the trace");
+                              "starting a trace: cannot reserve memory for it");
         }
     }
     free_retired();

@@ -383,8 +383,10 @@ failing(lambda: pymic.OffloadEvent().sync())
 pointer = stream.allocate_device_memory(64)
 stream.deallocate_device_memory(pointer)
 failing(lambda: stream.deallocate_device_memory(pointer))
+failing(lambda: device.load_library(BROKEN))               # an undefined symbol
+failing(lambda: lib.get_kernel("no_such_kernel"))
 for message in messages:
-    assert not re.match(r"pymic_[a-z_]+:", message), message
+    assert not re.search(r"pymic_[a-z_]+:", message), message
 number = re.match(r"sync of stream (\\d+) on device 0: ", sync_message)
 assert number, sync_message
 assert "kernel 'fill_ones'" in sync_message, sync_message
@@ -394,7 +396,8 @@ print("ok")
 
 
 def test_messages_say_what_the_user_did(kernel_dir):
-    program = f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + MESSAGE_PROGRAM
+    program = (f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n"
+               f"BROKEN = {str(kernel_dir / 'libpymicundefined.so')!r}\n" + MESSAGE_PROGRAM)
     result = run_python(program, env={"PYMIC_CHECK": "bounds"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok"

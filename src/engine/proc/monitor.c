@@ -280,7 +280,7 @@ void proc_monitor_respawn(proc_device *pd)
     pthread_mutex_lock(&pd->lock);
     if (pd->state == PROC_CHILD_RUNNING) {
         if (pd->cause[0] == '\0')
-            snprintf(pd->cause, sizeof pd->cause, "was stopped by pymic_device_reset");
+            snprintf(pd->cause, sizeof pd->cause, "was stopped by a reset of the device");
         syscall(SYS_pidfd_send_signal, pd->pidfd, SIGKILL, NULL, 0);
         while (pd->state == PROC_CHILD_RUNNING)
             pthread_cond_wait(&pd->cond, &pd->lock);
