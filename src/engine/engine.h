@@ -250,14 +250,20 @@ struct pymic_stream {
      * command, `completed` the one up to which all have run.  Each counter
      * shares a cache line only with the wait queue of its readers. */
     _Alignas(64) pthread_mutex_t enqueue_lock;
+    /* Under enqueue_lock: the newest sequence number known to fit in the
+     * ring (completed + PYMIC_RING_SLOTS as last read), so reserving
+     * reads `completed` only when this is used up. */
+    uint64_t room_until;
     _Alignas(64) _Atomic uint64_t enqueued;
     pymic_waitq work_q;        /* the worker sleeps here when idle        */
     _Alignas(64) _Atomic uint64_t completed;
     pymic_waitq done_q;        /* host syncs and blocked producers        */
     /* Commands are run by whoever claims them: the worker, or a thread
      * waiting in a sync ("caller runs", stream.c).  `claimed` is the newest
-     * command somebody has started; a command may be claimed only while
-     * completed == claimed, so they still run one at a time, in order.
+     * command somebody has taken to run; commands may be claimed only
+     * while completed == claimed, so they still run one at a time, in
+     * order (one claim may take several: its claimer runs them in order
+     * and publishes `completed` after each).
      * `lazy` is set while syncing threads run the commands themselves: the
      * idle worker then naps instead of spinning or being woken. */
     _Atomic uint64_t claimed;

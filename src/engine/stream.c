@@ -31,9 +31,15 @@ static pymic_command *slot_of(pymic_command *ring, uint64_t seq)
  * again when a command waits unclaimed for a whole nap or when a waiter
  * goes to sleep (done_q kicks work_q).
  *
- * Claims: a command may be claimed only while completed == claimed, by a
- * compare-and-swap of `claimed`; the winner runs it and then publishes
- * `completed`.  So commands still run one at a time and in order.
+ * Claims: commands may be claimed only while completed == claimed, by a
+ * compare-and-swap of `claimed`; the winner runs them and publishes
+ * `completed` after each.  So commands still run one at a time and in
+ * order.  One claim may take several commands (a batch: everything
+ * enqueued, up to CLAIM_BATCH, that the claimer may run): a producer
+ * that enqueues faster than its worker runs then costs the worker one
+ * compare-and-swap, and one look at `enqueued`, per batch instead of per
+ * command.  Until the claimer has run its batch nobody else runs any of
+ * it (a sync waits for it as for any running command).
  * ------------------------------------------------------------------ */
 
 /* run_class of a slot: who may claim it. */
@@ -54,6 +60,9 @@ enum {
 #define NAPS_BEFORE_SLEEP 40
 /* A lazy worker is woken at once when this many commands wait unclaimed. */
 #define LAZY_BACKLOG 64u
+/* The most commands one claim takes.  A caller in a timed wait claims one
+ * at a time, so it looks at its deadline after each. */
+#define CLAIM_BATCH 32u
 
 /* What a kernel's runs on a stream say about its length.  It takes two
  * slow runs in a row to call a short kernel long: a single run that paid
@@ -120,15 +129,22 @@ pymic_command *pymic_stream_reserve(pymic_stream *stream)
 {
     pthread_mutex_lock(&stream->enqueue_lock);
     uint64_t seq = atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
-    if (seq > PYMIC_RING_SLOTS &&
-        atomic_load_explicit(&stream->completed, memory_order_acquire) < seq - PYMIC_RING_SLOTS) {
-        /* Full ring: the worker must run, whatever it was told. */
-        uint64_t room = seq - PYMIC_RING_SLOTS;
-        uint64_t traced = pymic_trace_wait_begin();
-        pymic_kick(&stream->work_q);
-        pymic_wait_geq(&stream->done_q, &stream->completed, room);
-        pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_ROOM, stream->device->id, stream, room,
-                             PYMIC_OK);
+    /* `completed` is written by the runner after every command: read it
+     * only when the room known from the last look is used up, so the
+     * producer does not pull the runner's line over at every command. */
+    if (seq > stream->room_until) {
+        uint64_t completed = atomic_load_explicit(&stream->completed, memory_order_acquire);
+        if (seq > completed + PYMIC_RING_SLOTS) {
+            /* Full ring: the worker must run, whatever it was told. */
+            uint64_t room = seq - PYMIC_RING_SLOTS;
+            uint64_t traced = pymic_trace_wait_begin();
+            pymic_kick(&stream->work_q);
+            pymic_wait_geq(&stream->done_q, &stream->completed, room);
+            pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_ROOM, stream->device->id, stream,
+                                 room, PYMIC_OK);
+            completed = atomic_load_explicit(&stream->completed, memory_order_acquire);
+        }
+        stream->room_until = completed + PYMIC_RING_SLOTS;
     }
     return slot_of(stream->ring, seq);
 }
@@ -166,23 +182,33 @@ void pymic_stream_cancel(pymic_stream *stream)
     pthread_mutex_unlock(&stream->enqueue_lock);
 }
 
-/* Claim the next command if nobody runs one and it is enqueued, at most
- * `last` and at least of class `min_class`; 0 if not. */
-static uint64_t try_claim(pymic_stream *stream, uint64_t last, unsigned char min_class)
+/* Claim the next commands if nobody runs one: those enqueued, at most
+ * `last`, at most `most` of them, each at least of class `min_class`.
+ * Returns the first claimed sequence number and sets *end to the last;
+ * 0 if nothing was claimed. */
+static uint64_t try_claim(pymic_stream *stream, uint64_t last, unsigned char min_class,
+                          uint64_t most, uint64_t *end)
 {
     uint64_t seq = atomic_load_explicit(&stream->claimed, memory_order_acquire);
-    if (seq >= last || seq >= atomic_load_explicit(&stream->enqueued, memory_order_acquire) ||
-        atomic_load_explicit(&stream->completed, memory_order_acquire) != seq)
+    if (seq >= last || atomic_load_explicit(&stream->completed, memory_order_acquire) != seq)
         return 0;
-    /* May be stale if the slot has been reused meanwhile; then the claim
-     * below fails, because claimed has moved on. */
-    unsigned char run_class = atomic_load_explicit(&slot_of(stream->ring, seq + 1)->run_class,
-                                                   memory_order_relaxed);
-    if (run_class < min_class)
+    uint64_t enqueued = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
+    uint64_t upto = enqueued < last ? enqueued : last;
+    if (upto > seq + most)
+        upto = seq + most;
+    /* The classes may be stale if a slot has been reused meanwhile; then
+     * the claim below fails, because claimed has moved on. */
+    uint64_t take = seq;
+    while (take < upto && (min_class == RUN_WORKER_ONLY ||
+                           atomic_load_explicit(&slot_of(stream->ring, take + 1)->run_class,
+                                                memory_order_relaxed) >= min_class))
+        take++;
+    if (take == seq)
         return 0;
-    if (!atomic_compare_exchange_strong_explicit(&stream->claimed, &seq, seq + 1,
+    if (!atomic_compare_exchange_strong_explicit(&stream->claimed, &seq, take,
                                                  memory_order_acq_rel, memory_order_relaxed))
         return 0;
+    *end = take;
     return seq + 1;
 }
 
@@ -326,19 +352,23 @@ static void *worker_main(void *arg)
 {
     pymic_stream *stream = arg;
     for (;;) {
-        uint64_t seq = try_claim(stream, UINT64_MAX, RUN_WORKER_ONLY);
+        uint64_t end;
+        uint64_t seq = try_claim(stream, UINT64_MAX, RUN_WORKER_ONLY, CLAIM_BATCH, &end);
         if (!seq) {
             worker_wait(stream);
             continue;
         }
-        if (slot_of(stream->ring, seq)->kind == PYMIC_CMD_STOP) {
-            uint64_t traced = pymic_trace_exec_begin(stream, seq);
-            pymic_trace_exec_end(stream, seq, traced);
-            complete(stream, seq);
-            worker_finish(stream);
-            return NULL;
+        for (; seq <= end; seq++) {
+            /* STOP is the stream's last command: it ends every batch. */
+            if (slot_of(stream->ring, seq)->kind == PYMIC_CMD_STOP) {
+                uint64_t traced = pymic_trace_exec_begin(stream, seq);
+                pymic_trace_exec_end(stream, seq, traced);
+                complete(stream, seq);
+                worker_finish(stream);
+                return NULL;
+            }
+            run_claimed(stream, seq, true);
         }
-        run_claimed(stream, seq, true);
     }
 }
 
@@ -350,12 +380,15 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
         return 1;
     bool may_run = pymic_host_caller_may_run(stream->device);
     unsigned char min_class = deadline == UINT64_MAX ? RUN_UNTIMED : RUN_QUICK;
+    uint64_t most = deadline == UINT64_MAX ? CLAIM_BATCH : 1;
     for (;;) {
-        uint64_t seq = may_run ? try_claim(stream, target, min_class) : 0;
+        uint64_t end;
+        uint64_t seq = may_run ? try_claim(stream, target, min_class, most, &end) : 0;
         if (seq) {
             if (!atomic_load_explicit(&stream->lazy, memory_order_relaxed))
                 atomic_store_explicit(&stream->lazy, 1, memory_order_relaxed);
-            run_claimed(stream, seq, false);
+            for (; seq <= end; seq++)
+                run_claimed(stream, seq, false);
             if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
                 return 1;
             if (deadline != UINT64_MAX && pymic_now_ns() >= deadline)
@@ -376,8 +409,9 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
              * leave the next ones to us.  (Long ones stay the worker's, so
              * a program that overlaps them with its own work keeps doing
              * so.) */
-            unsigned char running = atomic_load_explicit(&slot_of(stream->ring, claimed)->run_class,
-                                                         memory_order_relaxed);
+            unsigned char running =
+                atomic_load_explicit(&slot_of(stream->ring, completed + 1)->run_class,
+                                     memory_order_relaxed);
             if (may_run && running == RUN_QUICK &&
                 !atomic_load_explicit(&stream->lazy, memory_order_relaxed))
                 atomic_store_explicit(&stream->lazy, 1, memory_order_relaxed);
