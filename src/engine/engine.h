@@ -114,8 +114,14 @@ typedef struct pymic_device {
     cpu_set_t cpuset;
     char name[PYMIC_NAME_MAX];
 
-    pthread_mutex_t lock;      /* guards the stream list                  */
+    pthread_mutex_t lock;      /* guards the stream lists                 */
     struct pymic_stream *streams;
+    /* The streams that may have work: device-wide waits walk only these
+     * (device.c, "Which streams have work"). */
+    struct pymic_stream *busy;
+    /* Streams looked at by device-wide waits so far
+     * (pymic_device_sync_visits). */
+    _Atomic uint64_t sync_visits;
     size_t memory_limit;       /* guarded by the allocation table's lock  */
     size_t memory_used;        /* idem                                    */
 
@@ -239,6 +245,7 @@ struct pymic_stream {
     pthread_t worker;
     unsigned fork_generation;            /* see pymic_engine             */
     struct pymic_stream *next_in_device; /* guarded by device->lock */
+    struct pymic_stream *next_busy;      /* idem, while busy_listed     */
     /* The owner's reference (handed to the worker by destroy, dropped when
      * it reaches STOP) plus one for each holder that must still read the
      * counters: device-sync snapshots, allocation uses, parked releases.
@@ -256,6 +263,9 @@ struct pymic_stream {
     uint64_t room_until;
     _Alignas(64) _Atomic uint64_t enqueued;
     pymic_waitq work_q;        /* the worker sleeps here when idle        */
+    /* Set while the stream is on its device's busy list (changed under
+     * the device lock; read by every publish, next to `enqueued`). */
+    _Atomic int busy_listed;
     _Alignas(64) _Atomic uint64_t completed;
     pymic_waitq done_q;        /* host syncs and blocked producers        */
     /* Commands are run by whoever claims them: the worker, or a thread
@@ -335,6 +345,16 @@ void pymic_stream_publish(pymic_stream *stream);
 /* Give the reserved slot up unpublished and release the lock. */
 void pymic_stream_cancel(pymic_stream *stream);
 
+/* Wait until command `target` of `stream` has completed, running
+ * commands on this thread where a sync may (stream.c, "Who runs a
+ * command"); `deadline` on the monotonic clock, UINT64_MAX for none.
+ * 1 once reached, 0 on timeout.  Reports no failure. */
+int pymic_stream_wait_until(pymic_stream *stream, uint64_t target, uint64_t deadline);
+
+/* Put `stream` on its device's busy list unless it is there (device.c);
+ * pymic_stream_publish calls it when it finds busy_listed clear. */
+void pymic_device_list_busy(pymic_stream *stream);
+
 /* Run one command on the worker (invoke.c, memory.c, event.c). */
 void pymic_command_execute(pymic_stream *stream, pymic_command *cmd);
 
@@ -396,9 +416,10 @@ void pymic_parked_poll(void);
 void pymic_parked_drain(void);
 extern _Atomic int pymic_parked_count;
 
-/* A snapshot of every stream of `device` with its newest sequence number
- * (each retained): "everything queued on this device so far".  On success
- * *uses is malloc'd (NULL when there are no streams). */
+/* A snapshot of every stream of `device` that has work, with its newest
+ * sequence number (each retained): "everything queued on this device so
+ * far" (idle streams have passed it already).  On success *uses is
+ * malloc'd (NULL when no stream has work). */
 int pymic_device_snapshot(pymic_device *device, pymic_use **uses, int *count);
 
 /* ------------------------------------------------------------ fork safety */

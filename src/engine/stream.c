@@ -157,9 +157,16 @@ void pymic_stream_publish(pymic_stream *stream)
     unsigned char run_class = run_class_of(stream, cmd);
     atomic_store_explicit(&cmd->run_class, run_class, memory_order_relaxed);
     pymic_trace_enqueue(stream, cmd, seq);
-    /* seq_cst store: ordered before reading the worker's sleeper count. */
+    /* seq_cst store: ordered before reading the worker's sleeper count
+     * and busy_listed (device.c pairs with it). */
     atomic_store_explicit(&stream->enqueued, seq, memory_order_seq_cst);
     pthread_mutex_unlock(&stream->enqueue_lock);
+    /* Device-wide waits see the stream from now on.  Not for STOP: the
+     * worker may already have passed it and left the device's lists, and
+     * a STOP alone is nothing to wait for. */
+    if (kind != PYMIC_CMD_STOP &&
+        !atomic_load_explicit(&stream->busy_listed, memory_order_seq_cst))
+        pymic_device_list_busy(stream);
     /* A stop, an event wait or an event record may be waited for where no
      * caller can run it (another stream, an event sync): wake a napping
      * worker too.  Other commands only wake a sleeping one, unless they
@@ -330,6 +337,13 @@ static void unlink_from_device(pymic_stream *stream)
             break;
         }
     }
+    for (pymic_stream **link = &d->busy; *link; link = &(*link)->next_busy) {
+        if (*link == stream) {
+            *link = stream->next_busy;
+            atomic_store_explicit(&stream->busy_listed, 0, memory_order_relaxed);
+            break;
+        }
+    }
     pthread_mutex_unlock(&d->lock);
 }
 
@@ -378,7 +392,9 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
 {
     if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
         return 1;
-    bool may_run = pymic_host_caller_may_run(stream->device);
+    /* A wait with no time left (a timeout of 0: a poll) runs nothing. */
+    bool may_run = pymic_host_caller_may_run(stream->device) &&
+                   (deadline == UINT64_MAX || pymic_now_ns() < deadline);
     unsigned char min_class = deadline == UINT64_MAX ? RUN_UNTIMED : RUN_QUICK;
     uint64_t most = deadline == UINT64_MAX ? CLAIM_BATCH : 1;
     for (;;) {
@@ -439,6 +455,11 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
             return 0;
         return 1;
     }
+}
+
+int pymic_stream_wait_until(pymic_stream *stream, uint64_t target, uint64_t deadline)
+{
+    return stream_wait(stream, target, deadline);
 }
 
 void pymic_stream_retain(pymic_stream *stream)
