@@ -136,9 +136,10 @@ static bool still_busy(pymic_stream *s)
 }
 
 /* Every busy stream of `device` with its newest sequence number, each
- * retained, into `small` (room for `nsmall`) or, when more are busy, a
- * malloc'd array; *count_out of them (none: *uses_out is `small`). */
-static int snapshot_busy(pymic_device *device, pymic_use *small, int nsmall,
+ * retained (and with `ring` a ring user too), into `small` (room for
+ * `nsmall`) or, when more are busy, a malloc'd array; *count_out of them
+ * (none: *uses_out is `small`). */
+static int snapshot_busy(pymic_device *device, bool ring, pymic_use *small, int nsmall,
                          pymic_use **uses_out, int *count_out)
 {
     pthread_mutex_lock(&device->lock);
@@ -161,6 +162,8 @@ static int snapshot_busy(pymic_device *device, pymic_use *small, int nsmall,
     int k = 0;
     for (pymic_stream *s = device->busy; s; s = s->next_busy) {
         pymic_stream_retain(s);
+        if (ring)
+            atomic_fetch_add_explicit(&s->ring_users, 1, memory_order_relaxed);
         uses[k].stream = s;
         uses[k].seq = atomic_load_explicit(&s->enqueued, memory_order_acquire);
         k++;
@@ -173,13 +176,13 @@ static int snapshot_busy(pymic_device *device, pymic_use *small, int nsmall,
 
 int pymic_device_snapshot(pymic_device *device, pymic_use **uses_out, int *count_out)
 {
-    return snapshot_busy(device, NULL, 0, uses_out, count_out);
+    return snapshot_busy(device, false, NULL, 0, uses_out, count_out);
 }
 
 /* Busy streams are snapshotted under the device lock, each retained, and
  * waited for with no lock held: other threads may create and destroy
  * streams meanwhile, and a stream destroyed during the wait stays
- * readable until its reference is dropped.  Each is waited for as a
+ * readable, ring included, until this sync drops it.  Each is waited for as a
  * stream sync waits (pymic_stream_wait_until): commands this thread may
  * run it runs, and a stream already done costs two loads. */
 static int device_sync(int device, uint64_t timeout_ns, const char *op)
@@ -196,7 +199,7 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
     uint64_t traced = pymic_trace_wait_begin();
     pymic_use small[16], *uses;
     int n;
-    status = snapshot_busy(d, small, (int)(sizeof small / sizeof small[0]), &uses, &n);
+    status = snapshot_busy(d, true, small, (int)(sizeof small / sizeof small[0]), &uses, &n);
     if (status != PYMIC_OK)
         return status;
     for (int i = 0; i < n; i++) {
@@ -205,6 +208,7 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
             status = PYMIC_ERR_TIMEOUT;
         if (status == PYMIC_OK)
             status = pymic_stream_take_failure(s, uses[i].seq, op);
+        pymic_stream_drop_ring(s);
         pymic_stream_release(s);
     }
     if (uses != small)

@@ -251,6 +251,12 @@ struct pymic_stream {
      * counters: device-sync snapshots, allocation uses, parked releases.
      * The memory goes with the last reference. */
     _Atomic int refs;
+    /* Holders that may still read the ring: the worker until it has
+     * passed STOP, and device syncs (which wait as a stream sync does,
+     * looking at the next commands) while they wait.  The ring goes with
+     * the last of them (pymic_stream_drop_ring), before the stream's
+     * memory when references outlive them. */
+    _Atomic int ring_users;
 
     /* Producers serialise on `enqueue_lock`; the worker is the only
      * consumer.  `enqueued` is the sequence number of the newest published
@@ -317,6 +323,11 @@ void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status, co
 /* Keep a stream's memory (and so its counters) alive / let it go. */
 void pymic_stream_retain(pymic_stream *stream);
 void pymic_stream_release(pymic_stream *stream);
+/* Stop using the ring of a stream (see ring_users); the last user frees
+ * it.  A new user counts itself in under the device lock while the
+ * stream is on a device list, i.e. before its worker has dropped its own
+ * use. */
+void pymic_stream_drop_ring(pymic_stream *stream);
 
 /* True once the stream's commands up to `seq` have run.  (seq_cst: see
  * the parked-release handshake in stream.c's worker loop.) */

@@ -347,19 +347,28 @@ static void unlink_from_device(pymic_stream *stream)
     pthread_mutex_unlock(&d->lock);
 }
 
-/* The worker's last act: leave the device's list (device syncs no longer
- * see the stream) and drop the owner's reference that destroy handed it. */
+/* The worker's last act: leave the device's lists (device syncs no
+ * longer see the stream) and drop the owner's reference that destroy
+ * handed it. */
 static void worker_finish(pymic_stream *stream)
 {
     pymic_trace_stream_exit(stream);
     stream->ops->worker_exit(stream);
-    /* Nobody reads the ring after STOP (the handle died at destroy); the
-     * references that may keep the stream a while longer (use lists,
+    unlink_from_device(stream);
+    /* After STOP only a device sync that took the stream before it left
+     * the lists may still look at the ring (the handle died at destroy);
+     * the references that may keep the stream a while longer (use lists,
      * parked releases) only read its counters. */
+    pymic_stream_drop_ring(stream);
+    pymic_stream_release(stream);
+}
+
+void pymic_stream_drop_ring(pymic_stream *stream)
+{
+    if (atomic_fetch_sub_explicit(&stream->ring_users, 1, memory_order_acq_rel) != 1)
+        return;
     free(stream->ring);
     stream->ring = NULL;
-    unlink_from_device(stream);
-    pymic_stream_release(stream);
 }
 
 static void *worker_main(void *arg)
@@ -519,6 +528,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     stream->ring = ring;
     stream->fork_generation = atomic_load(&pymic_global.fork_generation);
     atomic_init(&stream->refs, 1);
+    atomic_init(&stream->ring_users, 1); /* the worker's */
     pthread_mutex_init(&stream->enqueue_lock, NULL);
     stream->done_q.kick_on_sleep = &stream->work_q;
     /* Listed before the worker starts: the worker unlinks it at STOP. */

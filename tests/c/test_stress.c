@@ -11,8 +11,9 @@
  * still run once each, in order, one at a time, while the worker and
  * three syncing threads hand the stream over to each other.  (A batch
  * claimed wrongly also shows as a hang: `completed` would go backwards.)
- * The stress test has many threads enqueue into
- * shared and private streams, sync in every way the engine offers
+ * A device sync waits for every command enqueued before it while other
+ * threads create, fill and destroy streams.  The stress test has many
+ * threads enqueue into shared and private streams, sync in every way the engine offers
  * (sync, wait_seq, timed waits in slices, polling, events, device sync),
  * with the spin window at 0 and at its default, and checks per-producer
  * sequence numbers and sums kept by the kernels.
@@ -39,7 +40,8 @@
 
 extern char **environ;
 
-static pymic_kernel *k_order, *k_who, *k_sleep, *k_gate, *k_team, *k_sleep_who, *k_sequence;
+static pymic_kernel *k_order, *k_who, *k_sleep, *k_gate, *k_team, *k_sleep_who, *k_sequence,
+    *k_count;
 
 static pymic_arg ptr_arg(void *p)
 {
@@ -68,6 +70,7 @@ static void load_kernels(const char *path)
     CHECK_OK(pymic_kernel_find(lib, "stress_team_size", &k_team));
     CHECK_OK(pymic_kernel_find(lib, "stress_sleep_whoami", &k_sleep_who));
     CHECK_OK(pymic_kernel_find(lib, "stress_sequence", &k_sequence));
+    CHECK_OK(pymic_kernel_find(lib, "stress_count", &k_count));
 }
 
 static int invoke_order(pymic_stream *s, int64_t *track, int64_t value)
@@ -348,6 +351,79 @@ static void test_batched_claims_keep_order(long total)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* ------------------------------------------------- device sync, churn */
+
+/* A device sync waits for every command whose enqueue returned before the
+ * sync was called, while other threads create streams, enqueue into them,
+ * sometimes sync them, and destroy them (device.c keeps a list of the
+ * streams with work; this is that list under churn). */
+typedef struct {
+    _Atomic int64_t announced; /* commands whose invoke has returned */
+    _Atomic int64_t ran;       /* runs counted by the kernel         */
+    _Atomic int stop;
+    uint64_t rng;
+    long wrong;
+} churner;
+
+static void *churn_thread(void *arg)
+{
+    churner *c = arg;
+    pymic_arg counter = ptr_arg((void *)&c->ran);
+    while (!atomic_load(&c->stop)) {
+        uint64_t r = next_random(&c->rng);
+        pymic_stream *s;
+        if (pymic_stream_create(0, &s) != PYMIC_OK) {
+            c->wrong++;
+            return NULL;
+        }
+        for (int i = 0, n = 1 + (int)(r % 24); i < n; i++) {
+            c->wrong += pymic_invoke(s, k_count, 1, &counter) != PYMIC_OK;
+            atomic_fetch_add(&c->announced, 1);
+        }
+        if ((r >> 8) % 4 == 0)
+            c->wrong += pymic_stream_sync(s) != PYMIC_OK;
+        c->wrong += pymic_stream_destroy(s) != PYMIC_OK;
+    }
+    return NULL;
+}
+
+static void test_device_sync_waits_for_churning_streams(long commands_wanted)
+{
+    enum { CHURNERS = 3 };
+    static churner churners[CHURNERS];
+    pthread_t threads[CHURNERS];
+    for (int i = 0; i < CHURNERS; i++) {
+        memset(&churners[i], 0, sizeof churners[i]);
+        churners[i].rng = 0x9e3779b97f4a7c15u * (uint64_t)(i + 7);
+        pthread_create(&threads[i], NULL, churn_thread, &churners[i]);
+    }
+    long early = 0, failed = 0, rounds = 0;
+    for (int64_t seen = 0; seen < commands_wanted; rounds++) {
+        int64_t announced[CHURNERS];
+        seen = 0;
+        for (int i = 0; i < CHURNERS; i++)
+            seen += announced[i] = atomic_load(&churners[i].announced);
+        failed += pymic_device_sync(0) != PYMIC_OK;
+        for (int i = 0; i < CHURNERS; i++)
+            early += atomic_load(&churners[i].ran) < announced[i];
+    }
+    for (int i = 0; i < CHURNERS; i++) {
+        atomic_store(&churners[i].stop, 1);
+        pthread_join(threads[i], NULL);
+        CHECK(churners[i].wrong == 0);
+    }
+    CHECK_OK(pymic_device_sync(0));
+    CHECK(failed == 0);
+    CHECK(early == 0); /* a device sync returned before work it had to wait for */
+    long commands = 0;
+    for (int i = 0; i < CHURNERS; i++) {
+        CHECK(atomic_load(&churners[i].ran) == atomic_load(&churners[i].announced));
+        commands += (long)atomic_load(&churners[i].announced);
+    }
+    printf("device sync under churn: %ld device syncs, %ld commands on streams created "
+           "and destroyed meanwhile\n", rounds, commands);
+}
+
 /* ---------------------------------------------------------- outside */
 
 typedef struct {
@@ -577,6 +653,7 @@ int main(int argc, char **argv)
     const char *text = getenv("PYMIC_STRESS_OPS");
     long total = text && *text ? atol(text) : 1000000;
     test_batched_claims_keep_order(total / 20);
+    test_device_sync_waits_for_churning_streams(total / 50);
     stress_round(0, total / 2);
     stress_round(default_spin, total - total / 2);
     return check_finish();

@@ -87,3 +87,11 @@ PYMIC_KERNEL void stress_sequence(int64_t *seq, _Atomic int64_t *busy, int64_t *
     seq[3] += tid == *caller;
     atomic_store(busy, 0);
 }
+
+/* Count one run in *counter (any thread may run it: atomic); every 16th
+ * run leaves the CPU, so that work stays pending now and then. */
+PYMIC_KERNEL void stress_count(_Atomic int64_t *counter)
+{
+    if (atomic_fetch_add(counter, 1) % 16 == 0)
+        sched_yield();
+}
