@@ -191,11 +191,7 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
     pymic_device *d = pymic_device_lookup(device, op, &status);
     if (!d)
         return status;
-    uint64_t deadline = UINT64_MAX;
-    if (timeout_ns != UINT64_MAX) {
-        uint64_t now = pymic_now_ns();
-        deadline = timeout_ns >= UINT64_MAX - now ? UINT64_MAX - 1 : now + timeout_ns;
-    }
+    uint64_t deadline = pymic_deadline(timeout_ns);
     uint64_t traced = pymic_trace_wait_begin();
     pymic_use small[16], *uses;
     int n;

@@ -358,9 +358,14 @@ void pymic_stream_cancel(pymic_stream *stream);
 
 /* Wait until command `target` of `stream` has completed, running
  * commands on this thread where a sync may (stream.c, "Who runs a
- * command"); `deadline` on the monotonic clock, UINT64_MAX for none.
- * 1 once reached, 0 on timeout.  Reports no failure. */
+ * command"); `deadline` from pymic_deadline.  1 once reached, 0 on
+ * timeout.  Reports no failure. */
 int pymic_stream_wait_until(pymic_stream *stream, uint64_t target, uint64_t deadline);
+
+/* The deadline on the monotonic clock of a wait of `timeout_ns`:
+ * UINT64_MAX for none (timeout UINT64_MAX), 0 for a poll (timeout 0,
+ * which runs no command), else now + timeout. */
+uint64_t pymic_deadline(uint64_t timeout_ns);
 
 /* Put `stream` on its device's busy list unless it is there (device.c);
  * pymic_stream_publish calls it when it finds busy_listed clear. */

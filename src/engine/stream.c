@@ -396,14 +396,14 @@ static void *worker_main(void *arg)
 }
 
 /* Wait until command `target` has completed, running commands on this
- * thread where allowed (see the top of this section).  0 on timeout. */
+ * thread where allowed (see the top of this section).  0 on timeout;
+ * deadline 0 is a poll. */
 static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
 {
     if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
         return 1;
-    /* A wait with no time left (a timeout of 0: a poll) runs nothing. */
-    bool may_run = pymic_host_caller_may_run(stream->device) &&
-                   (deadline == UINT64_MAX || pymic_now_ns() < deadline);
+    /* A poll (deadline 0: a timeout of 0) runs nothing. */
+    bool may_run = deadline != 0 && pymic_host_caller_may_run(stream->device);
     unsigned char min_class = deadline == UINT64_MAX ? RUN_UNTIMED : RUN_QUICK;
     uint64_t most = deadline == UINT64_MAX ? CLAIM_BATCH : 1;
     for (;;) {
@@ -426,9 +426,10 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
             return 1;
         /* Somebody runs a command.  On the device's own cores a spinning
          * waiter would take a core from that command's OpenMP team: sleep
-         * at once.  Elsewhere spin as usual. */
-        uint64_t spin_ns = may_run ? 0 : atomic_load_explicit(&pymic_global.spin_ns,
-                                                               memory_order_relaxed);
+         * at once.  Elsewhere spin as usual; a poll does not wait. */
+        uint64_t spin_ns = may_run || deadline == 0
+                               ? 0
+                               : atomic_load_explicit(&pymic_global.spin_ns, memory_order_relaxed);
         if (claimed > completed) {
             /* Waiting for a short command we could have run ourselves:
              * leave the next ones to us.  (Long ones stay the worker's, so
@@ -645,11 +646,7 @@ static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, con
                           "%s: device %d: sequence number %llu was never enqueued (last is %llu)",
                           op, stream->device->id, (unsigned long long)seq,
                           (unsigned long long)last);
-    uint64_t deadline = UINT64_MAX;
-    if (timeout_ns != UINT64_MAX) {
-        uint64_t now = pymic_now_ns();
-        deadline = timeout_ns >= UINT64_MAX - now ? UINT64_MAX - 1 : now + timeout_ns;
-    }
+    uint64_t deadline = pymic_deadline(timeout_ns);
     uint64_t traced = pymic_trace_wait_begin();
     status = stream_wait(stream, seq, deadline) ? PYMIC_OK : PYMIC_ERR_TIMEOUT;
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, seq, status);
