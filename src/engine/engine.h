@@ -278,7 +278,7 @@ struct pymic_stream {
      * waiting in a sync ("caller runs", stream.c).  `claimed` is the newest
      * command somebody has taken to run; commands may be claimed only
      * while completed == claimed, so they still run one at a time, in
-     * order (one claim may take several: its claimer runs them in order
+     * order (the worker's claim may take several: it runs them in order
      * and publishes `completed` after each).
      * `lazy` is set while syncing threads run the commands themselves: the
      * idle worker then naps instead of spinning or being woken. */

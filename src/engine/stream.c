@@ -34,12 +34,13 @@ static pymic_command *slot_of(pymic_command *ring, uint64_t seq)
  * Claims: commands may be claimed only while completed == claimed, by a
  * compare-and-swap of `claimed`; the winner runs them and publishes
  * `completed` after each.  So commands still run one at a time and in
- * order.  One claim may take several commands (a batch: everything
- * enqueued, up to CLAIM_BATCH, that the claimer may run): a producer
- * that enqueues faster than its worker runs then costs the worker one
- * compare-and-swap, and one look at `enqueued`, per batch instead of per
- * command.  Until the claimer has run its batch nobody else runs any of
- * it (a sync waits for it as for any running command).
+ * order.  The worker's claim may take several commands (a batch:
+ * everything enqueued, up to CLAIM_BATCH): a producer that enqueues
+ * faster than its worker runs then costs the worker one compare-and-swap,
+ * and one look at the producer's `enqueued` line, per batch instead of
+ * per command.  Until the worker has run its batch nobody else runs any
+ * of it (a sync waits for it as for any running command).  A syncing
+ * thread claims one command at a time.
  * ------------------------------------------------------------------ */
 
 /* run_class of a slot: who may claim it. */
@@ -60,8 +61,7 @@ enum {
 #define NAPS_BEFORE_SLEEP 40
 /* A lazy worker is woken at once when this many commands wait unclaimed. */
 #define LAZY_BACKLOG 64u
-/* The most commands one claim takes.  A caller in a timed wait claims one
- * at a time, so it looks at its deadline after each. */
+/* The most commands one claim of the worker takes. */
 #define CLAIM_BATCH 32u
 
 /* What a kernel's runs on a stream say about its length.  It takes two
@@ -193,24 +193,27 @@ void pymic_stream_cancel(pymic_stream *stream)
  * `last`, at most `most` of them, each at least of class `min_class`.
  * Returns the first claimed sequence number and sets *end to the last;
  * 0 if nothing was claimed. */
-static uint64_t try_claim(pymic_stream *stream, uint64_t last, unsigned char min_class,
-                          uint64_t most, uint64_t *end)
+static inline uint64_t try_claim(pymic_stream *stream, uint64_t last, unsigned char min_class,
+                                 uint64_t most, uint64_t *end)
 {
     uint64_t seq = atomic_load_explicit(&stream->claimed, memory_order_acquire);
     if (seq >= last || atomic_load_explicit(&stream->completed, memory_order_acquire) != seq)
         return 0;
-    uint64_t enqueued = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
-    uint64_t upto = enqueued < last ? enqueued : last;
+    uint64_t upto = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
+    if (upto > last)
+        upto = last;
     if (upto > seq + most)
         upto = seq + most;
     /* The classes may be stale if a slot has been reused meanwhile; then
      * the claim below fails, because claimed has moved on. */
     uint64_t take = seq;
-    while (take < upto && (min_class == RUN_WORKER_ONLY ||
-                           atomic_load_explicit(&slot_of(stream->ring, take + 1)->run_class,
-                                                memory_order_relaxed) >= min_class))
-        take++;
-    if (take == seq)
+    if (min_class == RUN_WORKER_ONLY)
+        take = upto;
+    else
+        while (take < upto && atomic_load_explicit(&slot_of(stream->ring, take + 1)->run_class,
+                                                   memory_order_relaxed) >= min_class)
+            take++;
+    if (take <= seq)
         return 0;
     if (!atomic_compare_exchange_strong_explicit(&stream->claimed, &seq, take,
                                                  memory_order_acq_rel, memory_order_relaxed))
@@ -405,10 +408,12 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
     /* A poll (deadline 0: a timeout of 0) runs nothing. */
     bool may_run = deadline != 0 && pymic_host_caller_may_run(stream->device);
     unsigned char min_class = deadline == UINT64_MAX ? RUN_UNTIMED : RUN_QUICK;
-    uint64_t most = deadline == UINT64_MAX ? CLAIM_BATCH : 1;
     for (;;) {
+        /* One command per claim: a caller is about to run them itself, so
+         * no other core reads the counters it writes, and a timed wait
+         * looks at its deadline after each. */
         uint64_t end;
-        uint64_t seq = may_run ? try_claim(stream, target, min_class, most, &end) : 0;
+        uint64_t seq = may_run ? try_claim(stream, target, min_class, 1, &end) : 0;
         if (seq) {
             if (!atomic_load_explicit(&stream->lazy, memory_order_relaxed))
                 atomic_store_explicit(&stream->lazy, 1, memory_order_relaxed);

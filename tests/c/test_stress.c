@@ -252,9 +252,9 @@ static uint64_t next_random(uint64_t *state)
 }
 
 
-/* One claim may take several commands (stream.c, try_claim); whoever holds
- * them runs them alone and in order, and nobody claims past what was
- * enqueued or runs a command twice.  The main thread enqueues bursts and
+/* The worker's claim may take several commands (stream.c, try_claim); it
+ * runs them alone and in order, and nobody claims past what was enqueued
+ * or runs a command twice.  The main thread enqueues bursts and
  * now and then syncs to a random point; two more threads wait for random
  * points of the same stream (untimed, and in timed slices as Python does),
  * so the worker and three syncing threads hand the stream over to each
