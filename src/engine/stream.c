@@ -409,16 +409,15 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
     bool may_run = deadline != 0 && pymic_host_caller_may_run(stream->device);
     unsigned char min_class = deadline == UINT64_MAX ? RUN_UNTIMED : RUN_QUICK;
     for (;;) {
-        /* One command per claim: a caller is about to run them itself, so
-         * no other core reads the counters it writes, and a timed wait
-         * looks at its deadline after each. */
+        /* One command per claim: this thread runs it itself, so no other
+         * core reads the counters it writes, and a timed wait looks at its
+         * deadline after each. */
         uint64_t end;
         uint64_t seq = may_run ? try_claim(stream, target, min_class, 1, &end) : 0;
         if (seq) {
             if (!atomic_load_explicit(&stream->lazy, memory_order_relaxed))
                 atomic_store_explicit(&stream->lazy, 1, memory_order_relaxed);
-            for (; seq <= end; seq++)
-                run_claimed(stream, seq, false);
+            run_claimed(stream, seq, false);
             if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
                 return 1;
             if (deadline != UINT64_MAX && pymic_now_ns() >= deadline)
