@@ -6,11 +6,12 @@
  * The ordering tests check what must hold whoever runs a command: every
  * command runs exactly once, in enqueue order, never ahead of a command
  * that blocks, a wait-event never on a syncing thread, a timed wait never
- * runs a kernel of unknown duration, a thread outside the device's CPUs
- * never runs commands, and commands claimed several at a time (a batch)
- * still run once each, in order, one at a time, while the worker and
- * three syncing threads hand the stream over to each other.  (A batch
- * claimed wrongly also shows as a hang: `completed` would go backwards.)
+ * runs a kernel of unknown duration, a poll (timeout 0) runs nothing, a
+ * thread outside the device's CPUs never runs commands, and commands the
+ * worker claims several at a time (a batch) still run once each, in
+ * order, one at a time, while the worker and three syncing threads hand
+ * the stream over to each other.  (A batch claimed wrongly also shows as
+ * a hang: `completed` would go backwards.)
  * A device sync waits for every command enqueued before it while other
  * threads create, fill and destroy streams.  The stress test has many
  * threads enqueue into shared and private streams, sync in every way the engine offers
@@ -173,6 +174,29 @@ static void test_one_slow_run_keeps_a_kernel_short(void)
     CHECK_STATUS(pymic_stream_wait_seq_timeout(s, pymic_stream_last_enqueued(s), 20000000),
                  PYMIC_ERR_TIMEOUT);
     CHECK_OK(pymic_stream_sync(s));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* A wait with a timeout of 0 is a poll: it runs nothing on the calling
+ * thread, not even a kernel known to be short (here a gate that ran
+ * quickly once and now blocks: run by the poll, the poll would never
+ * return). */
+static void test_poll_runs_nothing(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    _Atomic int64_t gate = 1;
+    pymic_arg arg = ptr_arg((void *)&gate);
+    CHECK_OK(pymic_invoke(s, k_gate, 1, &arg)); /* open: known short now */
+    CHECK_OK(pymic_stream_sync(s));
+    atomic_store(&gate, 0);
+    CHECK_OK(pymic_invoke(s, k_gate, 1, &arg));
+    uint64_t last = pymic_stream_last_enqueued(s);
+    CHECK_STATUS(pymic_stream_wait_seq_timeout(s, last, 0), PYMIC_ERR_TIMEOUT);
+    CHECK_STATUS(pymic_device_sync_timeout(0, 0), PYMIC_ERR_TIMEOUT);
+    atomic_store(&gate, 1);
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(pymic_stream_completed(s) == last);
     CHECK_OK(pymic_stream_destroy(s));
 }
 
@@ -646,6 +670,7 @@ int main(int argc, char **argv)
     test_caller_runs_in_order();
     test_timed_wait_leaves_unknown_kernels();
     test_one_slow_run_keeps_a_kernel_short();
+    test_poll_runs_nothing();
     test_nothing_overtakes_a_blocked_command();
     test_event_wait_across_streams();
     test_thread_outside_device_never_runs(argv[0], argv[1]);
