@@ -10,6 +10,10 @@ It also shows what checking a declared kernel signature costs: the same
 three-argument kernel (an OffloadArray and two ints) invoked from a
 library whose kernels are undeclared and from a copy of it where the
 kernel is declared, as invoke + sync and as the invoke call alone.
+
+One more pymic row: the same invoke followed by a device-wide sync
+(``device.sync()``) instead of the stream's, judged against the stream
+sync (a device sync looks only at the streams that have work).
 """
 
 import ctypes
@@ -31,7 +35,7 @@ WARMUP = 500
 def _contenders(context):
     """Build the operations to time and the reasons of peers that cannot run."""
     placement = ThreadPlacement()
-    _, _, stream, library = pymic_default_stream(context)
+    _, device, stream, library = pymic_default_stream(context)
     kernel = library.bench_empty
     stream.invoke(kernel)
     stream.sync()
@@ -44,8 +48,13 @@ def _contenders(context):
         stream.invoke(kernel)
         stream.sync()
 
+    def pymic_invoke_device_sync():
+        stream.invoke(kernel)
+        device.sync()
+
     operations = {
         "pymic": pymic_invoke_sync,
+        "pymic_device_sync": pymic_invoke_device_sync,
         "ctypes": direct,
         "threadpool": lambda: pool.submit(direct).result(),
     }
@@ -213,11 +222,15 @@ def run(context):
              summaries["threadpool"], ">=", 40.0),
         _row("stretch: ≤ 10× a direct ctypes call (pymic / ctypes)", pymic, "ctypes",
              summaries["ctypes"], "<=", 10.0, invert=True),
+        _row("device sync ≤ 1.5× stream sync after one invoke (device / stream)",
+             summaries["pymic_device_sync"], "stream sync", pymic, "<=", 1.5, invert=True),
     ]
     if "pocl" in unavailable:
         rows[0]["note"] = unavailable["pocl"]
     rows += _signature_rows(signatures)
-    labels = {"pymic": "pymic invoke + sync", "ctypes": "direct ctypes call",
+    labels = {"pymic": "pymic invoke + sync",
+              "pymic_device_sync": "pymic invoke + device.sync()",
+              "ctypes": "direct ctypes call",
               "threadpool": "ThreadPoolExecutor submit().result()",
               "pocl": "PyOpenCL/PoCL enqueue + finish"}
     table = [[labels[name], f"{stat['median']:.2f}", f"{stat['p10']:.2f}", f"{stat['p90']:.2f}",

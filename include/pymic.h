@@ -160,6 +160,11 @@ PYMIC_API int pymic_device_set_memory_limit(int device, size_t bytes);
 PYMIC_API int pymic_device_sync(int device);
 /* The same, giving up with TIMEOUT after `timeout_ns` nanoseconds. */
 PYMIC_API int pymic_device_sync_timeout(int device, uint64_t timeout_ns);
+/* For tests and tools: how many streams the device-wide waits of `device`
+ * (device syncs, library unloads) have looked at so far.  They look only
+ * at streams that have had commands since the last such wait found them
+ * idle, so idle streams cost a device sync nothing. */
+PYMIC_API int pymic_device_sync_visits(int device, uint64_t *visits);
 
 /* ---------------------------------------------------------------- streams */
 

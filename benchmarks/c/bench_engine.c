@@ -4,6 +4,8 @@
  * Prints figures, asserts nothing:
  *   - invoke + sync latency of an empty kernel (median of >= 10000 warm
  *     round trips), beside a direct call through a function pointer;
+ *   - device sync against stream sync after one empty invoke (medians,
+ *     alternating blocks), also with 1000 idle streams on the device;
  *   - enqueue throughput: 100000 empty invokes, then one sync;
  *   - copy bandwidth h2d / d2h / d2d from 4 KiB to 256 MiB, beside memcpy
  *     between two host buffers of the same size;
@@ -81,6 +83,41 @@ static double bench_latency(pymic_stream *s, pymic_kernel *k, int in_this_proces
     if (in_this_process)
         printf("   direct call through a function pointer: %.4f us\n", direct_us);
     return samples[LATENCY_ITERS / 2];
+}
+
+/* Invoke + device sync against invoke + stream sync on the same stream,
+ * in alternating blocks; then the same with `idle` more streams on the
+ * device that never get work (a device sync must not pay for them). */
+static void bench_device_sync(pymic_stream *s, pymic_kernel *k, int idle)
+{
+    enum { BLOCK = 1000, BLOCKS = 10 };
+    static double device[BLOCK * BLOCKS], stream[BLOCK * BLOCKS];
+    pymic_stream **others = calloc((size_t)idle + 1, sizeof *others);
+    for (int i = 0; i < idle; i++)
+        MUST(pymic_stream_create(0, &others[i]));
+    for (int b = 0; b < BLOCKS; b++) {
+        for (int i = 0; i < BLOCK; i++) {
+            double t0 = now();
+            pymic_invoke(s, k, 0, NULL);
+            pymic_device_sync(0);
+            device[b * BLOCK + i] = now() - t0;
+        }
+        for (int i = 0; i < BLOCK; i++) {
+            double t0 = now();
+            pymic_invoke(s, k, 0, NULL);
+            pymic_stream_sync(s);
+            stream[b * BLOCK + i] = now() - t0;
+        }
+    }
+    qsort(device, BLOCK * BLOCKS, sizeof *device, compare_doubles);
+    qsort(stream, BLOCK * BLOCKS, sizeof *stream, compare_doubles);
+    double d = device[BLOCK * BLOCKS / 2], st = stream[BLOCK * BLOCKS / 2];
+    printf("B1 invoke + device sync vs invoke + stream sync (%d streams on the device): "
+           "median %.3f us vs %.3f us (%.2fx)\n",
+           idle + 1, d * 1e6, st * 1e6, d / st);
+    for (int i = 0; i < idle; i++)
+        MUST(pymic_stream_destroy(others[i]));
+    free(others);
 }
 
 static void bench_throughput(pymic_stream *s, pymic_kernel *k)
@@ -242,6 +279,8 @@ int main(int argc, char **argv)
     MUST(pymic_stream_create(0, &s));
 
     double latency = bench_latency(s, k, strcmp(info.kind, "host") == 0);
+    bench_device_sync(s, k, 0);
+    bench_device_sync(s, k, 1000);
     bench_throughput(s, k);
     bench_copies(s, max_mib << 20, latency);
     bench_bind(s);

@@ -125,9 +125,15 @@ typedef struct pymic_device {
     cpu_set_t cpuset;
     char name[PYMIC_NAME_MAX];
 
-    pthread_mutex_t lock;      /* guards the stream list and orphans      */
+    pthread_mutex_t lock;      /* guards the stream lists and orphans     */
     _Atomic int streams_created; /* numbers streams for messages          */
     struct pymic_stream *streams;
+    /* The streams that may have work: device-wide waits walk only these
+     * (device.c, "Which streams have work"). */
+    struct pymic_stream *busy;
+    /* Streams looked at by device-wide waits so far
+     * (pymic_device_sync_visits). */
+    _Atomic uint64_t sync_visits;
     /* Failures of destroyed streams that nobody had reported, oldest
      * first: the next device syncs report them (failure.c). */
     struct pymic_orphan *orphans;
@@ -258,25 +264,41 @@ struct pymic_stream {
     unsigned fork_generation;            /* see pymic_engine             */
     int number;                          /* 1, 2, ... per device         */
     struct pymic_stream *next_in_device; /* guarded by device->lock */
+    struct pymic_stream *next_busy;      /* idem, while busy_listed     */
     /* The owner's reference (handed to the worker by destroy, dropped when
      * it reaches STOP) plus one for each holder that must still read the
      * counters: device-sync snapshots, allocation uses, parked releases.
      * The memory goes with the last reference. */
     _Atomic int refs;
+    /* Holders that may still read the ring: the worker until it has
+     * passed STOP, and device syncs (which wait as a stream sync does,
+     * looking at the next commands) while they wait.  The ring goes with
+     * the last of them (pymic_stream_drop_ring), before the stream's
+     * memory when references outlive them. */
+    _Atomic int ring_users;
 
     /* Producers serialise on `enqueue_lock`; the worker is the only
      * consumer.  `enqueued` is the sequence number of the newest published
      * command, `completed` the one up to which all have run.  Each counter
      * shares a cache line only with the wait queue of its readers. */
     _Alignas(64) pthread_mutex_t enqueue_lock;
+    /* Under enqueue_lock: the newest sequence number known to fit in the
+     * ring (completed + PYMIC_RING_SLOTS as last read), so reserving
+     * reads `completed` only when this is used up. */
+    uint64_t room_until;
     _Alignas(64) _Atomic uint64_t enqueued;
     pymic_waitq work_q;        /* the worker sleeps here when idle        */
+    /* Set while the stream is on its device's busy list (changed under
+     * the device lock; read by every publish, next to `enqueued`). */
+    _Atomic int busy_listed;
     _Alignas(64) _Atomic uint64_t completed;
     pymic_waitq done_q;        /* host syncs and blocked producers        */
     /* Commands are run by whoever claims them: the worker, or a thread
      * waiting in a sync ("caller runs", stream.c).  `claimed` is the newest
-     * command somebody has started; a command may be claimed only while
-     * completed == claimed, so they still run one at a time, in order.
+     * command somebody has taken to run; commands may be claimed only
+     * while completed == claimed, so they still run one at a time, in
+     * order (the worker's claim may take several: it runs them in order
+     * and publishes `completed` after each).
      * `lazy` is set while syncing threads run the commands themselves: the
      * idle worker then naps instead of spinning or being woken. */
     _Atomic uint64_t claimed;
@@ -352,6 +374,11 @@ int pymic_device_take_orphan(pymic_device *device);
 /* Keep a stream's memory (and so its counters) alive / let it go. */
 void pymic_stream_retain(pymic_stream *stream);
 void pymic_stream_release(pymic_stream *stream);
+/* Stop using the ring of a stream (see ring_users); the last user frees
+ * it.  A new user counts itself in under the device lock while the
+ * stream is on a device list, i.e. before its worker has dropped its own
+ * use. */
+void pymic_stream_drop_ring(pymic_stream *stream);
 
 /* True once the stream's commands up to `seq` have run.  (seq_cst: see
  * the parked-release handshake in stream.c's worker loop.) */
@@ -380,6 +407,21 @@ static inline uint64_t pymic_stream_reserved_seq(pymic_stream *stream)
 void pymic_stream_publish(pymic_stream *stream);
 /* Give the reserved slot up unpublished and release the lock. */
 void pymic_stream_cancel(pymic_stream *stream);
+
+/* Wait until command `target` of `stream` has completed, running
+ * commands on this thread where a sync may (stream.c, "Who runs a
+ * command"); `deadline` from pymic_deadline.  1 once reached, 0 on
+ * timeout.  Reports no failure. */
+int pymic_stream_wait_until(pymic_stream *stream, uint64_t target, uint64_t deadline);
+
+/* The deadline on the monotonic clock of a wait of `timeout_ns`:
+ * UINT64_MAX for none (timeout UINT64_MAX), 0 for a poll (timeout 0,
+ * which runs no command), else now + timeout. */
+uint64_t pymic_deadline(uint64_t timeout_ns);
+
+/* Put `stream` on its device's busy list unless it is there (device.c);
+ * pymic_stream_publish calls it when it finds busy_listed clear. */
+void pymic_device_list_busy(pymic_stream *stream);
 
 /* Run one command on the worker (invoke.c, memory.c, event.c). */
 void pymic_command_execute(pymic_stream *stream, pymic_command *cmd);
@@ -444,9 +486,10 @@ void pymic_parked_poll(void);
 void pymic_parked_drain(void);
 extern _Atomic int pymic_parked_count;
 
-/* A snapshot of every stream of `device` with its newest sequence number
- * (each retained): "everything queued on this device so far".  On success
- * *uses is malloc'd (NULL when there are no streams). */
+/* A snapshot of every stream of `device` that has work, with its newest
+ * sequence number (each retained): "everything queued on this device so
+ * far" (idle streams have passed it already).  On success *uses is
+ * malloc'd (NULL when no stream has work). */
 int pymic_device_snapshot(pymic_device *device, pymic_use **uses, int *count);
 
 /* ------------------------------------------------------------ fork safety */

@@ -32,9 +32,16 @@ static pymic_command *slot_of(pymic_command *ring, uint64_t seq)
  * again when a command waits unclaimed for a whole nap or when a waiter
  * goes to sleep (done_q kicks work_q).
  *
- * Claims: a command may be claimed only while completed == claimed, by a
- * compare-and-swap of `claimed`; the winner runs it and then publishes
- * `completed`.  So commands still run one at a time and in order.
+ * Claims: commands may be claimed only while completed == claimed, by a
+ * compare-and-swap of `claimed`; the winner runs them and publishes
+ * `completed` after each.  So commands still run one at a time and in
+ * order.  The worker's claim may take several commands (a batch:
+ * everything enqueued, up to CLAIM_BATCH): a producer that enqueues
+ * faster than its worker runs then costs the worker one compare-and-swap,
+ * and one look at the producer's `enqueued` line, per batch instead of
+ * per command.  Until the worker has run its batch nobody else runs any
+ * of it (a sync waits for it as for any running command).  A syncing
+ * thread claims one command at a time.
  * ------------------------------------------------------------------ */
 
 /* run_class of a slot: who may claim it. */
@@ -55,6 +62,8 @@ enum {
 #define NAPS_BEFORE_SLEEP 40
 /* A lazy worker is woken at once when this many commands wait unclaimed. */
 #define LAZY_BACKLOG 64u
+/* The most commands one claim of the worker takes. */
+#define CLAIM_BATCH 32u
 
 /* What a kernel's runs on a stream say about its length.  It takes two
  * slow runs in a row to call a short kernel long: a single run that paid
@@ -121,15 +130,22 @@ pymic_command *pymic_stream_reserve(pymic_stream *stream)
 {
     pthread_mutex_lock(&stream->enqueue_lock);
     uint64_t seq = atomic_load_explicit(&stream->enqueued, memory_order_relaxed) + 1;
-    if (seq > PYMIC_RING_SLOTS &&
-        atomic_load_explicit(&stream->completed, memory_order_acquire) < seq - PYMIC_RING_SLOTS) {
-        /* Full ring: the worker must run, whatever it was told. */
-        uint64_t room = seq - PYMIC_RING_SLOTS;
-        uint64_t traced = pymic_trace_wait_begin();
-        pymic_kick(&stream->work_q);
-        pymic_wait_geq(&stream->done_q, &stream->completed, room);
-        pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_ROOM, stream->device->id, stream, room,
-                             PYMIC_OK);
+    /* `completed` is written by the runner after every command: read it
+     * only when the room known from the last look is used up, so the
+     * producer does not pull the runner's line over at every command. */
+    if (seq > stream->room_until) {
+        uint64_t completed = atomic_load_explicit(&stream->completed, memory_order_acquire);
+        if (seq > completed + PYMIC_RING_SLOTS) {
+            /* Full ring: the worker must run, whatever it was told. */
+            uint64_t room = seq - PYMIC_RING_SLOTS;
+            uint64_t traced = pymic_trace_wait_begin();
+            pymic_kick(&stream->work_q);
+            pymic_wait_geq(&stream->done_q, &stream->completed, room);
+            pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_ROOM, stream->device->id, stream,
+                                 room, PYMIC_OK);
+            completed = atomic_load_explicit(&stream->completed, memory_order_acquire);
+        }
+        stream->room_until = completed + PYMIC_RING_SLOTS;
     }
     return slot_of(stream->ring, seq);
 }
@@ -142,9 +158,16 @@ void pymic_stream_publish(pymic_stream *stream)
     unsigned char run_class = run_class_of(stream, cmd);
     atomic_store_explicit(&cmd->run_class, run_class, memory_order_relaxed);
     pymic_trace_enqueue(stream, cmd, seq);
-    /* seq_cst store: ordered before reading the worker's sleeper count. */
+    /* seq_cst store: ordered before reading the worker's sleeper count
+     * and busy_listed (device.c pairs with it). */
     atomic_store_explicit(&stream->enqueued, seq, memory_order_seq_cst);
     pthread_mutex_unlock(&stream->enqueue_lock);
+    /* Device-wide waits see the stream from now on.  Not for STOP: the
+     * worker may already have passed it and left the device's lists, and
+     * a STOP alone is nothing to wait for. */
+    if (kind != PYMIC_CMD_STOP &&
+        !atomic_load_explicit(&stream->busy_listed, memory_order_seq_cst))
+        pymic_device_list_busy(stream);
     /* A stop, an event wait or an event record may be waited for where no
      * caller can run it (another stream, an event sync): wake a napping
      * worker too.  Other commands only wake a sleeping one, unless they
@@ -167,23 +190,36 @@ void pymic_stream_cancel(pymic_stream *stream)
     pthread_mutex_unlock(&stream->enqueue_lock);
 }
 
-/* Claim the next command if nobody runs one and it is enqueued, at most
- * `last` and at least of class `min_class`; 0 if not. */
-static uint64_t try_claim(pymic_stream *stream, uint64_t last, unsigned char min_class)
+/* Claim the next commands if nobody runs one: those enqueued, at most
+ * `last`, at most `most` of them, each at least of class `min_class`.
+ * Returns the first claimed sequence number and sets *end to the last;
+ * 0 if nothing was claimed. */
+static inline uint64_t try_claim(pymic_stream *stream, uint64_t last, unsigned char min_class,
+                                 uint64_t most, uint64_t *end)
 {
     uint64_t seq = atomic_load_explicit(&stream->claimed, memory_order_acquire);
-    if (seq >= last || seq >= atomic_load_explicit(&stream->enqueued, memory_order_acquire) ||
-        atomic_load_explicit(&stream->completed, memory_order_acquire) != seq)
+    if (seq >= last || atomic_load_explicit(&stream->completed, memory_order_acquire) != seq)
         return 0;
-    /* May be stale if the slot has been reused meanwhile; then the claim
-     * below fails, because claimed has moved on. */
-    unsigned char run_class = atomic_load_explicit(&slot_of(stream->ring, seq + 1)->run_class,
-                                                   memory_order_relaxed);
-    if (run_class < min_class)
+    uint64_t upto = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
+    if (upto > last)
+        upto = last;
+    if (upto > seq + most)
+        upto = seq + most;
+    /* The classes may be stale if a slot has been reused meanwhile; then
+     * the claim below fails, because claimed has moved on. */
+    uint64_t take = seq;
+    if (min_class == RUN_WORKER_ONLY)
+        take = upto;
+    else
+        while (take < upto && atomic_load_explicit(&slot_of(stream->ring, take + 1)->run_class,
+                                                   memory_order_relaxed) >= min_class)
+            take++;
+    if (take <= seq)
         return 0;
-    if (!atomic_compare_exchange_strong_explicit(&stream->claimed, &seq, seq + 1,
+    if (!atomic_compare_exchange_strong_explicit(&stream->claimed, &seq, take,
                                                  memory_order_acq_rel, memory_order_relaxed))
         return 0;
+    *end = take;
     return seq + 1;
 }
 
@@ -312,54 +348,80 @@ static void unlink_from_device(pymic_stream *stream, bool orphan_failure)
             break;
         }
     }
+    for (pymic_stream **link = &d->busy; *link; link = &(*link)->next_busy) {
+        if (*link == stream) {
+            *link = stream->next_busy;
+            atomic_store_explicit(&stream->busy_listed, 0, memory_order_relaxed);
+            break;
+        }
+    }
     pthread_mutex_unlock(&d->lock);
 }
 
-/* The worker's last act: leave the device's list (device syncs no longer
- * see the stream) and drop the owner's reference that destroy handed it. */
+/* The worker's last act: leave the device's lists (device syncs no
+ * longer see the stream) and drop the owner's reference that destroy
+ * handed it. */
 static void worker_finish(pymic_stream *stream)
 {
     pymic_trace_stream_exit(stream);
     stream->ops->worker_exit(stream);
-    /* Nobody reads the ring after STOP (the handle died at destroy); the
-     * references that may keep the stream a while longer (use lists,
+    unlink_from_device(stream, true);
+    /* After STOP only a device sync that took the stream before it left
+     * the lists may still look at the ring (the handle died at destroy);
+     * the references that may keep the stream a while longer (use lists,
      * parked releases) only read its counters. */
+    pymic_stream_drop_ring(stream);
+    pymic_stream_release(stream);
+}
+
+void pymic_stream_drop_ring(pymic_stream *stream)
+{
+    if (atomic_fetch_sub_explicit(&stream->ring_users, 1, memory_order_acq_rel) != 1)
+        return;
     free(stream->ring);
     stream->ring = NULL;
-    unlink_from_device(stream, true);
-    pymic_stream_release(stream);
 }
 
 static void *worker_main(void *arg)
 {
     pymic_stream *stream = arg;
     for (;;) {
-        uint64_t seq = try_claim(stream, UINT64_MAX, RUN_WORKER_ONLY);
+        uint64_t end;
+        uint64_t seq = try_claim(stream, UINT64_MAX, RUN_WORKER_ONLY, CLAIM_BATCH, &end);
         if (!seq) {
             worker_wait(stream);
             continue;
         }
-        if (slot_of(stream->ring, seq)->kind == PYMIC_CMD_STOP) {
-            uint64_t traced = pymic_trace_exec_begin(stream, seq);
-            pymic_trace_exec_end(stream, seq, traced);
-            complete(stream, seq);
-            worker_finish(stream);
-            return NULL;
+        for (; seq <= end; seq++) {
+            /* STOP is the stream's last command: it ends every batch. */
+            if (slot_of(stream->ring, seq)->kind == PYMIC_CMD_STOP) {
+                uint64_t traced = pymic_trace_exec_begin(stream, seq);
+                pymic_trace_exec_end(stream, seq, traced);
+                complete(stream, seq);
+                worker_finish(stream);
+                return NULL;
+            }
+            run_claimed(stream, seq, true);
         }
-        run_claimed(stream, seq, true);
     }
 }
 
 /* Wait until command `target` has completed, running commands on this
- * thread where allowed (see the top of this section).  0 on timeout. */
+ * thread where allowed (see the top of this section).  0 on timeout;
+ * deadline 0 is a poll. */
 static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
 {
     if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
         return 1;
-    bool may_run = pymic_host_caller_may_run(stream->device);
+    /* A poll (deadline 0: a timeout of 0) runs nothing. */
+    bool may_run = deadline != 0 && pymic_host_caller_may_run(stream->device);
     unsigned char min_class = deadline == UINT64_MAX ? RUN_UNTIMED : RUN_QUICK;
     for (;;) {
-        uint64_t seq = may_run ? try_claim(stream, target, min_class) : 0;
+        /* One command per claim: this thread runs it itself, so no other
+         * core reads the counters it writes, and a timed wait looks at its
+         * deadline after each. */
+        uint64_t end;
+        uint64_t seq = may_run ? try_claim(stream, target, min_class, 1, &end) : 0;
         if (seq) {
             if (!atomic_load_explicit(&stream->lazy, memory_order_relaxed))
                 atomic_store_explicit(&stream->lazy, 1, memory_order_relaxed);
@@ -376,16 +438,18 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
             return 1;
         /* Somebody runs a command.  On the device's own cores a spinning
          * waiter would take a core from that command's OpenMP team: sleep
-         * at once.  Elsewhere spin as usual. */
-        uint64_t spin_ns = may_run ? 0 : atomic_load_explicit(&pymic_global.spin_ns,
-                                                               memory_order_relaxed);
+         * at once.  Elsewhere spin as usual; a poll does not wait. */
+        uint64_t spin_ns = may_run || deadline == 0
+                               ? 0
+                               : atomic_load_explicit(&pymic_global.spin_ns, memory_order_relaxed);
         if (claimed > completed) {
             /* Waiting for a short command we could have run ourselves:
              * leave the next ones to us.  (Long ones stay the worker's, so
              * a program that overlaps them with its own work keeps doing
              * so.) */
-            unsigned char running = atomic_load_explicit(&slot_of(stream->ring, claimed)->run_class,
-                                                         memory_order_relaxed);
+            unsigned char running =
+                atomic_load_explicit(&slot_of(stream->ring, completed + 1)->run_class,
+                                     memory_order_relaxed);
             if (may_run && running == RUN_QUICK &&
                 !atomic_load_explicit(&stream->lazy, memory_order_relaxed))
                 atomic_store_explicit(&stream->lazy, 1, memory_order_relaxed);
@@ -413,6 +477,11 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
             return 0;
         return 1;
     }
+}
+
+int pymic_stream_wait_until(pymic_stream *stream, uint64_t target, uint64_t deadline)
+{
+    return stream_wait(stream, target, deadline);
 }
 
 void pymic_stream_retain(pymic_stream *stream)
@@ -475,6 +544,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     stream->fork_generation = atomic_load(&pymic_global.fork_generation);
     stream->number = atomic_fetch_add_explicit(&d->streams_created, 1, memory_order_relaxed) + 1;
     atomic_init(&stream->refs, 1);
+    atomic_init(&stream->ring_users, 1); /* the worker's */
     pthread_mutex_init(&stream->enqueue_lock, NULL);
     pthread_mutex_init(&stream->failure_lock, NULL);
     stream->done_q.kick_on_sleep = &stream->work_q;
@@ -602,11 +672,7 @@ static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, con
                           "is %llu)",
                           op, PYMIC_STREAM_ARGS(stream), (unsigned long long)seq,
                           (unsigned long long)last);
-    uint64_t deadline = UINT64_MAX;
-    if (timeout_ns != UINT64_MAX) {
-        uint64_t now = pymic_now_ns();
-        deadline = timeout_ns >= UINT64_MAX - now ? UINT64_MAX - 1 : now + timeout_ns;
-    }
+    uint64_t deadline = pymic_deadline(timeout_ns);
     uint64_t traced = pymic_trace_wait_begin();
     status = stream_wait(stream, seq, deadline) ? PYMIC_OK : PYMIC_ERR_TIMEOUT;
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, seq, status);

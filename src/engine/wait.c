@@ -36,6 +36,16 @@ uint64_t pymic_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t pymic_deadline(uint64_t timeout_ns)
+{
+    if (timeout_ns == UINT64_MAX)
+        return UINT64_MAX;
+    if (timeout_ns == 0)
+        return 0;
+    uint64_t now = pymic_now_ns();
+    return timeout_ns >= UINT64_MAX - now ? UINT64_MAX - 1 : now + timeout_ns;
+}
+
 /* Sleep while *word == expected, at most `timeout` (NULL: no limit). */
 static void futex_wait(_Atomic uint32_t *word, uint32_t expected, const struct timespec *timeout)
 {

@@ -1,7 +1,8 @@
 /*
  * test_stream.c -- streams and kernel invocation: ordering, scalars,
  * argument limits, sequence numbers, several producer threads, a full
- * command ring and draining on destroy.
+ * command ring, draining on destroy, and device syncs that look only at
+ * the streams with work.
  *
  * argv[1]: the test kernel library, argv[2]: the 128-argument library.
  */
@@ -386,6 +387,60 @@ static void test_timed_waits(void)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* A device sync looks only at streams with work (device.c, "Which streams
+ * have work"): a thousand idle streams cost it nothing, one that had work
+ * is looked at once more after it drained, and a stream with work among
+ * them is still waited for.  Runs first: no stream of another test may be
+ * on its way out meanwhile. */
+static void test_device_sync_skips_idle_streams(void)
+{
+    enum { IDLE = 1000 };
+    static pymic_stream *idle[IDLE];
+    for (int i = 0; i < IDLE; i++)
+        CHECK_OK(pymic_stream_create(0, &idle[i]));
+    uint64_t before = 0, after = 0;
+    CHECK_OK(pymic_device_sync_visits(0, &before));
+    CHECK_OK(pymic_device_sync(0));
+    CHECK_OK(pymic_device_sync_visits(0, &after));
+    CHECK(after == before);
+
+    /* One stream with work, held by a gate: a device sync waits for it
+     * (a poll times out) and looks at nothing else. */
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    _Atomic int64_t gate = 0;
+    pymic_arg g = ptr_arg((void *)&gate);
+    CHECK_OK(pymic_invoke(s, k_gate, 1, &g));
+    CHECK_OK(pymic_device_sync_visits(0, &before));
+    CHECK_STATUS(pymic_device_sync_timeout(0, 0), PYMIC_ERR_TIMEOUT);
+    CHECK_OK(pymic_device_sync_visits(0, &after));
+    CHECK(after - before == 1);
+    atomic_store(&gate, 1);
+    CHECK_OK(pymic_device_sync(0));
+    CHECK(pymic_stream_completed(s) == 1);
+
+    /* Every stream has had work, now drained by stream syncs: the next
+     * device sync looks at each once, the one after at none. */
+    for (int i = 0; i < IDLE; i++)
+        CHECK_OK(pymic_invoke(idle[i], k_empty, 0, NULL));
+    for (int i = 0; i < IDLE; i++)
+        CHECK_OK(pymic_stream_sync(idle[i]));
+    CHECK_OK(pymic_device_sync_visits(0, &before));
+    CHECK_OK(pymic_device_sync(0));
+    CHECK_OK(pymic_device_sync_visits(0, &after));
+    CHECK(after - before == IDLE + 1);
+    CHECK_OK(pymic_device_sync(0));
+    CHECK_OK(pymic_device_sync_visits(0, &before));
+    CHECK(before == after);
+
+    CHECK_STATUS(pymic_device_sync_visits(0, NULL), PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pymic_device_sync_visits(99, &before), PYMIC_ERR_INVALID_ARGUMENT);
+    for (int i = 0; i < IDLE; i++)
+        CHECK_OK(pymic_stream_destroy(idle[i]));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_OK(pymic_device_sync(0));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -400,6 +455,7 @@ int main(int argc, char **argv)
     k_gate = find(lib, "wait_for_gate");
     k_cpu = find(lib, "which_cpu");
     k_double = find(lib, "double_it");
+    test_device_sync_skips_idle_streams();
     test_invoke_basics();
     test_invoke_errors();
     test_many_args(argv[2]);

@@ -6,16 +6,22 @@
  * The ordering tests check what must hold whoever runs a command: every
  * command runs exactly once, in enqueue order, never ahead of a command
  * that blocks, a wait-event never on a syncing thread, a timed wait never
- * runs a kernel of unknown duration, a thread outside the device's CPUs
- * never runs commands.  The stress test has many threads enqueue into
- * shared and private streams, sync in every way the engine offers
+ * runs a kernel of unknown duration, a poll (timeout 0) runs nothing, a
+ * thread outside the device's CPUs never runs commands, and commands the
+ * worker claims several at a time (a batch) still run once each, in
+ * order, one at a time, while the worker and three syncing threads hand
+ * the stream over to each other.  (A batch claimed wrongly also shows as
+ * a hang: `completed` would go backwards.)
+ * A device sync waits for every command enqueued before it while other
+ * threads create, fill and destroy streams.  The stress test has many
+ * threads enqueue into shared and private streams, sync in every way the engine offers
  * (sync, wait_seq, timed waits in slices, polling, events, device sync),
  * with the spin window at 0 and at its default, and checks per-producer
  * sequence numbers and sums kept by the kernels.
  *
  * argv[1]: the stress kernel library.  PYMIC_STRESS_OPS sets the number
  * of enqueued commands (default 1000000; meson lowers it under the
- * sanitizers).  Run with "--outside" (done by the test itself, in a child
+ * sanitizers); the batched-claims test enqueues a twentieth of it.  Run with "--outside" (done by the test itself, in a child
  * with PYMIC_DEVICES set to one CPU) for the check of a thread outside the
  * device.
  */
@@ -35,7 +41,8 @@
 
 extern char **environ;
 
-static pymic_kernel *k_order, *k_who, *k_sleep, *k_gate, *k_team, *k_sleep_who;
+static pymic_kernel *k_order, *k_who, *k_sleep, *k_gate, *k_team, *k_sleep_who, *k_sequence,
+    *k_count;
 
 static pymic_arg ptr_arg(void *p)
 {
@@ -63,6 +70,8 @@ static void load_kernels(const char *path)
     CHECK_OK(pymic_kernel_find(lib, "stress_gate", &k_gate));
     CHECK_OK(pymic_kernel_find(lib, "stress_team_size", &k_team));
     CHECK_OK(pymic_kernel_find(lib, "stress_sleep_whoami", &k_sleep_who));
+    CHECK_OK(pymic_kernel_find(lib, "stress_sequence", &k_sequence));
+    CHECK_OK(pymic_kernel_find(lib, "stress_count", &k_count));
 }
 
 static int invoke_order(pymic_stream *s, int64_t *track, int64_t value)
@@ -168,6 +177,29 @@ static void test_one_slow_run_keeps_a_kernel_short(void)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* A wait with a timeout of 0 is a poll: it runs nothing on the calling
+ * thread, not even a kernel known to be short (here a gate that ran
+ * quickly once and now blocks: run by the poll, the poll would never
+ * return). */
+static void test_poll_runs_nothing(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    _Atomic int64_t gate = 1;
+    pymic_arg arg = ptr_arg((void *)&gate);
+    CHECK_OK(pymic_invoke(s, k_gate, 1, &arg)); /* open: known short now */
+    CHECK_OK(pymic_stream_sync(s));
+    atomic_store(&gate, 0);
+    CHECK_OK(pymic_invoke(s, k_gate, 1, &arg));
+    uint64_t last = pymic_stream_last_enqueued(s);
+    CHECK_STATUS(pymic_stream_wait_seq_timeout(s, last, 0), PYMIC_ERR_TIMEOUT);
+    CHECK_STATUS(pymic_device_sync_timeout(0, 0), PYMIC_ERR_TIMEOUT);
+    atomic_store(&gate, 1);
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(pymic_stream_completed(s) == last);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 typedef struct {
     pymic_stream *s;
     _Atomic int done;
@@ -231,6 +263,189 @@ static void test_event_wait_across_streams(void)
     CHECK_OK(pymic_event_destroy(e));
     CHECK_OK(pymic_stream_destroy(a));
     CHECK_OK(pymic_stream_destroy(b));
+}
+
+/* ------------------------------------------------------ batched claims */
+
+static uint64_t next_random(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+
+/* The worker's claim may take several commands (stream.c, try_claim); it
+ * runs them alone and in order, and nobody claims past what was enqueued
+ * or runs a command twice.  The main thread enqueues bursts and
+ * now and then syncs to a random point; two more threads wait for random
+ * points of the same stream (untimed, and in timed slices as Python does),
+ * so the worker and three syncing threads hand the stream over to each
+ * other again and again.  The sequence checker kernel sees every value
+ * once, in order, never two of them at a time (and under TSan its plain
+ * updates show that each runner saw the previous one's writes). */
+typedef struct {
+    pymic_stream *s;
+    _Atomic int done;
+    uint64_t rng;
+    long waits, wrong; /* counted here: check.h's counters are the main thread's */
+} claim_syncer;
+
+static void *claim_sync_thread(void *arg)
+{
+    claim_syncer *t = arg;
+    while (!atomic_load(&t->done)) {
+        uint64_t completed = pymic_stream_completed(t->s);
+        uint64_t last = pymic_stream_last_enqueued(t->s);
+        if (last <= completed) {
+            sched_yield();
+            continue;
+        }
+        uint64_t r = next_random(&t->rng);
+        uint64_t target = completed + 1 + r % (last - completed);
+        int status;
+        if (r & (1u << 20))
+            status = pymic_stream_wait_seq(t->s, target);
+        else
+            while ((status = pymic_stream_wait_seq_timeout(t->s, target, 1000000)) ==
+                   PYMIC_ERR_TIMEOUT)
+                ;
+        t->wrong += status != PYMIC_OK || pymic_stream_completed(t->s) < target;
+        t->waits++;
+    }
+    return NULL;
+}
+
+static void test_batched_claims_keep_order(long total)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    int64_t seq[4] = {0, 0, 0, 0}, caller = my_tid(), value = 0;
+    _Atomic int64_t busy = 0;
+    int64_t *runner = calloc((size_t)total, sizeof *runner);
+    pymic_arg args[5] = {ptr_arg(seq), ptr_arg((void *)&busy), ptr_arg(runner),
+                         ptr_arg(&caller), {&value, sizeof value}};
+    claim_syncer syncers[2] = {{s, 0, 0x2545f4914f6cdd1du, 0, 0}, {s, 0, 0x9e3779b97f4a7c15u, 0, 0}};
+    pthread_t threads[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&threads[i], NULL, claim_sync_thread, &syncers[i]);
+    uint64_t rng = 0x853c49e6748fea9bu;
+    long failed = 0;
+    while (value < total) {
+        uint64_t r = next_random(&rng);
+        long burst = 1 + (long)(r % 80);
+        for (long i = 0; i < burst && value < total; i++) {
+            value++;
+            failed += pymic_invoke(s, k_sequence, 5, args) != PYMIC_OK;
+        }
+        uint64_t last = pymic_stream_last_enqueued(s);
+        switch ((r >> 8) % 8) {
+        case 0:
+            CHECK_OK(pymic_stream_sync(s));
+            break;
+        case 1:
+            CHECK_OK(pymic_stream_wait_seq(s, 1 + (r >> 16) % last));
+            break;
+        case 2:
+            CHECK_OK(pymic_stream_wait_seq_timeout(s, last, UINT64_C(10000000000)));
+            break;
+        default:
+            break; /* left to the worker and the other threads */
+        }
+    }
+    CHECK_OK(pymic_stream_sync(s));
+    for (int i = 0; i < 2; i++) {
+        atomic_store(&syncers[i].done, 1);
+        pthread_join(threads[i], NULL);
+        CHECK(syncers[i].wrong == 0);
+    }
+    CHECK(failed == 0);
+    CHECK(seq[0] == total && seq[1] == 0 && seq[2] == 0);
+    long handovers = 0, unrun = runner[0] == 0;
+    for (long v = 1; v < total; v++) {
+        handovers += runner[v] != runner[v - 1];
+        unrun += runner[v] == 0;
+    }
+    CHECK(unrun == 0);
+    printf("batched claims: %ld commands, %lld run by the producing thread, %ld hand-overs "
+           "between runners, %ld + %ld waits by two other threads\n",
+           total, (long long)seq[3], handovers, syncers[0].waits, syncers[1].waits);
+    free(runner);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* ------------------------------------------------- device sync, churn */
+
+/* A device sync waits for every command whose enqueue returned before the
+ * sync was called, while other threads create streams, enqueue into them,
+ * sometimes sync them, and destroy them (device.c keeps a list of the
+ * streams with work; this is that list under churn). */
+typedef struct {
+    _Atomic int64_t announced; /* commands whose invoke has returned */
+    _Atomic int64_t ran;       /* runs counted by the kernel         */
+    _Atomic int stop;
+    uint64_t rng;
+    long wrong;
+} churner;
+
+static void *churn_thread(void *arg)
+{
+    churner *c = arg;
+    pymic_arg counter = ptr_arg((void *)&c->ran);
+    while (!atomic_load(&c->stop)) {
+        uint64_t r = next_random(&c->rng);
+        pymic_stream *s;
+        if (pymic_stream_create(0, &s) != PYMIC_OK) {
+            c->wrong++;
+            return NULL;
+        }
+        for (int i = 0, n = 1 + (int)(r % 24); i < n; i++) {
+            c->wrong += pymic_invoke(s, k_count, 1, &counter) != PYMIC_OK;
+            atomic_fetch_add(&c->announced, 1);
+        }
+        if ((r >> 8) % 4 == 0)
+            c->wrong += pymic_stream_sync(s) != PYMIC_OK;
+        c->wrong += pymic_stream_destroy(s) != PYMIC_OK;
+    }
+    return NULL;
+}
+
+static void test_device_sync_waits_for_churning_streams(long commands_wanted)
+{
+    enum { CHURNERS = 3 };
+    static churner churners[CHURNERS];
+    pthread_t threads[CHURNERS];
+    for (int i = 0; i < CHURNERS; i++) {
+        memset(&churners[i], 0, sizeof churners[i]);
+        churners[i].rng = 0x9e3779b97f4a7c15u * (uint64_t)(i + 7);
+        pthread_create(&threads[i], NULL, churn_thread, &churners[i]);
+    }
+    long early = 0, failed = 0, rounds = 0;
+    for (int64_t seen = 0; seen < commands_wanted; rounds++) {
+        int64_t announced[CHURNERS];
+        seen = 0;
+        for (int i = 0; i < CHURNERS; i++)
+            seen += announced[i] = atomic_load(&churners[i].announced);
+        failed += pymic_device_sync(0) != PYMIC_OK;
+        for (int i = 0; i < CHURNERS; i++)
+            early += atomic_load(&churners[i].ran) < announced[i];
+    }
+    for (int i = 0; i < CHURNERS; i++) {
+        atomic_store(&churners[i].stop, 1);
+        pthread_join(threads[i], NULL);
+        CHECK(churners[i].wrong == 0);
+    }
+    CHECK_OK(pymic_device_sync(0));
+    CHECK(failed == 0);
+    CHECK(early == 0); /* a device sync returned before work it had to wait for */
+    long commands = 0;
+    for (int i = 0; i < CHURNERS; i++) {
+        CHECK(atomic_load(&churners[i].ran) == atomic_load(&churners[i].announced));
+        commands += (long)atomic_load(&churners[i].announced);
+    }
+    printf("device sync under churn: %ld device syncs, %ld commands on streams created "
+           "and destroyed meanwhile\n", rounds, commands);
 }
 
 /* ---------------------------------------------------------- outside */
@@ -332,14 +547,6 @@ typedef struct {
     int64_t sent[STREAMS];     /* values enqueued per stream           */
     pymic_event *event;
 } producer;
-
-static uint64_t next_random(uint64_t *state)
-{
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    return *state;
-}
 
 static void fail(const char *what, int id, int stream)
 {
@@ -463,12 +670,15 @@ int main(int argc, char **argv)
     test_caller_runs_in_order();
     test_timed_wait_leaves_unknown_kernels();
     test_one_slow_run_keeps_a_kernel_short();
+    test_poll_runs_nothing();
     test_nothing_overtakes_a_blocked_command();
     test_event_wait_across_streams();
     test_thread_outside_device_never_runs(argv[0], argv[1]);
 
     const char *text = getenv("PYMIC_STRESS_OPS");
     long total = text && *text ? atol(text) : 1000000;
+    test_batched_claims_keep_order(total / 20);
+    test_device_sync_waits_for_churning_streams(total / 50);
     stress_round(0, total / 2);
     stress_round(default_spin, total - total / 2);
     return check_finish();

@@ -9,6 +9,7 @@
 #include <pymic_kernel.h>
 
 #include <omp.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -62,4 +63,35 @@ PYMIC_KERNEL void stress_team_size(int64_t *size)
         team = omp_get_num_threads();
     }
     *size = team;
+}
+
+/* The sequence checker of the claim tests.  seq[0]: the last value seen,
+ * seq[1]: how many arrived out of order or twice, seq[2]: how many found
+ * another command of the stream still running (busy[0] set), seq[3]: how
+ * many ran on the thread *caller (the rest ran elsewhere: on the worker or
+ * another syncing thread).  runner[v - 1] = the thread that ran value v. */
+PYMIC_KERNEL void stress_sequence(int64_t *seq, _Atomic int64_t *busy, int64_t *runner,
+                                  const int64_t *caller, const int64_t *value)
+{
+    if (atomic_exchange(busy, 1) != 0)
+        seq[2]++;
+    /* Every 8th value leaves the CPU while busy: a runner that claims
+     * what is not its own gets the time to show itself. */
+    if (*value % 8 == 0)
+        sched_yield();
+    if (*value != seq[0] + 1)
+        seq[1]++;
+    seq[0] = *value;
+    int64_t tid = (int64_t)syscall(SYS_gettid);
+    runner[*value - 1] = tid;
+    seq[3] += tid == *caller;
+    atomic_store(busy, 0);
+}
+
+/* Count one run in *counter (any thread may run it: atomic); every 16th
+ * run leaves the CPU, so that work stays pending now and then. */
+PYMIC_KERNEL void stress_count(_Atomic int64_t *counter)
+{
+    if (atomic_fetch_add(counter, 1) % 16 == 0)
+        sched_yield();
 }
