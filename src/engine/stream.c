@@ -363,9 +363,12 @@ static void unlink_from_device(pymic_stream *stream, bool orphan_failure)
  * handed it. */
 static void worker_finish(pymic_stream *stream)
 {
-    pymic_trace_stream_exit(stream);
     stream->ops->worker_exit(stream);
     unlink_from_device(stream, true);
+    /* Only once the stream is off the device's lists: a trace start that
+     * frees retired buffers and then arms every listed stream must never
+     * find a listed stream whose buffer it has just freed. */
+    pymic_trace_stream_exit(stream);
     /* After STOP only a device sync that took the stream before it left
      * the lists may still look at the ring (the handle died at destroy);
      * the references that may keep the stream a while longer (use lists,

@@ -306,6 +306,9 @@ void pymic_trace_stream_exit(pymic_stream *stream)
         return;
     pthread_mutex_lock(&registry.lock);
     buf->retired = true;
+    /* The next trace start frees the buffer: nothing may reach it through
+     * the stream (which references may keep a while longer) after that. */
+    atomic_store_explicit(&stream->trace, NULL, memory_order_release);
     pthread_mutex_unlock(&registry.lock);
 }
 
