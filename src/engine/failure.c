@@ -72,7 +72,10 @@ bool pymic_stream_skips_slow(pymic_stream *stream, uint64_t seq)
  * false if there is none. */
 static bool take(pymic_stream *stream, uint64_t seq, char *message, int *status_out)
 {
-    uint64_t failed;
+    /* The common case, no failure up to `seq`, takes no lock. */
+    uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_acquire);
+    if (failed == 0 || failed > seq)
+        return false;
     pthread_mutex_lock(&stream->failure_lock);
     failed = atomic_load_explicit(&stream->failed_seq, memory_order_relaxed);
     if (failed == 0 || failed > seq) {
@@ -96,9 +99,6 @@ static bool take(pymic_stream *stream, uint64_t seq, char *message, int *status_
 
 int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *action)
 {
-    uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_acquire);
-    if (failed == 0 || failed > seq)
-        return PYMIC_OK;
     char message[sizeof stream->failure];
     int status;
     if (!take(stream, seq, message, &status))
@@ -109,9 +109,6 @@ int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *ac
 
 int pymic_stream_take_failure_for_device(pymic_stream *stream, uint64_t seq)
 {
-    uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_acquire);
-    if (failed == 0 || failed > seq)
-        return PYMIC_OK;
     char message[sizeof stream->failure];
     int status;
     if (!take(stream, seq, message, &status))
