@@ -118,7 +118,7 @@ PYMIC_API int pymic_get_debug_level(int *level);
 
 typedef struct pymic_device_info {
     int id;                       /* device number                          */
-    char kind[PYMIC_NAME_MAX];    /* backend kind: "host" or "proc"         */
+    char kind[PYMIC_NAME_MAX];    /* backend: "host", "proc" or a plugin's  */
     char name[PYMIC_NAME_MAX];    /* human-readable, e.g. "host:0-1"        */
     int ncores;                   /* cores (CPUs) the device runs on        */
     size_t memory_total;          /* bytes the device may hold (its limit)  */

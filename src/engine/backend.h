@@ -24,7 +24,20 @@
  *
  * Implementations: host/ (the host device: memory of this process,
  * kernels called on the worker thread itself) and proc/ (the process
- * device: a device process per device, memory shared with it).
+ * device: a device process per device, memory shared with it), both built
+ * in; any other backend is a plugin found by name (registry.c): for
+ * PYMIC_DEVICES=N the engine opens libpymic_N.so (beside libpymic, else in
+ * the directories of PYMIC_BACKEND_PATH) and asks it for its table by
+ * calling
+ *
+ *     const pymic_backend_ops *pymic_backend_N(unsigned abi_version);
+ *
+ * with PYMIC_BACKEND_ABI; the plugin returns NULL when it was built
+ * against another version (and the table's own abi_version must match).
+ * A plugin includes this header and engine.h (installed with pymic.h
+ * under pymic_engine/) and links libpymic; it may call only the calls
+ * marked PYMIC_BACKEND_API ("the core's calls for backends", listed at
+ * the end of this file).  tests/c/plugins/loopback.c is a complete one.
  */
 #ifndef PYMIC_BACKEND_H
 #define PYMIC_BACKEND_H
@@ -32,18 +45,41 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The version of this table's layout and contracts; bumped whenever either
+ * changes, so a plugin built against another one is refused by name. */
+#define PYMIC_BACKEND_ABI 1u
+
+/* The core's calls for backends are exported from libpymic (everything
+ * else in it is hidden) but are not part of include/pymic.h's API. */
+#define PYMIC_BACKEND_API __attribute__((visibility("default")))
+
 struct pymic_device;
 struct pymic_stream;
 struct pymic_command;
 struct pymic_block;
 
 typedef struct pymic_backend_ops {
-    /* What pymic_device_info.kind reports ("host"). */
+    /* PYMIC_BACKEND_ABI as the backend was built. */
+    unsigned abi_version;
+    /* The backend's name: what PYMIC_DEVICES calls it and what
+     * pymic_device_info.kind reports ("host"). */
     const char *kind;
     /* Device memory is mapped in the engine's process at the device
      * addresses (pymic_device_info.host_addressable): the Python layer
      * may then hand it to other libraries (DLPack) without a copy. */
     bool host_addressable;
+
+    /* ---- configuration (at engine initialisation, on the initialising
+     * thread, no lock held).  PYMIC_DEVICES accepts "N" and "N*COUNT"
+     * for every backend; the CPUs of the process are split over the
+     * devices of such an entry (a device's worker threads run there).
+     * With cpu_specs, "N:CPUS" (a CPU list such as 0-3,6) and "N:auto"
+     * (host:auto) are accepted too.  Otherwise "N:TEXT" goes to
+     * parse_spec (NULL: refused), which says whether TEXT is a valid
+     * specification (else false with the reason in `why`); the device
+     * keeps TEXT in device->spec for open to read. */
+    bool cpu_specs;
+    bool (*parse_spec)(const char *text, char *why, size_t why_len);
 
     /* ---- device life.  Called once per device, before its first
      * stream, allocation or library, with the device's open lock held
@@ -115,7 +151,7 @@ typedef struct pymic_backend_ops {
     /* ---- fork().  Called by the engine's pthread_atfork handlers, in its
      * fixed lock order (engine.c): prefork takes the backend's locks of
      * this device, postfork_parent releases them, postfork_child makes
-     * them fresh in the child. */
+     * them fresh in the child.  Each may be NULL (nothing to do). */
     void (*prefork)(struct pymic_device *device);
     void (*postfork_parent)(struct pymic_device *device);
     void (*postfork_child)(struct pymic_device *device);
@@ -124,5 +160,26 @@ typedef struct pymic_backend_ops {
 /* The host device (host/) and the process device (proc/). */
 extern const pymic_backend_ops pymic_host_backend;
 extern const pymic_backend_ops pymic_proc_backend;
+
+/* ---- the core's calls for backends (engine.h; exported from libpymic
+ * with PYMIC_BACKEND_API, the only libpymic symbols a plugin may use
+ * besides include/pymic.h's API):
+ *   pymic_stream_fail, pymic_stream_fail_status   a command failed
+ *   pymic_device_mark_lost                        the device is gone
+ *   pymic_worker_start_pinned                     a worker thread on the
+ *                                                 device's CPUs (start_worker)
+ *   pymic_kernel_call                             call a C kernel with N
+ *                                                 pointer arguments
+ *   pymic_fail, pymic_log, pymic_now_ns           messages, debug log, clock
+ */
+
+/* What a plugin's entry point is. */
+typedef const pymic_backend_ops *(*pymic_backend_entry)(unsigned abi_version);
+
+/* The backend called `name` (registry.c): built in, or the plugin
+ * libpymic_<name>.so, loaded once and kept for the process's life.  NULL
+ * with the reason in `why` (which file was looked for where, and why it
+ * could not be used). */
+const pymic_backend_ops *pymic_backend_find(const char *name, char *why, size_t why_len);
 
 #endif /* PYMIC_BACKEND_H */

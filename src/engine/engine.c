@@ -158,7 +158,7 @@ static int read_memory_limit(size_t *limit)
 
 static int open_device(pymic_device *device, const char *op, bool on_first_use);
 
-static int create_devices(const pymic_device_spec *specs, int count, size_t limit)
+static int create_devices(pymic_device_spec *specs, int count, size_t limit)
 {
     pymic_device *devices = calloc((size_t)count, sizeof *devices);
     if (!devices)
@@ -168,7 +168,9 @@ static int create_devices(const pymic_device_spec *specs, int count, size_t limi
         d->id = i;
         d->ncpus = specs[i].ncpus;
         d->cpus = malloc(sizeof *d->cpus * (size_t)d->ncpus);
-        d->ops = specs[i].kind == PYMIC_KIND_PROC ? &pymic_proc_backend : &pymic_host_backend;
+        d->ops = specs[i].ops;
+        d->spec = specs[i].spec;
+        specs[i].spec = NULL; /* the device's from now on */
         if (!d->cpus)
             return PYMIC_ERR_SYSTEM; /* process is out of memory at start-up */
         memcpy(d->cpus, specs[i].cpus, sizeof *d->cpus * (size_t)d->ncpus);
@@ -254,7 +256,8 @@ static void prefork(void)
     pymic_event_prefork();
     pymic_parked_prefork();
     for (int i = 0; i < pymic_global.ndevices; i++)
-        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed))
+        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed) &&
+            pymic_global.devices[i].ops->prefork)
             pymic_global.devices[i].ops->prefork(&pymic_global.devices[i]);
     pymic_memory_prefork();
 }
@@ -263,7 +266,8 @@ static void postfork_parent(void)
 {
     pymic_memory_postfork_parent();
     for (int i = pymic_global.ndevices - 1; i >= 0; i--)
-        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed))
+        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed) &&
+            pymic_global.devices[i].ops->postfork_parent)
             pymic_global.devices[i].ops->postfork_parent(&pymic_global.devices[i]);
     pymic_parked_postfork_parent();
     pymic_event_postfork_parent();
@@ -286,7 +290,8 @@ static void postfork_child(void)
     for (int i = 0; i < pymic_global.ndevices; i++) {
         pthread_mutex_init(&pymic_global.devices[i].lock, NULL);
         pthread_mutex_init(&pymic_global.devices[i].open_lock, NULL);
-        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed))
+        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed) &&
+            pymic_global.devices[i].ops->postfork_child)
             pymic_global.devices[i].ops->postfork_child(&pymic_global.devices[i]);
     }
 }

@@ -1,8 +1,11 @@
 /*
  * engine.h -- internal declarations shared by the files of libpymic.
  *
- * Nothing here is public: every symbol is hidden (the library is built with
- * -fvisibility=hidden) and only include/pymic.h forms the ABI.
+ * Nothing here is public API: the library is built with -fvisibility=hidden
+ * and include/pymic.h forms the API.  The few calls marked
+ * PYMIC_BACKEND_API are exported for backend plugins (backend.h, "the
+ * core's calls for backends"); this header is installed for them, but
+ * only those calls and the fields backend.h names are theirs to use.
  *
  * Object map
  *   engine   one global: the devices parsed from PYMIC_DEVICES, tunables
@@ -36,7 +39,7 @@
  * stream 3 on device 0: ...", "allocation of 64 bytes on device 1: ..."),
  * not with the engine function's name; a stream is named by
  * PYMIC_STREAM_FMT / PYMIC_STREAM_ARGS. */
-int pymic_fail(int status, const char *fmt, ...) PYMIC_FORMAT(2, 3);
+PYMIC_BACKEND_API int pymic_fail(int status, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 
 /* Say the calling thread's last message again in the caller's terms: a
  * leading "<engine_op>: " (and "device N: ") that a backend wrote gives way
@@ -44,19 +47,19 @@ int pymic_fail(int status, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 int pymic_fail_reworded(int status, const char *engine_op, const char *prefix);
 
 /* Print "PYMIC: ..." on stderr when the debug level is at least `level`. */
-void pymic_log(int level, const char *fmt, ...) PYMIC_FORMAT(2, 3);
+PYMIC_BACKEND_API void pymic_log(int level, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 #define PYMIC_STREAM_FMT "stream %d on device %d"
 #define PYMIC_STREAM_ARGS(s) (s)->number, (s)->device->id
 
 /* ------------------------------------------------------------- config */
 
 /* One device as described by PYMIC_DEVICES, before any thread exists. */
-enum pymic_device_kind { PYMIC_KIND_HOST, PYMIC_KIND_PROC };
-
 typedef struct pymic_device_spec {
     int ncpus;
     int *cpus; /* sorted, distinct */
-    int kind;  /* enum pymic_device_kind */
+    const pymic_backend_ops *ops; /* its backend (registry.c) */
+    char *spec; /* malloc'd "TEXT" of "N:TEXT" for a backend's parse_spec,
+                 * else NULL */
     bool own;  /* host:auto: this MPI rank's own share */
     bool lazy; /* set up on first use, not at initialisation (host:auto's
                   entries for the node's other ranks) */
@@ -72,7 +75,8 @@ typedef struct pymic_host_cpus {
 } pymic_host_cpus;
 
 /* Parse a PYMIC_DEVICES string against the CPUs the process may use
- * ("host:auto" also reads the MPI launcher's variables).  On success *specs
+ * ("host:auto" also reads the MPI launcher's variables); each entry's
+ * backend is found by its name (pymic_backend_find).  On success *specs
  * is a malloc'd array of *count specs (free with pymic_free_device_specs)
  * and `note` says how host:auto chose its CPUs (empty without host:auto).
  * On failure returns PYMIC_ERR_CONFIG and writes the reason to `why`. */
@@ -151,6 +155,9 @@ typedef struct pymic_device {
      * serialises the opening and keeps fork() out of it. */
     const pymic_backend_ops *ops;
     void *backend;
+    /* "TEXT" of PYMIC_DEVICES's "N:TEXT" for a backend with parse_spec
+     * (backend.h), else NULL. */
+    char *spec;
     _Atomic int opened;
     pthread_mutex_t open_lock;
 
@@ -164,7 +171,8 @@ typedef struct pymic_device {
 } pymic_device;
 
 /* Mark `device` lost with the formatted reason (first reason wins). */
-void pymic_device_mark_lost(pymic_device *device, const char *fmt, ...) PYMIC_FORMAT(2, 3);
+PYMIC_BACKEND_API void pymic_device_mark_lost(pymic_device *device, const char *fmt, ...)
+    PYMIC_FORMAT(2, 3);
 
 typedef struct pymic_engine {
     int ndevices;
@@ -332,8 +340,8 @@ struct pymic_stream {
 
 /* On the worker, while it runs command `seq`: record that the command
  * failed (kept if an older failure is still unreported). */
-void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt, ...)
-    PYMIC_FORMAT(3, 4);
+PYMIC_BACKEND_API void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt,
+                                         ...) PYMIC_FORMAT(3, 4);
 /* The unreported failure of a command up to `seq`, if any, as an error of
  * `action` on the stream ("sync of" gives "sync of stream 3 on device 0:
  * ...", then forgotten); else PYMIC_OK. */
@@ -346,8 +354,8 @@ int pymic_stream_take_failure_for_device(pymic_stream *stream, uint64_t seq);
 char *pymic_stream_copy_failure(pymic_stream *stream, int *status);
 /* The same with the status the report will have (pymic_stream_fail:
  * PYMIC_ERR_DEVICE_LOST). */
-void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status, const char *fmt,
-                              ...) PYMIC_FORMAT(4, 5);
+PYMIC_BACKEND_API void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status,
+                                                const char *fmt, ...) PYMIC_FORMAT(4, 5);
 /* True when command `seq` (an invoke or a copy) must not run because a
  * command before it on its stream failed and nobody has been told yet:
  * what depends on a failed command fails with it.  One relaxed load while
@@ -606,8 +614,18 @@ void pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd);
  * thread that opened a team); the next team creates it again. */
 void pymic_host_release_team(void);
 
+/* A worker thread for `stream` running body(stream), pinned to the
+ * device's CPUs with an OpenMP team size of its CPU count (host/worker.c):
+ * what a backend whose kernels run elsewhere gives start_worker.  On
+ * failure the error is recorded and returned. */
+PYMIC_BACKEND_API int pymic_worker_start_pinned(pymic_stream *stream, void *(*body)(void *));
+
+/* Call C kernel `fn` with exactly `nargs` (at most PYMIC_MAX_KERNEL_ARGS)
+ * pointer arguments (host/kernel.c). */
+PYMIC_BACKEND_API void pymic_kernel_call(pymic_kernel_fn fn, int nargs, void *const *args);
+
 /* Monotonic clock in nanoseconds. */
-uint64_t pymic_now_ns(void);
+PYMIC_BACKEND_API uint64_t pymic_now_ns(void);
 
 /* ---------------------------------------------------------------- tracing */
 

@@ -274,7 +274,8 @@ static int mem_alloc(int device, size_t nbytes, size_t alignment, void **device_
             pymic_parked_drain();
         else
             pymic_parked_poll();
-        d->ops->trim(d);
+        if (d->ops->trim)
+            d->ops->trim(d);
         block = d->ops->block_get(d, nbytes, alignment);
     }
     bool tracked = false;

@@ -90,8 +90,10 @@ static void host_postfork_child(pymic_device *device)
 }
 
 const pymic_backend_ops pymic_host_backend = {
+    .abi_version = PYMIC_BACKEND_ABI,
     .kind = "host",
     .host_addressable = true, /* memory of this process */
+    .cpu_specs = true,
     .open = host_open,
     .block_get = host_block_get,
     .block_put = host_block_put,

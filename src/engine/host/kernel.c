@@ -230,3 +230,12 @@ void pymic_host_invoke(pymic_stream *stream, const pymic_command *cmd)
         break; /* excluded by pymic_invoke's checks */
     }
 }
+
+void pymic_kernel_call(pymic_kernel_fn fn, int nargs, void *const *a)
+{
+    switch (nargs) {
+        PYMIC_CALL_CASES
+    default:
+        break; /* excluded by pymic_invoke's checks */
+    }
+}

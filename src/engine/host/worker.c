@@ -51,6 +51,11 @@ int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *))
     return PYMIC_OK;
 }
 
+int pymic_worker_start_pinned(pymic_stream *stream, void *(*body)(void *))
+{
+    return pymic_host_start_worker(stream, body);
+}
+
 /* ------------------------------------------------------------ caller runs */
 
 /* PYMIC_CALLER_RUNS=0 turns "caller runs" off (every command then runs on

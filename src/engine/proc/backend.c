@@ -567,8 +567,10 @@ static void proc_postfork_child(pymic_device *device)
 }
 
 const pymic_backend_ops pymic_proc_backend = {
+    .abi_version = PYMIC_BACKEND_ABI,
     .kind = "proc",
     .host_addressable = true, /* the arena is mapped at the same address here */
+    .cpu_specs = true,
     .open = proc_open,
     .block_get = proc_block_get,
     .block_put = proc_block_put,

@@ -1,0 +1,132 @@
+/*
+ * test_plugin.c -- the backend seam, through a real plugin backend:
+ * libpymic_loopback.so (plugins/loopback.c), whose device memory is not
+ * addressable at the device addresses the engine hands out.
+ *
+ * Run with PYMIC_DEVICES="loopback;host" and PYMIC_BACKEND_PATH naming
+ * the directory the plugins were built in.  The registry's refusals run
+ * first, each in a forked child (the engine reads its environment once),
+ * before this process starts any thread.
+ */
+#include "check.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The plugin's device addresses carry this bit (loopback.c). */
+#define LOOPBACK_TAG ((uintptr_t)1 << 62)
+
+static const char *kernels_path;
+
+/* In a child: PYMIC_DEVICES=devices must be refused at initialisation
+ * with a message that mentions each of `texts` (NULL-terminated). */
+static void expect_refused(const char *devices, const char *const *texts)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        check_failed = 0;
+        setenv("PYMIC_DEVICES", devices, 1);
+        CHECK_STATUS(pymic_init(), PYMIC_ERR_CONFIG);
+        for (const char *const *t = texts; *t; t++) {
+            CHECK_MESSAGE(*t);
+            if (!strstr(pymic_last_error(), *t))
+                fprintf(stderr, "  PYMIC_DEVICES=%s: \"%s\" not in: %s\n", devices, *t,
+                        pymic_last_error());
+        }
+        /* Still refused, with the same reason, on the next call. */
+        CHECK_STATUS(pymic_device_count(&(int){0}), PYMIC_ERR_CONFIG);
+        _exit(check_failed);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+          WEXITSTATUS(status) == 0);
+}
+
+static void test_registry_refusals(void)
+{
+    static const char *const unknown[] = {"libpymic_nosuch.so", "PYMIC_BACKEND_PATH",
+                                          "unknown device kind \"nosuch\"", NULL};
+    expect_refused("host;nosuch*2", unknown);
+    static const char *const old_abi[] = {"libpymic_oldabi.so", "another version", NULL};
+    expect_refused("oldabi", old_abi);
+    /* The loopback backend takes no CPU list and has no parse_spec. */
+    static const char *const no_spec[] = {"\"loopback\", \"loopback*N\"", NULL};
+    expect_refused("loopback:0-1", no_spec);
+    static const char *const bad_name[] = {"expected a device kind", NULL};
+    expect_refused("Loopback", bad_name);
+}
+
+/* Copies and a kernel on a loopback device: the data goes through the
+ * plugin's region, at device addresses this process cannot read. */
+static void test_loopback_device(void)
+{
+    int count = 0;
+    CHECK_OK(pymic_device_count(&count));
+    CHECK(count == 2);
+    pymic_device_info info;
+    CHECK_OK(pymic_device_get_info(0, &info));
+    CHECK(strcmp(info.kind, "loopback") == 0);
+    CHECK(strncmp(info.name, "loopback:", 9) == 0);
+    CHECK(info.host_addressable == 0);
+    CHECK_OK(pymic_device_get_info(1, &info));
+    CHECK(strcmp(info.kind, "host") == 0 && info.host_addressable == 1);
+
+    pymic_stream *stream = NULL;
+    CHECK_OK(pymic_stream_create(0, &stream));
+    pymic_library *library = NULL;
+    CHECK_OK(pymic_library_load(0, kernels_path, &library));
+    pymic_kernel *double_it = NULL;
+    CHECK_OK(pymic_kernel_find(library, "double_it", &double_it));
+    enum { N = 1000 };
+    double in[N], out[N];
+    for (int i = 0; i < N; i++)
+        in[i] = i * 0.5;
+    void *d_in = NULL, *d_out = NULL;
+    CHECK_OK(pymic_mem_alloc(0, sizeof in, 0, &d_in));
+    CHECK_OK(pymic_mem_alloc(0, sizeof out, 0, &d_out));
+    CHECK(((uintptr_t)d_in & LOOPBACK_TAG) && ((uintptr_t)d_out & LOOPBACK_TAG));
+    CHECK_OK(pymic_memcpy_h2d(stream, d_in, 0, in, sizeof in));
+    int64_t n = N;
+    pymic_arg args[3] = {{d_in, 0}, {d_out, 0}, {&n, sizeof n}};
+    CHECK_OK(pymic_invoke(stream, double_it, 3, args));
+    memset(out, 0, sizeof out);
+    CHECK_OK(pymic_memcpy_d2h(stream, out, d_out, 0, sizeof out));
+    CHECK_OK(pymic_stream_sync(stream));
+    int wrong = 0;
+    for (int i = 0; i < N; i++)
+        wrong += out[i] != 2 * in[i];
+    CHECK(wrong == 0);
+
+    /* Device to device, inside the device, overlapping: shift by one. */
+    CHECK_OK(pymic_memcpy_d2d(stream, d_in, sizeof(double), d_in, 0, sizeof in - sizeof(double)));
+    CHECK_OK(pymic_memcpy_d2h(stream, out, d_in, 0, sizeof out));
+    CHECK_OK(pymic_stream_sync(stream));
+    wrong = out[0] != in[0];
+    for (int i = 1; i < N; i++)
+        wrong += out[i] != in[i - 1];
+    CHECK(wrong == 0);
+
+    /* The core still checks ranges on a device it cannot read. */
+    CHECK_STATUS(pymic_memcpy_h2d(stream, d_in, 8, in, sizeof in), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_OK(pymic_mem_free(stream, d_in));
+    CHECK_OK(pymic_mem_free(stream, d_out));
+    CHECK_OK(pymic_stream_sync(stream));
+    CHECK_OK(pymic_library_unload(library));
+    CHECK_OK(pymic_stream_destroy(stream));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s test_kernels.so\n", argv[0]);
+        return 2;
+    }
+    kernels_path = argv[1];
+    test_registry_refusals();
+    test_loopback_device();
+    return check_finish();
+}
