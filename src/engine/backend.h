@@ -57,6 +57,7 @@ struct pymic_device;
 struct pymic_stream;
 struct pymic_command;
 struct pymic_block;
+struct pymic_alloc;
 
 typedef struct pymic_backend_ops {
     /* PYMIC_BACKEND_ABI as the backend was built. */
@@ -101,6 +102,27 @@ typedef struct pymic_backend_ops {
                                      size_t alignment);
     void (*block_put)(struct pymic_device *device, struct pymic_block *block);
     void (*trim)(struct pymic_device *device);
+    /* The bytes the device can hold, which its default memory limit
+     * becomes (PYMIC_MEMORY_LIMIT overrides it); NULL: the host's memory
+     * (or its cgroup's limit) divided by the number of devices, right for
+     * devices whose memory is this machine's.  Called once, right after
+     * open, on the same thread with the same lock held. */
+    size_t (*memory_capacity)(struct pymic_device *device);
+
+    /* ---- PYMIC_CHECK=bounds.  bounds_arm (NULL: the backend cannot
+     * check bounds, and PYMIC_CHECK=bounds is refused at initialisation
+     * naming the device kind) prepares the checks of a new allocation
+     * before it is visible to any command: on the allocating thread, no
+     * lock held.  bounds_after_invoke (NULL: the backend checks inside its
+     * invoke, e.g. a remote engine reporting a damaged canary with the
+     * command's failure) runs on whoever ran the invoke, right after it,
+     * and reports damage with pymic_stream_fail_status.  A host-
+     * addressable backend whose blocks leave room for canaries (bounds.c:
+     * pymic_bounds_span) uses the core's canaries, pymic_bounds_arm and
+     * pymic_bounds_after_invoke, which read and write device memory at
+     * the device addresses; no other backend may. */
+    void (*bounds_arm)(struct pymic_device *device, const struct pymic_alloc *alloc);
+    void (*bounds_after_invoke)(struct pymic_stream *stream, const struct pymic_command *cmd);
 
     /* ---- streams.  start_worker runs on the creating thread with the
      * stream listed on its device (device->lock not held): it starts

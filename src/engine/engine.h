@@ -12,7 +12,7 @@
  *   device   a CPU set, a memory limit, the list of its streams
  *   stream   a ring of commands and one worker thread that runs them
  *   event    a generation counter advanced by record commands
- *   alloc    one tracked device allocation (in the global allocation table)
+ *   alloc    one tracked device allocation (in its device's allocation table)
  *   library  a dlopen handle and the kernels found in it
  */
 #ifndef PYMIC_ENGINE_H
@@ -141,7 +141,18 @@ typedef struct pymic_device {
     /* Failures of destroyed streams that nobody had reported, oldest
      * first: the next device syncs report them (failure.c). */
     struct pymic_orphan *orphans;
-    size_t memory_limit;       /* guarded by the allocation table's lock  */
+    /* The device's allocation table (memory.c): its live allocations
+     * sorted by address, and those freed whose memory is not back yet.
+     * Each device has its own (two devices may hand out equal
+     * addresses); table.lock also guards the byte counts below. */
+    struct pymic_alloc_table {
+        pthread_mutex_t lock;
+        struct pymic_alloc **entries;
+        size_t count, capacity;
+        struct pymic_alloc *pending_head;
+    } table;
+    size_t memory_limit;       /* guarded by table.lock                   */
+    size_t memory_default;     /* what a limit of 0 restores (idem)       */
     size_t memory_used;        /* idem                                    */
     size_t memory_pending;     /* idem: of memory_used, bytes freed and
                                 * waiting for their FREE command or for
@@ -569,8 +580,9 @@ int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int narg
  * `alignment`, guard page excluded, rounded to whole pages. */
 size_t pymic_bounds_span(size_t nbytes, size_t alignment, size_t after);
 /* Fill the canaries of a new allocation (bounds.c). */
-void pymic_bounds_arm(const pymic_alloc *alloc);
-/* On the worker after an invoke: check every allocation of the device,
+void pymic_bounds_arm(pymic_device *device, const pymic_alloc *alloc);
+/* After an invoke (bounds_after_invoke of host-addressable backends):
+ * check every allocation of the device,
  * report the first overwritten canary as the command's failure and
  * re-arm it. */
 void pymic_bounds_after_invoke(pymic_stream *stream, const pymic_command *cmd);
@@ -583,6 +595,8 @@ bool pymic_memory_describe_fault(pymic_device *device, uintptr_t address, char *
  * still held (live, or freed and not back yet), with the allocation table
  * locked (visit must not call into the engine). */
 void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void *), void *arg);
+/* Make `device`'s allocation table usable (at device creation). */
+void pymic_memory_table_init(pymic_device *device);
 
 /* A device's limit and live bytes, read consistently. */
 

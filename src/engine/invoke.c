@@ -113,8 +113,8 @@ void pymic_command_execute(pymic_stream *stream, pymic_command *cmd)
     switch (cmd->kind) {
     case PYMIC_CMD_INVOKE:
         stream->ops->invoke(stream, cmd);
-        if (__builtin_expect(pymic_global.check_bounds, 0))
-            pymic_bounds_after_invoke(stream, cmd);
+        if (__builtin_expect(pymic_global.check_bounds, 0) && stream->ops->bounds_after_invoke)
+            stream->ops->bounds_after_invoke(stream, cmd);
         break;
     case PYMIC_CMD_COPY:
         stream->ops->copy(stream, cmd);

@@ -3,7 +3,7 @@
  * libpymic_loopback.so (plugins/loopback.c), whose device memory is not
  * addressable at the device addresses the engine hands out.
  *
- * Run with PYMIC_DEVICES="loopback;host" and PYMIC_BACKEND_PATH naming
+ * Run with PYMIC_DEVICES="loopback*2;host" and PYMIC_BACKEND_PATH naming
  * the directory the plugins were built in.  The registry's refusals run
  * first, each in a forked child (the engine reads its environment once),
  * before this process starts any thread.
@@ -58,6 +58,13 @@ static void test_registry_refusals(void)
     expect_refused("loopback:0-1", no_spec);
     static const char *const bad_name[] = {"expected a device kind", NULL};
     expect_refused("Loopback", bad_name);
+    /* Canaries are the backend's business: one that has no way to check
+     * is refused, not read behind its back. */
+    setenv("PYMIC_CHECK", "bounds", 1);
+    static const char *const no_bounds[] = {
+        "bounds checks are not supported on device kind \"loopback\" (device 1)", NULL};
+    expect_refused("host;loopback", no_bounds);
+    unsetenv("PYMIC_CHECK");
 }
 
 /* Copies and a kernel on a loopback device: the data goes through the
@@ -66,13 +73,13 @@ static void test_loopback_device(void)
 {
     int count = 0;
     CHECK_OK(pymic_device_count(&count));
-    CHECK(count == 2);
+    CHECK(count == 3);
     pymic_device_info info;
     CHECK_OK(pymic_device_get_info(0, &info));
     CHECK(strcmp(info.kind, "loopback") == 0);
     CHECK(strncmp(info.name, "loopback:", 9) == 0);
     CHECK(info.host_addressable == 0);
-    CHECK_OK(pymic_device_get_info(1, &info));
+    CHECK_OK(pymic_device_get_info(2, &info));
     CHECK(strcmp(info.kind, "host") == 0 && info.host_addressable == 1);
 
     pymic_stream *stream = NULL;
@@ -119,6 +126,71 @@ static void test_loopback_device(void)
     CHECK_OK(pymic_stream_destroy(stream));
 }
 
+/* The limit of a device whose backend knows its capacity is that
+ * capacity (the plugin's region), not a share of the host's memory. */
+static void test_capacity(void)
+{
+    pymic_device_info info;
+    CHECK_OK(pymic_device_get_info(1, &info));
+    CHECK(info.memory_total == (size_t)32 << 20);
+    CHECK_OK(pymic_device_set_memory_limit(1, 4096));
+    CHECK_OK(pymic_device_get_info(1, &info));
+    CHECK(info.memory_total == 4096);
+    CHECK_OK(pymic_device_set_memory_limit(1, 0)); /* back to the default */
+    CHECK_OK(pymic_device_get_info(1, &info));
+    CHECK(info.memory_total == (size_t)32 << 20);
+    CHECK_OK(pymic_device_get_info(2, &info));
+    CHECK(info.memory_total != (size_t)32 << 20);
+}
+
+/* Two loopback devices hand out equal addresses: every check and every
+ * use list is the device's own, and each device's data stays its own. */
+static void test_equal_addresses(void)
+{
+    pymic_stream *s0 = NULL, *s1 = NULL;
+    CHECK_OK(pymic_stream_create(0, &s0));
+    CHECK_OK(pymic_stream_create(1, &s1));
+    void *a0 = NULL, *a1 = NULL;
+    CHECK_OK(pymic_mem_alloc(0, 4096, 0, &a0));
+    CHECK_OK(pymic_mem_alloc(1, 1024, 0, &a1));
+    CHECK(a0 != NULL && a0 == a1);
+    int64_t v0[4] = {1, 2, 3, 4}, v1[4] = {10, 20, 30, 40}, got[4];
+    CHECK_OK(pymic_memcpy_h2d(s0, a0, 0, v0, sizeof v0));
+    CHECK_OK(pymic_memcpy_h2d(s1, a1, 0, v1, sizeof v1));
+    /* Each device's own allocation bounds the range. */
+    CHECK_OK(pymic_memcpy_h2d(s0, a0, 2048, v0, sizeof v0));
+    CHECK_STATUS(pymic_memcpy_h2d(s1, a1, 2048, v1, sizeof v1), PYMIC_ERR_OUT_OF_RANGE);
+    void *base = NULL;
+    size_t nbytes = 0;
+    CHECK_OK(pymic_mem_query(0, a0, &base, &nbytes));
+    CHECK(base == a0 && nbytes == 4096);
+    CHECK_OK(pymic_mem_query(1, a1, &base, &nbytes));
+    CHECK(base == a1 && nbytes == 1024);
+
+    /* A kernel on device 1 uses a1: freeing a0 on device 0 meanwhile
+     * must neither wait for it nor touch device 1's allocation. */
+    pymic_library *library = NULL;
+    CHECK_OK(pymic_library_load(1, kernels_path, &library));
+    pymic_kernel *increment = NULL;
+    CHECK_OK(pymic_kernel_find(library, "increment", &increment));
+    pymic_arg arg = {a1, 0};
+    CHECK_OK(pymic_invoke(s1, increment, 1, &arg));
+    CHECK_OK(pymic_mem_free(s0, a0));
+    CHECK_OK(pymic_stream_sync(s0));
+    CHECK_OK(pymic_mem_query(1, a1, &base, &nbytes));
+    CHECK_STATUS(pymic_mem_query(0, a0, &base, &nbytes), PYMIC_ERR_WRONG_DEVICE);
+    CHECK_MESSAGE("belongs to device 1");
+    CHECK_OK(pymic_memcpy_d2h(s1, got, a1, 0, sizeof got));
+    CHECK_OK(pymic_stream_sync(s1));
+    CHECK(got[0] == 11 && got[1] == 20 && got[3] == 40);
+    CHECK_OK(pymic_mem_free(s1, a1));
+    CHECK_OK(pymic_stream_sync(s1));
+    CHECK_STATUS(pymic_mem_free(s1, a1), PYMIC_ERR_INVALID_POINTER);
+    CHECK_OK(pymic_library_unload(library));
+    CHECK_OK(pymic_stream_destroy(s0));
+    CHECK_OK(pymic_stream_destroy(s1));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -128,5 +200,7 @@ int main(int argc, char **argv)
     kernels_path = argv[1];
     test_registry_refusals();
     test_loopback_device();
+    test_capacity();
+    test_equal_addresses();
     return check_finish();
 }

@@ -123,6 +123,13 @@ static void loopback_block_put(pymic_device *device, pymic_block *block)
     free(block);
 }
 
+/* The region is all the device can hold. */
+static size_t loopback_memory_capacity(pymic_device *device)
+{
+    (void)device;
+    return REGION_BYTES;
+}
+
 static int loopback_start_worker(pymic_stream *stream, void *(*body)(void *))
 {
     return pymic_worker_start_pinned(stream, body);
@@ -217,6 +224,7 @@ static const pymic_backend_ops loopback_ops = {
     .open = loopback_open,
     .block_get = loopback_block_get,
     .block_put = loopback_block_put,
+    .memory_capacity = loopback_memory_capacity,
     .start_worker = loopback_start_worker,
     .worker_exit = loopback_worker_exit,
     .copy = loopback_copy,
