@@ -44,10 +44,11 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* The version of this table's layout and contracts; bumped whenever either
  * changes, so a plugin built against another one is refused by name. */
-#define PYMIC_BACKEND_ABI 1u
+#define PYMIC_BACKEND_ABI 2u
 
 /* The core's calls for backends are exported from libpymic (everything
  * else in it is hidden) but are not part of include/pymic.h's API. */
@@ -135,8 +136,13 @@ typedef struct pymic_backend_ops {
 
     /* ---- commands, on the worker.  copy carries out a PYMIC_CMD_COPY
      * (cmd->u.copy: direction, already-checked ranges, overlap flag);
-     * invoke calls cmd->u.call.fn with cmd->args, returning when the
-     * kernel has returned. */
+     * invoke runs the kernel of handle cmd->u.call.kernel_handle with
+     * cmd->nargs arguments, returning when the kernel has returned.  Each
+     * argument has a kind (engine.h, enum pymic_arg_kind: DEVICE, a
+     * checked device address; SCALAR, bytes in cmd->scalars at
+     * arg_offset/arg_size; ADDRESS, any other value, passed on as is);
+     * cmd->args[i] holds what a kernel of this process would be given
+     * (the host backend passes it unchanged). */
     void (*copy)(struct pymic_stream *stream, const struct pymic_command *cmd);
     void (*invoke)(struct pymic_stream *stream, const struct pymic_command *cmd);
 
@@ -148,17 +154,19 @@ typedef struct pymic_backend_ops {
      * `fd`; else, and always without `by_path`, it loads the descriptor
      * and `path` only names the file in reasons.  It owns `fd` from the
      * call on: it closes it on failure, or once the file is no longer
-     * needed.  kernel_find returns the
-     * address, as the device sees it, of function `name` defined by the
-     * library itself (not by its dependencies, not a data object), or
-     * NULL with the reason.  kernel_find is called with the engine's
+     * needed.  kernel_find returns an opaque non-zero handle of function
+     * `name` defined by the library itself (not by its dependencies, not
+     * a data object), or 0 with the reason: the core stores it and hands
+     * it back to invoke (cmd->u.call.kernel_handle), never calls or reads
+     * it; pymic_kernel_address reports it (the host and process backends'
+     * handle is the function's address in the process that runs it).  kernel_find is called with the engine's
      * library lock held, so it must not take it.  library_close runs
      * once no queued command can call into the library any more (it may
      * run on a worker: a parked release). */
     void *(*library_open)(struct pymic_device *device, int fd, const char *path, bool by_path,
                           char *why, size_t why_len);
-    void *(*kernel_find)(struct pymic_device *device, void *handle, const char *name,
-                         char *why, size_t why_len);
+    uint64_t (*kernel_find)(struct pymic_device *device, void *handle, const char *name,
+                            char *why, size_t why_len);
     void (*library_close)(struct pymic_device *device, void *handle);
 
     /* ---- health.  reset (NULL: nothing to restart) runs on the caller

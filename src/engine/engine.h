@@ -241,6 +241,23 @@ struct pymic_mark;
 /* Which sides of a copy are device memory (backends may care). */
 enum pymic_copy_dir { PYMIC_COPY_H2D, PYMIC_COPY_D2H, PYMIC_COPY_D2D };
 
+/* What an invoke argument is (pymic_command.arg_kind).  The host backend
+ * only reads `args` (a kernel of this process takes them as they are);
+ * a backend whose kernels run elsewhere reads the kinds to carry each
+ * argument over. */
+enum pymic_arg_kind {
+    /* Any other pointer value, NULL included: passed on unchanged
+     * (args[i]).  The engine knows nothing of what it points to. */
+    PYMIC_ARG_ADDRESS = 0,
+    /* A pointer into a live allocation of the stream's device, checked
+     * and recorded as used when the invoke was enqueued: args[i] is the
+     * device address. */
+    PYMIC_ARG_DEVICE = 1,
+    /* Scalar bytes: arg_size[i] bytes at scalars + arg_offset[i] (16-byte
+     * aligned); args[i] points there, in this process. */
+    PYMIC_ARG_SCALAR = 2,
+};
+
 /* One ring slot.  Scalars are copied into `scalars` so the kernel's pointer
  * stays valid until the slot is recycled, which happens only after the
  * command has completed. */
@@ -253,7 +270,9 @@ typedef struct pymic_command {
     int scalar_bytes; /* INVOKE: bytes of `scalars` in use */
     union {
         struct {
-            pymic_kernel_fn fn;
+            /* The backend's opaque kernel handle (kernel_find), passed
+             * back to its invoke unchanged. */
+            uint64_t kernel_handle;
             const struct pymic_kernel *handle; /* for messages */
         } call;
         struct {
@@ -267,6 +286,11 @@ typedef struct pymic_command {
         struct pymic_mark *mark; /* RECORD, WAIT_EVENT */
     } u;
     void *args[PYMIC_MAX_KERNEL_ARGS];
+    /* INVOKE, per argument below nargs: enum pymic_arg_kind, and for a
+     * SCALAR its place in `scalars`. */
+    unsigned char arg_kind[PYMIC_MAX_KERNEL_ARGS];
+    uint16_t arg_offset[PYMIC_MAX_KERNEL_ARGS];
+    uint16_t arg_size[PYMIC_MAX_KERNEL_ARGS];
     _Alignas(16) unsigned char scalars[PYMIC_MAX_SCALAR_BYTES];
 } pymic_command;
 
@@ -449,8 +473,9 @@ void pymic_command_execute(pymic_stream *stream, pymic_command *cmd);
 struct pymic_kernel {
     char *name;
     unsigned generation; /* the device's, when found */
-    pymic_kernel_fn fn;
-    void *address;
+    /* The backend's handle (kernel_find): never called or read by the
+     * core, only handed back to ops->invoke. */
+    uint64_t handle;
     pymic_library *library;
     pymic_device *device;
     struct pymic_kernel *next;
@@ -563,10 +588,13 @@ typedef struct pymic_alloc {
  * `what` names the side ("destination", ...) in the error message. */
 int pymic_memory_claim(const char *op, const char *what, pymic_stream *stream,
                        const void *ptr, size_t offset, size_t nbytes, uint64_t seq);
-/* Record the use, by invoke command `seq`, of each live allocation that a
- * pointer argument (size 0) points into.  Pointers into no allocation are
- * passed over: a kernel may be given any address. */
-int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int nargs, uint64_t seq);
+/* Record the use, by invoke command `seq` (in slot `cmd`), of each live
+ * allocation of the stream's device that a pointer argument (size 0)
+ * points into, and mark those arguments PYMIC_ARG_DEVICE.  Pointers into
+ * no allocation stay PYMIC_ARG_ADDRESS: a kernel may be given any
+ * address. */
+int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int nargs, uint64_t seq,
+                           pymic_command *cmd);
 
 /* ---------------------------------------------------------- bounds checks */
 

@@ -81,6 +81,7 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
         size_t size = args[i].size;
         if (size == 0) {
             cmd->args[i] = (void *)args[i].data;
+            cmd->arg_kind[i] = PYMIC_ARG_ADDRESS; /* or DEVICE: note_uses */
             continue;
         }
         if (!args[i].data || size > PYMIC_MAX_SCALAR_BYTES - used) {
@@ -89,11 +90,14 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
         }
         memcpy(cmd->scalars + used, args[i].data, size);
         cmd->args[i] = cmd->scalars + used;
+        cmd->arg_kind[i] = PYMIC_ARG_SCALAR;
+        cmd->arg_offset[i] = (uint16_t)used; /* < PYMIC_MAX_SCALAR_BYTES */
+        cmd->arg_size[i] = (uint16_t)size;
         used += scalar_footprint(size);
     }
     /* Pointers into device memory: the kernel uses those allocations, so
      * freeing one must wait for this command (any stream may free it). */
-    status = pymic_memory_note_uses(stream, args, nargs, pymic_stream_reserved_seq(stream));
+    status = pymic_memory_note_uses(stream, args, nargs, pymic_stream_reserved_seq(stream), cmd);
     if (status != PYMIC_OK) {
         pymic_stream_cancel(stream);
         return status;
@@ -101,7 +105,7 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
     cmd->kind = PYMIC_CMD_INVOKE;
     cmd->nargs = nargs;
     cmd->scalar_bytes = (int)used;
-    cmd->u.call.fn = kernel->fn;
+    cmd->u.call.kernel_handle = kernel->handle;
     cmd->u.call.handle = kernel;
     pymic_trace_label(kernel->name);
     pymic_stream_publish(stream);

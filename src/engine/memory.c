@@ -556,7 +556,8 @@ int pymic_memory_claim(const char *op, const char *what, pymic_stream *stream,
     return check_range(op, what, stream->device, ptr, offset, nbytes, &view, stream, seq);
 }
 
-int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int nargs, uint64_t seq)
+int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int nargs, uint64_t seq,
+                           pymic_command *cmd)
 {
     bool recorded = true;
     int npointers = 0;
@@ -570,8 +571,10 @@ int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int narg
         if (args[i].size != 0 || !args[i].data)
             continue;
         pymic_alloc *alloc = find_containing(t, args[i].data, NULL);
-        if (alloc)
+        if (alloc) {
             recorded = record_use(alloc, stream, seq);
+            cmd->arg_kind[i] = PYMIC_ARG_DEVICE;
+        }
     }
     pthread_mutex_unlock(&t->lock);
     if (!recorded)

@@ -117,6 +117,33 @@ static void test_loopback_device(void)
         wrong += out[i] != in[i - 1];
     CHECK(wrong == 0);
 
+    /* Argument kinds: a pointer into the middle of an allocation is
+     * device memory (translated by the backend), a host address is
+     * passed on unchanged (this plugin's kernels run in this process),
+     * scalars are read from the command. */
+    pymic_kernel *add_scalars = NULL, *append = NULL;
+    CHECK_OK(pymic_kernel_find(library, "add_scalars", &add_scalars));
+    CHECK_OK(pymic_kernel_find(library, "append", &append));
+    double host_out = 0, a = 1.5;
+    int64_t b = 40;
+    pymic_arg scalar_args[3] = {{&host_out, 0}, {&a, sizeof a}, {&b, sizeof b}};
+    CHECK_OK(pymic_invoke(stream, add_scalars, 3, scalar_args));
+    int64_t log[4] = {0, 0, 0, 0}, value = 7;
+    void *d_log = NULL;
+    CHECK_OK(pymic_mem_alloc(0, sizeof log + 64, 0, &d_log));
+    CHECK_OK(pymic_memcpy_h2d(stream, d_log, 64, log, sizeof log));
+    pymic_arg log_args[2] = {{(char *)d_log + 64, 0}, {&value, sizeof value}};
+    CHECK_OK(pymic_invoke(stream, append, 2, log_args));
+    CHECK_OK(pymic_memcpy_d2h(stream, log, d_log, 64, sizeof log));
+    CHECK_OK(pymic_stream_sync(stream));
+    CHECK(host_out == 41.5);
+    CHECK(log[0] == 1 && log[1] == 7);
+    CHECK_OK(pymic_mem_free(stream, d_log));
+    /* Kernel handles are the backend's: this one numbers its kernels,
+     * and the core never called the number. */
+    CHECK((uintptr_t)pymic_kernel_address(double_it) >= 1 &&
+          (uintptr_t)pymic_kernel_address(double_it) < 256);
+
     /* The core still checks ranges on a device it cannot read. */
     CHECK_STATUS(pymic_memcpy_h2d(stream, d_in, 8, in, sizeof in), PYMIC_ERR_OUT_OF_RANGE);
     CHECK_OK(pymic_mem_free(stream, d_in));

@@ -74,6 +74,13 @@ static void host_copy(pymic_stream *stream, const pymic_command *cmd)
                         cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
 }
 
+/* The handle of a host kernel is its address in this process. */
+static uint64_t host_kernel_find(pymic_device *device, void *library, const char *name,
+                                 char *why, size_t why_len)
+{
+    return (uint64_t)(uintptr_t)pymic_host_kernel_find(device, library, name, why, why_len);
+}
+
 static void host_prefork(pymic_device *device)
 {
     pymic_block_cache_prefork(cache_of(device));
@@ -105,7 +112,7 @@ const pymic_backend_ops pymic_host_backend = {
     .copy = host_copy,
     .invoke = pymic_host_invoke,
     .library_open = pymic_host_library_open,
-    .kernel_find = pymic_host_kernel_find,
+    .kernel_find = host_kernel_find,
     .library_close = pymic_host_library_close,
     .prefork = host_prefork,
     .postfork_parent = host_postfork_parent,

@@ -222,7 +222,8 @@ void pymic_host_library_close(pymic_device *device, void *handle)
 void pymic_host_invoke(pymic_stream *stream, const pymic_command *cmd)
 {
     (void)stream;
-    pymic_kernel_fn fn = cmd->u.call.fn;
+    /* The handle is the function's address (host_kernel_find). */
+    pymic_kernel_fn fn = (pymic_kernel_fn)(uintptr_t)cmd->u.call.kernel_handle;
     void *const *a = cmd->args;
     switch (cmd->nargs) {
         PYMIC_CALL_CASES

@@ -363,14 +363,15 @@ static void proc_invoke(pymic_stream *stream, const pymic_command *cmd)
     if (!atomic_load_explicit(&d->lost, memory_order_acquire)) {
         proc_mailbox *mb = &pd->control->mailbox[ps->index];
         mb->nargs = cmd->nargs;
-        mb->address = (uint64_t)(uintptr_t)kernel->address;
+        mb->address = cmd->u.call.kernel_handle;
         memcpy(mb->scalars, cmd->scalars, (size_t)cmd->scalar_bytes);
-        /* Scalars travel in the mailbox: their pointers are rebased. */
-        for (int i = 0; i < cmd->nargs; i++) {
-            uintptr_t offset = (uintptr_t)cmd->args[i] - (uintptr_t)cmd->scalars;
-            mb->args[i] = offset < PYMIC_MAX_SCALAR_BYTES ? (void *)(mb->scalars + offset)
-                                                          : cmd->args[i];
-        }
+        /* Scalars travel in the mailbox: they point into its copy.
+         * Device and other addresses are the same in the device process
+         * (the arena is mapped at the same address there). */
+        for (int i = 0; i < cmd->nargs; i++)
+            mb->args[i] = cmd->arg_kind[i] == PYMIC_ARG_SCALAR
+                              ? (void *)(mb->scalars + cmd->arg_offset[i])
+                              : cmd->args[i];
         atomic_store(&pd->running[ps->index], kernel);
         if (atomic_load_explicit(&pymic_global.kernel_timeout_ns, memory_order_relaxed))
             atomic_store(&pd->started_ns[ps->index], pymic_now_ns());
@@ -456,19 +457,20 @@ static void *proc_library_open(pymic_device *device, int fd, const char *path, b
     return lib;
 }
 
-static void *proc_kernel_find(pymic_device *device, void *handle, const char *name, char *why,
-                              size_t len)
+/* The handle is the kernel's address in the device process. */
+static uint64_t proc_kernel_find(pymic_device *device, void *handle, const char *name,
+                                 char *why, size_t len)
 {
     proc_device *pd = state_of(device);
     proc_library *lib = handle;
-    void *address = NULL;
+    uint64_t address = 0;
     pthread_mutex_lock(&pd->control_lock);
     proc_mailbox *mb = &pd->control->mailbox[0];
     mb->handle = lib->handle;
     snprintf(mb->text, PROC_TEXT_MAX, "%s", name);
     int status = proc_control_call(pd, PROC_REQ_FIND);
     if (status == PYMIC_OK)
-        address = (void *)(uintptr_t)mb->address;
+        address = mb->address;
     else if (status == PYMIC_ERR_DEVICE_LOST)
         lost_reason(device, why, len);
     else

@@ -45,10 +45,16 @@
 #define UNIT_BYTES ((size_t)256)
 #define NUNITS (REGION_BYTES / UNIT_BYTES)
 
+/* Kernels found, by handle: a kernel handle is 1 + its index here, a
+ * number that is no address (the core must never call it). */
+#define MAX_KERNELS 256
+
 typedef struct loopback_device {
     unsigned char *region;
-    pthread_mutex_t lock;          /* guards `used` */
+    pthread_mutex_t lock;          /* guards `used` and the kernel table */
     unsigned char used[NUNITS];    /* 1: unit allocated */
+    pymic_kernel_fn kernels[MAX_KERNELS];
+    int nkernels;
 } loopback_device;
 
 static loopback_device *state_of(pymic_device *device)
@@ -158,16 +164,30 @@ static void loopback_copy(pymic_stream *stream, const pymic_command *cmd)
     }
 }
 
-/* Pointer arguments into the device's memory become region addresses. */
+/* Arguments by kind: device addresses become region addresses, scalars
+ * are read where the command keeps them, other addresses pass as they
+ * are. */
 static void loopback_invoke(pymic_stream *stream, const pymic_command *cmd)
 {
+    loopback_device *d = state_of(stream->device);
     void *args[PYMIC_MAX_KERNEL_ARGS];
     for (int i = 0; i < cmd->nargs; i++) {
-        uintptr_t value = (uintptr_t)cmd->args[i];
-        args[i] = (value & LOOPBACK_TAG) ? (void *)translate(stream->device, value, 0)
-                                         : cmd->args[i];
+        switch (cmd->arg_kind[i]) {
+        case PYMIC_ARG_DEVICE:
+            args[i] = translate(stream->device, (uintptr_t)cmd->args[i], 0);
+            break;
+        case PYMIC_ARG_SCALAR:
+            args[i] = (void *)(cmd->scalars + cmd->arg_offset[i]);
+            break;
+        default:
+            args[i] = cmd->args[i];
+            break;
+        }
     }
-    pymic_kernel_call(cmd->u.call.fn, cmd->nargs, args);
+    pthread_mutex_lock(&d->lock);
+    pymic_kernel_fn fn = d->kernels[cmd->u.call.kernel_handle - 1];
+    pthread_mutex_unlock(&d->lock);
+    pymic_kernel_call(fn, cmd->nargs, args);
 }
 
 /* The kernels run in this process: load the open file through its
@@ -186,14 +206,27 @@ static void *loopback_library_open(pymic_device *device, int fd, const char *pat
     return handle;
 }
 
-static void *loopback_kernel_find(pymic_device *device, void *handle, const char *name,
-                                  char *why, size_t why_len)
+static uint64_t loopback_kernel_find(pymic_device *device, void *handle, const char *name,
+                                     char *why, size_t why_len)
 {
-    (void)device;
+    loopback_device *d = state_of(device);
     void *address = dlsym(handle, name);
-    if (!address)
+    if (!address) {
         snprintf(why, why_len, "no kernel \"%s\"", name);
-    return address;
+        return 0;
+    }
+    pymic_kernel_fn fn;
+    memcpy(&fn, &address, sizeof fn);
+    uint64_t found = 0;
+    pthread_mutex_lock(&d->lock);
+    if (d->nkernels < MAX_KERNELS) {
+        d->kernels[d->nkernels++] = fn;
+        found = (uint64_t)d->nkernels;
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (!found)
+        snprintf(why, why_len, "the loopback device's kernel table is full");
+    return found;
 }
 
 static void loopback_library_close(pymic_device *device, void *handle)
