@@ -148,8 +148,8 @@ static const pymic_backend_ops *load_plugin(const char *name, char *why, size_t 
         dir_len = colon ? (size_t)(colon - rest) : strlen(rest);
         rest = colon ? colon + 1 : NULL;
     }
-    snprintf(why, why_len, "unknown device kind \"%s\": not built in (\"host\", \"proc\") and "
-             "no backend plugin %s in %s or in PYMIC_BACKEND_PATH (%s)", name, file,
+    snprintf(why, why_len, "unknown device kind \"%s\" (\"host\" and \"proc\" are built in, "
+             "and there is no backend plugin %s in %s or in PYMIC_BACKEND_PATH (%s))", name, file,
              own[0] ? own : "libpymic's directory (unknown)",
              search && *search ? search : "unset");
     return NULL;
