@@ -48,7 +48,11 @@
 
 /* The version of this table's layout and contracts; bumped whenever either
  * changes, so a plugin built against another one is refused by name. */
-#define PYMIC_BACKEND_ABI 2u
+#define PYMIC_BACKEND_ABI 3u
+
+/* What copy and invoke return: the command is done, or in flight (the
+ * backend completes it later with pymic_command_complete). */
+enum { PYMIC_COMMAND_DONE = 0, PYMIC_COMMAND_IN_FLIGHT = 1 };
 
 /* The core's calls for backends are exported from libpymic (everything
  * else in it is hidden) but are not part of include/pymic.h's API. */
@@ -143,8 +147,25 @@ typedef struct pymic_backend_ops {
      * arg_offset/arg_size; ADDRESS, any other value, passed on as is);
      * cmd->args[i] holds what a kernel of this process would be given
      * (the host backend passes it unchanged). */
-    void (*copy)(struct pymic_stream *stream, const struct pymic_command *cmd);
-    void (*invoke)(struct pymic_stream *stream, const struct pymic_command *cmd);
+    int (*copy)(struct pymic_stream *stream, const struct pymic_command *cmd, uint64_t seq);
+    int (*invoke)(struct pymic_stream *stream, const struct pymic_command *cmd, uint64_t seq);
+    /* Drive completion of this stream's commands in flight (NULL: the
+     * backend completes them by itself, e.g. from a progress thread).
+     * With a poll, a thread waiting for such a command calls it in a loop
+     * instead of sleeping. */
+    void (*poll)(struct pymic_stream *stream);
+
+    /* ---- caller runs.  caller_may_run (NULL: never) says whether a
+     * thread syncing on the device may run its commands itself (the host:
+     * when its CPUs are all the device's).  run_on_caller (NULL:
+     * pymic_command_execute as it is) runs one command on such a thread
+     * and returns what it returned.  release_thread (NULL: nothing) lets
+     * go of what running kernels left on the calling thread (the host:
+     * its OpenMP pool), called by a worker or a caller that ran some and
+     * will not run more for a while. */
+    bool (*caller_may_run)(const struct pymic_device *device);
+    int (*run_on_caller)(struct pymic_stream *stream, struct pymic_command *cmd, uint64_t seq);
+    void (*release_thread)(void);
 
     /* ---- libraries.  Any thread.  library_open loads the regular file
      * open as `fd` for the device -- that very file (the handle is the

@@ -267,6 +267,9 @@ typedef struct pymic_command {
     /* Who may run it (stream.c), written at publish; atomic so a syncing
      * thread may look before it claims the command. */
     _Atomic unsigned char run_class;
+    /* Set by pymic_command_complete when the command finished while one
+     * before it had not; cleared as `completed` passes it (stream.c). */
+    _Atomic unsigned char finished;
     int scalar_bytes; /* INVOKE: bytes of `scalars` in use */
     union {
         struct {
@@ -367,6 +370,10 @@ struct pymic_stream {
      * which only the rare failure paths take. */
     _Alignas(64) _Atomic uint64_t failed_seq;
     pthread_mutex_t failure_lock;
+    /* Serialises completions of commands that finish out of order
+     * (pymic_command_complete); a command that finishes while every one
+     * before it has completed is published without it. */
+    pthread_mutex_t complete_lock;
     int failed_status;
     uint64_t skipped_through; /* newest command skipped for the failure  */
     uint64_t forgive_through; /* reset: failures up to here are dropped  */
@@ -466,8 +473,16 @@ uint64_t pymic_deadline(uint64_t timeout_ns);
  * pymic_stream_publish calls it when it finds busy_listed clear. */
 void pymic_device_list_busy(pymic_stream *stream);
 
-/* Run one command on the worker (invoke.c, memory.c, event.c). */
-void pymic_command_execute(pymic_stream *stream, pymic_command *cmd);
+/* Run command `seq` (invoke.c, memory.c, event.c): PYMIC_COMMAND_DONE, or
+ * PYMIC_COMMAND_IN_FLIGHT when the backend completes it later. */
+int pymic_command_execute(pymic_stream *stream, pymic_command *cmd, uint64_t seq);
+
+/* A backend completes command `seq` of `stream` that its copy or invoke
+ * left in flight (any thread, no backend lock held: it may run parked
+ * releases, which call block_put and library_close).  A failure is
+ * recorded first (pymic_stream_fail).  `completed` still advances in
+ * order: a command completes once every command before it has. */
+PYMIC_BACKEND_API void pymic_command_complete(pymic_stream *stream, uint64_t seq);
 
 /* A kernel found in a library (library.c); invoke reads it directly. */
 struct pymic_kernel {
@@ -644,17 +659,6 @@ typedef struct pymic_block {
     size_t class_bytes; /* size class, the cache key                    */
     struct pymic_block *next;
 } pymic_block;
-
-/* True when the calling thread may run commands of `device` itself: every
- * CPU it may use belongs to the device (cached per thread). */
-bool pymic_host_caller_may_run(const pymic_device *device);
-/* Run one command on the calling (non-worker) thread, with the OpenMP team
- * size the worker would use. */
-void pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd);
-
-/* Release the calling thread's OpenMP thread pool (libgomp keeps one per
- * thread that opened a team); the next team creates it again. */
-void pymic_host_release_team(void);
 
 /* A worker thread for `stream` running body(stream), pinned to the
  * device's CPUs with an OpenMP team size of its CPU count (host/worker.c):

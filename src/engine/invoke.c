@@ -112,17 +112,19 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
     return PYMIC_OK;
 }
 
-void pymic_command_execute(pymic_stream *stream, pymic_command *cmd)
+int pymic_command_execute(pymic_stream *stream, pymic_command *cmd, uint64_t seq)
 {
+    int result;
     switch (cmd->kind) {
     case PYMIC_CMD_INVOKE:
-        stream->ops->invoke(stream, cmd);
-        if (__builtin_expect(pymic_global.check_bounds, 0) && stream->ops->bounds_after_invoke)
+        result = stream->ops->invoke(stream, cmd, seq);
+        /* A kernel still in flight is the backend's to check. */
+        if (__builtin_expect(pymic_global.check_bounds, 0) && result == PYMIC_COMMAND_DONE &&
+            stream->ops->bounds_after_invoke)
             stream->ops->bounds_after_invoke(stream, cmd);
-        break;
+        return result;
     case PYMIC_CMD_COPY:
-        stream->ops->copy(stream, cmd);
-        break;
+        return stream->ops->copy(stream, cmd, seq);
     case PYMIC_CMD_FREE:
         pymic_alloc_execute_free(stream, cmd->u.alloc);
         break;
@@ -135,4 +137,5 @@ void pymic_command_execute(pymic_stream *stream, pymic_command *cmd)
     default:
         break;
     }
+    return PYMIC_COMMAND_DONE;
 }

@@ -3,13 +3,15 @@
  * libpymic_loopback.so (plugins/loopback.c), whose device memory is not
  * addressable at the device addresses the engine hands out.
  *
- * Run with PYMIC_DEVICES="loopback*2;host" and PYMIC_BACKEND_PATH naming
+ * Run with PYMIC_DEVICES="loopback*2;host;looppoll" and PYMIC_BACKEND_PATH naming
  * the directory the plugins were built in.  The registry's refusals run
  * first, each in a forked child (the engine reads its environment once),
  * before this process starts any thread.
  */
 #include "check.h"
 
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -73,7 +75,7 @@ static void test_loopback_device(void)
 {
     int count = 0;
     CHECK_OK(pymic_device_count(&count));
-    CHECK(count == 3);
+    CHECK(count == 4);
     pymic_device_info info;
     CHECK_OK(pymic_device_get_info(0, &info));
     CHECK(strcmp(info.kind, "loopback") == 0);
@@ -218,6 +220,166 @@ static void test_equal_addresses(void)
     CHECK_OK(pymic_stream_destroy(s1));
 }
 
+/* ---------------------------------------------- completion out of order */
+
+/* Kernels of the test library on `device`. */
+typedef struct kernels {
+    pymic_library *library;
+    pymic_kernel *wait_for_gate, *announce_then_wait, *append, *increment, *crash;
+} kernels;
+
+static void load_kernels(int device, kernels *k)
+{
+    CHECK_OK(pymic_library_load(device, kernels_path, &k->library));
+    CHECK_OK(pymic_kernel_find(k->library, "wait_for_gate", &k->wait_for_gate));
+    CHECK_OK(pymic_kernel_find(k->library, "announce_then_wait", &k->announce_then_wait));
+    CHECK_OK(pymic_kernel_find(k->library, "append", &k->append));
+    CHECK_OK(pymic_kernel_find(k->library, "increment", &k->increment));
+    CHECK_OK(pymic_kernel_find(k->library, "crash_abort", &k->crash));
+}
+
+/* The loopback backend leaves every copy and invoke in flight and its
+ * progress thread completes them, newest first.  While a kernel holds the
+ * progress thread, the worker has submitted what follows, and nothing
+ * after the held kernel counts as completed; once released, every command
+ * completes, in order, with its effects in order. */
+static void test_in_flight(int device)
+{
+    pymic_stream *s = NULL;
+    CHECK_OK(pymic_stream_create(device, &s));
+    kernels k;
+    load_kernels(device, &k);
+    enum { N = 40 };
+    int64_t log[N + 1] = {0};
+    void *d_log = NULL;
+    CHECK_OK(pymic_mem_alloc(device, sizeof log, 0, &d_log));
+    CHECK_OK(pymic_memcpy_h2d(s, d_log, 0, log, sizeof log));
+    /* Host addresses: this backend's kernels run in this process. */
+    _Atomic int64_t started = 0, gate = 0;
+    pymic_arg gate_args[2] = {{(void *)&started, 0}, {(void *)&gate, 0}};
+    CHECK_OK(pymic_invoke(s, k.announce_then_wait, 2, gate_args));
+    uint64_t held = pymic_stream_last_enqueued(s);
+    for (int64_t i = 0; i < N; i++) {
+        pymic_arg args[2] = {{d_log, 0}, {&i, sizeof i}};
+        CHECK_OK(pymic_invoke(s, k.append, 2, args));
+    }
+    CHECK_OK(pymic_memcpy_d2h(s, log, d_log, 0, sizeof log));
+    uint64_t last = pymic_stream_last_enqueued(s);
+    /* Refused at submission, done at once, while all before it are in
+     * flight: it must not count as completed before them. */
+    CHECK_OK(pymic_invoke(s, k.crash, 0, NULL));
+    while (atomic_load(&started) == 0)
+        sched_yield(); /* the progress thread is in the held kernel */
+    CHECK(pymic_stream_query(s) == 0);
+    CHECK(pymic_stream_completed(s) < held);
+    CHECK_STATUS(pymic_stream_wait_seq_timeout(s, held, 0), PYMIC_ERR_TIMEOUT);
+    atomic_store(&gate, 1);
+    CHECK_OK(pymic_stream_wait_seq(s, last));
+    CHECK(pymic_stream_completed(s) >= last);
+    int wrong = log[0] != N;
+    for (int64_t i = 0; i < N; i++)
+        wrong += log[1 + i] != i;
+    CHECK(wrong == 0);
+    /* The failure, reported by the sync that covers it, once. */
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_SYSTEM);
+    CHECK_MESSAGE("refuses kernel 'crash_abort'");
+    CHECK_OK(pymic_stream_sync(s));
+
+    /* FREE is a fence: the memory goes back once the commands before it
+     * have completed, not when they were submitted. */
+    pymic_device_info info;
+    size_t used_before;
+    CHECK_OK(pymic_device_get_info(device, &info));
+    used_before = info.memory_used;
+    atomic_store(&started, 0);
+    atomic_store(&gate, 0);
+    CHECK_OK(pymic_invoke(s, k.announce_then_wait, 2, gate_args));
+    pymic_arg use = {d_log, 0};
+    CHECK_OK(pymic_invoke(s, k.increment, 1, &use));
+    CHECK_OK(pymic_mem_free(s, d_log));
+    while (atomic_load(&started) == 0)
+        sched_yield();
+    CHECK_OK(pymic_device_get_info(device, &info));
+    CHECK(info.memory_used == used_before); /* still held by the kernel */
+    atomic_store(&gate, 1);
+    CHECK_OK(pymic_device_sync(device));
+    CHECK_OK(pymic_device_get_info(device, &info));
+    CHECK(info.memory_used == used_before - sizeof log);
+    CHECK(pymic_stream_completed(s) == pymic_stream_last_enqueued(s));
+    CHECK_OK(pymic_library_unload(k.library));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* An event recorded on a loopback stream after a held kernel: a host
+ * stream that waits for it runs its kernel only after the loopback
+ * kernels before the record have completed. */
+static void test_event_across_backends(void)
+{
+    pymic_stream *lb = NULL, *host = NULL;
+    CHECK_OK(pymic_stream_create(0, &lb));
+    CHECK_OK(pymic_stream_create(2, &host));
+    kernels kl, kh;
+    load_kernels(0, &kl);
+    load_kernels(2, &kh);
+    _Atomic int64_t started = 0, gate = 0;
+    int64_t counter = 0;
+    int64_t log[3] = {0, 0, 0};
+    pymic_arg gate_args[2] = {{(void *)&started, 0}, {(void *)&gate, 0}};
+    CHECK_OK(pymic_invoke(lb, kl.announce_then_wait, 2, gate_args));
+    pymic_arg count = {&counter, 0};
+    CHECK_OK(pymic_invoke(lb, kl.increment, 1, &count));
+    pymic_event *event = NULL;
+    CHECK_OK(pymic_event_create(&event));
+    CHECK_OK(pymic_event_record(event, lb));
+    CHECK_OK(pymic_stream_wait_event(host, event));
+    /* append(log, &counter): logs the counter as the host kernel sees it. */
+    pymic_arg append_args[2] = {{log, 0}, {&counter, 0}};
+    CHECK_OK(pymic_invoke(host, kh.append, 2, append_args));
+    while (atomic_load(&started) == 0)
+        sched_yield();
+    CHECK(pymic_event_query(event) == 0);
+    CHECK(pymic_stream_query(host) == 0);
+    atomic_store(&gate, 1);
+    CHECK_OK(pymic_stream_sync(host));
+    CHECK(log[0] == 1 && log[1] == 1);
+    CHECK(pymic_event_query(event) == 1);
+    CHECK_OK(pymic_event_destroy(event));
+    CHECK_OK(pymic_library_unload(kl.library));
+    CHECK_OK(pymic_library_unload(kh.library));
+    CHECK_OK(pymic_stream_destroy(lb));
+    CHECK_OK(pymic_stream_destroy(host));
+}
+
+/* A backend that completes commands only when polled: syncs, device syncs
+ * and frees still finish (waiters, and the worker, poll). */
+static void test_polled(void)
+{
+    int device = 3;
+    pymic_device_info info;
+    CHECK_OK(pymic_device_get_info(device, &info));
+    CHECK(strcmp(info.kind, "looppoll") == 0);
+    test_in_flight(device);
+    pymic_stream *s = NULL;
+    CHECK_OK(pymic_stream_create(device, &s));
+    kernels k;
+    load_kernels(device, &k);
+    void *counter = NULL;
+    CHECK_OK(pymic_mem_alloc(device, sizeof(int64_t), 0, &counter));
+    int64_t value = 0;
+    CHECK_OK(pymic_memcpy_h2d(s, counter, 0, &value, sizeof value));
+    for (int i = 0; i < 1000; i++) {
+        pymic_arg arg = {counter, 0};
+        CHECK_OK(pymic_invoke(s, k.increment, 1, &arg));
+    }
+    CHECK_OK(pymic_memcpy_d2h(s, &value, counter, 0, sizeof value));
+    CHECK_OK(pymic_mem_free(s, counter));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(value == 1000);
+    CHECK_OK(pymic_library_unload(k.library));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_OK(pymic_device_sync(device));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -229,5 +391,8 @@ int main(int argc, char **argv)
     test_loopback_device();
     test_capacity();
     test_equal_addresses();
+    test_in_flight(0);
+    test_event_across_backends();
+    test_polled();
     return check_finish();
 }

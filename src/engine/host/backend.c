@@ -65,13 +65,15 @@ static void host_worker_exit(pymic_stream *stream)
 }
 
 /* Both sides are memory of this process, whatever the direction. */
-static void host_copy(pymic_stream *stream, const pymic_command *cmd)
+static int host_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
 {
+    (void)seq;
     if (cmd->u.copy.overlap)
         memmove(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
     else
         pymic_host_copy((struct pymic_copy_team **)&stream->backend_worker, stream->device,
                         cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
+    return PYMIC_COMMAND_DONE;
 }
 
 /* The handle of a host kernel is its address in this process. */
@@ -111,6 +113,9 @@ const pymic_backend_ops pymic_host_backend = {
     .worker_exit = host_worker_exit,
     .copy = host_copy,
     .invoke = pymic_host_invoke,
+    .caller_may_run = pymic_host_caller_may_run,
+    .run_on_caller = pymic_host_run_on_caller,
+    .release_thread = pymic_host_release_team,
     .library_open = pymic_host_library_open,
     .kernel_find = host_kernel_find,
     .library_close = pymic_host_library_close,

@@ -84,11 +84,7 @@ bool pymic_host_caller_may_run(const pymic_device *device)
     pthread_once(&caller_runs_once, read_caller_runs);
     bool answer = false;
     cpu_set_t mine;
-    /* Only the host backend calls kernels in this process: a process
-     * device's commands are carried out by its worker thread, which talks
-     * to the device process (proc/). */
-    if (caller_runs_enabled && device->ops == &pymic_host_backend &&
-        sched_getaffinity(0, sizeof mine, &mine) == 0) {
+    if (caller_runs_enabled && sched_getaffinity(0, sizeof mine, &mine) == 0) {
         cpu_set_t outside;
         CPU_OR(&outside, &mine, &device->cpuset);
         /* Every CPU of mine is the device's iff mine | device == device. */
@@ -100,7 +96,7 @@ bool pymic_host_caller_may_run(const pymic_device *device)
     return answer;
 }
 
-void pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd)
+int pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd, uint64_t seq)
 {
     /* A team opened by the kernel gets the device's core count, as on the
      * worker; the caller's own setting is restored afterwards. */
@@ -108,9 +104,10 @@ void pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd)
     int before = cmd->kind == PYMIC_CMD_INVOKE ? omp_get_max_threads() : ncpus;
     if (before != ncpus)
         omp_set_num_threads(ncpus);
-    pymic_command_execute(stream, cmd);
+    int result = pymic_command_execute(stream, cmd, seq);
     if (before != ncpus)
         omp_set_num_threads(before);
+    return result;
 }
 
 void pymic_host_release_team(void)

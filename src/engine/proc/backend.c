@@ -337,25 +337,29 @@ static uint64_t running_seq(pymic_stream *stream)
     return atomic_load_explicit(&stream->completed, memory_order_relaxed) + 1;
 }
 
-static void proc_copy(pymic_stream *stream, const pymic_command *cmd)
+/* Commands complete before the call returns (running_seq is `seq`). */
+static int proc_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
 {
+    (void)seq;
     pymic_device *d = stream->device;
     if (atomic_load_explicit(&d->lost, memory_order_acquire)) {
         static const char *const names[] = {"h2d", "d2h", "d2d"};
         pymic_stream_fail(stream, running_seq(stream), "%s; command %llu (%s copy) was not run",
                           d->lost_why, (unsigned long long)running_seq(stream),
                           names[cmd->u.copy.dir]);
-        return;
+        return PYMIC_COMMAND_DONE;
     }
     proc_stream *ps = stream->backend_worker;
     if (cmd->u.copy.overlap)
         memmove(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
     else
         pymic_host_copy(&ps->team, d, cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
+    return PYMIC_COMMAND_DONE;
 }
 
-static void proc_invoke(pymic_stream *stream, const pymic_command *cmd)
+static int proc_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
 {
+    (void)seq;
     pymic_device *d = stream->device;
     proc_device *pd = state_of(d);
     proc_stream *ps = stream->backend_worker;
@@ -384,15 +388,16 @@ static void proc_invoke(pymic_stream *stream, const pymic_command *cmd)
         atomic_store(&pd->started_ns[ps->index], 0);
         atomic_store(&pd->running[ps->index], NULL);
         if (ran)
-            return;
+            return PYMIC_COMMAND_DONE;
         pymic_stream_fail(stream, running_seq(stream),
                           "%s; command %llu of this stream (kernel '%s') did not complete",
                           d->lost_why, (unsigned long long)running_seq(stream), kernel->name);
-        return;
+        return PYMIC_COMMAND_DONE;
     }
     pymic_stream_fail(stream, running_seq(stream),
                       "%s; command %llu (kernel '%s') was not run", d->lost_why,
                       (unsigned long long)running_seq(stream), kernel->name);
+    return PYMIC_COMMAND_DONE;
 }
 
 /* ------------------------------------------------------------ libraries */

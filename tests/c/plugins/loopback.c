@@ -14,6 +14,18 @@
  * are C functions of a library the plugin dlopens in this process, called
  * with their pointer arguments translated.
  *
+ * Commands complete asynchronously, as a remote device's would: copy and
+ * invoke queue the command and return "in flight"; the device's progress
+ * thread carries the queued commands out in order and then reports their
+ * completion (pymic_command_complete) newest first, so the core sees
+ * completions out of order and from a thread of the backend's.  Built with
+ * LOOPBACK_POLLED (libpymic_looppoll.so, PYMIC_DEVICES=looppoll) there is
+ * no progress thread: the backend has a poll operation, and the queued
+ * commands run when a waiter (or the worker) calls it.
+ * Kernels whose name begins with "crash_" are refused at submission (they
+ * would end the test process): the command fails and is done at once,
+ * while commands before it may still be in flight.
+ *
  * The same source builds a second plugin, libpymic_oldabi.so, that claims
  * another version of the backend interface (LOOPBACK_NAME, LOOPBACK_ABI),
  * for the registry's refusal.
@@ -22,6 +34,7 @@
 #include "engine.h"
 
 #include <dlfcn.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +45,11 @@
 #endif
 #ifndef LOOPBACK_ABI
 #define LOOPBACK_ABI PYMIC_BACKEND_ABI
+#endif
+#ifdef LOOPBACK_POLLED
+#define POLLED true
+#else
+#define POLLED false
 #endif
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x) STRINGIFY_(x)
@@ -49,12 +67,28 @@
  * number that is no address (the core must never call it). */
 #define MAX_KERNELS 256
 
+/* A command waiting to be carried out. */
+typedef struct job {
+    pymic_stream *stream;
+    const pymic_command *cmd; /* its slot stays put until it completes */
+    uint64_t seq;
+    struct job *next;
+} job;
+
 typedef struct loopback_device {
     unsigned char *region;
     pthread_mutex_t lock;          /* guards `used` and the kernel table */
     unsigned char used[NUNITS];    /* 1: unit allocated */
-    pymic_kernel_fn kernels[MAX_KERNELS];
+    pymic_kernel_fn kernels[MAX_KERNELS]; /* NULL: refused (crash_...) */
+    char names[MAX_KERNELS][64];
     int nkernels;
+    /* Queued commands, oldest first; `polled`: run by poll, not by a
+     * progress thread (`running`: somebody carries some out, and nobody
+     * else may meanwhile: they run in order). */
+    pthread_mutex_t jobs_lock;
+    pthread_cond_t jobs_cond;
+    job *head, *tail;
+    bool polled, running;
 } loopback_device;
 
 static loopback_device *state_of(pymic_device *device)
@@ -76,6 +110,171 @@ static unsigned char *translate(pymic_device *device, uintptr_t address, size_t 
     return state_of(device)->region + offset;
 }
 
+/* ------------------------------------------------- carrying commands out */
+
+static void do_copy(pymic_device *device, const pymic_command *cmd)
+{
+    size_t n = cmd->u.copy.nbytes;
+    uintptr_t dst = (uintptr_t)cmd->u.copy.dst, src = (uintptr_t)cmd->u.copy.src;
+    switch (cmd->u.copy.dir) {
+    case PYMIC_COPY_H2D:
+        memcpy(translate(device, dst, n), (const void *)src, n);
+        break;
+    case PYMIC_COPY_D2H:
+        memcpy((void *)dst, translate(device, src, n), n);
+        break;
+    default:
+        memmove(translate(device, dst, n), translate(device, src, n), n);
+        break;
+    }
+}
+
+/* Arguments by kind: device addresses become region addresses, scalars
+ * are read where the command keeps them, other addresses pass as they
+ * are. */
+static void do_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
+{
+    loopback_device *d = state_of(stream->device);
+    void *args[PYMIC_MAX_KERNEL_ARGS];
+    for (int i = 0; i < cmd->nargs; i++) {
+        switch (cmd->arg_kind[i]) {
+        case PYMIC_ARG_DEVICE:
+            args[i] = translate(stream->device, (uintptr_t)cmd->args[i], 0);
+            break;
+        case PYMIC_ARG_SCALAR:
+            args[i] = (void *)(cmd->scalars + cmd->arg_offset[i]);
+            break;
+        default:
+            args[i] = cmd->args[i];
+            break;
+        }
+    }
+    uint64_t index = cmd->u.call.kernel_handle - 1;
+    pthread_mutex_lock(&d->lock);
+    pymic_kernel_fn fn = d->kernels[index];
+    pthread_mutex_unlock(&d->lock);
+    (void)seq;
+    pymic_kernel_call(fn, cmd->nargs, args); /* refused ones never get here */
+}
+
+static void carry_out(const job *j)
+{
+    if (j->cmd->kind == PYMIC_CMD_COPY)
+        do_copy(j->stream->device, j->cmd);
+    else
+        do_invoke(j->stream, j->cmd, j->seq);
+}
+
+/* Take every queued command (with jobs_lock held). */
+static job *take_jobs(loopback_device *d)
+{
+    job *all = d->head;
+    d->head = d->tail = NULL;
+    return all;
+}
+
+/* Carry out the jobs in order, then report them complete newest first:
+ * the core must keep `completed` in order whatever order they come in. */
+static void run_jobs(job *all)
+{
+    job *done = NULL;
+    while (all) {
+        job *j = all;
+        all = j->next;
+        carry_out(j);
+        j->next = done;
+        done = j;
+    }
+    while (done) {
+        job *j = done;
+        done = j->next;
+        pymic_command_complete(j->stream, j->seq);
+        free(j);
+    }
+}
+
+static void *progress_main(void *arg)
+{
+    loopback_device *d = arg;
+    pthread_mutex_lock(&d->jobs_lock);
+    for (;;) {
+        while (!d->head)
+            pthread_cond_wait(&d->jobs_cond, &d->jobs_lock);
+        job *all = take_jobs(d);
+        pthread_mutex_unlock(&d->jobs_lock);
+        run_jobs(all);
+        pthread_mutex_lock(&d->jobs_lock);
+    }
+    return NULL;
+}
+
+/* Queue command `seq`: it is in flight from now on. */
+static int submit(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
+{
+    loopback_device *d = state_of(stream->device);
+    if (atomic_load(&stream->device->lost)) {
+        pymic_stream_fail(stream, seq, "%s", stream->device->lost_why);
+        return PYMIC_COMMAND_DONE;
+    }
+    job *j = malloc(sizeof *j);
+    if (!j) {
+        pymic_stream_fail_status(stream, seq, PYMIC_ERR_SYSTEM, "loopback: out of memory");
+        return PYMIC_COMMAND_DONE;
+    }
+    *j = (job){stream, cmd, seq, NULL};
+    pthread_mutex_lock(&d->jobs_lock);
+    if (d->tail)
+        d->tail->next = j;
+    else
+        d->head = j;
+    d->tail = j;
+    pthread_cond_signal(&d->jobs_cond);
+    pthread_mutex_unlock(&d->jobs_lock);
+    return PYMIC_COMMAND_IN_FLIGHT;
+}
+
+static int loopback_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
+{
+    return submit(stream, cmd, seq);
+}
+
+static int loopback_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
+{
+    loopback_device *d = state_of(stream->device);
+    uint64_t index = cmd->u.call.kernel_handle - 1;
+    pthread_mutex_lock(&d->lock);
+    bool refused = d->kernels[index] == NULL;
+    pthread_mutex_unlock(&d->lock);
+    if (refused) {
+        pymic_stream_fail_status(stream, seq, PYMIC_ERR_SYSTEM,
+                                 "device %d: the loopback device refuses kernel '%s'",
+                                 stream->device->id, d->names[index]);
+        return PYMIC_COMMAND_DONE;
+    }
+    return submit(stream, cmd, seq);
+}
+
+/* Polled: whoever waits carries the queued commands out, one poller at a
+ * time. */
+static void loopback_poll(pymic_stream *stream)
+{
+    loopback_device *d = state_of(stream->device);
+    pthread_mutex_lock(&d->jobs_lock);
+    job *all = d->running ? NULL : take_jobs(d);
+    d->running = all != NULL;
+    pthread_mutex_unlock(&d->jobs_lock);
+    if (!all) {
+        sched_yield(); /* another poller runs them, or none are queued */
+        return;
+    }
+    run_jobs(all);
+    pthread_mutex_lock(&d->jobs_lock);
+    d->running = false;
+    pthread_mutex_unlock(&d->jobs_lock);
+}
+
+/* ----------------------------------------------------------- the device */
+
 static bool loopback_open(pymic_device *device)
 {
     loopback_device *d = calloc(1, sizeof *d);
@@ -87,7 +286,17 @@ static bool loopback_open(pymic_device *device)
         return false;
     }
     pthread_mutex_init(&d->lock, NULL);
+    pthread_mutex_init(&d->jobs_lock, NULL);
+    pthread_cond_init(&d->jobs_cond, NULL);
+    d->polled = POLLED;
     device->backend = d;
+    pthread_t progress;
+    if (!d->polled) {
+        /* Lives as long as the process, like the device. */
+        if (pthread_create(&progress, NULL, progress_main, d) != 0)
+            return false;
+        pthread_detach(progress);
+    }
     return true;
 }
 
@@ -146,50 +355,6 @@ static void loopback_worker_exit(pymic_stream *stream)
     (void)stream;
 }
 
-static void loopback_copy(pymic_stream *stream, const pymic_command *cmd)
-{
-    pymic_device *device = stream->device;
-    size_t n = cmd->u.copy.nbytes;
-    uintptr_t dst = (uintptr_t)cmd->u.copy.dst, src = (uintptr_t)cmd->u.copy.src;
-    switch (cmd->u.copy.dir) {
-    case PYMIC_COPY_H2D:
-        memcpy(translate(device, dst, n), (const void *)src, n);
-        break;
-    case PYMIC_COPY_D2H:
-        memcpy((void *)dst, translate(device, src, n), n);
-        break;
-    default:
-        memmove(translate(device, dst, n), translate(device, src, n), n);
-        break;
-    }
-}
-
-/* Arguments by kind: device addresses become region addresses, scalars
- * are read where the command keeps them, other addresses pass as they
- * are. */
-static void loopback_invoke(pymic_stream *stream, const pymic_command *cmd)
-{
-    loopback_device *d = state_of(stream->device);
-    void *args[PYMIC_MAX_KERNEL_ARGS];
-    for (int i = 0; i < cmd->nargs; i++) {
-        switch (cmd->arg_kind[i]) {
-        case PYMIC_ARG_DEVICE:
-            args[i] = translate(stream->device, (uintptr_t)cmd->args[i], 0);
-            break;
-        case PYMIC_ARG_SCALAR:
-            args[i] = (void *)(cmd->scalars + cmd->arg_offset[i]);
-            break;
-        default:
-            args[i] = cmd->args[i];
-            break;
-        }
-    }
-    pthread_mutex_lock(&d->lock);
-    pymic_kernel_fn fn = d->kernels[cmd->u.call.kernel_handle - 1];
-    pthread_mutex_unlock(&d->lock);
-    pymic_kernel_call(fn, cmd->nargs, args);
-}
-
 /* The kernels run in this process: load the open file through its
  * descriptor's name. */
 static void *loopback_library_open(pymic_device *device, int fd, const char *path, bool by_path,
@@ -217,9 +382,12 @@ static uint64_t loopback_kernel_find(pymic_device *device, void *handle, const c
     }
     pymic_kernel_fn fn;
     memcpy(&fn, &address, sizeof fn);
+    if (strncmp(name, "crash_", 6) == 0)
+        fn = NULL; /* refused when invoked */
     uint64_t found = 0;
     pthread_mutex_lock(&d->lock);
     if (d->nkernels < MAX_KERNELS) {
+        snprintf(d->names[d->nkernels], sizeof d->names[0], "%s", name);
         d->kernels[d->nkernels++] = fn;
         found = (uint64_t)d->nkernels;
     }
@@ -237,17 +405,29 @@ static void loopback_library_close(pymic_device *device, void *handle)
 
 static void loopback_prefork(pymic_device *device)
 {
+    pthread_mutex_lock(&state_of(device)->jobs_lock);
     pthread_mutex_lock(&state_of(device)->lock);
 }
 
 static void loopback_postfork_parent(pymic_device *device)
 {
     pthread_mutex_unlock(&state_of(device)->lock);
+    pthread_mutex_unlock(&state_of(device)->jobs_lock);
 }
 
+/* The progress thread is the parent's: a fork()ed child cannot use the
+ * device. */
 static void loopback_postfork_child(pymic_device *device)
 {
-    pthread_mutex_init(&state_of(device)->lock, NULL);
+    loopback_device *d = state_of(device);
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_mutex_init(&d->jobs_lock, NULL);
+    pthread_cond_init(&d->jobs_cond, NULL);
+    d->head = d->tail = NULL; /* the parent's commands */
+    d->running = false;
+    if (!d->polled)
+        pymic_device_mark_lost(device, "device %d: a loopback device's progress thread "
+                               "exists only in the process that opened it", device->id);
 }
 
 static const pymic_backend_ops loopback_ops = {
@@ -262,6 +442,7 @@ static const pymic_backend_ops loopback_ops = {
     .worker_exit = loopback_worker_exit,
     .copy = loopback_copy,
     .invoke = loopback_invoke,
+    .poll = POLLED ? loopback_poll : NULL,
     .library_open = loopback_library_open,
     .kernel_find = loopback_kernel_find,
     .library_close = loopback_library_close,
