@@ -21,7 +21,9 @@
  * completions out of order and from a thread of the backend's.  Built with
  * LOOPBACK_POLLED (libpymic_looppoll.so, PYMIC_DEVICES=looppoll) there is
  * no progress thread: the backend has a poll operation, and the queued
- * commands run when a waiter (or the worker) calls it.
+ * commands run when a waiter (or the worker) calls it.  The threaded one
+ * lets a syncing thread submit commands itself (caller runs), which then
+ * waits for their completion as any waiter does.
  * Kernels whose name begins with "crash_" are refused at submission (they
  * would end the test process): the command fails and is done at once,
  * while commands before it may still be in flight.
@@ -273,6 +275,15 @@ static void loopback_poll(pymic_stream *stream)
     pthread_mutex_unlock(&d->jobs_lock);
 }
 
+/* Any thread that syncs may submit the next command itself ("caller
+ * runs"): submitting is cheap, and the command then is in flight like one
+ * the worker submitted.  (The polled variant leaves it to the worker.) */
+static bool loopback_caller_may_run(const pymic_device *device)
+{
+    (void)device;
+    return true;
+}
+
 /* ----------------------------------------------------------- the device */
 
 static bool loopback_open(pymic_device *device)
@@ -443,6 +454,7 @@ static const pymic_backend_ops loopback_ops = {
     .copy = loopback_copy,
     .invoke = loopback_invoke,
     .poll = POLLED ? loopback_poll : NULL,
+    .caller_may_run = POLLED ? NULL : loopback_caller_may_run,
     .library_open = loopback_library_open,
     .kernel_find = loopback_kernel_find,
     .library_close = loopback_library_close,
