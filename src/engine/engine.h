@@ -481,7 +481,9 @@ int pymic_command_execute(pymic_stream *stream, pymic_command *cmd, uint64_t seq
  * left in flight (any thread, no backend lock held: it may run parked
  * releases, which call block_put and library_close).  A failure is
  * recorded first (pymic_stream_fail).  `completed` still advances in
- * order: a command completes once every command before it has. */
+ * order: a command completes once every command before it has.  Once it
+ * returns for the stream's last command, the stream may be gone: the
+ * backend must not touch it after that. */
 PYMIC_BACKEND_API void pymic_command_complete(pymic_stream *stream, uint64_t seq);
 
 /* A kernel found in a library (library.c); invoke reads it directly. */
