@@ -662,6 +662,16 @@ typedef struct pymic_block {
     struct pymic_block *next;
 } pymic_block;
 
+/* copy.c: memcpy between two buffers of this process that splits big
+ * copies over the device's cores, using (and on first need creating) the
+ * calling worker's helper threads in *team -- for backends whose device
+ * memory is this process's memory (host, proc). */
+struct pymic_copy_team;
+void pymic_copy_parallel(struct pymic_copy_team **team, const pymic_device *device, void *dst,
+                         const void *src, size_t nbytes);
+/* Stop and join a worker's helper threads (NULL: nothing to do). */
+void pymic_copy_team_destroy(struct pymic_copy_team *team);
+
 /* A worker thread for `stream` running body(stream), pinned to the
  * device's CPUs with an OpenMP team size of its CPU count (host/worker.c):
  * what a backend whose kernels run elsewhere gives start_worker.  On
