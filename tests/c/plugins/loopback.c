@@ -367,16 +367,18 @@ static void loopback_worker_exit(pymic_stream *stream)
     (void)stream;
 }
 
-/* The kernels run in this process: load the open file through its
- * descriptor's name. */
+/* The kernels run in this process: load the file by its absolute path
+ * when allowed, else through its descriptor's name.  (Simpler than the
+ * host backend, which checks that the loader's object is the open file:
+ * glibc hands back an object already loaded under the same name, so
+ * /proc/self/fd/N, reused for the next library, would not do here.) */
 static void *loopback_library_open(pymic_device *device, int fd, const char *path, bool by_path,
                                    char *why, size_t why_len)
 {
     (void)device;
-    (void)by_path;
     char name[64];
     snprintf(name, sizeof name, "/proc/self/fd/%d", fd);
-    void *handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    void *handle = dlopen(by_path ? path : name, RTLD_NOW | RTLD_LOCAL);
     if (!handle)
         snprintf(why, why_len, "cannot load \"%s\": %s", path, dlerror());
     close(fd);
