@@ -44,6 +44,11 @@ typedef struct pymic_backend_ops {
      * addresses (pymic_device_info.host_addressable): the Python layer
      * may then hand it to other libraries (DLPack) without a copy. */
     bool host_addressable;
+    /* A thread that syncs on the device's own cores may carry out the
+     * stream's next command itself (ops->copy / ops->invoke on that
+     * thread instead of the worker; stream.c "Who runs a command"): the
+     * backend's commands may run on any thread. */
+    bool caller_runs;
 
     /* ---- device life.  Called once per device, before its first
      * stream, allocation or library, with the device's open lock held

@@ -92,6 +92,7 @@ static void host_postfork_child(pymic_device *device)
 const pymic_backend_ops pymic_host_backend = {
     .kind = "host",
     .host_addressable = true, /* memory of this process */
+    .caller_runs = true,
     .open = host_open,
     .block_get = host_block_get,
     .block_put = host_block_put,

@@ -79,10 +79,10 @@ bool pymic_host_caller_may_run(const pymic_device *device)
     pthread_once(&caller_runs_once, read_caller_runs);
     bool answer = false;
     cpu_set_t mine;
-    /* Only the host backend calls kernels in this process: a process
-     * device's commands are carried out by its worker thread, which talks
-     * to the device process (proc/). */
-    if (caller_runs_enabled && device->ops == &pymic_host_backend &&
+    /* Only backends whose commands may run on any thread (ops->caller_runs:
+     * the host device, and a process device, whose "running" a command is
+     * the mailbox round trip, proc/backend.c). */
+    if (caller_runs_enabled && device->ops->caller_runs &&
         sched_getaffinity(0, sizeof mine, &mine) == 0) {
         cpu_set_t outside;
         CPU_OR(&outside, &mine, &device->cpuset);

@@ -119,13 +119,21 @@ static void *serve_stream(void *arg)
     proc_mailbox *mb = arg;
     uint32_t seen = (uint32_t)mb->handle;
     omp_set_num_threads(device_ncpus);
+    uint64_t spin_ns = 0; /* the first request is awaited asleep */
     for (;;) {
-        seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, mb->spin_ns);
+        seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, spin_ns,
+                                 &control->kernels_running, &mb->device_cpu, &mb->host_cpu);
         took_request();
+        proc_note_cpu(&mb->device_cpu);
         uint32_t request = mb->request;
+        /* Read before answering: the host may post the next request (and
+         * its window) as soon as `done` moves. */
+        spin_ns = mb->spin_ns;
         if (request == PROC_REQ_INVOKE) {
+            atomic_fetch_add_explicit(&control->kernels_running, 1, memory_order_relaxed);
             call_kernel(mb);
-            leave_if_forked_copy();
+            leave_if_forked_copy(); /* a fork()ed copy must not count down */
+            atomic_fetch_sub_explicit(&control->kernels_running, 1, memory_order_relaxed);
         }
         answering();
         proc_store_and_wake(&mb->done, seen & PROC_COUNT_MASK, &mb->host_sleeping);
@@ -324,7 +332,10 @@ int main(int argc, char **argv)
     proc_mailbox *mb = &control->mailbox[0];
     uint32_t seen = atomic_load(&mb->done);
     for (;;) {
-        seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, mb->spin_ns);
+        /* Control requests are rare (start-up, loads, new streams): the
+         * main thread never spins for them. */
+        seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, 0, NULL,
+                                 &mb->device_cpu, &mb->host_cpu);
         took_request();
         answer_control(mb);
         leave_if_forked_copy();
