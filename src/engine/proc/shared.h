@@ -26,7 +26,9 @@
  * answering (`spin_ns`; 0: sleep at once); the host chooses it (see
  * backend.c, mailbox_call).  A device thread stops spinning as soon as a
  * kernel of any stream runs in the device process (`kernels_running`):
- * that kernel's OpenMP team needs the core.  When the device process
+ * that kernel's OpenMP team needs the core.  Each side publishes the CPU
+ * it last ran on (`host_cpu`, `device_cpu`) so that two spinners on one
+ * CPU notice it (device_main.c steps aside; proc_await_change yields).  When the device process
  * dies, the host's monitor sets PROC_LOST in every `done` and wakes every
  * waiter: a host never waits for a dead process.
  */
