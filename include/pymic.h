@@ -118,7 +118,7 @@ PYMIC_API int pymic_get_debug_level(int *level);
 
 typedef struct pymic_device_info {
     int id;                       /* device number                          */
-    char kind[PYMIC_NAME_MAX];    /* backend kind: "host" or "proc"         */
+    char kind[PYMIC_NAME_MAX];    /* backend: "host", "proc" or a plugin's  */
     char name[PYMIC_NAME_MAX];    /* human-readable, e.g. "host:0-1"        */
     int ncores;                   /* cores (CPUs) the device runs on        */
     size_t memory_total;          /* bytes the device may hold (its limit)  */
@@ -358,7 +358,9 @@ PYMIC_API int pymic_kernel_find(pymic_library *library, const char *name, pymic_
 
 /* A kernel's name, its function's address, its device and its library
  * (NULL / negative status for a NULL kernel).  On a process device the
- * address is the device process's: never call it from the host. */
+ * address is the device process's: never call it from the host.  On a
+ * device of another backend (a plugin) it is that backend's opaque kernel
+ * handle, which names the kernel there and is no address at all. */
 PYMIC_API const char *pymic_kernel_name(const pymic_kernel *kernel);
 PYMIC_API void *pymic_kernel_address(const pymic_kernel *kernel);
 PYMIC_API int pymic_kernel_device(const pymic_kernel *kernel);

@@ -16,6 +16,11 @@
  * The host device has no guard page (a fault there would end the host
  * program): a write that jumps over its canaries into other memory is not
  * seen.  Reads out of bounds are never seen by canaries.
+ *
+ * This reads and writes device memory at its device addresses, so it is
+ * the implementation of the bounds operations (backend.h) of the host-
+ * addressable backends only (host, proc); another backend checks bounds
+ * its own way or not at all.
  */
 #include "engine.h"
 
@@ -62,8 +67,9 @@ static uintptr_t first_changed(uintptr_t from, uintptr_t to)
     return 0;
 }
 
-void pymic_bounds_arm(const pymic_alloc *alloc)
+void pymic_bounds_arm(pymic_device *device, const pymic_alloc *alloc)
 {
+    (void)device;
     uintptr_t lo, end, hi;
     canary_ranges(alloc, &lo, &end, &hi);
     fill(lo, (uintptr_t)alloc->base);
@@ -90,7 +96,7 @@ static void check_one(pymic_alloc *a, void *arg)
     }
     scan->hit = a;
     scan->where = changed;
-    pymic_bounds_arm(a);
+    pymic_bounds_arm(a->device, a);
 }
 
 void pymic_bounds_after_invoke(pymic_stream *stream, const pymic_command *cmd)

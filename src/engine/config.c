@@ -5,16 +5,20 @@
  *
  * Grammar of PYMIC_DEVICES (items separated by ';', blanks around tokens
  * ignored):
- *     item  := "host" | "host*" N | "host:" list | "host:auto"
+ *     item  := kind | kind "*" N | kind ":" list | kind ":auto" | kind ":" spec
  *     list  := range ("," range)*
  *     range := cpu | cpu "-" cpu
+ * `kind` names a backend (registry.c: "host", "proc" or a plugin's name);
+ * lists and auto are for backends with cpu_specs (host, proc), `spec` for
+ * one with a parse_spec (backend.h).
  * Every CPU must be one the process may run on (its affinity mask), so a
  * device never names a core the worker could not be pinned to -- except
  * the entries host:auto makes for the other ranks of a node when the
  * launcher bound each rank to its own cores (see resolve_auto).
  *
- * This file uses nothing else of the engine, so tests/c/test_config.c can
- * compile it in and call its internals with made-up CPU lists.
+ * This file uses nothing else of the engine but the backend registry, so
+ * tests/c/test_config.c can compile it in (with registry.c) and call its
+ * internals with made-up CPU lists.
  */
 #include "engine.h"
 
@@ -377,28 +381,47 @@ static int parse_item(const char *p, const char *end, const pymic_host_cpus *cpu
     p = skip_blanks(p);
     while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
         end--;
-    /* "host": kernels run in this process; "proc": in a device process. */
-    int kind;
-    if (end - p >= 4 && strncmp(p, "host", 4) == 0)
-        kind = PYMIC_KIND_HOST;
-    else if (end - p >= 4 && strncmp(p, "proc", 4) == 0)
-        kind = PYMIC_KIND_PROC;
-    else
-        return set_why(why, why_len, "%s",
-                       "unknown device kind (\"host\" and \"proc\" exist)");
-    p += 4;
+    /* The backend's name, then what it accepts after it. */
+    const char *name_end = p;
+    while (name_end < end && (islower((unsigned char)*name_end) ||
+                              isdigit((unsigned char)*name_end) || *name_end == '_'))
+        name_end++;
+    char name[40];
+    if (name_end == p || name_end - p >= (long)sizeof name)
+        return set_why(why, why_len, "%s", "expected a device kind such as \"host\", "
+                       "\"proc\" or a backend plugin's name");
+    memcpy(name, p, (size_t)(name_end - p));
+    name[name_end - p] = '\0';
+    const pymic_backend_ops *ops = pymic_backend_find(name, why, why_len);
+    if (!ops)
+        return PYMIC_ERR_CONFIG;
+    p = name_end;
     long ndev = 1;
     bool explicit_list = false, automatic = false;
+    const char *backend_spec = NULL;
+    char shapes[256];
+    if (ops->cpu_specs)
+        snprintf(shapes, sizeof shapes, "\"%s\", \"%s*N\", \"%s:CPUS\" or \"%s:auto\"",
+                 name, name, name, name);
+    else
+        snprintf(shapes, sizeof shapes, "\"%s\", \"%s*N\"%s%s%s", name, name,
+                 ops->parse_spec ? " or \"" : "", ops->parse_spec ? name : "",
+                 ops->parse_spec ? ":SPEC\"" : "");
     if (p < end && *p == '*') {
         p = clamp(parse_uint(p + 1, &ndev), end);
-        if (!p || p != end || ndev < 1)
-            return set_why(why, why_len, "%s", "\"host*N\" needs a positive integer N");
-    } else if (p < end && *p == ':') {
+        if (!p || p != end || ndev < 1) {
+            snprintf(why, why_len, "\"%s*N\" needs a positive integer N", name);
+            return PYMIC_ERR_CONFIG;
+        }
+    } else if (p < end && *p == ':' && ops->cpu_specs) {
         p++;
         automatic = is_word(skip_blanks(p), end, "auto");
         explicit_list = !automatic;
+    } else if (p < end && *p == ':' && ops->parse_spec) {
+        backend_spec = skip_blanks(p + 1);
     } else if (p != end) {
-        return set_why(why, why_len, "%s", "expected \"host\", \"host*N\" or \"host:CPUS\"");
+        snprintf(why, why_len, "expected %s", shapes);
+        return PYMIC_ERR_CONFIG;
     }
     local_rank local = {0, 0, NULL};
     if (automatic) {
@@ -417,6 +440,19 @@ static int parse_item(const char *p, const char *end, const pymic_host_cpus *cpu
             snprintf(why, why_len, "%s", note);
     } else if (explicit_list) {
         status = parse_cpu_list(p, end, avail, navail, &(*specs)[*count], why, why_len);
+    } else if (backend_spec) {
+        char *text = strndup(backend_spec, (size_t)(end - backend_spec));
+        char reason[256] = "";
+        if (!text) {
+            status = set_why(why, why_len, "%s", "out of memory");
+        } else if (!ops->parse_spec(text, reason, sizeof reason)) {
+            snprintf(why, why_len, "\"%s:%s\": %s", name, text, reason);
+            free(text);
+            status = PYMIC_ERR_CONFIG;
+        } else {
+            status = split_cpus(1, avail, navail, &(*specs)[*count]);
+            (*specs)[*count].spec = text;
+        }
     } else {
         status = split_cpus(ndev, avail, navail, &(*specs)[*count]);
         if (status != PYMIC_OK)
@@ -425,7 +461,7 @@ static int parse_item(const char *p, const char *end, const pymic_host_cpus *cpu
     if (status != PYMIC_OK)
         return status;
     for (int i = 0; i < (int)ndev; i++)
-        (*specs)[*count + i].kind = kind;
+        (*specs)[*count + i].ops = ops;
     *count += (int)ndev;
     return PYMIC_OK;
 }
@@ -483,8 +519,10 @@ void pymic_free_device_specs(pymic_device_spec *specs, int count)
 {
     if (!specs)
         return;
-    for (int i = 0; i < count; i++)
+    for (int i = 0; i < count; i++) {
         free(specs[i].cpus);
+        free(specs[i].spec);
+    }
     free(specs);
 }
 

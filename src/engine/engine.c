@@ -15,7 +15,7 @@ pymic_engine pymic_global = {
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_status = PYMIC_OK;
-static char init_message[512];
+static char init_message[1536];
 
 /* CPUs of the process affinity mask, ascending. */
 static int available_cpus(int **cpus_out, int *count_out)
@@ -141,11 +141,16 @@ static size_t default_memory_limit(int ndevices)
     return total / (size_t)ndevices;
 }
 
+/* PYMIC_MEMORY_LIMIT was set: it, not a backend's capacity, is every
+ * device's default limit. */
+static bool limit_from_environment;
+
 static int read_memory_limit(size_t *limit)
 {
     const char *text = getenv("PYMIC_MEMORY_LIMIT");
     if (!text || !*text)
         return PYMIC_OK;
+    limit_from_environment = true;
     if (!pymic_parse_size(text, limit) || *limit == 0 || *limit > PYMIC_MEMORY_LIMIT_MAX) {
         snprintf(init_message, sizeof init_message,
                  "starting pymic: PYMIC_MEMORY_LIMIT=\"%s\" is not a size such as 512M or 2G "
@@ -158,7 +163,7 @@ static int read_memory_limit(size_t *limit)
 
 static int open_device(pymic_device *device, const char *op, bool on_first_use);
 
-static int create_devices(const pymic_device_spec *specs, int count, size_t limit)
+static int create_devices(pymic_device_spec *specs, int count, size_t limit)
 {
     pymic_device *devices = calloc((size_t)count, sizeof *devices);
     if (!devices)
@@ -168,7 +173,9 @@ static int create_devices(const pymic_device_spec *specs, int count, size_t limi
         d->id = i;
         d->ncpus = specs[i].ncpus;
         d->cpus = malloc(sizeof *d->cpus * (size_t)d->ncpus);
-        d->ops = specs[i].kind == PYMIC_KIND_PROC ? &pymic_proc_backend : &pymic_host_backend;
+        d->ops = specs[i].ops;
+        d->spec = specs[i].spec;
+        specs[i].spec = NULL; /* the device's from now on */
         if (!d->cpus)
             return PYMIC_ERR_SYSTEM; /* process is out of memory at start-up */
         memcpy(d->cpus, specs[i].cpus, sizeof *d->cpus * (size_t)d->ncpus);
@@ -178,18 +185,48 @@ static int create_devices(const pymic_device_spec *specs, int count, size_t limi
         format_device_name(d->ops->kind, d->cpus, d->ncpus, d->name, sizeof d->name);
         pthread_mutex_init(&d->lock, NULL);
         pthread_mutex_init(&d->open_lock, NULL);
+        pymic_memory_table_init(d);
         d->memory_limit = limit;
+        d->memory_default = limit;
         pymic_log(1, "device %d: %s (%d cores, memory limit %zu bytes)%s",
                   i, d->name, d->ncpus, limit, specs[i].lazy ? ", set up on first use" : "");
     }
     pymic_global.devices = devices;
     pymic_global.ndevices = count;
+    /* PYMIC_CHECK=bounds reads canaries through the backend: refuse it,
+     * rather than read memory this process may not have, where the
+     * backend has no way to check. */
+    for (int i = 0; i < count; i++)
+        if (pymic_global.check_bounds && !devices[i].ops->bounds_arm) {
+            snprintf(init_message, sizeof init_message,
+                     "starting pymic: PYMIC_CHECK=bounds: bounds checks are not supported on "
+                     "device kind \"%s\" (device %d)", devices[i].ops->kind, i);
+            return PYMIC_ERR_CONFIG;
+        }
     /* Only the devices this process will use cost threads, processes
      * and memory now; the others wait for pymic_device_open. */
     for (int i = 0; i < count; i++)
         if (!specs[i].lazy && open_device(&devices[i], "pymic_init", false) != PYMIC_OK)
             return PYMIC_ERR_SYSTEM;
     return PYMIC_OK;
+}
+
+/* A backend that knows its device's memory (memory_capacity) sets the
+ * default limit, unless PYMIC_MEMORY_LIMIT did.  Open lock held. */
+static void apply_capacity(pymic_device *device)
+{
+    if (!device->ops->memory_capacity || limit_from_environment)
+        return;
+    size_t capacity = device->ops->memory_capacity(device);
+    if (capacity > PYMIC_MEMORY_LIMIT_MAX)
+        capacity = PYMIC_MEMORY_LIMIT_MAX;
+    pthread_mutex_lock(&device->table.lock);
+    if (device->memory_limit == device->memory_default)
+        device->memory_limit = capacity;
+    device->memory_default = capacity;
+    pthread_mutex_unlock(&device->table.lock);
+    pymic_log(1, "device %d: memory limit %zu bytes (the device's capacity)", device->id,
+              capacity);
 }
 
 /* Set `device` up (ops->open) unless it is; `on_first_use` only changes
@@ -202,6 +239,7 @@ static int open_device(pymic_device *device, const char *op, bool on_first_use)
     bool ok = atomic_load_explicit(&device->opened, memory_order_relaxed) ||
               device->ops->open(device);
     if (ok && !atomic_load_explicit(&device->opened, memory_order_relaxed)) {
+        apply_capacity(device);
         if (on_first_use)
             pymic_log(1, "device %d: %s set up on first use (%s)", device->id, device->name,
                       op);
@@ -232,10 +270,13 @@ int pymic_device_ensure_open(pymic_device *device, const char *op)
  *   library lock          -> the backend's locks (finding a kernel)
  *   devices' stream lists -> (a stream's failure lock, not taken here)
  *   event lock
- *   parked-release lock   -> what a release takes: backends, the table
- *   each backend's locks  -> the allocation table (a process device's
- *                            monitor names the allocation a fault hit)
- *   allocation table      (a leaf: nothing is taken while holding it)
+ *   parked-release lock   -> what a release takes: backends, a table
+ *   each backend's locks  -> a device's allocation table (a process
+ *                            device's monitor names the allocation a
+ *                            fault hit)
+ *   a device's allocation table (a leaf: nothing is taken while holding
+ *                            it, and only one is ever held; prefork takes
+ *                            them all, in device order)
  *
  * Per-stream locks are never taken here: inherited streams are unusable
  * in the child (see pymic_stream_check).  In the child, locks are made
@@ -254,7 +295,8 @@ static void prefork(void)
     pymic_event_prefork();
     pymic_parked_prefork();
     for (int i = 0; i < pymic_global.ndevices; i++)
-        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed))
+        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed) &&
+            pymic_global.devices[i].ops->prefork)
             pymic_global.devices[i].ops->prefork(&pymic_global.devices[i]);
     pymic_memory_prefork();
 }
@@ -263,7 +305,8 @@ static void postfork_parent(void)
 {
     pymic_memory_postfork_parent();
     for (int i = pymic_global.ndevices - 1; i >= 0; i--)
-        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed))
+        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed) &&
+            pymic_global.devices[i].ops->postfork_parent)
             pymic_global.devices[i].ops->postfork_parent(&pymic_global.devices[i]);
     pymic_parked_postfork_parent();
     pymic_event_postfork_parent();
@@ -286,7 +329,8 @@ static void postfork_child(void)
     for (int i = 0; i < pymic_global.ndevices; i++) {
         pthread_mutex_init(&pymic_global.devices[i].lock, NULL);
         pthread_mutex_init(&pymic_global.devices[i].open_lock, NULL);
-        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed))
+        if (atomic_load_explicit(&pymic_global.devices[i].opened, memory_order_relaxed) &&
+            pymic_global.devices[i].ops->postfork_child)
             pymic_global.devices[i].ops->postfork_child(&pymic_global.devices[i]);
     }
 }
@@ -315,7 +359,7 @@ static int initialise(void)
     const char *layout = getenv("PYMIC_DEVICES");
     pymic_device_spec *specs = NULL;
     int count = 0;
-    char why[256], note[256];
+    char why[1024], note[256];
     pymic_host_cpus cpus = {avail, navail, node, nnode};
     status = pymic_parse_devices(layout, &cpus, &specs, &count, why, sizeof why, note,
                                  sizeof note);
@@ -337,10 +381,13 @@ static int initialise(void)
                                sizeof pymic_global.local_device_why) != PYMIC_OK)
             pymic_global.local_device = -1;
         status = create_devices(specs, count, limit);
-        if (status != PYMIC_OK)
-            snprintf(init_message, sizeof init_message, "starting pymic: out of memory");
     }
     pymic_free_device_specs(specs, count);
+    if (status == PYMIC_ERR_CONFIG) {
+        /* create_devices refused the configuration (message written). */
+    } else if (status != PYMIC_OK) {
+        snprintf(init_message, sizeof init_message, "starting pymic: out of memory");
+    }
     if (status == PYMIC_OK && pthread_atfork(prefork, postfork_parent, postfork_child) != 0) {
         snprintf(init_message, sizeof init_message, "starting pymic: pthread_atfork failed");
         status = PYMIC_ERR_SYSTEM;

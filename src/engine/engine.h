@@ -1,15 +1,18 @@
 /*
  * engine.h -- internal declarations shared by the files of libpymic.
  *
- * Nothing here is public: every symbol is hidden (the library is built with
- * -fvisibility=hidden) and only include/pymic.h forms the ABI.
+ * Nothing here is public API: the library is built with -fvisibility=hidden
+ * and include/pymic.h forms the API.  The few calls marked
+ * PYMIC_BACKEND_API are exported for backend plugins (backend.h, "the
+ * core's calls for backends"); this header is installed for them, but
+ * only those calls and the fields backend.h names are theirs to use.
  *
  * Object map
  *   engine   one global: the devices parsed from PYMIC_DEVICES, tunables
  *   device   a CPU set, a memory limit, the list of its streams
  *   stream   a ring of commands and one worker thread that runs them
  *   event    a generation counter advanced by record commands
- *   alloc    one tracked device allocation (in the global allocation table)
+ *   alloc    one tracked device allocation (in its device's allocation table)
  *   library  a dlopen handle and the kernels found in it
  */
 #ifndef PYMIC_ENGINE_H
@@ -36,7 +39,7 @@
  * stream 3 on device 0: ...", "allocation of 64 bytes on device 1: ..."),
  * not with the engine function's name; a stream is named by
  * PYMIC_STREAM_FMT / PYMIC_STREAM_ARGS. */
-int pymic_fail(int status, const char *fmt, ...) PYMIC_FORMAT(2, 3);
+PYMIC_BACKEND_API int pymic_fail(int status, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 
 /* Say the calling thread's last message again in the caller's terms: a
  * leading "<engine_op>: " (and "device N: ") that a backend wrote gives way
@@ -44,19 +47,19 @@ int pymic_fail(int status, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 int pymic_fail_reworded(int status, const char *engine_op, const char *prefix);
 
 /* Print "PYMIC: ..." on stderr when the debug level is at least `level`. */
-void pymic_log(int level, const char *fmt, ...) PYMIC_FORMAT(2, 3);
+PYMIC_BACKEND_API void pymic_log(int level, const char *fmt, ...) PYMIC_FORMAT(2, 3);
 #define PYMIC_STREAM_FMT "stream %d on device %d"
 #define PYMIC_STREAM_ARGS(s) (s)->number, (s)->device->id
 
 /* ------------------------------------------------------------- config */
 
 /* One device as described by PYMIC_DEVICES, before any thread exists. */
-enum pymic_device_kind { PYMIC_KIND_HOST, PYMIC_KIND_PROC };
-
 typedef struct pymic_device_spec {
     int ncpus;
     int *cpus; /* sorted, distinct */
-    int kind;  /* enum pymic_device_kind */
+    const pymic_backend_ops *ops; /* its backend (registry.c) */
+    char *spec; /* malloc'd "TEXT" of "N:TEXT" for a backend's parse_spec,
+                 * else NULL */
     bool own;  /* host:auto: this MPI rank's own share */
     bool lazy; /* set up on first use, not at initialisation (host:auto's
                   entries for the node's other ranks) */
@@ -72,7 +75,8 @@ typedef struct pymic_host_cpus {
 } pymic_host_cpus;
 
 /* Parse a PYMIC_DEVICES string against the CPUs the process may use
- * ("host:auto" also reads the MPI launcher's variables).  On success *specs
+ * ("host:auto" also reads the MPI launcher's variables); each entry's
+ * backend is found by its name (pymic_backend_find).  On success *specs
  * is a malloc'd array of *count specs (free with pymic_free_device_specs)
  * and `note` says how host:auto chose its CPUs (empty without host:auto).
  * On failure returns PYMIC_ERR_CONFIG and writes the reason to `why`. */
@@ -137,7 +141,18 @@ typedef struct pymic_device {
     /* Failures of destroyed streams that nobody had reported, oldest
      * first: the next device syncs report them (failure.c). */
     struct pymic_orphan *orphans;
-    size_t memory_limit;       /* guarded by the allocation table's lock  */
+    /* The device's allocation table (memory.c): its live allocations
+     * sorted by address, and those freed whose memory is not back yet.
+     * Each device has its own (two devices may hand out equal
+     * addresses); table.lock also guards the byte counts below. */
+    struct pymic_alloc_table {
+        pthread_mutex_t lock;
+        struct pymic_alloc **entries;
+        size_t count, capacity;
+        struct pymic_alloc *pending_head;
+    } table;
+    size_t memory_limit;       /* guarded by table.lock                   */
+    size_t memory_default;     /* what a limit of 0 restores (idem)       */
     size_t memory_used;        /* idem                                    */
     size_t memory_pending;     /* idem: of memory_used, bytes freed and
                                 * waiting for their FREE command or for
@@ -151,6 +166,9 @@ typedef struct pymic_device {
      * serialises the opening and keeps fork() out of it. */
     const pymic_backend_ops *ops;
     void *backend;
+    /* "TEXT" of PYMIC_DEVICES's "N:TEXT" for a backend with parse_spec
+     * (backend.h), else NULL. */
+    char *spec;
     _Atomic int opened;
     pthread_mutex_t open_lock;
 
@@ -164,7 +182,8 @@ typedef struct pymic_device {
 } pymic_device;
 
 /* Mark `device` lost with the formatted reason (first reason wins). */
-void pymic_device_mark_lost(pymic_device *device, const char *fmt, ...) PYMIC_FORMAT(2, 3);
+PYMIC_BACKEND_API void pymic_device_mark_lost(pymic_device *device, const char *fmt, ...)
+    PYMIC_FORMAT(2, 3);
 
 typedef struct pymic_engine {
     int ndevices;
@@ -222,6 +241,23 @@ struct pymic_mark;
 /* Which sides of a copy are device memory (backends may care). */
 enum pymic_copy_dir { PYMIC_COPY_H2D, PYMIC_COPY_D2H, PYMIC_COPY_D2D };
 
+/* What an invoke argument is (pymic_command.arg_kind).  The host backend
+ * only reads `args` (a kernel of this process takes them as they are);
+ * a backend whose kernels run elsewhere reads the kinds to carry each
+ * argument over. */
+enum pymic_arg_kind {
+    /* Any other pointer value, NULL included: passed on unchanged
+     * (args[i]).  The engine knows nothing of what it points to. */
+    PYMIC_ARG_ADDRESS = 0,
+    /* A pointer into a live allocation of the stream's device, checked
+     * and recorded as used when the invoke was enqueued: args[i] is the
+     * device address. */
+    PYMIC_ARG_DEVICE = 1,
+    /* Scalar bytes: arg_size[i] bytes at scalars + arg_offset[i] (16-byte
+     * aligned); args[i] points there, in this process. */
+    PYMIC_ARG_SCALAR = 2,
+};
+
 /* One ring slot.  Scalars are copied into `scalars` so the kernel's pointer
  * stays valid until the slot is recycled, which happens only after the
  * command has completed. */
@@ -231,10 +267,15 @@ typedef struct pymic_command {
     /* Who may run it (stream.c), written at publish; atomic so a syncing
      * thread may look before it claims the command. */
     _Atomic unsigned char run_class;
+    /* Set by pymic_command_complete when the command finished while one
+     * before it had not; cleared as `completed` passes it (stream.c). */
+    _Atomic unsigned char finished;
     int scalar_bytes; /* INVOKE: bytes of `scalars` in use */
     union {
         struct {
-            pymic_kernel_fn fn;
+            /* The backend's opaque kernel handle (kernel_find), passed
+             * back to its invoke unchanged. */
+            uint64_t kernel_handle;
             const struct pymic_kernel *handle; /* for messages */
         } call;
         struct {
@@ -248,6 +289,11 @@ typedef struct pymic_command {
         struct pymic_mark *mark; /* RECORD, WAIT_EVENT */
     } u;
     void *args[PYMIC_MAX_KERNEL_ARGS];
+    /* INVOKE, per argument below nargs: enum pymic_arg_kind, and for a
+     * SCALAR its place in `scalars`. */
+    unsigned char arg_kind[PYMIC_MAX_KERNEL_ARGS];
+    uint16_t arg_offset[PYMIC_MAX_KERNEL_ARGS];
+    uint16_t arg_size[PYMIC_MAX_KERNEL_ARGS];
     _Alignas(16) unsigned char scalars[PYMIC_MAX_SCALAR_BYTES];
 } pymic_command;
 
@@ -324,6 +370,10 @@ struct pymic_stream {
      * which only the rare failure paths take. */
     _Alignas(64) _Atomic uint64_t failed_seq;
     pthread_mutex_t failure_lock;
+    /* Serialises completions of commands that finish out of order
+     * (pymic_command_complete); a command that finishes while every one
+     * before it has completed is published without it. */
+    pthread_mutex_t complete_lock;
     int failed_status;
     uint64_t skipped_through; /* newest command skipped for the failure  */
     uint64_t forgive_through; /* reset: failures up to here are dropped  */
@@ -332,8 +382,8 @@ struct pymic_stream {
 
 /* On the worker, while it runs command `seq`: record that the command
  * failed (kept if an older failure is still unreported). */
-void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt, ...)
-    PYMIC_FORMAT(3, 4);
+PYMIC_BACKEND_API void pymic_stream_fail(pymic_stream *stream, uint64_t seq, const char *fmt,
+                                         ...) PYMIC_FORMAT(3, 4);
 /* The unreported failure of a command up to `seq`, if any, as an error of
  * `action` on the stream ("sync of" gives "sync of stream 3 on device 0:
  * ...", then forgotten); else PYMIC_OK. */
@@ -346,8 +396,8 @@ int pymic_stream_take_failure_for_device(pymic_stream *stream, uint64_t seq);
 char *pymic_stream_copy_failure(pymic_stream *stream, int *status);
 /* The same with the status the report will have (pymic_stream_fail:
  * PYMIC_ERR_DEVICE_LOST). */
-void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status, const char *fmt,
-                              ...) PYMIC_FORMAT(4, 5);
+PYMIC_BACKEND_API void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status,
+                                                const char *fmt, ...) PYMIC_FORMAT(4, 5);
 /* True when command `seq` (an invoke or a copy) must not run because a
  * command before it on its stream failed and nobody has been told yet:
  * what depends on a failed command fails with it.  One relaxed load while
@@ -423,15 +473,26 @@ uint64_t pymic_deadline(uint64_t timeout_ns);
  * pymic_stream_publish calls it when it finds busy_listed clear. */
 void pymic_device_list_busy(pymic_stream *stream);
 
-/* Run one command on the worker (invoke.c, memory.c, event.c). */
-void pymic_command_execute(pymic_stream *stream, pymic_command *cmd);
+/* Run command `seq` (invoke.c, memory.c, event.c): PYMIC_COMMAND_DONE, or
+ * PYMIC_COMMAND_IN_FLIGHT when the backend completes it later. */
+int pymic_command_execute(pymic_stream *stream, pymic_command *cmd, uint64_t seq);
+
+/* A backend completes command `seq` of `stream` that its copy or invoke
+ * left in flight (any thread, no backend lock held: it may run parked
+ * releases, which call block_put and library_close).  A failure is
+ * recorded first (pymic_stream_fail).  `completed` still advances in
+ * order: a command completes once every command before it has.  Once it
+ * returns for the stream's last command, the stream may be gone: the
+ * backend must not touch it after that. */
+PYMIC_BACKEND_API void pymic_command_complete(pymic_stream *stream, uint64_t seq);
 
 /* A kernel found in a library (library.c); invoke reads it directly. */
 struct pymic_kernel {
     char *name;
     unsigned generation; /* the device's, when found */
-    pymic_kernel_fn fn;
-    void *address;
+    /* The backend's handle (kernel_find): never called or read by the
+     * core, only handed back to ops->invoke. */
+    uint64_t handle;
     pymic_library *library;
     pymic_device *device;
     struct pymic_kernel *next;
@@ -544,10 +605,13 @@ typedef struct pymic_alloc {
  * `what` names the side ("destination", ...) in the error message. */
 int pymic_memory_claim(const char *op, const char *what, pymic_stream *stream,
                        const void *ptr, size_t offset, size_t nbytes, uint64_t seq);
-/* Record the use, by invoke command `seq`, of each live allocation that a
- * pointer argument (size 0) points into.  Pointers into no allocation are
- * passed over: a kernel may be given any address. */
-int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int nargs, uint64_t seq);
+/* Record the use, by invoke command `seq` (in slot `cmd`), of each live
+ * allocation of the stream's device that a pointer argument (size 0)
+ * points into, and mark those arguments PYMIC_ARG_DEVICE.  Pointers into
+ * no allocation stay PYMIC_ARG_ADDRESS: a kernel may be given any
+ * address. */
+int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int nargs, uint64_t seq,
+                           pymic_command *cmd);
 
 /* ---------------------------------------------------------- bounds checks */
 
@@ -561,8 +625,9 @@ int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int narg
  * `alignment`, guard page excluded, rounded to whole pages. */
 size_t pymic_bounds_span(size_t nbytes, size_t alignment, size_t after);
 /* Fill the canaries of a new allocation (bounds.c). */
-void pymic_bounds_arm(const pymic_alloc *alloc);
-/* On the worker after an invoke: check every allocation of the device,
+void pymic_bounds_arm(pymic_device *device, const pymic_alloc *alloc);
+/* After an invoke (bounds_after_invoke of host-addressable backends):
+ * check every allocation of the device,
  * report the first overwritten canary as the command's failure and
  * re-arm it. */
 void pymic_bounds_after_invoke(pymic_stream *stream, const pymic_command *cmd);
@@ -575,6 +640,8 @@ bool pymic_memory_describe_fault(pymic_device *device, uintptr_t address, char *
  * still held (live, or freed and not back yet), with the allocation table
  * locked (visit must not call into the engine). */
 void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void *), void *arg);
+/* Make `device`'s allocation table usable (at device creation). */
+void pymic_memory_table_init(pymic_device *device);
 
 /* A device's limit and live bytes, read consistently. */
 
@@ -595,19 +662,28 @@ typedef struct pymic_block {
     struct pymic_block *next;
 } pymic_block;
 
-/* True when the calling thread may run commands of `device` itself: every
- * CPU it may use belongs to the device (cached per thread). */
-bool pymic_host_caller_may_run(const pymic_device *device);
-/* Run one command on the calling (non-worker) thread, with the OpenMP team
- * size the worker would use. */
-void pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd);
+/* copy.c: memcpy between two buffers of this process that splits big
+ * copies over the device's cores, using (and on first need creating) the
+ * calling worker's helper threads in *team -- for backends whose device
+ * memory is this process's memory (host, proc). */
+struct pymic_copy_team;
+void pymic_copy_parallel(struct pymic_copy_team **team, const pymic_device *device, void *dst,
+                         const void *src, size_t nbytes);
+/* Stop and join a worker's helper threads (NULL: nothing to do). */
+void pymic_copy_team_destroy(struct pymic_copy_team *team);
 
-/* Release the calling thread's OpenMP thread pool (libgomp keeps one per
- * thread that opened a team); the next team creates it again. */
-void pymic_host_release_team(void);
+/* A worker thread for `stream` running body(stream), pinned to the
+ * device's CPUs with an OpenMP team size of its CPU count (host/worker.c):
+ * what a backend whose kernels run elsewhere gives start_worker.  On
+ * failure the error is recorded and returned. */
+PYMIC_BACKEND_API int pymic_worker_start_pinned(pymic_stream *stream, void *(*body)(void *));
+
+/* Call C kernel `fn` with exactly `nargs` (at most PYMIC_MAX_KERNEL_ARGS)
+ * pointer arguments (host/kernel.c). */
+PYMIC_BACKEND_API void pymic_kernel_call(pymic_kernel_fn fn, int nargs, void *const *args);
 
 /* Monotonic clock in nanoseconds. */
-uint64_t pymic_now_ns(void);
+PYMIC_BACKEND_API uint64_t pymic_now_ns(void);
 
 /* ---------------------------------------------------------------- tracing */
 

@@ -26,10 +26,11 @@
 static void record(pymic_stream *stream, uint64_t seq, int status, const char *fmt, va_list ap)
 {
     pthread_mutex_lock(&stream->failure_lock);
-    /* The oldest unreported failure is kept; one of a command that a
-     * reset stopped (or that failed before it) is what the reset repaired. */
-    if (atomic_load_explicit(&stream->failed_seq, memory_order_relaxed) == 0 &&
-        seq > stream->forgive_through) {
+    /* The oldest unreported failure is kept (by sequence number: commands
+     * in flight may fail out of order); one of a command that a reset
+     * stopped (or that failed before it) is what the reset repaired. */
+    uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_relaxed);
+    if ((failed == 0 || seq < failed) && seq > stream->forgive_through) {
         vsnprintf(stream->failure, sizeof stream->failure, fmt, ap);
         stream->failed_status = status;
         stream->skipped_through = 0;

@@ -81,6 +81,7 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
         size_t size = args[i].size;
         if (size == 0) {
             cmd->args[i] = (void *)args[i].data;
+            cmd->arg_kind[i] = PYMIC_ARG_ADDRESS; /* or DEVICE: note_uses */
             continue;
         }
         if (!args[i].data || size > PYMIC_MAX_SCALAR_BYTES - used) {
@@ -89,11 +90,14 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
         }
         memcpy(cmd->scalars + used, args[i].data, size);
         cmd->args[i] = cmd->scalars + used;
+        cmd->arg_kind[i] = PYMIC_ARG_SCALAR;
+        cmd->arg_offset[i] = (uint16_t)used; /* < PYMIC_MAX_SCALAR_BYTES */
+        cmd->arg_size[i] = (uint16_t)size;
         used += scalar_footprint(size);
     }
     /* Pointers into device memory: the kernel uses those allocations, so
      * freeing one must wait for this command (any stream may free it). */
-    status = pymic_memory_note_uses(stream, args, nargs, pymic_stream_reserved_seq(stream));
+    status = pymic_memory_note_uses(stream, args, nargs, pymic_stream_reserved_seq(stream), cmd);
     if (status != PYMIC_OK) {
         pymic_stream_cancel(stream);
         return status;
@@ -101,24 +105,26 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
     cmd->kind = PYMIC_CMD_INVOKE;
     cmd->nargs = nargs;
     cmd->scalar_bytes = (int)used;
-    cmd->u.call.fn = kernel->fn;
+    cmd->u.call.kernel_handle = kernel->handle;
     cmd->u.call.handle = kernel;
     pymic_trace_label(kernel->name);
     pymic_stream_publish(stream);
     return PYMIC_OK;
 }
 
-void pymic_command_execute(pymic_stream *stream, pymic_command *cmd)
+int pymic_command_execute(pymic_stream *stream, pymic_command *cmd, uint64_t seq)
 {
+    int result;
     switch (cmd->kind) {
     case PYMIC_CMD_INVOKE:
-        stream->ops->invoke(stream, cmd);
-        if (__builtin_expect(pymic_global.check_bounds, 0))
-            pymic_bounds_after_invoke(stream, cmd);
-        break;
+        result = stream->ops->invoke(stream, cmd, seq);
+        /* A kernel still in flight is the backend's to check. */
+        if (__builtin_expect(pymic_global.check_bounds, 0) && result == PYMIC_COMMAND_DONE &&
+            stream->ops->bounds_after_invoke)
+            stream->ops->bounds_after_invoke(stream, cmd);
+        return result;
     case PYMIC_CMD_COPY:
-        stream->ops->copy(stream, cmd);
-        break;
+        return stream->ops->copy(stream, cmd, seq);
     case PYMIC_CMD_FREE:
         pymic_alloc_execute_free(stream, cmd->u.alloc);
         break;
@@ -131,4 +137,5 @@ void pymic_command_execute(pymic_stream *stream, pymic_command *cmd)
     default:
         break;
     }
+    return PYMIC_COMMAND_DONE;
 }

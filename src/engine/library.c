@@ -242,9 +242,9 @@ int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **k
         return PYMIC_OK;
     }
     char why[256];
-    void *address = library->device->ops->kernel_find(library->device, library->handle, name,
-                                                      why, sizeof why);
-    if (!address) {
+    uint64_t handle = library->device->ops->kernel_find(library->device, library->handle, name,
+                                                        why, sizeof why);
+    if (!handle) {
         pthread_mutex_unlock(&library_lock);
         return pymic_fail(PYMIC_ERR_KERNEL_NOT_FOUND,
                           "%s: device %d: kernel \"%s\" not found in library \"%s\" (%s)", op,
@@ -259,10 +259,7 @@ int pymic_kernel_find(pymic_library *library, const char *name, pymic_kernel **k
     }
     k->name = name_copy;
     k->generation = library->generation;
-    k->address = address;
-    /* POSIX guarantees a data pointer from dlsym converts to a function
-     * pointer; memcpy says so without a cast the compiler would flag. */
-    memcpy(&k->fn, &address, sizeof k->fn);
+    k->handle = handle;
     k->library = library;
     k->device = library->device;
     k->next = library->kernels;
@@ -277,9 +274,12 @@ const char *pymic_kernel_name(const pymic_kernel *kernel)
     return kernel ? kernel->name : NULL;
 }
 
+/* The handle is the kernel's address (in the process that runs it) for
+ * the host and process backends; another backend's handle is only a
+ * number that names the kernel there. */
 void *pymic_kernel_address(const pymic_kernel *kernel)
 {
-    return kernel ? kernel->address : NULL;
+    return kernel ? (void *)(uintptr_t)kernel->handle : NULL;
 }
 
 int pymic_kernel_device(const pymic_kernel *kernel)

@@ -1,11 +1,16 @@
 /*
  * memory.c -- tracked device memory and checked transfers.
  *
- * Every live allocation of every device sits in one table sorted by base
- * address, so any pointer (even one inside an allocation, or one of another
- * device) is found by binary search and each copy or free is checked
- * before anything is enqueued.  The same lock guards the per-device byte
- * accounting, so limit checks and table updates cannot interleave.
+ * Every live allocation of a device sits in its device's table, sorted by
+ * base address, so any pointer (even one inside an allocation) is found by
+ * binary search and each copy or free is checked before anything is
+ * enqueued.  Each device has its own table: device addresses are the
+ * backend's business, and two devices may hand out equal ones (a remote
+ * device's memory is not this process's), so a pointer is only ever
+ * looked up among the allocations of the device it is used on.  Only when
+ * it is not there are the other devices' tables asked, one at a time, to
+ * name its owner in the error.  The table's lock also guards the device's
+ * byte accounting, so limit checks and table updates cannot interleave.
  *
  * Frees are ordered across streams (PyTorch's record_stream, made
  * automatic): every command that touches an allocation -- a copy, or an
@@ -16,10 +21,16 @@
  * (parked.c) rather than waited for.  The pointer itself dies at the free
  * call: later uses and double frees are errors at once.
  *
- * Lock order: a stream's enqueue lock, then table_lock (uses are recorded
- * with the slot reserved, so the sequence number is known).  table_lock is
- * a leaf: nothing else is taken while it is held (blocks go back to the
- * backend after it is released), and the fork handlers take it last.
+ * Lock order: a stream's enqueue lock, then a device's table lock (uses
+ * are recorded with the slot reserved, so the sequence number is known).
+ * A table lock is a leaf: nothing else is taken while it is held (blocks
+ * go back to the backend after it is released), only one is ever held at
+ * a time, and the fork handlers take them last.
+ *
+ * Nothing here reads or writes device memory: addresses are compared
+ * with the addresses of the same device only (the overlap of a copy too,
+ * except on a host-addressable device, where a host buffer may be device
+ * memory).
  */
 #include "engine.h"
 
@@ -27,19 +38,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
-static pymic_alloc **table;     /* sorted by base address */
-static size_t table_count, table_capacity;
-/* Freed allocations whose memory is not back yet (all devices). */
-static pymic_alloc *pending_head;
+typedef struct pymic_alloc_table alloc_table;
 
 /* Index of the first entry whose base is > ptr. */
-static size_t upper_bound(const void *ptr)
+static size_t upper_bound(const alloc_table *t, const void *ptr)
 {
-    size_t lo = 0, hi = table_count;
+    size_t lo = 0, hi = t->count;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if ((uintptr_t)table[mid]->base <= (uintptr_t)ptr)
+        if ((uintptr_t)t->entries[mid]->base <= (uintptr_t)ptr)
             lo = mid + 1;
         else
             hi = mid;
@@ -47,13 +54,13 @@ static size_t upper_bound(const void *ptr)
     return lo;
 }
 
-/* The allocation containing ptr, or NULL.  Caller holds table_lock. */
-static pymic_alloc *find_containing(const void *ptr, size_t *index)
+/* The allocation of t containing ptr, or NULL.  Caller holds t->lock. */
+static pymic_alloc *find_containing(const alloc_table *t, const void *ptr, size_t *index)
 {
-    size_t i = upper_bound(ptr);
+    size_t i = upper_bound(t, ptr);
     if (i == 0)
         return NULL;
-    pymic_alloc *a = table[i - 1];
+    pymic_alloc *a = t->entries[i - 1];
     if ((uintptr_t)ptr - (uintptr_t)a->base >= a->nbytes)
         return NULL;
     if (index)
@@ -61,48 +68,76 @@ static pymic_alloc *find_containing(const void *ptr, size_t *index)
     return a;
 }
 
-static bool table_insert(pymic_alloc *alloc)
+static bool table_insert(alloc_table *t, pymic_alloc *alloc)
 {
-    if (table_count == table_capacity) {
-        size_t cap = table_capacity ? 2 * table_capacity : 64;
-        pymic_alloc **grown = realloc(table, cap * sizeof *grown);
+    if (t->count == t->capacity) {
+        size_t cap = t->capacity ? 2 * t->capacity : 64;
+        pymic_alloc **grown = realloc(t->entries, cap * sizeof *grown);
         if (!grown)
             return false;
-        table = grown;
-        table_capacity = cap;
+        t->entries = grown;
+        t->capacity = cap;
     }
-    size_t i = upper_bound(alloc->base);
-    memmove(&table[i + 1], &table[i], (table_count - i) * sizeof *table);
-    table[i] = alloc;
-    table_count++;
+    size_t i = upper_bound(t, alloc->base);
+    memmove(&t->entries[i + 1], &t->entries[i], (t->count - i) * sizeof *t->entries);
+    t->entries[i] = alloc;
+    t->count++;
     return true;
 }
 
-static void table_remove(size_t index)
+static void table_remove(alloc_table *t, size_t index)
 {
-    memmove(&table[index], &table[index + 1], (table_count - index - 1) * sizeof *table);
-    table_count--;
+    memmove(&t->entries[index], &t->entries[index + 1],
+            (t->count - index - 1) * sizeof *t->entries);
+    t->count--;
+}
+
+/* The device that holds a live allocation containing `ptr`, other than
+ * `except`, or -1: only to name the owner of a pointer used on the wrong
+ * device (each table is locked in turn, never two at once).  With
+ * devices whose addresses coincide the answer is one of them. */
+static int owner_elsewhere(const pymic_device *except, const void *ptr)
+{
+    for (int i = 0; i < pymic_global.ndevices; i++) {
+        pymic_device *d = &pymic_global.devices[i];
+        if (d == except)
+            continue;
+        pthread_mutex_lock(&d->table.lock);
+        bool found = find_containing(&d->table, ptr, NULL) != NULL;
+        pthread_mutex_unlock(&d->table.lock);
+        if (found)
+            return d->id;
+    }
+    return -1;
+}
+
+void pymic_memory_table_init(pymic_device *device)
+{
+    pthread_mutex_init(&device->table.lock, NULL);
 }
 
 void pymic_memory_prefork(void)
 {
-    pthread_mutex_lock(&table_lock);
+    for (int i = 0; i < pymic_global.ndevices; i++)
+        pthread_mutex_lock(&pymic_global.devices[i].table.lock);
 }
 
 void pymic_memory_postfork_parent(void)
 {
-    pthread_mutex_unlock(&table_lock);
+    for (int i = pymic_global.ndevices - 1; i >= 0; i--)
+        pthread_mutex_unlock(&pymic_global.devices[i].table.lock);
 }
 
 void pymic_memory_postfork_child(void)
 {
-    pthread_mutex_init(&table_lock, NULL);
+    for (int i = 0; i < pymic_global.ndevices; i++)
+        pthread_mutex_init(&pymic_global.devices[i].table.lock, NULL);
 }
 
 /* Drop the uses that are over: they can no longer delay a free, and each
  * holds its stream, so a long-lived allocation touched by many short-lived
  * streams would otherwise keep every one of them (and its command ring)
- * in memory.  Caller holds table_lock. */
+ * in memory.  Caller holds the allocation's table lock. */
 static void prune_passed_uses(pymic_alloc *alloc)
 {
     int kept = 0;
@@ -115,8 +150,8 @@ static void prune_passed_uses(pymic_alloc *alloc)
     alloc->nuses = kept;
 }
 
-/* Note that command `seq` of `stream` uses `alloc`.  Caller holds
- * table_lock.  False when the use list cannot grow (out of host memory). */
+/* Note that command `seq` of `stream` uses `alloc`.  Caller holds its
+ * table lock.  False when the use list cannot grow (out of host memory). */
 static bool record_use(pymic_alloc *alloc, pymic_stream *stream, uint64_t seq)
 {
     for (int i = 0; i < alloc->nuses; i++) {
@@ -141,10 +176,10 @@ static bool record_use(pymic_alloc *alloc, pymic_stream *stream, uint64_t seq)
 
 void pymic_memory_usage(pymic_device *device, size_t *limit, size_t *used)
 {
-    pthread_mutex_lock(&table_lock);
+    pthread_mutex_lock(&device->table.lock);
     *limit = device->memory_limit;
     *used = device->memory_used;
-    pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&device->table.lock);
 }
 
 int pymic_device_set_memory_limit(int device, size_t bytes)
@@ -153,13 +188,13 @@ int pymic_device_set_memory_limit(int device, size_t bytes)
     pymic_device *d = pymic_device_lookup(device, "setting the memory limit", &status);
     if (!d)
         return status;
+    pthread_mutex_lock(&d->table.lock);
     if (bytes == 0)
-        bytes = pymic_global.default_memory_limit;
-    pthread_mutex_lock(&table_lock);
+        bytes = d->memory_default;
     size_t used = d->memory_used;
     if (bytes >= used)
         d->memory_limit = bytes;
-    pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&d->table.lock);
     if (bytes < used)
         return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
                           "setting the memory limit of device %d: %zu bytes is below "
@@ -176,14 +211,14 @@ int pymic_device_set_memory_limit(int device, size_t bytes)
 static bool reserve_bytes(pymic_device *d, size_t nbytes, size_t *used, size_t *limit,
                           size_t *pending)
 {
-    pthread_mutex_lock(&table_lock);
+    pthread_mutex_lock(&d->table.lock);
     bool fits = nbytes <= d->memory_limit - d->memory_used && d->memory_used <= d->memory_limit;
     if (fits)
         d->memory_used += nbytes;
     *used = d->memory_used;
     *limit = d->memory_limit;
     *pending = d->memory_pending;
-    pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&d->table.lock);
     return fits;
 }
 
@@ -193,17 +228,17 @@ static bool reserve_bytes(pymic_device *d, size_t nbytes, size_t *used, size_t *
 static bool queued_free(pymic_device *d, pymic_use *out)
 {
     bool found = false;
-    pthread_mutex_lock(&table_lock);
-    for (pymic_alloc *a = pending_head; a && !found; a = a->pending_next) {
+    pthread_mutex_lock(&d->table.lock);
+    for (pymic_alloc *a = d->table.pending_head; a && !found; a = a->pending_next) {
         pymic_stream *s = a->freed_by.stream;
-        if (a->device != d || !s || pymic_stream_passed(s, a->freed_by.seq) ||
+        if (!s || pymic_stream_passed(s, a->freed_by.seq) ||
             pymic_stream_inherited(s))
             continue;
         pymic_stream_retain(s);
         *out = a->freed_by;
         found = true;
     }
-    pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&d->table.lock);
     return found;
 }
 
@@ -274,7 +309,8 @@ static int mem_alloc(int device, size_t nbytes, size_t alignment, void **device_
             pymic_parked_drain();
         else
             pymic_parked_poll();
-        d->ops->trim(d);
+        if (d->ops->trim)
+            d->ops->trim(d);
         block = d->ops->block_get(d, nbytes, alignment);
     }
     bool tracked = false;
@@ -285,18 +321,18 @@ static int mem_alloc(int device, size_t nbytes, size_t alignment, void **device_
         alloc->block = block;
         /* Armed before any check can see the allocation in the table. */
         if (pymic_global.check_bounds)
-            pymic_bounds_arm(alloc);
-        pthread_mutex_lock(&table_lock);
-        tracked = table_insert(alloc);
-        pthread_mutex_unlock(&table_lock);
+            d->ops->bounds_arm(d, alloc);
+        pthread_mutex_lock(&d->table.lock);
+        tracked = table_insert(&d->table, alloc);
+        pthread_mutex_unlock(&d->table.lock);
     }
     if (!tracked) {
         if (block)
             d->ops->block_put(d, block);
         free(alloc);
-        pthread_mutex_lock(&table_lock);
+        pthread_mutex_lock(&d->table.lock);
         d->memory_used -= nbytes;
-        pthread_mutex_unlock(&table_lock);
+        pthread_mutex_unlock(&d->table.lock);
         return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
                           "%s of %zu bytes on device %d: the system has no memory for it", op,
                           nbytes, device);
@@ -317,42 +353,42 @@ int pymic_mem_alloc_nowait(int device, size_t nbytes, size_t alignment, void **d
 
 void pymic_memory_visit(pymic_device *device, void (*visit)(pymic_alloc *, void *), void *arg)
 {
-    pthread_mutex_lock(&table_lock);
-    for (size_t i = 0; i < table_count; i++)
-        if (table[i]->device == device)
-            visit(table[i], arg);
+    alloc_table *t = &device->table;
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < t->count; i++)
+        visit(t->entries[i], arg);
     /* Freed but not back yet: commands queued before the free still use
      * it (a kernel may overrun a buffer freed right after the invoke). */
-    for (pymic_alloc *a = pending_head; a; a = a->pending_next)
-        if (a->device == device)
-            visit(a, arg);
-    pthread_mutex_unlock(&table_lock);
+    for (pymic_alloc *a = t->pending_head; a; a = a->pending_next)
+        visit(a, arg);
+    pthread_mutex_unlock(&t->lock);
 }
 
 /* `address` lies between the end of `a` and the end of the guard page
  * after it. */
-static bool past_end_of(const pymic_alloc *a, const pymic_device *device, uintptr_t address)
+static bool past_end_of(const pymic_alloc *a, uintptr_t address)
 {
     uintptr_t end = (uintptr_t)a->base + a->nbytes;
     uintptr_t guard_end = ((end + PYMIC_GUARD_PAGE - 1) & ~(PYMIC_GUARD_PAGE - 1)) +
                           PYMIC_GUARD_PAGE;
-    return a->device == device && address >= end && address < guard_end;
+    return address >= end && address < guard_end;
 }
 
 bool pymic_memory_describe_fault(pymic_device *device, uintptr_t address, char *out, size_t len)
 {
-    pthread_mutex_lock(&table_lock);
-    size_t i = upper_bound((const void *)address);
-    const pymic_alloc *hit = i > 0 && past_end_of(table[i - 1], device, address) ? table[i - 1]
-                                                                                 : NULL;
+    alloc_table *t = &device->table;
+    pthread_mutex_lock(&t->lock);
+    size_t i = upper_bound(t, (const void *)address);
+    const pymic_alloc *hit = i > 0 && past_end_of(t->entries[i - 1], address) ? t->entries[i - 1]
+                                                                             : NULL;
     /* Freed, but still in use by the commands queued before the free. */
-    for (const pymic_alloc *a = pending_head; !hit && a; a = a->pending_next)
-        if (past_end_of(a, device, address))
+    for (const pymic_alloc *a = t->pending_head; !hit && a; a = a->pending_next)
+        if (past_end_of(a, address))
             hit = a;
     if (hit)
         snprintf(out, len, "writing past the end of allocation %p (%zu bytes) at %p", hit->base,
                  hit->nbytes, (void *)address);
-    pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&t->lock);
     return hit != NULL;
 }
 
@@ -363,17 +399,17 @@ static void release_memory(void *arg)
     pymic_device *d = alloc->device;
     /* Off the pending list before the block can be handed out again
      * (bounds checks visit the list). */
-    pthread_mutex_lock(&table_lock);
+    pthread_mutex_lock(&d->table.lock);
     d->memory_used -= alloc->nbytes;
     d->memory_pending -= alloc->nbytes;
     if (alloc->pending_prev)
         alloc->pending_prev->pending_next = alloc->pending_next;
     else
-        pending_head = alloc->pending_next;
+        d->table.pending_head = alloc->pending_next;
     if (alloc->pending_next)
         alloc->pending_next->pending_prev = alloc->pending_prev;
     pymic_stream *freed_by = alloc->freed_by.stream;
-    pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&d->table.lock);
     d->ops->block_put(d, alloc->block);
     pymic_stream_release(freed_by);
     free(alloc);
@@ -409,30 +445,31 @@ int pymic_mem_free(pymic_stream *stream, void *device_ptr)
      * allocation leaves the table and joins the pending list with the
      * sequence number of its FREE in one step. */
     pymic_command *cmd = pymic_stream_reserve(stream);
-    pthread_mutex_lock(&table_lock);
+    alloc_table *t = &stream->device->table;
+    pthread_mutex_lock(&t->lock);
     size_t index;
-    pymic_alloc *alloc = find_containing(device_ptr, &index);
-    if (!alloc)
+    pymic_alloc *alloc = find_containing(t, device_ptr, &index);
+    if (!alloc || alloc->base != device_ptr)
         status = PYMIC_ERR_INVALID_POINTER;
-    else if (alloc->base != device_ptr)
-        status = PYMIC_ERR_INVALID_POINTER;
-    else if (alloc->device != stream->device)
-        status = PYMIC_ERR_WRONG_DEVICE;
     if (status == PYMIC_OK) {
-        table_remove(index);
+        table_remove(t, index);
         pymic_stream_retain(stream);
         alloc->freed_by = (pymic_use){stream, pymic_stream_reserved_seq(stream)};
         alloc->pending_prev = NULL;
-        alloc->pending_next = pending_head;
-        if (pending_head)
-            pending_head->pending_prev = alloc;
-        pending_head = alloc;
+        alloc->pending_next = t->pending_head;
+        if (t->pending_head)
+            t->pending_head->pending_prev = alloc;
+        t->pending_head = alloc;
         alloc->device->memory_pending += alloc->nbytes;
     }
-    int owner = alloc ? alloc->device->id : -1;
-    pthread_mutex_unlock(&table_lock);
-    if (status != PYMIC_OK)
+    pthread_mutex_unlock(&t->lock);
+    int owner = -1;
+    if (status != PYMIC_OK) {
         pymic_stream_cancel(stream);
+        /* Not this device's: whose, if anybody's? */
+        if (!alloc && (owner = owner_elsewhere(stream->device, device_ptr)) >= 0)
+            status = PYMIC_ERR_WRONG_DEVICE;
+    }
 
     if (status == PYMIC_ERR_INVALID_POINTER && !alloc)
         return pymic_fail(status, "%s " PYMIC_STREAM_FMT ": %p is not a live allocation (never "
@@ -471,23 +508,26 @@ static int check_range(const char *op, const char *what, pymic_device *device,
                        const void *ptr, size_t offset, size_t nbytes, alloc_view *view,
                        pymic_stream *user, uint64_t seq)
 {
-    pthread_mutex_lock(&table_lock);
-    pymic_alloc *alloc = find_containing(ptr, NULL);
+    alloc_table *t = &device->table;
+    pthread_mutex_lock(&t->lock);
+    pymic_alloc *alloc = find_containing(t, ptr, NULL);
     int owner = -1;
     bool inside = false, recorded = true;
     if (alloc) {
         view->base = (uintptr_t)alloc->base;
         view->nbytes = alloc->nbytes;
-        owner = alloc->device->id;
+        owner = device->id;
         size_t start = (size_t)((uintptr_t)ptr - view->base); /* < nbytes */
         size_t room = view->nbytes - start;
         inside = offset < room && nbytes <= room - offset;
-        if (inside && owner == device->id && user)
+        if (inside && user)
             recorded = record_use(alloc, user, seq);
     }
-    pthread_mutex_unlock(&table_lock);
-    if (alloc && owner == device->id && inside && recorded)
+    pthread_mutex_unlock(&t->lock);
+    if (alloc && inside && recorded)
         return PYMIC_OK;
+    if (!alloc)
+        owner = owner_elsewhere(device, ptr);
 
     /* What the caller did: "copy to the device on stream 3 on device 0". */
     char who[128];
@@ -495,10 +535,10 @@ static int check_range(const char *op, const char *what, pymic_device *device,
         snprintf(who, sizeof who, "%s " PYMIC_STREAM_FMT, op, PYMIC_STREAM_ARGS(user));
     else
         snprintf(who, sizeof who, "%s device %d", op, device->id);
-    if (!alloc)
+    if (!alloc && owner < 0)
         return pymic_fail(PYMIC_ERR_INVALID_POINTER, "%s: %s %p is not a live allocation", who,
                           what, ptr);
-    if (owner != device->id)
+    if (!alloc)
         return pymic_fail(PYMIC_ERR_WRONG_DEVICE, "%s: %s %p belongs to device %d", who, what,
                           ptr, owner);
     if (!inside)
@@ -516,7 +556,8 @@ int pymic_memory_claim(const char *op, const char *what, pymic_stream *stream,
     return check_range(op, what, stream->device, ptr, offset, nbytes, &view, stream, seq);
 }
 
-int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int nargs, uint64_t seq)
+int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int nargs, uint64_t seq,
+                           pymic_command *cmd)
 {
     bool recorded = true;
     int npointers = 0;
@@ -524,15 +565,18 @@ int pymic_memory_note_uses(pymic_stream *stream, const pymic_arg *args, int narg
         npointers += args[i].size == 0 && args[i].data;
     if (npointers == 0)
         return PYMIC_OK;
-    pthread_mutex_lock(&table_lock);
+    alloc_table *t = &stream->device->table;
+    pthread_mutex_lock(&t->lock);
     for (int i = 0; i < nargs && recorded; i++) {
         if (args[i].size != 0 || !args[i].data)
             continue;
-        pymic_alloc *alloc = find_containing(args[i].data, NULL);
-        if (alloc && alloc->device == stream->device)
+        pymic_alloc *alloc = find_containing(t, args[i].data, NULL);
+        if (alloc) {
             recorded = record_use(alloc, stream, seq);
+            cmd->arg_kind[i] = PYMIC_ARG_DEVICE;
+        }
     }
-    pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&t->lock);
     if (!recorded)
         return pymic_fail(PYMIC_ERR_SYSTEM, "invoke on " PYMIC_STREAM_FMT ": out of host memory",
                           PYMIC_STREAM_ARGS(stream));
@@ -614,10 +658,15 @@ static int enqueue_copy(const char *op, const char *label, int dir, pymic_stream
             return status;
         }
     }
-    /* Only a device-to-device copy within one allocation can overlap;
-     * memcpy would be undefined there, so the worker uses memmove. */
-    bool overlap = (uintptr_t)dst < (uintptr_t)src + nbytes
-                && (uintptr_t)src < (uintptr_t)dst + nbytes;
+    /* Source and destination may overlap only when both are addresses of
+     * one space: a device-to-device copy (same device), or, on a device
+     * whose memory is this process's at its device addresses, a host
+     * buffer that is device memory.  Elsewhere a host and a device
+     * address are never compared.  The backend then moves (memmove), as
+     * memcpy would be undefined. */
+    bool same_space = dir == PYMIC_COPY_D2D || stream->ops->host_addressable;
+    bool overlap = same_space && (uintptr_t)dst < (uintptr_t)src + nbytes &&
+                   (uintptr_t)src < (uintptr_t)dst + nbytes;
     cmd->kind = PYMIC_CMD_COPY;
     cmd->u.copy.dst = dst;
     cmd->u.copy.src = src;

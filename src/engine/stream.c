@@ -193,12 +193,16 @@ void pymic_stream_cancel(pymic_stream *stream)
 /* Claim the next commands if nobody runs one: those enqueued, at most
  * `last`, at most `most` of them, each at least of class `min_class`.
  * Returns the first claimed sequence number and sets *end to the last;
- * 0 if nothing was claimed. */
+ * 0 if nothing was claimed.  `own_end` is the end of the caller's own
+ * last claim (the worker's; UINT64_MAX for others): while nobody has
+ * claimed since, the worker may claim more although commands it claimed
+ * are still in flight. */
 static inline uint64_t try_claim(pymic_stream *stream, uint64_t last, unsigned char min_class,
-                                 uint64_t most, uint64_t *end)
+                                 uint64_t most, uint64_t own_end, uint64_t *end)
 {
     uint64_t seq = atomic_load_explicit(&stream->claimed, memory_order_acquire);
-    if (seq >= last || atomic_load_explicit(&stream->completed, memory_order_acquire) != seq)
+    if (seq >= last ||
+        (seq != own_end && atomic_load_explicit(&stream->completed, memory_order_acquire) != seq))
         return 0;
     uint64_t upto = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
     if (upto > last)
@@ -228,10 +232,10 @@ static inline uint64_t try_claim(pymic_stream *stream, uint64_t last, unsigned c
  * released. */
 static _Thread_local bool worker_hosted_kernel, caller_hosted_kernel;
 
-/* Publish that command `seq` has run; parked frees and unloads may have
- * been waiting for it.  (seq_cst on the count pairs with its increment in
- * pymic_release_after: either this thread sees the parked item, or its
- * parker sees `completed`.) */
+/* Publish that commands up to `seq` have run; parked frees and unloads
+ * may have been waiting for them.  (seq_cst on the count pairs with its
+ * increment in pymic_release_after: either this thread sees the parked
+ * item, or its parker sees `completed`.) */
 static void complete(pymic_stream *stream, uint64_t seq)
 {
     pymic_store_and_notify(&stream->done_q, &stream->completed, seq);
@@ -239,26 +243,110 @@ static void complete(pymic_stream *stream, uint64_t seq)
         pymic_parked_poll();
 }
 
-/* Run claimed command `seq` and publish its completion. */
+/* ------------------------------------------------------------------
+ * Completion out of order
+ *
+ * A backend's copy or invoke may leave its command in flight and complete
+ * it later, from any thread (pymic_command_complete); meanwhile the worker
+ * goes on submitting the next invokes and copies (see worker_main).  So
+ * commands may finish in any order, but `completed` -- what every wait,
+ * use list, parked release and ring slot is keyed on -- must still mean
+ * "every command up to here has run".  A command that finishes while one
+ * before it has not is marked `finished` in its slot; whoever completes
+ * the oldest outstanding command advances `completed` over every finished
+ * one after it.  complete_lock serialises these advances.  A command that
+ * finishes when every one before it has completed (always, on a backend
+ * that never leaves one in flight) is published at once without the
+ * lock: nobody else can be advancing past it, since only its own finish
+ * would mark its slot.
+ * ------------------------------------------------------------------ */
+
+void pymic_command_complete(pymic_stream *stream, uint64_t seq)
+{
+    /* Once `completed` passes the stream's last command its worker may
+     * run STOP and the stream go: hold it until this call is done with
+     * it.  (It cannot go before: its last command has not completed.) */
+    pymic_stream_retain(stream);
+    pthread_mutex_lock(&stream->complete_lock);
+    atomic_store_explicit(&slot_of(stream->ring, seq)->finished, 1, memory_order_relaxed);
+    uint64_t before = atomic_load_explicit(&stream->completed, memory_order_relaxed);
+    uint64_t upto = before;
+    for (;;) {
+        pymic_command *next = slot_of(stream->ring, upto + 1);
+        if (!atomic_load_explicit(&next->finished, memory_order_relaxed))
+            break;
+        atomic_store_explicit(&next->finished, 0, memory_order_relaxed);
+        upto++;
+    }
+    if (upto > before)
+        pymic_store_and_notify(&stream->done_q, &stream->completed, upto);
+    pthread_mutex_unlock(&stream->complete_lock);
+    if (upto > before && atomic_load_explicit(&pymic_parked_count, memory_order_seq_cst) > 0)
+        pymic_parked_poll();
+    pymic_stream_release(stream);
+}
+
+/* Command `seq` finished on the thread that ran it. */
+static inline void finish(pymic_stream *stream, uint64_t seq)
+{
+    if (__builtin_expect(atomic_load_explicit(&stream->completed, memory_order_acquire) ==
+                             seq - 1,
+                         1))
+        complete(stream, seq);
+    else
+        pymic_command_complete(stream, seq);
+}
+
+/* Run claimed command `seq` and publish its completion, unless the
+ * backend left it in flight. */
 static void run_claimed(pymic_stream *stream, uint64_t seq, bool on_worker)
 {
     pymic_command *cmd = slot_of(stream->ring, seq);
     uint64_t start = cmd->kind == PYMIC_CMD_INVOKE ? pymic_now_ns() : 0;
     uint64_t traced = pymic_trace_exec_begin(stream, seq);
+    int result = PYMIC_COMMAND_DONE;
+    bool hosts = start != 0 && stream->ops->release_thread;
     if ((cmd->kind == PYMIC_CMD_INVOKE || cmd->kind == PYMIC_CMD_COPY) &&
         pymic_stream_skips(stream, seq)) {
         start = 0; /* not run: what it depends on failed (failure.c) */
     } else if (on_worker) {
-        worker_hosted_kernel |= start != 0;
-        pymic_command_execute(stream, cmd);
+        worker_hosted_kernel |= hosts;
+        result = pymic_command_execute(stream, cmd, seq);
     } else {
-        caller_hosted_kernel |= start != 0;
-        pymic_host_run_on_caller(stream, cmd);
+        caller_hosted_kernel |= hosts;
+        result = stream->ops->run_on_caller ? stream->ops->run_on_caller(stream, cmd, seq)
+                                            : pymic_command_execute(stream, cmd, seq);
     }
-    if (start)
+    /* A command in flight: its trace slice is its submission, and its
+     * length says nothing about the kernel's. */
+    if (start && result == PYMIC_COMMAND_DONE)
         note_kernel_ns(stream, cmd->u.call.handle, pymic_now_ns() - start);
     pymic_trace_exec_end(stream, seq, traced);
-    complete(stream, seq);
+    if (result == PYMIC_COMMAND_DONE)
+        finish(stream, seq);
+}
+
+/* Let go of what running kernels left on this thread (the host: its
+ * OpenMP pool). */
+static void release_thread(pymic_stream *stream)
+{
+    if (stream->ops->release_thread)
+        stream->ops->release_thread();
+}
+
+/* Wait until every command up to `target` has completed: by polling the
+ * backend if it has a poll (it completes commands only when asked), else
+ * by sleeping on the counter. */
+static void wait_completed(pymic_stream *stream, uint64_t target)
+{
+    if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
+        return;
+    if (stream->ops->poll) {
+        while (atomic_load_explicit(&stream->completed, memory_order_acquire) < target)
+            stream->ops->poll(stream);
+        return;
+    }
+    pymic_wait_geq(&stream->done_q, &stream->completed, target);
 }
 
 /* A lazy worker: nap until a command has waited a whole nap unclaimed
@@ -282,7 +370,7 @@ static void worker_nap(pymic_stream *stream)
              * once its teams hold more threads than there are CPUs, so an
              * idle pool here would slow the callers' teams down: release
              * it. */
-            pymic_host_release_team();
+            release_thread(stream);
             worker_hosted_kernel = false;
         }
         uint32_t word = atomic_load_explicit(&stream->work_q.word, memory_order_seq_cst);
@@ -315,13 +403,23 @@ static void worker_nap(pymic_stream *stream)
 /* Nothing to claim: wait until there may be. */
 static void worker_wait(pymic_stream *stream)
 {
+    if (stream->ops->poll &&
+        atomic_load_explicit(&stream->completed, memory_order_acquire) <
+            atomic_load_explicit(&stream->claimed, memory_order_acquire)) {
+        /* Commands in flight on a backend that completes them only when
+         * polled: nobody may be waiting for them (a parked free is), so
+         * the worker polls until they are done or more work comes. */
+        stream->ops->poll(stream);
+        return;
+    }
     if (atomic_load_explicit(&stream->lazy, memory_order_relaxed)) {
         worker_nap(stream); /* the callers run the commands */
         return;
     }
     uint64_t claimed = atomic_load_explicit(&stream->claimed, memory_order_acquire);
     if (atomic_load_explicit(&stream->enqueued, memory_order_acquire) > claimed) {
-        /* A syncing thread runs command `claimed`; the next may follow. */
+        /* A syncing thread runs command `claimed`; the next may follow.
+         * (Not polled: that thread waits for it, polling if need be.) */
         pymic_wait_geq_spin(&stream->done_q, &stream->completed, claimed, 0, UINT64_MAX);
         return;
     }
@@ -385,19 +483,41 @@ void pymic_stream_drop_ring(pymic_stream *stream)
     stream->ring = NULL;
 }
 
+/* Commands a worker keeps in flight at most (fewer than the ring's
+ * slots, so producers still find room while the window is full). */
+#define IN_FLIGHT_WINDOW 64u
+
+/* The worker runs its claims in order.  Invokes and copies a backend
+ * leaves in flight do not stop it: it submits the next ones, up to
+ * IN_FLIGHT_WINDOW commands ahead of `completed`.  FREE, RECORD,
+ * WAIT_EVENT and STOP are fences: each runs once every command before it
+ * has completed -- memory goes back after its last use has run, an event
+ * marks the point when everything before it has run, and an event wait
+ * holds back what follows it (on any backend the wait is resolved here,
+ * on the host: the worker waits for the mark, then submits the next
+ * command).  On a backend that completes every command before its call
+ * returns, none of this ever waits. */
 static void *worker_main(void *arg)
 {
     pymic_stream *stream = arg;
+    uint64_t own_end = 0;
     for (;;) {
         uint64_t end;
-        uint64_t seq = try_claim(stream, UINT64_MAX, RUN_WORKER_ONLY, CLAIM_BATCH, &end);
+        uint64_t seq =
+            try_claim(stream, UINT64_MAX, RUN_WORKER_ONLY, CLAIM_BATCH, own_end, &end);
         if (!seq) {
             worker_wait(stream);
             continue;
         }
+        own_end = end;
         for (; seq <= end; seq++) {
+            int kind = slot_of(stream->ring, seq)->kind;
+            if (kind != PYMIC_CMD_INVOKE && kind != PYMIC_CMD_COPY)
+                wait_completed(stream, seq - 1);
+            else if (seq > IN_FLIGHT_WINDOW)
+                wait_completed(stream, seq - IN_FLIGHT_WINDOW);
             /* STOP is the stream's last command: it ends every batch. */
-            if (slot_of(stream->ring, seq)->kind == PYMIC_CMD_STOP) {
+            if (kind == PYMIC_CMD_STOP) {
                 uint64_t traced = pymic_trace_exec_begin(stream, seq);
                 pymic_trace_exec_end(stream, seq, traced);
                 complete(stream, seq);
@@ -409,6 +529,27 @@ static void *worker_main(void *arg)
     }
 }
 
+/* Wait for `completed` to reach `target` while others run the commands: as
+ * pymic_wait_geq_spin, except that on a backend with a poll op this
+ * thread drives the completion itself, polling until then (the worker is
+ * kicked first: it may have commands to submit before the target).  0 on
+ * timeout. */
+static int wait_for_runner(pymic_stream *stream, uint64_t target, uint64_t spin_ns,
+                           uint64_t deadline)
+{
+    if (!stream->ops->poll)
+        return pymic_wait_geq_spin(&stream->done_q, &stream->completed, target, spin_ns,
+                                   deadline);
+    pymic_kick(&stream->work_q);
+    for (;;) {
+        if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
+            return 1;
+        if (deadline != UINT64_MAX && pymic_now_ns() >= deadline)
+            return 0;
+        stream->ops->poll(stream);
+    }
+}
+
 /* Wait until command `target` has completed, running commands on this
  * thread where allowed (see the top of this section).  0 on timeout;
  * deadline 0 is a poll. */
@@ -417,14 +558,15 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
     if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
         return 1;
     /* A poll (deadline 0: a timeout of 0) runs nothing. */
-    bool may_run = deadline != 0 && pymic_host_caller_may_run(stream->device);
+    bool may_run = deadline != 0 && stream->ops->caller_may_run &&
+                   stream->ops->caller_may_run(stream->device);
     unsigned char min_class = deadline == UINT64_MAX ? RUN_UNTIMED : RUN_QUICK;
     for (;;) {
         /* One command per claim: this thread runs it itself, so no other
          * core reads the counters it writes, and a timed wait looks at its
          * deadline after each. */
         uint64_t end;
-        uint64_t seq = may_run ? try_claim(stream, target, min_class, 1, &end) : 0;
+        uint64_t seq = may_run ? try_claim(stream, target, min_class, 1, UINT64_MAX, &end) : 0;
         if (seq) {
             if (!atomic_load_explicit(&stream->lazy, memory_order_relaxed))
                 atomic_store_explicit(&stream->lazy, 1, memory_order_relaxed);
@@ -460,25 +602,19 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
                 /* The worker runs kernels (and their teams) now: this
                  * thread's idle OpenMP pool would only make libgomp cut
                  * the spinning of every team (see worker_nap). */
-                pymic_host_release_team();
+                release_thread(stream);
                 caller_hosted_kernel = false;
             }
             /* The runner goes on with later commands, or a sleeping waiter
              * kicks the worker (done_q.kick_on_sleep): wait for the end. */
-            if (!pymic_wait_geq_spin(&stream->done_q, &stream->completed, target, spin_ns,
-                                     deadline))
-                return 0;
-            return 1;
+            return wait_for_runner(stream, target, spin_ns, deadline);
         }
         if (may_run && atomic_load_explicit(&slot_of(stream->ring, claimed + 1)->run_class,
                                             memory_order_relaxed) >= min_class)
             continue; /* lost a race for it, and it is free again: look again */
         /* The next command is not started and not ours to run: the worker's. */
         pymic_kick(&stream->work_q);
-        if (!pymic_wait_geq_spin(&stream->done_q, &stream->completed, target, spin_ns,
-                                 deadline))
-            return 0;
-        return 1;
+        return wait_for_runner(stream, target, spin_ns, deadline);
     }
 }
 
@@ -501,6 +637,7 @@ void pymic_stream_release(pymic_stream *stream)
     if (!pymic_stream_inherited(stream)) {
         pthread_mutex_destroy(&stream->enqueue_lock);
         pthread_mutex_destroy(&stream->failure_lock);
+        pthread_mutex_destroy(&stream->complete_lock);
     }
     free(stream->ring);
     free(stream);
@@ -550,6 +687,7 @@ int pymic_stream_create(int device, pymic_stream **stream_out)
     atomic_init(&stream->ring_users, 1); /* the worker's */
     pthread_mutex_init(&stream->enqueue_lock, NULL);
     pthread_mutex_init(&stream->failure_lock, NULL);
+    pthread_mutex_init(&stream->complete_lock, NULL);
     stream->done_q.kick_on_sleep = &stream->work_q;
     /* Listed before the worker starts: the worker unlinks it at STOP. */
     pthread_mutex_lock(&d->lock);

@@ -65,13 +65,22 @@ static void host_worker_exit(pymic_stream *stream)
 }
 
 /* Both sides are memory of this process, whatever the direction. */
-static void host_copy(pymic_stream *stream, const pymic_command *cmd)
+static int host_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
 {
+    (void)seq;
     if (cmd->u.copy.overlap)
         memmove(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
     else
-        pymic_host_copy((struct pymic_copy_team **)&stream->backend_worker, stream->device,
+        pymic_copy_parallel((struct pymic_copy_team **)&stream->backend_worker, stream->device,
                         cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
+    return PYMIC_COMMAND_DONE;
+}
+
+/* The handle of a host kernel is its address in this process. */
+static uint64_t host_kernel_find(pymic_device *device, void *library, const char *name,
+                                 char *why, size_t why_len)
+{
+    return (uint64_t)(uintptr_t)pymic_host_kernel_find(device, library, name, why, why_len);
 }
 
 static void host_prefork(pymic_device *device)
@@ -90,19 +99,25 @@ static void host_postfork_child(pymic_device *device)
 }
 
 const pymic_backend_ops pymic_host_backend = {
+    .abi_version = PYMIC_BACKEND_ABI,
     .kind = "host",
     .host_addressable = true, /* memory of this process */
-    .caller_runs = true,
+    .cpu_specs = true,
     .open = host_open,
     .block_get = host_block_get,
     .block_put = host_block_put,
     .trim = host_trim,
+    .bounds_arm = pymic_bounds_arm,
+    .bounds_after_invoke = pymic_bounds_after_invoke,
     .start_worker = pymic_host_start_worker,
     .worker_exit = host_worker_exit,
     .copy = host_copy,
     .invoke = pymic_host_invoke,
+    .caller_may_run = pymic_host_caller_may_run,
+    .run_on_caller = pymic_host_run_on_caller,
+    .release_thread = pymic_host_release_team,
     .library_open = pymic_host_library_open,
-    .kernel_find = pymic_host_kernel_find,
+    .kernel_find = host_kernel_find,
     .library_close = pymic_host_library_close,
     .prefork = host_prefork,
     .postfork_parent = host_postfork_parent,

@@ -21,18 +21,19 @@ void pymic_block_cache_trim(struct pymic_block_cache *cache);
 pymic_block *pymic_block_get(struct pymic_block_cache *cache, size_t nbytes, size_t alignment);
 void pymic_block_put(struct pymic_block_cache *cache, pymic_block *block);
 
-/* copy.c: memcpy that splits big copies over the device's cores, using
- * (and on first need creating) the calling worker's helper threads in
- * *team. */
-struct pymic_copy_team;
-void pymic_host_copy(struct pymic_copy_team **team, const pymic_device *device, void *dst,
-                     const void *src, size_t nbytes);
-/* Stop and join a worker's helper threads (NULL: nothing to do). */
-void pymic_copy_team_destroy(struct pymic_copy_team *team);
 
 /* worker.c: start a worker thread pinned to the device's CPUs; on
  * failure the error (with the system's reason) is recorded. */
 int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *));
+/* True when the calling thread may run commands of `device` itself: every
+ * CPU it may use belongs to the device (cached per thread). */
+bool pymic_host_caller_may_run(const pymic_device *device);
+/* Run one command on the calling (non-worker) thread, with the OpenMP team
+ * size the worker would use. */
+int pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd, uint64_t seq);
+/* Release the calling thread's OpenMP thread pool (libgomp keeps one per
+ * thread that opened a team); the next team creates it again. */
+void pymic_host_release_team(void);
 
 /* kernel.c: libraries in this process, kernels called on the worker.
  * library_open loads the file open as `fd` and owns the descriptor (the
@@ -42,6 +43,6 @@ void *pymic_host_library_open(pymic_device *device, int fd, const char *path, bo
 void *pymic_host_kernel_find(pymic_device *device, void *handle, const char *name, char *why,
                              size_t why_len);
 void pymic_host_library_close(pymic_device *device, void *handle);
-void pymic_host_invoke(pymic_stream *stream, const pymic_command *cmd);
+int pymic_host_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t seq);
 
 #endif /* PYMIC_HOST_H */

@@ -219,12 +219,24 @@ void pymic_host_library_close(pymic_device *device, void *handle)
     free(lib);
 }
 
-void pymic_host_invoke(pymic_stream *stream, const pymic_command *cmd)
+int pymic_host_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
 {
     (void)stream;
-    pymic_kernel_fn fn = cmd->u.call.fn;
+    (void)seq;
+    /* The handle is the function's address (host_kernel_find). */
+    pymic_kernel_fn fn = (pymic_kernel_fn)(uintptr_t)cmd->u.call.kernel_handle;
     void *const *a = cmd->args;
     switch (cmd->nargs) {
+        PYMIC_CALL_CASES
+    default:
+        break; /* excluded by pymic_invoke's checks */
+    }
+    return PYMIC_COMMAND_DONE;
+}
+
+void pymic_kernel_call(pymic_kernel_fn fn, int nargs, void *const *a)
+{
+    switch (nargs) {
         PYMIC_CALL_CASES
     default:
         break; /* excluded by pymic_invoke's checks */

@@ -51,6 +51,11 @@ int pymic_host_start_worker(pymic_stream *stream, void *(*body)(void *))
     return PYMIC_OK;
 }
 
+int pymic_worker_start_pinned(pymic_stream *stream, void *(*body)(void *))
+{
+    return pymic_host_start_worker(stream, body);
+}
+
 /* ------------------------------------------------------------ caller runs */
 
 /* PYMIC_CALLER_RUNS=0 turns "caller runs" off (every command then runs on
@@ -79,11 +84,7 @@ bool pymic_host_caller_may_run(const pymic_device *device)
     pthread_once(&caller_runs_once, read_caller_runs);
     bool answer = false;
     cpu_set_t mine;
-    /* Only backends whose commands may run on any thread (ops->caller_runs:
-     * the host device, and a process device, whose "running" a command is
-     * the mailbox round trip, proc/backend.c). */
-    if (caller_runs_enabled && device->ops->caller_runs &&
-        sched_getaffinity(0, sizeof mine, &mine) == 0) {
+    if (caller_runs_enabled && sched_getaffinity(0, sizeof mine, &mine) == 0) {
         cpu_set_t outside;
         CPU_OR(&outside, &mine, &device->cpuset);
         /* Every CPU of mine is the device's iff mine | device == device. */
@@ -95,7 +96,7 @@ bool pymic_host_caller_may_run(const pymic_device *device)
     return answer;
 }
 
-void pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd)
+int pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd, uint64_t seq)
 {
     /* A team opened by the kernel gets the device's core count, as on the
      * worker; the caller's own setting is restored afterwards. */
@@ -103,9 +104,10 @@ void pymic_host_run_on_caller(pymic_stream *stream, pymic_command *cmd)
     int before = cmd->kind == PYMIC_CMD_INVOKE ? omp_get_max_threads() : ncpus;
     if (before != ncpus)
         omp_set_num_threads(ncpus);
-    pymic_command_execute(stream, cmd);
+    int result = pymic_command_execute(stream, cmd, seq);
     if (before != ncpus)
         omp_set_num_threads(before);
+    return result;
 }
 
 void pymic_host_release_team(void)

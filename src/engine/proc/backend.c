@@ -21,8 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../host/host.h"
-
 /* Kernels whose last run on a stream outlasted the spin window, by a
  * hash of their handle (a collision only costs a spin or a sleep). */
 #define PROC_SLOW_SLOTS 16
@@ -319,7 +317,7 @@ static int proc_start_worker(pymic_stream *stream, void *(*body)(void *))
     if (status == PYMIC_OK) {
         stream->backend_worker = ps;
         ps->body = body;
-        status = pymic_host_start_worker(stream, worker_main);
+        status = pymic_worker_start_pinned(stream, worker_main);
     }
     if (status != PYMIC_OK) {
         if (ps->index) {
@@ -358,29 +356,55 @@ static uint64_t running_seq(pymic_stream *stream)
     return atomic_load_explicit(&stream->completed, memory_order_relaxed) + 1;
 }
 
-static void proc_copy(pymic_stream *stream, const pymic_command *cmd)
+/* Commands complete before the call returns (running_seq is `seq`). */
+static int proc_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
 {
+    (void)seq;
     pymic_device *d = stream->device;
     if (atomic_load_explicit(&d->lost, memory_order_acquire)) {
         static const char *const names[] = {"h2d", "d2h", "d2d"};
         pymic_stream_fail(stream, running_seq(stream), "%s; command %llu (%s copy) was not run",
                           d->lost_why, (unsigned long long)running_seq(stream),
                           names[cmd->u.copy.dir]);
-        return;
+        return PYMIC_COMMAND_DONE;
     }
     proc_stream *ps = stream->backend_worker;
     if (cmd->u.copy.overlap)
         memmove(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
     else
-        pymic_host_copy(&ps->team, d, cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
+        pymic_copy_parallel(&ps->team, d, cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
+    return PYMIC_COMMAND_DONE;
+}
+
+/* PYMIC_CALLER_RUNS=0: every command runs on the worker; read once. */
+static pthread_once_t caller_runs_once = PTHREAD_ONCE_INIT;
+static bool caller_runs_enabled = true;
+
+static void read_caller_runs(void)
+{
+    const char *text = getenv("PYMIC_CALLER_RUNS");
+    caller_runs_enabled = !(text && strcmp(text, "0") == 0);
+}
+
+/* Any syncing thread may carry out a command itself: on a process device
+ * that is a copy into the shared arena or a mailbox round trip, and the
+ * kernel runs in the device process on the device's CPUs wherever the
+ * caller runs (no OpenMP team on the caller, unlike the host device).
+ * What it may claim inside a timed wait is stream.c's business (known
+ * short kernels); call_device does not spin against a long one. */
+static bool proc_caller_may_run(const pymic_device *device)
+{
+    (void)device;
+    pthread_once(&caller_runs_once, read_caller_runs);
+    return caller_runs_enabled;
 }
 
 /* Hand the filled invoke request in `mb` to the device thread and wait
  * for its answer; false if the device process died.
  *
  * Who spins (docs/design.md, "Waiting on a process device"):
- *  - On the stream's host worker (the syncing thread may not run
- *    commands: it syncs from other cores, or PYMIC_CALLER_RUNS=0) the
+ *  - On the stream's host worker (nobody syncs yet, a timed wait leaves
+ *    a kernel not known to be short to it, or PYMIC_CALLER_RUNS=0) the
  *    worker and the device thread both sleep: the syncing thread spins
  *    for the stream already and the worker spins for its next command,
  *    so a spinning device thread would be a third spinner; measured on 2
@@ -412,8 +436,9 @@ static bool call_device(proc_stream *ps, proc_mailbox *mb, const struct pymic_ke
     return ran;
 }
 
-static void proc_invoke(pymic_stream *stream, const pymic_command *cmd)
+static int proc_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
 {
+    (void)seq;
     pymic_device *d = stream->device;
     proc_device *pd = state_of(d);
     proc_stream *ps = stream->backend_worker;
@@ -421,14 +446,15 @@ static void proc_invoke(pymic_stream *stream, const pymic_command *cmd)
     if (!atomic_load_explicit(&d->lost, memory_order_acquire)) {
         proc_mailbox *mb = &pd->control->mailbox[ps->index];
         mb->nargs = cmd->nargs;
-        mb->address = (uint64_t)(uintptr_t)kernel->address;
+        mb->address = cmd->u.call.kernel_handle;
         memcpy(mb->scalars, cmd->scalars, (size_t)cmd->scalar_bytes);
-        /* Scalars travel in the mailbox: their pointers are rebased. */
-        for (int i = 0; i < cmd->nargs; i++) {
-            uintptr_t offset = (uintptr_t)cmd->args[i] - (uintptr_t)cmd->scalars;
-            mb->args[i] = offset < PYMIC_MAX_SCALAR_BYTES ? (void *)(mb->scalars + offset)
-                                                          : cmd->args[i];
-        }
+        /* Scalars travel in the mailbox: they point into its copy.
+         * Device and other addresses are the same in the device process
+         * (the arena is mapped at the same address there). */
+        for (int i = 0; i < cmd->nargs; i++)
+            mb->args[i] = cmd->arg_kind[i] == PYMIC_ARG_SCALAR
+                              ? (void *)(mb->scalars + cmd->arg_offset[i])
+                              : cmd->args[i];
         atomic_store(&pd->running[ps->index], kernel);
         if (atomic_load_explicit(&pymic_global.kernel_timeout_ns, memory_order_relaxed))
             atomic_store(&pd->started_ns[ps->index], pymic_now_ns());
@@ -436,15 +462,16 @@ static void proc_invoke(pymic_stream *stream, const pymic_command *cmd)
         atomic_store(&pd->started_ns[ps->index], 0);
         atomic_store(&pd->running[ps->index], NULL);
         if (ran)
-            return;
+            return PYMIC_COMMAND_DONE;
         pymic_stream_fail(stream, running_seq(stream),
                           "%s; command %llu of this stream (kernel '%s') did not complete",
                           d->lost_why, (unsigned long long)running_seq(stream), kernel->name);
-        return;
+        return PYMIC_COMMAND_DONE;
     }
     pymic_stream_fail(stream, running_seq(stream),
                       "%s; command %llu (kernel '%s') was not run", d->lost_why,
                       (unsigned long long)running_seq(stream), kernel->name);
+    return PYMIC_COMMAND_DONE;
 }
 
 /* ------------------------------------------------------------ libraries */
@@ -509,19 +536,20 @@ static void *proc_library_open(pymic_device *device, int fd, const char *path, b
     return lib;
 }
 
-static void *proc_kernel_find(pymic_device *device, void *handle, const char *name, char *why,
-                              size_t len)
+/* The handle is the kernel's address in the device process. */
+static uint64_t proc_kernel_find(pymic_device *device, void *handle, const char *name,
+                                 char *why, size_t len)
 {
     proc_device *pd = state_of(device);
     proc_library *lib = handle;
-    void *address = NULL;
+    uint64_t address = 0;
     pthread_mutex_lock(&pd->control_lock);
     proc_mailbox *mb = &pd->control->mailbox[0];
     mb->handle = lib->handle;
     snprintf(mb->text, PROC_TEXT_MAX, "%s", name);
     int status = proc_control_call(pd, PROC_REQ_FIND);
     if (status == PYMIC_OK)
-        address = (void *)(uintptr_t)mb->address;
+        address = mb->address;
     else if (status == PYMIC_ERR_DEVICE_LOST)
         lost_reason(device, why, len);
     else
@@ -620,13 +648,17 @@ static void proc_postfork_child(pymic_device *device)
 }
 
 const pymic_backend_ops pymic_proc_backend = {
+    .abi_version = PYMIC_BACKEND_ABI,
     .kind = "proc",
     .host_addressable = true, /* the arena is mapped at the same address here */
-    .caller_runs = true,
+    .cpu_specs = true,
+    .caller_may_run = proc_caller_may_run,
     .open = proc_open,
     .block_get = proc_block_get,
     .block_put = proc_block_put,
     .trim = proc_trim,
+    .bounds_arm = pymic_bounds_arm,
+    .bounds_after_invoke = pymic_bounds_after_invoke,
     .start_worker = proc_start_worker,
     .worker_exit = proc_worker_exit,
     .copy = proc_copy,
