@@ -152,10 +152,17 @@ def _process_device_line(run):
     transfers = [sizes[direction] / sizes["copyto"]
                  for sizes in b11["transfers_gb_per_s"].values() for direction in ("h2d", "d2h")]
     dgemm = b11["dgemm_gflops"]
+    # Runs before the MPI peer joined B11 have no C round trips.
+    c_trips = b11.get("c_round_trip_us", {})
+    peer = ""
+    if "proc" in c_trips and "mpi" in c_trips:
+        peer = (f"; from C {_microseconds(c_trips['proc']['median'])}, "
+                f"{_ratio(c_trips['proc']['median'] / c_trips['mpi']['median'])} an Open MPI "
+                f"round trip between two processes")
     return (f"a process device (`PYMIC_DEVICES=proc`): invoke + sync "
             f"{_microseconds(latency['proc']['median'])} "
             f"({_ratio(latency['proc']['median'] / latency['host']['median'])} the host "
-            f"device's), transfers at {_span(transfers)} `numpy.copyto`, dgemm at "
+            f"device's{peer}), transfers at {_span(transfers)} `numpy.copyto`, dgemm at "
             f"{_ratio(dgemm['proc'] / dgemm['numpy'])} `numpy.dot` (B11)")
 
 

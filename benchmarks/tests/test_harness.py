@@ -130,3 +130,36 @@ def test_background_load_processes_run_inside_the_block_and_are_reaped():
     with background_load(2) as processes:
         assert len(processes) == 2 and all(p.poll() is None for p in processes)
     assert all(p.poll() is not None for p in processes)
+
+
+def _b11_inputs(mpi):
+    latency = {"proc": _summary(1.0), "host": _summary(0.3)}
+    c_figures = {"proc": _summary(0.45), "shm": _summary(0.1), "mpi_missing": None}
+    if mpi is None:
+        c_figures["mpi_missing"] = "no mpicc"
+    else:
+        c_figures["mpi"] = _summary(mpi)
+    under_load = {"quiet": {"proc": _summary(1.0), "ctypes": _summary(0.1)},
+                  "loaded": {"proc": _summary(1.4), "ctypes": _summary(0.1)}}
+    return latency, c_figures, under_load
+
+
+def test_b11_round_trips_are_judged_against_mpi_and_the_quiet_ratio():
+    from b11_proc import _latency_rows
+
+    c_row, python_row, load_row = _latency_rows(*_b11_inputs(mpi=0.4))
+    assert c_row["value"] == pytest.approx(0.45 / 0.4) and c_row["status"] == targets.PASS
+    assert python_row["value"] == pytest.approx(1.0 / (0.3 + 0.4))
+    assert python_row["status"] == targets.PASS
+    assert load_row["value"] == pytest.approx(1.4) and load_row["status"] == targets.MISS
+    c_row, python_row, _ = _latency_rows(*_b11_inputs(mpi=0.2))
+    assert c_row["status"] == targets.MISS and python_row["status"] == targets.MISS
+
+
+def test_b11_without_mpi_says_why():
+    from b11_proc import _latency_rows
+
+    c_row, python_row, load_row = _latency_rows(*_b11_inputs(mpi=None))
+    for row in (c_row, python_row):
+        assert row["status"] == targets.NOT_AVAILABLE and "no mpicc" in row["note"]
+    assert load_row["status"] in (targets.PASS, targets.MISS)

@@ -28,6 +28,17 @@ def test_block_follows_the_results():
     assert before != after
 
 
+def test_process_device_line_compares_with_mpi_when_measured():
+    changed = copy.deepcopy(RUN)
+    b11 = changed["benchmarks"]["B11"]["figures"]
+    b11["c_round_trip_us"] = {"proc": {"median": 0.9}, "mpi": {"median": 0.6},
+                              "shm": {"median": 0.1}}
+    text = " ".join(readme_figures.block(changed).split())
+    assert "from C 0.90 µs, 1.50× an Open MPI round trip" in text
+    del b11["c_round_trip_us"]
+    assert "Open MPI" not in " ".join(readme_figures.block(changed).split())
+
+
 def test_benchmarks_that_did_not_run_say_why():
     changed = copy.deepcopy(RUN)
     changed["benchmarks"]["B12"] = {"figures": {"unavailable": "mpirun is not on PATH"},

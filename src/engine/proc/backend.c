@@ -21,11 +21,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Kernels whose last run on a stream outlasted the spin window, by a
+ * hash of their handle (a collision only costs a spin or a sleep). */
+#define PROC_SLOW_SLOTS 16
+
 /* The host worker's state for one stream of a process device. */
 typedef struct proc_stream {
     int index;                    /* its mailbox */
     struct pymic_copy_team *team; /* host helpers for big copies */
+    void *(*body)(void *);        /* the engine's worker loop */
+    /* Touched only by the thread that runs the stream's current command
+     * (commands run one at a time, stream.c). */
+    const struct pymic_kernel *slow[PROC_SLOW_SLOTS];
 } proc_stream;
+
+/* Set on the host worker threads of process-device streams. */
+static _Thread_local bool on_proc_worker;
 
 static proc_device *state_of(pymic_device *device)
 {
@@ -38,22 +49,21 @@ static uint64_t spin_ns(void)
 }
 
 /* Post the filled request of `mb` and wait for its answer, spinning for
- * host_spin_ns first.  False if the device process is (or became) lost. */
-static bool mailbox_call(proc_mailbox *mb, uint32_t request, uint64_t host_spin_ns)
+ * host_spin_ns first; after answering, the device thread may spin for
+ * device_spin_ns waiting for the next request.  False if the device
+ * process is (or became) lost. */
+static bool mailbox_call(proc_mailbox *mb, uint32_t request, uint64_t host_spin_ns,
+                         uint64_t device_spin_ns)
 {
     uint32_t before = atomic_load_explicit(&mb->done, memory_order_acquire);
     if (before & PROC_LOST)
         return false;
     mb->request = request;
-    /* The device thread sleeps between requests (no spin): with the
-     * caller spinning for the stream and the host worker spinning for its
-     * next command, a third spinner starves the thread that must run on a
-     * small machine.  Measured on 2 cores: invoke + sync 2.4 us with a
-     * sleeping device thread, 5-200 us (bimodal) with a 2-50 us spin. */
-    mb->spin_ns = 0;
+    mb->spin_ns = device_spin_ns;
     uint32_t next = (atomic_load_explicit(&mb->posted, memory_order_relaxed) + 1) & PROC_COUNT_MASK;
     proc_store_and_wake(&mb->posted, next, &mb->device_sleeping);
-    uint32_t now = proc_await_change(&mb->done, before, &mb->host_sleeping, host_spin_ns);
+    uint32_t now = proc_await_change(&mb->done, before, &mb->host_sleeping, host_spin_ns, NULL,
+                                     &mb->host_cpu, &mb->device_cpu);
     return !(now & PROC_LOST);
 }
 
@@ -62,7 +72,7 @@ int proc_control_call(proc_device *pd, uint32_t request)
     if (atomic_load(&pd->device->lost))
         return PYMIC_ERR_DEVICE_LOST;
     proc_mailbox *mb = &pd->control->mailbox[0];
-    if (!mailbox_call(mb, request, spin_ns()))
+    if (!mailbox_call(mb, request, spin_ns(), 0))
         return PYMIC_ERR_DEVICE_LOST;
     return mb->status == 0 ? PYMIC_OK : -1;
 }
@@ -265,6 +275,16 @@ static int start_serving(proc_device *pd, int index)
     return proc_control_call(pd, PROC_REQ_START);
 }
 
+/* The engine's worker loop, on a thread that knows it is a process
+ * device's worker (see call_device). */
+static void *worker_main(void *arg)
+{
+    pymic_stream *stream = arg;
+    proc_stream *ps = stream->backend_worker;
+    on_proc_worker = true;
+    return ps->body(arg);
+}
+
 static int proc_start_worker(pymic_stream *stream, void *(*body)(void *))
 {
     pymic_device *d = stream->device;
@@ -296,13 +316,14 @@ static int proc_start_worker(pymic_stream *stream, void *(*body)(void *))
     pthread_mutex_unlock(&pd->control_lock);
     if (status == PYMIC_OK) {
         stream->backend_worker = ps;
-        status = pymic_worker_start_pinned(stream, body);
+        ps->body = body;
+        status = pymic_worker_start_pinned(stream, worker_main);
     }
     if (status != PYMIC_OK) {
         if (ps->index) {
             /* Only a served mailbox has a thread to stop. */
             if (pd->base && serving == PYMIC_OK)
-                mailbox_call(&pd->control->mailbox[ps->index], PROC_REQ_QUIT, 0);
+                mailbox_call(&pd->control->mailbox[ps->index], PROC_REQ_QUIT, 0, 0);
             pthread_mutex_lock(&pd->lock);
             pd->used[ps->index] = false;
             pthread_mutex_unlock(&pd->lock);
@@ -319,7 +340,7 @@ static void proc_worker_exit(pymic_stream *stream)
     proc_device *pd = state_of(stream->device);
     /* The device thread of this mailbox ends (nothing to do if lost). */
     if (pd->base)
-        mailbox_call(&pd->control->mailbox[ps->index], PROC_REQ_QUIT, 0);
+        mailbox_call(&pd->control->mailbox[ps->index], PROC_REQ_QUIT, 0, 0);
     pthread_mutex_lock(&pd->lock);
     pd->used[ps->index] = false;
     pthread_mutex_unlock(&pd->lock);
@@ -355,6 +376,66 @@ static int proc_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t se
     return PYMIC_COMMAND_DONE;
 }
 
+/* PYMIC_CALLER_RUNS=0: every command runs on the worker; read once. */
+static pthread_once_t caller_runs_once = PTHREAD_ONCE_INIT;
+static bool caller_runs_enabled = true;
+
+static void read_caller_runs(void)
+{
+    const char *text = getenv("PYMIC_CALLER_RUNS");
+    caller_runs_enabled = !(text && strcmp(text, "0") == 0);
+}
+
+/* Any syncing thread may carry out a command itself: on a process device
+ * that is a copy into the shared arena or a mailbox round trip, and the
+ * kernel runs in the device process on the device's CPUs wherever the
+ * caller runs (no OpenMP team on the caller, unlike the host device).
+ * What it may claim inside a timed wait is stream.c's business (known
+ * short kernels); call_device does not spin against a long one. */
+static bool proc_caller_may_run(const pymic_device *device)
+{
+    (void)device;
+    pthread_once(&caller_runs_once, read_caller_runs);
+    return caller_runs_enabled;
+}
+
+/* Hand the filled invoke request in `mb` to the device thread and wait
+ * for its answer; false if the device process died.
+ *
+ * Who spins (docs/design.md, "Waiting on a process device"):
+ *  - On the stream's host worker (nobody syncs yet, a timed wait leaves
+ *    a kernel not known to be short to it, or PYMIC_CALLER_RUNS=0) the
+ *    worker and the device thread both sleep: the syncing thread spins
+ *    for the stream already and the worker spins for its next command,
+ *    so a spinning device thread would be a third spinner; measured on 2
+ *    cores, that made invoke + sync 20-40x slower.
+ *  - On a syncing thread that runs the command itself (caller runs),
+ *    nobody else spins (the worker naps): this thread spins for the
+ *    answer and the device thread spins for the next request, one core
+ *    each, so a round trip is two cache-line hand-offs and no system
+ *    call.  A kernel whose last run here outlasted the spin window is
+ *    waited for asleep at once, so this thread does not take a core from
+ *    its OpenMP team; the device thread stops spinning while any kernel
+ *    runs in the device process. */
+static bool call_device(proc_stream *ps, proc_mailbox *mb, const struct pymic_kernel *kernel)
+{
+    if (on_proc_worker)
+        return mailbox_call(mb, PROC_REQ_INVOKE, 0, 0);
+    uint64_t window = spin_ns();
+    uintptr_t bits = (uintptr_t)kernel;
+    const struct pymic_kernel **slot = &ps->slow[((bits >> 6) ^ (bits >> 14)) % PROC_SLOW_SLOTS];
+    bool slow = *slot == kernel;
+    uint64_t start = window ? proc_now_ns() : 0;
+    bool ran = mailbox_call(mb, PROC_REQ_INVOKE, slow ? 0 : window, window);
+    if (window) {
+        if (proc_now_ns() - start > window)
+            *slot = kernel;
+        else if (slow)
+            *slot = NULL;
+    }
+    return ran;
+}
+
 static int proc_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
 {
     (void)seq;
@@ -377,12 +458,7 @@ static int proc_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t 
         atomic_store(&pd->running[ps->index], kernel);
         if (atomic_load_explicit(&pymic_global.kernel_timeout_ns, memory_order_relaxed))
             atomic_store(&pd->started_ns[ps->index], pymic_now_ns());
-        /* The worker sleeps while the kernel runs instead of spinning: the
-         * caller (waiting for the stream) and the device thread (waiting
-         * for the next request) spin already, and a third spinner on a
-         * small machine takes the core the others need -- measured on 2
-         * cores, a spinning worker made invoke + sync 40x slower. */
-        bool ran = mailbox_call(mb, PROC_REQ_INVOKE, 0);
+        bool ran = call_device(ps, mb, kernel);
         atomic_store(&pd->started_ns[ps->index], 0);
         atomic_store(&pd->running[ps->index], NULL);
         if (ran)
@@ -576,6 +652,7 @@ const pymic_backend_ops pymic_proc_backend = {
     .kind = "proc",
     .host_addressable = true, /* the arena is mapped at the same address here */
     .cpu_specs = true,
+    .caller_may_run = proc_caller_may_run,
     .open = proc_open,
     .block_get = proc_block_get,
     .block_put = proc_block_put,

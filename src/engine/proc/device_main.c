@@ -46,6 +46,7 @@
 
 static proc_control *control;
 static int device_ncpus = 1;
+static cpu_set_t device_cpus; /* this process's CPUs, fixed at start */
 static pid_t host_pid; /* the parent: libpymic's process */
 
 /* The host orders the requests of different mailboxes (a program posts
@@ -113,19 +114,53 @@ static void call_kernel(proc_mailbox *mb)
     }
 }
 
+/* About to spin for the next request while the host side spins for it on
+ * this thread's CPU (the scheduler put the two there, often because
+ * another program keeps the other CPUs busy): the two would only take
+ * turns on it.  Move to the device's other CPUs for the wait, as MPI
+ * binds two ranks to two cores; true if this thread moved. */
+static bool step_aside(const proc_mailbox *mb)
+{
+    int host = atomic_load_explicit(&mb->host_cpu, memory_order_relaxed);
+    if (device_ncpus < 2 || host < 0 || host >= CPU_SETSIZE || host != sched_getcpu() ||
+        !CPU_ISSET(host, &device_cpus))
+        return false;
+    cpu_set_t others = device_cpus;
+    CPU_CLR(host, &others);
+    return sched_setaffinity(0, sizeof others, &others) == 0;
+}
+
+/* Back to all the device's CPUs, where it stays until the scheduler moves
+ * it: a kernel's OpenMP team takes its threads' CPUs from this thread. */
+static void step_back(void)
+{
+    sched_setaffinity(0, sizeof device_cpus, &device_cpus);
+}
+
 /* One stream's mailbox: run each posted request, answer it. */
 static void *serve_stream(void *arg)
 {
     proc_mailbox *mb = arg;
     uint32_t seen = (uint32_t)mb->handle;
     omp_set_num_threads(device_ncpus);
+    uint64_t spin_ns = 0; /* the first request is awaited asleep */
     for (;;) {
-        seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, mb->spin_ns);
+        bool aside = spin_ns && step_aside(mb);
+        seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, spin_ns,
+                                 &control->kernels_running, &mb->device_cpu, &mb->host_cpu);
+        if (aside)
+            step_back();
         took_request();
+        proc_note_cpu(&mb->device_cpu);
         uint32_t request = mb->request;
+        /* Read before answering: the host may post the next request (and
+         * its window) as soon as `done` moves. */
+        spin_ns = mb->spin_ns;
         if (request == PROC_REQ_INVOKE) {
+            atomic_fetch_add_explicit(&control->kernels_running, 1, memory_order_relaxed);
             call_kernel(mb);
-            leave_if_forked_copy();
+            leave_if_forked_copy(); /* a fork()ed copy must not count down */
+            atomic_fetch_sub_explicit(&control->kernels_running, 1, memory_order_relaxed);
         }
         answering();
         proc_store_and_wake(&mb->done, seen & PROC_COUNT_MASK, &mb->host_sleeping);
@@ -307,6 +342,7 @@ int main(int argc, char **argv)
     cpu_set_t cpus;
     if (!parse_cpus(argv[5], &cpus, &device_ncpus) || sched_setaffinity(0, sizeof cpus, &cpus))
         return PROC_EXIT_AFFINITY;
+    device_cpus = cpus;
     void *at = mmap((void *)address, bytes, PROT_READ | PROT_WRITE,
                     MAP_SHARED | MAP_FIXED_NOREPLACE | MAP_NORESERVE, fd, 0);
     if (at != (void *)address) {
@@ -324,7 +360,10 @@ int main(int argc, char **argv)
     proc_mailbox *mb = &control->mailbox[0];
     uint32_t seen = atomic_load(&mb->done);
     for (;;) {
-        seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, mb->spin_ns);
+        /* Control requests are rare (start-up, loads, new streams): the
+         * main thread never spins for them. */
+        seen = proc_await_change(&mb->posted, seen, &mb->device_sleeping, 0, NULL,
+                                 &mb->device_cpu, &mb->host_cpu);
         took_request();
         answer_control(mb);
         leave_if_forked_copy();

@@ -15,20 +15,29 @@
  * requests).  Two 32-bit counters, each written by one side only:
  *   posted  host:   fill the request, then posted + 1 (seq_cst store);
  *   done    device: run it, write the reply, then done = posted.
- * Each side waits for the other's counter to move with the engine's
- * spin-then-sleep scheme, on *shared* futexes (the words are in a
+ * Each side waits for the other's counter to move by spinning for a
+ * bounded window, then sleeping on a *shared* futex (the words are in a
  * MAP_SHARED mapping of two processes; FUTEX_PRIVATE would not see the
  * other process).  A waiter announces itself in its `*_sleeping` word
  * before sleeping, so the other side makes the futex system call only
- * when someone sleeps.  When the device process dies, the host's monitor
- * sets PROC_LOST in every `done` and wakes every waiter: a host never
- * waits for a dead process.
+ * when someone sleeps: when both sides spin, a request and its answer are
+ * two cache-line hand-offs and no system call.  Each request carries the
+ * window the device thread may spin for the *next* request after
+ * answering (`spin_ns`; 0: sleep at once); the host chooses it (see
+ * backend.c, mailbox_call).  A device thread stops spinning as soon as a
+ * kernel of any stream runs in the device process (`kernels_running`):
+ * that kernel's OpenMP team needs the core.  Each side publishes the CPU
+ * it last ran on (`host_cpu`, `device_cpu`) so that two spinners on one
+ * CPU notice it (device_main.c steps aside; proc_await_change yields).  When the device process
+ * dies, the host's monitor sets PROC_LOST in every `done` and wakes every
+ * waiter: a host never waits for a dead process.
  */
 #ifndef PYMIC_PROC_SHARED_H
 #define PYMIC_PROC_SHARED_H
 
 #include <limits.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/syscall.h>
@@ -73,8 +82,10 @@ enum proc_request {
 typedef struct proc_mailbox {
     _Alignas(64) _Atomic uint32_t posted;
     _Atomic uint32_t device_sleeping;
+    _Atomic int32_t host_cpu;   /* where the host side last posted or waited */
     _Alignas(64) _Atomic uint32_t done;
     _Atomic uint32_t host_sleeping;
+    _Atomic int32_t device_cpu; /* where the device thread last took or waited */
     _Alignas(64) uint32_t request;
     int32_t nargs;       /* INVOKE: arguments; LOAD: by path (0/1)   */
     int32_t status;      /* reply: 0 or -1 (reason in text)          */
@@ -82,7 +93,8 @@ typedef struct proc_mailbox {
     uint64_t handle;     /* LOAD device / reply; FIND, CLOSE input;
                             START seen                               */
     uint64_t address;    /* LOAD inode; FIND reply; INVOKE kernel    */
-    uint64_t spin_ns;    /* the host's spin window, for the device   */
+    uint64_t spin_ns;    /* how long the device thread may spin for
+                            the next request after answering this one */
     void *args[PYMIC_MAX_KERNEL_ARGS];
     _Alignas(16) unsigned char scalars[PYMIC_MAX_SCALAR_BYTES];
     char text[PROC_TEXT_MAX];
@@ -93,6 +105,9 @@ typedef struct proc_control {
     /* The address of the device process's last SIGSEGV/SIGBUS (0: none),
      * written by its signal handler just before it dies. */
     _Atomic uint64_t fault_address;
+    /* Kernels running in the device process now (all streams): a device
+     * thread waiting for its next request spins only while this is 0. */
+    _Alignas(64) _Atomic uint32_t kernels_running;
 } proc_control;
 
 #define PROC_PAGE 4096u
@@ -132,23 +147,49 @@ static inline void proc_pause(void)
 #endif
 }
 
-/* Wait until *word differs from `old` (spin for spin_ns, then sleep);
- * returns the new value. */
+/* This thread's CPU, published in *mine for the other side's spinner;
+ * returns it. */
+static inline int proc_note_cpu(_Atomic int32_t *mine)
+{
+    int cpu = sched_getcpu(); /* a read of the rseq area: no system call */
+    if (atomic_load_explicit(mine, memory_order_relaxed) != cpu)
+        atomic_store_explicit(mine, cpu, memory_order_relaxed);
+    return cpu;
+}
+
+/* Wait until *word differs from `old`; returns the new value.  Spins for
+ * up to spin_ns first (stopping early once *stop, if given, is nonzero),
+ * then sleeps.  The other side's thread last ran on *peer_cpu: while
+ * that is this thread's CPU, it cannot run there while this one spins,
+ * so the spinner yields its CPU instead of waiting out the window.  (The
+ * scheduler puts two threads that wake each other on one CPU; two
+ * threads that stay runnable -- spinning and yielding -- it spreads over
+ * idle CPUs, after which neither yields.) */
 static inline uint32_t proc_await_change(_Atomic uint32_t *word, uint32_t old,
-                                         _Atomic uint32_t *sleeping, uint64_t spin_ns)
+                                         _Atomic uint32_t *sleeping, uint64_t spin_ns,
+                                         _Atomic uint32_t *stop, _Atomic int32_t *my_cpu,
+                                         _Atomic int32_t *peer_cpu)
 {
     uint32_t now = atomic_load_explicit(word, memory_order_acquire);
     if (now != old)
         return now;
     if (spin_ns) {
         uint64_t start = proc_now_ns();
+        int cpu = proc_note_cpu(my_cpu);
         for (unsigned i = 1;; i++) {
             proc_pause();
             now = atomic_load_explicit(word, memory_order_acquire);
             if (now != old)
                 return now;
-            if ((i & 63) == 0 && proc_now_ns() - start >= spin_ns)
+            if ((i & 63) != 0)
+                continue;
+            if ((stop && atomic_load_explicit(stop, memory_order_relaxed)) ||
+                proc_now_ns() - start >= spin_ns)
                 break;
+            if (atomic_load_explicit(peer_cpu, memory_order_relaxed) == cpu) {
+                sched_yield();
+                cpu = proc_note_cpu(my_cpu);
+            }
         }
     }
     for (;;) {
