@@ -161,6 +161,7 @@ def open_flag_later(flags_address, index, main_thread_line):
     return thread
 
 
+@pytest.mark.device_memory_here
 def test_two_stream_pipeline(device, kernels, tmp_path):
     path = tmp_path / "trace.json"
     load, finish = device.create_stream(), device.create_stream()
@@ -312,6 +313,7 @@ def test_nothing_recorded_outside_a_trace(device, kernels, stream):
     assert not [e for e in empty.events if e["ph"] != "M"]
 
 
+@pytest.mark.device_memory_here
 def test_unfinished_commands_are_marked(device, kernels, stream):
     flags = stream.allocate_device_memory(8)
     zero = np.zeros(1, dtype=np.int64)
