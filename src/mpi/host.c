@@ -163,9 +163,11 @@ static void mpi_block_put(pymic_device *device, pymic_block *block)
 
 static size_t mpi_memory_capacity(pymic_device *device)
 {
-    /* What the device's engine may hold (0 while it cannot be asked:
-     * the core then falls back to its default). */
-    return state_of(device)->capacity;
+    /* What the device's engine may hold.  A device lost before it could
+     * answer has no limit of its own: its allocations fail saying why it
+     * was lost, not that it is full. */
+    size_t capacity = state_of(device)->capacity;
+    return capacity ? capacity : SIZE_MAX;
 }
 
 /* PYMIC_CHECK=bounds: the device's engine arms and checks the canaries
