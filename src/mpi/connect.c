@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "host.h"
+#include "progress.h"
 #include "launch.h"
 
 static pthread_mutex_t launch_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -59,14 +60,14 @@ static int quit_devices(MPI_Comm comm, int keyval, void *value, void *extra)
             pthread_mutex_lock(&md->lock);
             for (int i = 0; i < MPIDEV_MAX_STREAMS; i++)
                 if (md->used[i])
-                    MPI_Send(&rq, MPIDEV_REQUEST_HEAD, MPI_BYTE, md->rank, MPIDEV_TAG_STREAM(i),
+                    mpidev_send(&rq, MPIDEV_REQUEST_HEAD, md->rank, MPIDEV_TAG_STREAM(i),
                              md->comm);
             pthread_mutex_unlock(&md->lock);
             rq.op = MPIDEV_QUIT;
             mpidev_reply reply;
-            if (MPI_Send(&rq, MPIDEV_REQUEST_HEAD, MPI_BYTE, md->rank, MPIDEV_TAG_CONTROL,
+            if (mpidev_send(&rq, MPIDEV_REQUEST_HEAD, md->rank, MPIDEV_TAG_CONTROL,
                          md->comm) == MPI_SUCCESS)
-                MPI_Recv(&reply, sizeof reply, MPI_BYTE, md->rank, MPIDEV_TAG_REPLY, md->comm,
+                mpidev_recv(&reply, sizeof reply, md->rank, MPIDEV_TAG_REPLY, md->comm,
                          MPI_STATUS_IGNORE);
         }
         md->gone = true;

@@ -11,12 +11,16 @@
  * that faults on a local proc device is the command's failure, bounds
  * checks are the local engine's, and so on.
  *
- * Threads: the main thread serves control requests in order; each host
- * stream has a thread of its own here serving its tag, with a local
- * stream of its own, so the requests of one stream run in order and two
- * streams run side by side as on the host.  Each stream request is
- * carried out to its end (the local stream synced) before its answer, so
- * the host's order of completions is the device's.
+ * Threads: the main thread is the only one that waits for the host's
+ * messages (progress.c: it polls, then yields, then sleeps, so an idle
+ * device costs nothing and a busy one leaves its cores to the kernels):
+ * it serves control requests and copies itself, in order, and hands each
+ * stream's invokes (and device-to-device copies) to a thread of that
+ * stream, which has a local stream of its own, runs the command to its
+ * end (the local stream synced) and answers.  The host waits for each
+ * answer of a stream before it sends that stream's next request, so the
+ * requests of one stream run in order, and two streams run side by side
+ * as on the host.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +36,7 @@
 #include <mpi.h>
 
 #include "launch.h"
+#include "progress.h"
 #include "protocol.h"
 #include "pymic.h"
 
@@ -46,7 +51,23 @@ typedef struct slot {
     pymic_stream *stream;
     int index;
     bool running;
+    /* The request handed over by the main thread, and whether the stream
+     * has ended (guarded by `lock`). */
+    pthread_mutex_t lock;
+    pthread_cond_t posted;
+    bool has_work, stopped;
+    int bytes;
+    _Alignas(16) unsigned char message[MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
 } slot;
+
+/* True once the slot's thread has ended its stream (STOP). */
+static bool slot_stopped(slot *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool stopped = s->stopped;
+    pthread_mutex_unlock(&s->lock);
+    return stopped;
+}
 
 static slot slots[MPIDEV_MAX_STREAMS];
 
@@ -60,7 +81,7 @@ static void answer(int tag, int status, uint64_t value, const char *text)
         snprintf(reply.text, sizeof reply.text, "%s", text);
         bytes += strlen(reply.text) + 1;
     }
-    MPI_Send(&reply, (int)bytes, MPI_BYTE, host_rank, tag, host_comm);
+    mpidev_send(&reply, (int)bytes, host_rank, tag, host_comm);
 }
 
 /* The local engine's reason for the failure it just returned. */
@@ -93,8 +114,7 @@ static void h2d(int tag, const mpidev_request *rq)
         void *into = valid ? (void *)(uintptr_t)(rq->a + done) : scratch;
         /* Without a scratch buffer the data is dropped by a zero-byte
          * receive's truncation error: still received, never stored. */
-        MPI_Recv(into, into ? (int)n : 0, MPI_BYTE, host_rank, tag, host_comm,
-                 MPI_STATUS_IGNORE);
+        mpidev_recv(into, into ? (int)n : 0, host_rank, tag, host_comm, MPI_STATUS_IGNORE);
         done += n;
     }
     free(scratch);
@@ -115,7 +135,7 @@ static void d2h(int tag, const mpidev_request *rq)
     answer(tag, PYMIC_OK, 0, NULL);
     for (uint64_t done = 0; done < rq->b;) {
         uint64_t n = rq->b - done < rq->c ? rq->b - done : rq->c;
-        MPI_Send((void *)(uintptr_t)(rq->a + done), (int)n, MPI_BYTE, host_rank, tag, host_comm);
+        mpidev_send((void *)(uintptr_t)(rq->a + done), (int)n, host_rank, tag, host_comm);
         done += n;
     }
 }
@@ -157,51 +177,87 @@ static void invoke(int tag, slot *s, const unsigned char *message)
         answer(tag, PYMIC_OK, 0, NULL);
 }
 
+/* A stream's thread: each invoke, device-to-device copy or STOP the main
+ * thread hands over, carried out to its end and answered. */
 static void *serve_slot(void *arg)
 {
     slot *s = arg;
     int tag = MPIDEV_TAG_STREAM(s->index);
-    /* Large enough for any request (an invoke is the largest). */
     _Alignas(16) static _Thread_local unsigned char
         message[MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
     for (;;) {
-        if (MPI_Recv(message, (int)sizeof message, MPI_BYTE, host_rank, tag, host_comm,
-                     MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            break;
+        /* Taken over (and the slot free again) before the answer: the
+         * host's next request of this stream follows the answer. */
+        pthread_mutex_lock(&s->lock);
+        while (!s->has_work)
+            pthread_cond_wait(&s->posted, &s->lock);
+        memcpy(message, s->message, (size_t)s->bytes);
+        s->has_work = false;
+        pthread_mutex_unlock(&s->lock);
         uint32_t op;
         memcpy(&op, message, sizeof op);
         mpidev_request rq;
         if (op != MPIDEV_INVOKE)
             memcpy(&rq, message, sizeof rq);
-        if ((op == MPIDEV_H2D || op == MPIDEV_D2H) && (rq.c == 0 || rq.c > INT32_MAX)) {
-            answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "bad chunk size");
-            continue;
-        }
-        switch (op) {
-        case MPIDEV_H2D:
-            h2d(tag, &rq);
-            break;
-        case MPIDEV_D2H:
-            d2h(tag, &rq);
-            break;
-        case MPIDEV_D2D:
-            d2d(tag, s, &rq);
-            break;
-        case MPIDEV_INVOKE:
+        if (op == MPIDEV_INVOKE) {
             invoke(tag, s, message);
-            break;
-        case MPIDEV_STOP:
+        } else if (op == MPIDEV_D2D) {
+            d2d(tag, s, &rq);
+        } else if (op == MPIDEV_STOP) {
             pymic_stream_destroy(s->stream);
-            s->stream = NULL;
+            pthread_mutex_lock(&s->lock);
+            s->stopped = true;
+            pthread_mutex_unlock(&s->lock);
             if (!rq.a)
                 answer(tag, PYMIC_OK, 0, NULL);
             return NULL;
-        default:
-            answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "unknown stream request");
-            break;
         }
     }
-    return NULL;
+}
+
+/* On the main thread: a request of stream slot `index` (`bytes` of
+ * `message`).  Copies to and from the host are carried out here; the rest
+ * goes to the stream's thread (the host sends a stream's next request only
+ * after this one's answer, so the thread is idle). */
+static void serve_stream_request(int index, const unsigned char *message, int bytes)
+{
+    int tag = MPIDEV_TAG_STREAM(index);
+    if (index < 0 || index >= MPIDEV_MAX_STREAMS || !slots[index].running ||
+        slot_stopped(&slots[index])) {
+        answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "request of a stream that was not started");
+        return;
+    }
+    slot *s = &slots[index];
+    uint32_t op;
+    memcpy(&op, message, sizeof op);
+    mpidev_request rq;
+    if (op != MPIDEV_INVOKE)
+        memcpy(&rq, message, sizeof rq);
+    if ((op == MPIDEV_H2D || op == MPIDEV_D2H) && (rq.c == 0 || rq.c > INT32_MAX)) {
+        answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "bad chunk size");
+        return;
+    }
+    switch (op) {
+    case MPIDEV_H2D:
+        h2d(tag, &rq);
+        return;
+    case MPIDEV_D2H:
+        d2h(tag, &rq);
+        return;
+    case MPIDEV_INVOKE:
+    case MPIDEV_D2D:
+    case MPIDEV_STOP:
+        pthread_mutex_lock(&s->lock);
+        memcpy(s->message, message, (size_t)bytes);
+        s->bytes = bytes;
+        s->has_work = true;
+        pthread_cond_signal(&s->posted);
+        pthread_mutex_unlock(&s->lock);
+        return;
+    default:
+        answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "unknown stream request");
+        return;
+    }
 }
 
 /* ---------------------------------------------------------------- control */
@@ -219,6 +275,13 @@ static void hello(const mpidev_request *rq)
     /* The local engine takes the host's settings, never PYMIC_DEVICES. */
     const char *kind = getenv("PYMIC_MPI_DEVICE");
     setenv("PYMIC_DEVICES", kind && *kind ? kind : "host", 1);
+    /* The host enforces PYMIC_MEMORY_LIMIT for this device (it counts
+     * every allocation before asking for it); the local device holds what
+     * the host allows, with no second limit of its own.  And this process
+     * writes no trace of its own (the host's settings, not the
+     * environment it inherited, say what the device does). */
+    unsetenv("PYMIC_MEMORY_LIMIT");
+    unsetenv("PYMIC_TRACE");
     if (rq->b & MPIDEV_FLAG_CHECK_BOUNDS)
         setenv("PYMIC_CHECK", "bounds", 1);
     else
@@ -243,8 +306,8 @@ static void hello(const mpidev_request *rq)
     }
     mpidev_reply reply = {.status = PYMIC_OK, .value = info.memory_total};
     snprintf(reply.text, sizeof reply.text, "%s", info.name);
-    MPI_Send(&reply, (int)(MPIDEV_REPLY_HEAD + strlen(reply.text) + 1), MPI_BYTE, host_rank,
-             MPIDEV_TAG_REPLY, host_comm);
+    mpidev_send(&reply, (int)(MPIDEV_REPLY_HEAD + strlen(reply.text) + 1), host_rank,
+                MPIDEV_TAG_REPLY, host_comm);
 }
 
 /* A library by its absolute path, if the file open there is the one the
@@ -282,8 +345,8 @@ static void load_bytes(const mpidev_request *rq)
     for (uint64_t done = 0; done < rq->a;) {
         uint64_t n = rq->a - done < MPIDEV_CHUNK ? rq->a - done : MPIDEV_CHUNK;
         /* Received even when it cannot be stored, to keep the order. */
-        MPI_Recv(data, data ? (int)n : 0, MPI_BYTE, host_rank, MPIDEV_TAG_CONTROL, host_comm,
-                 MPI_STATUS_IGNORE);
+        mpidev_recv(data, data ? (int)n : 0, host_rank, MPIDEV_TAG_CONTROL, host_comm,
+                    MPI_STATUS_IGNORE);
         for (uint64_t put = 0; stored && put < n;) {
             ssize_t w = pwrite(fd, data + put, n - put, (off_t)(done + put));
             stored = w > 0;
@@ -320,6 +383,9 @@ static void start(const mpidev_request *rq)
         answer_failure(MPIDEV_TAG_REPLY, status);
         return;
     }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->posted, NULL);
+    s->has_work = s->stopped = false;
     int rc = pthread_create(&s->thread, NULL, serve_slot, s);
     if (rc != 0) {
         pymic_stream_destroy(s->stream);
@@ -342,13 +408,23 @@ static void join_stopped(void)
     }
 }
 
-static void serve_control(void)
+/* The main thread: every request of the host, in the order it comes. */
+static void serve(void)
 {
+    _Alignas(16) static unsigned char message[MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
     mpidev_request rq;
     for (;;) {
-        if (MPI_Recv(&rq, sizeof rq, MPI_BYTE, host_rank, MPIDEV_TAG_CONTROL, host_comm,
-                     MPI_STATUS_IGNORE) != MPI_SUCCESS)
+        MPI_Status got;
+        if (mpidev_recv(message, (int)sizeof message, host_rank, MPI_ANY_TAG, host_comm, &got) !=
+            MPI_SUCCESS)
             return;
+        if (got.MPI_TAG != MPIDEV_TAG_CONTROL) {
+            int bytes = 0;
+            MPI_Get_count(&got, MPI_BYTE, &bytes);
+            serve_stream_request(got.MPI_TAG - MPIDEV_TAG_STREAM(0), message, bytes);
+            continue;
+        }
+        memcpy(&rq, message, sizeof rq);
         int status = PYMIC_OK;
         uint64_t value = 0;
         switch (rq.op) {
@@ -382,8 +458,11 @@ static void serve_control(void)
         case MPIDEV_START:
             /* A slot stopped earlier is started again: its old thread has
              * ended (it answered STOP), join it first. */
-            if (rq.slot < MPIDEV_MAX_STREAMS && slots[rq.slot].running && !slots[rq.slot].stream) {
+            if (rq.slot < MPIDEV_MAX_STREAMS && slots[rq.slot].running &&
+                slot_stopped(&slots[rq.slot])) {
                 pthread_join(slots[rq.slot].thread, NULL);
+                pthread_mutex_destroy(&slots[rq.slot].lock);
+                pthread_cond_destroy(&slots[rq.slot].posted);
                 slots[rq.slot].running = false;
             }
             start(&rq);
@@ -441,7 +520,7 @@ __attribute__((visibility("default"))) int pymic_mpi_device_main(int argc, char 
         host_rank = peer;
     }
     MPI_Comm_set_errhandler(host_comm, MPI_ERRORS_RETURN);
-    serve_control();
+    serve();
     if (parent != MPI_COMM_NULL) {
         MPI_Comm_disconnect(&host_comm);
     } else {

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "host.h"
+#include "progress.h"
 
 /* The host worker's state for one stream. */
 typedef struct mpi_stream {
@@ -49,9 +50,9 @@ static int control_call(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
     if (md->gone || atomic_load(&md->device->lost))
         return PYMIC_ERR_DEVICE_LOST;
     size_t bytes = MPIDEV_REQUEST_HEAD + (rq->text[0] ? strlen(rq->text) + 1 : 0);
-    int rc = MPI_Send(rq, (int)bytes, MPI_BYTE, md->rank, MPIDEV_TAG_CONTROL, md->comm);
+    int rc = mpidev_send(rq, (int)bytes, md->rank, MPIDEV_TAG_CONTROL, md->comm);
     if (rc == MPI_SUCCESS)
-        rc = MPI_Recv(reply, sizeof *reply, MPI_BYTE, md->rank, MPIDEV_TAG_REPLY, md->comm,
+        rc = mpidev_recv(reply, sizeof *reply, md->rank, MPIDEV_TAG_REPLY, md->comm,
                       MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS) {
         lose(md, "a request to", rc);
@@ -233,7 +234,7 @@ static int mpi_start_worker(pymic_stream *stream, void *(*body)(void *))
  * (or became) lost; else the answer in *reply. */
 static bool stream_send(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes)
 {
-    int rc = MPI_Send(message, (int)bytes, MPI_BYTE, md->rank, MPIDEV_TAG_STREAM(ms->slot),
+    int rc = mpidev_send(message, (int)bytes, md->rank, MPIDEV_TAG_STREAM(ms->slot),
                       md->comm);
     if (rc != MPI_SUCCESS)
         lose(md, "a stream request to", rc);
@@ -242,7 +243,7 @@ static bool stream_send(mpi_device *md, mpi_stream *ms, const void *message, siz
 
 static bool stream_answer(mpi_device *md, mpi_stream *ms, mpidev_reply *reply)
 {
-    int rc = MPI_Recv(reply, sizeof *reply, MPI_BYTE, md->rank, MPIDEV_TAG_STREAM(ms->slot),
+    int rc = mpidev_recv(reply, sizeof *reply, md->rank, MPIDEV_TAG_STREAM(ms->slot),
                       md->comm, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS)
         lose(md, "waiting for an answer of", rc);
@@ -334,7 +335,7 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
         ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD) && stream_answer(md, ms, &reply);
         for (uint64_t done = 0; ok && reply.status == PYMIC_OK && done < nbytes;) {
             uint64_t n = nbytes - done < chunk ? nbytes - done : chunk;
-            int rc = MPI_Recv((char *)cmd->u.copy.dst + done, (int)n, MPI_BYTE, md->rank, tag,
+            int rc = mpidev_recv((char *)cmd->u.copy.dst + done, (int)n, md->rank, tag,
                               md->comm, MPI_STATUS_IGNORE);
             if (rc != MPI_SUCCESS) {
                 lose(md, "receiving data from", rc);
@@ -433,16 +434,16 @@ static int send_library(mpi_device *md, int fd, const struct stat *st, const cha
     /* The request, its bytes, then the answer (control_call's receive). */
     size_t bytes = MPIDEV_REQUEST_HEAD + strlen(rq.text) + 1;
     int rc = md->gone ? MPI_ERR_OTHER
-                      : MPI_Send(&rq, (int)bytes, MPI_BYTE, md->rank, MPIDEV_TAG_CONTROL,
+                      : mpidev_send(&rq, (int)bytes, md->rank, MPIDEV_TAG_CONTROL,
                                  md->comm);
     for (size_t done = 0; rc == MPI_SUCCESS && done < got;) {
         size_t n = got - done < MPIDEV_CHUNK ? got - done : MPIDEV_CHUNK;
-        rc = MPI_Send(data + done, (int)n, MPI_BYTE, md->rank, MPIDEV_TAG_CONTROL, md->comm);
+        rc = mpidev_send(data + done, (int)n, md->rank, MPIDEV_TAG_CONTROL, md->comm);
         done += n;
     }
     free(data);
     if (rc == MPI_SUCCESS)
-        rc = MPI_Recv(reply, sizeof *reply, MPI_BYTE, md->rank, MPIDEV_TAG_REPLY, md->comm,
+        rc = mpidev_recv(reply, sizeof *reply, md->rank, MPIDEV_TAG_REPLY, md->comm,
                       MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS) {
         if (!md->gone)

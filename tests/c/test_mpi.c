@@ -223,6 +223,7 @@ static void test_remote_crash_and_reset(void)
     CHECK(value == 42);
     CHECK_OK(pymic_mem_free(s, counter));
     CHECK_OK(pymic_stream_destroy(s));
+    CHECK_OK(pymic_library_unload(lib));
 }
 
 /* PYMIC_CHECK=bounds: the device's engine checks its own canaries. */
@@ -261,7 +262,9 @@ int main(int argc, char **argv)
     test_failures(lib);
     if (remote_proc) {
         test_remote_bounds(lib);
-        test_remote_crash_and_reset();
+        test_remote_crash_and_reset(); /* (the reset made `lib` stale) */
+    } else {
+        CHECK_OK(pymic_library_unload(lib));
     }
     return check_finish();
 }
