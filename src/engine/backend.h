@@ -1,31 +1,48 @@
 /*
  * backend.h -- how the generic engine reaches a device.
  *
- * The core (validation, the allocation table, streams and their command
- * rings, sequence numbers, events, use lists and parked releases, error
- * messages) is the same for every device.  What differs -- where device
- * memory comes from, how a copy and a kernel call are carried out, how a
- * library is opened and a kernel found -- goes through the per-device
- * table below.  Each device points at one table for its whole life
- * (device->ops, copied into stream->ops so the worker's hot path reads
- * it from the stream's read-mostly cache line): an invoke costs exactly
- * one indirect call over a direct one.
+ * The core (validation, each device's allocation table, streams and their
+ * command rings, sequence numbers, events, use lists and parked releases,
+ * error messages) is the same for every device.  What differs -- where
+ * device memory comes from, how a copy and a kernel call are carried out,
+ * how a library is opened and a kernel found -- goes through the
+ * per-device table below.  Each device points at one table for its whole
+ * life (device->ops, copied into stream->ops so the worker's hot path
+ * reads it from the stream's read-mostly cache line): an invoke costs
+ * exactly one indirect call over a direct one.  Nothing in the core reads
+ * or writes device memory, calls a kernel handle or compares a device
+ * address with a host address (unless host_addressable says they are one
+ * space); device addresses are compared only with addresses of the same
+ * device.
  *
  * Contracts common to every operation
  *   - No engine lock is held when an operation is called, except where
  *     the entry says otherwise; an operation never calls back into the
- *     public API.
+ *     public API (include/pymic.h), and calls into the core only through
+ *     the core's calls for backends listed at the end of this file.
  *   - Operations report failure by return value; those that must explain
  *     it write a reason (no "device N:" prefix: the caller adds the
  *     operation and device) into `why`.
- *   - "Worker" means the stream's own worker thread, running one command:
- *     the operation may block for as long as the command takes, and no
- *     other command of that stream runs meanwhile.
+ *   - "Runner" means the thread that runs a stream's commands at that
+ *     moment: the stream's worker thread, or -- where caller_may_run
+ *     allows -- a thread that syncs on the stream and claimed the command
+ *     ("caller runs", stream.c).  Commands of one stream are handed to the
+ *     backend one at a time and in order (never two copy/invoke calls for
+ *     one stream at once); calls for different streams of a device run
+ *     concurrently.
+ *   - A command "in flight" is one whose copy or invoke returned
+ *     PYMIC_COMMAND_IN_FLIGHT: the backend has taken it and will carry it
+ *     out, in the stream's order, and report it with
+ *     pymic_command_complete (from any thread), after recording a failure
+ *     if it failed.  Until then its ring slot, its arguments and the
+ *     memory it uses stay put; the core keeps `completed` in order (a
+ *     command completes once all before it have), so frees, parked
+ *     releases, events and waits never see it done early.
  *
  * Implementations: host/ (the host device: memory of this process,
- * kernels called on the worker thread itself) and proc/ (the process
- * device: a device process per device, memory shared with it), both built
- * in; any other backend is a plugin found by name (registry.c): for
+ * kernels called on the runner itself) and proc/ (the process device: a
+ * device process per device, memory shared with it), both built in; any
+ * other backend is a plugin found by name (registry.c): for
  * PYMIC_DEVICES=N the engine opens libpymic_N.so (beside libpymic, else in
  * the directories of PYMIC_BACKEND_PATH) and asks it for its table by
  * calling
@@ -35,9 +52,10 @@
  * with PYMIC_BACKEND_ABI; the plugin returns NULL when it was built
  * against another version (and the table's own abi_version must match).
  * A plugin includes this header and engine.h (installed with pymic.h
- * under pymic_engine/) and links libpymic; it may call only the calls
- * marked PYMIC_BACKEND_API ("the core's calls for backends", listed at
- * the end of this file).  tests/c/plugins/loopback.c is a complete one.
+ * under pymic_engine/) and links libpymic.  tests/c/plugins/loopback.c is
+ * a complete one: device memory in a region of its own at addresses this
+ * process cannot dereference, kernels found by number, commands completed
+ * out of order by a progress thread (or, built as looppoll, by poll).
  */
 #ifndef PYMIC_BACKEND_H
 #define PYMIC_BACKEND_H
@@ -96,13 +114,24 @@ typedef struct pymic_backend_ops {
      * refuses (out of memory). */
     bool (*open)(struct pymic_device *device);
 
-    /* ---- memory.  Any thread; the allocation table's lock is NOT held
-     * (the generic core has already counted the bytes against the
-     * device's limit).  block_get returns a block whose ptr is aligned to
-     * `alignment` (a power of two) and covers nbytes, or NULL when the
-     * system has no memory.  block_put may run on a worker (a parked
-     * release), so it must not wait for any stream.  trim gives cached
-     * memory back to the system (before an allocation is refused). */
+    /* ---- memory.  block_get runs on the allocating thread, no lock held
+     * (the core has already counted the bytes against the device's
+     * limit); it returns a block whose ptr (the device address handed to
+     * the user) is aligned to `alignment` (a power of two) and covers
+     * nbytes, or NULL when the device has no memory.  trim (NULL:
+     * nothing cached) runs on the allocating thread, no lock held, before
+     * an allocation is refused: it gives cached memory back.
+     * block_put runs (a) on the allocating thread when the allocation
+     * could not be tracked, no lock held; (b) on the thread that runs a
+     * FREE command (a runner), no lock held, when no other stream still
+     * uses the memory; (c) otherwise as a parked release, with the
+     * engine's parked-release lock held, on whichever thread polls the
+     * parked releases next: a runner after any command (or at a FREE),
+     * a thread in pymic_mem_alloc, pymic_device_sync or
+     * pymic_library_unload, or the backend's own thread inside
+     * pymic_command_complete.  So block_put
+     * must not wait for any command to complete, nor for the thread that
+     * calls pymic_command_complete. */
     struct pymic_block *(*block_get)(struct pymic_device *device, size_t nbytes,
                                      size_t alignment);
     void (*block_put)(struct pymic_device *device, struct pymic_block *block);
@@ -125,28 +154,53 @@ typedef struct pymic_backend_ops {
      * addressable backend whose blocks leave room for canaries (bounds.c:
      * pymic_bounds_span) uses the core's canaries, pymic_bounds_arm and
      * pymic_bounds_after_invoke, which read and write device memory at
-     * the device addresses; no other backend may. */
+     * the device addresses; no other backend may.  bounds_after_invoke is
+     * not called for an invoke left in flight: such a backend checks when
+     * the kernel has run, and fails the command before completing it. */
     void (*bounds_arm)(struct pymic_device *device, const struct pymic_alloc *alloc);
     void (*bounds_after_invoke)(struct pymic_stream *stream, const struct pymic_command *cmd);
 
     /* ---- streams.  start_worker runs on the creating thread with the
      * stream listed on its device (device->lock not held): it starts
-     * stream->worker running body(stream) wherever the device runs, or
-     * records the error and fails.  worker_exit runs on the worker after
-     * its STOP command, before the stream leaves its device: it releases
-     * what the backend kept per worker. */
+     * stream->worker running body(stream) (pymic_worker_start_pinned: a
+     * thread on the device's CPUs), or records the error and fails.
+     * worker_exit runs on the worker after its STOP command -- every
+     * command of the stream has completed by then -- before the stream
+     * leaves its device: it releases what the backend kept per worker
+     * (stream->backend_worker). */
     int (*start_worker)(struct pymic_stream *stream, void *(*body)(void *));
     void (*worker_exit)(struct pymic_stream *stream);
 
-    /* ---- commands, on the worker.  copy carries out a PYMIC_CMD_COPY
-     * (cmd->u.copy: direction, already-checked ranges, overlap flag);
-     * invoke runs the kernel of handle cmd->u.call.kernel_handle with
-     * cmd->nargs arguments, returning when the kernel has returned.  Each
-     * argument has a kind (engine.h, enum pymic_arg_kind: DEVICE, a
-     * checked device address; SCALAR, bytes in cmd->scalars at
-     * arg_offset/arg_size; ADDRESS, any other value, passed on as is);
-     * cmd->args[i] holds what a kernel of this process would be given
-     * (the host backend passes it unchanged). */
+    /* ---- commands, on the stream's runner (its worker, or a syncing
+     * thread where caller_may_run allows), no lock held, one call at a
+     * time per stream; `seq` is the command's sequence number.  copy
+     * carries out a PYMIC_CMD_COPY (cmd->u.copy: direction, ranges
+     * already checked against the device's allocations, overlap flag:
+     * only a d2d copy, or any copy on a host-addressable device, may
+     * overlap); invoke runs the kernel of handle cmd->u.call.kernel_handle
+     * with cmd->nargs arguments.  Each argument has a kind (engine.h, enum
+     * pymic_arg_kind: DEVICE, a device address inside a live allocation of
+     * the device; SCALAR, arg_size[i] bytes at cmd->scalars +
+     * arg_offset[i]; ADDRESS, any other value, NULL included, passed on as
+     * is); cmd->args[i] holds what a kernel of this process would be given
+     * (the host backend passes it unchanged).  Each returns
+     * PYMIC_COMMAND_DONE once the command has been carried out (a failure
+     * recorded with pymic_stream_fail* first), or PYMIC_COMMAND_IN_FLIGHT
+     * (see "in flight" above).  The runner may block in either for as long
+     * as it takes; while commands are in flight the worker goes on
+     * submitting the stream's next copies and invokes (at most 64 ahead of
+     * `completed`), but runs a FREE, an event RECORD, an event WAIT and
+     * STOP only once every command before it has completed: an event wait
+     * on any device is resolved here, on the host, by the worker.  A
+     * command already submitted when one before it fails is not held back
+     * by the core: the backend decides whether it still runs (the core
+     * skips only commands not yet submitted).
+     * poll (NULL: the backend completes commands by itself, e.g. from a
+     * progress thread) drives the completion of the stream's commands in
+     * flight: a thread waiting for such a command (a sync, a device sync,
+     * the worker at a fence, a full window or idle with commands in
+     * flight) calls it in a loop instead of sleeping, so it may run on
+     * several threads at once for the same stream, with no lock held. */
     int (*copy)(struct pymic_stream *stream, const struct pymic_command *cmd, uint64_t seq);
     int (*invoke)(struct pymic_stream *stream, const struct pymic_command *cmd, uint64_t seq);
     /* Drive completion of this stream's commands in flight (NULL: the
@@ -155,19 +209,23 @@ typedef struct pymic_backend_ops {
      * instead of sleeping. */
     void (*poll)(struct pymic_stream *stream);
 
-    /* ---- caller runs.  caller_may_run (NULL: never) says whether a
-     * thread syncing on the device may run its commands itself (the host:
-     * when its CPUs are all the device's).  run_on_caller (NULL:
-     * pymic_command_execute as it is) runs one command on such a thread
-     * and returns what it returned.  release_thread (NULL: nothing) lets
-     * go of what running kernels left on the calling thread (the host:
-     * its OpenMP pool), called by a worker or a caller that ran some and
-     * will not run more for a while. */
+    /* ---- caller runs.  caller_may_run (NULL: never) runs on a thread
+     * about to wait in a sync of the device, no lock held: whether that
+     * thread may run the stream's next commands itself (the host: when its
+     * CPUs are all the device's; any backend whose submission is cheap
+     * may say yes -- a command it leaves in flight is then waited for as
+     * any other).  run_on_caller (NULL: pymic_command_execute as it is)
+     * runs one command on such a thread and returns what that returned
+     * (the host sets the OpenMP team size around it).  release_thread
+     * (NULL: nothing) runs on a worker or a syncing thread that ran
+     * kernels and will not run more for a while: it lets go of what they
+     * left on the thread (the host: its OpenMP pool). */
     bool (*caller_may_run)(const struct pymic_device *device);
     int (*run_on_caller)(struct pymic_stream *stream, struct pymic_command *cmd, uint64_t seq);
     void (*release_thread)(void);
 
-    /* ---- libraries.  Any thread.  library_open loads the regular file
+    /* ---- libraries.  library_open runs on the loading thread, no lock
+     * held.  It loads the regular file
      * open as `fd` for the device -- that very file (the handle is the
      * backend's).  With `by_path`, `path` is absolute and the backend
      * may load the file by that name (so `$ORIGIN` names its directory)
@@ -180,29 +238,42 @@ typedef struct pymic_backend_ops {
      * a data object), or 0 with the reason: the core stores it and hands
      * it back to invoke (cmd->u.call.kernel_handle), never calls or reads
      * it; pymic_kernel_address reports it (the host and process backends'
-     * handle is the function's address in the process that runs it).  kernel_find is called with the engine's
-     * library lock held, so it must not take it.  library_close runs
-     * once no queued command can call into the library any more (it may
-     * run on a worker: a parked release). */
+     * handle is the function's address in the process that runs it).
+     * kernel_find runs on the looking-up thread with the engine's library
+     * lock held (it must not call anything that takes it).  library_close
+     * runs once no queued command can call into the library any more:
+     * on the loading thread when the library could not be tracked, on the
+     * unloading thread when every stream of the device had already passed
+     * its commands (no lock held), or else as a parked release, with the
+     * parked-release lock held on any thread that polls them (see
+     * block_put): it must not wait for a command to complete. */
     void *(*library_open)(struct pymic_device *device, int fd, const char *path, bool by_path,
                           char *why, size_t why_len);
     uint64_t (*kernel_find)(struct pymic_device *device, void *handle, const char *name,
                             char *why, size_t why_len);
     void (*library_close)(struct pymic_device *device, void *handle);
 
-    /* ---- health.  reset (NULL: nothing to restart) runs on the caller
-     * of pymic_device_reset, not concurrently with other use of the
-     * device: it makes a lost (or live) device usable afresh, clearing
-     * device->lost and bumping device->generation.  A backend that loses
-     * its device calls pymic_device_mark_lost (any thread), and fails
-     * each later command with pymic_stream_fail; loss is generic state,
-     * read by the core with pymic_device_lost. */
+    /* ---- health.  reset (NULL: nothing to restart) runs on the thread
+     * that called pymic_device_reset, no lock held -- while the device's
+     * workers may be running or submitting commands (it is what stops a
+     * kernel that never returns).  It makes a lost (or live) device usable
+     * afresh, clearing device->lost and bumping device->generation; the
+     * failures of commands that had been claimed when reset was called
+     * are forgotten, and every command in flight must be completed
+     * (failed) by the backend.  A backend that loses its device calls
+     * pymic_device_mark_lost (any thread), and fails each later command
+     * with pymic_stream_fail; loss is generic state, read by the core
+     * with pymic_device_lost. */
     int (*reset)(struct pymic_device *device);
 
-    /* ---- fork().  Called by the engine's pthread_atfork handlers, in its
-     * fixed lock order (engine.c): prefork takes the backend's locks of
+    /* ---- fork().  Called by the engine's pthread_atfork handlers for
+     * devices that are open, in its fixed lock order (engine.c): with
+     * every device's open lock, the trace and library locks, every
+     * stream list, the event and the parked-release locks held, before
+     * the allocation tables' locks.  prefork takes the backend's locks of
      * this device, postfork_parent releases them, postfork_child makes
-     * them fresh in the child.  Each may be NULL (nothing to do). */
+     * them fresh in the child (where the backend's threads do not exist).
+     * Each may be NULL (nothing to do). */
     void (*prefork)(struct pymic_device *device);
     void (*postfork_parent)(struct pymic_device *device);
     void (*postfork_child)(struct pymic_device *device);
@@ -212,16 +283,25 @@ typedef struct pymic_backend_ops {
 extern const pymic_backend_ops pymic_host_backend;
 extern const pymic_backend_ops pymic_proc_backend;
 
-/* ---- the core's calls for backends (engine.h; exported from libpymic
- * with PYMIC_BACKEND_API, the only libpymic symbols a plugin may use
- * besides include/pymic.h's API):
- *   pymic_stream_fail, pymic_stream_fail_status   a command failed
- *   pymic_device_mark_lost                        the device is gone
- *   pymic_worker_start_pinned                     a worker thread on the
- *                                                 device's CPUs (start_worker)
- *   pymic_kernel_call                             call a C kernel with N
- *                                                 pointer arguments
- *   pymic_fail, pymic_log, pymic_now_ns           messages, debug log, clock
+/* ---- the core's calls for backends (declared in engine.h, exported from
+ * libpymic with PYMIC_BACKEND_API: the only libpymic symbols a plugin may
+ * use besides include/pymic.h's API, which operations must not call):
+ *   pymic_stream_fail(stream, seq, ...), pymic_stream_fail_status(...)
+ *       command `seq` failed: recorded (the oldest unreported failure by
+ *       sequence number is kept) and reported by the next wait that covers
+ *       it.  Any thread; before completing the command.
+ *   pymic_command_complete(stream, seq)
+ *       a command left in flight is done.  Any thread, no backend lock
+ *       held (it may run parked releases: block_put, library_close); the
+ *       stream may be gone once it returns for the stream's last command.
+ *   pymic_device_mark_lost(device, ...)
+ *       the device is gone (first reason wins).  Any thread.
+ *   pymic_worker_start_pinned(stream, body)
+ *       a worker thread on the device's CPUs, for start_worker.
+ *   pymic_kernel_call(fn, nargs, args)
+ *       call a C kernel of this process with nargs pointer arguments.
+ *   pymic_fail, pymic_log, pymic_now_ns
+ *       record an error message (start_worker), the debug log, the clock.
  */
 
 /* What a plugin's entry point is. */

@@ -481,7 +481,9 @@ int pymic_command_execute(pymic_stream *stream, pymic_command *cmd, uint64_t seq
  * left in flight (any thread, no backend lock held: it may run parked
  * releases, which call block_put and library_close).  A failure is
  * recorded first (pymic_stream_fail).  `completed` still advances in
- * order: a command completes once every command before it has. */
+ * order: a command completes once every command before it has.  Once it
+ * returns for the stream's last command, the stream may be gone: the
+ * backend must not touch it after that. */
 PYMIC_BACKEND_API void pymic_command_complete(pymic_stream *stream, uint64_t seq);
 
 /* A kernel found in a library (library.c); invoke reads it directly. */
@@ -659,6 +661,16 @@ typedef struct pymic_block {
     size_t class_bytes; /* size class, the cache key                    */
     struct pymic_block *next;
 } pymic_block;
+
+/* copy.c: memcpy between two buffers of this process that splits big
+ * copies over the device's cores, using (and on first need creating) the
+ * calling worker's helper threads in *team -- for backends whose device
+ * memory is this process's memory (host, proc). */
+struct pymic_copy_team;
+void pymic_copy_parallel(struct pymic_copy_team **team, const pymic_device *device, void *dst,
+                         const void *src, size_t nbytes);
+/* Stop and join a worker's helper threads (NULL: nothing to do). */
+void pymic_copy_team_destroy(struct pymic_copy_team *team);
 
 /* A worker thread for `stream` running body(stream), pinned to the
  * device's CPUs with an OpenMP team size of its CPU count (host/worker.c):

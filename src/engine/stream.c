@@ -263,6 +263,10 @@ static void complete(pymic_stream *stream, uint64_t seq)
 
 void pymic_command_complete(pymic_stream *stream, uint64_t seq)
 {
+    /* Once `completed` passes the stream's last command its worker may
+     * run STOP and the stream go: hold it until this call is done with
+     * it.  (It cannot go before: its last command has not completed.) */
+    pymic_stream_retain(stream);
     pthread_mutex_lock(&stream->complete_lock);
     atomic_store_explicit(&slot_of(stream->ring, seq)->finished, 1, memory_order_relaxed);
     uint64_t before = atomic_load_explicit(&stream->completed, memory_order_relaxed);
@@ -279,6 +283,7 @@ void pymic_command_complete(pymic_stream *stream, uint64_t seq)
     pthread_mutex_unlock(&stream->complete_lock);
     if (upto > before && atomic_load_explicit(&pymic_parked_count, memory_order_seq_cst) > 0)
         pymic_parked_poll();
+    pymic_stream_release(stream);
 }
 
 /* Command `seq` finished on the thread that ran it. */

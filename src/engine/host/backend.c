@@ -71,7 +71,7 @@ static int host_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t se
     if (cmd->u.copy.overlap)
         memmove(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
     else
-        pymic_host_copy((struct pymic_copy_team **)&stream->backend_worker, stream->device,
+        pymic_copy_parallel((struct pymic_copy_team **)&stream->backend_worker, stream->device,
                         cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
     return PYMIC_COMMAND_DONE;
 }

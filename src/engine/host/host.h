@@ -21,14 +21,6 @@ void pymic_block_cache_trim(struct pymic_block_cache *cache);
 pymic_block *pymic_block_get(struct pymic_block_cache *cache, size_t nbytes, size_t alignment);
 void pymic_block_put(struct pymic_block_cache *cache, pymic_block *block);
 
-/* copy.c: memcpy that splits big copies over the device's cores, using
- * (and on first need creating) the calling worker's helper threads in
- * *team. */
-struct pymic_copy_team;
-void pymic_host_copy(struct pymic_copy_team **team, const pymic_device *device, void *dst,
-                     const void *src, size_t nbytes);
-/* Stop and join a worker's helper threads (NULL: nothing to do). */
-void pymic_copy_team_destroy(struct pymic_copy_team *team);
 
 /* worker.c: start a worker thread pinned to the device's CPUs; on
  * failure the error (with the system's reason) is recorded. */

@@ -21,8 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../host/host.h"
-
 /* The host worker's state for one stream of a process device. */
 typedef struct proc_stream {
     int index;                    /* its mailbox */
@@ -298,7 +296,7 @@ static int proc_start_worker(pymic_stream *stream, void *(*body)(void *))
     pthread_mutex_unlock(&pd->control_lock);
     if (status == PYMIC_OK) {
         stream->backend_worker = ps;
-        status = pymic_host_start_worker(stream, body);
+        status = pymic_worker_start_pinned(stream, body);
     }
     if (status != PYMIC_OK) {
         if (ps->index) {
@@ -353,7 +351,7 @@ static int proc_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t se
     if (cmd->u.copy.overlap)
         memmove(cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
     else
-        pymic_host_copy(&ps->team, d, cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
+        pymic_copy_parallel(&ps->team, d, cmd->u.copy.dst, cmd->u.copy.src, cmd->u.copy.nbytes);
     return PYMIC_COMMAND_DONE;
 }
 

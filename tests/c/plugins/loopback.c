@@ -263,7 +263,8 @@ static void loopback_poll(pymic_stream *stream)
     loopback_device *d = state_of(stream->device);
     pthread_mutex_lock(&d->jobs_lock);
     job *all = d->running ? NULL : take_jobs(d);
-    d->running = all != NULL;
+    if (all)
+        d->running = true;
     pthread_mutex_unlock(&d->jobs_lock);
     if (!all) {
         sched_yield(); /* another poller runs them, or none are queued */

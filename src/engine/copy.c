@@ -1,5 +1,7 @@
 /*
- * copy.c -- memory copies on the host device.
+ * copy.c -- copies between two buffers of this process, big ones split
+ * over a worker's helper threads: what a backend whose device memory is
+ * this process's memory (host, proc) uses for its copy operation.
  *
  * One core rarely saturates the memory system, so a big copy is cut into
  * chunks that the stream's worker and its helper threads (one per further
@@ -17,7 +19,7 @@
  * is rewritten only after every chunk of the previous job is done, and
  * helpers read it only after a successful claim.
  */
-#include "host.h"
+#include "engine.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -155,7 +157,7 @@ static void parallel_copy(struct pymic_copy_team *team, void *dst, const void *s
     pymic_wait_geq(&team->done_q, &team->chunks_done, done_before + count);
 }
 
-void pymic_host_copy(struct pymic_copy_team **team, const pymic_device *device, void *dst,
+void pymic_copy_parallel(struct pymic_copy_team **team, const pymic_device *device, void *dst,
                      const void *src, size_t nbytes)
 {
     if (device->ncpus < 2 || nbytes < PYMIC_PARALLEL_COPY_MIN) {
