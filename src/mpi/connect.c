@@ -61,14 +61,14 @@ static int quit_devices(MPI_Comm comm, int keyval, void *value, void *extra)
             for (int i = 0; i < MPIDEV_MAX_STREAMS; i++)
                 if (md->used[i])
                     mpidev_send(&rq, MPIDEV_REQUEST_HEAD, md->rank, MPIDEV_TAG_STREAM(i),
-                             md->comm);
+                             md->comm, &md->peer);
             pthread_mutex_unlock(&md->lock);
             rq.op = MPIDEV_QUIT;
             mpidev_reply reply;
             if (mpidev_send(&rq, MPIDEV_REQUEST_HEAD, md->rank, MPIDEV_TAG_CONTROL,
-                         md->comm) == MPI_SUCCESS)
+                         md->comm, &md->peer) == MPI_SUCCESS)
                 mpidev_recv(&reply, sizeof reply, md->rank, MPIDEV_TAG_REPLY, md->comm,
-                         MPI_STATUS_IGNORE);
+                         MPI_STATUS_IGNORE, &md->peer);
         }
         md->gone = true;
         if (!atomic_load(&md->device->lost))

@@ -81,7 +81,7 @@ static void answer(int tag, int status, uint64_t value, const char *text)
         snprintf(reply.text, sizeof reply.text, "%s", text);
         bytes += strlen(reply.text) + 1;
     }
-    mpidev_send(&reply, (int)bytes, host_rank, tag, host_comm);
+    mpidev_send(&reply, (int)bytes, host_rank, tag, host_comm, NULL);
 }
 
 /* The local engine's reason for the failure it just returned. */
@@ -114,7 +114,7 @@ static void h2d(int tag, const mpidev_request *rq)
         void *into = valid ? (void *)(uintptr_t)(rq->a + done) : scratch;
         /* Without a scratch buffer the data is dropped by a zero-byte
          * receive's truncation error: still received, never stored. */
-        mpidev_recv(into, into ? (int)n : 0, host_rank, tag, host_comm, MPI_STATUS_IGNORE);
+        mpidev_recv(into, into ? (int)n : 0, host_rank, tag, host_comm, MPI_STATUS_IGNORE, NULL);
         done += n;
     }
     free(scratch);
@@ -135,7 +135,7 @@ static void d2h(int tag, const mpidev_request *rq)
     answer(tag, PYMIC_OK, 0, NULL);
     for (uint64_t done = 0; done < rq->b;) {
         uint64_t n = rq->b - done < rq->c ? rq->b - done : rq->c;
-        mpidev_send((void *)(uintptr_t)(rq->a + done), (int)n, host_rank, tag, host_comm);
+        mpidev_send((void *)(uintptr_t)(rq->a + done), (int)n, host_rank, tag, host_comm, NULL);
         done += n;
     }
 }
@@ -304,10 +304,14 @@ static void hello(const mpidev_request *rq)
         answer_failure(MPIDEV_TAG_REPLY, status);
         return;
     }
-    mpidev_reply reply = {.status = PYMIC_OK, .value = info.memory_total};
-    snprintf(reply.text, sizeof reply.text, "%s", info.name);
+    mpidev_reply reply = {.status = PYMIC_OK, .value = info.memory_total,
+                          .pad = (uint32_t)getpid()};
+    char node[MPI_MAX_PROCESSOR_NAME];
+    int len = 0;
+    MPI_Get_processor_name(node, &len);
+    snprintf(reply.text, sizeof reply.text, "%s\n%s", info.name, node);
     mpidev_send(&reply, (int)(MPIDEV_REPLY_HEAD + strlen(reply.text) + 1), host_rank,
-                MPIDEV_TAG_REPLY, host_comm);
+                MPIDEV_TAG_REPLY, host_comm, NULL);
 }
 
 /* A library by its absolute path, if the file open there is the one the
@@ -346,7 +350,7 @@ static void load_bytes(const mpidev_request *rq)
         uint64_t n = rq->a - done < MPIDEV_CHUNK ? rq->a - done : MPIDEV_CHUNK;
         /* Received even when it cannot be stored, to keep the order. */
         mpidev_recv(data, data ? (int)n : 0, host_rank, MPIDEV_TAG_CONTROL, host_comm,
-                    MPI_STATUS_IGNORE);
+                    MPI_STATUS_IGNORE, NULL);
         for (uint64_t put = 0; stored && put < n;) {
             ssize_t w = pwrite(fd, data + put, n - put, (off_t)(done + put));
             stored = w > 0;
@@ -415,8 +419,9 @@ static void serve(void)
     mpidev_request rq;
     for (;;) {
         MPI_Status got;
-        if (mpidev_recv(message, (int)sizeof message, host_rank, MPI_ANY_TAG, host_comm, &got) !=
-            MPI_SUCCESS)
+        int rc = mpidev_recv(message, (int)sizeof message, host_rank, MPI_ANY_TAG, host_comm,
+                             &got, NULL);
+        if (rc != MPI_SUCCESS)
             return;
         if (got.MPI_TAG != MPIDEV_TAG_CONTROL) {
             int bytes = 0;

@@ -35,6 +35,15 @@ static mpi_device *state_of(pymic_device *device)
 /* Communication with the device failed: it is lost from now on. */
 static void lose(mpi_device *md, const char *what, int rc)
 {
+    if (rc == MPIDEV_ERR_PEER_GONE) {
+        pymic_device_mark_lost(md->device,
+                               "device %d lost: its MPI device process (rank %d, pid %d) "
+                               "ended (a kernel that crashes on the device's local host "
+                               "device takes it down; PYMIC_MPI_DEVICE=proc keeps such a "
+                               "fault to the command)",
+                               md->device->id, md->rank, md->peer.pid);
+        return;
+    }
     char text[MPI_MAX_ERROR_STRING] = "";
     int n = 0;
     MPI_Error_string(rc, text, &n);
@@ -50,10 +59,10 @@ static int control_call(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
     if (md->gone || atomic_load(&md->device->lost))
         return PYMIC_ERR_DEVICE_LOST;
     size_t bytes = MPIDEV_REQUEST_HEAD + (rq->text[0] ? strlen(rq->text) + 1 : 0);
-    int rc = mpidev_send(rq, (int)bytes, md->rank, MPIDEV_TAG_CONTROL, md->comm);
+    int rc = mpidev_send(rq, (int)bytes, md->rank, MPIDEV_TAG_CONTROL, md->comm, &md->peer);
     if (rc == MPI_SUCCESS)
         rc = mpidev_recv(reply, sizeof *reply, md->rank, MPIDEV_TAG_REPLY, md->comm,
-                      MPI_STATUS_IGNORE);
+                      MPI_STATUS_IGNORE, &md->peer);
     if (rc != MPI_SUCCESS) {
         lose(md, "a request to", rc);
         return PYMIC_ERR_DEVICE_LOST;
@@ -119,7 +128,16 @@ static bool mpi_open(pymic_device *device)
     int status = control(md, &rq, &reply);
     if (status == PYMIC_OK) {
         md->capacity = reply.value;
-        /* The device's name for its local device ("host:0-3"). */
+        /* The device's name for its local device ("host:0-3"), then its
+         * node: a device process on this node is watched by its pid. */
+        char *node = strchr(reply.text, '\n');
+        if (node)
+            *node++ = '\0';
+        char here[MPI_MAX_PROCESSOR_NAME];
+        int len = 0;
+        MPI_Get_processor_name(here, &len);
+        if (node && strcmp(node, here) == 0)
+            md->peer.pid = (int)reply.pad;
         reply.text[sizeof md->local - 1] = '\0';
         memcpy(md->local, reply.text, sizeof md->local);
         pymic_log(1, "device %d: MPI device rank %d drives its %s", device->id, md->rank,
@@ -235,7 +253,7 @@ static int mpi_start_worker(pymic_stream *stream, void *(*body)(void *))
 static bool stream_send(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes)
 {
     int rc = mpidev_send(message, (int)bytes, md->rank, MPIDEV_TAG_STREAM(ms->slot),
-                      md->comm);
+                      md->comm, &md->peer);
     if (rc != MPI_SUCCESS)
         lose(md, "a stream request to", rc);
     return rc == MPI_SUCCESS;
@@ -244,7 +262,7 @@ static bool stream_send(mpi_device *md, mpi_stream *ms, const void *message, siz
 static bool stream_answer(mpi_device *md, mpi_stream *ms, mpidev_reply *reply)
 {
     int rc = mpidev_recv(reply, sizeof *reply, md->rank, MPIDEV_TAG_STREAM(ms->slot),
-                      md->comm, MPI_STATUS_IGNORE);
+                      md->comm, MPI_STATUS_IGNORE, &md->peer);
     if (rc != MPI_SUCCESS)
         lose(md, "waiting for an answer of", rc);
     return rc == MPI_SUCCESS;
@@ -283,6 +301,15 @@ static bool refuse_if_lost(pymic_stream *stream, uint64_t seq, const char *what)
                              "%s; command %llu (%s) was not run", d->lost_why,
                              (unsigned long long)seq, what);
     return true;
+}
+
+/* The device was lost while the command was under way. */
+static void fail_underway(pymic_stream *stream, uint64_t seq, const char *what)
+{
+    pymic_device *d = stream->device;
+    pymic_stream_fail_status(stream, seq, PYMIC_ERR_DEVICE_LOST,
+                             "%s; command %llu of this stream (%s) did not complete",
+                             d->lost_why, (unsigned long long)seq, what);
 }
 
 /* The device's engine refused or failed the command: its reason, which
@@ -336,7 +363,7 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
         for (uint64_t done = 0; ok && reply.status == PYMIC_OK && done < nbytes;) {
             uint64_t n = nbytes - done < chunk ? nbytes - done : chunk;
             int rc = mpidev_recv((char *)cmd->u.copy.dst + done, (int)n, md->rank, tag,
-                              md->comm, MPI_STATUS_IGNORE);
+                              md->comm, MPI_STATUS_IGNORE, &md->peer);
             if (rc != MPI_SUCCESS) {
                 lose(md, "receiving data from", rc);
                 ok = false;
@@ -353,7 +380,7 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
         break;
     }
     if (!ok)
-        refuse_if_lost(stream, seq, what);
+        fail_underway(stream, seq, what);
     else if (reply.status != PYMIC_OK)
         fail_with_answer(stream, seq, &reply, what);
     return PYMIC_COMMAND_DONE;
@@ -397,7 +424,7 @@ static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t s
     size_t bytes = pack_invoke(cmd, ms->message);
     mpidev_reply reply;
     if (!stream_send(md, ms, ms->message, bytes) || !stream_answer(md, ms, &reply))
-        refuse_if_lost(stream, seq, what);
+        fail_underway(stream, seq, what);
     else if (reply.status != PYMIC_OK)
         fail_with_answer(stream, seq, &reply, what);
     return PYMIC_COMMAND_DONE;
@@ -435,16 +462,16 @@ static int send_library(mpi_device *md, int fd, const struct stat *st, const cha
     size_t bytes = MPIDEV_REQUEST_HEAD + strlen(rq.text) + 1;
     int rc = md->gone ? MPI_ERR_OTHER
                       : mpidev_send(&rq, (int)bytes, md->rank, MPIDEV_TAG_CONTROL,
-                                 md->comm);
+                                 md->comm, &md->peer);
     for (size_t done = 0; rc == MPI_SUCCESS && done < got;) {
         size_t n = got - done < MPIDEV_CHUNK ? got - done : MPIDEV_CHUNK;
-        rc = mpidev_send(data + done, (int)n, md->rank, MPIDEV_TAG_CONTROL, md->comm);
+        rc = mpidev_send(data + done, (int)n, md->rank, MPIDEV_TAG_CONTROL, md->comm, &md->peer);
         done += n;
     }
     free(data);
     if (rc == MPI_SUCCESS)
         rc = mpidev_recv(reply, sizeof *reply, md->rank, MPIDEV_TAG_REPLY, md->comm,
-                      MPI_STATUS_IGNORE);
+                      MPI_STATUS_IGNORE, &md->peer);
     if (rc != MPI_SUCCESS) {
         if (!md->gone)
             lose(md, "sending a library to", rc);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "../engine/engine.h"
+#include "progress.h"
 #include "protocol.h"
 
 /* One MPI device as the host sees it. */
@@ -27,6 +28,7 @@ typedef struct mpi_device {
     size_t capacity; /* the device's answer to HELLO */
     uint64_t chunk;  /* bytes per message of a copy (PYMIC_MPI_CHUNK) */
     char local[PYMIC_NAME_MAX]; /* the device engine's own device name */
+    mpidev_peer peer; /* the device process, watched where it is on this node */
     struct mpi_device *next; /* every opened device, for the end */
 } mpi_device;
 

@@ -51,7 +51,9 @@
 enum mpidev_op {
     /* control */
     MPIDEV_HELLO = 1, /* a: protocol, b: flags (MPIDEV_FLAG_*); answer:
-                         value = memory capacity, text = the local device */
+                         value = memory capacity, pad = the device's pid,
+                         text = the local device's name, a newline, the
+                         device's node (MPI_Get_processor_name)          */
     MPIDEV_ALLOC,     /* a: bytes, b: alignment; answer value = address  */
     MPIDEV_FREE,      /* a: address                                       */
     MPIDEV_LOAD,      /* text: absolute path, a: inode, b: size;

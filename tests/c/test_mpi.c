@@ -14,7 +14,9 @@
  * PYMIC_CHECK=bounds: a kernel that segfaults there is the command's
  * failure (the MPI job goes on) and a reset brings the device back; a
  * kernel writing past its allocation is reported by the device's bounds
- * checks.
+ * checks.  On the default local host device a crash ends the device
+ * process: the MPI device is lost, saying so (this process watches a
+ * device process on its own node).
  *
  * argv[1]: the test kernel library.
  */
@@ -226,6 +228,39 @@ static void test_remote_crash_and_reset(void)
     CHECK_OK(pymic_library_unload(lib));
 }
 
+/* On the default local host device a crashing kernel takes the device
+ * process down: the MPI device is lost, saying so, and this process and
+ * its other devices go on. */
+static void test_remote_process_ends(void)
+{
+    pymic_library *lib;
+    pymic_stream *s;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_invoke(s, find(lib, "crash_segv"), 0, NULL));
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE("MPI device process");
+    CHECK_MESSAGE("crash_segv");
+    CHECK(pymic_device_lost(0, NULL, 0) == 1);
+    CHECK_OK(pymic_stream_destroy(s));
+    /* The host device beside it is untouched. */
+    pymic_library *here;
+    pymic_stream *h;
+    int64_t value = 1;
+    CHECK_OK(pymic_library_load(1, kernels_path, &here));
+    CHECK_OK(pymic_stream_create(1, &h));
+    void *counter;
+    CHECK_OK(pymic_mem_alloc(1, sizeof value, 0, &counter));
+    CHECK_OK(pymic_memcpy_h2d(h, counter, 0, &value, sizeof value));
+    pymic_arg args[] = {{counter, 0}};
+    CHECK_OK(pymic_invoke(h, find(here, "increment"), 1, args));
+    CHECK_OK(pymic_memcpy_d2h(h, &value, counter, 0, sizeof value));
+    CHECK_OK(pymic_stream_sync(h));
+    CHECK(value == 2);
+    CHECK_OK(pymic_mem_free(h, counter));
+    CHECK_OK(pymic_stream_destroy(h));
+}
+
 /* PYMIC_CHECK=bounds: the device's engine checks its own canaries. */
 static void test_remote_bounds(pymic_library *lib)
 {
@@ -265,6 +300,9 @@ int main(int argc, char **argv)
         test_remote_crash_and_reset(); /* (the reset made `lib` stale) */
     } else {
         CHECK_OK(pymic_library_unload(lib));
+        /* Last: it ends the device process. */
+        if (getenv("OMPI_MCA_btl") == NULL)
+            test_remote_process_ends();
     }
     return check_finish();
 }
