@@ -19,7 +19,7 @@ VPY       := $(VENV_ABS)/bin/python
 # Stamp: the installed pymic has its MPI device if MPI is there (see mpi).
 MPI_BUILT := $(VENV_ABS)/.installed-mpi
 # Where the installed package is, without starting pymic.
-PYMIC_DIR  = $$($(VPY) -c 'import importlib.util as u; print(u.find_spec("pymic").submodule_search_locations[0])')
+PYMIC_DIR  = $$($(VPY) -I -c 'import importlib.util as u; print(u.find_spec("pymic").submodule_search_locations[0])')
 # Open MPI refuses to run as root without these (the test machines are
 # root); harmless otherwise.
 MPI_RUN_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
