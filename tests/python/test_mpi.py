@@ -253,11 +253,13 @@ report = np.zeros(5, dtype=np.int64)
 stream.invoke(library.omp_report, report)
 stream.sync()
 team_cpus = [cpu for cpu in range(63) if int(report[4]) >> cpu & 1]
-print(json.dumps({"local_rank": local_rank, "device": device.device_id,
+# One write: mpirun forwards the ranks' output as it comes, and print()
+# under PYTHONUNBUFFERED writes a line and its end apart.
+os.write(1, (json.dumps({"local_rank": local_rank, "device": device.device_id,
                   "names": [d.name for d in pymic.devices.values()],
                   "cpus": device.cpus, "team_cpus": team_cpus, "kind": device.kind,
                   "at_start": at_start, "after_queries": after_queries,
-                  "children": children()}))
+                  "children": children()}) + "\\n").encode())
 """
 
 
@@ -378,8 +380,8 @@ data = stream.bind(np.full(4, float(comm.Get_rank() + 1)))
 data.update_host()
 stream.sync()
 total = comm.allreduce(float(data.array.sum()))
-print(f"rank {comm.Get_rank()} of {comm.Get_size()} (world {MPI.COMM_WORLD.Get_size()}): "
-      f"{pymic.devices[0].kind} {total}")
+sys.stdout.write(f"rank {comm.Get_rank()} of {comm.Get_size()} "
+                 f"(world {MPI.COMM_WORLD.Get_size()}): {pymic.devices[0].kind} {total}\\n")
 """
 
 

@@ -783,7 +783,9 @@ def test_pymic_trace_under_mpirun_writes_one_file_per_rank(tmp_path, kernels):
         "stream = pymic.devices[0].get_default_stream()\n"
         "stream.invoke(library.sleep_ms, 0)\n"
         "stream.sync()\n"
-        "print(os.getpid())\n")
+        # One write per rank: mpirun forwards the ranks' output as it comes,
+        # and print() under PYTHONUNBUFFERED writes the line and its end apart.
+        "os.write(1, f'{os.getpid()}\\n'.encode())\n")
     env.update(PYMIC_TRACE=str(tmp_path / "run.json"), PYMIC_CACHE_DIR=str(tmp_path / "cache"))
     result = subprocess.run([*command, sys.executable, str(script)], capture_output=True,
                             text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, **env))
