@@ -16,6 +16,13 @@ BUILD  ?= build
 VENV_ABS  := $(abspath $(VENV))
 BUILD_ABS := $(abspath $(BUILD))
 VPY       := $(VENV_ABS)/bin/python
+# Stamp: the installed pymic has its MPI device if MPI is there (see mpi).
+MPI_BUILT := $(VENV_ABS)/.installed-mpi
+# Where the installed package is, without starting pymic.
+PYMIC_DIR  = $$($(VPY) -I -c 'import importlib.util as u; print(u.find_spec("pymic").submodule_search_locations[0])')
+# Open MPI refuses to run as root without these (the test machines are
+# root); harmless otherwise.
+MPI_RUN_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export PATH := $(VENV_ABS)/bin:$(PATH)
 
 # Everything the build reads: a change re-installs the package.
@@ -58,24 +65,46 @@ demo: examples
 define meson_tests
 	test -f $(BUILD_ABS)/$(1)/build.ninja || \
 	    meson setup $(BUILD_ABS)/$(1) --buildtype=debugoptimized -Dpython=false $(2)
+	@# Configured before `make mpi` installed MPI: look for it again, so the
+	@# MPI device and its tests are built.
+	if command -v mpicc >/dev/null && \
+	    grep -q "Run-time dependency MPI for c found: NO" $(BUILD_ABS)/$(1)/meson-logs/meson-log.txt; then \
+	    meson setup --reconfigure $(BUILD_ABS)/$(1); fi
 	meson compile -C $(BUILD_ABS)/$(1)
 	meson test -C $(BUILD_ABS)/$(1) --print-errorlogs
 endef
 
-test-c: venv
+# MPI first (`make mpi`), so the MPI device's tests are built and run.
+test-c: venv mpi
 	$(call meson_tests,c,)
 
-test-asan: venv
+test-asan: venv mpi
 	$(call meson_tests,asan,-Db_sanitize=address,undefined -Db_lundef=false)
 
-test-tsan: venv
+test-tsan: venv mpi
 	$(call meson_tests,tsan,-Db_sanitize=thread -Db_lundef=false)
 
-test-python: examples
+# The MPI device's tests once more over TCP only (what a network between
+# nodes gives: nothing may assume the two processes share memory).
+MPI_TCP_TESTS = tests/python/test_memory.py tests/python/test_invoke.py \
+                tests/python/test_stream_events.py tests/python/test_examples.py \
+                "tests/python/test_mpi.py::test_heat_mpi_two_host_ranks_each_offload_to_their_own_mpi_device" \
+                "tests/python/test_mpi.py::test_host_comm_holds_the_host_ranks_only"
+
+test-python: examples $(MPI_BUILT)
 	$(VENV_ABS)/bin/pytest -q tests/python
 	@# The same suite (examples included) on a process device; the MPI
 	@# tests choose their own layouts.
 	PYMIC_DEVICES=proc $(VENV_ABS)/bin/pytest -q tests/python --ignore=tests/python/test_mpi.py
+	@# And on an MPI device (a pymic-device rank spawned by each test
+	@# process), where pymic was built with MPI, then its device tests
+	@# over TCP only; else say why not.
+	if test -e "$(PYMIC_DIR)/libpymic_mpi.so"; then \
+	    $(MPI_RUN_ENV) PYMIC_DEVICES=mpi $(VENV_ABS)/bin/pytest -q tests/python \
+	        --ignore=tests/python/test_mpi.py && \
+	    $(MPI_RUN_ENV) OMPI_MCA_btl=self,tcp PYMIC_DEVICES=mpi $(VENV_ABS)/bin/pytest -q \
+	        $(MPI_TCP_TESTS); \
+	else echo "pytest on PYMIC_DEVICES=mpi skipped: pymic was built without MPI (no mpicc)"; fi
 
 # The extension and the whole pytest suite under ASan+UBSan.  pymic (engine,
 # extension, built-in kernels) is built with the sanitizers into its own
@@ -171,6 +200,16 @@ $(MPI_STAMP): requirements-mpi.txt $(VENV_ABS)/.deps
 
 # The MPI test is part of the pytest run.
 test-python: mpi
+
+# The MPI device (libpymic_mpi.so) is built when MPI is found at build
+# time: once `make mpi` has installed it, pymic is built again if the
+# installed package has no MPI device yet.
+$(MPI_BUILT): $(MPI_STAMP) $(VENV_ABS)/.installed
+	if command -v mpicc >/dev/null && ! test -e \
+	    "$(PYMIC_DIR)/libpymic_mpi.so"; \
+	    then rm -f $(VENV_ABS)/.installed && $(MAKE) install; fi
+	touch $@
+
 
 # ----------------------------------------------------------- benchmarks
 # B12 runs examples/heat_mpi under mpirun: `mpi` provides Open MPI and

@@ -137,11 +137,62 @@ def _timeline(result, path):
     plt.close(figure)
 
 
+def _mpi_device(result, path):
+    """B13: latency and bandwidth by size, the MPI device beside the same MPI."""
+    figures = result["figures"]
+    transports = [name for name in figures if isinstance(figures[name], dict)
+                  and "device_copies_s" in figures[name]]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    colours = {"shared memory": "tab:blue", "tcp": "tab:orange"}
+    labels, values, colour_list = [], [], []
+    for name in transports:
+        f = figures[name]
+        for label, samples in (("pymic C", f["c_invoke_sync_s"]), ("MPI C", f["c_pingpong_s"]),
+                               ("mpi4py", f["mpi4py_pingpong_s"])):
+            ordered = sorted(samples)
+            labels.append(f"{label}\n{name}")
+            values.append(ordered[len(ordered) // 2] * 1e6)
+            colour_list.append(colours.get(name, "gray"))
+        labels.append(f"pymic Python\n{name}")
+        values.append(f["python_latency_us"]["median"])
+        colour_list.append(colours.get(name, "gray"))
+    left.bar(range(len(values)), values, color=colour_list)
+    left.set_xticks(range(len(values)))
+    left.set_xticklabels(labels, rotation=60, fontsize=8)
+    left.set_yscale("log")
+    left.set_ylabel("round trip (µs, log scale; median)")
+    left.set_title("invoke + sync against an MPI round trip")
+    for name in transports:
+        f = figures[name]
+        sizes = sorted(int(size) for size in f["device_copies_s"])
+        for direction, style in (("h2d", "o-"), ("d2h", "s-")):
+            left_rates = [size / f["device_copies_s"][str(size)][direction] / 1e9
+                          for size in sizes]
+            peer_rates = [size / f["peer_copies_s"][str(size)][direction] / 1e9
+                          for size in sizes]
+            right.plot(sizes, left_rates, style, color=colours.get(name, "gray"),
+                       label=f"pymic {direction}, {name}")
+            right.plot(sizes, peer_rates, style.replace("-", ":"), color=colours.get(name, "gray"),
+                       alpha=0.5, label=f"MPI Send/Recv {direction}, {name}")
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    right.set_xlabel("bytes")
+    right.set_ylabel("GB/s (10^9 bytes/s)")
+    right.set_title("copies against MPI Send/Recv of the same bytes")
+    right.legend(fontsize=7)
+    right.grid(True, alpha=0.3)
+    figure.suptitle("B13: the MPI device against the same MPI")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 _DRAWERS = (("B1", "latency.png", _latency),
             ("B3", "bandwidth.png", _bandwidth),
             ("B5", "array_ops.png", _array_ops),
             ("B6", "dgemm.png", _dgemm),
-            ("B7", "pipeline_timeline.png", _timeline))
+            ("B7", "pipeline_timeline.png", _timeline),
+            ("B13", "mpi_device.png", _mpi_device))
 
 
 def draw_all(run, directory):

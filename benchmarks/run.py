@@ -1,4 +1,4 @@
-"""Run the pymic benchmark suite (B1-B12) and write results/.
+"""Run the pymic benchmark suite (B1-B13) and write results/.
 
     python run.py [--quick] [--only B1,B3] [--kernels build] [--results results]
 
@@ -45,6 +45,7 @@ BENCHMARKS = {
     "B10": ("b10_under_load", 300),
     "B11": ("b11_proc", 300),
     "B12": ("b12_mpi_stencil", 300),
+    "B13": ("b13_mpi_device", 900),
 }
 
 

@@ -14,6 +14,14 @@ Every rank keeps its block on its device and, each step,
 3. copies the halo rows to the device (``update_device``) and runs one
    Jacobi sweep there (``jacobi_sweep`` in heat_mpi.c).
 
+With MPI devices instead -- ranks of ``pymic-device`` in the same job,
+each host rank offloading to its own::
+
+    PYMIC_DEVICES=mpi mpirun -np 2 python heat_mpi.py : -np 2 .../pymic/pymic-device
+
+the halo exchange runs on ``pymic.mpi.host_comm()``, the host ranks only
+(``MPI_COMM_WORLD`` holds the device ranks too).
+
 The devices are ``PYMIC_DEVICES=host:auto`` (set below unless the
 environment says otherwise): every rank of a node sees the same list, one
 device per local rank, each an equal, disjoint share of the node's cores
@@ -35,6 +43,7 @@ import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import pymic  # noqa: E402
+import pymic.mpi  # noqa: E402
 
 # The kernel library is built beside this script (make -C examples); it is
 # loaded from there, so the script runs from any working directory.
@@ -148,12 +157,14 @@ def main(argv):
     """
     n = int(argv[0]) if argv else 256
     steps = int(argv[1]) if len(argv) > 1 else 200
-    comm = MPI.COMM_WORLD
+    device = pymic.local_device()  # this rank's share: devices[local rank]
+    # On MPI devices the world holds the device ranks too: the stencil's
+    # ranks are the host ranks.
+    comm = pymic.mpi.host_comm() if device.kind == "mpi" else MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     if n < size:
         raise SystemExit(f"heat_mpi: {n} rows cannot be split over {size} ranks")
 
-    device = pymic.local_device()  # this rank's share: devices[local rank]
     library = device.load_library(os.path.join(HERE, "libheat_mpi.so"))
     stream = device.get_default_stream()
 

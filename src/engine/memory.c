@@ -333,6 +333,11 @@ static int mem_alloc(int device, size_t nbytes, size_t alignment, void **device_
         pthread_mutex_lock(&d->table.lock);
         d->memory_used -= nbytes;
         pthread_mutex_unlock(&d->table.lock);
+        /* A backend whose memory is elsewhere cannot hand any out once
+         * its device is lost: say so rather than "no memory". */
+        if (!block && atomic_load(&d->lost))
+            return pymic_fail(PYMIC_ERR_DEVICE_LOST, "%s of %zu bytes on device %d: %s", op,
+                              nbytes, device, d->lost_why);
         return pymic_fail(PYMIC_ERR_OUT_OF_MEMORY,
                           "%s of %zu bytes on device %d: the system has no memory for it", op,
                           nbytes, device);

@@ -88,6 +88,9 @@ def lib(device, kernel_dir):
 
 
 ON_PROC = any(d.kind == "proc" for d in pymic.devices.values())
+# Devices whose kernels run in another process: a process device, or an MPI
+# device (whose kernels run in an MPI rank, on this node or another).
+REMOTE_KIND = next((d.kind for d in pymic.devices.values() if d.kind in ("proc", "mpi")), None)
 
 
 def pytest_configure(config):
@@ -99,17 +102,30 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "host_device(reason): runs on host devices only; skipped with `reason` "
         "on a process device")
+    config.addinivalue_line(
+        "markers", "device_memory_here: reads or writes device memory from this process "
+        "(DLPack, a device address used as a host pointer); skipped where the device's memory "
+        "is elsewhere (an MPI device)")
+    config.addinivalue_line(
+        "markers", "not_on_mpi(reason): skipped with `reason` on an MPI device")
 
 
 def pytest_runtest_setup(item):
-    if not ON_PROC:
+    if REMOTE_KIND == "mpi":
+        if item.get_closest_marker("device_memory_here"):
+            pytest.skip("device memory used from this process: an MPI device's memory is in "
+                        "its own process (PYMIC_DEVICES=mpi)")
+        marker = item.get_closest_marker("not_on_mpi")
+        if marker:
+            pytest.skip(f"{marker.args[0]} (PYMIC_DEVICES=mpi)")
+    if REMOTE_KIND is None:
         return
     if item.get_closest_marker("host_memory"):
-        pytest.skip("a kernel given a host address: a process device's kernels run in "
-                    "another process (PYMIC_DEVICES=proc)")
+        pytest.skip(f"a kernel given a host address: a {REMOTE_KIND} device's kernels run in "
+                    f"another process (PYMIC_DEVICES={REMOTE_KIND})")
     marker = item.get_closest_marker("host_device")
     if marker:
-        pytest.skip(f"{marker.args[0]} (PYMIC_DEVICES=proc)")
+        pytest.skip(f"{marker.args[0]} (PYMIC_DEVICES={REMOTE_KIND})")
 
 
 @pytest.fixture(autouse=True)

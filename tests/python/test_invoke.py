@@ -221,6 +221,7 @@ def test_unsupported_argument_type_is_a_type_error(stream, lib, usable):
     usable()
 
 
+@pytest.mark.not_on_mpi("the MPI device's kernels run on the cores its launcher gave the device rank")
 def test_openmp_kernel_uses_the_device_cores(stream, lib):
     out = np.zeros(5, dtype=np.int64)
     stream.invoke(lib.omp_report, out)

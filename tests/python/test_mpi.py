@@ -253,11 +253,13 @@ report = np.zeros(5, dtype=np.int64)
 stream.invoke(library.omp_report, report)
 stream.sync()
 team_cpus = [cpu for cpu in range(63) if int(report[4]) >> cpu & 1]
-print(json.dumps({"local_rank": local_rank, "device": device.device_id,
+# One write: mpirun forwards the ranks' output as it comes, and print()
+# under PYTHONUNBUFFERED writes a line and its end apart.
+os.write(1, (json.dumps({"local_rank": local_rank, "device": device.device_id,
                   "names": [d.name for d in pymic.devices.values()],
                   "cpus": device.cpus, "team_cpus": team_cpus, "kind": device.kind,
                   "at_start": at_start, "after_queries": after_queries,
-                  "children": children()}))
+                  "children": children()}) + "\\n").encode())
 """
 
 
@@ -300,3 +302,139 @@ def test_two_ranks_take_devices_local_rank_on_disjoint_cores(kernel_dir, tmp_pat
         # never started one here.
         assert [rank["at_start"][1] for rank in ranks] == [1, 1], ranks
         assert [rank["children"] for rank in ranks] == [1, 1], ranks
+
+
+# ------------------------------------------------------------- MPI devices
+
+# PYMIC_DEVICES=mpi: devices that are pymic-device ranks, started in the
+# same job (MPMD) or spawned by the program.  These need pymic built with
+# MPI (libpymic_mpi.so; `make test` builds it after `make mpi`).
+PACKAGE_DIR = Path(pymic.__file__).resolve().parent
+DEVICE_PROGRAM = PACKAGE_DIR / "pymic-device"
+
+
+def mpi_device_command(hosts, devices=0, mpi4py=True):
+    """The launch command of `hosts` host ranks (and `devices` pymic-device ranks
+    appended by the caller after ``":"``), or skip/fail saying why it cannot run.
+
+    Parameters
+    ----------
+    hosts : int
+        Host ranks.
+    devices : int
+        pymic-device ranks (0: none, the program spawns its devices).
+    mpi4py : bool
+        Whether the host program needs mpi4py.
+
+    Returns
+    -------
+    tuple
+        ``(command list before the host program, device part, environment)``.
+    """
+    command, env = mpirun_command(hosts, mpi4py=mpi4py)
+    if not (PACKAGE_DIR / "libpymic_mpi.so").exists():
+        if shutil.which("mpicc"):
+            pytest.fail("pymic was built without its MPI device although mpicc exists: "
+                        "`make test` rebuilds it after `make mpi`")
+        pytest.skip("pymic was built without MPI (no mpicc): no MPI device")
+    if "--oversubscribe" not in command:
+        pytest.skip("MPI devices are tested with Open MPI's mpirun")
+    command += ["--bind-to", "none"]
+    devices_part = [":", "-np", str(devices), str(DEVICE_PROGRAM)] if devices else []
+    return command, devices_part, env
+
+
+def run_mpi_job(command, env, cwd, timeout=300):
+    child_env = dict(os.environ)
+    child_env.update(env)
+    child_env.pop("PYMIC_LIBRARY_PATH", None)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=child_env,
+                          timeout=timeout)
+
+
+def test_heat_mpi_two_host_ranks_each_offload_to_their_own_mpi_device(heat_library):
+    # mpirun -np 2 python heat_mpi.py : -np 2 pymic-device: the stencil runs
+    # on the host ranks (pymic.mpi.host_comm()), each offloading to a device
+    # rank of its own.
+    command, devices, env = mpi_device_command(2, devices=2)
+    env.update({"PYMIC_DEVICES": "mpi", "PYMIC_DEBUG": "1"})
+    result = run_mpi_job(command + [sys.executable, "heat_mpi.py", "64", "20"] + devices, env,
+                         EXAMPLE_DIR)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "on 2 ranks" in result.stdout and "result matches NumPy: True" in result.stdout
+    # Each host rank's device 0 is a different device rank (2 and 3 of the
+    # world: the host ranks are 0 and 1).
+    served_by = re.findall(r"device 0: MPI device rank (\d+) drives", result.stderr)
+    assert sorted(map(int, served_by)) == [2, 3], output
+
+
+HOST_COMM_PROGRAM = """
+import sys
+import numpy as np
+import pymic, pymic.mpi
+from mpi4py import MPI
+comm = pymic.mpi.host_comm()
+stream = pymic.devices[0].get_default_stream()
+data = stream.bind(np.full(4, float(comm.Get_rank() + 1)))
+data.update_host()
+stream.sync()
+total = comm.allreduce(float(data.array.sum()))
+sys.stdout.write(f"rank {comm.Get_rank()} of {comm.Get_size()} "
+                 f"(world {MPI.COMM_WORLD.Get_size()}): {pymic.devices[0].kind} {total}\\n")
+"""
+
+
+@pytest.mark.parametrize("devices", [0, 2], ids=["spawned", "mpmd"])
+def test_host_comm_holds_the_host_ranks_only(tmp_path, devices):
+    command, device_part, env = mpi_device_command(2, devices=devices)
+    env["PYMIC_DEVICES"] = "mpi"
+    program = tmp_path / "host_comm.py"
+    program.write_text(HOST_COMM_PROGRAM)
+    result = run_mpi_job(command + [sys.executable, str(program)] + device_part, env, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    world = 2 + devices  # spawned devices are not in MPI_COMM_WORLD
+    # (mpirun forwards each rank's output as it comes: lines may run together)
+    lines = sorted(re.findall(r"rank \d+ of \d+ \(world \d+\): \w+ [\d.]+", result.stdout))
+    # (1 + 2) * 4 summed over both ranks' device data.
+    assert lines == [f"rank {r} of 2 (world {world}): mpi 12.0" for r in (0, 1)], output
+
+
+TOO_FEW_PROGRAM = """
+import numpy as np
+import pymic
+stream = pymic.devices[0].get_default_stream()
+print("device 0 works:", stream.bind(np.ones(3)).array.sum())
+try:
+    pymic.devices[1].get_default_stream().bind(np.ones(3))
+except pymic.OffloadError as error:
+    print("device 1:", error)
+"""
+
+
+def test_more_mpi_devices_than_device_ranks_says_so(tmp_path):
+    command, device_part, env = mpi_device_command(1, devices=1, mpi4py=False)
+    env["PYMIC_DEVICES"] = "mpi*2"
+    program = tmp_path / "too_few.py"
+    program.write_text(TOO_FEW_PROGRAM)
+    result = run_mpi_job(command + [sys.executable, str(program)] + device_part, env, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "device 0 works: 3.0" in result.stdout
+    assert "PYMIC_DEVICES asks for 2 MPI devices" in result.stderr, output
+    assert "no device rank left for it" in result.stdout, output
+
+
+def test_mpi4py_with_a_low_thread_level_is_a_clear_error(tmp_path):
+    mpi_device_command(1)  # skips where MPI devices cannot run
+    code = ("import mpi4py\nmpi4py.rc.thread_level = 'funneled'\nfrom mpi4py import MPI\n"
+            "import numpy as np, pymic\ntry:\n"
+            "    pymic.devices[0].get_default_stream().bind(np.ones(2))\n"
+            "except pymic.OffloadError as error:\n    print(error)\n")
+    _, env = mpirun_command(1)
+    env["PYMIC_DEVICES"] = "mpi"
+    result = run_python(code, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "MPI_THREAD_FUNNELED" in result.stdout
+    assert "MPI devices need MPI_THREAD_MULTIPLE" in result.stdout

@@ -161,6 +161,7 @@ def open_flag_later(flags_address, index, main_thread_line):
     return thread
 
 
+@pytest.mark.device_memory_here
 def test_two_stream_pipeline(device, kernels, tmp_path):
     path = tmp_path / "trace.json"
     load, finish = device.create_stream(), device.create_stream()
@@ -312,6 +313,7 @@ def test_nothing_recorded_outside_a_trace(device, kernels, stream):
     assert not [e for e in empty.events if e["ph"] != "M"]
 
 
+@pytest.mark.device_memory_here
 def test_unfinished_commands_are_marked(device, kernels, stream):
     flags = stream.allocate_device_memory(8)
     zero = np.zeros(1, dtype=np.int64)
@@ -781,7 +783,9 @@ def test_pymic_trace_under_mpirun_writes_one_file_per_rank(tmp_path, kernels):
         "stream = pymic.devices[0].get_default_stream()\n"
         "stream.invoke(library.sleep_ms, 0)\n"
         "stream.sync()\n"
-        "print(os.getpid())\n")
+        # One write per rank: mpirun forwards the ranks' output as it comes,
+        # and print() under PYTHONUNBUFFERED writes the line and its end apart.
+        "os.write(1, f'{os.getpid()}\\n'.encode())\n")
     env.update(PYMIC_TRACE=str(tmp_path / "run.json"), PYMIC_CACHE_DIR=str(tmp_path / "cache"))
     result = subprocess.run([*command, sys.executable, str(script)], capture_output=True,
                             text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, **env))

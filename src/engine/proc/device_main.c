@@ -36,6 +36,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 
+#include "../../mpi/device_launch.h"
 #include "../host/host.h"
 #include "../invoke_call.h"
 #include "shared.h"
@@ -318,6 +319,9 @@ static bool parse_cpus(const char *text, cpu_set_t *set, int *count)
 
 int main(int argc, char **argv)
 {
+    /* Started by an MPI launcher: an MPI device (src/mpi/). */
+    if (pymic_device_started_by_mpi(argc))
+        return pymic_device_run_mpi(argc, argv);
     if (argc != 6)
         return PROC_EXIT_USAGE;
     int fd = atoi(argv[1]);

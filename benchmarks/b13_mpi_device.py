@@ -1,0 +1,269 @@
+"""B13: the MPI device (PYMIC_DEVICES=mpi) against the same MPI by itself.
+
+Each figure is measured twice -- over Open MPI's shared-memory transport
+(its default between two processes of a node) and over TCP only
+(``OMPI_MCA_btl=self,tcp``, the path a network between nodes takes) --
+and each time against the same transport's peer:
+
+* latency: an empty kernel invoke + sync on the MPI device, from C
+  (c/bench_mpi_device.c) and from Python, against a one-word MPI ping-pong
+  in C (c/bench_mpi_peer.c) and mpi4py's ``send``/``recv`` pair;
+* bandwidth: h2d + sync and d2h + sync from 4 KiB to 256 MiB against
+  ``MPI_Send``/``MPI_Recv`` of the same bytes followed by a one-word answer
+  (the shape of a copy that completes);
+* dgemm n = 2048 on the MPI device with its transfers (A and B in, C out)
+  against numpy.dot on the host.
+
+The MPI device is spawned by the measuring process (MPI_Comm_spawn); the
+peers run as two ranks of ``mpirun -np 2`` on the same node, the same
+transport.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import targets
+from timing import gc_paused, interleave, perf_ns, summarize, time_each
+
+NAME = "MPI device: latency, bandwidth, dgemm against the same MPI"
+KIB, MIB = 1024, 1024 * 1024
+SIZES = [4 * KIB * 4 ** k for k in range(9)]  # 4 KiB .. 256 MiB
+QUICK_SIZES = [4 * KIB, 1 * MIB, 16 * MIB]
+TRANSPORTS = {"shared memory": {}, "tcp": {"OMPI_MCA_btl": "self,tcp"}}
+#: Open MPI: root allowed (containers), no CMA single copy (needs ptrace).
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_btl_vader_single_copy_mechanism": "none"}
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _unavailable():
+    """Why the MPI device cannot be measured here, or None."""
+    import importlib.util
+    for program in ("mpirun", "mpicc"):
+        if shutil.which(program) is None:
+            return f"{program} is not on PATH (`make mpi` installs Debian's OpenMPI)"
+    package = importlib.util.find_spec("pymic").submodule_search_locations[0]
+    if not os.path.exists(os.path.join(package, "libpymic_mpi.so")):
+        return "pymic was built without its MPI device (libpymic_mpi.so)"
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py is not installed (`make mpi` builds it)"
+    return None
+
+
+def _build(context):
+    """Compile the C peer and the C pymic side into the kernel directory."""
+    import pymic
+    package = os.path.dirname(pymic.__file__)
+    out = context.kernel_dir
+    peer, device = str(out / "bench_mpi_peer"), str(out / "bench_mpi_device")
+    subprocess.run(["mpicc", "-O2", "-o", peer, os.path.join(HERE, "c", "bench_mpi_peer.c")],
+                   check=True)
+    subprocess.run(["cc", "-O2", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Wall", "-Wextra", f"-I{pymic.get_include()}", "-o", device,
+                    os.path.join(HERE, "c", "bench_mpi_device.c"), f"-L{package}", "-lpymic",
+                    f"-Wl,-rpath,{package}"], check=True)
+    return peer, device
+
+
+def _json_of(command, env, timeout=600):
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                            env=dict(os.environ, **MPI_ENV, **env))
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])}... exited with {result.returncode}: "
+                           f"{result.stderr.strip()[-600:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _mpirun(program, env):
+    return [shutil.which("mpirun"), "-np", "2", "--oversubscribe", "--bind-to", "none",
+            *program]
+
+
+MPI4PY_PINGPONG = """
+import json, sys, time
+from mpi4py import MPI
+comm = MPI.COMM_WORLD
+rank, count, repeats = comm.Get_rank(), int(sys.argv[1]), int(sys.argv[2])
+times = []
+for _ in range(repeats + 1):
+    comm.Barrier()
+    start = time.perf_counter()
+    for _ in range(count):
+        if rank == 0:
+            comm.send(0, dest=1)
+            comm.recv(source=1)
+        else:
+            comm.recv(source=0)
+            comm.send(0, dest=0)
+    times.append((time.perf_counter() - start) / count)
+if rank == 0:
+    print(json.dumps({"round_trip_s": times[1:]}))
+"""
+
+
+def measure_python(context_json, out):
+    """Child side (PYMIC_DEVICES=mpi): Python invoke + sync and dgemm."""
+    import pathlib
+
+    import pymic
+    from context import Context
+
+    options = json.loads(context_json)
+    context = Context(quick=options["quick"], kernel_dir=pathlib.Path(options["kernel_dir"]))
+    device = pymic.devices[0]
+    if device.kind != "mpi":
+        raise SystemExit(f"expected an MPI device, got {device.kind}")
+    stream = device.get_default_stream()
+    empty = device.load_library(context.kernel_library("bench_kernels")).bench_empty
+
+    def invoke_sync():
+        stream.invoke(empty)
+        stream.sync()
+
+    count, rounds = context.pick(4000, 500), context.pick(10, 3)
+    with gc_paused():
+        time_each(invoke_sync, 500)
+        samples = interleave({"pymic": lambda: time_each(invoke_sync, count // rounds)}, rounds)
+    latency = summarize(samples["pymic"], 1e-3)  # µs
+
+    kernel = device.load_library(context.kernel_library("bench_dgemm")).bench_dgemm
+    order = context.pick(2048, 512)
+    generator = np.random.default_rng(order)
+    a, b = generator.random((order, order)), generator.random((order, order))
+    c = np.zeros((order, order))
+
+    def offloaded():
+        device_a, device_b, device_c = stream.bind(a), stream.bind(b), stream.bind(c)
+        stream.invoke(kernel, device_a, device_b, device_c, order)
+        device_c.update_host()
+        stream.sync()
+        return device_c.array
+
+    if not np.allclose(offloaded(), np.dot(a, b), rtol=1e-10, atol=1e-8 * order):
+        raise AssertionError("the MPI device's dgemm differs from numpy.dot")
+
+    def timed(operation):
+        def sample():
+            time.sleep(0.2)
+            start = perf_ns()
+            operation()
+            return [(perf_ns() - start) / 1e9]
+        return sample
+
+    dgemm = interleave({"mpi": timed(offloaded), "numpy": timed(lambda: np.dot(a, b))},
+                       context.pick(5, 2))
+    flops = 2.0 * order ** 3
+    with open(out, "w", encoding="utf-8") as output:
+        json.dump({"python_latency_us": latency,
+                   "dgemm": {"order": order, **{name: flops / summarize(v)["median"] / 1e9
+                                                for name, v in dgemm.items()}}}, output)
+
+
+def _transport(context, peer, device, env):
+    """Every figure over one transport."""
+    library = context.kernel_library("bench_kernels")
+    count, repeats = context.pick(20000, 2000), context.pick(7, 3)
+    sizes = context.pick(SIZES, QUICK_SIZES)
+    size_args = [str(size) for size in sizes]
+    figures = {
+        "c_invoke_sync_s": _json_of([device, library, "latency", str(count), str(repeats)],
+                                    dict(env, PYMIC_DEVICES="mpi"))["invoke_sync_s"],
+        "c_pingpong_s": _json_of(_mpirun([peer, "latency", str(count), str(repeats)], env),
+                                 env)["round_trip_s"],
+        "mpi4py_pingpong_s": _json_of(
+            _mpirun([sys.executable, "-c", MPI4PY_PINGPONG, str(count // 4), str(repeats)], env),
+            env)["round_trip_s"],
+        "device_copies_s": _json_of([device, library, "bandwidth", str(repeats), *size_args],
+                                    dict(env, PYMIC_DEVICES="mpi")),
+        "peer_copies_s": _json_of(_mpirun([peer, "bandwidth", str(repeats), *size_args], env),
+                                  env),
+    }
+    options = json.dumps({"quick": context.quick, "kernel_dir": str(context.kernel_dir)})
+    with tempfile.TemporaryDirectory() as scratch:
+        out = os.path.join(scratch, "b13.json")
+        subprocess.run([sys.executable, __file__, options, out], check=True, cwd=HERE,
+                       env=dict(os.environ, **MPI_ENV, **env, PYMIC_DEVICES="mpi"))
+        with open(out, encoding="utf-8") as source:
+            figures.update(json.load(source))
+    return figures
+
+
+def _median(values):
+    return float(np.median(values))
+
+
+def run(context):
+    """Run B13 and judge its targets.
+
+    Parameters
+    ----------
+    context : Context
+        Run options.
+
+    Returns
+    -------
+    dict
+        ``figures`` (per transport), ``tables``, ``targets``.
+    """
+    reason = _unavailable()
+    if reason:
+        return {"figures": {"unavailable": reason},
+                "targets": [targets.check("B13", "MPI device invoke + sync ≤ 1.5× an MPI "
+                                          "round trip", "not run", "not run", None, "<=", 1.5,
+                                          note=reason)]}
+    peer, device = _build(context)
+    figures = {name: _transport(context, peer, device, env) for name, env in TRANSPORTS.items()}
+    rows, tables = [], []
+    for name, f in figures.items():
+        c_us = _median(f["c_invoke_sync_s"]) * 1e6
+        ping_us = _median(f["c_pingpong_s"]) * 1e6
+        py_us = f["python_latency_us"]["median"]
+        mpi4py_us = _median(f["mpi4py_pingpong_s"]) * 1e6
+        rows.append(targets.check(
+            "B13", f"{name}: C invoke + sync ≤ 1.5× a C MPI round trip", f"{c_us:.2f} µs",
+            f"ping-pong {ping_us:.2f} µs", c_us / ping_us, "<=", 1.5))
+        rows.append(targets.reported(
+            "B13", f"{name}: Python invoke + sync against mpi4py send/recv",
+            f"{py_us:.2f} µs", f"mpi4py {mpi4py_us:.2f} µs", f"{py_us / mpi4py_us:.2f}×"))
+        table = []
+        worst = {}
+        for size, device_s in f["device_copies_s"].items():
+            peer_s = f["peer_copies_s"][size]
+            ratio = {d: peer_s[d] / device_s[d] for d in ("h2d", "d2h")}
+            if int(size) >= MIB:
+                for d in ratio:
+                    if d not in worst or ratio[d] < worst[d][1]:
+                        worst[d] = (int(size), ratio[d])
+            table.append([f"{int(size) // MIB} MiB" if int(size) >= MIB else
+                          f"{int(size) // KIB} KiB"] +
+                         [f"{int(size) / device_s[d] / 1e9:.2f}" for d in ("h2d", "d2h")] +
+                         [f"{int(size) / peer_s[d] / 1e9:.2f}" for d in ("h2d", "d2h")])
+        for d, (size, ratio) in worst.items():
+            rows.append(targets.check(
+                "B13", f"{name}: {d} ≥ 0.9× MPI Send/Recv from 1 MiB up (worst size shown)",
+                f"{size / f['device_copies_s'][str(size)][d] / 1e9:.2f} GB/s at "
+                f"{size // MIB} MiB",
+                f"Send/Recv {size / f['peer_copies_s'][str(size)][d] / 1e9:.2f} GB/s",
+                ratio, ">=", 0.9))
+        dgemm = f["dgemm"]
+        rows.append(targets.reported(
+            "B13", f"{name}: dgemm n={dgemm['order']} with transfers on the MPI device "
+            "against numpy.dot", f"{dgemm['mpi']:.1f} GFLOP/s",
+            f"numpy.dot {dgemm['numpy']:.1f} GFLOP/s", f"{dgemm['mpi'] / dgemm['numpy']:.2f}×"))
+        tables.append({"title": f"{name}: copies (GB/s)",
+                       "columns": ["size", "pymic h2d", "pymic d2h", "MPI h2d-shaped",
+                                   "MPI d2h-shaped"], "rows": table})
+    return {"figures": figures, "tables": tables, "targets": rows,
+            "notes": ["The MPI peers run as two ranks of one mpirun on this node over the "
+                      "same transport; the MPI device is spawned by the measuring process. "
+                      "Copies are synchronous round trips (the answer of each is awaited)."]}
+
+
+if __name__ == "__main__":
+    measure_python(sys.argv[1], sys.argv[2])

@@ -1,0 +1,98 @@
+/*
+ * bench_mpi_device.c -- B13's pymic side in C: device 0 of
+ * PYMIC_DEVICES=mpi (a spawned pymic-device rank), the same shapes as
+ * bench_mpi_peer.c.
+ *
+ *   bench_mpi_device KERNELS latency COUNT REPEATS
+ *       empty kernel invoke + sync; per repeat the mean seconds
+ *   bench_mpi_device KERNELS bandwidth REPEATS SIZE...
+ *       per size the best-of-REPEATS seconds of h2d + sync and d2h + sync
+ *
+ * KERNELS: the benchmark kernel library (bench_empty).  One JSON object on
+ * stdout.
+ */
+#include <pymic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void must(int status, const char *what)
+{
+    if (status != PYMIC_OK) {
+        fprintf(stderr, "bench_mpi_device: %s: %s\n", what, pymic_last_error());
+        exit(1);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "usage: bench_mpi_device KERNELS latency COUNT REPEATS | "
+                        "KERNELS bandwidth REPEATS SIZE...\n");
+        return 2;
+    }
+    pymic_stream *s;
+    must(pymic_stream_create(0, &s), "stream");
+    if (strcmp(argv[2], "latency") == 0) {
+        pymic_library *lib;
+        pymic_kernel *empty;
+        must(pymic_library_load(0, argv[1], &lib), "library");
+        must(pymic_kernel_find(lib, "bench_empty", &empty), "kernel");
+        long count = atol(argv[3]);
+        int repeats = atoi(argv[4]);
+        for (long i = 0; i < 1000; i++) { /* warm-up */
+            must(pymic_invoke(s, empty, 0, NULL), "invoke");
+            must(pymic_stream_sync(s), "sync");
+        }
+        printf("{\"invoke_sync_s\": [");
+        for (int r = 0; r < repeats; r++) {
+            double start = now();
+            for (long i = 0; i < count; i++) {
+                pymic_invoke(s, empty, 0, NULL);
+                pymic_stream_sync(s);
+            }
+            printf("%s%.9g", r ? ", " : "", (now() - start) / (double)count);
+        }
+        printf("]}\n");
+    } else {
+        int repeats = atoi(argv[3]);
+        printf("{");
+        for (int k = 4; k < argc; k++) {
+            size_t bytes = (size_t)atol(argv[k]);
+            char *host = malloc(bytes);
+            memset(host, 1, bytes);
+            void *device;
+            must(pymic_mem_alloc(0, bytes, 0, &device), "alloc");
+            double best[2] = {1e30, 1e30};
+            for (int r = 0; r < repeats + 1; r++) { /* the first is a warm-up */
+                double start = now();
+                must(pymic_memcpy_h2d(s, device, 0, host, bytes), "h2d");
+                must(pymic_stream_sync(s), "sync");
+                double h2d = now() - start;
+                start = now();
+                must(pymic_memcpy_d2h(s, host, device, 0, bytes), "d2h");
+                must(pymic_stream_sync(s), "sync");
+                double d2h = now() - start;
+                if (r && h2d < best[0])
+                    best[0] = h2d;
+                if (r && d2h < best[1])
+                    best[1] = d2h;
+            }
+            printf("%s\"%zu\": {\"h2d\": %.9g, \"d2h\": %.9g}", k > 4 ? ", " : "", bytes,
+                   best[0], best[1]);
+            must(pymic_mem_free(s, device), "free");
+            free(host);
+        }
+        printf("}\n");
+    }
+    must(pymic_stream_destroy(s), "destroy");
+    return 0;
+}

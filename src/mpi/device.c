@@ -1,0 +1,537 @@
+/*
+ * device.c -- the device side of an MPI device: pymic-device, started by
+ * an MPI launcher (or spawned by a host), calls pymic_mpi_device_main
+ * (proc/device_main.c dlopens this plugin for it).
+ *
+ * The device is the engine itself: the requests of the host (protocol.h)
+ * are carried out through include/pymic.h on a LOCAL device of this
+ * process -- kind host by default, or proc with PYMIC_MPI_DEVICE=proc
+ * (not PYMIC_DEVICES, which under MPMD the device ranks inherit from the
+ * hosts' command line) -- so every local feature works remotely: a kernel
+ * that faults on a local proc device is the command's failure, bounds
+ * checks are the local engine's, and so on.
+ *
+ * Threads: the main thread is the only one that waits for the host's
+ * messages (progress.c: it polls, then yields, then sleeps, so an idle
+ * device costs nothing and a busy one leaves its cores to the kernels):
+ * it serves control requests and copies itself, in order, and hands each
+ * stream's invokes (and device-to-device copies) to a thread of that
+ * stream, which has a local stream of its own, runs the command to its
+ * end (the local stream synced) and answers.  The host waits for each
+ * answer of a stream before it sends that stream's next request, so the
+ * requests of one stream run in order, and two streams run side by side
+ * as on the host.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mpi.h>
+
+#include "launch.h"
+#include "progress.h"
+#include "protocol.h"
+#include "pymic.h"
+
+#define LOCAL_DEVICE 0
+
+static MPI_Comm host_comm = MPI_COMM_NULL;
+static int host_rank;
+static pymic_stream *control_stream; /* frees */
+
+typedef struct slot {
+    pthread_t thread;
+    pymic_stream *stream;
+    int index;
+    bool running;
+    /* The request handed over by the main thread, and whether the stream
+     * has ended (guarded by `lock`). */
+    pthread_mutex_t lock;
+    pthread_cond_t posted;
+    bool has_work, stopped;
+    int bytes;
+    _Alignas(16) unsigned char message[MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
+} slot;
+
+/* True once the slot's thread has ended its stream (STOP). */
+static bool slot_stopped(slot *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool stopped = s->stopped;
+    pthread_mutex_unlock(&s->lock);
+    return stopped;
+}
+
+static slot slots[MPIDEV_MAX_STREAMS];
+
+/* ---------------------------------------------------------------- answers */
+
+static void answer(int tag, int status, uint64_t value, const char *text)
+{
+    mpidev_reply reply = {.status = status, .value = value};
+    size_t bytes = MPIDEV_REPLY_HEAD;
+    if (status != PYMIC_OK && text) {
+        snprintf(reply.text, sizeof reply.text, "%s", text);
+        bytes += strlen(reply.text) + 1;
+    }
+    mpidev_send(&reply, (int)bytes, host_rank, tag, host_comm, NULL);
+}
+
+/* The local engine's reason for the failure it just returned. */
+static void answer_failure(int tag, int status)
+{
+    answer(tag, status, 0, pymic_last_error());
+}
+
+/* ------------------------------------------------------------ stream slots */
+
+/* True when [address, address + nbytes) lies in one live allocation of
+ * the local device (the host checked it against its own table: this only
+ * keeps a confused host from writing anywhere). */
+static bool inside_allocation(uint64_t address, uint64_t nbytes)
+{
+    void *base;
+    size_t size;
+    if (pymic_mem_query(LOCAL_DEVICE, (void *)(uintptr_t)address, &base, &size) != PYMIC_OK)
+        return false;
+    return address - (uintptr_t)base + nbytes <= size;
+}
+
+static void h2d(int tag, const mpidev_request *rq)
+{
+    bool valid = inside_allocation(rq->a, rq->b);
+    uint64_t chunk = rq->c;
+    char *scratch = valid ? NULL : malloc(chunk < rq->b ? chunk : rq->b);
+    for (uint64_t done = 0; done < rq->b;) {
+        uint64_t n = rq->b - done < chunk ? rq->b - done : chunk;
+        void *into = valid ? (void *)(uintptr_t)(rq->a + done) : scratch;
+        /* Without a scratch buffer the data is dropped by a zero-byte
+         * receive's truncation error: still received, never stored. */
+        mpidev_recv(into, into ? (int)n : 0, host_rank, tag, host_comm, MPI_STATUS_IGNORE, NULL);
+        done += n;
+    }
+    free(scratch);
+    if (valid)
+        answer(tag, PYMIC_OK, 0, NULL);
+    else
+        answer(tag, PYMIC_ERR_OUT_OF_RANGE, 0,
+               "the destination is not inside one allocation of the device");
+}
+
+static void d2h(int tag, const mpidev_request *rq)
+{
+    if (!inside_allocation(rq->a, rq->b)) {
+        answer(tag, PYMIC_ERR_OUT_OF_RANGE, 0,
+               "the source is not inside one allocation of the device");
+        return;
+    }
+    answer(tag, PYMIC_OK, 0, NULL);
+    for (uint64_t done = 0; done < rq->b;) {
+        uint64_t n = rq->b - done < rq->c ? rq->b - done : rq->c;
+        mpidev_send((void *)(uintptr_t)(rq->a + done), (int)n, host_rank, tag, host_comm, NULL);
+        done += n;
+    }
+}
+
+static void d2d(int tag, slot *s, const mpidev_request *rq)
+{
+    int status = pymic_memcpy_d2d(s->stream, (void *)(uintptr_t)rq->a, 0,
+                                  (void *)(uintptr_t)rq->b, 0, rq->c);
+    if (status == PYMIC_OK)
+        status = pymic_stream_sync(s->stream);
+    if (status != PYMIC_OK)
+        answer_failure(tag, status);
+    else
+        answer(tag, PYMIC_OK, 0, NULL);
+}
+
+static void invoke(int tag, slot *s, const unsigned char *message)
+{
+    mpidev_invoke_head head;
+    memcpy(&head, message, sizeof head);
+    const unsigned char *at = message + sizeof head;
+    const unsigned char *scalars = at + (size_t)head.nargs * sizeof(mpidev_arg);
+    pymic_arg args[PYMIC_MAX_KERNEL_ARGS];
+    for (int i = 0; i < head.nargs; i++) {
+        mpidev_arg arg;
+        memcpy(&arg, at + (size_t)i * sizeof arg, sizeof arg);
+        if (arg.scalar_size)
+            args[i] = (pymic_arg){scalars + arg.scalar_offset, arg.scalar_size};
+        else
+            args[i] = (pymic_arg){(const void *)(uintptr_t)arg.value, 0};
+    }
+    const pymic_kernel *kernel = (const pymic_kernel *)(uintptr_t)head.kernel;
+    int status = pymic_invoke(s->stream, kernel, head.nargs, args);
+    if (status == PYMIC_OK)
+        status = pymic_stream_sync(s->stream);
+    if (status != PYMIC_OK)
+        answer_failure(tag, status);
+    else
+        answer(tag, PYMIC_OK, 0, NULL);
+}
+
+/* A stream's thread: each invoke, device-to-device copy or STOP the main
+ * thread hands over, carried out to its end and answered. */
+static void *serve_slot(void *arg)
+{
+    slot *s = arg;
+    int tag = MPIDEV_TAG_STREAM(s->index);
+    _Alignas(16) static _Thread_local unsigned char
+        message[MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
+    for (;;) {
+        /* Taken over (and the slot free again) before the answer: the
+         * host's next request of this stream follows the answer. */
+        pthread_mutex_lock(&s->lock);
+        while (!s->has_work)
+            pthread_cond_wait(&s->posted, &s->lock);
+        memcpy(message, s->message, (size_t)s->bytes);
+        s->has_work = false;
+        pthread_mutex_unlock(&s->lock);
+        uint32_t op;
+        memcpy(&op, message, sizeof op);
+        mpidev_request rq;
+        if (op != MPIDEV_INVOKE)
+            memcpy(&rq, message, sizeof rq);
+        if (op == MPIDEV_INVOKE) {
+            invoke(tag, s, message);
+        } else if (op == MPIDEV_D2D) {
+            d2d(tag, s, &rq);
+        } else if (op == MPIDEV_STOP) {
+            pymic_stream_destroy(s->stream);
+            pthread_mutex_lock(&s->lock);
+            s->stopped = true;
+            pthread_mutex_unlock(&s->lock);
+            if (!rq.a)
+                answer(tag, PYMIC_OK, 0, NULL);
+            return NULL;
+        }
+    }
+}
+
+/* On the main thread: a request of stream slot `index` (`bytes` of
+ * `message`).  Copies to and from the host are carried out here; the rest
+ * goes to the stream's thread (the host sends a stream's next request only
+ * after this one's answer, so the thread is idle). */
+static void serve_stream_request(int index, const unsigned char *message, int bytes)
+{
+    int tag = MPIDEV_TAG_STREAM(index);
+    if (index < 0 || index >= MPIDEV_MAX_STREAMS || !slots[index].running ||
+        slot_stopped(&slots[index])) {
+        answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "request of a stream that was not started");
+        return;
+    }
+    slot *s = &slots[index];
+    uint32_t op;
+    memcpy(&op, message, sizeof op);
+    mpidev_request rq;
+    if (op != MPIDEV_INVOKE)
+        memcpy(&rq, message, sizeof rq);
+    if ((op == MPIDEV_H2D || op == MPIDEV_D2H) && (rq.c == 0 || rq.c > INT32_MAX)) {
+        answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "bad chunk size");
+        return;
+    }
+    switch (op) {
+    case MPIDEV_H2D:
+        h2d(tag, &rq);
+        return;
+    case MPIDEV_D2H:
+        d2h(tag, &rq);
+        return;
+    case MPIDEV_INVOKE:
+    case MPIDEV_D2D:
+    case MPIDEV_STOP:
+        pthread_mutex_lock(&s->lock);
+        memcpy(s->message, message, (size_t)bytes);
+        s->bytes = bytes;
+        s->has_work = true;
+        pthread_cond_signal(&s->posted);
+        pthread_mutex_unlock(&s->lock);
+        return;
+    default:
+        answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "unknown stream request");
+        return;
+    }
+}
+
+/* ---------------------------------------------------------------- control */
+
+static void hello(const mpidev_request *rq)
+{
+    char why[MPIDEV_TEXT_MAX];
+    if (rq->a != MPIDEV_PROTOCOL) {
+        snprintf(why, sizeof why, "the host speaks protocol %llu, this pymic-device %d: "
+                 "use the same pymic on both sides", (unsigned long long)rq->a,
+                 MPIDEV_PROTOCOL);
+        answer(MPIDEV_TAG_REPLY, PYMIC_ERR_CONFIG, 0, why);
+        return;
+    }
+    /* The local engine takes the host's settings, never PYMIC_DEVICES. */
+    const char *kind = getenv("PYMIC_MPI_DEVICE");
+    setenv("PYMIC_DEVICES", kind && *kind ? kind : "host", 1);
+    /* The host enforces PYMIC_MEMORY_LIMIT for this device (it counts
+     * every allocation before asking for it); the local device holds what
+     * the host allows, with no second limit of its own.  And this process
+     * writes no trace of its own (the host's settings, not the
+     * environment it inherited, say what the device does). */
+    unsetenv("PYMIC_MEMORY_LIMIT");
+    unsetenv("PYMIC_TRACE");
+    if (rq->b & MPIDEV_FLAG_CHECK_BOUNDS)
+        setenv("PYMIC_CHECK", "bounds", 1);
+    else
+        unsetenv("PYMIC_CHECK");
+    int count = 0, status = pymic_init();
+    if (status == PYMIC_OK)
+        status = pymic_device_count(&count);
+    if (status == PYMIC_OK && count != 1) {
+        snprintf(why, sizeof why, "PYMIC_MPI_DEVICE=%s gives %d devices; an MPI device drives "
+                 "exactly one", getenv("PYMIC_DEVICES"), count);
+        answer(MPIDEV_TAG_REPLY, PYMIC_ERR_CONFIG, 0, why);
+        return;
+    }
+    if (status == PYMIC_OK)
+        status = pymic_stream_create(LOCAL_DEVICE, &control_stream);
+    pymic_device_info info;
+    if (status == PYMIC_OK)
+        status = pymic_device_get_info(LOCAL_DEVICE, &info);
+    if (status != PYMIC_OK) {
+        answer_failure(MPIDEV_TAG_REPLY, status);
+        return;
+    }
+    mpidev_reply reply = {.status = PYMIC_OK, .value = info.memory_total,
+                          .pad = (uint32_t)getpid()};
+    char node[MPI_MAX_PROCESSOR_NAME];
+    int len = 0;
+    MPI_Get_processor_name(node, &len);
+    snprintf(reply.text, sizeof reply.text, "%s\n%s", info.name, node);
+    mpidev_send(&reply, (int)(MPIDEV_REPLY_HEAD + strlen(reply.text) + 1), host_rank,
+                MPIDEV_TAG_REPLY, host_comm, NULL);
+}
+
+/* A library by its absolute path, if the file open there is the one the
+ * host opened (same inode and size: a shared file system); else the host
+ * is asked for its bytes (MPIDEV_NOT_SAME). */
+static void load(const mpidev_request *rq)
+{
+    struct stat st;
+    int fd = open(rq->text, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0 || (uint64_t)st.st_ino != rq->a ||
+        (uint64_t)st.st_size != rq->b) {
+        if (fd >= 0)
+            close(fd);
+        answer(MPIDEV_TAG_REPLY, PYMIC_ERR_LIBRARY, MPIDEV_NOT_SAME,
+               "the device does not see the host's file at this path");
+        return;
+    }
+    pymic_library *library;
+    int status = pymic_library_load_opened(LOCAL_DEVICE, fd, rq->text, &library);
+    close(fd);
+    if (status != PYMIC_OK)
+        answer_failure(MPIDEV_TAG_REPLY, status);
+    else
+        answer(MPIDEV_TAG_REPLY, PYMIC_OK, (uintptr_t)library, NULL);
+}
+
+/* The library's bytes from the host, into a file of this process only
+ * (a memfd), loaded from there: what the host opened, whatever the
+ * device's node has at that path. */
+static void load_bytes(const mpidev_request *rq)
+{
+    int fd = memfd_create("pymic-mpi-library", MFD_CLOEXEC);
+    char *data = fd >= 0 && rq->a ? malloc(rq->a < MPIDEV_CHUNK ? rq->a : MPIDEV_CHUNK) : NULL;
+    bool stored = fd >= 0 && (data || rq->a == 0);
+    for (uint64_t done = 0; done < rq->a;) {
+        uint64_t n = rq->a - done < MPIDEV_CHUNK ? rq->a - done : MPIDEV_CHUNK;
+        /* Received even when it cannot be stored, to keep the order. */
+        mpidev_recv(data, data ? (int)n : 0, host_rank, MPIDEV_TAG_CONTROL, host_comm,
+                    MPI_STATUS_IGNORE, NULL);
+        for (uint64_t put = 0; stored && put < n;) {
+            ssize_t w = pwrite(fd, data + put, n - put, (off_t)(done + put));
+            stored = w > 0;
+            put += w > 0 ? (uint64_t)w : 0;
+        }
+        done += n;
+    }
+    free(data);
+    if (!stored) {
+        if (fd >= 0)
+            close(fd);
+        answer(MPIDEV_TAG_REPLY, PYMIC_ERR_LIBRARY, 0, "cannot keep a copy of the library");
+        return;
+    }
+    pymic_library *library;
+    int status = pymic_library_load_fd(LOCAL_DEVICE, fd, rq->text, &library);
+    close(fd);
+    if (status != PYMIC_OK)
+        answer_failure(MPIDEV_TAG_REPLY, status);
+    else
+        answer(MPIDEV_TAG_REPLY, PYMIC_OK, (uintptr_t)library, NULL);
+}
+
+static void start(const mpidev_request *rq)
+{
+    if (rq->slot >= MPIDEV_MAX_STREAMS || slots[rq->slot].running) {
+        answer(MPIDEV_TAG_REPLY, PYMIC_ERR_INVALID_ARGUMENT, 0, "stream slot in use");
+        return;
+    }
+    slot *s = &slots[rq->slot];
+    s->index = (int)rq->slot;
+    int status = pymic_stream_create(LOCAL_DEVICE, &s->stream);
+    if (status != PYMIC_OK) {
+        answer_failure(MPIDEV_TAG_REPLY, status);
+        return;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->posted, NULL);
+    s->has_work = s->stopped = false;
+    int rc = pthread_create(&s->thread, NULL, serve_slot, s);
+    if (rc != 0) {
+        pymic_stream_destroy(s->stream);
+        answer(MPIDEV_TAG_REPLY, PYMIC_ERR_SYSTEM, 0, strerror(rc));
+        return;
+    }
+    s->running = true;
+    answer(MPIDEV_TAG_REPLY, PYMIC_OK, 0, NULL);
+}
+
+/* Threads of slots whose STOP has come are joined when the slot is
+ * started again or at the end. */
+static void join_stopped(void)
+{
+    for (int i = 0; i < MPIDEV_MAX_STREAMS; i++) {
+        if (slots[i].running) {
+            pthread_join(slots[i].thread, NULL);
+            slots[i].running = false;
+        }
+    }
+}
+
+/* The main thread: every request of the host, in the order it comes. */
+static void serve(void)
+{
+    _Alignas(16) static unsigned char message[MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
+    mpidev_request rq;
+    for (;;) {
+        MPI_Status got;
+        int rc = mpidev_recv(message, (int)sizeof message, host_rank, MPI_ANY_TAG, host_comm,
+                             &got, NULL);
+        if (rc != MPI_SUCCESS)
+            return;
+        if (got.MPI_TAG != MPIDEV_TAG_CONTROL) {
+            int bytes = 0;
+            MPI_Get_count(&got, MPI_BYTE, &bytes);
+            serve_stream_request(got.MPI_TAG - MPIDEV_TAG_STREAM(0), message, bytes);
+            continue;
+        }
+        memcpy(&rq, message, sizeof rq);
+        int status = PYMIC_OK;
+        uint64_t value = 0;
+        switch (rq.op) {
+        case MPIDEV_HELLO:
+            hello(&rq);
+            continue;
+        case MPIDEV_ALLOC: {
+            void *ptr = NULL;
+            status = pymic_mem_alloc(LOCAL_DEVICE, rq.a, rq.b, &ptr);
+            value = (uintptr_t)ptr;
+            break;
+        }
+        case MPIDEV_FREE:
+            status = pymic_mem_free(control_stream, (void *)(uintptr_t)rq.a);
+            break;
+        case MPIDEV_LOAD:
+            load(&rq);
+            continue;
+        case MPIDEV_LOAD_BYTES:
+            load_bytes(&rq);
+            continue;
+        case MPIDEV_FIND: {
+            pymic_kernel *kernel = NULL;
+            status = pymic_kernel_find((pymic_library *)(uintptr_t)rq.a, rq.text, &kernel);
+            value = (uintptr_t)kernel;
+            break;
+        }
+        case MPIDEV_UNLOAD:
+            status = pymic_library_unload((pymic_library *)(uintptr_t)rq.a);
+            break;
+        case MPIDEV_START:
+            /* A slot stopped earlier is started again: its old thread has
+             * ended (it answered STOP), join it first. */
+            if (rq.slot < MPIDEV_MAX_STREAMS && slots[rq.slot].running &&
+                slot_stopped(&slots[rq.slot])) {
+                pthread_join(slots[rq.slot].thread, NULL);
+                pthread_mutex_destroy(&slots[rq.slot].lock);
+                pthread_cond_destroy(&slots[rq.slot].posted);
+                slots[rq.slot].running = false;
+            }
+            start(&rq);
+            continue;
+        case MPIDEV_RESET:
+            status = pymic_device_reset(LOCAL_DEVICE);
+            break;
+        case MPIDEV_QUIT:
+            answer(MPIDEV_TAG_REPLY, PYMIC_OK, 0, NULL);
+            join_stopped();
+            return;
+        default:
+            answer(MPIDEV_TAG_REPLY, PYMIC_ERR_INVALID_ARGUMENT, 0, "unknown control request");
+            continue;
+        }
+        if (status != PYMIC_OK)
+            answer_failure(MPIDEV_TAG_REPLY, status);
+        else
+            answer(MPIDEV_TAG_REPLY, PYMIC_OK, value, NULL);
+    }
+}
+
+__attribute__((visibility("default"))) int pymic_mpi_device_main(int argc, char **argv)
+{
+    int provided;
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
+        return 2;
+    if (provided < MPI_THREAD_MULTIPLE) {
+        fprintf(stderr, "pymic-device: this MPI gives thread level %d; an MPI device needs "
+                "MPI_THREAD_MULTIPLE\n", provided);
+        MPI_Finalize();
+        return 2;
+    }
+    MPI_Comm parent;
+    MPI_Comm_get_parent(&parent);
+    MPI_Comm side = MPI_COMM_NULL;
+    if (parent != MPI_COMM_NULL) {
+        host_comm = parent;
+        host_rank = 0;
+    } else {
+        int peer, npeers;
+        char why[256];
+        if (mpidev_handshake(-1, &host_comm, &side, &peer, 1, &npeers, why, sizeof why) !=
+            MPI_SUCCESS) {
+            fprintf(stderr, "pymic-device: %s\n", why);
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        if (npeers == 0) {
+            /* More device ranks than the hosts asked for: nothing to do. */
+            MPI_Comm_free(&side);
+            MPI_Comm_free(&host_comm);
+            MPI_Finalize();
+            return 0;
+        }
+        host_rank = peer;
+    }
+    MPI_Comm_set_errhandler(host_comm, MPI_ERRORS_RETURN);
+    serve();
+    if (parent != MPI_COMM_NULL) {
+        MPI_Comm_disconnect(&host_comm);
+    } else {
+        MPI_Comm_free(&side);
+        MPI_Comm_free(&host_comm);
+    }
+    MPI_Finalize();
+    return 0;
+}

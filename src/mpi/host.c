@@ -1,0 +1,645 @@
+/*
+ * host.c -- the MPI device's operation table (backend.h): every operation
+ * is a request to the device's pymic-device rank (protocol.h), answered
+ * before the operation returns (a synchronous round trip).
+ *
+ * Device memory lives in the device process: block_get/put allocate and
+ * free there, and the addresses handed out are the device's, never
+ * dereferenced here (host_addressable is false).  A copy is MPI messages
+ * on the stream's own tag; an invoke is one message.  Each stream has a
+ * slot -- a tag, and a thread with a local stream on the device -- for
+ * its life.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "host.h"
+#include "progress.h"
+
+/* The host worker's state for one stream. */
+typedef struct mpi_stream {
+    int slot;
+    unsigned char message[MPIDEV_INVOKE_MAX];
+} mpi_stream;
+
+static mpi_device *state_of(pymic_device *device)
+{
+    return device->backend;
+}
+
+/* Communication with the device failed: it is lost from now on. */
+static void lose(mpi_device *md, const char *what, int rc)
+{
+    if (rc == MPIDEV_ERR_PEER_GONE) {
+        pymic_device_mark_lost(md->device,
+                               "device %d lost: its MPI device process (rank %d, pid %d) "
+                               "ended (a kernel that crashes on the device's local host "
+                               "device takes it down; PYMIC_MPI_DEVICE=proc keeps such a "
+                               "fault to the command)",
+                               md->device->id, md->rank, md->peer.pid);
+        return;
+    }
+    char text[MPI_MAX_ERROR_STRING] = "";
+    int n = 0;
+    MPI_Error_string(rc, text, &n);
+    pymic_device_mark_lost(md->device, "device %d lost: %s its MPI device (rank %d) failed: %s",
+                           md->device->id, what, md->rank, text);
+}
+
+/* One control request and its answer, control_lock held.  PYMIC_OK (the
+ * answer in *reply), PYMIC_ERR_DEVICE_LOST, or the device's status with
+ * its reason in reply->text. */
+static int control_call(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
+{
+    if (md->gone || atomic_load(&md->device->lost))
+        return PYMIC_ERR_DEVICE_LOST;
+    size_t bytes = MPIDEV_REQUEST_HEAD + (rq->text[0] ? strlen(rq->text) + 1 : 0);
+    int rc = mpidev_send(rq, (int)bytes, md->rank, MPIDEV_TAG_CONTROL, md->comm, &md->peer);
+    if (rc == MPI_SUCCESS)
+        rc = mpidev_recv(reply, sizeof *reply, md->rank, MPIDEV_TAG_REPLY, md->comm,
+                      MPI_STATUS_IGNORE, &md->peer);
+    if (rc != MPI_SUCCESS) {
+        lose(md, "a request to", rc);
+        return PYMIC_ERR_DEVICE_LOST;
+    }
+    if (reply->status == PYMIC_ERR_DEVICE_LOST)
+        pymic_device_mark_lost(md->device, "device %d lost: %s", md->device->id, reply->text);
+    return reply->status;
+}
+
+static int control(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
+{
+    pthread_mutex_lock(&md->control_lock);
+    int status = control_call(md, rq, reply);
+    pthread_mutex_unlock(&md->control_lock);
+    return status;
+}
+
+/* ------------------------------------------------------------ device life */
+
+/* PYMIC_MPI_CHUNK: the bytes of one message of a copy (default
+ * MPIDEV_CHUNK), read once per device. */
+static uint64_t chunk_bytes(void)
+{
+    const char *text = getenv("PYMIC_MPI_CHUNK");
+    char *end;
+    unsigned long long n = text ? strtoull(text, &end, 10) : 0;
+    if (!text || *end || n == 0 || n > INT32_MAX)
+        return MPIDEV_CHUNK;
+    return n;
+}
+
+static bool check_bounds_asked(void)
+{
+    const char *check = getenv("PYMIC_CHECK");
+    return check && strstr(check, "bounds");
+}
+
+static bool mpi_open(pymic_device *device)
+{
+    mpi_device *md = calloc(1, sizeof *md);
+    if (!md)
+        return false;
+    md->device = device;
+    md->comm = MPI_COMM_NULL;
+    md->chunk = chunk_bytes();
+    pthread_mutex_init(&md->control_lock, NULL);
+    pthread_mutex_init(&md->lock, NULL);
+    device->backend = md;
+    char why[512];
+    if (mpidev_host_ready(why, sizeof why) != PYMIC_OK) {
+        pymic_device_mark_lost(device, "device %d lost: %s", device->id, why);
+        md->gone = true;
+        return true;
+    }
+    if (!mpidev_connect(md, why, sizeof why)) {
+        pymic_device_mark_lost(device, "device %d lost: %s", device->id, why);
+        md->gone = true;
+        return true;
+    }
+    mpidev_request rq = {.op = MPIDEV_HELLO, .a = MPIDEV_PROTOCOL,
+                         .b = check_bounds_asked() ? MPIDEV_FLAG_CHECK_BOUNDS : 0};
+    mpidev_reply reply;
+    int status = control(md, &rq, &reply);
+    if (status == PYMIC_OK) {
+        md->capacity = reply.value;
+        /* The device's name for its local device ("host:0-3"), then its
+         * node: a device process on this node is watched by its pid. */
+        char *node = strchr(reply.text, '\n');
+        if (node)
+            *node++ = '\0';
+        char here[MPI_MAX_PROCESSOR_NAME];
+        int len = 0;
+        MPI_Get_processor_name(here, &len);
+        if (node && strcmp(node, here) == 0)
+            md->peer.pid = (int)reply.pad;
+        reply.text[sizeof md->local - 1] = '\0';
+        memcpy(md->local, reply.text, sizeof md->local);
+        pymic_log(1, "device %d: MPI device rank %d drives its %s", device->id, md->rank,
+                  md->local);
+    } else if (status != PYMIC_ERR_DEVICE_LOST) {
+        pymic_device_mark_lost(device, "device %d lost: its MPI device cannot start: %s",
+                               device->id, reply.text);
+    }
+    return true;
+}
+
+/* --------------------------------------------------------------- memory */
+
+static pymic_block *mpi_block_get(pymic_device *device, size_t nbytes, size_t alignment)
+{
+    mpi_device *md = state_of(device);
+    pymic_block *block = calloc(1, sizeof *block);
+    if (!block)
+        return NULL;
+    mpidev_request rq = {.op = MPIDEV_ALLOC, .a = nbytes, .b = alignment};
+    mpidev_reply reply;
+    if (control(md, &rq, &reply) != PYMIC_OK) {
+        free(block);
+        return NULL;
+    }
+    block->ptr = (void *)(uintptr_t)reply.value;
+    block->class_bytes = nbytes;
+    return block;
+}
+
+static void mpi_block_put(pymic_device *device, pymic_block *block)
+{
+    mpi_device *md = state_of(device);
+    mpidev_request rq = {.op = MPIDEV_FREE, .a = (uintptr_t)block->ptr};
+    mpidev_reply reply;
+    if (control(md, &rq, &reply) != PYMIC_OK && reply.status != PYMIC_ERR_DEVICE_LOST &&
+        !md->gone)
+        pymic_log(1, "device %d: freeing %p on the MPI device: %s", device->id, block->ptr,
+                  reply.text);
+    free(block);
+}
+
+static size_t mpi_memory_capacity(pymic_device *device)
+{
+    /* What the device's engine may hold.  A device lost before it could
+     * answer has no limit of its own: its allocations fail saying why it
+     * was lost, not that it is full. */
+    size_t capacity = state_of(device)->capacity;
+    return capacity ? capacity : SIZE_MAX;
+}
+
+/* PYMIC_CHECK=bounds: the device's engine arms and checks the canaries
+ * of its own allocations (the host told it in HELLO) and reports damage
+ * as the invoke's failure, so there is nothing to do here -- in
+ * particular nothing is written at the device's addresses. */
+static void mpi_bounds_arm(pymic_device *device, const pymic_alloc *alloc)
+{
+    (void)device, (void)alloc;
+}
+
+/* -------------------------------------------------------------- streams */
+
+static int mpi_start_worker(pymic_stream *stream, void *(*body)(void *))
+{
+    pymic_device *d = stream->device;
+    mpi_device *md = state_of(d);
+    mpi_stream *ms = calloc(1, sizeof *ms);
+    if (!ms)
+        return pymic_fail(PYMIC_ERR_SYSTEM, "pymic_stream_create: device %d: out of host memory",
+                          d->id);
+    ms->slot = -1;
+    pthread_mutex_lock(&md->lock);
+    for (int i = 0; i < MPIDEV_MAX_STREAMS && ms->slot < 0; i++) {
+        if (!md->used[i]) {
+            md->used[i] = true;
+            ms->slot = i;
+        }
+    }
+    pthread_mutex_unlock(&md->lock);
+    int status = PYMIC_OK;
+    if (ms->slot < 0) {
+        status = pymic_fail(PYMIC_ERR_SYSTEM,
+                            "pymic_stream_create: device %d: an MPI device has at most %d "
+                            "streams",
+                            d->id, MPIDEV_MAX_STREAMS);
+    } else {
+        mpidev_request rq = {.op = MPIDEV_START, .slot = (uint32_t)ms->slot};
+        mpidev_reply reply;
+        int started = control(md, &rq, &reply);
+        /* A lost device still gets a worker: its commands fail, saying why. */
+        if (started != PYMIC_OK && started != PYMIC_ERR_DEVICE_LOST)
+            status = pymic_fail(PYMIC_ERR_SYSTEM, "pymic_stream_create: device %d: %s", d->id,
+                                reply.text);
+    }
+    if (status == PYMIC_OK) {
+        stream->backend_worker = ms;
+        status = pymic_worker_start_pinned(stream, body);
+    }
+    if (status != PYMIC_OK) {
+        if (ms->slot >= 0) {
+            pthread_mutex_lock(&md->lock);
+            md->used[ms->slot] = false;
+            pthread_mutex_unlock(&md->lock);
+        }
+        stream->backend_worker = NULL;
+        free(ms);
+    }
+    return status;
+}
+
+/* A request of the stream's slot and its answer.  False if the device is
+ * (or became) lost; else the answer in *reply. */
+static bool stream_send(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes)
+{
+    int rc = mpidev_send(message, (int)bytes, md->rank, MPIDEV_TAG_STREAM(ms->slot),
+                      md->comm, &md->peer);
+    if (rc != MPI_SUCCESS)
+        lose(md, "a stream request to", rc);
+    return rc == MPI_SUCCESS;
+}
+
+static bool stream_answer(mpi_device *md, mpi_stream *ms, mpidev_reply *reply)
+{
+    int rc = mpidev_recv(reply, sizeof *reply, md->rank, MPIDEV_TAG_STREAM(ms->slot),
+                      md->comm, MPI_STATUS_IGNORE, &md->peer);
+    if (rc != MPI_SUCCESS)
+        lose(md, "waiting for an answer of", rc);
+    return rc == MPI_SUCCESS;
+}
+
+static void mpi_worker_exit(pymic_stream *stream)
+{
+    mpi_stream *ms = stream->backend_worker;
+    mpi_device *md = state_of(stream->device);
+    pthread_mutex_lock(&md->control_lock);
+    if (!md->gone && !atomic_load(&stream->device->lost)) {
+        mpidev_request rq = {.op = MPIDEV_STOP};
+        mpidev_reply reply;
+        if (stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD))
+            stream_answer(md, ms, &reply);
+    }
+    pthread_mutex_lock(&md->lock);
+    md->used[ms->slot] = false;
+    pthread_mutex_unlock(&md->lock);
+    pthread_mutex_unlock(&md->control_lock);
+    free(ms);
+    stream->backend_worker = NULL;
+}
+
+/* ------------------------------------------------------------- commands */
+
+static const char *const copy_names[] = {"h2d", "d2h", "d2d"};
+
+/* The command cannot run: the device is lost (or MPI is gone). */
+static bool refuse_if_lost(pymic_stream *stream, uint64_t seq, const char *what)
+{
+    pymic_device *d = stream->device;
+    if (!atomic_load_explicit(&d->lost, memory_order_acquire))
+        return false;
+    pymic_stream_fail_status(stream, seq, PYMIC_ERR_DEVICE_LOST,
+                             "%s; command %llu (%s) was not run", d->lost_why,
+                             (unsigned long long)seq, what);
+    return true;
+}
+
+/* The device was lost while the command was under way. */
+static void fail_underway(pymic_stream *stream, uint64_t seq, const char *what)
+{
+    pymic_device *d = stream->device;
+    pymic_stream_fail_status(stream, seq, PYMIC_ERR_DEVICE_LOST,
+                             "%s; command %llu of this stream (%s) did not complete",
+                             d->lost_why, (unsigned long long)seq, what);
+}
+
+/* The device's engine refused or failed the command: its reason, which
+ * names the kernel or copy in the device's own terms. */
+static void fail_with_answer(pymic_stream *stream, uint64_t seq, const mpidev_reply *reply,
+                             const char *what)
+{
+    pymic_device *d = stream->device;
+    if (reply->status == PYMIC_ERR_DEVICE_LOST) {
+        pymic_device_mark_lost(d, "device %d lost: %s", d->id, reply->text);
+        pymic_stream_fail_status(stream, seq, PYMIC_ERR_DEVICE_LOST,
+                                 "%s; command %llu of this stream (%s) did not complete",
+                                 d->lost_why, (unsigned long long)seq, what);
+        return;
+    }
+    pymic_stream_fail_status(stream, seq, reply->status, "%s on the MPI device: %s", what,
+                             reply->text);
+}
+
+static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
+{
+    char what[32];
+    snprintf(what, sizeof what, "%s copy", copy_names[cmd->u.copy.dir]);
+    if (refuse_if_lost(stream, seq, what))
+        return PYMIC_COMMAND_DONE;
+    mpi_device *md = state_of(stream->device);
+    mpi_stream *ms = stream->backend_worker;
+    uint64_t nbytes = cmd->u.copy.nbytes, chunk = md->chunk;
+    mpidev_request rq = {.slot = (uint32_t)ms->slot, .c = chunk};
+    mpidev_reply reply;
+    bool ok = true;
+    int tag = MPIDEV_TAG_STREAM(ms->slot);
+    switch (cmd->u.copy.dir) {
+    case PYMIC_COPY_H2D:
+        rq.op = MPIDEV_H2D;
+        rq.a = (uintptr_t)cmd->u.copy.dst;
+        rq.b = nbytes;
+        ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD);
+        for (uint64_t done = 0; ok && done < nbytes;) {
+            uint64_t n = nbytes - done < chunk ? nbytes - done : chunk;
+            ok = stream_send(md, ms, (const char *)cmd->u.copy.src + done, n);
+            done += n;
+        }
+        ok = ok && stream_answer(md, ms, &reply);
+        break;
+    case PYMIC_COPY_D2H:
+        rq.op = MPIDEV_D2H;
+        rq.a = (uintptr_t)cmd->u.copy.src;
+        rq.b = nbytes;
+        ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD) && stream_answer(md, ms, &reply);
+        for (uint64_t done = 0; ok && reply.status == PYMIC_OK && done < nbytes;) {
+            uint64_t n = nbytes - done < chunk ? nbytes - done : chunk;
+            int rc = mpidev_recv((char *)cmd->u.copy.dst + done, (int)n, md->rank, tag,
+                              md->comm, MPI_STATUS_IGNORE, &md->peer);
+            if (rc != MPI_SUCCESS) {
+                lose(md, "receiving data from", rc);
+                ok = false;
+            }
+            done += n;
+        }
+        break;
+    default:
+        rq.op = MPIDEV_D2D;
+        rq.a = (uintptr_t)cmd->u.copy.dst;
+        rq.b = (uintptr_t)cmd->u.copy.src;
+        rq.c = nbytes;
+        ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD) && stream_answer(md, ms, &reply);
+        break;
+    }
+    if (!ok)
+        fail_underway(stream, seq, what);
+    else if (reply.status != PYMIC_OK)
+        fail_with_answer(stream, seq, &reply, what);
+    return PYMIC_COMMAND_DONE;
+}
+
+/* The invoke as one message (protocol.h): the kernel handle, each
+ * argument's value or scalar place, the scalar bytes. */
+static size_t pack_invoke(const pymic_command *cmd, unsigned char *out)
+{
+    mpidev_invoke_head head = {.op = MPIDEV_INVOKE, .nargs = cmd->nargs,
+                               .scalar_bytes = (uint32_t)cmd->scalar_bytes,
+                               .kernel = cmd->u.call.kernel_handle};
+    memcpy(out, &head, sizeof head);
+    unsigned char *at = out + sizeof head;
+    for (int i = 0; i < cmd->nargs; i++) {
+        mpidev_arg arg = {0};
+        if (cmd->arg_kind[i] == PYMIC_ARG_SCALAR) {
+            arg.scalar_offset = cmd->arg_offset[i];
+            arg.scalar_size = cmd->arg_size[i];
+        } else {
+            /* A device address is the device's own; any other value is
+             * passed on unchanged, as on every device. */
+            arg.value = (uintptr_t)cmd->args[i];
+        }
+        memcpy(at + (size_t)i * sizeof arg, &arg, sizeof arg);
+    }
+    at += (size_t)cmd->nargs * sizeof(mpidev_arg);
+    memcpy(at, cmd->scalars, (size_t)cmd->scalar_bytes);
+    return (size_t)(at - out) + (size_t)cmd->scalar_bytes;
+}
+
+static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
+{
+    const struct pymic_kernel *kernel = cmd->u.call.handle;
+    char what[PYMIC_NAME_MAX + 16];
+    snprintf(what, sizeof what, "kernel '%s'", kernel->name);
+    if (refuse_if_lost(stream, seq, what))
+        return PYMIC_COMMAND_DONE;
+    mpi_device *md = state_of(stream->device);
+    mpi_stream *ms = stream->backend_worker;
+    size_t bytes = pack_invoke(cmd, ms->message);
+    mpidev_reply reply;
+    if (!stream_send(md, ms, ms->message, bytes) || !stream_answer(md, ms, &reply))
+        fail_underway(stream, seq, what);
+    else if (reply.status != PYMIC_OK)
+        fail_with_answer(stream, seq, &reply, what);
+    return PYMIC_COMMAND_DONE;
+}
+
+/* ------------------------------------------------------------ libraries */
+
+typedef struct mpi_library {
+    uint64_t handle;
+    unsigned generation;
+} mpi_library;
+
+/* The library's bytes, for a device that does not see the file: LOAD_BYTES
+ * and the data on the control tag, control_lock held. */
+static int send_library(mpi_device *md, int fd, const struct stat *st, const char *name,
+                        mpidev_reply *reply)
+{
+    mpidev_request rq = {.op = MPIDEV_LOAD_BYTES, .a = (uint64_t)st->st_size};
+    snprintf(rq.text, sizeof rq.text, "%s", name);
+    char *data = malloc(st->st_size ? (size_t)st->st_size : 1);
+    size_t got = 0;
+    while (data && got < (size_t)st->st_size) {
+        ssize_t n = pread(fd, data + got, (size_t)st->st_size - got, (off_t)got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (!data || got != (size_t)st->st_size) {
+        snprintf(reply->text, sizeof reply->text, "cannot read the library to send it: %s",
+                 data ? strerror(errno) : "out of host memory");
+        free(data);
+        return PYMIC_ERR_LIBRARY;
+    }
+    /* The request, its bytes, then the answer (control_call's receive). */
+    size_t bytes = MPIDEV_REQUEST_HEAD + strlen(rq.text) + 1;
+    int rc = md->gone ? MPI_ERR_OTHER
+                      : mpidev_send(&rq, (int)bytes, md->rank, MPIDEV_TAG_CONTROL,
+                                 md->comm, &md->peer);
+    for (size_t done = 0; rc == MPI_SUCCESS && done < got;) {
+        size_t n = got - done < MPIDEV_CHUNK ? got - done : MPIDEV_CHUNK;
+        rc = mpidev_send(data + done, (int)n, md->rank, MPIDEV_TAG_CONTROL, md->comm, &md->peer);
+        done += n;
+    }
+    free(data);
+    if (rc == MPI_SUCCESS)
+        rc = mpidev_recv(reply, sizeof *reply, md->rank, MPIDEV_TAG_REPLY, md->comm,
+                      MPI_STATUS_IGNORE, &md->peer);
+    if (rc != MPI_SUCCESS) {
+        if (!md->gone)
+            lose(md, "sending a library to", rc);
+        return PYMIC_ERR_DEVICE_LOST;
+    }
+    return reply->status;
+}
+
+/* The device loads the library by its absolute path -- the name the
+ * host loaded it by, or the file its descriptor is open on -- if that is
+ * the same file there (inode and size: a shared file system, as on
+ * clusters).  Where it is not (no shared file system, or the file was
+ * replaced since the host opened it), the host sends the file's bytes and
+ * the device loads its own copy. */
+static void *mpi_library_open(pymic_device *device, int fd, const char *path, bool by_path,
+                              char *why, size_t len)
+{
+    mpi_device *md = state_of(device);
+    mpi_library *lib = malloc(sizeof *lib);
+    struct stat st;
+    mpidev_request rq = {.op = MPIDEV_LOAD};
+    if (!lib || fstat(fd, &st) != 0) {
+        snprintf(why, len, "%s", lib ? strerror(errno) : "out of host memory");
+        free(lib);
+        close(fd);
+        return NULL;
+    }
+    bool named = true;
+    if (by_path && path[0] == '/') {
+        snprintf(rq.text, sizeof rq.text, "%s", path);
+    } else {
+        char link[64];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, rq.text, sizeof rq.text - 1);
+        named = n > 0 && rq.text[0] == '/' && (size_t)n < sizeof rq.text - 1;
+        rq.text[named ? n : 0] = '\0';
+    }
+    rq.a = (uint64_t)st.st_ino;
+    rq.b = (uint64_t)st.st_size;
+    mpidev_reply reply = {.status = PYMIC_ERR_LIBRARY, .value = MPIDEV_NOT_SAME};
+    pthread_mutex_lock(&md->control_lock);
+    int status = named ? control_call(md, &rq, &reply) : PYMIC_ERR_LIBRARY;
+    if (status == PYMIC_ERR_LIBRARY && reply.value == MPIDEV_NOT_SAME)
+        status = send_library(md, fd, &st, path, &reply);
+    pthread_mutex_unlock(&md->control_lock);
+    close(fd);
+    if (status != PYMIC_OK) {
+        snprintf(why, len, "%s", status == PYMIC_ERR_DEVICE_LOST && reply.status != status
+                                     ? device->lost_why
+                                     : reply.text);
+        free(lib);
+        return NULL;
+    }
+    lib->handle = reply.value;
+    lib->generation = atomic_load(&device->generation);
+    return lib;
+}
+
+static uint64_t mpi_kernel_find(pymic_device *device, void *handle, const char *name,
+                                char *why, size_t len)
+{
+    mpi_device *md = state_of(device);
+    mpi_library *lib = handle;
+    mpidev_request rq = {.op = MPIDEV_FIND, .a = lib->handle};
+    snprintf(rq.text, sizeof rq.text, "%s", name);
+    mpidev_reply reply;
+    int status = control(md, &rq, &reply);
+    if (status == PYMIC_OK)
+        return reply.value;
+    if (status == PYMIC_ERR_DEVICE_LOST && reply.status != status)
+        snprintf(why, len, "%s", device->lost_why);
+    else
+        snprintf(why, len, "%s", reply.text);
+    return 0;
+}
+
+static void mpi_library_close(pymic_device *device, void *handle)
+{
+    mpi_device *md = state_of(device);
+    mpi_library *lib = handle;
+    /* A library of before a reset went with the reset. */
+    if (lib->generation == atomic_load(&device->generation)) {
+        mpidev_request rq = {.op = MPIDEV_UNLOAD, .a = lib->handle};
+        mpidev_reply reply;
+        control(md, &rq, &reply);
+    }
+    free(lib);
+}
+
+/* --------------------------------------------------------------- health */
+
+static int mpi_reset(pymic_device *device)
+{
+    mpi_device *md = state_of(device);
+    if (md->gone)
+        return pymic_fail(PYMIC_ERR_DEVICE_LOST, "pymic_device_reset: %s", device->lost_why);
+    pthread_mutex_lock(&md->control_lock);
+    /* The device process is alive if it answers; a lost local device is
+     * restarted by its engine's reset. */
+    atomic_store(&device->lost, 0);
+    mpidev_request rq = {.op = MPIDEV_RESET};
+    mpidev_reply reply;
+    int status = control_call(md, &rq, &reply);
+    pthread_mutex_unlock(&md->control_lock);
+    if (status != PYMIC_OK) {
+        if (!atomic_load(&device->lost))
+            pymic_device_mark_lost(device, "device %d lost: %s", device->id, reply.text);
+        return pymic_fail(PYMIC_ERR_DEVICE_LOST, "pymic_device_reset: %s", device->lost_why);
+    }
+    atomic_fetch_add(&device->generation, 1);
+    pymic_log(1, "device %d: reset", device->id);
+    return PYMIC_OK;
+}
+
+/* ----------------------------------------------------------------- fork */
+
+static void mpi_prefork(pymic_device *device)
+{
+    mpi_device *md = state_of(device);
+    pthread_mutex_lock(&md->control_lock);
+    pthread_mutex_lock(&md->lock);
+}
+
+static void mpi_postfork_parent(pymic_device *device)
+{
+    mpi_device *md = state_of(device);
+    pthread_mutex_unlock(&md->lock);
+    pthread_mutex_unlock(&md->control_lock);
+}
+
+static void mpi_postfork_child(pymic_device *device)
+{
+    mpi_device *md = state_of(device);
+    pthread_mutex_init(&md->lock, NULL);
+    pthread_mutex_init(&md->control_lock, NULL);
+    /* MPI does not survive fork(): the device is the parent's. */
+    md->gone = true;
+    if (!atomic_load(&device->lost))
+        pymic_device_mark_lost(device,
+                               "device %d lost: its MPI device belongs to the parent of this "
+                               "fork()ed process",
+                               device->id);
+}
+
+const pymic_backend_ops pymic_mpi_backend = {
+    .abi_version = PYMIC_BACKEND_ABI,
+    .kind = "mpi",
+    .host_addressable = false, /* device memory is in another process */
+    .open = mpi_open,
+    .block_get = mpi_block_get,
+    .block_put = mpi_block_put,
+    .memory_capacity = mpi_memory_capacity,
+    .bounds_arm = mpi_bounds_arm,
+    .start_worker = mpi_start_worker,
+    .worker_exit = mpi_worker_exit,
+    .copy = mpi_copy,
+    .invoke = mpi_invoke,
+    .library_open = mpi_library_open,
+    .kernel_find = mpi_kernel_find,
+    .library_close = mpi_library_close,
+    .reset = mpi_reset,
+    .prefork = mpi_prefork,
+    .postfork_parent = mpi_postfork_parent,
+    .postfork_child = mpi_postfork_child,
+};
+
+/* The plugin's entry (the registry's contract, backend.h). */
+__attribute__((visibility("default"))) const pymic_backend_ops *pymic_backend_mpi(unsigned abi)
+{
+    return abi == PYMIC_BACKEND_ABI ? &pymic_mpi_backend : NULL;
+}

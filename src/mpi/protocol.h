@@ -1,0 +1,132 @@
+/*
+ * protocol.h -- the messages between a host (libpymic_mpi.so's backend,
+ * host.c) and the pymic-device rank that serves one MPI device (device.c).
+ *
+ * Every message is MPI_BYTE on a communicator that holds only the host
+ * and its devices (a spawn's intercommunicator, or under MPMD a
+ * duplicate of MPI_COMM_WORLD made in the handshake), so the
+ * application's own traffic can never match them.
+ *
+ *   tag MPIDEV_TAG_CONTROL   host -> device: a control request (memory,
+ *                            libraries, streams, reset, quit), served in
+ *                            order by the device's main thread; the
+ *                            answer comes back on MPIDEV_TAG_REPLY.
+ *                            The host sends one at a time per device.
+ *   tag MPIDEV_TAG_STREAM(i) both ways: the requests of host stream slot
+ *                            i (copies, invokes, its end) and their
+ *                            answers and data, served in order by the
+ *                            device thread of that slot.  MPI's
+ *                            non-overtaking rule (same source, tag and
+ *                            communicator) keeps a request and its data
+ *                            in order without any sequence number.
+ *
+ * Nothing assumes the two processes share memory or a node: addresses
+ * are the device's (never dereferenced by the host), a library is named
+ * by its absolute path (a shared file system is assumed, as on clusters)
+ * and checked by inode and size there.
+ */
+#ifndef PYMIC_MPI_PROTOCOL_H
+#define PYMIC_MPI_PROTOCOL_H
+
+#include <stdint.h>
+
+#include "pymic.h"
+
+#define MPIDEV_PROTOCOL 1
+
+#define MPIDEV_TAG_CONTROL 1
+#define MPIDEV_TAG_REPLY 2
+#define MPIDEV_TAG_STREAM(slot) (16 + (slot))
+
+/* Streams one MPI device serves at once (slots of the tag space). */
+#define MPIDEV_MAX_STREAMS 256
+
+/* Copies travel in chunks (an MPI count is an int): by default at most
+ * this many bytes, or PYMIC_MPI_CHUNK on the host, which names the size
+ * in each copy request (c).  Each chunk lands in device memory directly. */
+#define MPIDEV_CHUNK ((uint64_t)1 << 28)
+
+#define MPIDEV_TEXT_MAX 1024
+
+enum mpidev_op {
+    /* control */
+    MPIDEV_HELLO = 1, /* a: protocol, b: flags (MPIDEV_FLAG_*); answer:
+                         value = memory capacity, pad = the device's pid,
+                         text = the local device's name, a newline, the
+                         device's node (MPI_Get_processor_name)          */
+    MPIDEV_ALLOC,     /* a: bytes, b: alignment; answer value = address  */
+    MPIDEV_FREE,      /* a: address                                       */
+    MPIDEV_LOAD,      /* text: absolute path, a: inode, b: size;
+                         answer value = library handle, or status
+                         PYMIC_ERR_LIBRARY with value MPIDEV_NOT_SAME
+                         when the device does not see that file there    */
+    MPIDEV_LOAD_BYTES, /* text: the library's name, a: size; the file's
+                         bytes follow on the control tag (in chunks of
+                         MPIDEV_CHUNK); the device loads its own copy;
+                         answer value = library handle                   */
+    MPIDEV_FIND,      /* a: library handle, text: name;
+                         answer value = kernel handle                    */
+    MPIDEV_UNLOAD,    /* a: library handle                                */
+    MPIDEV_START,     /* slot: start serving the stream slot              */
+    MPIDEV_RESET,     /* reset the local device                           */
+    MPIDEV_QUIT,      /* end the device process (answer, then it leaves)  */
+    /* stream (on the slot's tag) */
+    MPIDEV_H2D,       /* a: address, b: bytes, c: chunk bytes; the data
+                         follows in chunks; then the answer               */
+    MPIDEV_D2H,       /* a: address, b: bytes, c: chunk bytes; answer,
+                         then (if OK) the data in chunks                  */
+    MPIDEV_D2D,       /* a: destination, b: source, c: bytes (overlap ok) */
+    MPIDEV_INVOKE,    /* mpidev_invoke below                              */
+    MPIDEV_STOP       /* the slot's thread ends (a: 1 = no answer)        */
+};
+
+/* LOAD's answer when the path does not name the host's file on the
+ * device's node (no shared file system there, or the file was replaced
+ * since the host opened it): the host sends the bytes (LOAD_BYTES). */
+#define MPIDEV_NOT_SAME 1
+
+/* HELLO flags: the host's settings the device's engine takes over. */
+#define MPIDEV_FLAG_CHECK_BOUNDS 1u
+
+typedef struct mpidev_request {
+    uint32_t op;
+    uint32_t slot;
+    uint64_t a, b, c;
+    char text[MPIDEV_TEXT_MAX]; /* control requests only */
+} mpidev_request;
+
+/* Bytes of a request actually sent: the text only when it is used. */
+#define MPIDEV_REQUEST_HEAD (sizeof(mpidev_request) - MPIDEV_TEXT_MAX)
+
+/* An invoke, one message: this head, then per argument an mpidev_arg,
+ * then `scalar_bytes` bytes of scalars.  An argument is a value (a device
+ * address, or any pointer value, passed unchanged) or, for a scalar,
+ * where its bytes lie in the scalars and how many there are. */
+typedef struct mpidev_invoke_head {
+    uint32_t op; /* MPIDEV_INVOKE */
+    int32_t nargs;
+    uint32_t scalar_bytes;
+    uint32_t pad;
+    uint64_t kernel;
+} mpidev_invoke_head;
+
+typedef struct mpidev_arg {
+    uint64_t value;
+    uint32_t scalar_offset;
+    uint32_t scalar_size; /* 0: `value` is the argument */
+} mpidev_arg;
+
+#define MPIDEV_INVOKE_MAX                                                                      \
+    (sizeof(mpidev_invoke_head) + PYMIC_MAX_KERNEL_ARGS * sizeof(mpidev_arg) +                 \
+     PYMIC_MAX_SCALAR_BYTES)
+
+typedef struct mpidev_reply {
+    int32_t status; /* PYMIC_OK or the device engine's status */
+    uint32_t pad;
+    uint64_t value;
+    char text[MPIDEV_TEXT_MAX]; /* the reason when status != PYMIC_OK */
+} mpidev_reply;
+
+#define MPIDEV_REPLY_HEAD (sizeof(mpidev_reply) - MPIDEV_TEXT_MAX)
+
+#endif /* PYMIC_MPI_PROTOCOL_H */

@@ -1,0 +1,308 @@
+/*
+ * test_mpi.c -- the MPI device (run with PYMIC_DEVICES="mpi;host" when
+ * pymic was built with MPI): device 0 is a pymic-device rank spawned by
+ * this process (MPI_Comm_spawn), device 1 a host device beside it.
+ *
+ * Device memory lives in the device process: copies in and out, a copy
+ * on the device, kernels with pointer and scalar arguments, two streams
+ * ordered by an event, a copy larger than PYMIC_MPI_CHUNK (the meson run
+ * sets it small so copies travel in many messages), a library the device
+ * cannot see at its path (sent as bytes), and failures -- a
+ * missing kernel, a library missing on the device's side, a copy out of
+ * range -- that leave the device usable.  The "mpi-proc" run drives a
+ * PROCESS device on the device side (PYMIC_MPI_DEVICE=proc) under
+ * PYMIC_CHECK=bounds: a kernel that segfaults there is the command's
+ * failure (the MPI job goes on) and a reset brings the device back; a
+ * kernel writing past its allocation is reported by the device's bounds
+ * checks.  On the default local host device a crash ends the device
+ * process: the MPI device is lost, saying so (this process watches a
+ * device process on its own node).
+ *
+ * argv[1]: the test kernel library.
+ */
+#include "check.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static const char *kernels_path;
+
+static pymic_kernel *find(pymic_library *lib, const char *name)
+{
+    pymic_kernel *k = NULL;
+    CHECK_OK(pymic_kernel_find(lib, name, &k));
+    return k;
+}
+
+static void test_device_info(void)
+{
+    pymic_device_info info;
+    CHECK_OK(pymic_device_get_info(0, &info));
+    CHECK(strcmp(info.kind, "mpi") == 0);
+    CHECK(info.host_addressable == 0);
+    CHECK(info.memory_total > 0);
+    CHECK_OK(pymic_device_get_info(1, &info));
+    CHECK(strcmp(info.kind, "host") == 0);
+    CHECK(pymic_device_lost(0, NULL, 0) == 0);
+}
+
+/* h2d, a kernel with pointer and scalar arguments, d2d, d2h. */
+static void test_copies_and_kernels(pymic_library *lib)
+{
+    enum { N = 1000 };
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    double *in = malloc(N * sizeof *in), *out = calloc(N, sizeof *out);
+    for (int i = 0; i < N; i++)
+        in[i] = i + 0.5;
+    void *din, *dout, *dcopy;
+    CHECK_OK(pymic_mem_alloc(0, N * sizeof(double), 0, &din));
+    CHECK_OK(pymic_mem_alloc(0, N * sizeof(double), 0, &dout));
+    CHECK_OK(pymic_mem_alloc(0, N * sizeof(double), 0, &dcopy));
+    CHECK_OK(pymic_memcpy_h2d(s, din, 0, in, N * sizeof(double)));
+    int64_t n = N;
+    pymic_arg args[] = {{din, 0}, {dout, 0}, {&n, sizeof n}};
+    CHECK_OK(pymic_invoke(s, find(lib, "double_it"), 3, args));
+    CHECK_OK(pymic_memcpy_d2d(s, dcopy, 0, dout, 0, N * sizeof(double)));
+    CHECK_OK(pymic_memcpy_d2h(s, out, dcopy, 0, N * sizeof(double)));
+    CHECK_OK(pymic_stream_sync(s));
+    bool doubled = true;
+    for (int i = 0; i < N; i++)
+        doubled = doubled && out[i] == 2 * in[i];
+    CHECK(doubled);
+
+    /* Two scalars of different types, and a copy at an offset. */
+    double a = 1.25, result = 0;
+    int64_t b = 40;
+    pymic_arg sums[] = {{dout, 0}, {&a, sizeof a}, {&b, sizeof b}};
+    CHECK_OK(pymic_invoke(s, find(lib, "add_scalars"), 3, sums));
+    CHECK_OK(pymic_memcpy_d2h(s, &result, dout, 0, sizeof result));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(result == 41.25);
+
+    CHECK_OK(pymic_mem_free(s, din));
+    CHECK_OK(pymic_mem_free(s, dout));
+    CHECK_OK(pymic_mem_free(s, dcopy));
+    CHECK_OK(pymic_stream_destroy(s));
+    free(in);
+    free(out);
+}
+
+/* An event orders two streams: what the first wrote on the device, the
+ * second reads after waiting for it. */
+static void test_streams_and_events(pymic_library *lib)
+{
+    pymic_stream *first, *second;
+    CHECK_OK(pymic_stream_create(0, &first));
+    CHECK_OK(pymic_stream_create(0, &second));
+    pymic_event *written;
+    CHECK_OK(pymic_event_create(&written));
+    void *counter;
+    int64_t zero = 0, seen = -1;
+    CHECK_OK(pymic_mem_alloc(0, sizeof(int64_t), 0, &counter));
+    CHECK_OK(pymic_memcpy_h2d(first, counter, 0, &zero, sizeof zero));
+    pymic_arg args[] = {{counter, 0}};
+    for (int i = 0; i < 10; i++)
+        CHECK_OK(pymic_invoke(first, find(lib, "increment"), 1, args));
+    CHECK_OK(pymic_event_record(written, first));
+    CHECK_OK(pymic_stream_wait_event(second, written));
+    CHECK_OK(pymic_memcpy_d2h(second, &seen, counter, 0, sizeof seen));
+    CHECK_OK(pymic_stream_sync(second));
+    CHECK(seen == 10);
+    CHECK_OK(pymic_event_destroy(written));
+    CHECK_OK(pymic_mem_free(second, counter));
+    CHECK_OK(pymic_stream_destroy(first));
+    CHECK_OK(pymic_stream_destroy(second));
+}
+
+/* More bytes than PYMIC_MPI_CHUNK, and not a multiple of it. */
+static void test_large_copy(void)
+{
+    const size_t bytes = ((size_t)3 << 20) + 13;
+    unsigned char *in = malloc(bytes), *out = calloc(1, bytes);
+    for (size_t i = 0; i < bytes; i++)
+        in[i] = (unsigned char)(i * 7 + i / 4096);
+    pymic_stream *s;
+    void *d;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_mem_alloc(0, bytes, 0, &d));
+    CHECK_OK(pymic_memcpy_h2d(s, d, 0, in, bytes));
+    CHECK_OK(pymic_memcpy_d2h(s, out, d, 0, bytes));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(memcmp(in, out, bytes) == 0);
+    CHECK_OK(pymic_mem_free(s, d));
+    CHECK_OK(pymic_stream_destroy(s));
+    free(in);
+    free(out);
+}
+
+/* A library the device cannot see at its path (here: a file already
+ * deleted, as if the device's node had no shared file system) travels as
+ * its bytes and runs there all the same. */
+static void test_library_without_a_shared_path(void)
+{
+    char copy[] = "/tmp/pymic-test-mpi-XXXXXX";
+    int out = mkstemp(copy);
+    FILE *from = fopen(kernels_path, "rb");
+    CHECK(out >= 0 && from != NULL);
+    if (out < 0 || !from)
+        return;
+    char buffer[65536];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof buffer, from)) > 0)
+        CHECK(write(out, buffer, n) == (ssize_t)n);
+    fclose(from);
+    unlink(copy);
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load_fd(0, out, "deleted copy", &lib));
+    close(out);
+    pymic_stream *s;
+    void *counter;
+    int64_t value = 1;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_mem_alloc(0, sizeof value, 0, &counter));
+    CHECK_OK(pymic_memcpy_h2d(s, counter, 0, &value, sizeof value));
+    pymic_arg args[] = {{counter, 0}};
+    CHECK_OK(pymic_invoke(s, find(lib, "increment"), 1, args));
+    CHECK_OK(pymic_memcpy_d2h(s, &value, counter, 0, sizeof value));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(value == 2);
+    CHECK_OK(pymic_mem_free(s, counter));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_OK(pymic_library_unload(lib));
+}
+
+/* Mistakes are errors that leave the device usable. */
+static void test_failures(pymic_library *lib)
+{
+    pymic_kernel *k;
+    CHECK_STATUS(pymic_kernel_find(lib, "no_such_kernel", &k), PYMIC_ERR_KERNEL_NOT_FOUND);
+    CHECK_MESSAGE("no_such_kernel");
+    pymic_library *missing;
+    CHECK_STATUS(pymic_library_load(0, "/nonexistent/libnothing.so", &missing),
+                 PYMIC_ERR_LIBRARY);
+    pymic_stream *s;
+    void *d;
+    double host[4] = {0};
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_mem_alloc(0, sizeof host, 0, &d));
+    CHECK_STATUS(pymic_memcpy_h2d(s, d, 8, host, sizeof host), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_OK(pymic_memcpy_h2d(s, d, 0, host, sizeof host));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK_OK(pymic_mem_free(s, d));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK(pymic_device_lost(0, NULL, 0) == 0);
+}
+
+/* PYMIC_MPI_DEVICE=proc: a crash on the device's process device is the
+ * command's failure; the device is lost until a reset. */
+static void test_remote_crash_and_reset(void)
+{
+    pymic_library *lib;
+    pymic_stream *s;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_invoke(s, find(lib, "crash_segv"), 0, NULL));
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE("crash_segv");
+    CHECK(pymic_device_lost(0, NULL, 0) == 1);
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_OK(pymic_device_reset(0));
+    CHECK(pymic_device_lost(0, NULL, 0) == 0);
+    /* Usable again: a fresh library, a kernel, a copy back. */
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    CHECK_OK(pymic_stream_create(0, &s));
+    void *counter;
+    int64_t value = 41;
+    CHECK_OK(pymic_mem_alloc(0, sizeof value, 0, &counter));
+    CHECK_OK(pymic_memcpy_h2d(s, counter, 0, &value, sizeof value));
+    pymic_arg args[] = {{counter, 0}};
+    CHECK_OK(pymic_invoke(s, find(lib, "increment"), 1, args));
+    CHECK_OK(pymic_memcpy_d2h(s, &value, counter, 0, sizeof value));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(value == 42);
+    CHECK_OK(pymic_mem_free(s, counter));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_OK(pymic_library_unload(lib));
+}
+
+/* On the default local host device a crashing kernel takes the device
+ * process down: the MPI device is lost, saying so, and this process and
+ * its other devices go on. */
+static void test_remote_process_ends(void)
+{
+    pymic_library *lib;
+    pymic_stream *s;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_invoke(s, find(lib, "crash_segv"), 0, NULL));
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE("MPI device process");
+    CHECK_MESSAGE("crash_segv");
+    CHECK(pymic_device_lost(0, NULL, 0) == 1);
+    CHECK_OK(pymic_stream_destroy(s));
+    /* The host device beside it is untouched. */
+    pymic_library *here;
+    pymic_stream *h;
+    int64_t value = 1;
+    CHECK_OK(pymic_library_load(1, kernels_path, &here));
+    CHECK_OK(pymic_stream_create(1, &h));
+    void *counter;
+    CHECK_OK(pymic_mem_alloc(1, sizeof value, 0, &counter));
+    CHECK_OK(pymic_memcpy_h2d(h, counter, 0, &value, sizeof value));
+    pymic_arg args[] = {{counter, 0}};
+    CHECK_OK(pymic_invoke(h, find(here, "increment"), 1, args));
+    CHECK_OK(pymic_memcpy_d2h(h, &value, counter, 0, sizeof value));
+    CHECK_OK(pymic_stream_sync(h));
+    CHECK(value == 2);
+    CHECK_OK(pymic_mem_free(h, counter));
+    CHECK_OK(pymic_stream_destroy(h));
+}
+
+/* PYMIC_CHECK=bounds: the device's engine checks its own canaries. */
+static void test_remote_bounds(pymic_library *lib)
+{
+    pymic_stream *s;
+    void *d;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_mem_alloc(0, 4 * sizeof(double), 0, &d));
+    int64_t n = 5;
+    pymic_arg args[] = {{d, 0}, {&n, sizeof n}};
+    CHECK_OK(pymic_invoke(s, find(lib, "write_past"), 2, args));
+    CHECK(pymic_stream_sync(s) != PYMIC_OK);
+    CHECK_MESSAGE("write_past");
+    CHECK_MESSAGE("past the end");
+    CHECK_OK(pymic_mem_free(s, d));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_mpi KERNEL_LIBRARY\n");
+        return 2;
+    }
+    kernels_path = argv[1];
+    const char *local = getenv("PYMIC_MPI_DEVICE");
+    bool remote_proc = local && strcmp(local, "proc") == 0;
+    test_device_info();
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    test_copies_and_kernels(lib);
+    test_streams_and_events(lib);
+    test_large_copy();
+    test_library_without_a_shared_path();
+    test_failures(lib);
+    if (remote_proc) {
+        test_remote_bounds(lib);
+        test_remote_crash_and_reset(); /* (the reset made `lib` stale) */
+    } else {
+        CHECK_OK(pymic_library_unload(lib));
+        /* Last: it ends the device process. */
+        if (getenv("OMPI_MCA_btl") == NULL)
+            test_remote_process_ends();
+    }
+    return check_finish();
+}
