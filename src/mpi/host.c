@@ -430,6 +430,32 @@ static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t s
     return PYMIC_COMMAND_DONE;
 }
 
+/* ---------------------------------------------------------- caller runs */
+
+/* PYMIC_CALLER_RUNS=0: every command runs on the stream's worker; read
+ * once. */
+static pthread_once_t caller_runs_once = PTHREAD_ONCE_INIT;
+static bool caller_runs_enabled = true;
+
+static void read_caller_runs(void)
+{
+    const char *text = getenv("PYMIC_CALLER_RUNS");
+    caller_runs_enabled = !(text && strcmp(text, "0") == 0);
+}
+
+/* A thread about to wait in a sync sends the stream's requests and waits
+ * for their answers itself: an invoke + sync is then one MPI round trip
+ * with no hand-off to the worker and back.  Nothing runs on this process's
+ * cores but the wait (the kernel runs in the device process), and the
+ * commands of a stream still run one at a time and in order (the engine's
+ * claim), each on its stream's slot, so any thread may. */
+static bool mpi_caller_may_run(const pymic_device *device)
+{
+    (void)device;
+    pthread_once(&caller_runs_once, read_caller_runs);
+    return caller_runs_enabled;
+}
+
 /* ------------------------------------------------------------ libraries */
 
 typedef struct mpi_library {
@@ -629,6 +655,7 @@ const pymic_backend_ops pymic_mpi_backend = {
     .worker_exit = mpi_worker_exit,
     .copy = mpi_copy,
     .invoke = mpi_invoke,
+    .caller_may_run = mpi_caller_may_run,
     .library_open = mpi_library_open,
     .kernel_find = mpi_kernel_find,
     .library_close = mpi_library_close,
