@@ -11,16 +11,15 @@
  * that faults on a local proc device is the command's failure, bounds
  * checks are the local engine's, and so on.
  *
- * Threads: the main thread is the only one that waits for the host's
- * messages (progress.c: it polls, then yields, then sleeps, so an idle
- * device costs nothing and a busy one leaves its cores to the kernels):
- * it serves control requests and copies itself, in order, and hands each
- * stream's invokes (and device-to-device copies) to a thread of that
- * stream, which has a local stream of its own, runs the command to its
- * end (the local stream synced) and answers.  The host waits for each
- * answer of a stream before it sends that stream's next request, so the
- * requests of one stream run in order, and two streams run side by side
- * as on the host.
+ * Threads: the main thread waits for the host's control requests (the
+ * control tag) and serves them in order; each stream slot has a thread
+ * with a local stream of its own that waits for that stream's requests
+ * (its tag) and carries each out to its end and answers, with no hand-off
+ * between threads (serve_slot).  Waits poll, then yield, then sleep
+ * (progress.c), so an idle device costs little and a busy one leaves its
+ * cores to the kernels.  The host waits for each answer of a stream
+ * before it sends that stream's next request, so the requests of one
+ * stream run in order, and two streams run side by side as on the host.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,12 +50,10 @@ typedef struct slot {
     pymic_stream *stream;
     int index;
     bool running;
-    /* The request handed over by the main thread, and whether the stream
-     * has ended (guarded by `lock`). */
+    /* Whether the stream has ended (guarded by `lock`). */
     pthread_mutex_t lock;
-    pthread_cond_t posted;
-    bool has_work, stopped;
-    int bytes;
+    bool stopped;
+    /* The request being served (the slot's thread only). */
     _Alignas(16) unsigned char message[MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
 } slot;
 
@@ -177,33 +174,51 @@ static void invoke(int tag, slot *s, const unsigned char *message)
         answer(tag, PYMIC_OK, 0, NULL);
 }
 
-/* A stream's thread: each invoke, device-to-device copy or STOP the main
- * thread hands over, carried out to its end and answered. */
+/* A stream's thread: it alone receives its stream's requests (the
+ * stream's tag) and carries each out to its end and answers at once --
+ * copies to and from the host, invokes and device-to-device copies on its
+ * local stream (whose sync runs the kernel on this very thread where the
+ * local device allows: caller runs), until STOP.  No other thread is woken
+ * on the way: an invoke + sync is one receive, the kernel and one send.
+ * The host sends a stream's next request only after this one's answer,
+ * so the requests of one stream run in order, and two streams run side
+ * by side as on the host. */
 static void *serve_slot(void *arg)
 {
     slot *s = arg;
     int tag = MPIDEV_TAG_STREAM(s->index);
-    _Alignas(16) static _Thread_local unsigned char
-        message[MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
     for (;;) {
-        /* Taken over (and the slot free again) before the answer: the
-         * host's next request of this stream follows the answer. */
-        pthread_mutex_lock(&s->lock);
-        while (!s->has_work)
-            pthread_cond_wait(&s->posted, &s->lock);
-        memcpy(message, s->message, (size_t)s->bytes);
-        s->has_work = false;
-        pthread_mutex_unlock(&s->lock);
-        uint32_t op;
-        memcpy(&op, message, sizeof op);
-        mpidev_request rq;
+        MPI_Status got;
+        int rc = mpidev_recv(s->message, (int)sizeof s->message, host_rank, tag, host_comm,
+                             &got, NULL);
+        if (rc != MPI_SUCCESS)
+            return NULL; /* MPI is gone: so is the host */
+        int bytes = 0;
+        MPI_Get_count(&got, MPI_BYTE, &bytes);
+        uint32_t op = MPIDEV_STOP + 1; /* unknown unless the message says */
+        if (bytes >= (int)sizeof op)
+            memcpy(&op, s->message, sizeof op);
+        mpidev_request rq = {0};
         if (op != MPIDEV_INVOKE)
-            memcpy(&rq, message, sizeof rq);
-        if (op == MPIDEV_INVOKE) {
-            invoke(tag, s, message);
-        } else if (op == MPIDEV_D2D) {
+            memcpy(&rq, s->message, (size_t)bytes < sizeof rq ? (size_t)bytes : sizeof rq);
+        if ((op == MPIDEV_H2D || op == MPIDEV_D2H) && (rq.c == 0 || rq.c > INT32_MAX)) {
+            answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "bad chunk size");
+            continue;
+        }
+        switch (op) {
+        case MPIDEV_H2D:
+            h2d(tag, &rq);
+            break;
+        case MPIDEV_D2H:
+            d2h(tag, &rq);
+            break;
+        case MPIDEV_INVOKE:
+            invoke(tag, s, s->message);
+            break;
+        case MPIDEV_D2D:
             d2d(tag, s, &rq);
-        } else if (op == MPIDEV_STOP) {
+            break;
+        case MPIDEV_STOP:
             pymic_stream_destroy(s->stream);
             pthread_mutex_lock(&s->lock);
             s->stopped = true;
@@ -211,52 +226,10 @@ static void *serve_slot(void *arg)
             if (!rq.a)
                 answer(tag, PYMIC_OK, 0, NULL);
             return NULL;
+        default:
+            answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "unknown stream request");
+            break;
         }
-    }
-}
-
-/* On the main thread: a request of stream slot `index` (`bytes` of
- * `message`).  Copies to and from the host are carried out here; the rest
- * goes to the stream's thread (the host sends a stream's next request only
- * after this one's answer, so the thread is idle). */
-static void serve_stream_request(int index, const unsigned char *message, int bytes)
-{
-    int tag = MPIDEV_TAG_STREAM(index);
-    if (index < 0 || index >= MPIDEV_MAX_STREAMS || !slots[index].running ||
-        slot_stopped(&slots[index])) {
-        answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "request of a stream that was not started");
-        return;
-    }
-    slot *s = &slots[index];
-    uint32_t op;
-    memcpy(&op, message, sizeof op);
-    mpidev_request rq;
-    if (op != MPIDEV_INVOKE)
-        memcpy(&rq, message, sizeof rq);
-    if ((op == MPIDEV_H2D || op == MPIDEV_D2H) && (rq.c == 0 || rq.c > INT32_MAX)) {
-        answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "bad chunk size");
-        return;
-    }
-    switch (op) {
-    case MPIDEV_H2D:
-        h2d(tag, &rq);
-        return;
-    case MPIDEV_D2H:
-        d2h(tag, &rq);
-        return;
-    case MPIDEV_INVOKE:
-    case MPIDEV_D2D:
-    case MPIDEV_STOP:
-        pthread_mutex_lock(&s->lock);
-        memcpy(s->message, message, (size_t)bytes);
-        s->bytes = bytes;
-        s->has_work = true;
-        pthread_cond_signal(&s->posted);
-        pthread_mutex_unlock(&s->lock);
-        return;
-    default:
-        answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "unknown stream request");
-        return;
     }
 }
 
@@ -388,8 +361,7 @@ static void start(const mpidev_request *rq)
         return;
     }
     pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->posted, NULL);
-    s->has_work = s->stopped = false;
+    s->stopped = false;
     int rc = pthread_create(&s->thread, NULL, serve_slot, s);
     if (rc != 0) {
         pymic_stream_destroy(s->stream);
@@ -412,23 +384,18 @@ static void join_stopped(void)
     }
 }
 
-/* The main thread: every request of the host, in the order it comes. */
+/* The main thread: every control request of the host, in the order it
+ * comes (the streams' requests go to their own threads). */
 static void serve(void)
 {
     _Alignas(16) static unsigned char message[MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
     mpidev_request rq;
     for (;;) {
         MPI_Status got;
-        int rc = mpidev_recv(message, (int)sizeof message, host_rank, MPI_ANY_TAG, host_comm,
-                             &got, NULL);
+        int rc = mpidev_recv(message, (int)sizeof message, host_rank, MPIDEV_TAG_CONTROL,
+                             host_comm, &got, NULL);
         if (rc != MPI_SUCCESS)
             return;
-        if (got.MPI_TAG != MPIDEV_TAG_CONTROL) {
-            int bytes = 0;
-            MPI_Get_count(&got, MPI_BYTE, &bytes);
-            serve_stream_request(got.MPI_TAG - MPIDEV_TAG_STREAM(0), message, bytes);
-            continue;
-        }
         memcpy(&rq, message, sizeof rq);
         int status = PYMIC_OK;
         uint64_t value = 0;
@@ -467,7 +434,6 @@ static void serve(void)
                 slot_stopped(&slots[rq.slot])) {
                 pthread_join(slots[rq.slot].thread, NULL);
                 pthread_mutex_destroy(&slots[rq.slot].lock);
-                pthread_cond_destroy(&slots[rq.slot].posted);
                 slots[rq.slot].running = false;
             }
             start(&rq);

@@ -273,15 +273,20 @@ static void mpi_worker_exit(pymic_stream *stream)
     mpi_stream *ms = stream->backend_worker;
     mpi_device *md = state_of(stream->device);
     pthread_mutex_lock(&md->control_lock);
+    bool stopped = md->gone;
     if (!md->gone && !atomic_load(&stream->device->lost)) {
         mpidev_request rq = {.op = MPIDEV_STOP};
         mpidev_reply reply;
-        if (stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD))
-            stream_answer(md, ms, &reply);
+        stopped = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD) &&
+                  stream_answer(md, ms, &reply);
     }
-    pthread_mutex_lock(&md->lock);
-    md->used[ms->slot] = false;
-    pthread_mutex_unlock(&md->lock);
+    if (stopped) {
+        pthread_mutex_lock(&md->lock);
+        md->used[ms->slot] = false;
+        pthread_mutex_unlock(&md->lock);
+    } else {
+        md->stale[ms->slot] = true; /* mpi_reset stops it */
+    }
     pthread_mutex_unlock(&md->control_lock);
     free(ms);
     stream->backend_worker = NULL;
@@ -601,6 +606,24 @@ static int mpi_reset(pymic_device *device)
     mpidev_request rq = {.op = MPIDEV_RESET};
     mpidev_reply reply;
     int status = control_call(md, &rq, &reply);
+    /* The threads of streams that ended while the device was lost still
+     * wait for their stream's requests there: stop them, and the slots
+     * are free again. */
+    for (int i = 0; status == PYMIC_OK && i < MPIDEV_MAX_STREAMS; i++) {
+        if (!md->stale[i])
+            continue;
+        mpi_stream stale = {.slot = i};
+        mpidev_request stop = {.op = MPIDEV_STOP};
+        if (!stream_send(md, &stale, &stop, MPIDEV_REQUEST_HEAD) ||
+            !stream_answer(md, &stale, &reply)) {
+            status = PYMIC_ERR_DEVICE_LOST;
+            break;
+        }
+        md->stale[i] = false;
+        pthread_mutex_lock(&md->lock);
+        md->used[i] = false;
+        pthread_mutex_unlock(&md->lock);
+    }
     pthread_mutex_unlock(&md->control_lock);
     if (status != PYMIC_OK) {
         if (!atomic_load(&device->lost))

@@ -25,6 +25,10 @@ typedef struct mpi_device {
     /* Guards used[]: which stream slots (tags) are taken. */
     pthread_mutex_t lock;
     bool used[MPIDEV_MAX_STREAMS];
+    /* Slots of streams that ended while the device was lost: their thread
+     * on the device was not told to stop, so the slot stays taken until a
+     * reset that succeeds stops it (guarded by control_lock). */
+    bool stale[MPIDEV_MAX_STREAMS];
     size_t capacity; /* the device's answer to HELLO */
     uint64_t chunk;  /* bytes per message of a copy (PYMIC_MPI_CHUNK) */
     char local[PYMIC_NAME_MAX]; /* the device engine's own device name */
