@@ -160,6 +160,9 @@ PYMIC_API int pymic_device_set_memory_limit(int device, size_t bytes);
 PYMIC_API int pymic_device_sync(int device);
 /* The same, giving up with TIMEOUT after `timeout_ns` nanoseconds. */
 PYMIC_API int pymic_device_sync_timeout(int device, uint64_t timeout_ns);
+/* The same, saying which commands the calling thread may run itself while
+ * it waits (PYMIC_WAIT_RUNS_*, see pymic_stream_wait_seq_runs). */
+PYMIC_API int pymic_device_sync_runs(int device, uint64_t timeout_ns, int runs);
 /* For tests and tools: how many streams the device-wide waits of `device`
  * (device syncs, library unloads) have looked at so far.  They look only
  * at streams that have had commands since the last such wait found them
@@ -210,6 +213,26 @@ PYMIC_API int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq);
  * TIMEOUT is an expected outcome and leaves pymic_last_error() as it was. */
 PYMIC_API int pymic_stream_wait_seq_timeout(pymic_stream *stream, uint64_t seq,
                                             uint64_t timeout_ns);
+
+/* Which commands a waiting thread may run itself instead of leaving them
+ * to the stream's worker ("caller runs", docs/design.md "Threads, cores,
+ * spinning and sleeping"), where the device allows it at all.  A command
+ * run on the waiting thread cannot be interrupted and its wait cannot
+ * return before it ends, so a wait that must stay responsive runs only
+ * quick commands: frees, event records, copies up to 16 MiB, kernels
+ * whose last run on the stream was short.  The calls above choose for
+ * their caller: an untimed wait runs any command, a timed wait only quick
+ * ones (it must return near its deadline), a timeout of 0 (a poll)
+ * none. */
+enum {
+    PYMIC_WAIT_RUNS_NOTHING = 0, /* run nothing: only wait */
+    PYMIC_WAIT_RUNS_QUICK = 1,   /* run commands known to end soon */
+    PYMIC_WAIT_RUNS_ANY = 2      /* run whatever the worker has not started */
+};
+/* pymic_stream_wait_seq_timeout with an explicit choice: `runs` is one of
+ * PYMIC_WAIT_RUNS_*, independent of the timeout (UINT64_MAX: none). */
+PYMIC_API int pymic_stream_wait_seq_runs(pymic_stream *stream, uint64_t seq,
+                                         uint64_t timeout_ns, int runs);
 
 /* How many commands may be outstanding (enqueued and not yet completed,
  * the running one included) before an enqueue blocks: an enqueue blocks

@@ -186,11 +186,14 @@ int pymic_device_snapshot(pymic_device *device, pymic_use **uses_out, int *count
  * readable, ring included, until this sync drops it.  Each is waited for as a
  * stream sync waits (pymic_stream_wait_until): commands this thread may
  * run it runs, and a stream already done costs two loads. */
-static int device_sync(int device, uint64_t timeout_ns, const char *op)
+static int device_sync(int device, uint64_t timeout_ns, int runs, const char *op)
 {
     int status;
     pymic_device *d = pymic_device_lookup(device, op, &status);
     if (!d)
+        return status;
+    status = pymic_wait_runs_check(runs, "device sync");
+    if (status != PYMIC_OK)
         return status;
     uint64_t deadline = pymic_deadline(timeout_ns);
     uint64_t traced = pymic_trace_wait_begin();
@@ -201,7 +204,7 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
         return status;
     for (int i = 0; i < n; i++) {
         pymic_stream *s = uses[i].stream;
-        if (status == PYMIC_OK && !pymic_stream_wait_until(s, uses[i].seq, deadline))
+        if (status == PYMIC_OK && !pymic_stream_wait_until(s, uses[i].seq, deadline, runs))
             status = PYMIC_ERR_TIMEOUT;
         if (status == PYMIC_OK)
             status = pymic_stream_take_failure_for_device(s, uses[i].seq);
@@ -224,12 +227,17 @@ static int device_sync(int device, uint64_t timeout_ns, const char *op)
 
 int pymic_device_sync(int device)
 {
-    return device_sync(device, UINT64_MAX, "sync");
+    return device_sync(device, UINT64_MAX, PYMIC_WAIT_RUNS_ANY, "sync");
 }
 
 int pymic_device_sync_timeout(int device, uint64_t timeout_ns)
 {
-    return device_sync(device, timeout_ns, "sync");
+    return device_sync(device, timeout_ns, pymic_wait_runs_for_timeout(timeout_ns), "sync");
+}
+
+int pymic_device_sync_runs(int device, uint64_t timeout_ns, int runs)
+{
+    return device_sync(device, timeout_ns, runs, "sync");
 }
 
 int pymic_device_sync_visits(int device, uint64_t *visits)

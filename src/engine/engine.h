@@ -458,11 +458,21 @@ void pymic_stream_publish(pymic_stream *stream);
 /* Give the reserved slot up unpublished and release the lock. */
 void pymic_stream_cancel(pymic_stream *stream);
 
-/* Wait until command `target` of `stream` has completed, running
- * commands on this thread where a sync may (stream.c, "Who runs a
- * command"); `deadline` from pymic_deadline.  1 once reached, 0 on
- * timeout.  Reports no failure. */
-int pymic_stream_wait_until(pymic_stream *stream, uint64_t target, uint64_t deadline);
+/* Wait until command `target` of `stream` has completed, running on
+ * this thread the commands `runs` (PYMIC_WAIT_RUNS_*) allows where the
+ * device lets a waiting thread run any (stream.c, "Who runs a command");
+ * `deadline` from pymic_deadline.  1 once reached, 0 on timeout.  Reports
+ * no failure. */
+int pymic_stream_wait_until(pymic_stream *stream, uint64_t target, uint64_t deadline,
+                            int runs);
+
+/* What the public waits without a choice of their own run: any command
+ * when untimed, none in a poll (timeout 0), quick ones otherwise (a timed
+ * wait must return near its deadline). */
+int pymic_wait_runs_for_timeout(uint64_t timeout_ns);
+/* PYMIC_OK if `runs` is a PYMIC_WAIT_RUNS_* value, else a failure naming
+ * `op`. */
+int pymic_wait_runs_check(int runs, const char *op);
 
 /* The deadline on the monotonic clock of a wait of `timeout_ns`:
  * UINT64_MAX for none (timeout UINT64_MAX), 0 for a poll (timeout 0,

@@ -44,15 +44,18 @@ static pymic_command *slot_of(pymic_command *ring, uint64_t seq)
  * thread claims one command at a time.
  * ------------------------------------------------------------------ */
 
-/* run_class of a slot: who may claim it. */
+/* run_class of a slot: who may claim it.  A waiting thread claims what
+ * its wait's `runs` (PYMIC_WAIT_RUNS_*) allows: RUN_QUICK commands for
+ * PYMIC_WAIT_RUNS_QUICK, RUN_ANY ones too for PYMIC_WAIT_RUNS_ANY. */
 enum {
     RUN_WORKER_ONLY = 0, /* stop, wait-event: the worker's business        */
-    RUN_UNTIMED = 1,     /* any sync without a time limit may run it       */
-    RUN_QUICK = 2        /* known to be short: also inside a timed wait    */
+    RUN_ANY = 1,         /* a wait that may run any command may run it     */
+    RUN_QUICK = 2        /* known to be short: also a wait that runs quick */
 };
 
-/* A timed wait (the Python layer waits in slices to notice Ctrl-C) runs
- * only commands known to end soon, so Ctrl-C stays responsive. */
+/* What counts as quick: a wait that must stay responsive (a timed one;
+ * the Python layer's slices, to notice Ctrl-C) runs only these, since a
+ * command run on the waiting thread cannot be interrupted. */
 #define QUICK_KERNEL_NS 1000000u
 #define QUICK_COPY_BYTES ((size_t)16 << 20)
 /* A lazy worker naps this long between looks; a command that waited a
@@ -118,9 +121,9 @@ static unsigned char run_class_of(pymic_stream *stream, const pymic_command *cmd
     case PYMIC_CMD_RECORD:
         return RUN_QUICK;
     case PYMIC_CMD_COPY:
-        return cmd->u.copy.nbytes <= QUICK_COPY_BYTES ? RUN_QUICK : RUN_UNTIMED;
+        return cmd->u.copy.nbytes <= QUICK_COPY_BYTES ? RUN_QUICK : RUN_ANY;
     case PYMIC_CMD_INVOKE:
-        return kernel_is_quick(stream, cmd->u.call.handle) ? RUN_QUICK : RUN_UNTIMED;
+        return kernel_is_quick(stream, cmd->u.call.handle) ? RUN_QUICK : RUN_ANY;
     default:
         return RUN_WORKER_ONLY;
     }
@@ -550,17 +553,17 @@ static int wait_for_runner(pymic_stream *stream, uint64_t target, uint64_t spin_
     }
 }
 
-/* Wait until command `target` has completed, running commands on this
- * thread where allowed (see the top of this section).  0 on timeout;
- * deadline 0 is a poll. */
-static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
+/* Wait until command `target` has completed, running on this thread the
+ * commands `runs` allows where the backend lets it (see the top of this
+ * section).  0 on timeout; deadline 0 waits no longer than it takes to
+ * run what it may. */
+static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline, int runs)
 {
     if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
         return 1;
-    /* A poll (deadline 0: a timeout of 0) runs nothing. */
-    bool may_run = deadline != 0 && stream->ops->caller_may_run &&
+    bool may_run = runs != PYMIC_WAIT_RUNS_NOTHING && stream->ops->caller_may_run &&
                    stream->ops->caller_may_run(stream->device);
-    unsigned char min_class = deadline == UINT64_MAX ? RUN_UNTIMED : RUN_QUICK;
+    unsigned char min_class = runs == PYMIC_WAIT_RUNS_ANY ? RUN_ANY : RUN_QUICK;
     for (;;) {
         /* One command per claim: this thread runs it itself, so no other
          * core reads the counters it writes, and a timed wait looks at its
@@ -618,9 +621,9 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline)
     }
 }
 
-int pymic_stream_wait_until(pymic_stream *stream, uint64_t target, uint64_t deadline)
+int pymic_stream_wait_until(pymic_stream *stream, uint64_t target, uint64_t deadline, int runs)
 {
-    return stream_wait(stream, target, deadline);
+    return stream_wait(stream, target, deadline, runs);
 }
 
 void pymic_stream_retain(pymic_stream *stream)
@@ -741,7 +744,7 @@ int pymic_stream_sync(pymic_stream *stream)
         return status;
     uint64_t target = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
     uint64_t traced = pymic_trace_wait_begin();
-    stream_wait(stream, target, UINT64_MAX);
+    stream_wait(stream, target, UINT64_MAX, PYMIC_WAIT_RUNS_ANY);
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, target,
                          PYMIC_OK);
     return pymic_stream_take_failure(stream, target, "sync of");
@@ -801,9 +804,13 @@ int pymic_stream_capacity(const pymic_stream *stream)
     return (int)PYMIC_RING_SLOTS;
 }
 
-static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, const char *op)
+static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, int runs,
+                    const char *op)
 {
     int status = pymic_stream_check(stream, op);
+    if (status != PYMIC_OK)
+        return status;
+    status = pymic_wait_runs_check(runs, op);
     if (status != PYMIC_OK)
         return status;
     uint64_t last = atomic_load_explicit(&stream->enqueued, memory_order_acquire);
@@ -815,7 +822,7 @@ static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, con
                           (unsigned long long)last);
     uint64_t deadline = pymic_deadline(timeout_ns);
     uint64_t traced = pymic_trace_wait_begin();
-    status = stream_wait(stream, seq, deadline) ? PYMIC_OK : PYMIC_ERR_TIMEOUT;
+    status = stream_wait(stream, seq, deadline, runs) ? PYMIC_OK : PYMIC_ERR_TIMEOUT;
     pymic_trace_wait_end(traced, PYMIC_TRACE_WAIT_STREAM, stream->device->id, stream, seq, status);
     if (status != PYMIC_OK)
         return PYMIC_ERR_TIMEOUT; /* expected by timed callers: no message */
@@ -824,10 +831,15 @@ static int wait_seq(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, con
 
 int pymic_stream_wait_seq(pymic_stream *stream, uint64_t seq)
 {
-    return wait_seq(stream, seq, UINT64_MAX, "sync of");
+    return wait_seq(stream, seq, UINT64_MAX, PYMIC_WAIT_RUNS_ANY, "sync of");
 }
 
 int pymic_stream_wait_seq_timeout(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns)
 {
-    return wait_seq(stream, seq, timeout_ns, "sync of");
+    return wait_seq(stream, seq, timeout_ns, pymic_wait_runs_for_timeout(timeout_ns), "sync of");
+}
+
+int pymic_stream_wait_seq_runs(pymic_stream *stream, uint64_t seq, uint64_t timeout_ns, int runs)
+{
+    return wait_seq(stream, seq, timeout_ns, runs, "sync of");
 }

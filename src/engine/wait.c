@@ -46,6 +46,24 @@ uint64_t pymic_deadline(uint64_t timeout_ns)
     return timeout_ns >= UINT64_MAX - now ? UINT64_MAX - 1 : now + timeout_ns;
 }
 
+int pymic_wait_runs_for_timeout(uint64_t timeout_ns)
+{
+    if (timeout_ns == UINT64_MAX)
+        return PYMIC_WAIT_RUNS_ANY;
+    return timeout_ns == 0 ? PYMIC_WAIT_RUNS_NOTHING : PYMIC_WAIT_RUNS_QUICK;
+}
+
+int pymic_wait_runs_check(int runs, const char *op)
+{
+    if (runs == PYMIC_WAIT_RUNS_NOTHING || runs == PYMIC_WAIT_RUNS_QUICK ||
+        runs == PYMIC_WAIT_RUNS_ANY)
+        return PYMIC_OK;
+    return pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
+                      "%s: runs is %d; expected PYMIC_WAIT_RUNS_NOTHING (0), "
+                      "PYMIC_WAIT_RUNS_QUICK (1) or PYMIC_WAIT_RUNS_ANY (2)",
+                      op, runs);
+}
+
 /* Sleep while *word == expected, at most `timeout` (NULL: no limit). */
 static void futex_wait(_Atomic uint32_t *word, uint32_t expected, const struct timespec *timeout)
 {

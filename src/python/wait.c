@@ -16,6 +16,12 @@
  * nothing measurable: a wait that ends within its first slice (every short
  * kernel) never sees the loop, and a long one wakes 100 times a second to
  * check a flag.
+ *
+ * Each slice runs on this thread only commands known to end soon
+ * (PYMIC_WAIT_RUNS_QUICK): a kernel run here could not be interrupted, and
+ * Ctrl-C would wait for its end.  Longer kernels stay on the stream's
+ * worker (docs/design.md, "Threads, cores, spinning and sleeping").  An
+ * event sync runs nothing in any case.
  */
 #include "engine_module.h"
 
@@ -25,11 +31,12 @@ static int timed_wait(const wait_target *target)
 {
     switch (target->kind) {
     case WAIT_STREAM_SEQ:
-        return pymic_stream_wait_seq_timeout(target->stream, target->seq, WAIT_SLICE_NS);
+        return pymic_stream_wait_seq_runs(target->stream, target->seq, WAIT_SLICE_NS,
+                                          PYMIC_WAIT_RUNS_QUICK);
     case WAIT_EVENT:
         return pymic_event_sync_timeout(target->event, WAIT_SLICE_NS);
     case WAIT_DEVICE:
-        return pymic_device_sync_timeout(target->device, WAIT_SLICE_NS);
+        return pymic_device_sync_runs(target->device, WAIT_SLICE_NS, PYMIC_WAIT_RUNS_QUICK);
     }
     return PYMIC_ERR_INVALID_ARGUMENT;
 }

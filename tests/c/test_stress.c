@@ -177,6 +177,48 @@ static void test_one_slow_run_keeps_a_kernel_short(void)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* Which commands a wait runs is its own choice (PYMIC_WAIT_RUNS_*), not
+ * its deadline's.  The kernel here sleeps 2 ms per run, so after its
+ * first run it is known long. */
+static void test_wait_runs_independent_of_deadline(void)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    int64_t tid = 0, ms = 2;
+    pymic_arg args[2] = {ptr_arg(&tid), {&ms, sizeof ms}};
+    /* An untimed wait that runs quick commands only leaves an unknown or
+     * long kernel to the worker, every time. */
+    int here = 0;
+    for (int round = 0; round < 20; round++) {
+        CHECK_OK(pymic_invoke(s, k_sleep_who, 2, args));
+        CHECK_OK(pymic_stream_wait_seq_runs(s, pymic_stream_last_enqueued(s), UINT64_MAX,
+                                            PYMIC_WAIT_RUNS_QUICK));
+        here += tid == my_tid();
+        CHECK_OK(pymic_invoke(s, k_sleep_who, 2, args));
+        CHECK_OK(pymic_device_sync_runs(0, UINT64_MAX, PYMIC_WAIT_RUNS_QUICK));
+        here += tid == my_tid();
+    }
+    CHECK(here == 0);
+    /* A timed wait that may run anything runs long kernels here too
+     * (with a timed wait's default, quick only, none would). */
+    for (int round = 0; round < 50; round++) {
+        CHECK_OK(pymic_invoke(s, k_sleep_who, 2, args));
+        CHECK_OK(pymic_stream_wait_seq_runs(s, pymic_stream_last_enqueued(s),
+                                            UINT64_C(10000000000), PYMIC_WAIT_RUNS_ANY));
+        here += tid == my_tid();
+    }
+    CHECK(here > 0);
+    /* Nothing else is a choice: a clear error, and the stream still works. */
+    uint64_t last = pymic_stream_last_enqueued(s);
+    CHECK_STATUS(pymic_stream_wait_seq_runs(s, last, UINT64_MAX, 3),
+                 PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE("PYMIC_WAIT_RUNS_ANY");
+    CHECK_STATUS(pymic_device_sync_runs(0, UINT64_MAX, -1), PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK_OK(pymic_invoke(s, k_sleep_who, 2, args));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 /* A wait with a timeout of 0 is a poll: it runs nothing on the calling
  * thread, not even a kernel known to be short (here a gate that ran
  * quickly once and now blocks: run by the poll, the poll would never
@@ -671,6 +713,7 @@ int main(int argc, char **argv)
     test_timed_wait_leaves_unknown_kernels();
     test_one_slow_run_keeps_a_kernel_short();
     test_poll_runs_nothing();
+    test_wait_runs_independent_of_deadline();
     test_nothing_overtakes_a_blocked_command();
     test_event_wait_across_streams();
     test_thread_outside_device_never_runs(argv[0], argv[1]);
