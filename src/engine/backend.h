@@ -209,7 +209,8 @@ typedef struct pymic_backend_ops {
      * instead of sleeping. */
     void (*poll)(struct pymic_stream *stream);
 
-    /* ---- caller runs.  caller_may_run (NULL: never) runs on a thread
+    /* ---- caller runs (never with PYMIC_CALLER_RUNS=0, which the core
+     * reads for every backend).  caller_may_run (NULL: never) runs on a thread
      * about to wait in a sync of the device, no lock held: whether that
      * thread may run the stream's next commands itself (the host: when its
      * CPUs are all the device's; any backend whose submission is cheap

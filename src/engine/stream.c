@@ -553,6 +553,24 @@ static int wait_for_runner(pymic_stream *stream, uint64_t target, uint64_t spin_
     }
 }
 
+/* PYMIC_CALLER_RUNS=0 turns caller runs off on every device (each command
+ * then runs on its stream's worker); read once, here, so that no backend
+ * reads it on its own. */
+static pthread_once_t caller_runs_once = PTHREAD_ONCE_INIT;
+static bool caller_runs_on = true;
+
+static void read_caller_runs(void)
+{
+    const char *text = getenv("PYMIC_CALLER_RUNS");
+    caller_runs_on = !(text && strcmp(text, "0") == 0);
+}
+
+static bool caller_runs_enabled(void)
+{
+    pthread_once(&caller_runs_once, read_caller_runs);
+    return caller_runs_on;
+}
+
 /* Wait until command `target` has completed, running on this thread the
  * commands `runs` allows where the backend lets it (see the top of this
  * section).  0 on timeout; deadline 0 waits no longer than it takes to
@@ -561,8 +579,8 @@ static int stream_wait(pymic_stream *stream, uint64_t target, uint64_t deadline,
 {
     if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
         return 1;
-    bool may_run = runs != PYMIC_WAIT_RUNS_NOTHING && stream->ops->caller_may_run &&
-                   stream->ops->caller_may_run(stream->device);
+    bool may_run = runs != PYMIC_WAIT_RUNS_NOTHING && caller_runs_enabled() &&
+                   stream->ops->caller_may_run && stream->ops->caller_may_run(stream->device);
     unsigned char min_class = runs == PYMIC_WAIT_RUNS_ANY ? RUN_ANY : RUN_QUICK;
     for (;;) {
         /* One command per claim: this thread runs it itself, so no other

@@ -437,17 +437,6 @@ static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t s
 
 /* ---------------------------------------------------------- caller runs */
 
-/* PYMIC_CALLER_RUNS=0: every command runs on the stream's worker; read
- * once. */
-static pthread_once_t caller_runs_once = PTHREAD_ONCE_INIT;
-static bool caller_runs_enabled = true;
-
-static void read_caller_runs(void)
-{
-    const char *text = getenv("PYMIC_CALLER_RUNS");
-    caller_runs_enabled = !(text && strcmp(text, "0") == 0);
-}
-
 /* A thread about to wait in a sync sends the stream's requests and waits
  * for their answers itself: an invoke + sync is then one MPI round trip
  * with no hand-off to the worker and back.  Nothing runs on this process's
@@ -457,8 +446,7 @@ static void read_caller_runs(void)
 static bool mpi_caller_may_run(const pymic_device *device)
 {
     (void)device;
-    pthread_once(&caller_runs_once, read_caller_runs);
-    return caller_runs_enabled;
+    return true;
 }
 
 /* ------------------------------------------------------------ libraries */

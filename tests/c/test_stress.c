@@ -545,6 +545,27 @@ static int outside_main(const char *kernels)
     return check_finish();
 }
 
+/* Run this test program again as `self kernels mode`, with the variable
+ * named by `drop` ("NAME=") replaced by `setting`; it must pass. */
+static void run_child(const char *self, const char *kernels, const char *mode,
+                      const char *drop, const char *setting)
+{
+    char *env[64];
+    int n = 0;
+    size_t drop_len = strlen(drop);
+    for (char **e = environ; *e && n < 62; e++)
+        if (strncmp(*e, drop, drop_len) != 0)
+            env[n++] = *e;
+    env[n++] = (char *)setting;
+    env[n] = NULL;
+    char *argv[] = {(char *)self, (char *)kernels, (char *)mode, NULL};
+    pid_t pid;
+    int status = -1;
+    CHECK(posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, env) == 0);
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static void test_thread_outside_device_never_runs(const char *self, const char *kernels)
 {
     cpu_set_t set;
@@ -559,19 +580,26 @@ static void test_thread_outside_device_never_runs(const char *self, const char *
     }
     char layout[64];
     snprintf(layout, sizeof layout, "PYMIC_DEVICES=host:%d", first);
-    char *env[64];
-    int n = 0;
-    for (char **e = environ; *e && n < 62; e++)
-        if (strncmp(*e, "PYMIC_DEVICES=", 14) != 0)
-            env[n++] = *e;
-    env[n++] = layout;
-    env[n] = NULL;
-    char *argv[] = {(char *)self, (char *)kernels, "--outside", NULL};
-    pid_t pid;
-    int status = -1;
-    CHECK(posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, env) == 0);
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    run_child(self, kernels, "--outside", "PYMIC_DEVICES=", layout);
+}
+
+/* With PYMIC_CALLER_RUNS=0 no syncing thread runs a command itself, even
+ * on the device's own CPUs where it otherwise would (test_caller_runs_in_
+ * order): the core reads the switch for every backend. */
+static int caller_runs_off_main(const char *kernels)
+{
+    load_kernels(kernels);
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK(ran_here(s, 300, false) == 0);
+    CHECK(ran_here(s, 300, true) == 0);
+    CHECK_OK(pymic_stream_destroy(s));
+    return check_finish();
+}
+
+static void test_caller_runs_off(const char *self, const char *kernels)
+{
+    run_child(self, kernels, "--caller-runs-off", "PYMIC_CALLER_RUNS=", "PYMIC_CALLER_RUNS=0");
 }
 
 /* ------------------------------------------------------------ stress */
@@ -700,11 +728,13 @@ static void stress_round(uint64_t spin_ns, long total_ops)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s stress-kernel-library [--outside]\n", argv[0]);
+        fprintf(stderr, "usage: %s stress-kernel-library [--outside | --caller-runs-off]\n", argv[0]);
         return 2;
     }
     if (argc > 2 && strcmp(argv[2], "--outside") == 0)
         return outside_main(argv[1]);
+    if (argc > 2 && strcmp(argv[2], "--caller-runs-off") == 0)
+        return caller_runs_off_main(argv[1]);
     load_kernels(argv[1]);
     uint64_t default_spin = 0;
     CHECK_OK(pymic_get_spin_ns(&default_spin));
@@ -717,6 +747,7 @@ int main(int argc, char **argv)
     test_nothing_overtakes_a_blocked_command();
     test_event_wait_across_streams();
     test_thread_outside_device_never_runs(argv[0], argv[1]);
+    test_caller_runs_off(argv[0], argv[1]);
 
     const char *text = getenv("PYMIC_STRESS_OPS");
     long total = text && *text ? atol(text) : 1000000;

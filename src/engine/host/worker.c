@@ -58,17 +58,6 @@ int pymic_worker_start_pinned(pymic_stream *stream, void *(*body)(void *))
 
 /* ------------------------------------------------------------ caller runs */
 
-/* PYMIC_CALLER_RUNS=0 turns "caller runs" off (every command then runs on
- * the worker, as before); read once. */
-static pthread_once_t caller_runs_once = PTHREAD_ONCE_INIT;
-static bool caller_runs_enabled = true;
-
-static void read_caller_runs(void)
-{
-    const char *text = getenv("PYMIC_CALLER_RUNS");
-    caller_runs_enabled = !(text && strcmp(text, "0") == 0);
-}
-
 /* The answer is cached per thread and device and recomputed every so many
  * calls, so a thread whose affinity changes is seen soon without paying a
  * system call in every sync. */
@@ -81,10 +70,9 @@ bool pymic_host_caller_may_run(const pymic_device *device)
     static _Thread_local unsigned cached_uses;
     if (cached_device == device && ++cached_uses < AFFINITY_RECHECK)
         return cached_answer;
-    pthread_once(&caller_runs_once, read_caller_runs);
     bool answer = false;
     cpu_set_t mine;
-    if (caller_runs_enabled && sched_getaffinity(0, sizeof mine, &mine) == 0) {
+    if (sched_getaffinity(0, sizeof mine, &mine) == 0) {
         cpu_set_t outside;
         CPU_OR(&outside, &mine, &device->cpuset);
         /* Every CPU of mine is the device's iff mine | device == device. */

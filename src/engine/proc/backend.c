@@ -376,16 +376,6 @@ static int proc_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t se
     return PYMIC_COMMAND_DONE;
 }
 
-/* PYMIC_CALLER_RUNS=0: every command runs on the worker; read once. */
-static pthread_once_t caller_runs_once = PTHREAD_ONCE_INIT;
-static bool caller_runs_enabled = true;
-
-static void read_caller_runs(void)
-{
-    const char *text = getenv("PYMIC_CALLER_RUNS");
-    caller_runs_enabled = !(text && strcmp(text, "0") == 0);
-}
-
 /* Any syncing thread may carry out a command itself: on a process device
  * that is a copy into the shared arena or a mailbox round trip, and the
  * kernel runs in the device process on the device's CPUs wherever the
@@ -395,8 +385,7 @@ static void read_caller_runs(void)
 static bool proc_caller_may_run(const pymic_device *device)
 {
     (void)device;
-    pthread_once(&caller_runs_once, read_caller_runs);
-    return caller_runs_enabled;
+    return true;
 }
 
 /* Hand the filled invoke request in `mb` to the device thread and wait
