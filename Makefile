@@ -137,7 +137,7 @@ test-python-asan: $(ASAN_SITE)/.installed examples
 # (extension against engine threads) are reported.
 TSAN_SITE := $(BUILD_ABS)/tsan-site
 TSAN_ENV   = LD_PRELOAD=$$(cc -print-file-name=libtsan.so) \
-             TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+             TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp \
              PYTHONPATH=$(TSAN_SITE)
 TSAN_TESTS = tests/python/test_concurrency.py tests/python/test_interrupt.py \
              tests/python/test_stream_events.py
