@@ -105,6 +105,12 @@ test-python: examples $(MPI_BUILT)
 	    $(MPI_RUN_ENV) OMPI_MCA_btl=self,tcp PYMIC_DEVICES=mpi $(VENV_ABS)/bin/pytest -q \
 	        $(MPI_TCP_TESTS); \
 	else echo "pytest on PYMIC_DEVICES=mpi skipped: pymic was built without MPI (no mpicc)"; fi
+	@# The waiting policy's two switches: with every spin off, and with
+	@# caller runs off (every command on its stream's worker), the suite
+	@# must pass as with the defaults (docs/design.md, "Threads, cores,
+	@# spinning and sleeping").
+	PYMIC_SPIN_NS=0 $(VENV_ABS)/bin/pytest -q tests/python --ignore=tests/python/test_mpi.py
+	PYMIC_CALLER_RUNS=0 $(VENV_ABS)/bin/pytest -q tests/python --ignore=tests/python/test_mpi.py
 
 # The extension and the whole pytest suite under ASan+UBSan.  pymic (engine,
 # extension, built-in kernels) is built with the sanitizers into its own
