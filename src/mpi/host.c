@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "host.h"
@@ -36,6 +37,7 @@ static mpi_device *state_of(pymic_device *device)
 static void lose(mpi_device *md, const char *what, int rc)
 {
     if (rc == MPIDEV_ERR_PEER_GONE) {
+        atomic_store(&md->ended, true);
         pymic_device_mark_lost(md->device,
                                "device %d lost: its MPI device process (rank %d, pid %d) "
                                "ended (a kernel that crashes on the device's local host "
@@ -51,12 +53,11 @@ static void lose(mpi_device *md, const char *what, int rc)
                            md->device->id, what, md->rank, text);
 }
 
-/* One control request and its answer, control_lock held.  PYMIC_OK (the
- * answer in *reply), PYMIC_ERR_DEVICE_LOST, or the device's status with
- * its reason in reply->text. */
-static int control_call(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
+/* One control request and its answer, control_lock held, whether or not
+ * the device is lost (a reset brings it back this way). */
+static int control_exchange(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
 {
-    if (md->gone || atomic_load(&md->device->lost))
+    if (md->gone)
         return PYMIC_ERR_DEVICE_LOST;
     size_t bytes = MPIDEV_REQUEST_HEAD + (rq->text[0] ? strlen(rq->text) + 1 : 0);
     int rc = mpidev_send(rq, (int)bytes, md->rank, MPIDEV_TAG_CONTROL, md->comm, &md->peer);
@@ -72,12 +73,27 @@ static int control_call(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
     return reply->status;
 }
 
+/* One control request and its answer, control_lock held.  PYMIC_OK (the
+ * answer in *reply), PYMIC_ERR_DEVICE_LOST, or the device's status with
+ * its reason in reply->text. */
+static int control_call(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
+{
+    if (md->gone || atomic_load(&md->device->lost))
+        return PYMIC_ERR_DEVICE_LOST;
+    return control_exchange(md, rq, reply);
+}
+
 static int control(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
 {
     pthread_mutex_lock(&md->control_lock);
     int status = control_call(md, rq, reply);
     pthread_mutex_unlock(&md->control_lock);
     return status;
+}
+
+int mpidev_control(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
+{
+    return control(md, rq, reply);
 }
 
 /* ------------------------------------------------------------ device life */
@@ -100,6 +116,8 @@ static bool check_bounds_asked(void)
     return check && strstr(check, "bounds");
 }
 
+static int hello(mpi_device *md, mpidev_reply *reply);
+
 static bool mpi_open(pymic_device *device)
 {
     mpi_device *md = calloc(1, sizeof *md);
@@ -110,6 +128,7 @@ static bool mpi_open(pymic_device *device)
     md->chunk = chunk_bytes();
     pthread_mutex_init(&md->control_lock, NULL);
     pthread_mutex_init(&md->lock, NULL);
+    pthread_mutex_init(&md->blocks_lock, NULL);
     device->backend = md;
     char why[512];
     if (mpidev_host_ready(why, sizeof why) != PYMIC_OK) {
@@ -122,24 +141,11 @@ static bool mpi_open(pymic_device *device)
         md->gone = true;
         return true;
     }
-    mpidev_request rq = {.op = MPIDEV_HELLO, .a = MPIDEV_PROTOCOL,
-                         .b = check_bounds_asked() ? MPIDEV_FLAG_CHECK_BOUNDS : 0};
     mpidev_reply reply;
-    int status = control(md, &rq, &reply);
+    pthread_mutex_lock(&md->control_lock);
+    int status = hello(md, &reply);
+    pthread_mutex_unlock(&md->control_lock);
     if (status == PYMIC_OK) {
-        md->capacity = reply.value;
-        /* The device's name for its local device ("host:0-3"), then its
-         * node: a device process on this node is watched by its pid. */
-        char *node = strchr(reply.text, '\n');
-        if (node)
-            *node++ = '\0';
-        char here[MPI_MAX_PROCESSOR_NAME];
-        int len = 0;
-        MPI_Get_processor_name(here, &len);
-        if (node && strcmp(node, here) == 0)
-            md->peer.pid = (int)reply.pad;
-        reply.text[sizeof md->local - 1] = '\0';
-        memcpy(md->local, reply.text, sizeof md->local);
         pymic_log(1, "device %d: MPI device rank %d drives its %s", device->id, md->rank,
                   md->local);
     } else if (status != PYMIC_ERR_DEVICE_LOST) {
@@ -149,36 +155,32 @@ static bool mpi_open(pymic_device *device)
     return true;
 }
 
-/* --------------------------------------------------------------- memory */
-
-static pymic_block *mpi_block_get(pymic_device *device, size_t nbytes, size_t alignment)
+/* HELLO to a device process (control_lock held): it sets up its local
+ * device with this host's settings and says what it holds, what it drives
+ * and where it runs. */
+static int hello(mpi_device *md, mpidev_reply *reply)
 {
-    mpi_device *md = state_of(device);
-    pymic_block *block = calloc(1, sizeof *block);
-    if (!block)
-        return NULL;
-    mpidev_request rq = {.op = MPIDEV_ALLOC, .a = nbytes, .b = alignment};
-    mpidev_reply reply;
-    if (control(md, &rq, &reply) != PYMIC_OK) {
-        free(block);
-        return NULL;
+    mpidev_request rq = {.op = MPIDEV_HELLO, .a = MPIDEV_PROTOCOL,
+                         .b = check_bounds_asked() ? MPIDEV_FLAG_CHECK_BOUNDS : 0};
+    int status = control_exchange(md, &rq, reply);
+    if (status == PYMIC_OK) {
+        md->capacity = reply->value;
+        /* The device's name for its local device ("host:0-3"), then its
+         * node: a device process on this node is watched by its pid. */
+        char *node = strchr(reply->text, '\n');
+        if (node)
+            *node++ = '\0';
+        char here[MPI_MAX_PROCESSOR_NAME];
+        int len = 0;
+        MPI_Get_processor_name(here, &len);
+        md->peer.pid = node && strcmp(node, here) == 0 ? (int)reply->pad : 0;
+        reply->text[sizeof md->local - 1] = '\0';
+        memcpy(md->local, reply->text, sizeof md->local);
     }
-    block->ptr = (void *)(uintptr_t)reply.value;
-    block->class_bytes = nbytes;
-    return block;
+    return status;
 }
 
-static void mpi_block_put(pymic_device *device, pymic_block *block)
-{
-    mpi_device *md = state_of(device);
-    mpidev_request rq = {.op = MPIDEV_FREE, .a = (uintptr_t)block->ptr};
-    mpidev_reply reply;
-    if (control(md, &rq, &reply) != PYMIC_OK && reply.status != PYMIC_ERR_DEVICE_LOST &&
-        !md->gone)
-        pymic_log(1, "device %d: freeing %p on the MPI device: %s", device->id, block->ptr,
-                  reply.text);
-    free(block);
-}
+/* --------------------------------------------------------------- memory */
 
 static size_t mpi_memory_capacity(pymic_device *device)
 {
@@ -582,11 +584,79 @@ static void mpi_library_close(pymic_device *device, void *handle)
 
 /* --------------------------------------------------------------- health */
 
+/* The device process ended: a spawned device gets a new one (same
+ * placement: the same spawn), which starts with no memory, no libraries
+ * and a thread for each of the host's streams; the old blocks become
+ * orphans (blocks.c).  A device rank of an MPMD launch cannot be
+ * replaced. */
+static int respawn(mpi_device *md)
+{
+    pymic_device *device = md->device;
+    if (!md->spawned)
+        return pymic_fail(PYMIC_ERR_DEVICE_LOST,
+                          "pymic_device_reset: device %d: its MPI device rank %d has ended, "
+                          "and a device rank started on the job's launch line (MPMD) cannot "
+                          "be replaced: start the job again (devices spawned by a program "
+                          "started without device ranks are started afresh by a reset; "
+                          "PYMIC_MPI_DEVICE=proc keeps a crashing kernel from ending the "
+                          "device rank)",
+                          device->id, md->rank);
+    /* Waits for the old process give up once they see it gone (their
+     * requests are on its communicator and watch its pid): none may be
+     * under way when both are replaced.  The device is lost meanwhile,
+     * so no new command starts one. */
+    while (atomic_load_explicit(&md->peer.waits, memory_order_acquire) > 0) {
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
+    }
+    char why[512];
+    if (!mpidev_respawn(md, why, sizeof why))
+        return pymic_fail(PYMIC_ERR_DEVICE_LOST,
+                          "pymic_device_reset: device %d: cannot start a new MPI device "
+                          "process: %s",
+                          device->id, why);
+    pthread_mutex_lock(&md->control_lock);
+    md->peer.pid = 0;
+    atomic_store(&md->ended, false);
+    mpidev_reply reply;
+    int status = hello(md, &reply);
+    /* Each stream of the host gets its thread there again; slots of
+     * streams that ended meanwhile are free. */
+    for (int i = 0; status == PYMIC_OK && i < MPIDEV_MAX_STREAMS; i++) {
+        pthread_mutex_lock(&md->lock);
+        bool used = md->used[i];
+        if (md->stale[i])
+            md->used[i] = used = false;
+        pthread_mutex_unlock(&md->lock);
+        md->stale[i] = false;
+        if (used) {
+            mpidev_request start = {.op = MPIDEV_START, .slot = (uint32_t)i};
+            status = control_exchange(md, &start, &reply);
+        }
+    }
+    pthread_mutex_unlock(&md->control_lock);
+    if (status != PYMIC_OK)
+        return pymic_fail(PYMIC_ERR_DEVICE_LOST,
+                          "pymic_device_reset: device %d: its new MPI device process cannot "
+                          "start: %s",
+                          device->id, status == PYMIC_ERR_DEVICE_LOST && !reply.text[0]
+                                          ? "it does not answer"
+                                          : reply.text);
+    mpidev_blocks_orphan(md);
+    atomic_fetch_add(&device->generation, 1);
+    atomic_store_explicit(&device->lost, 0, memory_order_release);
+    pymic_log(1, "device %d: reset: a new MPI device process (rank %d of its spawn) drives "
+              "its %s", device->id, md->rank, md->local);
+    return PYMIC_OK;
+}
+
 static int mpi_reset(pymic_device *device)
 {
     mpi_device *md = state_of(device);
     if (md->gone)
         return pymic_fail(PYMIC_ERR_DEVICE_LOST, "pymic_device_reset: %s", device->lost_why);
+    if (atomic_load(&md->ended))
+        return respawn(md);
     pthread_mutex_lock(&md->control_lock);
     /* The device process is alive if it answers; a lost local device is
      * restarted by its engine's reset. */
@@ -613,6 +683,10 @@ static int mpi_reset(pymic_device *device)
         pthread_mutex_unlock(&md->lock);
     }
     pthread_mutex_unlock(&md->control_lock);
+    /* The process ended while asked (a reset of a device that crashed
+     * before any wait could see it): start a new one. */
+    if (status != PYMIC_OK && atomic_load(&md->ended))
+        return respawn(md);
     if (status != PYMIC_OK) {
         if (!atomic_load(&device->lost))
             pymic_device_mark_lost(device, "device %d lost: %s", device->id, reply.text);
@@ -658,8 +732,8 @@ const pymic_backend_ops pymic_mpi_backend = {
     .kind = "mpi",
     .host_addressable = false, /* device memory is in another process */
     .open = mpi_open,
-    .block_get = mpi_block_get,
-    .block_put = mpi_block_put,
+    .block_get = mpidev_block_get,
+    .block_put = mpidev_block_put,
     .memory_capacity = mpi_memory_capacity,
     .bounds_arm = mpi_bounds_arm,
     .start_worker = mpi_start_worker,

@@ -261,6 +261,66 @@ static void test_remote_process_ends(void)
     CHECK_OK(pymic_stream_destroy(h));
 }
 
+/* After test_remote_process_ends: a reset spawns a new device process
+ * (twice here).
+ * A stream made before the crash works again, the library is loaded
+ * afresh, and memory of the ended process stays reserved until freed: the
+ * new process's allocations (which its heap would place at the same
+ * addresses) never coincide with it. */
+static void test_reset_respawns_the_device(void)
+{
+    pymic_library *lib;
+    pymic_stream *kept, *s;
+    void *before[4];
+    /* The device test_remote_process_ends lost comes back ... */
+    CHECK(pymic_device_lost(0, NULL, 0) == 1);
+    CHECK_OK(pymic_device_reset(0));
+    CHECK(pymic_device_lost(0, NULL, 0) == 0);
+    /* ... and so it does after its process ends again. */
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    CHECK_OK(pymic_stream_create(0, &kept));
+    CHECK_OK(pymic_stream_create(0, &s));
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(pymic_mem_alloc(0, 4096, 0, &before[i]));
+    CHECK_OK(pymic_invoke(s, find(lib, "crash_segv"), 0, NULL));
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_DEVICE_LOST);
+    CHECK(pymic_device_lost(0, NULL, 0) == 1);
+    CHECK_OK(pymic_device_reset(0));
+    CHECK(pymic_device_lost(0, NULL, 0) == 0);
+    /* The old library went with the old process. */
+    pymic_kernel *stale = NULL;
+    CHECK(pymic_kernel_find(lib, "increment", &stale) != PYMIC_OK);
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    void *after[4];
+    for (int i = 0; i < 4; i++) {
+        CHECK_OK(pymic_mem_alloc(0, 4096, 0, &after[i]));
+        for (int j = 0; j < 4; j++)
+            CHECK((char *)after[i] + 4096 <= (char *)before[j] ||
+                  (char *)before[j] + 4096 <= (char *)after[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(pymic_mem_free(kept, before[i]));
+    int64_t value = 41;
+    pymic_arg args[] = {{after[0], 0}};
+    CHECK_OK(pymic_memcpy_h2d(kept, after[0], 0, &value, sizeof value));
+    CHECK_OK(pymic_invoke(kept, find(lib, "increment"), 1, args));
+    CHECK_OK(pymic_memcpy_d2h(kept, &value, after[0], 0, sizeof value));
+    CHECK_OK(pymic_stream_sync(kept));
+    CHECK(value == 42);
+    /* The stream that saw the crash runs too. */
+    CHECK_OK(pymic_invoke(s, find(lib, "increment"), 1, args));
+    CHECK_OK(pymic_memcpy_d2h(s, &value, after[0], 0, sizeof value));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(value == 43);
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(pymic_mem_free(kept, after[i]));
+    CHECK_OK(pymic_stream_sync(kept));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_OK(pymic_stream_destroy(kept));
+    CHECK_OK(pymic_library_unload(lib));
+}
+
 /* PYMIC_CHECK=bounds: the device's engine checks its own canaries. */
 static void test_remote_bounds(pymic_library *lib)
 {
@@ -300,9 +360,11 @@ int main(int argc, char **argv)
         test_remote_crash_and_reset(); /* (the reset made `lib` stale) */
     } else {
         CHECK_OK(pymic_library_unload(lib));
-        /* Last: it ends the device process. */
-        if (getenv("OMPI_MCA_btl") == NULL)
+        /* Last: they end the device process (a reset starts a new one). */
+        if (getenv("OMPI_MCA_btl") == NULL) {
             test_remote_process_ends();
+            test_reset_respawns_the_device();
+        }
     }
     return check_finish();
 }
