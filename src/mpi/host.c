@@ -294,6 +294,72 @@ static void mpi_worker_exit(pymic_stream *stream)
     stream->backend_worker = NULL;
 }
 
+/* --------------------------------------------------------------- tracing */
+
+/* Stream requests that asked the device for its span (MPIDEV_SPAN): a
+ * test's witness that an untraced run asks for nothing. */
+static _Atomic uint64_t spans_asked;
+
+__attribute__((visibility("default"))) uint64_t pymic_mpi_spans_asked(void)
+{
+    return atomic_load(&spans_asked);
+}
+
+/* Read the device's clock against this process's, once per trace: of a
+ * few round trips the shortest, whose midpoint is taken as the moment the
+ * device read its clock -- off by at most half that round trip. */
+static void read_device_clock(mpi_device *md)
+{
+    uint64_t session = pymic_trace_session();
+    if (atomic_load_explicit(&md->clock_session, memory_order_acquire) == session)
+        return;
+    pthread_mutex_lock(&md->control_lock);
+    uint64_t best = UINT64_MAX;
+    int64_t offset = 0;
+    for (int i = 0; i < 8 && md->clock_session != session; i++) {
+        mpidev_request rq = {.op = MPIDEV_CLOCK};
+        mpidev_reply reply;
+        uint64_t sent = pymic_now_ns();
+        if (control_call(md, &rq, &reply) != PYMIC_OK)
+            break;
+        uint64_t back = pymic_now_ns();
+        if (back - sent < best) {
+            best = back - sent;
+            offset = (int64_t)(reply.value - (sent + best / 2));
+        }
+    }
+    if (best != UINT64_MAX) {
+        atomic_store_explicit(&md->clock_offset, offset, memory_order_relaxed);
+        atomic_store_explicit(&md->clock_error, (best + 1) / 2, memory_order_relaxed);
+        atomic_store_explicit(&md->clock_session, session, memory_order_release);
+    }
+    pthread_mutex_unlock(&md->control_lock);
+}
+
+/* Whether command `seq` is traced: then its request asks for the
+ * device's span (MPIDEV_SPAN), and the device's clock is known. */
+static bool wants_span(mpi_device *md, pymic_stream *stream, uint64_t seq)
+{
+    if (!pymic_trace_wants_device_span(stream, seq))
+        return false;
+    read_device_clock(md);
+    atomic_fetch_add_explicit(&spans_asked, 1, memory_order_relaxed);
+    return true;
+}
+
+/* The span in a device's answer, into the trace in this process's clock. */
+static void record_span(mpi_device *md, pymic_stream *stream, uint64_t seq,
+                        const mpidev_reply *reply)
+{
+    if (!reply->span_start ||
+        atomic_load_explicit(&md->clock_session, memory_order_acquire) == 0)
+        return;
+    int64_t offset = atomic_load_explicit(&md->clock_offset, memory_order_relaxed);
+    pymic_trace_device_span(stream, seq, (uint64_t)((int64_t)reply->span_start - offset),
+                            (uint64_t)((int64_t)reply->span_end - offset),
+                            atomic_load_explicit(&md->clock_error, memory_order_relaxed));
+}
+
 /* ------------------------------------------------------------- commands */
 
 static const char *const copy_names[] = {"h2d", "d2h", "d2d"};
@@ -346,12 +412,13 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
     mpi_stream *ms = stream->backend_worker;
     uint64_t nbytes = cmd->u.copy.nbytes, chunk = md->chunk;
     mpidev_request rq = {.slot = (uint32_t)ms->slot, .c = chunk};
-    mpidev_reply reply;
+    mpidev_reply reply = {0};
+    bool traced = wants_span(md, stream, seq);
     bool ok = true;
     int tag = MPIDEV_TAG_STREAM(ms->slot);
     switch (cmd->u.copy.dir) {
     case PYMIC_COPY_H2D:
-        rq.op = MPIDEV_H2D;
+        rq.op = MPIDEV_H2D | (traced ? MPIDEV_SPAN : 0);
         rq.a = (uintptr_t)cmd->u.copy.dst;
         rq.b = nbytes;
         ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD);
@@ -363,7 +430,7 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
         ok = ok && stream_answer(md, ms, &reply);
         break;
     case PYMIC_COPY_D2H:
-        rq.op = MPIDEV_D2H;
+        rq.op = MPIDEV_D2H | (traced ? MPIDEV_SPAN : 0);
         rq.a = (uintptr_t)cmd->u.copy.src;
         rq.b = nbytes;
         ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD) && stream_answer(md, ms, &reply);
@@ -377,15 +444,20 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
             }
             done += n;
         }
+        /* The device's span comes after the data. */
+        if (ok && traced && reply.status == PYMIC_OK)
+            ok = stream_answer(md, ms, &reply);
         break;
     default:
-        rq.op = MPIDEV_D2D;
+        rq.op = MPIDEV_D2D | (traced ? MPIDEV_SPAN : 0);
         rq.a = (uintptr_t)cmd->u.copy.dst;
         rq.b = (uintptr_t)cmd->u.copy.src;
         rq.c = nbytes;
         ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD) && stream_answer(md, ms, &reply);
         break;
     }
+    if (ok && traced)
+        record_span(md, stream, seq, &reply);
     if (!ok)
         fail_underway(stream, seq, what);
     else if (reply.status != PYMIC_OK)
@@ -429,10 +501,19 @@ static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t s
     mpi_device *md = state_of(stream->device);
     mpi_stream *ms = stream->backend_worker;
     size_t bytes = pack_invoke(cmd, ms->message);
-    mpidev_reply reply;
-    if (!stream_send(md, ms, ms->message, bytes) || !stream_answer(md, ms, &reply))
+    bool traced = wants_span(md, stream, seq);
+    if (traced) {
+        uint32_t op = MPIDEV_INVOKE | MPIDEV_SPAN;
+        memcpy(ms->message, &op, sizeof op);
+    }
+    mpidev_reply reply = {0};
+    if (!stream_send(md, ms, ms->message, bytes) || !stream_answer(md, ms, &reply)) {
         fail_underway(stream, seq, what);
-    else if (reply.status != PYMIC_OK)
+        return PYMIC_COMMAND_DONE;
+    }
+    if (traced)
+        record_span(md, stream, seq, &reply);
+    if (reply.status != PYMIC_OK)
         fail_with_answer(stream, seq, &reply, what);
     return PYMIC_COMMAND_DONE;
 }
@@ -618,6 +699,7 @@ static int respawn(mpi_device *md)
     pthread_mutex_lock(&md->control_lock);
     md->peer.pid = 0;
     atomic_store(&md->ended, false);
+    atomic_store(&md->clock_session, 0); /* a new process: its clock is read again */
     mpidev_reply reply;
     int status = hello(md, &reply);
     /* Each stream of the host gets its thread there again; slots of

@@ -57,6 +57,12 @@ typedef struct mpi_device {
     mpi_block *blocks;
     size_t orphans;
     mpi_held *held;
+    /* The device's clock against this process's (trace.c's session for
+     * which it was read; device clock = host clock + offset, within
+     * clock_error): set under control_lock, session stored last. */
+    _Atomic uint64_t clock_session;
+    _Atomic int64_t clock_offset;
+    _Atomic uint64_t clock_error;
     struct mpi_device *next; /* every opened device, for the end */
 } mpi_device;
 
