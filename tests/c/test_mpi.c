@@ -16,7 +16,8 @@
  * kernel writing past its allocation is reported by the device's bounds
  * checks.  On the default local host device a crash ends the device
  * process: the MPI device is lost, saying so (this process watches a
- * device process on its own node).
+ * device process on its own node), and a reset spawns a new one.  A trace
+ * holds each command's span in the device process, on this clock.
  *
  * argv[1]: the test kernel library.
  */
@@ -115,6 +116,66 @@ static void test_streams_and_events(pymic_library *lib)
     CHECK_OK(pymic_mem_free(second, counter));
     CHECK_OK(pymic_stream_destroy(first));
     CHECK_OK(pymic_stream_destroy(second));
+}
+
+/* A traced command on the MPI device has its span in the device process
+ * too, translated to this process's clock: inside the command's own span
+ * here (within the stated error of the translation), one after the other
+ * in the stream's order.  A host device's commands have none. */
+static void test_device_side_trace(pymic_library *lib)
+{
+    enum { N = 40000 }; /* several PYMIC_MPI_CHUNKs each way */
+    pymic_stream *remote, *local;
+    CHECK_OK(pymic_stream_create(0, &remote));
+    CHECK_OK(pymic_stream_create(1, &local));
+    pymic_library *here;
+    CHECK_OK(pymic_library_load(1, kernels_path, &here));
+    int64_t *values = calloc(N, sizeof *values);
+    void *d, *h;
+    CHECK_OK(pymic_mem_alloc(0, N * sizeof *values, 0, &d));
+    CHECK_OK(pymic_mem_alloc(1, sizeof *values, 0, &h));
+    CHECK_OK(pymic_trace_start(0));
+    pymic_arg args[] = {{d, 0}}, local_args[] = {{h, 0}};
+    CHECK_OK(pymic_memcpy_h2d(remote, d, 0, values, N * sizeof *values));
+    CHECK_OK(pymic_invoke(remote, find(lib, "increment"), 1, args));
+    CHECK_OK(pymic_invoke(remote, find(lib, "increment"), 1, args));
+    CHECK_OK(pymic_memcpy_d2h(remote, values, d, 0, N * sizeof *values));
+    CHECK_OK(pymic_memcpy_h2d(local, h, 0, values, sizeof *values));
+    CHECK_OK(pymic_invoke(local, find(here, "increment"), 1, local_args));
+    CHECK_OK(pymic_stream_sync(remote));
+    CHECK_OK(pymic_stream_sync(local));
+    CHECK_OK(pymic_trace_stop());
+    CHECK(values[0] == 2 && values[N - 1] == 0);
+    pymic_trace_command *commands;
+    size_t n;
+    CHECK_OK(pymic_trace_read(&commands, &n, NULL, NULL, NULL));
+    int remote_spans = 0, local_commands = 0;
+    uint64_t last_end = 0, last_seq = 0;
+    for (size_t i = 0; i < n; i++) {
+        const pymic_trace_command *c = &commands[i];
+        if (c->device == 1) {
+            local_commands++;
+            CHECK(c->device_start_ns == 0 && c->device_end_ns == 0);
+            continue;
+        }
+        CHECK(c->device == 0 && c->start_ns && c->device_start_ns);
+        uint64_t error = c->device_clock_error_ns;
+        CHECK(c->device_start_ns <= c->device_end_ns);
+        CHECK(c->device_start_ns + error >= c->start_ns);
+        CHECK(c->device_end_ns <= c->end_ns + error);
+        CHECK(c->seq > last_seq && c->device_start_ns >= last_end);
+        last_seq = c->seq;
+        last_end = c->device_end_ns;
+        remote_spans++;
+    }
+    CHECK(remote_spans == 4 && local_commands == 2);
+    pymic_trace_free(commands);
+    CHECK_OK(pymic_mem_free(remote, d));
+    CHECK_OK(pymic_mem_free(local, h));
+    CHECK_OK(pymic_stream_destroy(remote));
+    CHECK_OK(pymic_stream_destroy(local));
+    CHECK_OK(pymic_library_unload(here));
+    free(values);
 }
 
 /* More bytes than PYMIC_MPI_CHUNK, and not a multiple of it. */
@@ -352,6 +413,7 @@ int main(int argc, char **argv)
     CHECK_OK(pymic_library_load(0, kernels_path, &lib));
     test_copies_and_kernels(lib);
     test_streams_and_events(lib);
+    test_device_side_trace(lib);
     test_large_copy();
     test_library_without_a_shared_path();
     test_failures(lib);
