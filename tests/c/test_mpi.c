@@ -422,11 +422,10 @@ int main(int argc, char **argv)
         test_remote_crash_and_reset(); /* (the reset made `lib` stale) */
     } else {
         CHECK_OK(pymic_library_unload(lib));
-        /* Last: they end the device process (a reset starts a new one). */
-        if (getenv("OMPI_MCA_btl") == NULL) {
-            test_remote_process_ends();
-            test_reset_respawns_the_device();
-        }
+        /* Last: they end the device process (a reset starts a new one),
+         * over shared memory and over TCP alike. */
+        test_remote_process_ends();
+        test_reset_respawns_the_device();
     }
     return check_finish();
 }
