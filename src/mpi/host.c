@@ -351,8 +351,9 @@ static bool wants_span(mpi_device *md, pymic_stream *stream, uint64_t seq)
 static void record_span(mpi_device *md, pymic_stream *stream, uint64_t seq,
                         const mpidev_reply *reply)
 {
-    if (!reply->span_start ||
-        atomic_load_explicit(&md->clock_session, memory_order_acquire) == 0)
+    /* (No span without this trace's reading of the device's clock.) */
+    if (!reply->span_start || atomic_load_explicit(&md->clock_session, memory_order_acquire) !=
+                                  pymic_trace_session())
         return;
     int64_t offset = atomic_load_explicit(&md->clock_offset, memory_order_relaxed);
     pymic_trace_device_span(stream, seq, (uint64_t)((int64_t)reply->span_start - offset),
@@ -700,7 +701,7 @@ static int respawn(mpi_device *md)
     md->peer.pid = 0;
     atomic_store(&md->ended, false);
     atomic_store(&md->clock_session, 0); /* a new process: its clock is read again */
-    mpidev_reply reply;
+    mpidev_reply reply = {0};
     int status = hello(md, &reply);
     /* Each stream of the host gets its thread there again; slots of
      * streams that ended meanwhile are free. */
@@ -717,6 +718,10 @@ static int respawn(mpi_device *md)
         }
     }
     pthread_mutex_unlock(&md->control_lock);
+    /* Half set up, the new process is given up: the next reset spawns
+     * another rather than trust it. */
+    if (status != PYMIC_OK)
+        atomic_store(&md->ended, true);
     if (status != PYMIC_OK)
         return pymic_fail(PYMIC_ERR_DEVICE_LOST,
                           "pymic_device_reset: device %d: its new MPI device process cannot "
