@@ -65,8 +65,11 @@ DEVICE_PID_BASE = 1 << 22
 DEVICE_SIDE_TID_BASE = 1 << 20
 
 #: The category of those device-side slices (not one of DEVICE_CATEGORIES:
-#: each command is counted once, by its host-side slice).
+#: each command is counted once, by its host-side slice), and what their
+#: names add to the command's name (a slice named after a kernel is the
+#: command's own slice).
 DEVICE_SIDE_CATEGORY = "device_side"
+DEVICE_SIDE_SUFFIX = " (device side)"
 
 #: Values of ``stacks`` / ``PYMIC_TRACE_STACKS``.
 STACK_MODES = ("none", "compact", "full")
@@ -747,7 +750,8 @@ def _events(records: Any, ranges: list[tuple[str, int, int, int, str]], origin_n
         span = records.device_span(i)
         if span is not None:
             device_start, device_end, error = span
-            yield {"name": name, "cat": DEVICE_SIDE_CATEGORY, "ph": "X", "pid": pid,
+            yield {"name": name + DEVICE_SIDE_SUFFIX, "cat": DEVICE_SIDE_CATEGORY, "ph": "X",
+                   "pid": pid,
                    "tid": DEVICE_SIDE_TID_BASE + stream, "ts": _us(device_start, origin_ns),
                    "dur": round((device_end - device_start) / 1000.0, 3),
                    "args": {"seq": seq, "stream": stream, "device": device,

@@ -343,7 +343,9 @@ def test_device_side_slices_of_an_mpi_device(device, kernels, stream, tmp_path):
     if device.kind != "mpi":
         assert on_device == []  # the device has no process and clock of its own
         return
-    assert [e["name"] for e in on_device] == ["h2d", "add_one", "add_one", "d2h"]
+    suffix = pymic.tracing.DEVICE_SIDE_SUFFIX
+    assert [e["name"] for e in on_device] == [n + suffix for n in ("h2d", "add_one", "add_one",
+                                                                   "d2h")]
     tracks = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"
               and e["pid"] == pid}
     for slice_ in on_device:
@@ -351,7 +353,7 @@ def test_device_side_slices_of_an_mpi_device(device, kernels, stream, tmp_path):
         assert slice_["tid"] == base + host["tid"]
         assert tracks[slice_["tid"]].endswith("on the device")
         error = slice_["args"]["clock_error_us"] + 0.002  # + the rounding of ts and dur
-        assert slice_["name"] == host["name"] and slice_["args"]["kind"] == host["cat"]
+        assert slice_["name"] == host["name"] + suffix and slice_["args"]["kind"] == host["cat"]
         assert host["ts"] - error <= slice_["ts"], (host, slice_)
         assert slice_["ts"] + slice_["dur"] <= host["ts"] + host["dur"] + error, (host, slice_)
     # One clock translation for the whole trace: the device's own order.
@@ -739,8 +741,7 @@ def test_trace_range_on_the_host_track(stream, kernels):
     assert (outer["pid"], outer["tid"]) == (inner["pid"], inner["tid"]) == (host, main)
     assert (ranges["worker"]["pid"], ranges["worker"]["tid"]) == (host, thread.native_id)
     assert outer["ts"] <= inner["ts"] and inner["ts"] + inner["dur"] <= outer["ts"] + outer["dur"]
-    (sleep,) = [e for e in events if e.get("name") == "sleep_ms" and e["ph"] == "X"
-                and e["cat"] != pymic.tracing.DEVICE_SIDE_CATEGORY]
+    (sleep,) = [e for e in events if e.get("name") == "sleep_ms" and e["ph"] == "X"]
     assert inner["ts"] <= sleep["ts"] and sleep["ts"] + sleep["dur"] <= inner["ts"] + inner["dur"]
     assert inner["args"]["site"].endswith(f":{line_of('# INNER_RANGE')}")
     with pytest.raises(TypeError):
