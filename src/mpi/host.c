@@ -413,7 +413,8 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
     mpi_stream *ms = stream->backend_worker;
     uint64_t nbytes = cmd->u.copy.nbytes, chunk = md->chunk;
     mpidev_request rq = {.slot = (uint32_t)ms->slot, .c = chunk};
-    mpidev_reply reply = {0};
+    mpidev_reply reply;
+    reply.span_start = 0; /* (a short answer leaves it: no span) */
     bool traced = wants_span(md, stream, seq);
     bool ok = true;
     int tag = MPIDEV_TAG_STREAM(ms->slot);
@@ -507,7 +508,8 @@ static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t s
         uint32_t op = MPIDEV_INVOKE | MPIDEV_SPAN;
         memcpy(ms->message, &op, sizeof op);
     }
-    mpidev_reply reply = {0};
+    mpidev_reply reply;
+    reply.span_start = 0; /* (a short answer leaves it: no span) */
     if (!stream_send(md, ms, ms->message, bytes) || !stream_answer(md, ms, &reply)) {
         fail_underway(stream, seq, what);
         return PYMIC_COMMAND_DONE;
