@@ -7,13 +7,16 @@
  * (producers, host waits) or of the stream's buffer pointer (the worker),
  * so a process that never traces pays a load and a branch per command.
  *
- * While tracing, each stream owns a buffer with two append-only arrays:
+ * While tracing, each stream owns a buffer with three append-only arrays:
  *   - enqueue records, written by producers under the stream's enqueue
  *     lock (so one writer at a time) just before a command is published;
  *   - execution records (start, end), written by whoever runs the command
  *     (the worker, or a syncing thread that claimed it): a stream's
  *     commands are claimed one at a time, so there is one writer at a time,
- *     ordered by the claim and completion counters.
+ *     ordered by the claim and completion counters;
+ *   - device spans (start, end on the device, translated to this clock),
+ *     written by a backend whose device runs commands in a process of its
+ *     own (MPI), one command at a time, for traced commands only.
  * They are joined by sequence number when the trace is read, so no record
  * has two writers and no lock or allocation is taken per command.  The
  * arrays are reserved virtual memory (mmap) whose pages are touched only
