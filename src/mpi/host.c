@@ -793,11 +793,13 @@ static void mpi_prefork(pymic_device *device)
     mpi_device *md = state_of(device);
     pthread_mutex_lock(&md->control_lock);
     pthread_mutex_lock(&md->lock);
+    pthread_mutex_lock(&md->blocks_lock); /* a leaf: never held with another */
 }
 
 static void mpi_postfork_parent(pymic_device *device)
 {
     mpi_device *md = state_of(device);
+    pthread_mutex_unlock(&md->blocks_lock);
     pthread_mutex_unlock(&md->lock);
     pthread_mutex_unlock(&md->control_lock);
 }
@@ -807,6 +809,7 @@ static void mpi_postfork_child(pymic_device *device)
     mpi_device *md = state_of(device);
     pthread_mutex_init(&md->lock, NULL);
     pthread_mutex_init(&md->control_lock, NULL);
+    pthread_mutex_init(&md->blocks_lock, NULL);
     /* MPI does not survive fork(): the device is the parent's. */
     md->gone = true;
     if (!atomic_load(&device->lost))
