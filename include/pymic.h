@@ -454,6 +454,14 @@ typedef struct pymic_trace_command {
     int host_thread;       /* OS thread id of the enqueuing thread        */
     uint32_t site;         /* what the site hook returned, 0 without one  */
     char name[PYMIC_TRACE_NAME_MAX]; /* kernel name, or "h2d", "free", ... */
+    /* Where the device runs in a process of its own with its own clock (an
+     * MPI device): the command's span there -- the kernel's run, the copy
+     * into or out of device memory -- translated to the host clock, and
+     * the bound of the translation's error (the device's clock is read
+     * against the host's in a round trip; docs/tools.md).  0 elsewhere. */
+    uint64_t device_start_ns;
+    uint64_t device_end_ns;
+    uint64_t device_clock_error_ns;
 } pymic_trace_command;
 
 typedef struct pymic_trace_wait {

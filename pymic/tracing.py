@@ -10,7 +10,13 @@ Perfetto UI (https://ui.perfetto.dev) and ``chrome://tracing`` open
 directly:
 
 - one process per device, one thread (track) per stream, a complete slice
-  (``"ph": "X"``) per command;
+  (``"ph": "X"``) per command: on the host, from when the command started
+  to when it completed there;
+- for a device in a process of its own (an MPI device), a second track per
+  stream ("stream N on the device") with the span each command had on the
+  device itself (the kernel's run, the copy into or out of its memory),
+  its times translated to the host's clock (``args.clock_error_us`` bounds
+  the translation's error);
 - one process for the host (its real pid), a track per host thread, with a
   slice per wait, a marker where each command was enqueued and the user's
   ``pymic.trace_range`` slices;
@@ -51,6 +57,19 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: above every process id Linux hands out (PID_MAX_LIMIT), so they never
 #: clash with the host's real pid.
 DEVICE_PID_BASE = 1 << 22
+
+#: A device whose commands run in a process of its own (an MPI device) has,
+#: beside each stream's track of host-side spans, a track of the spans the
+#: commands had on the device itself: its thread id is this plus the
+#: stream's number.
+DEVICE_SIDE_TID_BASE = 1 << 20
+
+#: The category of those device-side slices (not one of DEVICE_CATEGORIES:
+#: each command is counted once, by its host-side slice), and what their
+#: names add to the command's name (a slice named after a kernel is the
+#: command's own slice).
+DEVICE_SIDE_CATEGORY = "device_side"
+DEVICE_SIDE_SUFFIX = " (device side)"
 
 #: Values of ``stacks`` / ``PYMIC_TRACE_STACKS``.
 STACK_MODES = ("none", "compact", "full")
@@ -653,8 +672,10 @@ def _events(records: Any, ranges: list[tuple[str, int, int, int, str]], origin_n
         device, stream, _, _, kind, _, _, start, _, thread, _, number = records.command(i)
         devices.add(device)
         threads.add(thread)
-        tracks[(device_pid(device), stream)] = context.get("streams", {}).get(
-            stream, f"stream {stream}")
+        name = context.get("streams", {}).get(stream, f"stream {stream}")
+        tracks[(device_pid(device), stream)] = name
+        if records.device_span(i) is not None:
+            tracks[(device_pid(device), DEVICE_SIDE_TID_BASE + stream)] = name + " on the device"
         if kind == _RECORD_EVENT and start and number:
             recorded.add(number)
     for i in range(ncommands):
@@ -684,8 +705,11 @@ def _events(records: Any, ranges: list[tuple[str, int, int, int, str]], origin_n
                "args": {"name": f"{names.get(thread, 'thread')} ({thread})"}}
     for (pid, tid), name in sorted(tracks.items()):
         yield {"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": name}}
+        # A stream's device-side track right below its own.
+        order = (2 * (tid - DEVICE_SIDE_TID_BASE) + 1 if tid >= DEVICE_SIDE_TID_BASE
+                 else 2 * tid)
         yield {"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": tid,
-               "args": {"sort_index": tid}}
+               "args": {"sort_index": order}}
 
     released: dict[int, int] = {}  # record number -> waiters already given their flow
 
@@ -723,6 +747,15 @@ def _events(records: Any, ranges: list[tuple[str, int, int, int, str]], origin_n
         args["queued_us"] = round((start - enq) / 1000.0, 3)
         yield {"name": name, "cat": category, "ph": "X", "pid": pid, "tid": stream,
                "ts": begin, "dur": round((end - start) / 1000.0, 3), "args": args}
+        span = records.device_span(i)
+        if span is not None:
+            device_start, device_end, error = span
+            yield {"name": name + DEVICE_SIDE_SUFFIX, "cat": DEVICE_SIDE_CATEGORY, "ph": "X",
+                   "pid": pid,
+                   "tid": DEVICE_SIDE_TID_BASE + stream, "ts": _us(device_start, origin_ns),
+                   "dur": round((device_end - device_start) / 1000.0, 3),
+                   "args": {"seq": seq, "stream": stream, "device": device,
+                            "kind": category, "clock_error_us": round(error / 1000.0, 3)}}
         flow = next_flow
         next_flow += 1
         yield {"name": "enqueue", "cat": "flow", "ph": "s", "id": flow, "pid": pid_host,
@@ -834,6 +867,11 @@ def _text_records(records: Any, ranges: list[tuple[str, int, int, int, str]], or
         if not start:
             what += " (not run when the trace ended)"
         rows.append((start or enq, end if start else 0, what, thread, site))
+        span = records.device_span(i)
+        if span is not None:
+            rows.append((span[0], span[1], f"{name}: its span in device {device}'s process, "
+                         f"stream {stream} (clock error <= {span[2] / 1000.0:.3f})",
+                         thread, site))
     for (kind, device, stream, _, start, end, thread, timed_out,
          site) in _merged_waits(records):
         rows.append((start, end, "host: " + _wait_name(kind, device, stream), thread, site))

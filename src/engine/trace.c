@@ -187,6 +187,42 @@ void pymic_trace_record_exec(pymic_trace_buf *buf, uint64_t seq, uint64_t start_
     atomic_store_explicit(&buf->exec_count, n + 1, memory_order_release);
 }
 
+/* --------------------------------------------------------- device spans */
+
+bool pymic_trace_wants_device_span(pymic_stream *stream, uint64_t seq)
+{
+    pymic_trace_buf *buf = atomic_load_explicit(&stream->trace, memory_order_acquire);
+    if (!buf || atomic_load_explicit(&buf->session, memory_order_acquire) !=
+                    atomic_load_explicit(&registry.session, memory_order_relaxed))
+        return false;
+    return seq > atomic_load_explicit(&buf->base_seq, memory_order_relaxed) &&
+           seq <= atomic_load_explicit(&buf->traced_upto, memory_order_acquire);
+}
+
+void pymic_trace_device_span(pymic_stream *stream, uint64_t seq, uint64_t start_ns,
+                             uint64_t end_ns, uint64_t error_ns)
+{
+    pymic_trace_buf *buf = atomic_load_explicit(&stream->trace, memory_order_acquire);
+    if (!buf)
+        return;
+    uint64_t session = atomic_load_explicit(&buf->session, memory_order_acquire);
+    if (session != atomic_load_explicit(&buf->dev_session, memory_order_relaxed)) {
+        atomic_store_explicit(&buf->dev_count, 0, memory_order_relaxed);
+        atomic_store_explicit(&buf->dev_session, session, memory_order_release);
+    }
+    uint64_t n = atomic_load_explicit(&buf->dev_count, memory_order_relaxed);
+    if (n >= buf->reserved)
+        return; /* only after the enqueue side overflowed, and counted there */
+    buf->dev[n] = (pymic_trace_dev){.seq = seq, .start_ns = start_ns, .end_ns = end_ns,
+                                    .error_ns = error_ns};
+    atomic_store_explicit(&buf->dev_count, n + 1, memory_order_release);
+}
+
+uint64_t pymic_trace_session(void)
+{
+    return atomic_load_explicit(&registry.session, memory_order_relaxed);
+}
+
 /* ------------------------------------------------------------ host waits */
 
 void pymic_trace_record_wait(uint64_t start_ns, int kind, int device, const pymic_stream *stream,
@@ -225,11 +261,14 @@ static pymic_trace_buf *buffer_create(int device, size_t capacity)
     buf->reserved = capacity;
     buf->enq = reserve(capacity * sizeof *buf->enq);
     buf->exec = reserve(capacity * sizeof *buf->exec);
-    if (!buf->enq || !buf->exec) {
+    buf->dev = reserve(capacity * sizeof *buf->dev);
+    if (!buf->enq || !buf->exec || !buf->dev) {
         if (buf->enq)
             munmap(buf->enq, capacity * sizeof *buf->enq);
         if (buf->exec)
             munmap(buf->exec, capacity * sizeof *buf->exec);
+        if (buf->dev)
+            munmap(buf->dev, capacity * sizeof *buf->dev);
         free(buf);
         return NULL;
     }
@@ -244,6 +283,7 @@ static void buffer_destroy(pymic_trace_buf *buf)
 {
     munmap(buf->enq, buf->reserved * sizeof *buf->enq);
     munmap(buf->exec, buf->reserved * sizeof *buf->exec);
+    munmap(buf->dev, buf->reserved * sizeof *buf->dev);
     free(buf);
 }
 
@@ -407,18 +447,18 @@ int pymic_trace_stream_number(const pymic_stream *stream)
 
 /* ---------------------------------------------------------------- reading */
 
-/* Append `buf`'s commands of `session` to out[*n], joining enqueue and
- * execution records by sequence number (both are in sequence order). */
 /* Append `buf`'s first `nenq` commands of `session` to out[*n], joining
- * enqueue and execution records by sequence number (both arrays are in
- * sequence order). */
+ * enqueue, execution and device-span records by sequence number (all
+ * three arrays are in sequence order). */
 static void read_buffer(pymic_trace_buf *buf, uint64_t session, uint64_t nenq,
                         pymic_trace_command *out, size_t *n)
 {
-    uint64_t nexec = 0;
+    uint64_t nexec = 0, ndev = 0;
     if (atomic_load_explicit(&buf->worker_session, memory_order_acquire) == session)
         nexec = atomic_load_explicit(&buf->exec_count, memory_order_acquire);
-    uint64_t j = 0;
+    if (atomic_load_explicit(&buf->dev_session, memory_order_acquire) == session)
+        ndev = atomic_load_explicit(&buf->dev_count, memory_order_acquire);
+    uint64_t j = 0, k = 0;
     for (uint64_t i = 0; i < nenq; i++) {
         const pymic_trace_enq *e = &buf->enq[i];
         pymic_trace_command *c = &out[(*n)++];
@@ -438,6 +478,13 @@ static void read_buffer(pymic_trace_buf *buf, uint64_t session, uint64_t nenq,
         if (j < nexec && buf->exec[j].seq == e->seq) {
             c->start_ns = buf->exec[j].start_ns;
             c->end_ns = buf->exec[j].end_ns;
+        }
+        while (k < ndev && buf->dev[k].seq < e->seq)
+            k++;
+        if (k < ndev && buf->dev[k].seq == e->seq) {
+            c->device_start_ns = buf->dev[k].start_ns;
+            c->device_end_ns = buf->dev[k].end_ns;
+            c->device_clock_error_ns = buf->dev[k].error_ns;
         }
     }
 }

@@ -7,13 +7,16 @@
  * (producers, host waits) or of the stream's buffer pointer (the worker),
  * so a process that never traces pays a load and a branch per command.
  *
- * While tracing, each stream owns a buffer with two append-only arrays:
+ * While tracing, each stream owns a buffer with three append-only arrays:
  *   - enqueue records, written by producers under the stream's enqueue
  *     lock (so one writer at a time) just before a command is published;
  *   - execution records (start, end), written by whoever runs the command
  *     (the worker, or a syncing thread that claimed it): a stream's
  *     commands are claimed one at a time, so there is one writer at a time,
- *     ordered by the claim and completion counters.
+ *     ordered by the claim and completion counters;
+ *   - device spans (start, end on the device, translated to this clock),
+ *     written by a backend whose device runs commands in a process of its
+ *     own (MPI), one command at a time, for traced commands only.
  * They are joined by sequence number when the trace is read, so no record
  * has two writers and no lock or allocation is taken per command.  The
  * arrays are reserved virtual memory (mmap) whose pages are touched only
@@ -51,6 +54,15 @@ typedef struct pymic_trace_exec {
     uint64_t end_ns;
 } pymic_trace_exec;
 
+/* What a backend reported of one command's run on the device itself (a
+ * device process with a clock of its own), in this process's clock. */
+typedef struct pymic_trace_dev {
+    uint64_t seq;
+    uint64_t start_ns;
+    uint64_t end_ns;
+    uint64_t error_ns; /* how far off the translation from the device's clock may be */
+} pymic_trace_dev;
+
 typedef struct pymic_trace_buf {
     /* Written by pymic_trace_start under the stream's enqueue lock. */
     _Atomic uint64_t session;  /* the session this buffer records for     */
@@ -66,6 +78,10 @@ typedef struct pymic_trace_buf {
     _Alignas(64) _Atomic uint64_t worker_session;
     _Atomic uint64_t exec_count;
 
+    /* Written by the backend, one command at a time (own cache line). */
+    _Alignas(64) _Atomic uint64_t dev_session;
+    _Atomic uint64_t dev_count;
+
     /* Fixed at creation, or guarded by the registry lock. */
     _Alignas(64) uint64_t reserved; /* records the arrays have room for  */
     int device;
@@ -74,6 +90,7 @@ typedef struct pymic_trace_buf {
     uint64_t read_count; /* scratch of pymic_trace_read                    */
     pymic_trace_enq *enq;
     pymic_trace_exec *exec;
+    pymic_trace_dev *dev;
     struct pymic_trace_buf *next; /* registry list                        */
 } pymic_trace_buf;
 
@@ -161,6 +178,21 @@ static inline uint64_t pymic_trace_event_record_number(void)
 {
     return pymic_trace_on() ? pymic_trace_next_record_number() : 0;
 }
+
+/* Device-side spans, for backends whose commands run in a device process
+ * with a clock of its own (backend.h): whether command `seq` of `stream`
+ * is traced (only then is the device asked for its span: an untraced
+ * command costs the device nothing), and recording that span, already
+ * translated to this process's clock (pymic_now_ns), with the bound of
+ * the translation's error.  The spans of one stream are recorded one at a
+ * time, in sequence order, by whichever thread completes its commands.
+ * The session number changes with every trace started: a backend that
+ * measures its device's clock offset measures it once per session. */
+PYMIC_BACKEND_API bool pymic_trace_wants_device_span(struct pymic_stream *stream, uint64_t seq);
+PYMIC_BACKEND_API void pymic_trace_device_span(struct pymic_stream *stream, uint64_t seq,
+                                               uint64_t start_ns, uint64_t end_ns,
+                                               uint64_t error_ns);
+PYMIC_BACKEND_API uint64_t pymic_trace_session(void);
 
 /* Stream life: attach a buffer to a new stream when tracing; retire the
  * buffer when the worker exits (its records stay readable). */

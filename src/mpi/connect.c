@@ -74,7 +74,7 @@ static int quit_devices(MPI_Comm comm, int keyval, void *value, void *extra)
         if (!atomic_load(&md->device->lost))
             pymic_device_mark_lost(md->device, "device %d lost: MPI was finalised, which ends "
                                    "its MPI device", md->device->id);
-        if (md->spawned)
+        if (md->spawned && md->comm != MPI_COMM_NULL)
             MPI_Comm_disconnect(&md->comm);
         pthread_mutex_unlock(&md->control_lock);
     }
@@ -313,6 +313,34 @@ static MPI_Info spawn_info(void)
     return info;
 }
 
+/* Spawn a pymic-device for `md` (launch_lock held).  False with the
+ * reason. */
+static bool spawn_device(mpi_device *md, char *why, size_t len)
+{
+    char program[4096];
+    int error = MPI_SUCCESS;
+    if (!device_program(program, sizeof program)) {
+        snprintf(why, len, "cannot find pymic-device beside libpymic");
+        return false;
+    }
+    MPI_Info info = spawn_info();
+    int rc = MPI_Comm_spawn(program, MPI_ARGV_NULL, 1, info, 0, MPI_COMM_SELF, &md->comm,
+                            &error);
+    MPI_Info_free(&info);
+    if (rc != MPI_SUCCESS || error != MPI_SUCCESS) {
+        char text[MPI_MAX_ERROR_STRING];
+        int n = 0;
+        MPI_Error_string(rc != MPI_SUCCESS ? rc : error, text, &n);
+        snprintf(why, len, "MPI_Comm_spawn of %s failed: %s", program, text);
+        md->comm = MPI_COMM_NULL;
+        return false;
+    }
+    md->rank = 0;
+    md->spawned = true;
+    MPI_Comm_set_errhandler(md->comm, MPI_ERRORS_RETURN);
+    return true;
+}
+
 bool mpidev_connect(mpi_device *md, char *why, size_t len)
 {
     pthread_mutex_lock(&launch_lock);
@@ -328,33 +356,33 @@ bool mpidev_connect(mpi_device *md, char *why, size_t len)
             md->rank = peers[next_peer++];
         }
     } else {
-        char program[4096];
-        int error = MPI_SUCCESS;
-        if (!device_program(program, sizeof program)) {
-            snprintf(why, len, "cannot find pymic-device beside libpymic");
-            ok = false;
-        } else {
-            MPI_Info info = spawn_info();
-            int rc = MPI_Comm_spawn(program, MPI_ARGV_NULL, 1, info, 0, MPI_COMM_SELF,
-                                    &md->comm, &error);
-            MPI_Info_free(&info);
-            if (rc != MPI_SUCCESS || error != MPI_SUCCESS) {
-                char text[MPI_MAX_ERROR_STRING];
-                int n = 0;
-                MPI_Error_string(rc != MPI_SUCCESS ? rc : error, text, &n);
-                snprintf(why, len, "MPI_Comm_spawn of %s failed: %s", program, text);
-                ok = false;
-            } else {
-                md->rank = 0;
-                md->spawned = true;
-                MPI_Comm_set_errhandler(md->comm, MPI_ERRORS_RETURN);
-            }
-        }
+        ok = spawn_device(md, why, len);
     }
     if (ok) {
         md->next = opened;
         opened = md;
     }
+    pthread_mutex_unlock(&launch_lock);
+    return ok;
+}
+
+bool mpidev_respawn(mpi_device *md, char *why, size_t len)
+{
+    /* The lock order of quit_devices: launch_lock, then control_lock. */
+    pthread_mutex_lock(&launch_lock);
+    pthread_mutex_lock(&md->control_lock);
+    bool ok = false;
+    if (md->gone) {
+        snprintf(why, len, "MPI was finalised");
+    } else {
+        /* The old intercommunicator leads to a process that has ended:
+         * freed, not disconnected (a disconnect waits for the other
+         * side). */
+        if (md->comm != MPI_COMM_NULL)
+            MPI_Comm_free(&md->comm);
+        ok = spawn_device(md, why, len);
+    }
+    pthread_mutex_unlock(&md->control_lock);
     pthread_mutex_unlock(&launch_lock);
     return ok;
 }

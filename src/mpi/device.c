@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <mpi.h>
@@ -70,13 +71,33 @@ static slot slots[MPIDEV_MAX_STREAMS];
 
 /* ---------------------------------------------------------------- answers */
 
+static uint64_t clock_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* The stream request this thread serves, when the host asked for its
+ * span (MPIDEV_SPAN, a traced command): when it came.  Only a slot's
+ * thread sets it, so control answers never carry a span. */
+static _Thread_local struct {
+    bool asked;
+    uint64_t start;
+} span;
+
 static void answer(int tag, int status, uint64_t value, const char *text)
 {
     mpidev_reply reply = {.status = status, .value = value};
-    size_t bytes = MPIDEV_REPLY_HEAD;
+    size_t bytes = MPIDEV_REPLY_SHORT;
+    if (span.asked) {
+        reply.span_start = span.start;
+        reply.span_end = clock_ns();
+        bytes = MPIDEV_REPLY_HEAD;
+    }
     if (status != PYMIC_OK && text) {
         snprintf(reply.text, sizeof reply.text, "%s", text);
-        bytes += strlen(reply.text) + 1;
+        bytes = MPIDEV_REPLY_HEAD + strlen(reply.text) + 1;
     }
     mpidev_send(&reply, (int)bytes, host_rank, tag, host_comm, NULL);
 }
@@ -122,12 +143,13 @@ static void h2d(int tag, const mpidev_request *rq)
                "the destination is not inside one allocation of the device");
 }
 
-static void d2h(int tag, const mpidev_request *rq)
+/* True when the data went out. */
+static bool d2h(int tag, const mpidev_request *rq)
 {
     if (!inside_allocation(rq->a, rq->b)) {
         answer(tag, PYMIC_ERR_OUT_OF_RANGE, 0,
                "the source is not inside one allocation of the device");
-        return;
+        return false;
     }
     answer(tag, PYMIC_OK, 0, NULL);
     for (uint64_t done = 0; done < rq->b;) {
@@ -135,6 +157,7 @@ static void d2h(int tag, const mpidev_request *rq)
         mpidev_send((void *)(uintptr_t)(rq->a + done), (int)n, host_rank, tag, host_comm, NULL);
         done += n;
     }
+    return true;
 }
 
 static void d2d(int tag, slot *s, const mpidev_request *rq)
@@ -198,6 +221,10 @@ static void *serve_slot(void *arg)
         uint32_t op = MPIDEV_STOP + 1; /* unknown unless the message says */
         if (bytes >= (int)sizeof op)
             memcpy(&op, s->message, sizeof op);
+        span.asked = (op & MPIDEV_SPAN) != 0;
+        op &= ~MPIDEV_SPAN;
+        if (span.asked)
+            span.start = clock_ns();
         mpidev_request rq = {0};
         if (op != MPIDEV_INVOKE)
             memcpy(&rq, s->message, (size_t)bytes < sizeof rq ? (size_t)bytes : sizeof rq);
@@ -209,9 +236,16 @@ static void *serve_slot(void *arg)
         case MPIDEV_H2D:
             h2d(tag, &rq);
             break;
-        case MPIDEV_D2H:
-            d2h(tag, &rq);
+        case MPIDEV_D2H: {
+            /* The answer goes before the data; the span, after it. */
+            bool asked = span.asked;
+            span.asked = false;
+            if (d2h(tag, &rq) && asked) {
+                span.asked = true;
+                answer(tag, PYMIC_OK, 0, NULL);
+            }
             break;
+        }
         case MPIDEV_INVOKE:
             invoke(tag, s, s->message);
             break;
@@ -440,6 +474,9 @@ static void serve(void)
             continue;
         case MPIDEV_RESET:
             status = pymic_device_reset(LOCAL_DEVICE);
+            break;
+        case MPIDEV_CLOCK:
+            value = clock_ns();
             break;
         case MPIDEV_QUIT:
             answer(MPIDEV_TAG_REPLY, PYMIC_OK, 0, NULL);

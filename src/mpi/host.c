@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "host.h"
@@ -36,6 +37,7 @@ static mpi_device *state_of(pymic_device *device)
 static void lose(mpi_device *md, const char *what, int rc)
 {
     if (rc == MPIDEV_ERR_PEER_GONE) {
+        atomic_store(&md->ended, true);
         pymic_device_mark_lost(md->device,
                                "device %d lost: its MPI device process (rank %d, pid %d) "
                                "ended (a kernel that crashes on the device's local host "
@@ -51,12 +53,11 @@ static void lose(mpi_device *md, const char *what, int rc)
                            md->device->id, what, md->rank, text);
 }
 
-/* One control request and its answer, control_lock held.  PYMIC_OK (the
- * answer in *reply), PYMIC_ERR_DEVICE_LOST, or the device's status with
- * its reason in reply->text. */
-static int control_call(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
+/* One control request and its answer, control_lock held, whether or not
+ * the device is lost (a reset brings it back this way). */
+static int control_exchange(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
 {
-    if (md->gone || atomic_load(&md->device->lost))
+    if (md->gone)
         return PYMIC_ERR_DEVICE_LOST;
     size_t bytes = MPIDEV_REQUEST_HEAD + (rq->text[0] ? strlen(rq->text) + 1 : 0);
     int rc = mpidev_send(rq, (int)bytes, md->rank, MPIDEV_TAG_CONTROL, md->comm, &md->peer);
@@ -72,12 +73,27 @@ static int control_call(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
     return reply->status;
 }
 
+/* One control request and its answer, control_lock held.  PYMIC_OK (the
+ * answer in *reply), PYMIC_ERR_DEVICE_LOST, or the device's status with
+ * its reason in reply->text. */
+static int control_call(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
+{
+    if (md->gone || atomic_load(&md->device->lost))
+        return PYMIC_ERR_DEVICE_LOST;
+    return control_exchange(md, rq, reply);
+}
+
 static int control(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
 {
     pthread_mutex_lock(&md->control_lock);
     int status = control_call(md, rq, reply);
     pthread_mutex_unlock(&md->control_lock);
     return status;
+}
+
+int mpidev_control(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
+{
+    return control(md, rq, reply);
 }
 
 /* ------------------------------------------------------------ device life */
@@ -100,6 +116,8 @@ static bool check_bounds_asked(void)
     return check && strstr(check, "bounds");
 }
 
+static int hello(mpi_device *md, mpidev_reply *reply);
+
 static bool mpi_open(pymic_device *device)
 {
     mpi_device *md = calloc(1, sizeof *md);
@@ -110,6 +128,7 @@ static bool mpi_open(pymic_device *device)
     md->chunk = chunk_bytes();
     pthread_mutex_init(&md->control_lock, NULL);
     pthread_mutex_init(&md->lock, NULL);
+    pthread_mutex_init(&md->blocks_lock, NULL);
     device->backend = md;
     char why[512];
     if (mpidev_host_ready(why, sizeof why) != PYMIC_OK) {
@@ -122,24 +141,11 @@ static bool mpi_open(pymic_device *device)
         md->gone = true;
         return true;
     }
-    mpidev_request rq = {.op = MPIDEV_HELLO, .a = MPIDEV_PROTOCOL,
-                         .b = check_bounds_asked() ? MPIDEV_FLAG_CHECK_BOUNDS : 0};
     mpidev_reply reply;
-    int status = control(md, &rq, &reply);
+    pthread_mutex_lock(&md->control_lock);
+    int status = hello(md, &reply);
+    pthread_mutex_unlock(&md->control_lock);
     if (status == PYMIC_OK) {
-        md->capacity = reply.value;
-        /* The device's name for its local device ("host:0-3"), then its
-         * node: a device process on this node is watched by its pid. */
-        char *node = strchr(reply.text, '\n');
-        if (node)
-            *node++ = '\0';
-        char here[MPI_MAX_PROCESSOR_NAME];
-        int len = 0;
-        MPI_Get_processor_name(here, &len);
-        if (node && strcmp(node, here) == 0)
-            md->peer.pid = (int)reply.pad;
-        reply.text[sizeof md->local - 1] = '\0';
-        memcpy(md->local, reply.text, sizeof md->local);
         pymic_log(1, "device %d: MPI device rank %d drives its %s", device->id, md->rank,
                   md->local);
     } else if (status != PYMIC_ERR_DEVICE_LOST) {
@@ -149,36 +155,32 @@ static bool mpi_open(pymic_device *device)
     return true;
 }
 
-/* --------------------------------------------------------------- memory */
-
-static pymic_block *mpi_block_get(pymic_device *device, size_t nbytes, size_t alignment)
+/* HELLO to a device process (control_lock held): it sets up its local
+ * device with this host's settings and says what it holds, what it drives
+ * and where it runs. */
+static int hello(mpi_device *md, mpidev_reply *reply)
 {
-    mpi_device *md = state_of(device);
-    pymic_block *block = calloc(1, sizeof *block);
-    if (!block)
-        return NULL;
-    mpidev_request rq = {.op = MPIDEV_ALLOC, .a = nbytes, .b = alignment};
-    mpidev_reply reply;
-    if (control(md, &rq, &reply) != PYMIC_OK) {
-        free(block);
-        return NULL;
+    mpidev_request rq = {.op = MPIDEV_HELLO, .a = MPIDEV_PROTOCOL,
+                         .b = check_bounds_asked() ? MPIDEV_FLAG_CHECK_BOUNDS : 0};
+    int status = control_exchange(md, &rq, reply);
+    if (status == PYMIC_OK) {
+        md->capacity = reply->value;
+        /* The device's name for its local device ("host:0-3"), then its
+         * node: a device process on this node is watched by its pid. */
+        char *node = strchr(reply->text, '\n');
+        if (node)
+            *node++ = '\0';
+        char here[MPI_MAX_PROCESSOR_NAME];
+        int len = 0;
+        MPI_Get_processor_name(here, &len);
+        md->peer.pid = node && strcmp(node, here) == 0 ? (int)reply->pad : 0;
+        reply->text[sizeof md->local - 1] = '\0';
+        memcpy(md->local, reply->text, sizeof md->local);
     }
-    block->ptr = (void *)(uintptr_t)reply.value;
-    block->class_bytes = nbytes;
-    return block;
+    return status;
 }
 
-static void mpi_block_put(pymic_device *device, pymic_block *block)
-{
-    mpi_device *md = state_of(device);
-    mpidev_request rq = {.op = MPIDEV_FREE, .a = (uintptr_t)block->ptr};
-    mpidev_reply reply;
-    if (control(md, &rq, &reply) != PYMIC_OK && reply.status != PYMIC_ERR_DEVICE_LOST &&
-        !md->gone)
-        pymic_log(1, "device %d: freeing %p on the MPI device: %s", device->id, block->ptr,
-                  reply.text);
-    free(block);
-}
+/* --------------------------------------------------------------- memory */
 
 static size_t mpi_memory_capacity(pymic_device *device)
 {
@@ -292,6 +294,73 @@ static void mpi_worker_exit(pymic_stream *stream)
     stream->backend_worker = NULL;
 }
 
+/* --------------------------------------------------------------- tracing */
+
+/* Stream requests that asked the device for its span (MPIDEV_SPAN): a
+ * test's witness that an untraced run asks for nothing. */
+static _Atomic uint64_t spans_asked;
+
+__attribute__((visibility("default"))) uint64_t pymic_mpi_spans_asked(void)
+{
+    return atomic_load(&spans_asked);
+}
+
+/* Read the device's clock against this process's, once per trace: of a
+ * few round trips the shortest, whose midpoint is taken as the moment the
+ * device read its clock -- off by at most half that round trip. */
+static void read_device_clock(mpi_device *md)
+{
+    uint64_t session = pymic_trace_session();
+    if (atomic_load_explicit(&md->clock_session, memory_order_acquire) == session)
+        return;
+    pthread_mutex_lock(&md->control_lock);
+    uint64_t best = UINT64_MAX;
+    int64_t offset = 0;
+    for (int i = 0; i < 8 && md->clock_session != session; i++) {
+        mpidev_request rq = {.op = MPIDEV_CLOCK};
+        mpidev_reply reply;
+        uint64_t sent = pymic_now_ns();
+        if (control_call(md, &rq, &reply) != PYMIC_OK)
+            break;
+        uint64_t back = pymic_now_ns();
+        if (back - sent < best) {
+            best = back - sent;
+            offset = (int64_t)(reply.value - (sent + best / 2));
+        }
+    }
+    if (best != UINT64_MAX) {
+        atomic_store_explicit(&md->clock_offset, offset, memory_order_relaxed);
+        atomic_store_explicit(&md->clock_error, (best + 1) / 2, memory_order_relaxed);
+        atomic_store_explicit(&md->clock_session, session, memory_order_release);
+    }
+    pthread_mutex_unlock(&md->control_lock);
+}
+
+/* Whether command `seq` is traced: then its request asks for the
+ * device's span (MPIDEV_SPAN), and the device's clock is known. */
+static bool wants_span(mpi_device *md, pymic_stream *stream, uint64_t seq)
+{
+    if (!pymic_trace_wants_device_span(stream, seq))
+        return false;
+    read_device_clock(md);
+    atomic_fetch_add_explicit(&spans_asked, 1, memory_order_relaxed);
+    return true;
+}
+
+/* The span in a device's answer, into the trace in this process's clock. */
+static void record_span(mpi_device *md, pymic_stream *stream, uint64_t seq,
+                        const mpidev_reply *reply)
+{
+    /* (No span without this trace's reading of the device's clock.) */
+    if (!reply->span_start || atomic_load_explicit(&md->clock_session, memory_order_acquire) !=
+                                  pymic_trace_session())
+        return;
+    int64_t offset = atomic_load_explicit(&md->clock_offset, memory_order_relaxed);
+    pymic_trace_device_span(stream, seq, (uint64_t)((int64_t)reply->span_start - offset),
+                            (uint64_t)((int64_t)reply->span_end - offset),
+                            atomic_load_explicit(&md->clock_error, memory_order_relaxed));
+}
+
 /* ------------------------------------------------------------- commands */
 
 static const char *const copy_names[] = {"h2d", "d2h", "d2d"};
@@ -345,11 +414,13 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
     uint64_t nbytes = cmd->u.copy.nbytes, chunk = md->chunk;
     mpidev_request rq = {.slot = (uint32_t)ms->slot, .c = chunk};
     mpidev_reply reply;
+    reply.span_start = 0; /* (a short answer leaves it: no span) */
+    bool traced = wants_span(md, stream, seq);
     bool ok = true;
     int tag = MPIDEV_TAG_STREAM(ms->slot);
     switch (cmd->u.copy.dir) {
     case PYMIC_COPY_H2D:
-        rq.op = MPIDEV_H2D;
+        rq.op = MPIDEV_H2D | (traced ? MPIDEV_SPAN : 0);
         rq.a = (uintptr_t)cmd->u.copy.dst;
         rq.b = nbytes;
         ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD);
@@ -361,7 +432,7 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
         ok = ok && stream_answer(md, ms, &reply);
         break;
     case PYMIC_COPY_D2H:
-        rq.op = MPIDEV_D2H;
+        rq.op = MPIDEV_D2H | (traced ? MPIDEV_SPAN : 0);
         rq.a = (uintptr_t)cmd->u.copy.src;
         rq.b = nbytes;
         ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD) && stream_answer(md, ms, &reply);
@@ -375,15 +446,20 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
             }
             done += n;
         }
+        /* The device's span comes after the data. */
+        if (ok && traced && reply.status == PYMIC_OK)
+            ok = stream_answer(md, ms, &reply);
         break;
     default:
-        rq.op = MPIDEV_D2D;
+        rq.op = MPIDEV_D2D | (traced ? MPIDEV_SPAN : 0);
         rq.a = (uintptr_t)cmd->u.copy.dst;
         rq.b = (uintptr_t)cmd->u.copy.src;
         rq.c = nbytes;
         ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD) && stream_answer(md, ms, &reply);
         break;
     }
+    if (ok && traced)
+        record_span(md, stream, seq, &reply);
     if (!ok)
         fail_underway(stream, seq, what);
     else if (reply.status != PYMIC_OK)
@@ -427,10 +503,20 @@ static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t s
     mpi_device *md = state_of(stream->device);
     mpi_stream *ms = stream->backend_worker;
     size_t bytes = pack_invoke(cmd, ms->message);
+    bool traced = wants_span(md, stream, seq);
+    if (traced) {
+        uint32_t op = MPIDEV_INVOKE | MPIDEV_SPAN;
+        memcpy(ms->message, &op, sizeof op);
+    }
     mpidev_reply reply;
-    if (!stream_send(md, ms, ms->message, bytes) || !stream_answer(md, ms, &reply))
+    reply.span_start = 0; /* (a short answer leaves it: no span) */
+    if (!stream_send(md, ms, ms->message, bytes) || !stream_answer(md, ms, &reply)) {
         fail_underway(stream, seq, what);
-    else if (reply.status != PYMIC_OK)
+        return PYMIC_COMMAND_DONE;
+    }
+    if (traced)
+        record_span(md, stream, seq, &reply);
+    if (reply.status != PYMIC_OK)
         fail_with_answer(stream, seq, &reply, what);
     return PYMIC_COMMAND_DONE;
 }
@@ -582,11 +668,84 @@ static void mpi_library_close(pymic_device *device, void *handle)
 
 /* --------------------------------------------------------------- health */
 
+/* The device process ended: a spawned device gets a new one (same
+ * placement: the same spawn), which starts with no memory, no libraries
+ * and a thread for each of the host's streams; the old blocks become
+ * orphans (blocks.c).  A device rank of an MPMD launch cannot be
+ * replaced. */
+static int respawn(mpi_device *md)
+{
+    pymic_device *device = md->device;
+    if (!md->spawned)
+        return pymic_fail(PYMIC_ERR_DEVICE_LOST,
+                          "pymic_device_reset: device %d: its MPI device rank %d has ended, "
+                          "and a device rank started on the job's launch line (MPMD) cannot "
+                          "be replaced: start the job again (devices spawned by a program "
+                          "started without device ranks are started afresh by a reset; "
+                          "PYMIC_MPI_DEVICE=proc keeps a crashing kernel from ending the "
+                          "device rank)",
+                          device->id, md->rank);
+    /* Waits for the old process give up once they see it gone (their
+     * requests are on its communicator and watch its pid): none may be
+     * under way when both are replaced.  The device is lost meanwhile,
+     * so no new command starts one. */
+    while (atomic_load_explicit(&md->peer.waits, memory_order_acquire) > 0) {
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
+    }
+    char why[512];
+    if (!mpidev_respawn(md, why, sizeof why))
+        return pymic_fail(PYMIC_ERR_DEVICE_LOST,
+                          "pymic_device_reset: device %d: cannot start a new MPI device "
+                          "process: %s",
+                          device->id, why);
+    pthread_mutex_lock(&md->control_lock);
+    md->peer.pid = 0;
+    atomic_store(&md->ended, false);
+    atomic_store(&md->clock_session, 0); /* a new process: its clock is read again */
+    mpidev_reply reply = {0};
+    int status = hello(md, &reply);
+    /* Each stream of the host gets its thread there again; slots of
+     * streams that ended meanwhile are free. */
+    for (int i = 0; status == PYMIC_OK && i < MPIDEV_MAX_STREAMS; i++) {
+        pthread_mutex_lock(&md->lock);
+        bool used = md->used[i];
+        if (md->stale[i])
+            md->used[i] = used = false;
+        pthread_mutex_unlock(&md->lock);
+        md->stale[i] = false;
+        if (used) {
+            mpidev_request start = {.op = MPIDEV_START, .slot = (uint32_t)i};
+            status = control_exchange(md, &start, &reply);
+        }
+    }
+    pthread_mutex_unlock(&md->control_lock);
+    /* Half set up, the new process is given up: the next reset spawns
+     * another rather than trust it. */
+    if (status != PYMIC_OK)
+        atomic_store(&md->ended, true);
+    if (status != PYMIC_OK)
+        return pymic_fail(PYMIC_ERR_DEVICE_LOST,
+                          "pymic_device_reset: device %d: its new MPI device process cannot "
+                          "start: %s",
+                          device->id, status == PYMIC_ERR_DEVICE_LOST && !reply.text[0]
+                                          ? "it does not answer"
+                                          : reply.text);
+    mpidev_blocks_orphan(md);
+    atomic_fetch_add(&device->generation, 1);
+    atomic_store_explicit(&device->lost, 0, memory_order_release);
+    pymic_log(1, "device %d: reset: a new MPI device process (rank %d of its spawn) drives "
+              "its %s", device->id, md->rank, md->local);
+    return PYMIC_OK;
+}
+
 static int mpi_reset(pymic_device *device)
 {
     mpi_device *md = state_of(device);
     if (md->gone)
         return pymic_fail(PYMIC_ERR_DEVICE_LOST, "pymic_device_reset: %s", device->lost_why);
+    if (atomic_load(&md->ended))
+        return respawn(md);
     pthread_mutex_lock(&md->control_lock);
     /* The device process is alive if it answers; a lost local device is
      * restarted by its engine's reset. */
@@ -613,6 +772,10 @@ static int mpi_reset(pymic_device *device)
         pthread_mutex_unlock(&md->lock);
     }
     pthread_mutex_unlock(&md->control_lock);
+    /* The process ended while asked (a reset of a device that crashed
+     * before any wait could see it): start a new one. */
+    if (status != PYMIC_OK && atomic_load(&md->ended))
+        return respawn(md);
     if (status != PYMIC_OK) {
         if (!atomic_load(&device->lost))
             pymic_device_mark_lost(device, "device %d lost: %s", device->id, reply.text);
@@ -630,11 +793,13 @@ static void mpi_prefork(pymic_device *device)
     mpi_device *md = state_of(device);
     pthread_mutex_lock(&md->control_lock);
     pthread_mutex_lock(&md->lock);
+    pthread_mutex_lock(&md->blocks_lock); /* a leaf: never held with another */
 }
 
 static void mpi_postfork_parent(pymic_device *device)
 {
     mpi_device *md = state_of(device);
+    pthread_mutex_unlock(&md->blocks_lock);
     pthread_mutex_unlock(&md->lock);
     pthread_mutex_unlock(&md->control_lock);
 }
@@ -644,6 +809,7 @@ static void mpi_postfork_child(pymic_device *device)
     mpi_device *md = state_of(device);
     pthread_mutex_init(&md->lock, NULL);
     pthread_mutex_init(&md->control_lock, NULL);
+    pthread_mutex_init(&md->blocks_lock, NULL);
     /* MPI does not survive fork(): the device is the parent's. */
     md->gone = true;
     if (!atomic_load(&device->lost))
@@ -658,8 +824,8 @@ const pymic_backend_ops pymic_mpi_backend = {
     .kind = "mpi",
     .host_addressable = false, /* device memory is in another process */
     .open = mpi_open,
-    .block_get = mpi_block_get,
-    .block_put = mpi_block_put,
+    .block_get = mpidev_block_get,
+    .block_put = mpidev_block_put,
     .memory_capacity = mpi_memory_capacity,
     .bounds_arm = mpi_bounds_arm,
     .start_worker = mpi_start_worker,

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdint.h>
 #include <time.h>
@@ -31,7 +32,7 @@ static int peer_gone(const mpidev_peer *peer)
     return peer && peer->pid > 0 && kill(peer->pid, 0) != 0 && errno == ESRCH;
 }
 
-int mpidev_wait(MPI_Request *request, MPI_Status *status, const mpidev_peer *peer)
+static int wait_for(MPI_Request *request, MPI_Status *status, const mpidev_peer *peer)
 {
     uint64_t start = 0, watched = 0;
     for (unsigned polls = 0;; polls++) {
@@ -62,6 +63,17 @@ int mpidev_wait(MPI_Request *request, MPI_Status *status, const mpidev_peer *pee
             }
         }
     }
+}
+
+int mpidev_wait(MPI_Request *request, MPI_Status *status, const mpidev_peer *peer)
+{
+    if (!peer)
+        return wait_for(request, status, NULL);
+    mpidev_peer *counted = (mpidev_peer *)peer;
+    atomic_fetch_add_explicit(&counted->waits, 1, memory_order_relaxed);
+    int rc = wait_for(request, status, peer);
+    atomic_fetch_sub_explicit(&counted->waits, 1, memory_order_release);
+    return rc;
 }
 
 int mpidev_recv(void *buffer, int count, int source, int tag, MPI_Comm comm, MPI_Status *status,

@@ -6,6 +6,7 @@
 #define PYMIC_MPI_PROGRESS_H
 
 #include <mpi.h>
+#include <stdatomic.h>
 
 /* Wait for `request` (MPI_Wait's contract, `status` may be
  * MPI_STATUS_IGNORE).  A blocking MPI call polls at full speed for as long
@@ -20,6 +21,10 @@
  * waited a while, that the peer still runs. */
 typedef struct mpidev_peer {
     int pid;
+    /* Waits under way for this peer (mpidev_wait): a reset that replaces
+     * an ended peer waits for them to give up first, so none watches the
+     * new process for a request to the old one. */
+    _Atomic int waits;
 } mpidev_peer;
 
 /* MPIDEV_ERR_PEER_GONE: the watched peer ended while this waited (the

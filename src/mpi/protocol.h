@@ -32,7 +32,7 @@
 
 #include "pymic.h"
 
-#define MPIDEV_PROTOCOL 1
+#define MPIDEV_PROTOCOL 2
 
 #define MPIDEV_TAG_CONTROL 1
 #define MPIDEV_TAG_REPLY 2
@@ -70,6 +70,9 @@ enum mpidev_op {
     MPIDEV_START,     /* slot: start serving the stream slot              */
     MPIDEV_RESET,     /* reset the local device                           */
     MPIDEV_QUIT,      /* end the device process (answer, then it leaves)  */
+    MPIDEV_CLOCK,     /* answer value = the device's clock (CLOCK_MONOTONIC
+                         ns): the host reads it against its own in a round
+                         trip, to place the device's spans in its trace   */
     /* stream (on the slot's tag) */
     MPIDEV_H2D,       /* a: address, b: bytes, c: chunk bytes; the data
                          follows in chunks; then the answer               */
@@ -79,6 +82,13 @@ enum mpidev_op {
     MPIDEV_INVOKE,    /* mpidev_invoke below                              */
     MPIDEV_STOP       /* the slot's thread ends (a: 1 = no answer)        */
 };
+
+/* A stream request whose op has this bit asks for the device's span of
+ * the request (a traced command): its answer then carries span_start and
+ * span_end (the device's clock), and the answer of a D2H -- which comes
+ * before the data -- is followed, after the data, by a second answer with
+ * the span.  Without the bit nothing of it is measured or sent. */
+#define MPIDEV_SPAN 0x80000000u
 
 /* LOAD's answer when the path does not name the host's file on the
  * device's node (no shared file system there, or the file was replaced
@@ -124,9 +134,13 @@ typedef struct mpidev_reply {
     int32_t status; /* PYMIC_OK or the device engine's status */
     uint32_t pad;
     uint64_t value;
+    uint64_t span_start, span_end; /* MPIDEV_SPAN asked: the request's span */
     char text[MPIDEV_TEXT_MAX]; /* the reason when status != PYMIC_OK */
 } mpidev_reply;
 
+/* Bytes of an answer actually sent: status and value; the span when it
+ * was asked for; the text (after the span's place) only with a failure. */
+#define MPIDEV_REPLY_SHORT (sizeof(mpidev_reply) - MPIDEV_TEXT_MAX - 2 * sizeof(uint64_t))
 #define MPIDEV_REPLY_HEAD (sizeof(mpidev_reply) - MPIDEV_TEXT_MAX)
 
 #endif /* PYMIC_MPI_PROTOCOL_H */

@@ -422,6 +422,23 @@ static PyObject *records_command(RecordsObject *self, PyObject *arg)
                          (unsigned long long)c->event_record);
 }
 
+static PyObject *records_device_span(RecordsObject *self, PyObject *arg)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0 || (size_t)i >= self->ncommands) {
+        PyErr_SetString(PyExc_IndexError, "command record out of range");
+        return NULL;
+    }
+    const pymic_trace_command *c = &self->commands[i];
+    if (!c->device_start_ns)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(KKK)", (unsigned long long)c->device_start_ns,
+                         (unsigned long long)c->device_end_ns,
+                         (unsigned long long)c->device_clock_error_ns);
+}
+
 static PyObject *records_wait(RecordsObject *self, PyObject *arg)
 {
     Py_ssize_t i = PyLong_AsSsize_t(arg);
@@ -448,6 +465,10 @@ static PyMethodDef records_methods[] = {
     {"command", (PyCFunction)records_command, METH_O,
      "command(i): command record i as a tuple (device, stream, seq, name, kind, bytes, "
      "enqueue_ns, start_ns, end_ns, host_thread, site, event_record)."},
+    {"device_span", (PyCFunction)records_device_span, METH_O,
+     "device_span(i): command record i's span on the device itself, in the host's clock, "
+     "as (start_ns, end_ns, clock_error_ns), or None (the device has no process of its "
+     "own, or the command did not run there)."},
     {"wait", (PyCFunction)records_wait, METH_O,
      "wait(i): wait record i (by start time) as a tuple (kind, device, stream, target, "
      "start_ns, end_ns, host_thread, timed_out, site)."},

@@ -16,7 +16,8 @@
  * kernel writing past its allocation is reported by the device's bounds
  * checks.  On the default local host device a crash ends the device
  * process: the MPI device is lost, saying so (this process watches a
- * device process on its own node).
+ * device process on its own node), and a reset spawns a new one.  A trace
+ * holds each command's span in the device process, on this clock.
  *
  * argv[1]: the test kernel library.
  */
@@ -115,6 +116,66 @@ static void test_streams_and_events(pymic_library *lib)
     CHECK_OK(pymic_mem_free(second, counter));
     CHECK_OK(pymic_stream_destroy(first));
     CHECK_OK(pymic_stream_destroy(second));
+}
+
+/* A traced command on the MPI device has its span in the device process
+ * too, translated to this process's clock: inside the command's own span
+ * here (within the stated error of the translation), one after the other
+ * in the stream's order.  A host device's commands have none. */
+static void test_device_side_trace(pymic_library *lib)
+{
+    enum { N = 40000 }; /* several PYMIC_MPI_CHUNKs each way */
+    pymic_stream *remote, *local;
+    CHECK_OK(pymic_stream_create(0, &remote));
+    CHECK_OK(pymic_stream_create(1, &local));
+    pymic_library *here;
+    CHECK_OK(pymic_library_load(1, kernels_path, &here));
+    int64_t *values = calloc(N, sizeof *values);
+    void *d, *h;
+    CHECK_OK(pymic_mem_alloc(0, N * sizeof *values, 0, &d));
+    CHECK_OK(pymic_mem_alloc(1, sizeof *values, 0, &h));
+    CHECK_OK(pymic_trace_start(0));
+    pymic_arg args[] = {{d, 0}}, local_args[] = {{h, 0}};
+    CHECK_OK(pymic_memcpy_h2d(remote, d, 0, values, N * sizeof *values));
+    CHECK_OK(pymic_invoke(remote, find(lib, "increment"), 1, args));
+    CHECK_OK(pymic_invoke(remote, find(lib, "increment"), 1, args));
+    CHECK_OK(pymic_memcpy_d2h(remote, values, d, 0, N * sizeof *values));
+    CHECK_OK(pymic_memcpy_h2d(local, h, 0, values, sizeof *values));
+    CHECK_OK(pymic_invoke(local, find(here, "increment"), 1, local_args));
+    CHECK_OK(pymic_stream_sync(remote));
+    CHECK_OK(pymic_stream_sync(local));
+    CHECK_OK(pymic_trace_stop());
+    CHECK(values[0] == 2 && values[N - 1] == 0);
+    pymic_trace_command *commands;
+    size_t n;
+    CHECK_OK(pymic_trace_read(&commands, &n, NULL, NULL, NULL));
+    int remote_spans = 0, local_commands = 0;
+    uint64_t last_end = 0, last_seq = 0;
+    for (size_t i = 0; i < n; i++) {
+        const pymic_trace_command *c = &commands[i];
+        if (c->device == 1) {
+            local_commands++;
+            CHECK(c->device_start_ns == 0 && c->device_end_ns == 0);
+            continue;
+        }
+        CHECK(c->device == 0 && c->start_ns && c->device_start_ns);
+        uint64_t error = c->device_clock_error_ns;
+        CHECK(c->device_start_ns <= c->device_end_ns);
+        CHECK(c->device_start_ns + error >= c->start_ns);
+        CHECK(c->device_end_ns <= c->end_ns + error);
+        CHECK(c->seq > last_seq && c->device_start_ns >= last_end);
+        last_seq = c->seq;
+        last_end = c->device_end_ns;
+        remote_spans++;
+    }
+    CHECK(remote_spans == 4 && local_commands == 2);
+    pymic_trace_free(commands);
+    CHECK_OK(pymic_mem_free(remote, d));
+    CHECK_OK(pymic_mem_free(local, h));
+    CHECK_OK(pymic_stream_destroy(remote));
+    CHECK_OK(pymic_stream_destroy(local));
+    CHECK_OK(pymic_library_unload(here));
+    free(values);
 }
 
 /* More bytes than PYMIC_MPI_CHUNK, and not a multiple of it. */
@@ -261,6 +322,66 @@ static void test_remote_process_ends(void)
     CHECK_OK(pymic_stream_destroy(h));
 }
 
+/* After test_remote_process_ends: a reset spawns a new device process
+ * (twice here).
+ * A stream made before the crash works again, the library is loaded
+ * afresh, and memory of the ended process stays reserved until freed: the
+ * new process's allocations (which its heap would place at the same
+ * addresses) never coincide with it. */
+static void test_reset_respawns_the_device(void)
+{
+    pymic_library *lib;
+    pymic_stream *kept, *s;
+    void *before[4];
+    /* The device test_remote_process_ends lost comes back ... */
+    CHECK(pymic_device_lost(0, NULL, 0) == 1);
+    CHECK_OK(pymic_device_reset(0));
+    CHECK(pymic_device_lost(0, NULL, 0) == 0);
+    /* ... and so it does after its process ends again. */
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    CHECK_OK(pymic_stream_create(0, &kept));
+    CHECK_OK(pymic_stream_create(0, &s));
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(pymic_mem_alloc(0, 4096, 0, &before[i]));
+    CHECK_OK(pymic_invoke(s, find(lib, "crash_segv"), 0, NULL));
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_DEVICE_LOST);
+    CHECK(pymic_device_lost(0, NULL, 0) == 1);
+    CHECK_OK(pymic_device_reset(0));
+    CHECK(pymic_device_lost(0, NULL, 0) == 0);
+    /* The old library went with the old process. */
+    pymic_kernel *stale = NULL;
+    CHECK(pymic_kernel_find(lib, "increment", &stale) != PYMIC_OK);
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    void *after[4];
+    for (int i = 0; i < 4; i++) {
+        CHECK_OK(pymic_mem_alloc(0, 4096, 0, &after[i]));
+        for (int j = 0; j < 4; j++)
+            CHECK((char *)after[i] + 4096 <= (char *)before[j] ||
+                  (char *)before[j] + 4096 <= (char *)after[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(pymic_mem_free(kept, before[i]));
+    int64_t value = 41;
+    pymic_arg args[] = {{after[0], 0}};
+    CHECK_OK(pymic_memcpy_h2d(kept, after[0], 0, &value, sizeof value));
+    CHECK_OK(pymic_invoke(kept, find(lib, "increment"), 1, args));
+    CHECK_OK(pymic_memcpy_d2h(kept, &value, after[0], 0, sizeof value));
+    CHECK_OK(pymic_stream_sync(kept));
+    CHECK(value == 42);
+    /* The stream that saw the crash runs too. */
+    CHECK_OK(pymic_invoke(s, find(lib, "increment"), 1, args));
+    CHECK_OK(pymic_memcpy_d2h(s, &value, after[0], 0, sizeof value));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(value == 43);
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(pymic_mem_free(kept, after[i]));
+    CHECK_OK(pymic_stream_sync(kept));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_OK(pymic_stream_destroy(kept));
+    CHECK_OK(pymic_library_unload(lib));
+}
+
 /* PYMIC_CHECK=bounds: the device's engine checks its own canaries. */
 static void test_remote_bounds(pymic_library *lib)
 {
@@ -292,6 +413,7 @@ int main(int argc, char **argv)
     CHECK_OK(pymic_library_load(0, kernels_path, &lib));
     test_copies_and_kernels(lib);
     test_streams_and_events(lib);
+    test_device_side_trace(lib);
     test_large_copy();
     test_library_without_a_shared_path();
     test_failures(lib);
@@ -300,9 +422,10 @@ int main(int argc, char **argv)
         test_remote_crash_and_reset(); /* (the reset made `lib` stale) */
     } else {
         CHECK_OK(pymic_library_unload(lib));
-        /* Last: it ends the device process. */
-        if (getenv("OMPI_MCA_btl") == NULL)
-            test_remote_process_ends();
+        /* Last: they end the device process (a reset starts a new one),
+         * over shared memory and over TCP alike. */
+        test_remote_process_ends();
+        test_reset_respawns_the_device();
     }
     return check_finish();
 }

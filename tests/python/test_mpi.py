@@ -438,3 +438,92 @@ def test_mpi4py_with_a_low_thread_level_is_a_clear_error(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "MPI_THREAD_FUNNELED" in result.stdout
     assert "MPI devices need MPI_THREAD_MULTIPLE" in result.stdout
+
+
+RESPAWN_PROGRAM = """
+import numpy as np
+import pymic
+
+def doubled(stream, values):
+    bound = stream.bind(values)
+    total = bound + bound
+    total.update_host()
+    stream.sync()
+    return total.array
+
+device = pymic.devices[0]
+assert device.kind == "mpi", device.kind
+stream = device.get_default_stream()
+kept = stream.bind(np.arange(4.0))      # memory of the first device process
+for attempt in range(2):                  # every time, not only once
+    lib = device.load_library(LIBRARY)
+    stream.invoke(lib.fault_segv)
+    try:
+        stream.sync()
+    except pymic.OffloadError as error:
+        message = str(error)
+    else:
+        raise AssertionError("the crash raised nothing")
+    assert "MPI device process" in message and "fault_segv" in message, message
+    assert pymic._engine.device_lost(0) is not None
+    device.reset()                        # a new device process
+    assert pymic._engine.device_lost(0) is None
+    assert (doubled(stream, np.arange(4.0)) == 2 * np.arange(4.0)).all()
+    other = device.create_stream()        # new streams work too
+    assert (doubled(other, np.ones(3)) == 2.0).all()
+    del other
+del kept                                  # freed: its memory went with its process
+print("python goes on")
+"""
+
+
+def test_reset_spawns_a_new_process_for_a_spawned_device_whose_process_ended(kernel_dir):
+    # A kernel that segfaults on the default local host device ends the
+    # device process; reset() spawns a new pymic-device in its place.
+    _, _, env = mpi_device_command(1, mpi4py=False)
+    env["PYMIC_DEVICES"] = "mpi"
+    program = f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n" + RESPAWN_PROGRAM
+    result = run_python(program, env=env, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "python goes on" in result.stdout, output
+
+
+MPMD_RESET_PROGRAM = """
+import os
+import pymic
+device = pymic.devices[0]
+stream = device.get_default_stream()
+lib = device.load_library(LIBRARY)
+stream.invoke(lib.fault_segv)
+try:
+    stream.sync()
+except pymic.OffloadError as error:
+    print("crash:", error, flush=True)
+try:
+    device.reset()
+except pymic.OffloadError as error:
+    print("reset:", error, flush=True)
+else:
+    print("reset: no error", flush=True)
+print("python goes on", flush=True)
+# MPI_Finalize would wait for the rank that died: leave without it.
+os._exit(0)
+"""
+
+
+def test_reset_cannot_replace_a_device_rank_of_an_mpmd_launch(kernel_dir, tmp_path):
+    # Open MPI ends the whole job when a rank dies, unless told not to: with
+    # that, the host goes on and reset() says the rank cannot be replaced.
+    command, device_part, env = mpi_device_command(1, devices=1, mpi4py=False)
+    env["PYMIC_DEVICES"] = "mpi"
+    program = tmp_path / "mpmd_reset.py"
+    program.write_text(f"LIBRARY = {str(kernel_dir / 'libpymictest.so')!r}\n"
+                       + MPMD_RESET_PROGRAM)
+    command = command + ["--mca", "orte_abort_on_non_zero_status", "0"]
+    result = run_mpi_job(command + [sys.executable, str(program)] + device_part, env, tmp_path,
+                         timeout=120)
+    output = result.stdout + result.stderr
+    assert "crash: " in result.stdout and "fault_segv" in result.stdout, output
+    assert "reset: " in result.stdout and "cannot be replaced" in result.stdout, output
+    assert "python goes on" in result.stdout, output

@@ -313,6 +313,70 @@ def test_nothing_recorded_outside_a_trace(device, kernels, stream):
     assert not [e for e in empty.events if e["ph"] != "M"]
 
 
+def spans_asked_of_mpi_devices():
+    """How many commands asked an MPI device for its span (the plugin's count)."""
+    library = ctypes.CDLL(os.path.join(os.path.dirname(pymic.__file__), "libpymic_mpi.so"))
+    library.pymic_mpi_spans_asked.restype = ctypes.c_uint64
+    return library.pymic_mpi_spans_asked()
+
+
+def test_device_side_slices_of_an_mpi_device(device, kernels, stream, tmp_path):
+    # Each command on an MPI device also has the span it had in the device
+    # process, on a track of its own, placed on the host's clock: inside
+    # the command's host span (within the clock's stated error), in order.
+    data = np.arange(1000.0)
+    with pymic.trace(tmp_path / "trace.json") as recording:
+        bound = stream.bind(data)                        # h2d
+        stream.invoke(kernels.add_one, bound, data.size)
+        stream.invoke(kernels.add_one, bound, data.size)
+        bound.update_host()                              # d2h
+        stream.sync()
+    assert np.array_equal(bound.array, np.arange(1000.0) + 2.0)
+    events = validate_trace_event_format(json.loads((tmp_path / "trace.json").read_text()))
+    base = pymic.tracing.DEVICE_SIDE_TID_BASE
+    pid = pymic.tracing.device_pid(device.device_id)
+    on_host = {e["args"]["seq"]: e for e in events if e["ph"] == "X" and e["pid"] == pid
+               and e["tid"] < base and e.get("cat") in pymic.tracing.DEVICE_CATEGORIES}
+    on_device = sorted((e for e in events if e["ph"] == "X" and e["pid"] == pid
+                        and e["tid"] >= base), key=lambda e: e["args"]["seq"])
+    assert all(e["cat"] == pymic.tracing.DEVICE_SIDE_CATEGORY for e in on_device)
+    if device.kind != "mpi":
+        assert on_device == []  # the device has no process and clock of its own
+        return
+    suffix = pymic.tracing.DEVICE_SIDE_SUFFIX
+    assert [e["name"] for e in on_device] == [n + suffix for n in ("h2d", "add_one", "add_one",
+                                                                   "d2h")]
+    tracks = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"
+              and e["pid"] == pid}
+    for slice_ in on_device:
+        host = on_host[slice_["args"]["seq"]]
+        assert slice_["tid"] == base + host["tid"]
+        assert tracks[slice_["tid"]].endswith("on the device")
+        error = slice_["args"]["clock_error_us"] + 0.002  # + the rounding of ts and dur
+        assert slice_["name"] == host["name"] + suffix and slice_["args"]["kind"] == host["cat"]
+        assert host["ts"] - error <= slice_["ts"], (host, slice_)
+        assert slice_["ts"] + slice_["dur"] <= host["ts"] + host["dur"] + error, (host, slice_)
+    # One clock translation for the whole trace: the device's own order.
+    for before, after in zip(on_device, on_device[1:]):
+        assert before["ts"] + before["dur"] <= after["ts"] + 0.002, (before, after)
+
+
+def test_an_untraced_run_asks_an_mpi_device_for_nothing(device, kernels, stream):
+    if device.kind != "mpi":
+        pytest.skip("an MPI device's protocol (PYMIC_DEVICES=mpi)")
+    asked = spans_asked_of_mpi_devices()
+    stream.invoke(kernels.add_one, np.zeros(3), 3)      # h2d, add_one, d2h: untraced
+    stream.sync()
+    assert spans_asked_of_mpi_devices() == asked
+    with pymic.trace():
+        stream.invoke(kernels.add_one, np.zeros(3), 3)
+        stream.sync()
+    assert spans_asked_of_mpi_devices() == asked + 3    # the traced ones, each once
+    stream.invoke(kernels.add_one, np.zeros(3), 3)      # after the trace: nothing again
+    stream.sync()
+    assert spans_asked_of_mpi_devices() == asked + 3
+
+
 @pytest.mark.device_memory_here
 def test_unfinished_commands_are_marked(device, kernels, stream):
     flags = stream.allocate_device_memory(8)
