@@ -14,11 +14,20 @@
  *                            The host sends one at a time per device.
  *   tag MPIDEV_TAG_STREAM(i) both ways: the requests of host stream slot
  *                            i (copies, invokes, its end) and their
- *                            answers and data, served in order by the
- *                            device thread of that slot.  MPI's
- *                            non-overtaking rule (same source, tag and
- *                            communicator) keeps a request and its data
- *                            in order without any sequence number.
+ *                            answers, served in order by the device
+ *                            thread of that slot.  The receive for the
+ *                            next message is posted before it can come
+ *                            (the host posts the answer's before it
+ *                            sends the request; the device the next
+ *                            request's before it serves this one), so a
+ *                            small message lands in place at once.
+ *   tag MPIDEV_TAG_DATA(i)   both ways: the bytes of slot i's copies, in
+ *                            chunks, up to MPIDEV_WINDOW of them in flight
+ *                            (apart from the requests, so a pre-posted
+ *                            receive for a request never takes a chunk).
+ *                            MPI's non-overtaking rule (same source, tag
+ *                            and communicator) keeps the chunks in order
+ *                            without any sequence number.
  *
  * Nothing assumes the two processes share memory or a node: addresses
  * are the device's (never dereferenced by the host), a library is named
@@ -32,19 +41,23 @@
 
 #include "pymic.h"
 
-#define MPIDEV_PROTOCOL 1
+#define MPIDEV_PROTOCOL 2
 
 #define MPIDEV_TAG_CONTROL 1
 #define MPIDEV_TAG_REPLY 2
 #define MPIDEV_TAG_STREAM(slot) (16 + (slot))
+#define MPIDEV_TAG_DATA(slot) (16 + MPIDEV_MAX_STREAMS + (slot))
 
 /* Streams one MPI device serves at once (slots of the tag space). */
 #define MPIDEV_MAX_STREAMS 256
 
 /* Copies travel in chunks (an MPI count is an int): by default at most
  * this many bytes, or PYMIC_MPI_CHUNK on the host, which names the size
- * in each copy request (c).  Each chunk lands in device memory directly. */
+ * in each copy request (c).  Each chunk lands in device memory directly;
+ * up to MPIDEV_WINDOW chunks of a copy are in flight at once, so the next
+ * is under way while one completes. */
 #define MPIDEV_CHUNK ((uint64_t)1 << 28)
+#define MPIDEV_WINDOW 4
 
 #define MPIDEV_TEXT_MAX 1024
 
@@ -72,9 +85,9 @@ enum mpidev_op {
     MPIDEV_QUIT,      /* end the device process (answer, then it leaves)  */
     /* stream (on the slot's tag) */
     MPIDEV_H2D,       /* a: address, b: bytes, c: chunk bytes; the data
-                         follows in chunks; then the answer               */
+                         follows in chunks (data tag); then the answer    */
     MPIDEV_D2H,       /* a: address, b: bytes, c: chunk bytes; answer,
-                         then (if OK) the data in chunks                  */
+                         then (if OK) the data in chunks (data tag)       */
     MPIDEV_D2D,       /* a: destination, b: source, c: bytes (overlap ok) */
     MPIDEV_INVOKE,    /* mpidev_invoke below                              */
     MPIDEV_STOP       /* the slot's thread ends (a: 1 = no answer)        */

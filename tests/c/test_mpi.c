@@ -261,6 +261,53 @@ static void test_remote_process_ends(void)
     CHECK_OK(pymic_stream_destroy(h));
 }
 
+/* The device process ends in the middle of a copy with chunks in flight
+ * (a kernel on another stream kills it once the copy's second chunk has
+ * landed, long before its last): the copy fails, saying the device
+ * process ended, instead of waiting for chunks that never come, and so
+ * does the other stream's command; this process and its other devices go
+ * on. */
+static void test_device_ends_during_a_copy(void)
+{
+    const size_t bytes = (size_t)64 << 20;
+    unsigned char *in = malloc(bytes);
+    memset(in, 1, bytes);
+    pymic_library *lib;
+    pymic_stream *copier, *killer;
+    void *d;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    CHECK_OK(pymic_stream_create(0, &copier));
+    CHECK_OK(pymic_stream_create(0, &killer));
+    CHECK_OK(pymic_mem_alloc(0, bytes, 0, &d));
+    unsigned char zeros[1] = {0};
+    CHECK_OK(pymic_memcpy_h2d(copier, d, 65536, zeros, 1)); /* memory not yet touched */
+    CHECK_OK(pymic_stream_sync(copier));
+    int64_t second_chunk = 65536; /* PYMIC_MPI_CHUNK of the meson run */
+    pymic_arg args[] = {{d, 0}, {&second_chunk, sizeof second_chunk}};
+    CHECK_OK(pymic_invoke(killer, find(lib, "kill_when_reached"), 2, args));
+    CHECK_OK(pymic_memcpy_h2d(copier, d, 0, in, bytes));
+    CHECK_STATUS(pymic_stream_sync(copier), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE("MPI device process");
+    CHECK_MESSAGE("h2d copy");
+    CHECK_STATUS(pymic_stream_sync(killer), PYMIC_ERR_DEVICE_LOST);
+    CHECK(pymic_device_lost(0, NULL, 0) == 1);
+    CHECK_OK(pymic_stream_destroy(copier));
+    CHECK_OK(pymic_stream_destroy(killer));
+    free(in);
+    /* The host device beside it is untouched. */
+    pymic_stream *h;
+    void *here;
+    int64_t value = 5, back = 0;
+    CHECK_OK(pymic_stream_create(1, &h));
+    CHECK_OK(pymic_mem_alloc(1, sizeof value, 0, &here));
+    CHECK_OK(pymic_memcpy_h2d(h, here, 0, &value, sizeof value));
+    CHECK_OK(pymic_memcpy_d2h(h, &back, here, 0, sizeof back));
+    CHECK_OK(pymic_stream_sync(h));
+    CHECK(back == 5);
+    CHECK_OK(pymic_mem_free(h, here));
+    CHECK_OK(pymic_stream_destroy(h));
+}
+
 /* PYMIC_CHECK=bounds: the device's engine checks its own canaries. */
 static void test_remote_bounds(pymic_library *lib)
 {
@@ -285,6 +332,11 @@ int main(int argc, char **argv)
         return 2;
     }
     kernels_path = argv[1];
+    /* A run of its own: it ends the device process. */
+    if (strcmp(argv[argc - 1], "device-ends-during-a-copy") == 0) {
+        test_device_ends_during_a_copy();
+        return check_finish();
+    }
     const char *local = getenv("PYMIC_MPI_DEVICE");
     bool remote_proc = local && strcmp(local, "proc") == 0;
     test_device_info();
