@@ -33,7 +33,7 @@ static uint64_t now_ns(void)
 #define IDLE_SLEEP_NS 1000000
 /* While spinning the clock is read once per this many polls (a clock read
  * costs about as much as a poll of an idle MPI). */
-#define POLLS_PER_CLOCK 16u
+#define POLLS_PER_CLOCK 64u
 
 /* Messages up to this size are sent with MPI_Send (below every eager
  * limit of Open MPI's transports: 4 KiB over shared memory, 64 KiB over
@@ -76,8 +76,10 @@ typedef struct pace {
 
 static pace pace_of(bool transfer)
 {
+    if (transfer)
+        return (pace){.spin = IDLE_NS, .yield = IDLE_NS};
     return (pace){.spin = atomic_load_explicit(&spin_ns, memory_order_relaxed),
-                  .yield = transfer ? IDLE_NS : YIELD_NS};
+                  .yield = YIELD_NS};
 }
 
 /* After a poll that found nothing done: poll again at once, yield or
