@@ -55,7 +55,9 @@ typedef struct slot {
     bool stopped;
     /* The request being served and the next one's (the receive for the
      * next is posted while this one is served): the slot's thread only. */
-    _Alignas(16) unsigned char message[2][MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
+    _Alignas(16) unsigned char message[2][MPIDEV_STREAM_MAX];
+    /* The answer of a d2h with its bytes inline. */
+    _Alignas(16) unsigned char out[MPIDEV_REPLY_HEAD + MPIDEV_INLINE_BYTES];
 } slot;
 
 /* True once the slot's thread has ended its stream (STOP). */
@@ -105,9 +107,23 @@ static bool inside_allocation(uint64_t address, uint64_t nbytes)
     return address - (uintptr_t)base + nbytes <= size;
 }
 
-/* The data of a copy: chunks on the slot's data tag, several in flight. */
-static void h2d(int tag, int data_tag, const mpidev_request *rq)
+/* The data of a copy: inline in the request (`inline_bytes` of them right
+ * after its head), or chunks on the slot's data tag, several in flight. */
+static void h2d(int tag, int data_tag, const mpidev_request *rq, const unsigned char *message,
+                int message_bytes)
 {
+    if (rq->b <= MPIDEV_INLINE_BYTES) {
+        if (message_bytes != (int)(MPIDEV_REQUEST_HEAD + rq->b))
+            answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "an h2d request without its bytes");
+        else if (!inside_allocation(rq->a, rq->b))
+            answer(tag, PYMIC_ERR_OUT_OF_RANGE, 0,
+                   "the destination is not inside one allocation of the device");
+        else {
+            memcpy((void *)(uintptr_t)rq->a, message + MPIDEV_REQUEST_HEAD, rq->b);
+            answer(tag, PYMIC_OK, 0, NULL);
+        }
+        return;
+    }
     if (inside_allocation(rq->a, rq->b)) {
         int rc = mpidev_transfer(0, (void *)(uintptr_t)rq->a, rq->b, rq->c, MPIDEV_WINDOW,
                                  host_rank, data_tag, host_comm, NULL);
@@ -132,11 +148,18 @@ static void h2d(int tag, int data_tag, const mpidev_request *rq)
            "the destination is not inside one allocation of the device");
 }
 
-static void d2h(int tag, int data_tag, const mpidev_request *rq)
+static void d2h(int tag, int data_tag, slot *s, const mpidev_request *rq)
 {
     if (!inside_allocation(rq->a, rq->b)) {
         answer(tag, PYMIC_ERR_OUT_OF_RANGE, 0,
                "the source is not inside one allocation of the device");
+        return;
+    }
+    if (rq->b <= MPIDEV_INLINE_BYTES) {
+        mpidev_reply head = {.status = PYMIC_OK};
+        memcpy(s->out, &head, MPIDEV_REPLY_HEAD);
+        memcpy(s->out + MPIDEV_REPLY_HEAD, (const void *)(uintptr_t)rq->a, rq->b);
+        mpidev_send(s->out, (int)(MPIDEV_REPLY_HEAD + rq->b), host_rank, tag, host_comm, NULL);
         return;
     }
     answer(tag, PYMIC_OK, 0, NULL);
@@ -231,10 +254,10 @@ static void *serve_slot(void *arg)
         }
         switch (op) {
         case MPIDEV_H2D:
-            h2d(tag, data_tag, &rq);
+            h2d(tag, data_tag, &rq, message, bytes);
             break;
         case MPIDEV_D2H:
-            d2h(tag, data_tag, &rq);
+            d2h(tag, data_tag, s, &rq);
             break;
         case MPIDEV_INVOKE:
             invoke(tag, s, message);
@@ -416,7 +439,7 @@ static void join_stopped(void)
  * comes (the streams' requests go to their own threads). */
 static void serve(void)
 {
-    _Alignas(16) static unsigned char message[MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
+    _Alignas(16) static unsigned char message[MPIDEV_STREAM_MAX];
     mpidev_request rq;
     for (;;) {
         MPI_Status got;

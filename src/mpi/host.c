@@ -24,7 +24,12 @@
 /* The host worker's state for one stream. */
 typedef struct mpi_stream {
     int slot;
-    unsigned char message[MPIDEV_INVOKE_MAX];
+    _Alignas(16) unsigned char message[MPIDEV_STREAM_MAX];
+    /* The answer of a d2h with its bytes inline (protocol.h). */
+    union {
+        mpidev_reply reply;
+        unsigned char bytes[MPIDEV_STREAM_MAX];
+    } answer;
 } mpi_stream;
 
 static mpi_device *state_of(pymic_device *device)
@@ -278,11 +283,11 @@ static bool stream_answer_of(mpi_device *md, MPI_Request *pending)
  * first (so the answer lands in *reply as it comes, with no unexpected
  * message to match and copy).  False if the device is (or became) lost;
  * else *pending is the answer's receive, for stream_answer_of. */
-static bool stream_ask(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes,
-                       mpidev_reply *reply, MPI_Request *pending)
+static bool stream_ask_into(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes,
+                            void *answer, size_t most, MPI_Request *pending)
 {
     int tag = MPIDEV_TAG_STREAM(ms->slot);
-    int rc = MPI_Irecv(reply, sizeof *reply, MPI_BYTE, md->rank, tag, md->comm, pending);
+    int rc = MPI_Irecv(answer, (int)most, MPI_BYTE, md->rank, tag, md->comm, pending);
     if (rc != MPI_SUCCESS) {
         lose(md, "a stream request to", rc);
         return false;
@@ -292,6 +297,12 @@ static bool stream_ask(mpi_device *md, mpi_stream *ms, const void *message, size
         return false;
     }
     return true;
+}
+
+static bool stream_ask(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes,
+                       mpidev_reply *reply, MPI_Request *pending)
+{
+    return stream_ask_into(md, ms, message, bytes, reply, sizeof *reply, pending);
 }
 
 /* A request of the stream's slot and its answer. */
@@ -394,6 +405,16 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
     bool ok = true;
     switch (cmd->u.copy.dir) {
     case PYMIC_COPY_H2D:
+        if (nbytes <= MPIDEV_INLINE_BYTES) {
+            /* One message: the request's head and the bytes. */
+            rq.op = MPIDEV_H2D;
+            rq.a = (uintptr_t)cmd->u.copy.dst;
+            rq.b = nbytes;
+            memcpy(ms->message, &rq, MPIDEV_REQUEST_HEAD);
+            memcpy(ms->message + MPIDEV_REQUEST_HEAD, cmd->u.copy.src, nbytes);
+            ok = stream_call(md, ms, ms->message, MPIDEV_REQUEST_HEAD + nbytes, &reply);
+            break;
+        }
         /* The request, the data with chunks in flight, then the answer
          * (whose receive is posted before any of it leaves). */
         rq.op = MPIDEV_H2D;
@@ -411,6 +432,18 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
         rq.op = MPIDEV_D2H;
         rq.a = (uintptr_t)cmd->u.copy.src;
         rq.b = nbytes;
+        if (nbytes <= MPIDEV_INLINE_BYTES) {
+            /* One answer: its head and, if OK, the bytes. */
+            ok = stream_ask_into(md, ms, &rq, MPIDEV_REQUEST_HEAD, ms->answer.bytes,
+                                 sizeof ms->answer, &pending) &&
+                 stream_answer_of(md, &pending);
+            if (ok) {
+                memcpy(&reply, ms->answer.bytes, sizeof reply);
+                if (reply.status == PYMIC_OK)
+                    memcpy(cmd->u.copy.dst, ms->answer.bytes + MPIDEV_REPLY_HEAD, nbytes);
+            }
+            break;
+        }
         ok = stream_call(md, ms, &rq, MPIDEV_REQUEST_HEAD, &reply);
         if (ok && reply.status == PYMIC_OK)
             ok = stream_data(md, ms, 0, cmd->u.copy.dst, nbytes);

@@ -77,7 +77,8 @@ typedef struct pace {
 static pace pace_of(bool transfer)
 {
     if (transfer)
-        return (pace){.spin = IDLE_NS, .yield = IDLE_NS};
+        return (pace){.spin = atomic_load_explicit(&spin_ns, memory_order_relaxed),
+                      .yield = IDLE_NS};
     return (pace){.spin = atomic_load_explicit(&spin_ns, memory_order_relaxed),
                   .yield = YIELD_NS};
 }

@@ -51,7 +51,8 @@ int mpidev_wait(MPI_Request *request, MPI_Status *status, const mpidev_peer *pee
  * moves only while both ends poll (a large message goes in fragments that
  * each side pushes when it polls), so this does not sleep while the
  * transfer moves: after the spin window it yields the core between polls,
- * and sleeps only once no chunk has completed for a second.  On an error
+ * and sleeps between them only once no chunk has completed for a second
+ * (or, as every wait, while a kernel runs in this process).  On an error
  * the chunks in flight are abandoned. */
 int mpidev_transfer(int sending, void *base, uint64_t nbytes, uint64_t chunk, int window,
                     int rank, int tag, MPI_Comm comm, const mpidev_peer *peer);

@@ -88,9 +88,13 @@ enum mpidev_op {
     MPIDEV_QUIT,      /* end the device process (answer, then it leaves)  */
     /* stream (on the slot's tag) */
     MPIDEV_H2D,       /* a: address, b: bytes, c: chunk bytes; the data
-                         follows in chunks (data tag); then the answer    */
+                         follows in chunks (data tag), or up to
+                         MPIDEV_INLINE_BYTES right after the request's
+                         head in the same message; then the answer       */
     MPIDEV_D2H,       /* a: address, b: bytes, c: chunk bytes; answer,
-                         then (if OK) the data in chunks (data tag)       */
+                         then (if OK) the data in chunks (data tag), or up
+                         to MPIDEV_INLINE_BYTES right after the answer's
+                         head in the same message                        */
     MPIDEV_D2D,       /* a: destination, b: source, c: bytes (overlap ok) */
     MPIDEV_INVOKE,    /* mpidev_invoke below                              */
     MPIDEV_STOP       /* the slot's thread ends (a: 1 = no answer)        */
@@ -144,5 +148,17 @@ typedef struct mpidev_reply {
 } mpidev_reply;
 
 #define MPIDEV_REPLY_HEAD (sizeof(mpidev_reply) - MPIDEV_TEXT_MAX)
+
+/* Copies of at most this many bytes travel inside their request (h2d) or
+ * their answer (d2h): one message each way, as a small exchange of MPI's
+ * own, instead of a request, the data and an answer. */
+#define MPIDEV_INLINE_BYTES 4096
+
+/* The largest message on a stream's tag, either way: an invoke, a request
+ * or an answer with a copy's bytes inline, an answer with its reason. */
+#define MPIDEV_MAX2(x, y) ((x) > (y) ? (x) : (y))
+#define MPIDEV_STREAM_MAX                                                                      \
+    MPIDEV_MAX2(MPIDEV_MAX2(MPIDEV_INVOKE_MAX, sizeof(mpidev_request)),                        \
+                MPIDEV_MAX2(MPIDEV_REQUEST_HEAD, MPIDEV_REPLY_HEAD) + MPIDEV_INLINE_BYTES)
 
 #endif /* PYMIC_MPI_PROTOCOL_H */

@@ -138,6 +138,32 @@ static void test_large_copy(void)
     free(out);
 }
 
+/* Copies around the size that still travels inside its request or answer
+ * (4 KiB, protocol.h) and just past it, each checked bytewise, into the
+ * middle of an allocation. */
+static void test_copies_around_the_inline_size(void)
+{
+    const size_t sizes[] = {1, 4095, 4096, 4097, 8192 + 3};
+    pymic_stream *s;
+    void *d;
+    unsigned char in[8200], out[8200];
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_mem_alloc(0, 3 * sizeof in, 0, &d));
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k];
+        for (size_t i = 0; i < n; i++)
+            in[i] = (unsigned char)(i * 13 + k);
+        memset(out, 0, sizeof out);
+        CHECK_OK(pymic_memcpy_h2d(s, d, sizeof in + k, in, n));
+        CHECK_OK(pymic_memcpy_d2h(s, out, d, sizeof in + k, n));
+        CHECK_OK(pymic_stream_sync(s));
+        CHECK(memcmp(in, out, n) == 0);
+        CHECK(out[n] == 0); /* not one byte more */
+    }
+    CHECK_OK(pymic_mem_free(s, d));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 /* A library the device cannot see at its path (here: a file already
  * deleted, as if the device's node had no shared file system) travels as
  * its bytes and runs there all the same. */
@@ -345,6 +371,7 @@ int main(int argc, char **argv)
     test_copies_and_kernels(lib);
     test_streams_and_events(lib);
     test_large_copy();
+    test_copies_around_the_inline_size();
     test_library_without_a_shared_path();
     test_failures(lib);
     if (remote_proc) {
