@@ -147,8 +147,10 @@ def _mpi_device(result, path):
     labels, values, colour_list = [], [], []
     for name in transports:
         f = figures[name]
-        for label, samples in (("pymic C", f["c_invoke_sync_s"]), ("MPI C", f["c_pingpong_s"]),
-                               ("mpi4py", f["mpi4py_pingpong_s"])):
+        series = [("pymic C", f["c_invoke_sync_s"]), ("MPI C", f["c_pingpong_s"]),
+                  ("MPI C multiple", f.get("c_pingpong_multiple_s")),
+                  ("mpi4py", f["mpi4py_pingpong_s"])]
+        for label, samples in [(label, samples) for label, samples in series if samples]:
             ordered = sorted(samples)
             labels.append(f"{label}\n{name}")
             values.append(ordered[len(ordered) // 2] * 1e6)

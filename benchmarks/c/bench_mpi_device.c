@@ -1,7 +1,9 @@
 /*
  * bench_mpi_device.c -- B13's pymic side in C: device 0 of
- * PYMIC_DEVICES=mpi (a spawned pymic-device rank), the same shapes as
- * bench_mpi_peer.c.
+ * PYMIC_DEVICES=mpi, the same shapes as bench_mpi_peer.c.  Run as one rank
+ * of an MPMD job with a pymic-device rank (mpirun -np 1 bench_mpi_device
+ * ... : -np 1 pymic-device), the device is the job's other process, as
+ * the peer's other rank is; run alone, it spawns its device.
  *
  *   bench_mpi_device KERNELS latency COUNT REPEATS
  *       empty kernel invoke + sync; per repeat the mean seconds

@@ -3,8 +3,13 @@
  * processes by itself (mpirun -np 2 bench_mpi_peer ...), in the shapes of
  * the MPI device's operations.
  *
- *   latency COUNT REPEATS     one-word ping-pong; prints per repeat the
- *                             median-free mean round trip in seconds
+ *   latency COUNT REPEATS [multiple]
+ *                             one-word ping-pong; prints per repeat the
+ *                             median-free mean round trip in seconds;
+ *                             with `multiple` MPI is initialised at
+ *                             MPI_THREAD_MULTIPLE (the level an MPI device
+ *                             needs, which makes Open MPI's every call
+ *                             take its locks), else with MPI_Init
  *   bandwidth REPEATS SIZE... per size the best-of-REPEATS seconds of
  *                             "h2d" (rank 0 sends SIZE bytes, rank 1
  *                             answers one word) and "d2h" (rank 0 asks
@@ -13,6 +18,7 @@
  * Rank 0 prints one JSON object on stdout.
  */
 #include <mpi.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,18 +97,24 @@ static void bandwidth(int rank, int repeats, int nsizes, char **sizes)
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
+    bool multiple = argc == 5 && strcmp(argv[4], "multiple") == 0;
+    int provided = MPI_THREAD_SINGLE;
+    if (multiple)
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    else
+        MPI_Init(&argc, &argv);
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    if (size != 2 || argc < 3) {
+    if (size != 2 || argc < 3 || (multiple && provided < MPI_THREAD_MULTIPLE)) {
         if (rank == 0)
-            fprintf(stderr, "usage: mpirun -np 2 bench_mpi_peer latency COUNT REPEATS | "
-                            "bandwidth REPEATS SIZE...\n");
+            fprintf(stderr, "usage: mpirun -np 2 bench_mpi_peer latency COUNT REPEATS "
+                            "[multiple] | bandwidth REPEATS SIZE...%s\n",
+                    multiple ? " (and an MPI that gives MPI_THREAD_MULTIPLE)" : "");
         MPI_Finalize();
         return 2;
     }
-    if (strcmp(argv[1], "latency") == 0 && argc == 4)
+    if (strcmp(argv[1], "latency") == 0 && (argc == 4 || multiple))
         latency(rank, atol(argv[2]), atoi(argv[3]));
     else
         bandwidth(rank, atoi(argv[2]), argc - 3, argv + 3);

@@ -54,8 +54,11 @@ typedef struct slot {
     /* Whether the stream has ended (guarded by `lock`). */
     pthread_mutex_t lock;
     bool stopped;
-    /* The request being served (the slot's thread only). */
-    _Alignas(16) unsigned char message[MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
+    /* The request being served and the next one's (the receive for the
+     * next is posted while this one is served): the slot's thread only. */
+    _Alignas(16) unsigned char message[2][MPIDEV_STREAM_MAX];
+    /* The answer of a d2h with its bytes inline. */
+    _Alignas(16) unsigned char out[MPIDEV_REPLY_HEAD + MPIDEV_INLINE_BYTES];
 } slot;
 
 /* True once the slot's thread has ended its stream (STOP). */
@@ -88,7 +91,10 @@ static _Thread_local struct {
 
 static void answer(int tag, int status, uint64_t value, const char *text)
 {
-    mpidev_reply reply = {.status = status, .value = value};
+    mpidev_reply reply; /* the head is sent; the text only with a reason */
+    reply.status = status;
+    reply.pad = 0;
+    reply.value = value;
     size_t bytes = MPIDEV_REPLY_SHORT;
     if (span.asked) {
         reply.span_start = span.start;
@@ -122,42 +128,77 @@ static bool inside_allocation(uint64_t address, uint64_t nbytes)
     return address - (uintptr_t)base + nbytes <= size;
 }
 
-static void h2d(int tag, const mpidev_request *rq)
+/* The data of a copy: inline in the request (`inline_bytes` of them right
+ * after its head), or chunks on the slot's data tag, several in flight. */
+static void h2d(int tag, int data_tag, const mpidev_request *rq, const unsigned char *message,
+                int message_bytes)
 {
-    bool valid = inside_allocation(rq->a, rq->b);
-    uint64_t chunk = rq->c;
-    char *scratch = valid ? NULL : malloc(chunk < rq->b ? chunk : rq->b);
+    if (rq->b <= MPIDEV_INLINE_BYTES) {
+        if (message_bytes != (int)(MPIDEV_REQUEST_HEAD + rq->b))
+            answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "an h2d request without its bytes");
+        else if (!inside_allocation(rq->a, rq->b))
+            answer(tag, PYMIC_ERR_OUT_OF_RANGE, 0,
+                   "the destination is not inside one allocation of the device");
+        else {
+            memcpy((void *)(uintptr_t)rq->a, message + MPIDEV_REQUEST_HEAD, rq->b);
+            answer(tag, PYMIC_OK, 0, NULL);
+        }
+        return;
+    }
+    if (inside_allocation(rq->a, rq->b)) {
+        int rc = mpidev_transfer(0, (void *)(uintptr_t)rq->a, rq->b, rq->c, MPIDEV_WINDOW,
+                                 host_rank, data_tag, host_comm, NULL);
+        if (rc == MPI_SUCCESS)
+            answer(tag, PYMIC_OK, 0, NULL);
+        else
+            answer(tag, PYMIC_ERR_SYSTEM, 0, "receiving the data failed");
+        return;
+    }
+    /* The data is received all the same (it is on its way), one chunk at
+     * a time into scratch; without scratch memory a zero-byte receive's
+     * truncation error drops it: still received, never stored. */
+    char *scratch = malloc(rq->c < rq->b ? rq->c : rq->b);
     for (uint64_t done = 0; done < rq->b;) {
-        uint64_t n = rq->b - done < chunk ? rq->b - done : chunk;
-        void *into = valid ? (void *)(uintptr_t)(rq->a + done) : scratch;
-        /* Without a scratch buffer the data is dropped by a zero-byte
-         * receive's truncation error: still received, never stored. */
-        mpidev_recv(into, into ? (int)n : 0, host_rank, tag, host_comm, MPI_STATUS_IGNORE, NULL);
+        uint64_t n = rq->b - done < rq->c ? rq->b - done : rq->c;
+        mpidev_recv(scratch, scratch ? (int)n : 0, host_rank, data_tag, host_comm,
+                    MPI_STATUS_IGNORE, NULL);
         done += n;
     }
     free(scratch);
-    if (valid)
-        answer(tag, PYMIC_OK, 0, NULL);
-    else
-        answer(tag, PYMIC_ERR_OUT_OF_RANGE, 0,
-               "the destination is not inside one allocation of the device");
+    answer(tag, PYMIC_ERR_OUT_OF_RANGE, 0,
+           "the destination is not inside one allocation of the device");
 }
 
-/* True when the data went out. */
-static bool d2h(int tag, const mpidev_request *rq)
+/* The answer says whether the data follows; then the data, inline in the
+ * answer or as chunks on the slot's data tag.  A traced d2h (span.asked)
+ * has its span in the inline answer's head, or else in a second answer
+ * after the data (the first one goes before the data, untraced). */
+static void d2h(int tag, int data_tag, slot *s, const mpidev_request *rq)
 {
     if (!inside_allocation(rq->a, rq->b)) {
         answer(tag, PYMIC_ERR_OUT_OF_RANGE, 0,
                "the source is not inside one allocation of the device");
-        return false;
+        return;
     }
+    if (rq->b <= MPIDEV_INLINE_BYTES) {
+        mpidev_reply head = {.status = PYMIC_OK};
+        memcpy(s->out + MPIDEV_REPLY_HEAD, (const void *)(uintptr_t)rq->a, rq->b);
+        if (span.asked) {
+            head.span_start = span.start;
+            head.span_end = clock_ns();
+        }
+        memcpy(s->out, &head, MPIDEV_REPLY_HEAD);
+        mpidev_send(s->out, (int)(MPIDEV_REPLY_HEAD + rq->b), host_rank, tag, host_comm, NULL);
+        return;
+    }
+    bool asked = span.asked;
+    span.asked = false;
     answer(tag, PYMIC_OK, 0, NULL);
-    for (uint64_t done = 0; done < rq->b;) {
-        uint64_t n = rq->b - done < rq->c ? rq->b - done : rq->c;
-        mpidev_send((void *)(uintptr_t)(rq->a + done), (int)n, host_rank, tag, host_comm, NULL);
-        done += n;
-    }
-    return true;
+    int rc = mpidev_transfer(1, (void *)(uintptr_t)rq->a, rq->b, rq->c, MPIDEV_WINDOW,
+                             host_rank, data_tag, host_comm, NULL);
+    span.asked = asked;
+    if (rc == MPI_SUCCESS && asked)
+        answer(tag, PYMIC_OK, 0, NULL);
 }
 
 static void d2d(int tag, slot *s, const mpidev_request *rq)
@@ -188,9 +229,12 @@ static void invoke(int tag, slot *s, const unsigned char *message)
             args[i] = (pymic_arg){(const void *)(uintptr_t)arg.value, 0};
     }
     const pymic_kernel *kernel = (const pymic_kernel *)(uintptr_t)head.kernel;
+    /* While it runs, this process's other waits leave the cores to it. */
+    mpidev_kernel_begins();
     int status = pymic_invoke(s->stream, kernel, head.nargs, args);
     if (status == PYMIC_OK)
         status = pymic_stream_sync(s->stream);
+    mpidev_kernel_ends();
     if (status != PYMIC_OK)
         answer_failure(tag, status);
     else
@@ -203,51 +247,58 @@ static void invoke(int tag, slot *s, const unsigned char *message)
  * local stream (whose sync runs the kernel on this very thread where the
  * local device allows: caller runs), until STOP.  No other thread is woken
  * on the way: an invoke + sync is one receive, the kernel and one send.
- * The host sends a stream's next request only after this one's answer,
- * so the requests of one stream run in order, and two streams run side
- * by side as on the host. */
+ * The receive for the next request is posted before this one is served,
+ * so it lands in place as it comes.  The host sends a stream's next
+ * request only after this one's answer, so the requests of one stream
+ * run in order, and two streams run side by side as on the host. */
 static void *serve_slot(void *arg)
 {
     slot *s = arg;
-    int tag = MPIDEV_TAG_STREAM(s->index);
+    int tag = MPIDEV_TAG_STREAM(s->index), data_tag = MPIDEV_TAG_DATA(s->index);
+    const int size = (int)sizeof s->message[0];
+    int current = 0;
+    MPI_Request next;
+    if (MPI_Irecv(s->message[current], size, MPI_BYTE, host_rank, tag, host_comm, &next) !=
+        MPI_SUCCESS)
+        return NULL;
     for (;;) {
         MPI_Status got;
-        int rc = mpidev_recv(s->message, (int)sizeof s->message, host_rank, tag, host_comm,
-                             &got, NULL);
-        if (rc != MPI_SUCCESS)
+        if (mpidev_wait(&next, &got, NULL) != MPI_SUCCESS)
             return NULL; /* MPI is gone: so is the host */
+        unsigned char *message = s->message[current];
+        current = !current;
         int bytes = 0;
         MPI_Get_count(&got, MPI_BYTE, &bytes);
         uint32_t op = MPIDEV_STOP + 1; /* unknown unless the message says */
         if (bytes >= (int)sizeof op)
-            memcpy(&op, s->message, sizeof op);
+            memcpy(&op, message, sizeof op);
         span.asked = (op & MPIDEV_SPAN) != 0;
         op &= ~MPIDEV_SPAN;
         if (span.asked)
             span.start = clock_ns();
-        mpidev_request rq = {0};
+        /* After STOP nothing more comes for this thread. */
+        if (op != MPIDEV_STOP && MPI_Irecv(s->message[current], size, MPI_BYTE, host_rank, tag,
+                                           host_comm, &next) != MPI_SUCCESS)
+            return NULL;
+        /* A stream request is its head (an invoke is read by invoke()). */
+        mpidev_request rq;
+        memset(&rq, 0, MPIDEV_REQUEST_HEAD);
         if (op != MPIDEV_INVOKE)
-            memcpy(&rq, s->message, (size_t)bytes < sizeof rq ? (size_t)bytes : sizeof rq);
+            memcpy(&rq, message, (size_t)bytes < MPIDEV_REQUEST_HEAD ? (size_t)bytes
+                                                                    : MPIDEV_REQUEST_HEAD);
         if ((op == MPIDEV_H2D || op == MPIDEV_D2H) && (rq.c == 0 || rq.c > INT32_MAX)) {
             answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "bad chunk size");
             continue;
         }
         switch (op) {
         case MPIDEV_H2D:
-            h2d(tag, &rq);
+            h2d(tag, data_tag, &rq, message, bytes);
             break;
-        case MPIDEV_D2H: {
-            /* The answer goes before the data; the span, after it. */
-            bool asked = span.asked;
-            span.asked = false;
-            if (d2h(tag, &rq) && asked) {
-                span.asked = true;
-                answer(tag, PYMIC_OK, 0, NULL);
-            }
+        case MPIDEV_D2H:
+            d2h(tag, data_tag, s, &rq);
             break;
-        }
         case MPIDEV_INVOKE:
-            invoke(tag, s, s->message);
+            invoke(tag, s, message);
             break;
         case MPIDEV_D2D:
             d2d(tag, s, &rq);
@@ -296,6 +347,10 @@ static void hello(const mpidev_request *rq)
     int count = 0, status = pymic_init();
     if (status == PYMIC_OK)
         status = pymic_device_count(&count);
+    uint64_t spin;
+    /* The engine's spin window (PYMIC_SPIN_NS) is the MPI waits' too. */
+    if (status == PYMIC_OK && pymic_get_spin_ns(&spin) == PYMIC_OK)
+        mpidev_set_spin_ns(spin);
     if (status == PYMIC_OK && count != 1) {
         snprintf(why, sizeof why, "PYMIC_MPI_DEVICE=%s gives %d devices; an MPI device drives "
                  "exactly one", getenv("PYMIC_DEVICES"), count);
@@ -422,7 +477,7 @@ static void join_stopped(void)
  * comes (the streams' requests go to their own threads). */
 static void serve(void)
 {
-    _Alignas(16) static unsigned char message[MPIDEV_INVOKE_MAX + sizeof(mpidev_request)];
+    _Alignas(16) static unsigned char message[MPIDEV_STREAM_MAX];
     mpidev_request rq;
     for (;;) {
         MPI_Status got;

@@ -25,7 +25,12 @@
 /* The host worker's state for one stream. */
 typedef struct mpi_stream {
     int slot;
-    unsigned char message[MPIDEV_INVOKE_MAX];
+    _Alignas(16) unsigned char message[MPIDEV_STREAM_MAX];
+    /* The answer of a d2h with its bytes inline (protocol.h). */
+    union {
+        mpidev_reply reply;
+        unsigned char bytes[MPIDEV_STREAM_MAX];
+    } answer;
 } mpi_stream;
 
 static mpi_device *state_of(pymic_device *device)
@@ -211,6 +216,12 @@ static int mpi_start_worker(pymic_stream *stream, void *(*body)(void *))
         return pymic_fail(PYMIC_ERR_SYSTEM, "pymic_stream_create: device %d: out of host memory",
                           d->id);
     ms->slot = -1;
+    /* The engine's spin window (PYMIC_SPIN_NS, read once when it started;
+     * not from open, which runs inside the engine's start) is the MPI
+     * waits' too. */
+    uint64_t spin;
+    if (pymic_get_spin_ns(&spin) == PYMIC_OK)
+        mpidev_set_spin_ns(spin);
     pthread_mutex_lock(&md->lock);
     for (int i = 0; i < MPIDEV_MAX_STREAMS && ms->slot < 0; i++) {
         if (!md->used[i]) {
@@ -250,8 +261,8 @@ static int mpi_start_worker(pymic_stream *stream, void *(*body)(void *))
     return status;
 }
 
-/* A request of the stream's slot and its answer.  False if the device is
- * (or became) lost; else the answer in *reply. */
+/* A request of the stream's slot.  False if the device is (or became)
+ * lost. */
 static bool stream_send(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes)
 {
     int rc = mpidev_send(message, (int)bytes, md->rank, MPIDEV_TAG_STREAM(ms->slot),
@@ -261,13 +272,59 @@ static bool stream_send(mpi_device *md, mpi_stream *ms, const void *message, siz
     return rc == MPI_SUCCESS;
 }
 
-static bool stream_answer(mpi_device *md, mpi_stream *ms, mpidev_reply *reply)
+/* Wait for the answer whose receive `pending` is. */
+static bool stream_answer_of(mpi_device *md, MPI_Request *pending)
 {
-    int rc = mpidev_recv(reply, sizeof *reply, md->rank, MPIDEV_TAG_STREAM(ms->slot),
-                      md->comm, MPI_STATUS_IGNORE, &md->peer);
+    int rc = mpidev_wait(pending, MPI_STATUS_IGNORE, &md->peer);
     if (rc != MPI_SUCCESS)
         lose(md, "waiting for an answer of", rc);
     return rc == MPI_SUCCESS;
+}
+
+/* A request of the stream's slot, the receive for its answer posted
+ * first (so the answer lands in *reply as it comes, with no unexpected
+ * message to match and copy).  False if the device is (or became) lost;
+ * else *pending is the answer's receive, for stream_answer_of. */
+static bool stream_ask_into(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes,
+                            void *answer, size_t most, MPI_Request *pending)
+{
+    int tag = MPIDEV_TAG_STREAM(ms->slot);
+    int rc = MPI_Irecv(answer, (int)most, MPI_BYTE, md->rank, tag, md->comm, pending);
+    if (rc != MPI_SUCCESS) {
+        lose(md, "a stream request to", rc);
+        return false;
+    }
+    if (!stream_send(md, ms, message, bytes)) {
+        mpidev_abandon(pending);
+        return false;
+    }
+    return true;
+}
+
+static bool stream_ask(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes,
+                       mpidev_reply *reply, MPI_Request *pending)
+{
+    return stream_ask_into(md, ms, message, bytes, reply, sizeof *reply, pending);
+}
+
+/* One more answer on the stream's slot, not asked for by a request of
+ * its own (a traced d2h's span, after the data). */
+static bool stream_answer(mpi_device *md, mpi_stream *ms, mpidev_reply *reply)
+{
+    int rc = mpidev_recv(reply, sizeof *reply, md->rank, MPIDEV_TAG_STREAM(ms->slot),
+                         md->comm, MPI_STATUS_IGNORE, &md->peer);
+    if (rc != MPI_SUCCESS)
+        lose(md, "waiting for an answer of", rc);
+    return rc == MPI_SUCCESS;
+}
+
+/* A request of the stream's slot and its answer. */
+static bool stream_call(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes,
+                        mpidev_reply *reply)
+{
+    MPI_Request pending;
+    return stream_ask(md, ms, message, bytes, reply, &pending) &&
+           stream_answer_of(md, &pending);
 }
 
 static void mpi_worker_exit(pymic_stream *stream)
@@ -279,8 +336,7 @@ static void mpi_worker_exit(pymic_stream *stream)
     if (!md->gone && !atomic_load(&stream->device->lost)) {
         mpidev_request rq = {.op = MPIDEV_STOP};
         mpidev_reply reply;
-        stopped = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD) &&
-                  stream_answer(md, ms, &reply);
+        stopped = stream_call(md, ms, &rq, MPIDEV_REQUEST_HEAD, &reply);
     }
     if (stopped) {
         pthread_mutex_lock(&md->lock);
@@ -363,7 +419,7 @@ static void record_span(mpi_device *md, pymic_stream *stream, uint64_t seq,
 
 /* ------------------------------------------------------------- commands */
 
-static const char *const copy_names[] = {"h2d", "d2h", "d2d"};
+static const char *const copy_names[] = {"h2d copy", "d2h copy", "d2d copy"};
 
 /* The command cannot run: the device is lost (or MPI is gone). */
 static bool refuse_if_lost(pymic_stream *stream, uint64_t seq, const char *what)
@@ -403,59 +459,87 @@ static void fail_with_answer(pymic_stream *stream, uint64_t seq, const mpidev_re
                              reply->text);
 }
 
+/* The bytes of a copy, as chunks on the slot's data tag with several in
+ * flight (protocol.h).  False if the device is (or became) lost. */
+static bool stream_data(mpi_device *md, mpi_stream *ms, int sending, void *base,
+                        uint64_t nbytes)
+{
+    int rc = mpidev_transfer(sending, base, nbytes, md->chunk, MPIDEV_WINDOW, md->rank,
+                             MPIDEV_TAG_DATA(ms->slot), md->comm, &md->peer);
+    if (rc != MPI_SUCCESS)
+        lose(md, sending ? "sending data to" : "receiving data from", rc);
+    return rc == MPI_SUCCESS;
+}
+
 static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
 {
-    char what[32];
-    snprintf(what, sizeof what, "%s copy", copy_names[cmd->u.copy.dir]);
+    const char *what = copy_names[cmd->u.copy.dir];
     if (refuse_if_lost(stream, seq, what))
         return PYMIC_COMMAND_DONE;
     mpi_device *md = state_of(stream->device);
     mpi_stream *ms = stream->backend_worker;
-    uint64_t nbytes = cmd->u.copy.nbytes, chunk = md->chunk;
-    mpidev_request rq = {.slot = (uint32_t)ms->slot, .c = chunk};
+    uint64_t nbytes = cmd->u.copy.nbytes;
+    mpidev_request rq = {.slot = (uint32_t)ms->slot, .c = md->chunk};
     mpidev_reply reply;
     reply.span_start = 0; /* (a short answer leaves it: no span) */
     bool traced = wants_span(md, stream, seq);
+    uint32_t span_bit = traced ? MPIDEV_SPAN : 0;
+    MPI_Request pending;
     bool ok = true;
-    int tag = MPIDEV_TAG_STREAM(ms->slot);
     switch (cmd->u.copy.dir) {
     case PYMIC_COPY_H2D:
-        rq.op = MPIDEV_H2D | (traced ? MPIDEV_SPAN : 0);
+        if (nbytes <= MPIDEV_INLINE_BYTES) {
+            /* One message: the request's head and the bytes. */
+            rq.op = MPIDEV_H2D | span_bit;
+            rq.a = (uintptr_t)cmd->u.copy.dst;
+            rq.b = nbytes;
+            memcpy(ms->message, &rq, MPIDEV_REQUEST_HEAD);
+            memcpy(ms->message + MPIDEV_REQUEST_HEAD, cmd->u.copy.src, nbytes);
+            ok = stream_call(md, ms, ms->message, MPIDEV_REQUEST_HEAD + nbytes, &reply);
+            break;
+        }
+        /* The request, the data with chunks in flight, then the answer
+         * (whose receive is posted before any of it leaves). */
+        rq.op = MPIDEV_H2D | span_bit;
         rq.a = (uintptr_t)cmd->u.copy.dst;
         rq.b = nbytes;
-        ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD);
-        for (uint64_t done = 0; ok && done < nbytes;) {
-            uint64_t n = nbytes - done < chunk ? nbytes - done : chunk;
-            ok = stream_send(md, ms, (const char *)cmd->u.copy.src + done, n);
-            done += n;
+        ok = stream_ask(md, ms, &rq, MPIDEV_REQUEST_HEAD, &reply, &pending);
+        if (ok && !stream_data(md, ms, 1, (void *)(uintptr_t)cmd->u.copy.src, nbytes)) {
+            mpidev_abandon(&pending);
+            ok = false;
         }
-        ok = ok && stream_answer(md, ms, &reply);
+        ok = ok && stream_answer_of(md, &pending);
         break;
     case PYMIC_COPY_D2H:
-        rq.op = MPIDEV_D2H | (traced ? MPIDEV_SPAN : 0);
+        /* The answer says whether the data follows. */
+        rq.op = MPIDEV_D2H | span_bit;
         rq.a = (uintptr_t)cmd->u.copy.src;
         rq.b = nbytes;
-        ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD) && stream_answer(md, ms, &reply);
-        for (uint64_t done = 0; ok && reply.status == PYMIC_OK && done < nbytes;) {
-            uint64_t n = nbytes - done < chunk ? nbytes - done : chunk;
-            int rc = mpidev_recv((char *)cmd->u.copy.dst + done, (int)n, md->rank, tag,
-                              md->comm, MPI_STATUS_IGNORE, &md->peer);
-            if (rc != MPI_SUCCESS) {
-                lose(md, "receiving data from", rc);
-                ok = false;
+        if (nbytes <= MPIDEV_INLINE_BYTES) {
+            /* One answer: its head and, if OK, the bytes. */
+            ok = stream_ask_into(md, ms, &rq, MPIDEV_REQUEST_HEAD, ms->answer.bytes,
+                                 sizeof ms->answer, &pending) &&
+                 stream_answer_of(md, &pending);
+            if (ok) {
+                memcpy(&reply, ms->answer.bytes, sizeof reply);
+                if (reply.status == PYMIC_OK)
+                    memcpy(cmd->u.copy.dst, ms->answer.bytes + MPIDEV_REPLY_HEAD, nbytes);
             }
-            done += n;
+            break;
         }
-        /* The device's span comes after the data. */
+        ok = stream_call(md, ms, &rq, MPIDEV_REQUEST_HEAD, &reply);
+        if (ok && reply.status == PYMIC_OK)
+            ok = stream_data(md, ms, 0, cmd->u.copy.dst, nbytes);
+        /* A traced copy's span comes after the data, in a second answer. */
         if (ok && traced && reply.status == PYMIC_OK)
             ok = stream_answer(md, ms, &reply);
         break;
     default:
-        rq.op = MPIDEV_D2D | (traced ? MPIDEV_SPAN : 0);
+        rq.op = MPIDEV_D2D | span_bit;
         rq.a = (uintptr_t)cmd->u.copy.dst;
         rq.b = (uintptr_t)cmd->u.copy.src;
         rq.c = nbytes;
-        ok = stream_send(md, ms, &rq, MPIDEV_REQUEST_HEAD) && stream_answer(md, ms, &reply);
+        ok = stream_call(md, ms, &rq, MPIDEV_REQUEST_HEAD, &reply);
         break;
     }
     if (ok && traced)
@@ -493,12 +577,20 @@ static size_t pack_invoke(const pymic_command *cmd, unsigned char *out)
     return (size_t)(at - out) + (size_t)cmd->scalar_bytes;
 }
 
-static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
+/* The name of an invoke in messages (only written when one is needed:
+ * the invoke's own path formats nothing). */
+static const char *kernel_what(const pymic_command *cmd, char *what, size_t len)
 {
     const struct pymic_kernel *kernel = cmd->u.call.handle;
+    snprintf(what, len, "kernel '%s'", kernel->name);
+    return what;
+}
+
+static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
+{
     char what[PYMIC_NAME_MAX + 16];
-    snprintf(what, sizeof what, "kernel '%s'", kernel->name);
-    if (refuse_if_lost(stream, seq, what))
+    if (atomic_load_explicit(&stream->device->lost, memory_order_acquire) &&
+        refuse_if_lost(stream, seq, kernel_what(cmd, what, sizeof what)))
         return PYMIC_COMMAND_DONE;
     mpi_device *md = state_of(stream->device);
     mpi_stream *ms = stream->backend_worker;
@@ -510,14 +602,14 @@ static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t s
     }
     mpidev_reply reply;
     reply.span_start = 0; /* (a short answer leaves it: no span) */
-    if (!stream_send(md, ms, ms->message, bytes) || !stream_answer(md, ms, &reply)) {
-        fail_underway(stream, seq, what);
+    if (!stream_call(md, ms, ms->message, bytes, &reply)) {
+        fail_underway(stream, seq, kernel_what(cmd, what, sizeof what));
         return PYMIC_COMMAND_DONE;
     }
     if (traced)
         record_span(md, stream, seq, &reply);
     if (reply.status != PYMIC_OK)
-        fail_with_answer(stream, seq, &reply, what);
+        fail_with_answer(stream, seq, &reply, kernel_what(cmd, what, sizeof what));
     return PYMIC_COMMAND_DONE;
 }
 
@@ -761,8 +853,7 @@ static int mpi_reset(pymic_device *device)
             continue;
         mpi_stream stale = {.slot = i};
         mpidev_request stop = {.op = MPIDEV_STOP};
-        if (!stream_send(md, &stale, &stop, MPIDEV_REQUEST_HEAD) ||
-            !stream_answer(md, &stale, &reply)) {
+        if (!stream_call(md, &stale, &stop, MPIDEV_REQUEST_HEAD, &reply)) {
             status = PYMIC_ERR_DEVICE_LOST;
             break;
         }

@@ -5,8 +5,9 @@
 
 #include <errno.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -17,62 +18,186 @@ static uint64_t now_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* Busy polling this long catches a quick answer at once; yielding until
- * YIELD_NS lets a thread on the same core run (the kernel, the other end
- * of a local exchange); after that a sleep between polls. */
-#define SPIN_NS 20000u
+/* Polling at full speed for the spin window catches a quick answer at
+ * once; yielding until YIELD_NS lets a thread on the same core run (the
+ * kernel, the other end of a local exchange); after that a sleep between
+ * polls, a longer one once the wait has lasted IDLE_NS (an idle device's
+ * threads wake a thousand times a second, not twenty thousand; the first
+ * request after such a pause waits up to a millisecond longer).  A
+ * transfer yields rather than sleeps until nothing has completed for
+ * IDLE_NS: its data moves only while both ends poll. */
+#define DEFAULT_SPIN_NS 50000u
 #define YIELD_NS 2000000u
 #define SLEEP_NS 50000
+#define IDLE_NS 1000000000u
+#define IDLE_SLEEP_NS 1000000
+/* While spinning the clock is read once per this many polls (a clock read
+ * costs about as much as a poll of an idle MPI). */
+#define POLLS_PER_CLOCK 64u
+
+/* Messages up to this size are sent with MPI_Send (below every eager
+ * limit of Open MPI's transports: 4 KiB over shared memory, 64 KiB over
+ * TCP). */
+#define MPIDEV_EAGER_BYTES 1024
 
 /* How often a long wait looks at its peer. */
 #define WATCH_NS 20000000u
 
-static int peer_gone(const mpidev_peer *peer)
+static _Atomic uint64_t spin_ns = DEFAULT_SPIN_NS;
+static _Atomic int kernels_running;
+
+void mpidev_set_spin_ns(uint64_t ns)
+{
+    atomic_store_explicit(&spin_ns, ns, memory_order_relaxed);
+}
+
+void mpidev_kernel_begins(void)
+{
+    atomic_fetch_add_explicit(&kernels_running, 1, memory_order_relaxed);
+}
+
+void mpidev_kernel_ends(void)
+{
+    atomic_fetch_sub_explicit(&kernels_running, 1, memory_order_relaxed);
+}
+
+static bool peer_gone(const mpidev_peer *peer)
 {
     return peer && peer->pid > 0 && kill(peer->pid, 0) != 0 && errno == ESRCH;
 }
 
+/* The pace of one wait: when it began (or last saw a transfer move), when
+ * it last looked at its peer. */
+typedef struct pace {
+    uint64_t spin, yield;
+    uint64_t start, watched;
+    unsigned polls;
+} pace;
+
+static pace pace_of(bool transfer)
+{
+    if (transfer)
+        return (pace){.spin = atomic_load_explicit(&spin_ns, memory_order_relaxed),
+                      .yield = IDLE_NS};
+    return (pace){.spin = atomic_load_explicit(&spin_ns, memory_order_relaxed),
+                  .yield = YIELD_NS};
+}
+
+/* After a poll that found nothing done: poll again at once, yield or
+ * sleep.  False when the watched peer has ended. */
+static bool pace_on(pace *p, const mpidev_peer *peer)
+{
+    bool kernel = atomic_load_explicit(&kernels_running, memory_order_relaxed) > 0;
+    if (!kernel && ++p->polls % POLLS_PER_CLOCK)
+        return true;
+    uint64_t t = now_ns();
+    if (!p->start)
+        p->start = t;
+    uint64_t waited = t - p->start;
+    if (kernel || waited >= p->yield) {
+        struct timespec pause = {0, waited >= IDLE_NS ? IDLE_SLEEP_NS : SLEEP_NS};
+        nanosleep(&pause, NULL);
+    } else if (waited >= p->spin) {
+        sched_yield();
+    }
+    if (waited >= YIELD_NS && t - p->watched >= WATCH_NS) {
+        p->watched = t;
+        if (peer_gone(peer))
+            return false;
+    }
+    return true;
+}
+
+void mpidev_abandon(MPI_Request *request)
+{
+    if (*request != MPI_REQUEST_NULL && MPI_Cancel(request) == MPI_SUCCESS)
+        MPI_Request_free(request);
+    *request = MPI_REQUEST_NULL;
+}
+
 static int wait_for(MPI_Request *request, MPI_Status *status, const mpidev_peer *peer)
 {
-    uint64_t start = 0, watched = 0;
-    for (unsigned polls = 0;; polls++) {
+    pace p = pace_of(false);
+    for (;;) {
         int done = 0;
         int rc = MPI_Test(request, &done, status);
         if (rc != MPI_SUCCESS || done)
             return rc;
-        if (polls < 64)
-            continue;
-        uint64_t t = now_ns();
-        if (!start)
-            start = t;
-        if (t - start < SPIN_NS)
-            continue;
-        if (t - start < YIELD_NS) {
-            sched_yield();
-            continue;
-        }
-        struct timespec pause = {0, SLEEP_NS};
-        nanosleep(&pause, NULL);
-        if (t - watched >= WATCH_NS) {
-            watched = t;
-            if (peer_gone(peer)) {
-                /* Nothing will complete it: let MPI forget it. */
-                if (MPI_Cancel(request) == MPI_SUCCESS)
-                    MPI_Request_free(request);
-                return MPIDEV_ERR_PEER_GONE;
-            }
+        if (!pace_on(&p, peer)) {
+            /* Nothing will complete it: let MPI forget it. */
+            mpidev_abandon(request);
+            return MPIDEV_ERR_PEER_GONE;
         }
     }
 }
 
+/* A wait for `peer` is counted while it runs (mpidev_peer.waits). */
+static void count_wait(const mpidev_peer *peer, int change)
+{
+    if (peer)
+        atomic_fetch_add_explicit(&((mpidev_peer *)peer)->waits, change,
+                                  change > 0 ? memory_order_relaxed : memory_order_release);
+}
+
 int mpidev_wait(MPI_Request *request, MPI_Status *status, const mpidev_peer *peer)
 {
-    if (!peer)
-        return wait_for(request, status, NULL);
-    mpidev_peer *counted = (mpidev_peer *)peer;
-    atomic_fetch_add_explicit(&counted->waits, 1, memory_order_relaxed);
+    count_wait(peer, 1);
     int rc = wait_for(request, status, peer);
-    atomic_fetch_sub_explicit(&counted->waits, 1, memory_order_release);
+    count_wait(peer, -1);
+    return rc;
+}
+
+static int transfer(int sending, void *base, uint64_t nbytes, uint64_t chunk, int window,
+                    int rank, int tag, MPI_Comm comm, const mpidev_peer *peer)
+{
+    enum { MOST = 64 };
+    MPI_Request requests[MOST];
+    int indices[MOST];
+    if (window < 1 || window > MOST || chunk == 0 || chunk > INT32_MAX)
+        return MPI_ERR_ARG;
+    for (int i = 0; i < window; i++)
+        requests[i] = MPI_REQUEST_NULL;
+    uint64_t posted = 0;
+    pace p = pace_of(true);
+    for (;;) {
+        int rc = MPI_SUCCESS;
+        for (int i = 0; i < window && posted < nbytes && rc == MPI_SUCCESS; i++) {
+            if (requests[i] != MPI_REQUEST_NULL)
+                continue;
+            int n = (int)(nbytes - posted < chunk ? nbytes - posted : chunk);
+            char *at = (char *)base + posted;
+            rc = sending ? MPI_Isend(at, n, MPI_BYTE, rank, tag, comm, &requests[i])
+                         : MPI_Irecv(at, n, MPI_BYTE, rank, tag, comm, &requests[i]);
+            posted += (uint64_t)n;
+        }
+        int completed = 0;
+        if (rc == MPI_SUCCESS)
+            rc = MPI_Testsome(window, requests, &completed, indices, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS) {
+            for (int i = 0; i < window; i++)
+                mpidev_abandon(&requests[i]);
+            return rc;
+        }
+        if (completed == MPI_UNDEFINED) /* nothing in flight: all sent */
+            return MPI_SUCCESS;
+        if (completed > 0) {
+            p.start = 0; /* it moves: the yield window starts again */
+            continue;
+        }
+        if (!pace_on(&p, peer)) {
+            for (int i = 0; i < window; i++)
+                mpidev_abandon(&requests[i]);
+            return MPIDEV_ERR_PEER_GONE;
+        }
+    }
+}
+
+int mpidev_transfer(int sending, void *base, uint64_t nbytes, uint64_t chunk, int window,
+                    int rank, int tag, MPI_Comm comm, const mpidev_peer *peer)
+{
+    count_wait(peer, 1);
+    int rc = transfer(sending, base, nbytes, chunk, window, rank, tag, comm, peer);
+    count_wait(peer, -1);
     return rc;
 }
 
@@ -87,6 +212,12 @@ int mpidev_recv(void *buffer, int count, int source, int tag, MPI_Comm comm, MPI
 int mpidev_send(const void *buffer, int count, int dest, int tag, MPI_Comm comm,
                 const mpidev_peer *peer)
 {
+    /* A small message goes eagerly (Open MPI copies it out at once, into
+     * shared memory or the socket, whether or not the receiver is there):
+     * MPI_Send returns without a wait, and without the extra progress
+     * round a request's test costs. */
+    if (count <= MPIDEV_EAGER_BYTES)
+        return MPI_Send(buffer, count, MPI_BYTE, dest, tag, comm);
     MPI_Request request;
     int rc = MPI_Isend(buffer, count, MPI_BYTE, dest, tag, comm, &request);
     return rc == MPI_SUCCESS ? mpidev_wait(&request, MPI_STATUS_IGNORE, peer) : rc;

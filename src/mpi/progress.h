@@ -7,13 +7,8 @@
 
 #include <mpi.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
-/* Wait for `request` (MPI_Wait's contract, `status` may be
- * MPI_STATUS_IGNORE).  A blocking MPI call polls at full speed for as long
- * as it waits; the threads of an MPI device share cores with kernels and
- * with each other (a rank is often bound to one core), so this polls
- * briefly, then yields the core between polls, then sleeps between them
- * once the wait has been long: an idle device costs next to nothing. */
 /* A peer process this side can watch: its pid, when it runs on this
  * node (0: it does not, or it is not known).  MPI itself does not say when
  * the other end of a wait is gone (Open MPI aborts the dead process's job,
@@ -21,22 +16,59 @@
  * waited a while, that the peer still runs. */
 typedef struct mpidev_peer {
     int pid;
-    /* Waits under way for this peer (mpidev_wait): a reset that replaces
-     * an ended peer waits for them to give up first, so none watches the
-     * new process for a request to the old one. */
+    /* Waits under way for this peer (mpidev_wait, mpidev_transfer): a
+     * reset that replaces an ended peer waits for them to give up first,
+     * so none watches the new process for a request to the old one. */
     _Atomic int waits;
 } mpidev_peer;
 
 /* MPIDEV_ERR_PEER_GONE: the watched peer ended while this waited (the
- * request is abandoned). */
+ * requests are abandoned). */
 #define MPIDEV_ERR_PEER_GONE (-1)
 
+/* How long a wait polls at full speed before it yields the core between
+ * polls: the engine's PYMIC_SPIN_NS, read once by whoever initialised the
+ * engine on this side (the host's open, the device's HELLO); 50 µs until
+ * then. */
+void mpidev_set_spin_ns(uint64_t ns);
+
+/* A kernel runs in this process (the device side brackets each invoke):
+ * while one does, waits do not spin or yield, they sleep between polls,
+ * since the kernel's OpenMP team needs every core it was given (the
+ * engine's rule, docs/design.md "Threads, cores, spinning and
+ * sleeping"). */
+void mpidev_kernel_begins(void);
+void mpidev_kernel_ends(void);
+
+/* Wait for `request` (MPI_Wait's contract, `status` may be
+ * MPI_STATUS_IGNORE).  A blocking MPI call polls at full speed for as long
+ * as it waits (Open MPI has no blocking wait: MPI_Wait itself polls); the
+ * threads of an MPI device share cores with kernels and with each other
+ * (a rank is often bound to one core), so this polls for the spin window,
+ * then yields the core between polls, then sleeps between them once the
+ * wait has been long, and longer still once it has been idle for a
+ * second: an idle device costs next to nothing. */
 int mpidev_wait(MPI_Request *request, MPI_Status *status, const mpidev_peer *peer);
+
+/* Send (`sending`) or receive `nbytes` at `base` as consecutive messages
+ * of at most `chunk` bytes on `tag`, with up to `window` of them in flight
+ * (at most 64): the next chunk is under way while one completes.  Data
+ * moves only while both ends poll (a large message goes in fragments that
+ * each side pushes when it polls), so this does not sleep while the
+ * transfer moves: after the spin window it yields the core between polls,
+ * and sleeps between them only once no chunk has completed for a second
+ * (or, as every wait, while a kernel runs in this process).  On an error
+ * the chunks in flight are abandoned. */
+int mpidev_transfer(int sending, void *base, uint64_t nbytes, uint64_t chunk, int window,
+                    int rank, int tag, MPI_Comm comm, const mpidev_peer *peer);
 
 /* MPI_Recv / MPI_Send through mpidev_wait (`peer` may be NULL). */
 int mpidev_recv(void *buffer, int count, int source, int tag, MPI_Comm comm,
                 MPI_Status *status, const mpidev_peer *peer);
 int mpidev_send(const void *buffer, int count, int dest, int tag, MPI_Comm comm,
                 const mpidev_peer *peer);
+
+/* Abandon a request nobody will complete (cancelled and freed). */
+void mpidev_abandon(MPI_Request *request);
 
 #endif /* PYMIC_MPI_PROGRESS_H */

@@ -14,11 +14,20 @@
  *                            The host sends one at a time per device.
  *   tag MPIDEV_TAG_STREAM(i) both ways: the requests of host stream slot
  *                            i (copies, invokes, its end) and their
- *                            answers and data, served in order by the
- *                            device thread of that slot.  MPI's
- *                            non-overtaking rule (same source, tag and
- *                            communicator) keeps a request and its data
- *                            in order without any sequence number.
+ *                            answers, served in order by the device
+ *                            thread of that slot.  The receive for the
+ *                            next message is posted before it can come
+ *                            (the host posts the answer's before it
+ *                            sends the request; the device the next
+ *                            request's before it serves this one), so a
+ *                            small message lands in place at once.
+ *   tag MPIDEV_TAG_DATA(i)   both ways: the bytes of slot i's copies, in
+ *                            chunks, up to MPIDEV_WINDOW of them in flight
+ *                            (apart from the requests, so a pre-posted
+ *                            receive for a request never takes a chunk).
+ *                            MPI's non-overtaking rule (same source, tag
+ *                            and communicator) keeps the chunks in order
+ *                            without any sequence number.
  *
  * Nothing assumes the two processes share memory or a node: addresses
  * are the device's (never dereferenced by the host), a library is named
@@ -37,14 +46,22 @@
 #define MPIDEV_TAG_CONTROL 1
 #define MPIDEV_TAG_REPLY 2
 #define MPIDEV_TAG_STREAM(slot) (16 + (slot))
+#define MPIDEV_TAG_DATA(slot) (16 + MPIDEV_MAX_STREAMS + (slot))
 
 /* Streams one MPI device serves at once (slots of the tag space). */
 #define MPIDEV_MAX_STREAMS 256
 
-/* Copies travel in chunks (an MPI count is an int): by default at most
- * this many bytes, or PYMIC_MPI_CHUNK on the host, which names the size
- * in each copy request (c).  Each chunk lands in device memory directly. */
-#define MPIDEV_CHUNK ((uint64_t)1 << 28)
+/* Copies travel in chunks: by default at most this many bytes, or
+ * PYMIC_MPI_CHUNK on the host (up to 2^31 - 1, an MPI count), which names
+ * the size in each copy request (c).  Each chunk lands in device memory
+ * directly; up to MPIDEV_WINDOW chunks of a copy are in flight at once,
+ * so the next is under way while one completes (measured on Open MPI
+ * 4.1 over shared memory: a 64 MiB d2h as one message reached 0.8x of
+ * MPI_Send/MPI_Recv of the same bytes; in 4 MiB chunks, 4 in flight,
+ * 0.87-0.9x; in 1 MiB chunks, 8 in flight, 1.0-1.1x, and h2d 1.0x).
+ * Libraries sent as bytes travel in chunks of this size too. */
+#define MPIDEV_CHUNK ((uint64_t)1 << 20)
+#define MPIDEV_WINDOW 8
 
 #define MPIDEV_TEXT_MAX 1024
 
@@ -75,9 +92,13 @@ enum mpidev_op {
                          trip, to place the device's spans in its trace   */
     /* stream (on the slot's tag) */
     MPIDEV_H2D,       /* a: address, b: bytes, c: chunk bytes; the data
-                         follows in chunks; then the answer               */
+                         follows in chunks (data tag), or up to
+                         MPIDEV_INLINE_BYTES right after the request's
+                         head in the same message; then the answer       */
     MPIDEV_D2H,       /* a: address, b: bytes, c: chunk bytes; answer,
-                         then (if OK) the data in chunks                  */
+                         then (if OK) the data in chunks (data tag), or up
+                         to MPIDEV_INLINE_BYTES right after the answer's
+                         head in the same message                        */
     MPIDEV_D2D,       /* a: destination, b: source, c: bytes (overlap ok) */
     MPIDEV_INVOKE,    /* mpidev_invoke below                              */
     MPIDEV_STOP       /* the slot's thread ends (a: 1 = no answer)        */
@@ -142,5 +163,17 @@ typedef struct mpidev_reply {
  * was asked for; the text (after the span's place) only with a failure. */
 #define MPIDEV_REPLY_SHORT (sizeof(mpidev_reply) - MPIDEV_TEXT_MAX - 2 * sizeof(uint64_t))
 #define MPIDEV_REPLY_HEAD (sizeof(mpidev_reply) - MPIDEV_TEXT_MAX)
+
+/* Copies of at most this many bytes travel inside their request (h2d) or
+ * their answer (d2h): one message each way, as a small exchange of MPI's
+ * own, instead of a request, the data and an answer. */
+#define MPIDEV_INLINE_BYTES 4096
+
+/* The largest message on a stream's tag, either way: an invoke, a request
+ * or an answer with a copy's bytes inline, an answer with its reason. */
+#define MPIDEV_MAX2(x, y) ((x) > (y) ? (x) : (y))
+#define MPIDEV_STREAM_MAX                                                                      \
+    MPIDEV_MAX2(MPIDEV_MAX2(MPIDEV_INVOKE_MAX, sizeof(mpidev_request)),                        \
+                MPIDEV_MAX2(MPIDEV_REQUEST_HEAD, MPIDEV_REPLY_HEAD) + MPIDEV_INLINE_BYTES)
 
 #endif /* PYMIC_MPI_PROTOCOL_H */

@@ -140,12 +140,15 @@ static void test_device_side_trace(pymic_library *lib)
     CHECK_OK(pymic_invoke(remote, find(lib, "increment"), 1, args));
     CHECK_OK(pymic_invoke(remote, find(lib, "increment"), 1, args));
     CHECK_OK(pymic_memcpy_d2h(remote, values, d, 0, N * sizeof *values));
+    /* Small copies travel inline (MPIDEV_INLINE_BYTES): their spans too. */
+    CHECK_OK(pymic_memcpy_h2d(remote, d, sizeof *values, &values[N - 1], sizeof *values));
+    CHECK_OK(pymic_memcpy_d2h(remote, &values[1], d, 0, sizeof *values));
     CHECK_OK(pymic_memcpy_h2d(local, h, 0, values, sizeof *values));
     CHECK_OK(pymic_invoke(local, find(here, "increment"), 1, local_args));
     CHECK_OK(pymic_stream_sync(remote));
     CHECK_OK(pymic_stream_sync(local));
     CHECK_OK(pymic_trace_stop());
-    CHECK(values[0] == 2 && values[N - 1] == 0);
+    CHECK(values[0] == 2 && values[1] == 2 && values[N - 1] == 0);
     pymic_trace_command *commands;
     size_t n;
     CHECK_OK(pymic_trace_read(&commands, &n, NULL, NULL, NULL));
@@ -168,7 +171,7 @@ static void test_device_side_trace(pymic_library *lib)
         last_end = c->device_end_ns;
         remote_spans++;
     }
-    CHECK(remote_spans == 4 && local_commands == 2);
+    CHECK(remote_spans == 6 && local_commands == 2);
     pymic_trace_free(commands);
     CHECK_OK(pymic_mem_free(remote, d));
     CHECK_OK(pymic_mem_free(local, h));
@@ -197,6 +200,32 @@ static void test_large_copy(void)
     CHECK_OK(pymic_stream_destroy(s));
     free(in);
     free(out);
+}
+
+/* Copies around the size that still travels inside its request or answer
+ * (4 KiB, protocol.h) and just past it, each checked bytewise, into the
+ * middle of an allocation. */
+static void test_copies_around_the_inline_size(void)
+{
+    const size_t sizes[] = {1, 4095, 4096, 4097, 8192 + 3};
+    pymic_stream *s;
+    void *d;
+    unsigned char in[8200], out[8200];
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_mem_alloc(0, 3 * sizeof in, 0, &d));
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k];
+        for (size_t i = 0; i < n; i++)
+            in[i] = (unsigned char)(i * 13 + k);
+        memset(out, 0, sizeof out);
+        CHECK_OK(pymic_memcpy_h2d(s, d, sizeof in + k, in, n));
+        CHECK_OK(pymic_memcpy_d2h(s, out, d, sizeof in + k, n));
+        CHECK_OK(pymic_stream_sync(s));
+        CHECK(memcmp(in, out, n) == 0);
+        CHECK(out[n] == 0); /* not one byte more */
+    }
+    CHECK_OK(pymic_mem_free(s, d));
+    CHECK_OK(pymic_stream_destroy(s));
 }
 
 /* A library the device cannot see at its path (here: a file already
@@ -382,6 +411,53 @@ static void test_reset_respawns_the_device(void)
     CHECK_OK(pymic_library_unload(lib));
 }
 
+/* The device process ends in the middle of a copy with chunks in flight
+ * (a kernel on another stream kills it once the copy's second chunk has
+ * landed, long before its last): the copy fails, saying the device
+ * process ended, instead of waiting for chunks that never come, and so
+ * does the other stream's command; this process and its other devices go
+ * on. */
+static void test_device_ends_during_a_copy(void)
+{
+    const size_t bytes = (size_t)64 << 20;
+    unsigned char *in = malloc(bytes);
+    memset(in, 1, bytes);
+    pymic_library *lib;
+    pymic_stream *copier, *killer;
+    void *d;
+    CHECK_OK(pymic_library_load(0, kernels_path, &lib));
+    CHECK_OK(pymic_stream_create(0, &copier));
+    CHECK_OK(pymic_stream_create(0, &killer));
+    CHECK_OK(pymic_mem_alloc(0, bytes, 0, &d));
+    unsigned char zeros[1] = {0};
+    CHECK_OK(pymic_memcpy_h2d(copier, d, 65536, zeros, 1)); /* memory not yet touched */
+    CHECK_OK(pymic_stream_sync(copier));
+    int64_t second_chunk = 65536; /* PYMIC_MPI_CHUNK of the meson run */
+    pymic_arg args[] = {{d, 0}, {&second_chunk, sizeof second_chunk}};
+    CHECK_OK(pymic_invoke(killer, find(lib, "kill_when_reached"), 2, args));
+    CHECK_OK(pymic_memcpy_h2d(copier, d, 0, in, bytes));
+    CHECK_STATUS(pymic_stream_sync(copier), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE("MPI device process");
+    CHECK_MESSAGE("h2d copy");
+    CHECK_STATUS(pymic_stream_sync(killer), PYMIC_ERR_DEVICE_LOST);
+    CHECK(pymic_device_lost(0, NULL, 0) == 1);
+    CHECK_OK(pymic_stream_destroy(copier));
+    CHECK_OK(pymic_stream_destroy(killer));
+    free(in);
+    /* The host device beside it is untouched. */
+    pymic_stream *h;
+    void *here;
+    int64_t value = 5, back = 0;
+    CHECK_OK(pymic_stream_create(1, &h));
+    CHECK_OK(pymic_mem_alloc(1, sizeof value, 0, &here));
+    CHECK_OK(pymic_memcpy_h2d(h, here, 0, &value, sizeof value));
+    CHECK_OK(pymic_memcpy_d2h(h, &back, here, 0, sizeof back));
+    CHECK_OK(pymic_stream_sync(h));
+    CHECK(back == 5);
+    CHECK_OK(pymic_mem_free(h, here));
+    CHECK_OK(pymic_stream_destroy(h));
+}
+
 /* PYMIC_CHECK=bounds: the device's engine checks its own canaries. */
 static void test_remote_bounds(pymic_library *lib)
 {
@@ -406,6 +482,11 @@ int main(int argc, char **argv)
         return 2;
     }
     kernels_path = argv[1];
+    /* A run of its own: it ends the device process. */
+    if (strcmp(argv[argc - 1], "device-ends-during-a-copy") == 0) {
+        test_device_ends_during_a_copy();
+        return check_finish();
+    }
     const char *local = getenv("PYMIC_MPI_DEVICE");
     bool remote_proc = local && strcmp(local, "proc") == 0;
     test_device_info();
@@ -415,6 +496,7 @@ int main(int argc, char **argv)
     test_streams_and_events(lib);
     test_device_side_trace(lib);
     test_large_copy();
+    test_copies_around_the_inline_size();
     test_library_without_a_shared_path();
     test_failures(lib);
     if (remote_proc) {

@@ -5,6 +5,7 @@
 
 #include <omp.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -95,6 +96,16 @@ PYMIC_KERNEL void crash_segv(void)
 PYMIC_KERNEL void crash_abort(void) { abort(); }
 
 PYMIC_KERNEL void crash_exit(void) { exit(3); }
+
+/* Waits until the byte at data[*offset] is no longer 0 (a copy into
+ * `data`, on another stream, has reached it), then kills its process: a
+ * device that ends in the middle of that copy (MPI device). */
+PYMIC_KERNEL void kill_when_reached(const volatile unsigned char *data, const int64_t *offset)
+{
+    while (data[*offset] == 0)
+        sched_yield();
+    raise(SIGKILL);
+}
 
 PYMIC_KERNEL void spin_forever(void)
 {
