@@ -368,6 +368,10 @@ static void test_timed_waits(void)
 {
     pymic_stream *s;
     pymic_event *e;
+    /* Streams of earlier tests may still be running their last commands
+     * and their STOP (a destroy does not wait): the device-wide checks
+     * below concern this test's stream only. */
+    CHECK_OK(pymic_device_sync(0));
     CHECK_OK(pymic_stream_create(0, &s));
     CHECK_OK(pymic_event_create(&e));
     _Atomic int64_t gate = 0;
