@@ -89,6 +89,10 @@ static _Thread_local struct {
     uint64_t start;
 } span;
 
+/* Whether the stream request this thread serves failed (its answer said
+ * so): the requests of its epoch that follow are skipped (MPIDEV_SKIPPED). */
+static _Thread_local bool served_failed;
+
 static void answer(int tag, int status, uint64_t value, const char *text)
 {
     mpidev_reply reply; /* the head is sent; the text only with a reason */
@@ -101,6 +105,8 @@ static void answer(int tag, int status, uint64_t value, const char *text)
         reply.span_end = clock_ns();
         bytes = MPIDEV_REPLY_HEAD;
     }
+    if (status < 0)
+        served_failed = true;
     if (status != PYMIC_OK && text) {
         snprintf(reply.text, sizeof reply.text, "%s", text);
         bytes = MPIDEV_REPLY_HEAD + strlen(reply.text) + 1;
@@ -126,6 +132,22 @@ static bool inside_allocation(uint64_t address, uint64_t nbytes)
     if (pymic_mem_query(LOCAL_DEVICE, (void *)(uintptr_t)address, &base, &size) != PYMIC_OK)
         return false;
     return address - (uintptr_t)base + nbytes <= size;
+}
+
+/* The data of an h2d that is not stored: received all the same (it is on
+ * its way), one chunk at a time into scratch; without scratch memory a
+ * zero-byte receive's truncation error drops it: still received, never
+ * stored. */
+static void drain(int data_tag, const mpidev_request *rq)
+{
+    char *scratch = malloc(rq->c < rq->b ? rq->c : rq->b);
+    for (uint64_t done = 0; done < rq->b;) {
+        uint64_t n = rq->b - done < rq->c ? rq->b - done : rq->c;
+        mpidev_recv(scratch, scratch ? (int)n : 0, host_rank, data_tag, host_comm,
+                    MPI_STATUS_IGNORE, NULL);
+        done += n;
+    }
+    free(scratch);
 }
 
 /* The data of a copy: inline in the request (`inline_bytes` of them right
@@ -154,17 +176,7 @@ static void h2d(int tag, int data_tag, const mpidev_request *rq, const unsigned 
             answer(tag, PYMIC_ERR_SYSTEM, 0, "receiving the data failed");
         return;
     }
-    /* The data is received all the same (it is on its way), one chunk at
-     * a time into scratch; without scratch memory a zero-byte receive's
-     * truncation error drops it: still received, never stored. */
-    char *scratch = malloc(rq->c < rq->b ? rq->c : rq->b);
-    for (uint64_t done = 0; done < rq->b;) {
-        uint64_t n = rq->b - done < rq->c ? rq->b - done : rq->c;
-        mpidev_recv(scratch, scratch ? (int)n : 0, host_rank, data_tag, host_comm,
-                    MPI_STATUS_IGNORE, NULL);
-        done += n;
-    }
-    free(scratch);
+    drain(data_tag, rq);
     answer(tag, PYMIC_ERR_OUT_OF_RANGE, 0,
            "the destination is not inside one allocation of the device");
 }
@@ -258,6 +270,8 @@ static void *serve_slot(void *arg)
     const int size = (int)sizeof s->message[0];
     int current = 0;
     MPI_Request next;
+    bool skipping = false; /* a request of epoch skip_epoch failed */
+    uint32_t skip_epoch = 0;
     if (MPI_Irecv(s->message[current], size, MPI_BYTE, host_rank, tag, host_comm, &next) !=
         MPI_SUCCESS)
         return NULL;
@@ -290,6 +304,22 @@ static void *serve_slot(void *arg)
             answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "bad chunk size");
             continue;
         }
+        /* A request sent before the host saw a failure before it: skipped. */
+        bool command = op == MPIDEV_H2D || op == MPIDEV_D2H || op == MPIDEV_D2D ||
+                       op == MPIDEV_INVOKE;
+        uint32_t epoch = rq.epoch;
+        if (op == MPIDEV_INVOKE && bytes >= (int)sizeof(mpidev_invoke_head)) {
+            mpidev_invoke_head head;
+            memcpy(&head, message, sizeof head);
+            epoch = head.epoch;
+        }
+        if (command && skipping && epoch == skip_epoch) {
+            if (op == MPIDEV_H2D && rq.b > MPIDEV_INLINE_BYTES)
+                drain(data_tag, &rq);
+            answer(tag, MPIDEV_SKIPPED, 0, NULL);
+            continue;
+        }
+        served_failed = false;
         switch (op) {
         case MPIDEV_H2D:
             h2d(tag, data_tag, &rq, message, bytes);
@@ -314,6 +344,10 @@ static void *serve_slot(void *arg)
         default:
             answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "unknown stream request");
             break;
+        }
+        if (command && served_failed) {
+            skipping = true;
+            skip_epoch = epoch;
         }
     }
 }

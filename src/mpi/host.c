@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,16 +23,53 @@
 #include "host.h"
 #include "progress.h"
 
+/* An invoke in flight (sent by the stream's worker, answer not yet
+ * taken): the receive of its answer, posted before the request left. */
+typedef struct in_flight {
+    MPI_Request request;
+    uint64_t seq;
+    const struct pymic_kernel *kernel; /* kept alive by the command */
+    bool traced;
+    mpidev_reply reply;
+} in_flight;
+
+/* The most invokes in flight per stream: the engine's window (stream.c
+ * keeps at most 64 commands submitted ahead of `completed`). */
+#define MAX_IN_FLIGHT 64
+
 /* The host worker's state for one stream. */
 typedef struct mpi_stream {
     int slot;
+    /* Failures of this stream's requests seen here (protocol.h,
+     * MPIDEV_SKIPPED): each request carries it. */
+    _Atomic uint32_t epoch;
     _Alignas(16) unsigned char message[MPIDEV_STREAM_MAX];
     /* The answer of a d2h with its bytes inline (protocol.h). */
     union {
         mpidev_reply reply;
         unsigned char bytes[MPIDEV_STREAM_MAX];
     } answer;
+    /* Invokes in flight, a ring: the runner (one at a time) adds at
+     * `tail`; pollers take the oldest at `head` under poll_lock, in order. */
+    pthread_mutex_t poll_lock;
+    _Atomic uint64_t head, tail;
+    mpidev_pace pace; /* of the pollers' wait for the oldest (poll_lock) */
+    in_flight flights[MAX_IN_FLIGHT];
 } mpi_stream;
+
+/* True on a stream's worker thread (mpi_start_worker's wrapper): an
+ * invoke submitted there is left in flight (the worker goes on with the
+ * next commands); one run by a syncing caller is carried out to its answer
+ * before the call returns, as the caller waits for it anyway -- and its
+ * length then tells the engine whether the kernel is quick (stream.c). */
+static _Thread_local bool on_worker;
+static void *(*worker_body)(void *);
+
+static void *worker_main_of_mpi(void *arg)
+{
+    on_worker = true;
+    return worker_body(arg);
+}
 
 static mpi_device *state_of(pymic_device *device)
 {
@@ -133,6 +171,7 @@ static bool mpi_open(pymic_device *device)
     md->chunk = chunk_bytes();
     pthread_mutex_init(&md->control_lock, NULL);
     pthread_mutex_init(&md->lock, NULL);
+    pthread_rwlock_init(&md->streams_gate, NULL);
     pthread_mutex_init(&md->blocks_lock, NULL);
     device->backend = md;
     char why[512];
@@ -246,8 +285,13 @@ static int mpi_start_worker(pymic_stream *stream, void *(*body)(void *))
                                 reply.text);
     }
     if (status == PYMIC_OK) {
+        pthread_mutex_init(&ms->poll_lock, NULL);
+        ms->pace = mpidev_pace_of(false);
         stream->backend_worker = ms;
-        status = pymic_worker_start_pinned(stream, body);
+        worker_body = body; /* the engine's, the same for every stream */
+        status = pymic_worker_start_pinned(stream, worker_main_of_mpi);
+        if (status != PYMIC_OK)
+            pthread_mutex_destroy(&ms->poll_lock);
     }
     if (status != PYMIC_OK) {
         if (ms->slot >= 0) {
@@ -346,8 +390,13 @@ static void mpi_worker_exit(pymic_stream *stream)
         md->stale[ms->slot] = true; /* mpi_reset stops it */
     }
     pthread_mutex_unlock(&md->control_lock);
-    free(ms);
+    /* Nothing is in flight (STOP runs once every command completed), but
+     * a device-wide wait may still be about to poll this stream. */
+    pthread_rwlock_wrlock(&md->streams_gate);
     stream->backend_worker = NULL;
+    pthread_rwlock_unlock(&md->streams_gate);
+    pthread_mutex_destroy(&ms->poll_lock);
+    free(ms);
 }
 
 /* --------------------------------------------------------------- tracing */
@@ -459,6 +508,18 @@ static void fail_with_answer(pymic_stream *stream, uint64_t seq, const mpidev_re
                              reply->text);
 }
 
+/* The same, and the stream's epoch moves on: the device skips the
+ * requests sent before this failure was seen (protocol.h, MPIDEV_SKIPPED);
+ * those sent from now on -- the engine sends none before the failure is
+ * reported -- run.  Recorded first, so a request that carries the new
+ * epoch is one the engine checked against this failure. */
+static void fail_with_answer_of(mpi_stream *ms, pymic_stream *stream, uint64_t seq,
+                                const mpidev_reply *reply, const char *what)
+{
+    fail_with_answer(stream, seq, reply, what);
+    atomic_fetch_add_explicit(&ms->epoch, 1, memory_order_release);
+}
+
 /* The bytes of a copy, as chunks on the slot's data tag with several in
  * flight (protocol.h).  False if the device is (or became) lost. */
 static bool stream_data(mpi_device *md, mpi_stream *ms, int sending, void *base,
@@ -471,6 +532,8 @@ static bool stream_data(mpi_device *md, mpi_stream *ms, int sending, void *base,
     return rc == MPI_SUCCESS;
 }
 
+static void mpi_poll(pymic_stream *stream);
+
 static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
 {
     const char *what = copy_names[cmd->u.copy.dir];
@@ -478,8 +541,17 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
         return PYMIC_COMMAND_DONE;
     mpi_device *md = state_of(stream->device);
     mpi_stream *ms = stream->backend_worker;
+    /* A copy goes once the invokes before it have answered: it is carried
+     * out to its answer here (its data moves while this waits), and its
+     * answer -- failure, skip, span -- is taken after theirs, in order. */
+    while (atomic_load_explicit(&ms->head, memory_order_acquire) !=
+           atomic_load_explicit(&ms->tail, memory_order_relaxed))
+        mpi_poll(stream);
+    if (refuse_if_lost(stream, seq, what))
+        return PYMIC_COMMAND_DONE;
     uint64_t nbytes = cmd->u.copy.nbytes;
-    mpidev_request rq = {.slot = (uint32_t)ms->slot, .c = md->chunk};
+    mpidev_request rq = {.slot = (uint32_t)ms->slot, .c = md->chunk,
+                         .epoch = atomic_load_explicit(&ms->epoch, memory_order_acquire)};
     mpidev_reply reply;
     reply.span_start = 0; /* (a short answer leaves it: no span) */
     bool traced = wants_span(md, stream, seq);
@@ -546,16 +618,16 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
         record_span(md, stream, seq, &reply);
     if (!ok)
         fail_underway(stream, seq, what);
-    else if (reply.status != PYMIC_OK)
-        fail_with_answer(stream, seq, &reply, what);
+    else if (reply.status < 0)
+        fail_with_answer_of(ms, stream, seq, &reply, what);
     return PYMIC_COMMAND_DONE;
 }
 
 /* The invoke as one message (protocol.h): the kernel handle, each
  * argument's value or scalar place, the scalar bytes. */
-static size_t pack_invoke(const pymic_command *cmd, unsigned char *out)
+static size_t pack_invoke(const pymic_command *cmd, uint32_t epoch, unsigned char *out)
 {
-    mpidev_invoke_head head = {.op = MPIDEV_INVOKE, .nargs = cmd->nargs,
+    mpidev_invoke_head head = {.op = MPIDEV_INVOKE, .nargs = cmd->nargs, .epoch = epoch,
                                .scalar_bytes = (uint32_t)cmd->scalar_bytes,
                                .kernel = cmd->u.call.kernel_handle};
     memcpy(out, &head, sizeof head);
@@ -586,6 +658,45 @@ static const char *kernel_what(const pymic_command *cmd, char *what, size_t len)
     return what;
 }
 
+/* The answer of an invoke: a failure recorded (and the epoch moved on),
+ * the span traced. */
+static void take_answer(mpi_device *md, mpi_stream *ms, pymic_stream *stream, uint64_t seq,
+                        const struct pymic_kernel *kernel, bool traced, const mpidev_reply *reply)
+{
+    if (traced)
+        record_span(md, stream, seq, reply);
+    if (reply->status < 0) {
+        char what[PYMIC_NAME_MAX + 16];
+        snprintf(what, sizeof what, "kernel '%s'", kernel->name);
+        fail_with_answer_of(ms, stream, seq, reply, what);
+    }
+}
+
+/* Left in flight (the worker's untraced submissions): the request goes with its
+ * answer's receive posted, and mpi_poll takes the answer. */
+static int invoke_in_flight(mpi_device *md, mpi_stream *ms, pymic_stream *stream,
+                            const pymic_command *cmd, uint64_t seq, size_t bytes, bool traced)
+{
+    /* The engine keeps at most MAX_IN_FLIGHT ahead of `completed`; were
+     * the ring ever full, the oldest answer is waited for first. */
+    while (atomic_load_explicit(&ms->tail, memory_order_relaxed) -
+               atomic_load_explicit(&ms->head, memory_order_acquire) >=
+           MAX_IN_FLIGHT)
+        stream->ops->poll(stream);
+    uint64_t tail = atomic_load_explicit(&ms->tail, memory_order_relaxed);
+    in_flight *f = &ms->flights[tail % MAX_IN_FLIGHT];
+    f->seq = seq;
+    f->kernel = cmd->u.call.handle;
+    f->traced = traced;
+    f->reply.span_start = 0; /* (a short answer leaves it: no span) */
+    if (!stream_ask(md, ms, ms->message, bytes, &f->reply, &f->request)) {
+        fail_underway(stream, seq, f->kernel->name);
+        return PYMIC_COMMAND_DONE;
+    }
+    atomic_store_explicit(&ms->tail, tail + 1, memory_order_release);
+    return PYMIC_COMMAND_IN_FLIGHT;
+}
+
 static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
 {
     char what[PYMIC_NAME_MAX + 16];
@@ -594,23 +705,82 @@ static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t s
         return PYMIC_COMMAND_DONE;
     mpi_device *md = state_of(stream->device);
     mpi_stream *ms = stream->backend_worker;
-    size_t bytes = pack_invoke(cmd, ms->message);
+    size_t bytes =
+        pack_invoke(cmd, atomic_load_explicit(&ms->epoch, memory_order_acquire), ms->message);
     bool traced = wants_span(md, stream, seq);
     if (traced) {
         uint32_t op = MPIDEV_INVOKE | MPIDEV_SPAN;
         memcpy(ms->message, &op, sizeof op);
     }
+    if (traced) /* its span is recorded after theirs, in order */
+        while (atomic_load_explicit(&ms->head, memory_order_acquire) !=
+               atomic_load_explicit(&ms->tail, memory_order_relaxed))
+            mpi_poll(stream);
+    /* A traced invoke is carried out to its answer: its host span then
+     * covers its run (a span in flight would be its submission only). */
+    if (on_worker && !traced)
+        return invoke_in_flight(md, ms, stream, cmd, seq, bytes, traced);
     mpidev_reply reply;
     reply.span_start = 0; /* (a short answer leaves it: no span) */
     if (!stream_call(md, ms, ms->message, bytes, &reply)) {
         fail_underway(stream, seq, kernel_what(cmd, what, sizeof what));
         return PYMIC_COMMAND_DONE;
     }
-    if (traced)
-        record_span(md, stream, seq, &reply);
-    if (reply.status != PYMIC_OK)
-        fail_with_answer(stream, seq, &reply, kernel_what(cmd, what, sizeof what));
+    take_answer(md, ms, stream, seq, cmd->u.call.handle, traced, &reply);
     return PYMIC_COMMAND_DONE;
+}
+
+/* Take the oldest answer of an invoke in flight if it is back (or the
+ * device is lost), and complete its command; else pace the wait (spin,
+ * yield, sleep as any wait here) and watch the device process.  Several
+ * threads may poll one stream: one at a time looks, the others yield. */
+static void mpi_poll(pymic_stream *stream)
+{
+    mpi_device *md = state_of(stream->device);
+    pthread_rwlock_rdlock(&md->streams_gate);
+    mpi_stream *ms = stream->backend_worker;
+    if (!ms || pthread_mutex_trylock(&ms->poll_lock) != 0) {
+        pthread_rwlock_unlock(&md->streams_gate);
+        sched_yield();
+        return;
+    }
+    uint64_t head = atomic_load_explicit(&ms->head, memory_order_relaxed);
+    if (head == atomic_load_explicit(&ms->tail, memory_order_acquire)) {
+        /* Nothing in flight: the waiter waits for a command the worker
+         * carries out to its answer (a copy); let others have the core. */
+        pthread_mutex_unlock(&ms->poll_lock);
+        pthread_rwlock_unlock(&md->streams_gate);
+        sched_yield();
+        return;
+    }
+    in_flight *f = &ms->flights[head % MAX_IN_FLIGHT];
+    int done = 0, rc = MPI_SUCCESS;
+    bool lost = atomic_load_explicit(&stream->device->lost, memory_order_acquire);
+    if (!lost)
+        rc = MPI_Test(&f->request, &done, MPI_STATUS_IGNORE);
+    if (!lost && rc == MPI_SUCCESS && !done) {
+        bool alive = mpidev_pace_on(&ms->pace, &md->peer);
+        pthread_mutex_unlock(&ms->poll_lock);
+        pthread_rwlock_unlock(&md->streams_gate);
+        if (!alive)
+            lose(md, "waiting for an answer of", MPIDEV_ERR_PEER_GONE);
+        return;
+    }
+    ms->pace.start = 0; /* an answer came: the next wait starts afresh */
+    uint64_t seq = f->seq;
+    if (done) {
+        take_answer(md, ms, stream, seq, f->kernel, f->traced, &f->reply);
+    } else {
+        mpidev_abandon(&f->request);
+        if (rc != MPI_SUCCESS)
+            lose(md, "waiting for an answer of", rc);
+        fail_underway(stream, seq, f->kernel->name);
+    }
+    atomic_store_explicit(&ms->head, head + 1, memory_order_release);
+    pthread_mutex_unlock(&ms->poll_lock);
+    pthread_rwlock_unlock(&md->streams_gate);
+    /* Last: the stream may end once its last command completed. */
+    pymic_command_complete(stream, seq);
 }
 
 /* ---------------------------------------------------------- caller runs */
@@ -901,6 +1071,7 @@ static void mpi_postfork_child(pymic_device *device)
     pthread_mutex_init(&md->lock, NULL);
     pthread_mutex_init(&md->control_lock, NULL);
     pthread_mutex_init(&md->blocks_lock, NULL);
+    pthread_rwlock_init(&md->streams_gate, NULL);
     /* MPI does not survive fork(): the device is the parent's. */
     md->gone = true;
     if (!atomic_load(&device->lost))
@@ -923,6 +1094,7 @@ const pymic_backend_ops pymic_mpi_backend = {
     .worker_exit = mpi_worker_exit,
     .copy = mpi_copy,
     .invoke = mpi_invoke,
+    .poll = mpi_poll,
     .caller_may_run = mpi_caller_may_run,
     .library_open = mpi_library_open,
     .kernel_find = mpi_kernel_find,

@@ -37,6 +37,10 @@ typedef struct mpi_device {
     bool gone;       /* told to quit (MPI finalised): no more messages */
     /* One control request at a time. */
     pthread_mutex_t control_lock;
+    /* Read-held by a poll while it looks at a stream's backend state;
+     * write-held by a stream's end while it takes that state away (a
+     * device-wide wait may poll a stream on its way out). */
+    pthread_rwlock_t streams_gate;
     /* Guards used[]: which stream slots (tags) are taken. */
     pthread_mutex_t lock;
     bool used[MPIDEV_MAX_STREAMS];

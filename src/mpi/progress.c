@@ -66,26 +66,18 @@ static bool peer_gone(const mpidev_peer *peer)
     return peer && peer->pid > 0 && kill(peer->pid, 0) != 0 && errno == ESRCH;
 }
 
-/* The pace of one wait: when it began (or last saw a transfer move), when
- * it last looked at its peer. */
-typedef struct pace {
-    uint64_t spin, yield;
-    uint64_t start, watched;
-    unsigned polls;
-} pace;
-
-static pace pace_of(bool transfer)
+mpidev_pace mpidev_pace_of(bool transfer)
 {
     if (transfer)
-        return (pace){.spin = atomic_load_explicit(&spin_ns, memory_order_relaxed),
+        return (mpidev_pace){.spin = atomic_load_explicit(&spin_ns, memory_order_relaxed),
                       .yield = IDLE_NS};
-    return (pace){.spin = atomic_load_explicit(&spin_ns, memory_order_relaxed),
+    return (mpidev_pace){.spin = atomic_load_explicit(&spin_ns, memory_order_relaxed),
                   .yield = YIELD_NS};
 }
 
 /* After a poll that found nothing done: poll again at once, yield or
  * sleep.  False when the watched peer has ended. */
-static bool pace_on(pace *p, const mpidev_peer *peer)
+bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
 {
     bool kernel = atomic_load_explicit(&kernels_running, memory_order_relaxed) > 0;
     if (!kernel && ++p->polls % POLLS_PER_CLOCK)
@@ -117,13 +109,13 @@ void mpidev_abandon(MPI_Request *request)
 
 static int wait_for(MPI_Request *request, MPI_Status *status, const mpidev_peer *peer)
 {
-    pace p = pace_of(false);
+    mpidev_pace p = mpidev_pace_of(false);
     for (;;) {
         int done = 0;
         int rc = MPI_Test(request, &done, status);
         if (rc != MPI_SUCCESS || done)
             return rc;
-        if (!pace_on(&p, peer)) {
+        if (!mpidev_pace_on(&p, peer)) {
             /* Nothing will complete it: let MPI forget it. */
             mpidev_abandon(request);
             return MPIDEV_ERR_PEER_GONE;
@@ -158,7 +150,7 @@ static int transfer(int sending, void *base, uint64_t nbytes, uint64_t chunk, in
     for (int i = 0; i < window; i++)
         requests[i] = MPI_REQUEST_NULL;
     uint64_t posted = 0;
-    pace p = pace_of(true);
+    mpidev_pace p = mpidev_pace_of(true);
     for (;;) {
         int rc = MPI_SUCCESS;
         for (int i = 0; i < window && posted < nbytes && rc == MPI_SUCCESS; i++) {
@@ -184,7 +176,7 @@ static int transfer(int sending, void *base, uint64_t nbytes, uint64_t chunk, in
             p.start = 0; /* it moves: the yield window starts again */
             continue;
         }
-        if (!pace_on(&p, peer)) {
+        if (!mpidev_pace_on(&p, peer)) {
             for (int i = 0; i < window; i++)
                 mpidev_abandon(&requests[i]);
             return MPIDEV_ERR_PEER_GONE;

@@ -7,6 +7,7 @@
 
 #include <mpi.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* A peer process this side can watch: its pid, when it runs on this
@@ -67,6 +68,22 @@ int mpidev_recv(void *buffer, int count, int source, int tag, MPI_Comm comm,
                 MPI_Status *status, const mpidev_peer *peer);
 int mpidev_send(const void *buffer, int count, int dest, int tag, MPI_Comm comm,
                 const mpidev_peer *peer);
+
+/* The pace of one wait (mpidev_wait's, and the host's polls of commands
+ * in flight): when it began (or last saw a transfer move), when it last
+ * looked at its peer.  mpidev_pace_of starts one (a transfer yields
+ * rather than sleeps for longer); mpidev_pace_on is called after each
+ * poll that found nothing done: it polls again at once, yields or sleeps
+ * as the wait's length says, and returns false when the watched peer has
+ * ended.  Set `start` to 0 when the wait sees progress. */
+typedef struct mpidev_pace {
+    uint64_t spin, yield;
+    uint64_t start, watched;
+    unsigned polls;
+} mpidev_pace;
+
+mpidev_pace mpidev_pace_of(bool transfer);
+bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer);
 
 /* Abandon a request nobody will complete (cancelled and freed). */
 void mpidev_abandon(MPI_Request *request);

@@ -41,7 +41,7 @@
 
 #include "pymic.h"
 
-#define MPIDEV_PROTOCOL 2
+#define MPIDEV_PROTOCOL 3
 
 #define MPIDEV_TAG_CONTROL 1
 #define MPIDEV_TAG_REPLY 2
@@ -111,6 +111,18 @@ enum mpidev_op {
  * the span.  Without the bit nothing of it is measured or sent. */
 #define MPIDEV_SPAN 0x80000000u
 
+/* The answer's status of a stream request the device did not carry out
+ * because one before it on the stream failed.  The host keeps invokes in
+ * flight (several sent before the first answer is back), so a failure may
+ * be followed by requests sent before the host knew of it; the engine's
+ * rule is that nothing after a failed command runs until the failure has
+ * been reported (failure.c).  Each stream request carries the host's
+ * count of failures it has seen on that stream (`epoch`), and the device,
+ * once a request failed, skips the requests of that same epoch: those the
+ * host sent before it saw the failure.  (Statuses of the engine are 0 or
+ * negative.) */
+#define MPIDEV_SKIPPED 1
+
 /* LOAD's answer when the path does not name the host's file on the
  * device's node (no shared file system there, or the file was replaced
  * since the host opened it): the host sends the bytes (LOAD_BYTES). */
@@ -123,6 +135,8 @@ typedef struct mpidev_request {
     uint32_t op;
     uint32_t slot;
     uint64_t a, b, c;
+    uint32_t epoch; /* stream requests: see MPIDEV_SKIPPED */
+    uint32_t pad;
     char text[MPIDEV_TEXT_MAX]; /* control requests only */
 } mpidev_request;
 
@@ -137,7 +151,7 @@ typedef struct mpidev_invoke_head {
     uint32_t op; /* MPIDEV_INVOKE */
     int32_t nargs;
     uint32_t scalar_bytes;
-    uint32_t pad;
+    uint32_t epoch; /* see MPIDEV_SKIPPED */
     uint64_t kernel;
 } mpidev_invoke_head;
 

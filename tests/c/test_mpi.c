@@ -458,6 +458,84 @@ static void test_device_ends_during_a_copy(void)
     CHECK_OK(pymic_stream_destroy(h));
 }
 
+/* Value of a device int64 at `d`, read on stream `s`. */
+static int64_t read_on(pymic_stream *s, void *d)
+{
+    int64_t value = -1;
+    CHECK_OK(pymic_memcpy_d2h(s, &value, d, 0, sizeof value));
+    CHECK_OK(pymic_stream_sync(s));
+    return value;
+}
+
+/* Invokes the stream's worker submitted while the device was busy with
+ * the first (a kernel held at a gate): they are in flight at once, run in
+ * their order, and, where one fails (PYMIC_CHECK=bounds: write_past),
+ * those after it that were sent before the failure was seen do not run
+ * (protocol.h, MPIDEV_SKIPPED), as the engine skips what follows a failed
+ * command until the failure is reported; what comes after the report
+ * runs. */
+static void test_invokes_in_flight(pymic_library *lib, bool with_failure)
+{
+    enum { LOGGED = 40 };
+    pymic_stream *s, *watcher;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_stream_create(0, &watcher));
+    void *started, *gate, *counter, *out, *log;
+    int64_t zero = 0, one = 1, n = 5;
+    CHECK_OK(pymic_mem_alloc(0, sizeof zero, 0, &started));
+    CHECK_OK(pymic_mem_alloc(0, sizeof zero, 0, &gate));
+    CHECK_OK(pymic_mem_alloc(0, sizeof zero, 0, &counter));
+    CHECK_OK(pymic_mem_alloc(0, 4 * sizeof(double), 0, &out));
+    CHECK_OK(pymic_mem_alloc(0, (LOGGED + 1) * sizeof(int64_t), 0, &log));
+    CHECK_OK(pymic_memcpy_h2d(s, started, 0, &zero, sizeof zero));
+    CHECK_OK(pymic_memcpy_h2d(s, gate, 0, &zero, sizeof zero));
+    CHECK_OK(pymic_memcpy_h2d(s, counter, 0, &zero, sizeof zero));
+    CHECK_OK(pymic_memcpy_h2d(s, log, 0, &zero, sizeof zero));
+    CHECK_OK(pymic_stream_sync(s));
+    pymic_arg held[] = {{started, 0}, {gate, 0}}, count[] = {{counter, 0}};
+    pymic_arg past[] = {{out, 0}, {&n, sizeof n}};
+    CHECK_OK(pymic_invoke(s, find(lib, "announce_then_wait"), 2, held));
+    CHECK_OK(pymic_invoke(s, find(lib, "increment"), 1, count));
+    if (with_failure)
+        CHECK_OK(pymic_invoke(s, find(lib, "write_past"), 2, past));
+    for (int64_t i = 0; i < LOGGED; i++) {
+        pymic_arg logged[] = {{log, 0}, {&i, sizeof i}};
+        CHECK_OK(pymic_invoke(s, find(lib, "append"), 2, logged));
+    }
+    CHECK_OK(pymic_invoke(s, find(lib, "increment"), 1, count));
+    /* Nobody syncs `s`: its worker submits; open the gate once the first
+     * kernel runs on the device. */
+    while (read_on(watcher, started) != 1)
+        ;
+    CHECK_OK(pymic_memcpy_h2d(watcher, gate, 0, &one, sizeof one));
+    CHECK_OK(pymic_stream_sync(watcher));
+    if (with_failure) {
+        CHECK(pymic_stream_sync(s) != PYMIC_OK);
+        CHECK_MESSAGE("write_past");
+        CHECK(read_on(watcher, counter) == 1); /* nothing after the failure ran */
+        CHECK(read_on(watcher, log) == 0);
+        CHECK_OK(pymic_invoke(s, find(lib, "increment"), 1, count));
+        CHECK_OK(pymic_stream_sync(s));
+        CHECK(read_on(watcher, counter) == 2); /* after the report: runs */
+    } else {
+        CHECK_OK(pymic_stream_sync(s));
+        CHECK(read_on(watcher, counter) == 2);
+        int64_t logged[LOGGED + 1];
+        CHECK_OK(pymic_memcpy_d2h(watcher, logged, log, 0, sizeof logged));
+        CHECK_OK(pymic_stream_sync(watcher));
+        CHECK(logged[0] == LOGGED);
+        bool in_order = true;
+        for (int64_t i = 0; i < LOGGED; i++)
+            in_order = in_order && logged[1 + i] == i;
+        CHECK(in_order);
+    }
+    void *blocks[] = {started, gate, counter, out, log};
+    for (int i = 0; i < 5; i++)
+        CHECK_OK(pymic_mem_free(s, blocks[i]));
+    CHECK_OK(pymic_stream_destroy(s));
+    CHECK_OK(pymic_stream_destroy(watcher));
+}
+
 /* PYMIC_CHECK=bounds: the device's engine checks its own canaries. */
 static void test_remote_bounds(pymic_library *lib)
 {
@@ -499,8 +577,10 @@ int main(int argc, char **argv)
     test_copies_around_the_inline_size();
     test_library_without_a_shared_path();
     test_failures(lib);
+    test_invokes_in_flight(lib, false);
     if (remote_proc) {
         test_remote_bounds(lib);
+        test_invokes_in_flight(lib, true);
         test_remote_crash_and_reset(); /* (the reset made `lib` stale) */
     } else {
         CHECK_OK(pymic_library_unload(lib));
