@@ -405,7 +405,8 @@ static int wait_start_order(const void *a, const void *b)
     return (x->start_ns > y->start_ns) - (x->start_ns < y->start_ns);
 }
 
-static PyObject *records_command(RecordsObject *self, PyObject *arg)
+/* The command record at index `arg`, or NULL with an exception set. */
+static const pymic_trace_command *command_at(RecordsObject *self, PyObject *arg)
 {
     Py_ssize_t i = PyLong_AsSsize_t(arg);
     if (i == -1 && PyErr_Occurred())
@@ -414,7 +415,14 @@ static PyObject *records_command(RecordsObject *self, PyObject *arg)
         PyErr_SetString(PyExc_IndexError, "command record out of range");
         return NULL;
     }
-    const pymic_trace_command *c = &self->commands[i];
+    return &self->commands[i];
+}
+
+static PyObject *records_command(RecordsObject *self, PyObject *arg)
+{
+    const pymic_trace_command *c = command_at(self, arg);
+    if (!c)
+        return NULL;
     return Py_BuildValue("(iiKsiKKKKiIK)", c->device, c->stream, (unsigned long long)c->seq,
                          c->name, c->kind, (unsigned long long)c->bytes,
                          (unsigned long long)c->enqueue_ns, (unsigned long long)c->start_ns,
@@ -424,14 +432,9 @@ static PyObject *records_command(RecordsObject *self, PyObject *arg)
 
 static PyObject *records_device_span(RecordsObject *self, PyObject *arg)
 {
-    Py_ssize_t i = PyLong_AsSsize_t(arg);
-    if (i == -1 && PyErr_Occurred())
+    const pymic_trace_command *c = command_at(self, arg);
+    if (!c)
         return NULL;
-    if (i < 0 || (size_t)i >= self->ncommands) {
-        PyErr_SetString(PyExc_IndexError, "command record out of range");
-        return NULL;
-    }
-    const pymic_trace_command *c = &self->commands[i];
     if (!c->device_start_ns)
         Py_RETURN_NONE;
     return Py_BuildValue("(KKK)", (unsigned long long)c->device_start_ns,
