@@ -693,6 +693,10 @@ static int invoke_in_flight(mpi_device *md, mpi_stream *ms, pymic_stream *stream
         fail_underway(stream, seq, f->kernel->name);
         return PYMIC_COMMAND_DONE;
     }
+    /* Counted as a wait for the device process until its answer is taken
+     * (mpi_poll): a reset that replaces an ended process waits for that,
+     * since the answer's receive is on the old process's communicator. */
+    atomic_fetch_add_explicit(&md->peer.waits, 1, memory_order_relaxed);
     atomic_store_explicit(&ms->tail, tail + 1, memory_order_release);
     return PYMIC_COMMAND_IN_FLIGHT;
 }
@@ -771,12 +775,16 @@ static void mpi_poll(pymic_stream *stream)
     if (done) {
         take_answer(md, ms, stream, seq, f->kernel, f->traced, &f->reply);
     } else {
-        mpidev_abandon(&f->request);
+        /* (MPI is not to be called once gone: finalised, or a fork()ed
+         * child's copy of its parent's.) */
+        if (!md->gone)
+            mpidev_abandon(&f->request);
         if (rc != MPI_SUCCESS)
             lose(md, "waiting for an answer of", rc);
         fail_underway(stream, seq, f->kernel->name);
     }
     atomic_store_explicit(&ms->head, head + 1, memory_order_release);
+    atomic_fetch_sub_explicit(&md->peer.waits, 1, memory_order_release);
     pthread_mutex_unlock(&ms->poll_lock);
     pthread_rwlock_unlock(&md->streams_gate);
     /* Last: the stream may end once its last command completed. */
