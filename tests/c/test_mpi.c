@@ -37,6 +37,22 @@ static pymic_kernel *find(pymic_library *lib, const char *name)
     return k;
 }
 
+/* On stream `s` of `device`: a counter at `start` in device memory,
+ * incremented by `lib`'s kernel, read back (the device is usable). */
+static void check_increment(int device, pymic_stream *s, pymic_library *lib, int64_t start)
+{
+    void *counter;
+    int64_t value = start;
+    CHECK_OK(pymic_mem_alloc(device, sizeof value, 0, &counter));
+    CHECK_OK(pymic_memcpy_h2d(s, counter, 0, &value, sizeof value));
+    pymic_arg args[] = {{counter, 0}};
+    CHECK_OK(pymic_invoke(s, find(lib, "increment"), 1, args));
+    CHECK_OK(pymic_memcpy_d2h(s, &value, counter, 0, sizeof value));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(value == start + 1);
+    CHECK_OK(pymic_mem_free(s, counter));
+}
+
 static void test_device_info(void)
 {
     pymic_device_info info;
@@ -249,17 +265,8 @@ static void test_library_without_a_shared_path(void)
     CHECK_OK(pymic_library_load_fd(0, out, "deleted copy", &lib));
     close(out);
     pymic_stream *s;
-    void *counter;
-    int64_t value = 1;
     CHECK_OK(pymic_stream_create(0, &s));
-    CHECK_OK(pymic_mem_alloc(0, sizeof value, 0, &counter));
-    CHECK_OK(pymic_memcpy_h2d(s, counter, 0, &value, sizeof value));
-    pymic_arg args[] = {{counter, 0}};
-    CHECK_OK(pymic_invoke(s, find(lib, "increment"), 1, args));
-    CHECK_OK(pymic_memcpy_d2h(s, &value, counter, 0, sizeof value));
-    CHECK_OK(pymic_stream_sync(s));
-    CHECK(value == 2);
-    CHECK_OK(pymic_mem_free(s, counter));
+    check_increment(0, s, lib, 1);
     CHECK_OK(pymic_stream_destroy(s));
     CHECK_OK(pymic_library_unload(lib));
 }
@@ -304,16 +311,7 @@ static void test_remote_crash_and_reset(void)
     /* Usable again: a fresh library, a kernel, a copy back. */
     CHECK_OK(pymic_library_load(0, kernels_path, &lib));
     CHECK_OK(pymic_stream_create(0, &s));
-    void *counter;
-    int64_t value = 41;
-    CHECK_OK(pymic_mem_alloc(0, sizeof value, 0, &counter));
-    CHECK_OK(pymic_memcpy_h2d(s, counter, 0, &value, sizeof value));
-    pymic_arg args[] = {{counter, 0}};
-    CHECK_OK(pymic_invoke(s, find(lib, "increment"), 1, args));
-    CHECK_OK(pymic_memcpy_d2h(s, &value, counter, 0, sizeof value));
-    CHECK_OK(pymic_stream_sync(s));
-    CHECK(value == 42);
-    CHECK_OK(pymic_mem_free(s, counter));
+    check_increment(0, s, lib, 41);
     CHECK_OK(pymic_stream_destroy(s));
     CHECK_OK(pymic_library_unload(lib));
 }
@@ -336,18 +334,9 @@ static void test_remote_process_ends(void)
     /* The host device beside it is untouched. */
     pymic_library *here;
     pymic_stream *h;
-    int64_t value = 1;
     CHECK_OK(pymic_library_load(1, kernels_path, &here));
     CHECK_OK(pymic_stream_create(1, &h));
-    void *counter;
-    CHECK_OK(pymic_mem_alloc(1, sizeof value, 0, &counter));
-    CHECK_OK(pymic_memcpy_h2d(h, counter, 0, &value, sizeof value));
-    pymic_arg args[] = {{counter, 0}};
-    CHECK_OK(pymic_invoke(h, find(here, "increment"), 1, args));
-    CHECK_OK(pymic_memcpy_d2h(h, &value, counter, 0, sizeof value));
-    CHECK_OK(pymic_stream_sync(h));
-    CHECK(value == 2);
-    CHECK_OK(pymic_mem_free(h, counter));
+    check_increment(1, h, here, 1);
     CHECK_OK(pymic_stream_destroy(h));
 }
 
