@@ -99,6 +99,18 @@ static void test_copies_and_kernels(pymic_library *lib)
     CHECK_OK(pymic_stream_sync(s));
     CHECK(result == 41.25);
 
+    /* Scalars reach the kernel at 16-byte boundaries, whichever way the
+     * device side calls it (in the request they lie 8 bytes off one). */
+    char c = 'p';
+    long double x = 2.5L;
+    double d = -1.0;
+    int64_t where[4] = {-1, -1, -1, -1};
+    pymic_arg aligned[] = {{dout, 0}, {&c, sizeof c}, {&x, sizeof x}, {&d, sizeof d}};
+    CHECK_OK(pymic_invoke(s, find(lib, "scalar_alignment"), 4, aligned));
+    CHECK_OK(pymic_memcpy_d2h(s, where, dout, 0, sizeof where));
+    CHECK_OK(pymic_stream_sync(s));
+    CHECK(where[0] == 0 && where[1] == 0 && where[2] == 0 && where[3] == 1);
+
     CHECK_OK(pymic_mem_free(s, din));
     CHECK_OK(pymic_mem_free(s, dout));
     CHECK_OK(pymic_mem_free(s, dcopy));

@@ -57,6 +57,18 @@ PYMIC_KERNEL void sleep_ms(const int64_t *ms)
     nanosleep(&t, NULL);
 }
 
+/* Where its scalars lie: out[i] = the i-th one's address modulo 16.  The
+ * engine places every scalar at a 16-byte boundary (a long double or a
+ * double complex needs it), on every device. */
+PYMIC_KERNEL void scalar_alignment(int64_t *out, const char *c, const long double *x,
+                                   const double *d)
+{
+    out[0] = (int64_t)((uintptr_t)c % 16);
+    out[1] = (int64_t)((uintptr_t)x % 16);
+    out[2] = (int64_t)((uintptr_t)d % 16);
+    out[3] = *c == 'p' && *x == 2.5L && *d == -1.0;
+}
+
 /* out[i] = in[i] * 2 for i < *n. */
 PYMIC_KERNEL void double_it(const double *in, double *out, const int64_t *n)
 {
