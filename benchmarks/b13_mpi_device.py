@@ -199,6 +199,9 @@ def _transport(context, programs, env):
         "c_pingpong_multiple_s": _json_of(
             _mpirun([peer, "latency", str(count), str(repeats), "multiple"], env),
             env)["round_trip_s"],
+        "c_pingpong_polled_s": _json_of(
+            _mpirun([peer, "latency", str(count), str(repeats), "polled"], env),
+            env)["round_trip_s"],
         "c_invoke_sync_spawned_s": _json_of(latency, device_env)["invoke_sync_s"],
         "mpi4py_pingpong_s": _json_of(
             _mpirun([sys.executable, "-c", MPI4PY_PINGPONG, str(count // 4), str(repeats)], env),
@@ -256,19 +259,22 @@ def latency_rows(name, f):
     f : dict
         Its figures: per-repeat seconds ``c_invoke_sync_s`` (MPMD),
         ``c_invoke_sync_spawned_s``, ``c_pingpong_s``,
-        ``c_pingpong_multiple_s``, ``mpi4py_pingpong_s``, and
-        ``python_latency_us`` (a summary).
+        ``c_pingpong_multiple_s``, ``c_pingpong_polled_s`` (optional),
+        ``mpi4py_pingpong_s``, and ``python_latency_us`` (a summary).
 
     Returns
     -------
     list of dict
         The target (C invoke + sync against the plain C ping-pong), the
-        same against the ping-pong at MPI_THREAD_MULTIPLE, the spawned
-        device's and the Python one (reported).
+        same against the ping-pong at MPI_THREAD_MULTIPLE and (when
+        measured) against the MPI exchange an invoke makes without either
+        engine, the spawned device's and the Python one (reported).
     """
     c_us = _median(f["c_invoke_sync_s"]) * 1e6
     ping_us = _median(f["c_pingpong_s"]) * 1e6
     multiple_us = _median(f["c_pingpong_multiple_s"]) * 1e6
+    polled = f.get("c_pingpong_polled_s")
+    polled_us = _median(polled) * 1e6 if polled else None
     spawned_us = _median(f["c_invoke_sync_spawned_s"]) * 1e6
     py_us = f["python_latency_us"]["median"]
     mpi4py_us = _median(f["mpi4py_pingpong_s"]) * 1e6
@@ -280,6 +286,12 @@ def latency_rows(name, f):
             "B13", f"{name}: C invoke + sync against a C ping-pong at MPI_THREAD_MULTIPLE "
             "(the level the MPI device needs)", f"{c_us:.2f} µs",
             f"ping-pong (multiple) {multiple_us:.2f} µs", f"{c_us / multiple_us:.2f}×"),
+        *([targets.reported(
+            "B13", f"{name}: C invoke + sync against its MPI exchange alone (multiple, each "
+            "receive posted ahead and polled with MPI_Test, no engine on either side)",
+            f"{c_us:.2f} µs", f"exchange {polled_us:.2f} µs "
+            f"({polled_us / ping_us:.2f}× the plain ping-pong)", f"{c_us / polled_us:.2f}×")]
+          if polled_us else []),
         targets.reported(
             "B13", f"{name}: C invoke + sync on a spawned device (MPI_Comm_spawn: TCP to the "
             "parent even on one node; not a target)", f"{spawned_us:.2f} µs",

@@ -149,6 +149,7 @@ def _mpi_device(result, path):
         f = figures[name]
         series = [("pymic C", f["c_invoke_sync_s"]), ("MPI C", f["c_pingpong_s"]),
                   ("MPI C multiple", f.get("c_pingpong_multiple_s")),
+                  ("MPI C exchange\n(polled)", f.get("c_pingpong_polled_s")),
                   ("mpi4py", f["mpi4py_pingpong_s"])]
         for label, samples in [(label, samples) for label, samples in series if samples]:
             ordered = sorted(samples)

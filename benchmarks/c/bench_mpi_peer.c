@@ -3,13 +3,19 @@
  * processes by itself (mpirun -np 2 bench_mpi_peer ...), in the shapes of
  * the MPI device's operations.
  *
- *   latency COUNT REPEATS [multiple]
+ *   latency COUNT REPEATS [multiple|polled]
  *                             one-word ping-pong; prints per repeat the
  *                             median-free mean round trip in seconds;
  *                             with `multiple` MPI is initialised at
  *                             MPI_THREAD_MULTIPLE (the level an MPI device
  *                             needs, which makes Open MPI's every call
- *                             take its locks), else with MPI_Init
+ *                             take its locks), else with MPI_Init;
+ *                             `polled` is the exchange an MPI device makes
+ *                             for an invoke, without either engine: at
+ *                             MPI_THREAD_MULTIPLE, each receive posted
+ *                             before its message can come and completed
+ *                             by polling MPI_Test (a wait that must notice
+ *                             a peer that died cannot block in MPI_Recv)
  *   bandwidth REPEATS SIZE... per size the best-of-REPEATS seconds of
  *                             "h2d" (rank 0 sends SIZE bytes, rank 1
  *                             answers one word) and "d2h" (rank 0 asks
@@ -23,16 +29,46 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void latency(int rank, long count, int repeats)
+static void wait_polled(MPI_Request *request)
 {
-    long word = 0;
+    int done = 0;
+    while (!done)
+        MPI_Test(request, &done, MPI_STATUS_IGNORE);
+}
+
+/* One round trip of `polled`: rank 0 posts the answer's receive, sends
+ * the request and polls; rank 1 polls for the request (its receive posted
+ * before), posts the next one's receive and answers. */
+static void polled_round_trip(int rank, long *word, long *answer, MPI_Request *next, bool last)
+{
+    if (rank == 0) {
+        MPI_Request reply;
+        MPI_Irecv(answer, 1, MPI_LONG, 1, 0, MPI_COMM_WORLD, &reply);
+        MPI_Send(word, 1, MPI_LONG, 1, 0, MPI_COMM_WORLD);
+        wait_polled(&reply);
+        return;
+    }
+    wait_polled(next);
+    if (!last)
+        MPI_Irecv(word, 1, MPI_LONG, 0, 0, MPI_COMM_WORLD, next);
+    MPI_Send(answer, 1, MPI_LONG, 0, 0, MPI_COMM_WORLD);
+}
+
+static void latency(int rank, long count, int repeats, bool polled)
+{
+    long word = 0, answer = 0;
     if (rank == 0)
         printf("{\"round_trip_s\": [");
     for (int r = 0; r < repeats; r++) {
+        MPI_Request next = MPI_REQUEST_NULL;
+        if (polled && rank == 1)
+            MPI_Irecv(&word, 1, MPI_LONG, 0, 0, MPI_COMM_WORLD, &next);
         MPI_Barrier(MPI_COMM_WORLD);
         double start = MPI_Wtime();
         for (long i = 0; i < count; i++) {
-            if (rank == 0) {
+            if (polled) {
+                polled_round_trip(rank, &word, &answer, &next, i + 1 == count);
+            } else if (rank == 0) {
                 MPI_Send(&word, 1, MPI_LONG, 1, 0, MPI_COMM_WORLD);
                 MPI_Recv(&word, 1, MPI_LONG, 1, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
             } else {
@@ -97,7 +133,8 @@ static void bandwidth(int rank, int repeats, int nsizes, char **sizes)
 
 int main(int argc, char **argv)
 {
-    bool multiple = argc == 5 && strcmp(argv[4], "multiple") == 0;
+    bool polled = argc == 5 && strcmp(argv[4], "polled") == 0;
+    bool multiple = polled || (argc == 5 && strcmp(argv[4], "multiple") == 0);
     int provided = MPI_THREAD_SINGLE;
     if (multiple)
         MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
@@ -109,13 +146,13 @@ int main(int argc, char **argv)
     if (size != 2 || argc < 3 || (multiple && provided < MPI_THREAD_MULTIPLE)) {
         if (rank == 0)
             fprintf(stderr, "usage: mpirun -np 2 bench_mpi_peer latency COUNT REPEATS "
-                            "[multiple] | bandwidth REPEATS SIZE...%s\n",
+                            "[multiple|polled] | bandwidth REPEATS SIZE...%s\n",
                     multiple ? " (and an MPI that gives MPI_THREAD_MULTIPLE)" : "");
         MPI_Finalize();
         return 2;
     }
     if (strcmp(argv[1], "latency") == 0 && (argc == 4 || multiple))
-        latency(rank, atol(argv[2]), atoi(argv[3]));
+        latency(rank, atol(argv[2]), atoi(argv[3]), polled);
     else
         bandwidth(rank, atoi(argv[2]), argc - 3, argv + 3);
     MPI_Finalize();

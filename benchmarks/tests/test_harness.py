@@ -165,9 +165,10 @@ def test_b11_without_mpi_says_why():
     assert load_row["status"] in (targets.PASS, targets.MISS)
 
 
-def _b13_figures(c_us, ping_us, multiple_us):
+def _b13_figures(c_us, ping_us, multiple_us, polled_us=0.5):
     seconds = {"c_invoke_sync_s": [c_us * 1e-6] * 3, "c_pingpong_s": [ping_us * 1e-6] * 3,
                "c_pingpong_multiple_s": [multiple_us * 1e-6] * 3,
+               "c_pingpong_polled_s": [polled_us * 1e-6] * 3,
                "c_invoke_sync_spawned_s": [15e-6] * 3, "mpi4py_pingpong_s": [2e-6] * 3}
     copies = {str(1 << 20): {"h2d": 1e-3, "d2h": 2e-3}}
     return {**seconds, "python_latency_us": _summary(4.0), "device_copies_s": copies,
@@ -180,15 +181,17 @@ def test_b13_judges_the_plain_ping_pong_and_reports_the_others():
 
     result = judge({"shared memory": _b13_figures(c_us=0.6, ping_us=0.3, multiple_us=0.4)})
     rows = result["targets"]
-    target, multiple, spawned, python = rows[:4]
+    target, multiple, polled, spawned, python = rows[:5]
     assert target["status"] == targets.MISS and target["value"] == pytest.approx(2.0)
     assert "ping-pong 0.30 µs" in target["peer"]
     assert multiple["status"] == targets.REPORTED and multiple["value_text"] == "1.50×"
     assert "MPI_THREAD_MULTIPLE" in multiple["goal"] and "0.40 µs" in multiple["peer"]
+    assert polled["status"] == targets.REPORTED and polled["value_text"] == "1.20×"
+    assert "exchange 0.50 µs (1.67× the plain ping-pong)" in polled["peer"]
     assert spawned["status"] == targets.REPORTED and "spawned" in spawned["goal"]
     assert "15.00 µs" in spawned["pymic"]
     assert python["status"] == targets.REPORTED and "mpi4py" in python["goal"]
-    copies = {row["goal"].split(":")[1].split()[0]: row for row in rows[4:6]}
+    copies = {row["goal"].split(":")[1].split()[0]: row for row in rows[5:7]}
     assert copies["h2d"]["status"] == targets.PASS
     assert copies["d2h"]["status"] == targets.MISS
     assert copies["d2h"]["value"] == pytest.approx(0.5)
