@@ -357,6 +357,10 @@ struct pymic_stream {
         _Atomic(const struct pymic_kernel *) kernel;
         _Atomic int state;
     } kernel_length[32];
+    /* Runs of each kernel_length entry's kernel since its length was
+     * last measured (stream.c): written by whoever runs the commands, so
+     * a line apart from what producers read. */
+    _Alignas(64) _Atomic unsigned kernel_unmeasured[32];
 
     /* The backend's per-worker state (the host's helpers for big
      * copies); created and destroyed by the worker only. */

@@ -162,10 +162,13 @@ static void test_one_slow_run_keeps_a_kernel_short(void)
         here += tid == my_tid();
     }
     CHECK(here > 0);
-    /* Two slow runs in a row make it long: a timed wait leaves it to the
-     * worker (a 300 ms run, so a 20 ms wait times out). */
+    /* Two slow timed runs in a row make it long: a timed wait leaves it
+     * to the worker (a 300 ms run, so a 20 ms wait times out).  A short
+     * kernel is timed on one run in 8 (stream.c, SHORT_KERNEL_SAMPLE) and
+     * on every run after a slow one, so 9 slow runs in a row are sure to
+     * make it long. */
     ms = 3;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 9; i++) {
         CHECK_OK(pymic_invoke(s, k_sleep_who, 2, args));
         CHECK_OK(pymic_stream_sync(s));
     }
