@@ -532,10 +532,12 @@ pymic_command *pymic_stream_command(pymic_stream *stream, uint64_t seq)
  * WAIT_EVENT and STOP are fences: each runs once every command before it
  * has completed -- memory goes back after its last use has run, an event
  * marks the point when everything before it has run, and an event wait
- * holds back what follows it (on any backend the wait is resolved here,
- * on the host: the worker waits for the mark, then submits the next
- * command).  On a backend that completes every command before its call
- * returns, none of this ever waits. */
+ * holds back what follows it (resolved here, on the host: the worker
+ * waits for the mark, then submits the next command) -- except a RECORD,
+ * and a wait on a mark of the same device, that the backend takes
+ * (goes_to_device): those are submitted like invokes, and the device
+ * orders the streams.  On a backend that completes every command before
+ * its call returns, none of this ever waits. */
 static void *worker_main(void *arg)
 {
     pymic_stream *stream = arg;
