@@ -241,11 +241,13 @@ typedef struct pymic_backend_ops {
      *   marked, and a point marked failed makes the wait fail and skips
      *   what follows it on the stream until the failure is reported (the
      *   core's rule).  It returns PYMIC_COMMAND_IN_FLIGHT, and completes
-     *   the wait with pymic_command_complete -- after
-     *   pymic_mark_wait_failed(stream, seq) when the point was failed,
-     *   which may block until the record has completed on the host; a
-     *   device lost or reset meanwhile fails the wait with
-     *   pymic_stream_fail* and completes it, never leaving it pending.
+     *   the wait with pymic_command_complete -- once the device let it go
+     *   on, after pymic_mark_wait_resolved(stream, seq, failed), no lock
+     *   held: it blocks until the record has completed on the host too
+     *   (so the event is done once this stream has passed the wait) and
+     *   fails the wait if the record came after a failure; a device lost
+     *   or reset meanwhile fails the wait with pymic_stream_fail* and
+     *   completes it, never leaving it pending.
      *   Or it returns PYMIC_COMMAND_DONE without doing anything (e.g. the
      *   device is lost): the core then waits on the host as above.  The
      *   worker goes on submitting after a wait in flight.
@@ -344,7 +346,7 @@ extern const pymic_backend_ops pymic_proc_backend;
  *       a command left in flight is done.  Any thread, no backend lock
  *       held (it may run parked releases: block_put, library_close); the
  *       stream may be gone once it returns for the stream's last command.
- *   pymic_stream_failed_before(stream, seq), pymic_mark_wait_failed(...)
+ *   pymic_stream_failed_before(stream, seq), pymic_mark_wait_resolved(...)
  *       for record and wait_mark (see there).
  *   pymic_device_mark_lost(device, ...)
  *       the device is gone (first reason wins).  Any thread.

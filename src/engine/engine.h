@@ -564,11 +564,13 @@ bool pymic_mark_device_resolves(const pymic_stream *stream, const pymic_mark *ma
 /* For backends that resolve event waits (backend.h):
  * pymic_stream_failed_before: whether the stream holds an unreported
  * failure of a command before `seq` (a record of `seq` then carries it);
- * pymic_mark_wait_failed: the device says the record that wait `seq`
- * waited for came after a failure: wait until the record has completed
- * on the host too, then fail `seq` as a host-side wait would. */
+ * pymic_mark_wait_resolved: the device let wait `seq` go on (and says
+ * whether the record it waited for came after a failure): wait until the
+ * record has completed on the host too, then fail `seq` as a host-side
+ * wait would. */
 PYMIC_BACKEND_API bool pymic_stream_failed_before(pymic_stream *stream, uint64_t seq);
-PYMIC_BACKEND_API void pymic_mark_wait_failed(pymic_stream *stream, uint64_t seq);
+PYMIC_BACKEND_API void pymic_mark_wait_resolved(pymic_stream *stream, uint64_t seq,
+                                                bool failed_on_device);
 
 /* ------------------------------------------------------ parked releases */
 

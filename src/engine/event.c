@@ -198,17 +198,19 @@ bool pymic_mark_device_resolves(const pymic_stream *stream, const pymic_mark *ma
            atomic_load_explicit(&mark->done, memory_order_acquire) == 0;
 }
 
-void pymic_mark_wait_failed(pymic_stream *stream, uint64_t seq)
+void pymic_mark_wait_resolved(pymic_stream *stream, uint64_t seq, bool failed_on_device)
 {
     /* The command (in flight, not completed) still holds its reference. */
     pymic_mark *mark = pymic_stream_command(stream, seq)->u.mark;
     /* The device reached the record before it answered this wait, so the
      * record's own answer is on its way to the host: this waits for that
-     * stream's poll (its worker polls while it has commands in flight). */
+     * stream's poll (its worker polls while it has commands in flight).
+     * So once this stream has passed the wait, the event is done here too
+     * (as on every device: what waited for it has run, so has it). */
     pymic_wait_geq(&mark->q, &mark->done, 1);
     if (mark->failure)
         fail_if_failed(stream, mark, seq);
-    else
+    else if (failed_on_device)
         /* The failure was reported on the recording stream between its
          * record's submission and its answer: the device skipped what
          * followed all the same, so this stream reports why. */

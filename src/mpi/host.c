@@ -792,7 +792,7 @@ static void mpi_poll(pymic_stream *stream)
     }
     ms->pace.start = 0; /* an answer came: the next wait starts afresh */
     uint64_t seq = f->seq;
-    bool wait_failed = false;
+    bool wait_resolved = false, wait_failed = false;
     if (done && f->kind == FLIGHT_INVOKE) {
         take_answer(md, ms, stream, seq, f->kernel, f->traced, &f->reply);
     } else if (done) {
@@ -800,6 +800,8 @@ static void mpi_poll(pymic_stream *stream)
          * after a failure of this stream: moot), the point was failed, or
          * the device's failure (a wait abandoned by a reset). */
         wait_failed = f->reply.status == MPIDEV_WAIT_FAILED;
+        wait_resolved = f->kind == FLIGHT_WAIT &&
+                        (f->reply.status == PYMIC_OK || wait_failed);
         if (f->reply.status < 0)
             fail_with_answer_of(ms, stream, seq, &f->reply, flight_what(f));
     } else {
@@ -815,12 +817,14 @@ static void mpi_poll(pymic_stream *stream)
     atomic_fetch_sub_explicit(&md->peer.waits, 1, memory_order_release);
     pthread_mutex_unlock(&ms->poll_lock);
     pthread_rwlock_unlock(&md->streams_gate);
-    if (wait_failed) {
-        /* The engine's failure, worded from the record's mark: this may
-         * wait for the recording stream's answer (so no lock is held).
-         * Then the epoch moves on, as after any failure seen here. */
-        pymic_mark_wait_failed(stream, seq);
-        atomic_fetch_add_explicit(&ms->epoch, 1, memory_order_release);
+    if (wait_resolved) {
+        /* The host's mark too, and the engine's failure worded from it:
+         * this may wait for the recording stream's answer (so no lock is
+         * held).  After a failure the epoch moves on, as after any
+         * failure seen here. */
+        pymic_mark_wait_resolved(stream, seq, wait_failed);
+        if (wait_failed)
+            atomic_fetch_add_explicit(&ms->epoch, 1, memory_order_release);
     }
     /* Last: the stream may end once its last command completed. */
     pymic_command_complete(stream, seq);
