@@ -66,7 +66,7 @@
 
 /* The version of this table's layout and contracts; bumped whenever either
  * changes, so a plugin built against another one is refused by name. */
-#define PYMIC_BACKEND_ABI 3u
+#define PYMIC_BACKEND_ABI 4u
 
 /* What copy and invoke return: the command is done, or in flight (the
  * backend completes it later with pymic_command_complete). */
@@ -189,9 +189,10 @@ typedef struct pymic_backend_ops {
      * (see "in flight" above).  The runner may block in either for as long
      * as it takes; while commands are in flight the worker goes on
      * submitting the stream's next copies and invokes (at most 64 ahead of
-     * `completed`), but runs a FREE, an event RECORD, an event WAIT and
-     * STOP only once every command before it has completed: an event wait
-     * on any device is resolved here, on the host, by the worker.  A
+     * `completed`), but runs a FREE and STOP only once every command
+     * before it has completed; an event RECORD and an event WAIT too,
+     * unless the backend resolves event waits itself (record, wait_mark
+     * below): then they are submitted like invokes.  A
      * command already submitted when one before it fails is not held back
      * by the core: the backend decides whether it still runs (the core
      * skips only commands not yet submitted).
@@ -208,6 +209,56 @@ typedef struct pymic_backend_ops {
      * With a poll, a thread waiting for such a command calls it in a loop
      * instead of sleeping. */
     void (*poll)(struct pymic_stream *stream);
+
+    /* ---- events resolved on the device (all three NULL: every event
+     * wait is resolved on the host -- the waiting stream's worker waits,
+     * once every command before the wait has completed, until the
+     * recording stream's runner has completed the record).  A backend
+     * whose device can order its own streams sets record and wait_mark
+     * (and mark_forget), so a wait between two streams of one device
+     * costs no round trip through the host:
+     *   record runs on the stream's runner (as copy and invoke, no lock
+     *   held, in stream order, possibly while commands before it are in
+     *   flight) for every RECORD of a stream of the device: it hands the
+     *   point cmd->u.mark->backend_id (a number unique in this process,
+     *   never 0) to the device, to be marked there once every command
+     *   before it has been carried out; if pymic_stream_failed_before
+     *   (stream, seq) says so -- or a command before it fails on the
+     *   device, or the device skipped the record's commands -- the point
+     *   is marked failed.  It returns PYMIC_COMMAND_IN_FLIGHT (completed
+     *   later with pymic_command_complete, after the failure of any
+     *   command before it was recorded) or PYMIC_COMMAND_DONE (e.g. the
+     *   device is lost: the record failed with pymic_stream_fail first).
+     *   Either way the core sets the host's mark (its failure, `done`)
+     *   when `completed` passes the record, so event sync, query, elapsed
+     *   and waits on the host keep working.
+     *   wait_mark runs on the stream's worker, no lock held, for a WAIT
+     *   whose mark was recorded on this very device (same generation:
+     *   not before a reset) and is not done yet; other waits -- an event
+     *   of another device, a mark already done -- the core resolves on
+     *   the host.  It hands the wait for point backend_id to the device:
+     *   what the stream sends after it runs only once the point is
+     *   marked, and a point marked failed makes the wait fail and skips
+     *   what follows it on the stream until the failure is reported (the
+     *   core's rule).  It returns PYMIC_COMMAND_IN_FLIGHT, and completes
+     *   the wait with pymic_command_complete -- once the device let it go
+     *   on, after pymic_mark_wait_resolved(stream, seq, failed), no lock
+     *   held: it blocks until the record has completed on the host too
+     *   (so the event is done once this stream has passed the wait) and
+     *   fails the wait if the record came after a failure; a device lost
+     *   or reset meanwhile fails the wait with pymic_stream_fail* and
+     *   completes it, never leaving it pending.
+     *   Or it returns PYMIC_COMMAND_DONE without doing anything (e.g. the
+     *   device is lost): the core then waits on the host as above.  The
+     *   worker goes on submitting after a wait in flight.
+     *   mark_forget runs when the host's mark is freed -- no command,
+     *   event or wait refers to it any more, so the device will see no
+     *   wait for the point -- on any thread, possibly with a stream's
+     *   completion lock held: it only notes the number (the device may
+     *   drop the point later), never waits nor calls into the core. */
+    int (*record)(struct pymic_stream *stream, const struct pymic_command *cmd, uint64_t seq);
+    int (*wait_mark)(struct pymic_stream *stream, const struct pymic_command *cmd, uint64_t seq);
+    void (*mark_forget)(struct pymic_device *device, uint64_t backend_id);
 
     /* ---- caller runs (never with PYMIC_CALLER_RUNS=0, which the core
      * reads for every backend).  caller_may_run (NULL: never) runs on a thread
@@ -295,6 +346,8 @@ extern const pymic_backend_ops pymic_proc_backend;
  *       a command left in flight is done.  Any thread, no backend lock
  *       held (it may run parked releases: block_put, library_close); the
  *       stream may be gone once it returns for the stream's last command.
+ *   pymic_stream_failed_before(stream, seq), pymic_mark_wait_resolved(...)
+ *       for record and wait_mark (see there).
  *   pymic_device_mark_lost(device, ...)
  *       the device is gone (first reason wins).  Any thread.
  *   pymic_worker_start_pinned(stream, body)

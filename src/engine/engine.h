@@ -270,6 +270,11 @@ typedef struct pymic_command {
     /* Set by pymic_command_complete when the command finished while one
      * before it had not; cleared as `completed` passes it (stream.c). */
     _Atomic unsigned char finished;
+    /* RECORD, WAIT_EVENT: handed to the backend's record / wait_mark
+     * (events resolved on the device, backend.h); the core then finishes
+     * the mark's part when `completed` passes the command (stream.c).
+     * Written by the runner before the command completes. */
+    unsigned char on_device;
     int scalar_bytes; /* INVOKE: bytes of `scalars` in use */
     union {
         struct {
@@ -395,9 +400,9 @@ int pymic_stream_take_failure(pymic_stream *stream, uint64_t seq, const char *ac
 /* The same for a sync of the whole device ("sync of device 0: stream 3:
  * ..."). */
 int pymic_stream_take_failure_for_device(pymic_stream *stream, uint64_t seq);
-/* On the worker: a copy of the stream's unreported failure (malloc'd, or
- * NULL when there is none) and its status. */
-char *pymic_stream_copy_failure(pymic_stream *stream, int *status);
+/* On the worker: a copy of the stream's unreported failure of a command
+ * up to `through` (malloc'd, or NULL when there is none) and its status. */
+char *pymic_stream_copy_failure(pymic_stream *stream, uint64_t through, int *status);
 /* The same with the status the report will have (pymic_stream_fail:
  * PYMIC_ERR_DEVICE_LOST). */
 PYMIC_BACKEND_API void pymic_stream_fail_status(pymic_stream *stream, uint64_t seq, int status,
@@ -467,6 +472,11 @@ void pymic_stream_cancel(pymic_stream *stream);
  * device lets a waiting thread run any (stream.c, "Who runs a command");
  * `deadline` from pymic_deadline.  1 once reached, 0 on timeout.  Reports
  * no failure. */
+/* On the stream's worker: wait until every command before `seq` has
+ * completed (an event wait the backend did not take turns into a fence). */
+void pymic_stream_fence(pymic_stream *stream, uint64_t seq);
+/* The ring slot of command `seq` (not yet completed, or still held). */
+pymic_command *pymic_stream_command(pymic_stream *stream, uint64_t seq);
 int pymic_stream_wait_until(pymic_stream *stream, uint64_t target, uint64_t deadline,
                             int runs);
 
@@ -533,11 +543,38 @@ typedef struct pymic_mark {
     char *failure;
     int failure_status;
     pymic_waitq q;
+    /* Recorded on a stream of a device whose backend resolves event waits
+     * itself (backend.h: record, wait_mark): that device, its generation
+     * when the record was enqueued, and the mark's number there (unique
+     * per process, never 0), by which the backend names the point to the
+     * device; the backend's mark_forget is told it when the mark is
+     * freed.  NULL / 0 on other devices. */
+    pymic_device *owner;
+    unsigned owner_generation;
+    uint64_t backend_id;
 } pymic_mark;
 
 void pymic_mark_release(pymic_mark *mark);
-void pymic_mark_execute_record(pymic_stream *stream, pymic_mark *mark);
-void pymic_mark_execute_wait(pymic_stream *stream, pymic_mark *mark);
+/* The record of command `seq` reached its point: the failure before it
+ * (if any) copied into the mark, the mark done, the command's reference
+ * released.  Every command before `seq` has completed. */
+void pymic_mark_execute_record(pymic_stream *stream, pymic_mark *mark, uint64_t seq);
+/* Event wait `seq` resolved on the host: wait for the mark, fail `seq`
+ * if the record came after a failure, release the command's reference. */
+void pymic_mark_execute_wait(pymic_stream *stream, pymic_mark *mark, uint64_t seq);
+/* Whether the backend resolves the wait for `mark` on `stream`'s device
+ * (same device and generation, a backend with wait_mark, not yet done). */
+bool pymic_mark_device_resolves(const pymic_stream *stream, const pymic_mark *mark);
+/* For backends that resolve event waits (backend.h):
+ * pymic_stream_failed_before: whether the stream holds an unreported
+ * failure of a command before `seq` (a record of `seq` then carries it);
+ * pymic_mark_wait_resolved: the device let wait `seq` go on (and says
+ * whether the record it waited for came after a failure): wait until the
+ * record has completed on the host too, then fail `seq` as a host-side
+ * wait would. */
+PYMIC_BACKEND_API bool pymic_stream_failed_before(pymic_stream *stream, uint64_t seq);
+PYMIC_BACKEND_API void pymic_mark_wait_resolved(pymic_stream *stream, uint64_t seq,
+                                                bool failed_on_device);
 
 /* ------------------------------------------------------ parked releases */
 

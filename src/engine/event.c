@@ -25,6 +25,10 @@ struct pymic_event {
 
 static pthread_mutex_t event_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Numbers of marks recorded on devices that resolve event waits
+ * themselves (pymic_mark.backend_id). */
+static _Atomic uint64_t marks_numbered;
+
 static int check_event(const pymic_event *event, const char *op)
 {
     if (!event)
@@ -49,6 +53,10 @@ int pymic_event_create(pymic_event **event_out)
 void pymic_mark_release(pymic_mark *mark)
 {
     if (mark && atomic_fetch_sub_explicit(&mark->refs, 1, memory_order_acq_rel) == 1) {
+        /* No command and no wait holds it any more: the device may forget
+         * its point too. */
+        if (mark->backend_id && mark->owner->ops->mark_forget)
+            mark->owner->ops->mark_forget(mark->owner, mark->backend_id);
         free(mark->failure);
         free(mark);
     }
@@ -107,6 +115,14 @@ int pymic_event_record(pymic_event *event, pymic_stream *stream)
     mark->fork_generation = stream->fork_generation;
     mark->device = stream->device->id;
     mark->trace_number = pymic_trace_event_record_number();
+    if (stream->ops->record) {
+        /* Recorded through the backend: waits on this device may be
+         * resolved there (stream.c). */
+        mark->owner = stream->device;
+        mark->owner_generation = atomic_load(&stream->device->generation);
+        mark->backend_id = atomic_fetch_add_explicit(&marks_numbered, 1,
+                                                     memory_order_relaxed) + 1;
+    }
     pymic_command *cmd = pymic_stream_reserve(stream);
     cmd->kind = PYMIC_CMD_RECORD;
     cmd->u.mark = mark;
@@ -121,11 +137,12 @@ int pymic_event_record(pymic_event *event, pymic_stream *stream)
     return PYMIC_OK;
 }
 
-void pymic_mark_execute_record(pymic_stream *stream, pymic_mark *mark)
+void pymic_mark_execute_record(pymic_stream *stream, pymic_mark *mark, uint64_t seq)
 {
     /* A command before this record failed (and was not reported yet):
-     * waits on the event report it too. */
-    mark->failure = pymic_stream_copy_failure(stream, &mark->failure_status);
+     * waits on the event report it too.  (Or the record itself, when its
+     * backend could not carry it to the device.) */
+    mark->failure = pymic_stream_copy_failure(stream, seq, &mark->failure_status);
     mark->stamp_ns = pymic_now_ns();
     pymic_store_and_notify(&mark->q, &mark->done, 1);
     pymic_mark_release(mark);
@@ -154,20 +171,54 @@ int pymic_stream_wait_event(pymic_stream *stream, pymic_event *event)
     return PYMIC_OK;
 }
 
-void pymic_mark_execute_wait(pymic_stream *stream, pymic_mark *mark)
+/* Wait `seq` of `stream` waited for `mark`, which is done. */
+static void fail_if_failed(pymic_stream *stream, const pymic_mark *mark, uint64_t seq)
 {
-    pymic_wait_geq(&mark->q, &mark->done, 1);
     /* The record came after a failure on its stream: what this stream
      * does next depends on the failed work, so it fails too (and skips
      * its kernels and copies until a sync reports it). */
-    if (mark->failure) {
-        uint64_t seq = atomic_load_explicit(&stream->completed, memory_order_relaxed) + 1;
+    if (mark->failure)
         pymic_stream_fail_status(stream, seq, mark->failure_status,
                                  "%s (this stream waited for an event recorded after that "
                                  "on device %d)",
                                  mark->failure, mark->device);
-    }
+}
+
+void pymic_mark_execute_wait(pymic_stream *stream, pymic_mark *mark, uint64_t seq)
+{
+    pymic_wait_geq(&mark->q, &mark->done, 1);
+    fail_if_failed(stream, mark, seq);
     pymic_mark_release(mark);
+}
+
+bool pymic_mark_device_resolves(const pymic_stream *stream, const pymic_mark *mark)
+{
+    return stream->ops->wait_mark && mark->owner == stream->device &&
+           mark->owner_generation == atomic_load(&stream->device->generation) &&
+           atomic_load_explicit(&mark->done, memory_order_acquire) == 0;
+}
+
+void pymic_mark_wait_resolved(pymic_stream *stream, uint64_t seq, bool failed_on_device)
+{
+    /* The command (in flight, not completed) still holds its reference. */
+    pymic_mark *mark = pymic_stream_command(stream, seq)->u.mark;
+    /* The device reached the record before it answered this wait, so the
+     * record's own answer is on its way to the host: this waits for that
+     * stream's poll (its worker polls while it has commands in flight).
+     * So once this stream has passed the wait, the event is done here too
+     * (as on every device: what waited for it has run, so has it). */
+    pymic_wait_geq(&mark->q, &mark->done, 1);
+    if (mark->failure)
+        fail_if_failed(stream, mark, seq);
+    else if (failed_on_device)
+        /* The failure was reported on the recording stream between its
+         * record's submission and its answer: the device skipped what
+         * followed all the same, so this stream reports why. */
+        pymic_stream_fail_status(stream, seq, PYMIC_ERR_SYSTEM,
+                                 "event wait (command %llu): the event was recorded on device "
+                                 "%d after a command that failed there; what follows the wait "
+                                 "on this stream was not run",
+                                 (unsigned long long)seq, mark->device);
 }
 
 static int event_sync(pymic_event *event, uint64_t timeout_ns, const char *op)

@@ -118,18 +118,27 @@ int pymic_stream_take_failure_for_device(pymic_stream *stream, uint64_t seq)
                       stream->number, message);
 }
 
-char *pymic_stream_copy_failure(pymic_stream *stream, int *status)
+char *pymic_stream_copy_failure(pymic_stream *stream, uint64_t through, int *status)
 {
     if (atomic_load_explicit(&stream->failed_seq, memory_order_acquire) == 0)
         return NULL;
     pthread_mutex_lock(&stream->failure_lock);
     char *copy = NULL;
-    if (atomic_load_explicit(&stream->failed_seq, memory_order_relaxed) != 0) {
+    /* (A command after `through` may have failed first when commands are
+     * in flight: it is not the record's business.) */
+    uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_relaxed);
+    if (failed != 0 && failed <= through) {
         *status = stream->failed_status;
         copy = strdup(stream->failure);
     }
     pthread_mutex_unlock(&stream->failure_lock);
     return copy;
+}
+
+bool pymic_stream_failed_before(pymic_stream *stream, uint64_t seq)
+{
+    uint64_t failed = atomic_load_explicit(&stream->failed_seq, memory_order_acquire);
+    return failed != 0 && failed < seq;
 }
 
 void pymic_stream_forgive(pymic_stream *stream, uint64_t seq)

@@ -112,6 +112,35 @@ int pymic_invoke(pymic_stream *stream, const pymic_kernel *kernel, int nargs,
     return PYMIC_OK;
 }
 
+/* A record handed to the backend (backend.h: record): the mark's part
+ * -- the failure before it, `done` -- is finished by the core as
+ * `completed` passes the command (stream.c), whether the backend
+ * completes it later or at once. */
+static int record_on_device(pymic_stream *stream, pymic_command *cmd, uint64_t seq)
+{
+    cmd->on_device = 1;
+    if (stream->ops->record(stream, cmd, seq) == PYMIC_COMMAND_DONE)
+        pymic_command_complete(stream, seq);
+    return PYMIC_COMMAND_IN_FLIGHT; /* (completed by now, or by the backend) */
+}
+
+/* An event wait: on the device when its backend takes it (the mark was
+ * recorded there and is not done yet); else here, once every command
+ * before it has completed. */
+static void wait_event(pymic_stream *stream, pymic_command *cmd, uint64_t seq, int *result)
+{
+    if (pymic_mark_device_resolves(stream, cmd->u.mark)) {
+        cmd->on_device = 1;
+        if (stream->ops->wait_mark(stream, cmd, seq) == PYMIC_COMMAND_IN_FLIGHT) {
+            *result = PYMIC_COMMAND_IN_FLIGHT;
+            return;
+        }
+    }
+    cmd->on_device = 0;
+    pymic_stream_fence(stream, seq);
+    pymic_mark_execute_wait(stream, cmd->u.mark, seq);
+}
+
 int pymic_command_execute(pymic_stream *stream, pymic_command *cmd, uint64_t seq)
 {
     int result;
@@ -129,11 +158,15 @@ int pymic_command_execute(pymic_stream *stream, pymic_command *cmd, uint64_t seq
         pymic_alloc_execute_free(stream, cmd->u.alloc);
         break;
     case PYMIC_CMD_RECORD:
-        pymic_mark_execute_record(stream, cmd->u.mark);
+        if (stream->ops->record)
+            return record_on_device(stream, cmd, seq);
+        cmd->on_device = 0;
+        pymic_mark_execute_record(stream, cmd->u.mark, seq);
         break;
     case PYMIC_CMD_WAIT_EVENT:
-        pymic_mark_execute_wait(stream, cmd->u.mark);
-        break;
+        result = PYMIC_COMMAND_DONE;
+        wait_event(stream, cmd, seq, &result);
+        return result;
     default:
         break;
     }

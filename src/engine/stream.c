@@ -287,6 +287,19 @@ static void complete(pymic_stream *stream, uint64_t seq)
  * would mark its slot.
  * ------------------------------------------------------------------ */
 
+/* Record or wait `seq`, handed to the backend, is passed by `completed`
+ * (complete_lock held).  A record's failure copy and `done` happen here,
+ * in stream order, so a host-side wait or event sync sees every command
+ * before it done. */
+static void finish_on_device(pymic_stream *stream, pymic_command *cmd, uint64_t seq)
+{
+    cmd->on_device = 0;
+    if (cmd->kind == PYMIC_CMD_RECORD)
+        pymic_mark_execute_record(stream, cmd->u.mark, seq);
+    else
+        pymic_mark_release(cmd->u.mark); /* the wait's reference */
+}
+
 void pymic_command_complete(pymic_stream *stream, uint64_t seq)
 {
     /* Once `completed` passes the stream's last command its worker may
@@ -303,6 +316,10 @@ void pymic_command_complete(pymic_stream *stream, uint64_t seq)
             break;
         atomic_store_explicit(&next->finished, 0, memory_order_relaxed);
         upto++;
+        /* A record or wait the backend carried out: its mark's part, now
+         * that every command before it has completed. */
+        if (next->on_device)
+            finish_on_device(stream, next, upto);
     }
     if (upto > before)
         pymic_store_and_notify(&stream->done_q, &stream->completed, upto);
@@ -514,16 +531,37 @@ void pymic_stream_drop_ring(pymic_stream *stream)
  * slots, so producers still find room while the window is full). */
 #define IN_FLIGHT_WINDOW 64u
 
+/* A record or an event wait that the backend carries out on the device
+ * (backend.h: record, wait_mark): like an invoke, not a fence. */
+static bool goes_to_device(pymic_stream *stream, const pymic_command *cmd)
+{
+    if (cmd->kind == PYMIC_CMD_RECORD)
+        return stream->ops->record != NULL;
+    return cmd->kind == PYMIC_CMD_WAIT_EVENT && pymic_mark_device_resolves(stream, cmd->u.mark);
+}
+
+void pymic_stream_fence(pymic_stream *stream, uint64_t seq)
+{
+    wait_completed(stream, seq - 1);
+}
+
+pymic_command *pymic_stream_command(pymic_stream *stream, uint64_t seq)
+{
+    return slot_of(stream->ring, seq);
+}
+
 /* The worker runs its claims in order.  Invokes and copies a backend
  * leaves in flight do not stop it: it submits the next ones, up to
  * IN_FLIGHT_WINDOW commands ahead of `completed`.  FREE, RECORD,
  * WAIT_EVENT and STOP are fences: each runs once every command before it
  * has completed -- memory goes back after its last use has run, an event
  * marks the point when everything before it has run, and an event wait
- * holds back what follows it (on any backend the wait is resolved here,
- * on the host: the worker waits for the mark, then submits the next
- * command).  On a backend that completes every command before its call
- * returns, none of this ever waits. */
+ * holds back what follows it (resolved here, on the host: the worker
+ * waits for the mark, then submits the next command) -- except a RECORD,
+ * and a wait on a mark of the same device, that the backend takes
+ * (goes_to_device): those are submitted like invokes, and the device
+ * orders the streams.  On a backend that completes every command before
+ * its call returns, none of this ever waits. */
 static void *worker_main(void *arg)
 {
     pymic_stream *stream = arg;
@@ -538,8 +576,10 @@ static void *worker_main(void *arg)
         }
         own_end = end;
         for (; seq <= end; seq++) {
-            int kind = slot_of(stream->ring, seq)->kind;
-            if (kind != PYMIC_CMD_INVOKE && kind != PYMIC_CMD_COPY)
+            const pymic_command *cmd = slot_of(stream->ring, seq);
+            int kind = cmd->kind;
+            if (kind != PYMIC_CMD_INVOKE && kind != PYMIC_CMD_COPY &&
+                !goes_to_device(stream, cmd))
                 wait_completed(stream, seq - 1);
             else if (seq > IN_FLIGHT_WINDOW)
                 wait_completed(stream, seq - IN_FLIGHT_WINDOW);

@@ -20,6 +20,9 @@
  * cores to the kernels.  The host waits for each answer of a stream
  * before it sends that stream's next request, so the requests of one
  * stream run in order, and two streams run side by side as on the host.
+ * An event wait between two streams of this device is resolved here
+ * (points.c): the waiting slot's thread waits until the recording slot's
+ * thread has passed the record.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +42,7 @@
 
 #include "../engine/engine.h"
 #include "launch.h"
+#include "points.h"
 #include "progress.h"
 #include "protocol.h"
 #include "pymic.h"
@@ -303,6 +307,38 @@ static void invoke(int tag, slot *s, const unsigned char *message, int bytes)
         answer(tag, PYMIC_OK, 0, NULL);
 }
 
+/* The points to forget that a RECORD or WAIT carries (protocol.h): as
+ * many as the message holds, at most MPIDEV_FORGET_MAX. */
+static uint64_t point_ids_in(const mpidev_request *rq, int bytes)
+{
+    uint64_t room = bytes > (int)MPIDEV_REQUEST_HEAD
+                        ? (uint64_t)(bytes - (int)MPIDEV_REQUEST_HEAD) / sizeof(uint64_t)
+                        : 0;
+    uint64_t n = rq->c < room ? rq->c : room;
+    return n < MPIDEV_FORGET_MAX ? n : MPIDEV_FORGET_MAX;
+}
+
+/* WAIT: this slot's stream goes on once the recording stream has reached
+ * the point.  A point marked failed fails the wait (the slot then skips
+ * the rest of the epoch, as after a failure of its own). */
+static void wait_for_point(int tag, uint64_t id, uint64_t generation)
+{
+    switch (points_wait(id, generation)) {
+    case POINT_REACHED:
+        answer(tag, PYMIC_OK, 0, NULL);
+        break;
+    case POINT_FAILED:
+        served_failed = true;
+        answer(tag, MPIDEV_WAIT_FAILED, 0, NULL);
+        break;
+    default:
+        answer(tag, PYMIC_ERR_SYSTEM, 0,
+               "the event wait was abandoned: the device was reset (or ended) while the "
+               "stream waited");
+        break;
+    }
+}
+
 /* A stream's thread: it alone receives its stream's requests (the
  * stream's tag) and carries each out to its end and answers at once --
  * copies to and from the host, invokes and device-to-device copies on its
@@ -337,7 +373,7 @@ static void *serve_slot(void *arg)
         current = !current;
         int bytes = 0;
         MPI_Get_count(&got, MPI_BYTE, &bytes);
-        uint32_t op = MPIDEV_STOP + 1; /* unknown unless the message says */
+        uint32_t op = MPIDEV_OP_UNKNOWN; /* unless the message says */
         if (bytes >= (int)sizeof op)
             memcpy(&op, message, sizeof op);
         span.asked = (op & MPIDEV_SPAN) != 0;
@@ -367,7 +403,30 @@ static void *serve_slot(void *arg)
             memcpy(&head, message, sizeof head);
             epoch = head.epoch;
         }
-        if (command && skipping && epoch == skip_epoch) {
+        bool skipped = skipping && epoch == skip_epoch;
+        /* An event record is always served: its point is marked (failed
+         * if the stream failed in this epoch), so no wait hangs on it. */
+        if (op == MPIDEV_RECORD || op == MPIDEV_WAIT) {
+            uint64_t forget[MPIDEV_FORGET_MAX], n = point_ids_in(&rq, bytes);
+            memcpy(forget, message + MPIDEV_REQUEST_HEAD, n * sizeof forget[0]);
+            points_forget(forget, n);
+        }
+        if (op == MPIDEV_RECORD) {
+            points_mark(rq.a, skipped || (rq.b & MPIDEV_RECORD_FAILED));
+            if (!(rq.b & MPIDEV_RECORD_NO_ANSWER))
+                answer(tag, PYMIC_OK, 0, NULL);
+            continue;
+        }
+        if (op == MPIDEV_WAIT && !skipped) {
+            served_failed = false;
+            wait_for_point(tag, rq.a, rq.b);
+            if (served_failed) {
+                skipping = true;
+                skip_epoch = epoch;
+            }
+            continue;
+        }
+        if ((command || op == MPIDEV_WAIT) && skipped) {
             if (op == MPIDEV_H2D && rq.b > MPIDEV_INLINE_BYTES)
                 drain(data_tag, &rq);
             answer(tag, MPIDEV_SKIPPED, 0, NULL);
@@ -435,6 +494,7 @@ static void hello(const mpidev_request *rq)
         answer(MPIDEV_TAG_REPLY, PYMIC_ERR_CONFIG, 0, why);
         return;
     }
+    points_set_generation(rq->c);
     /* The local engine takes the host's settings, never PYMIC_DEVICES. */
     const char *kind = getenv("PYMIC_MPI_DEVICE");
     setenv("PYMIC_DEVICES", kind && *kind ? kind : "host", 1);
@@ -637,12 +697,17 @@ static void serve(void)
             continue;
         case MPIDEV_RESET:
             status = pymic_device_reset(LOCAL_DEVICE);
+            /* A stream that waits for an event of a stream the reset
+             * stopped (or that the host gave up while the device was
+             * lost) waits no more. */
+            points_abandon(rq.a);
             break;
         case MPIDEV_CLOCK:
             value = clock_ns();
             break;
         case MPIDEV_QUIT:
             answer(MPIDEV_TAG_REPLY, PYMIC_OK, 0, NULL);
+            points_abandon(UINT64_MAX);
             join_stopped();
             return;
         default:

@@ -23,12 +23,17 @@
 #include "host.h"
 #include "progress.h"
 
-/* An invoke in flight (sent by the stream's worker, answer not yet
- * taken): the receive of its answer, posted before the request left. */
+/* What a request in flight is. */
+enum flight_kind { FLIGHT_INVOKE, FLIGHT_RECORD, FLIGHT_WAIT };
+
+/* A request in flight (an invoke sent by the stream's worker, an event
+ * record or wait; answer not yet taken): the receive of its answer,
+ * posted before the request left. */
 typedef struct in_flight {
     MPI_Request request;
     uint64_t seq;
-    const struct pymic_kernel *kernel; /* kept alive by the command */
+    int kind;                          /* enum flight_kind */
+    const struct pymic_kernel *kernel; /* an invoke's, kept alive by the command */
     bool traced;
     mpidev_reply reply;
 } in_flight;
@@ -159,7 +164,7 @@ static bool check_bounds_asked(void)
     return check && strstr(check, "bounds");
 }
 
-static int hello(mpi_device *md, mpidev_reply *reply);
+static int hello(mpi_device *md, unsigned generation, mpidev_reply *reply);
 
 static bool mpi_open(pymic_device *device)
 {
@@ -173,6 +178,7 @@ static bool mpi_open(pymic_device *device)
     pthread_mutex_init(&md->lock, NULL);
     pthread_rwlock_init(&md->streams_gate, NULL);
     pthread_mutex_init(&md->blocks_lock, NULL);
+    pthread_mutex_init(&md->forget_lock, NULL);
     device->backend = md;
     char why[512];
     if (mpidev_host_ready(why, sizeof why) != PYMIC_OK) {
@@ -187,7 +193,7 @@ static bool mpi_open(pymic_device *device)
     }
     mpidev_reply reply;
     pthread_mutex_lock(&md->control_lock);
-    int status = hello(md, &reply);
+    int status = hello(md, atomic_load(&device->generation), &reply);
     pthread_mutex_unlock(&md->control_lock);
     if (status == PYMIC_OK) {
         pymic_log(1, "device %d: MPI device rank %d drives its %s", device->id, md->rank,
@@ -201,11 +207,13 @@ static bool mpi_open(pymic_device *device)
 
 /* HELLO to a device process (control_lock held): it sets up its local
  * device with this host's settings and says what it holds, what it drives
- * and where it runs. */
-static int hello(mpi_device *md, mpidev_reply *reply)
+ * and where it runs.  `generation`: the device's once this succeeds (its
+ * event waits carry it, protocol.h "Points"). */
+static int hello(mpi_device *md, unsigned generation, mpidev_reply *reply)
 {
     mpidev_request rq = {.op = MPIDEV_HELLO, .a = MPIDEV_PROTOCOL,
-                         .b = check_bounds_asked() ? MPIDEV_FLAG_CHECK_BOUNDS : 0};
+                         .b = check_bounds_asked() ? MPIDEV_FLAG_CHECK_BOUNDS : 0,
+                         .c = generation};
     int status = control_exchange(md, &rq, reply);
     if (status == PYMIC_OK) {
         md->capacity = reply->value;
@@ -658,6 +666,14 @@ static const char *kernel_what(const pymic_command *cmd, char *what, size_t len)
     return what;
 }
 
+/* The name of a request in flight in messages. */
+static const char *flight_what(const in_flight *f)
+{
+    return f->kind == FLIGHT_INVOKE  ? f->kernel->name
+         : f->kind == FLIGHT_RECORD ? "event record"
+                                    : "event wait";
+}
+
 /* The answer of an invoke: a failure recorded (and the epoch moved on),
  * the span traced. */
 static void take_answer(mpi_device *md, mpi_stream *ms, pymic_stream *stream, uint64_t seq,
@@ -672,10 +688,12 @@ static void take_answer(mpi_device *md, mpi_stream *ms, pymic_stream *stream, ui
     }
 }
 
-/* Left in flight (the worker's untraced submissions): the request goes with its
- * answer's receive posted, and mpi_poll takes the answer. */
-static int invoke_in_flight(mpi_device *md, mpi_stream *ms, pymic_stream *stream,
-                            const pymic_command *cmd, uint64_t seq, size_t bytes, bool traced)
+/* Left in flight (the worker's untraced invokes, event records and
+ * waits): the request in ms->message goes with its answer's receive
+ * posted, and mpi_poll takes the answer. */
+static int send_in_flight(mpi_device *md, mpi_stream *ms, pymic_stream *stream, uint64_t seq,
+                          int kind, const struct pymic_kernel *kernel, size_t bytes,
+                          bool traced)
 {
     /* The engine keeps at most MAX_IN_FLIGHT ahead of `completed`; were
      * the ring ever full, the oldest answer is waited for first. */
@@ -686,11 +704,12 @@ static int invoke_in_flight(mpi_device *md, mpi_stream *ms, pymic_stream *stream
     uint64_t tail = atomic_load_explicit(&ms->tail, memory_order_relaxed);
     in_flight *f = &ms->flights[tail % MAX_IN_FLIGHT];
     f->seq = seq;
-    f->kernel = cmd->u.call.handle;
+    f->kind = kind;
+    f->kernel = kernel;
     f->traced = traced;
     f->reply.span_start = 0; /* (a short answer leaves it: no span) */
     if (!stream_ask(md, ms, ms->message, bytes, &f->reply, &f->request)) {
-        fail_underway(stream, seq, f->kernel->name);
+        fail_underway(stream, seq, flight_what(f));
         return PYMIC_COMMAND_DONE;
     }
     /* Counted as a wait for the device process until its answer is taken
@@ -723,7 +742,8 @@ static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t s
     /* A traced invoke is carried out to its answer: its host span then
      * covers its run (a span in flight would be its submission only). */
     if (on_worker && !traced)
-        return invoke_in_flight(md, ms, stream, cmd, seq, bytes, traced);
+        return send_in_flight(md, ms, stream, seq, FLIGHT_INVOKE, cmd->u.call.handle, bytes,
+                              traced);
     mpidev_reply reply;
     reply.span_start = 0; /* (a short answer leaves it: no span) */
     if (!stream_call(md, ms, ms->message, bytes, &reply)) {
@@ -772,8 +792,18 @@ static void mpi_poll(pymic_stream *stream)
     }
     ms->pace.start = 0; /* an answer came: the next wait starts afresh */
     uint64_t seq = f->seq;
-    if (done) {
+    bool wait_resolved = false, wait_failed = false;
+    if (done && f->kind == FLIGHT_INVOKE) {
         take_answer(md, ms, stream, seq, f->kernel, f->traced, &f->reply);
+    } else if (done) {
+        /* An event record's or wait's answer: OK, MPIDEV_SKIPPED (a wait
+         * after a failure of this stream: moot), the point was failed, or
+         * the device's failure (a wait abandoned by a reset). */
+        wait_failed = f->reply.status == MPIDEV_WAIT_FAILED;
+        wait_resolved = f->kind == FLIGHT_WAIT &&
+                        (f->reply.status == PYMIC_OK || wait_failed);
+        if (f->reply.status < 0)
+            fail_with_answer_of(ms, stream, seq, &f->reply, flight_what(f));
     } else {
         /* (MPI is not to be called once gone: finalised, or a fork()ed
          * child's copy of its parent's.) */
@@ -781,14 +811,124 @@ static void mpi_poll(pymic_stream *stream)
             mpidev_abandon(&f->request);
         if (rc != MPI_SUCCESS)
             lose(md, "waiting for an answer of", rc);
-        fail_underway(stream, seq, f->kernel->name);
+        fail_underway(stream, seq, flight_what(f));
     }
     atomic_store_explicit(&ms->head, head + 1, memory_order_release);
     atomic_fetch_sub_explicit(&md->peer.waits, 1, memory_order_release);
     pthread_mutex_unlock(&ms->poll_lock);
     pthread_rwlock_unlock(&md->streams_gate);
+    if (wait_resolved) {
+        /* The host's mark too, and the engine's failure worded from it:
+         * this may wait for the recording stream's answer (so no lock is
+         * held).  After a failure the epoch moves on, as after any
+         * failure seen here. */
+        pymic_mark_wait_resolved(stream, seq, wait_failed);
+        if (wait_failed)
+            atomic_fetch_add_explicit(&ms->epoch, 1, memory_order_release);
+    }
     /* Last: the stream may end once its last command completed. */
     pymic_command_complete(stream, seq);
+}
+
+/* --------------------------------------------------------------- events */
+
+/* Waits between two streams of one device handed to the device (a test's
+ * witness that they are resolved there, not on the host). */
+static _Atomic uint64_t waits_on_device;
+
+__attribute__((visibility("default"))) uint64_t pymic_mpi_waits_on_device(void)
+{
+    return atomic_load(&waits_on_device);
+}
+
+/* The device may drop these points (protocol.h, "Points"): noted here,
+ * sent with the next RECORD or WAIT.  Any thread, possibly with a
+ * stream's completion lock held: only this leaf lock is taken. */
+static void mpi_mark_forget(pymic_device *device, uint64_t id)
+{
+    mpi_device *md = state_of(device);
+    pthread_mutex_lock(&md->forget_lock);
+    if (md->forget_count == md->forget_room) {
+        size_t room = md->forget_room ? 2 * md->forget_room : 64;
+        uint64_t *grown = realloc(md->forget, room * sizeof *grown);
+        if (grown) {
+            md->forget = grown;
+            md->forget_room = room;
+        }
+    }
+    /* (Without memory the device keeps the point: a few bytes there.) */
+    if (md->forget_count < md->forget_room)
+        md->forget[md->forget_count++] = id;
+    pthread_mutex_unlock(&md->forget_lock);
+}
+
+/* A RECORD or WAIT for point `id` into ms->message, with up to
+ * MPIDEV_FORGET_MAX points to forget after its head; its bytes. */
+static size_t pack_point(mpi_device *md, mpi_stream *ms, uint32_t op, uint64_t id,
+                         uint64_t flags)
+{
+    mpidev_request rq = {.op = op, .slot = (uint32_t)ms->slot, .a = id, .b = flags,
+                         .epoch = atomic_load_explicit(&ms->epoch, memory_order_acquire)};
+    pthread_mutex_lock(&md->forget_lock);
+    size_t n = md->forget_count < MPIDEV_FORGET_MAX ? md->forget_count : MPIDEV_FORGET_MAX;
+    md->forget_count -= n;
+    memcpy(ms->message + MPIDEV_REQUEST_HEAD, md->forget + md->forget_count,
+           n * sizeof(uint64_t));
+    pthread_mutex_unlock(&md->forget_lock);
+    rq.c = n;
+    memcpy(ms->message, &rq, MPIDEV_REQUEST_HEAD);
+    return MPIDEV_REQUEST_HEAD + n * sizeof(uint64_t);
+}
+
+/* An event record of a stream of this device: its point goes to the
+ * device in stream order, in flight like an invoke; the engine sets the
+ * host's mark when the answer comes (every request before it answered). */
+static int mpi_record(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
+{
+    mpi_device *md = state_of(stream->device);
+    mpi_stream *ms = stream->backend_worker;
+    uint64_t failed = pymic_stream_failed_before(stream, seq) ? MPIDEV_RECORD_FAILED : 0;
+    if (atomic_load_explicit(&stream->device->lost, memory_order_acquire)) {
+        /* The point is still marked (failed, no answer) where the device
+         * process can hear it: a wait sent to it meanwhile -- the device
+         * lost and reset between a waiter's look and its request -- must
+         * not hang there. */
+        if (!md->gone && !atomic_load(&md->ended)) {
+            size_t bytes = pack_point(md, ms, MPIDEV_RECORD, cmd->u.mark->backend_id,
+                                      MPIDEV_RECORD_FAILED | MPIDEV_RECORD_NO_ANSWER);
+            mpidev_send(ms->message, (int)bytes, md->rank, MPIDEV_TAG_STREAM(ms->slot),
+                        md->comm, &md->peer);
+        }
+        refuse_if_lost(stream, seq, "event record");
+        return PYMIC_COMMAND_DONE;
+    }
+    size_t bytes = pack_point(md, ms, MPIDEV_RECORD, cmd->u.mark->backend_id, failed);
+    return send_in_flight(md, ms, stream, seq, FLIGHT_RECORD, NULL, bytes, false);
+}
+
+/* A wait for an event recorded on a stream of this device (not yet done on
+ * the host): the device's slot thread waits for the point, and this
+ * stream's worker goes on sending what follows. */
+static int mpi_wait_mark(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
+{
+    mpi_device *md = state_of(stream->device);
+    mpi_stream *ms = stream->backend_worker;
+    const pymic_mark *mark = cmd->u.mark;
+    /* Counted as a wait for the device process before anything is
+     * looked at: a reset that replaces the process waits for it, and one
+     * that has already done so shows in the generation. */
+    atomic_fetch_add_explicit(&md->peer.waits, 1, memory_order_seq_cst);
+    int result = PYMIC_COMMAND_DONE; /* not taken: the engine waits on the host */
+    if (!atomic_load(&stream->device->lost) &&
+        mark->owner_generation == atomic_load(&stream->device->generation)) {
+        size_t bytes = pack_point(md, ms, MPIDEV_WAIT, mark->backend_id,
+                                  mark->owner_generation);
+        result = send_in_flight(md, ms, stream, seq, FLIGHT_WAIT, NULL, bytes, false);
+        if (result == PYMIC_COMMAND_IN_FLIGHT)
+            atomic_fetch_add_explicit(&waits_on_device, 1, memory_order_relaxed);
+    }
+    atomic_fetch_sub_explicit(&md->peer.waits, 1, memory_order_release);
+    return result;
 }
 
 /* ---------------------------------------------------------- caller runs */
@@ -974,7 +1114,7 @@ static int respawn(mpi_device *md)
     atomic_store(&md->ended, false);
     atomic_store(&md->clock_session, 0); /* a new process: its clock is read again */
     mpidev_reply reply = {0};
-    int status = hello(md, &reply);
+    int status = hello(md, atomic_load(&device->generation) + 1, &reply);
     /* Each stream of the host gets its thread there again; slots of
      * streams that ended meanwhile are free. */
     for (int i = 0; status == PYMIC_OK && i < MPIDEV_MAX_STREAMS; i++) {
@@ -1020,7 +1160,9 @@ static int mpi_reset(pymic_device *device)
     /* The device process is alive if it answers; a lost local device is
      * restarted by its engine's reset. */
     atomic_store(&device->lost, 0);
-    mpidev_request rq = {.op = MPIDEV_RESET};
+    /* The generation the device has once reset: event waits sent before
+     * (they carry the old one) give up there, even those served after. */
+    mpidev_request rq = {.op = MPIDEV_RESET, .a = atomic_load(&device->generation) + 1u};
     mpidev_reply reply;
     int status = control_call(md, &rq, &reply);
     /* The threads of streams that ended while the device was lost still
@@ -1063,11 +1205,13 @@ static void mpi_prefork(pymic_device *device)
     pthread_mutex_lock(&md->control_lock);
     pthread_mutex_lock(&md->lock);
     pthread_mutex_lock(&md->blocks_lock); /* a leaf: never held with another */
+    pthread_mutex_lock(&md->forget_lock); /* a leaf too */
 }
 
 static void mpi_postfork_parent(pymic_device *device)
 {
     mpi_device *md = state_of(device);
+    pthread_mutex_unlock(&md->forget_lock);
     pthread_mutex_unlock(&md->blocks_lock);
     pthread_mutex_unlock(&md->lock);
     pthread_mutex_unlock(&md->control_lock);
@@ -1079,6 +1223,7 @@ static void mpi_postfork_child(pymic_device *device)
     pthread_mutex_init(&md->lock, NULL);
     pthread_mutex_init(&md->control_lock, NULL);
     pthread_mutex_init(&md->blocks_lock, NULL);
+    pthread_mutex_init(&md->forget_lock, NULL);
     pthread_rwlock_init(&md->streams_gate, NULL);
     /* MPI does not survive fork(): the device is the parent's. */
     md->gone = true;
@@ -1103,6 +1248,9 @@ const pymic_backend_ops pymic_mpi_backend = {
     .copy = mpi_copy,
     .invoke = mpi_invoke,
     .poll = mpi_poll,
+    .record = mpi_record,
+    .wait_mark = mpi_wait_mark,
+    .mark_forget = mpi_mark_forget,
     .caller_may_run = mpi_caller_may_run,
     .library_open = mpi_library_open,
     .kernel_find = mpi_kernel_find,

@@ -67,6 +67,11 @@ typedef struct mpi_device {
     _Atomic uint64_t clock_session;
     _Atomic int64_t clock_offset;
     _Atomic uint64_t clock_error;
+    /* Event points the host will wait for no more (mark_forget), to ride
+     * on the next RECORD or WAIT to the device (protocol.h, "Points"). */
+    pthread_mutex_t forget_lock;
+    uint64_t *forget;
+    size_t forget_count, forget_room;
     struct mpi_device *next; /* every opened device, for the end */
 } mpi_device;
 

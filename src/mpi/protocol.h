@@ -41,7 +41,7 @@
 
 #include "pymic.h"
 
-#define MPIDEV_PROTOCOL 3
+#define MPIDEV_PROTOCOL 4
 
 #define MPIDEV_TAG_CONTROL 1
 #define MPIDEV_TAG_REPLY 2
@@ -67,7 +67,8 @@
 
 enum mpidev_op {
     /* control */
-    MPIDEV_HELLO = 1, /* a: protocol, b: flags (MPIDEV_FLAG_*); answer:
+    MPIDEV_HELLO = 1, /* a: protocol, b: flags (MPIDEV_FLAG_*), c: the
+                         device's generation (see "Points"); answer:
                          value = memory capacity, pad = the device's pid,
                          text = the local device's name, a newline, the
                          device's node (MPI_Get_processor_name)          */
@@ -85,7 +86,8 @@ enum mpidev_op {
                          answer value = kernel handle                    */
     MPIDEV_UNLOAD,    /* a: library handle                                */
     MPIDEV_START,     /* slot: start serving the stream slot              */
-    MPIDEV_RESET,     /* reset the local device                           */
+    MPIDEV_RESET,     /* reset the local device; a: the device's
+                         generation from now on (see "Points")           */
     MPIDEV_QUIT,      /* end the device process (answer, then it leaves)  */
     MPIDEV_CLOCK,     /* answer value = the device's clock (CLOCK_MONOTONIC
                          ns): the host reads it against its own in a round
@@ -101,8 +103,47 @@ enum mpidev_op {
                          head in the same message                        */
     MPIDEV_D2D,       /* a: destination, b: source, c: bytes (overlap ok) */
     MPIDEV_INVOKE,    /* mpidev_invoke below                              */
-    MPIDEV_STOP       /* the slot's thread ends (a: 1 = no answer)        */
+    MPIDEV_STOP,      /* the slot's thread ends (a: 1 = no answer)        */
+    /* Events resolved on the device (see "Points" below). */
+    MPIDEV_RECORD,    /* a: point, b: MPIDEV_RECORD_* flags; c: points
+                         to forget, as
+                         c uint64_t after the head (up to
+                         MPIDEV_FORGET_MAX); answered once the point is
+                         marked (every request before it was served)    */
+    MPIDEV_WAIT,      /* a: point, b: the device's generation as the host
+                         saw it, c and forget as RECORD; answered once
+                         the point is marked: OK, MPIDEV_WAIT_FAILED, or a
+                         failure (abandoned by a reset or the end)      */
+    MPIDEV_OP_UNKNOWN /* (none of the above)                             */
 };
+
+/* Points: a wait between two streams of one device is resolved on the
+ * device.  The host names each event record of a stream of this device by
+ * a number (the engine's mark number, unique in the host process); the
+ * recording slot's thread marks that point when it serves the RECORD --
+ * every request before it on its stream has then been carried out --
+ * failed if one of them failed in this epoch (the device skips the rest of
+ * it) or the host says a failure came before it.  A waiting slot's thread
+ * serves WAIT by waiting until the point is marked, so the host's worker
+ * sends what follows the wait at once, with no round trip through the
+ * host.  A point marked failed fails the wait (MPIDEV_WAIT_FAILED), and the
+ * waiting stream skips the rest of that epoch, as after a failure of its
+ * own.  A point exists from its RECORD or first WAIT until the host
+ * forgets it (its mark is freed: no wait for it can come any more); the
+ * forgotten points ride on the next RECORD or WAIT of any stream of the
+ * device, so the device holds at most the points the host holds plus
+ * those forgotten since.  A reset (and the device's end) abandons the
+ * waits under way and the points not yet marked, and every wait sent
+ * before it, even one served after it (each WAIT carries the generation
+ * -- the count of the device's resets -- the host knew when it sent it;
+ * HELLO and RESET say what it is from then on), so no wait is left
+ * hanging. */
+#define MPIDEV_WAIT_FAILED 2
+/* RECORD's b: a failure came before it; no answer (sent while the device
+ * is lost, so a wait sent meanwhile is not left hanging). */
+#define MPIDEV_RECORD_FAILED 1u
+#define MPIDEV_RECORD_NO_ANSWER 2u
+#define MPIDEV_FORGET_MAX 64
 
 /* A stream request whose op has this bit asks for the device's span of
  * the request (a traced command): its answer then carries span_start and

@@ -23,6 +23,8 @@
  */
 #include "check.h"
 
+#include <dlfcn.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -144,6 +146,306 @@ static void test_streams_and_events(pymic_library *lib)
     CHECK_OK(pymic_mem_free(second, counter));
     CHECK_OK(pymic_stream_destroy(first));
     CHECK_OK(pymic_stream_destroy(second));
+}
+
+/* Event waits the MPI backend handed to the device so far
+ * (pymic_mpi_waits_on_device, in the plugin the registry loaded from
+ * PYMIC_BACKEND_PATH). */
+static uint64_t waits_on_device(void)
+{
+    static uint64_t (*counter)(void);
+    const char *dirs = getenv("PYMIC_BACKEND_PATH");
+    char path[4096];
+    for (const char *at = dirs; !counter && at && *at;) {
+        size_t len = strcspn(at, ":");
+        snprintf(path, sizeof path, "%.*s/libpymic_mpi.so", (int)len, at);
+        void *plugin = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+        if (plugin)
+            counter = (uint64_t(*)(void))(uintptr_t)dlsym(plugin, "pymic_mpi_waits_on_device");
+        at += len + (at[len] == ':');
+    }
+    CHECK(counter != NULL);
+    return counter ? counter() : 0;
+}
+
+/* Until the waiting stream's worker has handed its wait to the device
+ * (which it does without waiting for the recording stream's commands:
+ * those are held at a gate until the caller opens it). */
+static void until_waits_on_device(uint64_t target)
+{
+    /* (The deadline only keeps a broken run from hanging: a wait handed
+     * to the device shows at once.) */
+    uint64_t tries = 0;
+    while (waits_on_device() < target && check_failed == 0 && ++tries < 100000000u)
+        sched_yield();
+    CHECK(waits_on_device() >= target);
+}
+
+static int64_t read_on(pymic_stream *s, void *d);
+
+/* `count` int64s in device memory of `device`, the first set to `value`
+ * on `s` (a log for the append kernel: its length, then its entries). */
+static void *device_ints(int device, pymic_stream *s, int64_t value, size_t count)
+{
+    void *d;
+    CHECK_OK(pymic_mem_alloc(device, count * sizeof value, 0, &d));
+    CHECK_OK(pymic_memcpy_h2d(s, d, 0, &value, sizeof value));
+    CHECK_OK(pymic_stream_sync(s));
+    return d;
+}
+
+static void *device_int(int device, pymic_stream *s, int64_t value)
+{
+    return device_ints(device, s, value, 1);
+}
+
+/* A wait between two streams of the MPI device is resolved on the device:
+ * the writer is held at a gate on the device, and the reader's worker
+ * hands its wait to the device all the same (on the host it would wait
+ * for the writer's answers) and sends what follows; the reader's kernel
+ * still runs only after the writer's, and reads what it wrote.  Twice,
+ * re-recording the event, the second time with the reader's wait sent
+ * before the writer's record (the device waits for a point it has not
+ * seen yet). */
+static void test_wait_resolved_on_device(pymic_library *lib)
+{
+    pymic_stream *writer, *reader, *opener;
+    CHECK_OK(pymic_stream_create(0, &writer));
+    CHECK_OK(pymic_stream_create(0, &reader));
+    CHECK_OK(pymic_stream_create(0, &opener));
+    pymic_event *written;
+    CHECK_OK(pymic_event_create(&written));
+    void *started = device_int(0, opener, 0), *gate = device_int(0, opener, 0);
+    void *counter = device_int(0, opener, 0), *log = device_ints(0, opener, 0, 3);
+    int64_t zero = 0, one = 1;
+    pymic_arg held[] = {{started, 0}, {gate, 0}}, count[] = {{counter, 0}};
+    pymic_arg logged[] = {{log, 0}, {counter, 0}}; /* appends the counter's value */
+    for (int round = 1; round <= 2; round++) {
+        uint64_t handed = waits_on_device();
+        CHECK_OK(pymic_memcpy_h2d(opener, started, 0, &zero, sizeof zero));
+        CHECK_OK(pymic_memcpy_h2d(opener, gate, 0, &zero, sizeof zero));
+        CHECK_OK(pymic_stream_sync(opener));
+        CHECK_OK(pymic_invoke(writer, find(lib, "announce_then_wait"), 2, held));
+        for (int i = 0; i < 3; i++)
+            CHECK_OK(pymic_invoke(writer, find(lib, "increment"), 1, count));
+        CHECK_OK(pymic_event_record(written, writer));
+        CHECK_OK(pymic_stream_wait_event(reader, written));
+        CHECK_OK(pymic_invoke(reader, find(lib, "append"), 2, logged));
+        until_waits_on_device(handed + 1);
+        CHECK(pymic_stream_query(reader) == 0); /* held by the writer's gate */
+        CHECK(pymic_event_query(written) == 0);
+        while (read_on(opener, started) != 1)
+            ;
+        CHECK_OK(pymic_memcpy_h2d(opener, gate, 0, &one, sizeof one));
+        CHECK_OK(pymic_stream_sync(reader));
+        /* Passed by the reader: the event is done here too. */
+        CHECK(pymic_event_query(written) == 1);
+        CHECK_OK(pymic_stream_sync(writer));
+        int64_t seen[3];
+        CHECK_OK(pymic_memcpy_d2h(opener, seen, log, 0, sizeof seen));
+        CHECK_OK(pymic_stream_sync(opener));
+        CHECK(seen[0] == round);         /* entries appended so far */
+        CHECK(seen[round] == 3 * round); /* what the writer had counted */
+    }
+    CHECK(waits_on_device() >= 2);
+    CHECK_OK(pymic_event_destroy(written));
+    void *blocks[] = {started, gate, counter, log};
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(pymic_mem_free(opener, blocks[i]));
+    CHECK_OK(pymic_stream_destroy(writer));
+    CHECK_OK(pymic_stream_destroy(reader));
+    CHECK_OK(pymic_stream_destroy(opener));
+}
+
+/* Many waits on records that come and go: every one resolved, in order
+ * (the device forgets the points the host no longer holds). */
+static void test_many_waits_on_device(pymic_library *lib)
+{
+    enum { ROUNDS = 200 };
+    pymic_stream *a, *b;
+    CHECK_OK(pymic_stream_create(0, &a));
+    CHECK_OK(pymic_stream_create(0, &b));
+    void *counter = device_int(0, a, 0), *log = device_ints(0, a, 0, 2);
+    pymic_arg count[] = {{counter, 0}}, logged[] = {{log, 0}, {counter, 0}};
+    for (int i = 0; i < ROUNDS; i++) {
+        pymic_event *e;
+        CHECK_OK(pymic_event_create(&e));
+        CHECK_OK(pymic_invoke(a, find(lib, "increment"), 1, count));
+        CHECK_OK(pymic_event_record(e, a));
+        CHECK_OK(pymic_stream_wait_event(b, e));
+        CHECK_OK(pymic_event_destroy(e));
+        if (i == ROUNDS - 1) /* the counter as the last wait let it be */
+            CHECK_OK(pymic_invoke(b, find(lib, "append"), 2, logged));
+    }
+    CHECK_OK(pymic_stream_sync(b));
+    int64_t seen[2];
+    CHECK_OK(pymic_memcpy_d2h(a, seen, log, 0, sizeof seen));
+    CHECK_OK(pymic_stream_sync(a));
+    CHECK(seen[0] == 1 && seen[1] == ROUNDS);
+    CHECK_OK(pymic_mem_free(a, counter));
+    CHECK_OK(pymic_mem_free(a, log));
+    CHECK_OK(pymic_stream_destroy(a));
+    CHECK_OK(pymic_stream_destroy(b));
+}
+
+/* PYMIC_CHECK=bounds on a remote proc device: the writer's kernel fails
+ * on the device before its record, with the reader's wait already on the
+ * device.  The reader fails with the writer's failure, worded as on the
+ * host, and its kernel sent after the wait does not run (the device skips
+ * it); what it sends after the report runs. */
+static void test_wait_failure_on_device(pymic_library *lib)
+{
+    pymic_stream *writer, *reader, *opener;
+    CHECK_OK(pymic_stream_create(0, &writer));
+    CHECK_OK(pymic_stream_create(0, &reader));
+    CHECK_OK(pymic_stream_create(0, &opener));
+    pymic_event *written;
+    CHECK_OK(pymic_event_create(&written));
+    void *started = device_int(0, opener, 0), *gate = device_int(0, opener, 0);
+    void *counter = device_int(0, opener, 0), *out;
+    CHECK_OK(pymic_mem_alloc(0, 4 * sizeof(double), 0, &out));
+    int64_t one = 1, n = 5;
+    pymic_arg held[] = {{started, 0}, {gate, 0}}, count[] = {{counter, 0}};
+    pymic_arg past[] = {{out, 0}, {&n, sizeof n}};
+    uint64_t handed = waits_on_device();
+    CHECK_OK(pymic_invoke(writer, find(lib, "announce_then_wait"), 2, held));
+    CHECK_OK(pymic_invoke(writer, find(lib, "write_past"), 2, past));
+    CHECK_OK(pymic_event_record(written, writer));
+    CHECK_OK(pymic_stream_wait_event(reader, written));
+    CHECK_OK(pymic_invoke(reader, find(lib, "increment"), 1, count));
+    until_waits_on_device(handed + 1);
+    while (read_on(opener, started) != 1)
+        ;
+    CHECK_OK(pymic_memcpy_h2d(opener, gate, 0, &one, sizeof one));
+    CHECK(pymic_stream_sync(reader) != PYMIC_OK);
+    CHECK_MESSAGE("write_past");
+    CHECK_MESSAGE("this stream waited for an event recorded after that on device 0");
+    CHECK(read_on(opener, counter) == 0); /* skipped on the device */
+    CHECK(pymic_stream_sync(writer) != PYMIC_OK);
+    CHECK_MESSAGE("write_past");
+    CHECK_OK(pymic_invoke(reader, find(lib, "increment"), 1, count));
+    CHECK_OK(pymic_stream_sync(reader));
+    CHECK(read_on(opener, counter) == 1); /* after the report: runs */
+    CHECK_OK(pymic_event_destroy(written));
+    void *blocks[] = {started, gate, counter, out};
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(pymic_mem_free(opener, blocks[i]));
+    CHECK_OK(pymic_stream_destroy(writer));
+    CHECK_OK(pymic_stream_destroy(reader));
+    CHECK_OK(pymic_stream_destroy(opener));
+}
+
+/* A wait on an event of another device (the host device beside it) is
+ * resolved through the host: it holds the MPI stream until the host
+ * device's kernel has run, and the device is not asked to wait. */
+static void test_wait_on_another_device(pymic_library *lib)
+{
+    pymic_library *here;
+    pymic_stream *on_host, *opener, *on_mpi;
+    CHECK_OK(pymic_library_load(1, kernels_path, &here));
+    CHECK_OK(pymic_stream_create(1, &on_host));
+    CHECK_OK(pymic_stream_create(1, &opener));
+    CHECK_OK(pymic_stream_create(0, &on_mpi));
+    pymic_event *done_here;
+    CHECK_OK(pymic_event_create(&done_here));
+    void *started = device_int(1, opener, 0), *gate = device_int(1, opener, 0);
+    void *counter = device_int(0, on_mpi, 0);
+    int64_t one = 1;
+    pymic_arg held[] = {{started, 0}, {gate, 0}}, count[] = {{counter, 0}};
+    uint64_t handed = waits_on_device();
+    CHECK_OK(pymic_invoke(on_host, find(here, "announce_then_wait"), 2, held));
+    CHECK_OK(pymic_event_record(done_here, on_host));
+    CHECK_OK(pymic_stream_wait_event(on_mpi, done_here));
+    CHECK_OK(pymic_invoke(on_mpi, find(lib, "increment"), 1, count));
+    while (read_on(opener, started) != 1)
+        ;
+    CHECK(pymic_stream_query(on_mpi) == 0); /* held by the host device's gate */
+    CHECK_OK(pymic_memcpy_h2d(opener, gate, 0, &one, sizeof one));
+    CHECK_OK(pymic_stream_sync(on_mpi));
+    CHECK(read_on(on_mpi, counter) == 1);
+    CHECK(waits_on_device() == handed);
+    CHECK_OK(pymic_event_destroy(done_here));
+    CHECK_OK(pymic_mem_free(opener, started));
+    CHECK_OK(pymic_mem_free(opener, gate));
+    CHECK_OK(pymic_mem_free(on_mpi, counter));
+    CHECK_OK(pymic_stream_destroy(on_host));
+    CHECK_OK(pymic_stream_destroy(opener));
+    CHECK_OK(pymic_stream_destroy(on_mpi));
+    CHECK_OK(pymic_library_unload(here));
+}
+
+/* A wait left pending on the device: the writer's record cannot reach
+ * the device, since the writer's worker waits first (on the host) for an
+ * event of the host device beside it, held at a gate; the reader's wait
+ * for that record is on the device, and a kernel of the reader's after
+ * it.  pending_end opens the gate. */
+typedef struct pending_wait {
+    pymic_library *here;
+    pymic_stream *writer, *reader, *held_here, *opener_here;
+    pymic_event *written, *released;
+    void *started, *gate; /* the host device's */
+    void *counter;        /* the MPI device's */
+} pending_wait;
+
+static void pending_begin(pending_wait *p, pymic_library *lib)
+{
+    CHECK_OK(pymic_library_load(1, kernels_path, &p->here));
+    CHECK_OK(pymic_stream_create(1, &p->held_here));
+    CHECK_OK(pymic_stream_create(1, &p->opener_here));
+    CHECK_OK(pymic_stream_create(0, &p->writer));
+    CHECK_OK(pymic_stream_create(0, &p->reader));
+    CHECK_OK(pymic_event_create(&p->written));
+    CHECK_OK(pymic_event_create(&p->released));
+    p->started = device_int(1, p->opener_here, 0);
+    p->gate = device_int(1, p->opener_here, 0);
+    p->counter = device_int(0, p->reader, 0);
+    pymic_arg held[] = {{p->started, 0}, {p->gate, 0}}, count[] = {{p->counter, 0}};
+    uint64_t handed = waits_on_device();
+    CHECK_OK(pymic_invoke(p->held_here, find(p->here, "announce_then_wait"), 2, held));
+    CHECK_OK(pymic_event_record(p->released, p->held_here));
+    CHECK_OK(pymic_stream_wait_event(p->writer, p->released)); /* on the host */
+    CHECK_OK(pymic_event_record(p->written, p->writer));
+    CHECK_OK(pymic_stream_wait_event(p->reader, p->written)); /* on the device */
+    CHECK_OK(pymic_invoke(p->reader, find(lib, "increment"), 1, count));
+    until_waits_on_device(handed + 1);
+    CHECK(pymic_stream_query(p->reader) == 0);
+}
+
+static void pending_end(pending_wait *p)
+{
+    int64_t one = 1;
+    CHECK_OK(pymic_memcpy_h2d(p->opener_here, p->gate, 0, &one, sizeof one));
+    CHECK_OK(pymic_stream_sync(p->held_here));
+    CHECK_OK(pymic_mem_free(p->opener_here, p->started));
+    CHECK_OK(pymic_mem_free(p->opener_here, p->gate));
+    CHECK_OK(pymic_event_destroy(p->written));
+    CHECK_OK(pymic_event_destroy(p->released));
+    CHECK_OK(pymic_stream_destroy(p->held_here));
+    CHECK_OK(pymic_stream_destroy(p->opener_here));
+    CHECK_OK(pymic_library_unload(p->here));
+}
+
+/* A reset while a wait is pending on the device: the wait gives up (the
+ * reader's sync returns; a failure of a command the reset caught is
+ * forgiven), the writer's record still reaches the device later, and the
+ * device works on: streams ordered by an event on the device again. */
+static void test_reset_with_a_wait_pending(pymic_library *lib)
+{
+    pending_wait p;
+    pending_begin(&p, lib);
+    CHECK_OK(pymic_device_reset(0));
+    int status = pymic_stream_sync(p.reader);
+    CHECK(status == PYMIC_OK || strstr(pymic_last_error(), "reset") != NULL);
+    pending_end(&p);
+    CHECK_OK(pymic_stream_sync(p.writer));
+    CHECK(pymic_device_lost(0, NULL, 0) == 0);
+    CHECK_OK(pymic_mem_free(p.reader, p.counter));
+    CHECK_OK(pymic_stream_destroy(p.writer));
+    CHECK_OK(pymic_stream_destroy(p.reader));
+    pymic_library *again;
+    CHECK_OK(pymic_library_load(0, kernels_path, &again));
+    test_wait_resolved_on_device(again);
+    CHECK_OK(pymic_library_unload(again));
 }
 
 /* A traced command on the MPI device has its span in the device process
@@ -337,11 +639,21 @@ static void test_remote_process_ends(void)
     pymic_stream *s;
     CHECK_OK(pymic_library_load(0, kernels_path, &lib));
     CHECK_OK(pymic_stream_create(0, &s));
+    /* With a wait pending on the device: its stream's sync does not hang
+     * either, nor does the writer's, whose record comes after the loss. */
+    pending_wait p;
+    pending_begin(&p, lib);
     CHECK_OK(pymic_invoke(s, find(lib, "crash_segv"), 0, NULL));
     CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_DEVICE_LOST);
     CHECK_MESSAGE("MPI device process");
     CHECK_MESSAGE("crash_segv");
     CHECK(pymic_device_lost(0, NULL, 0) == 1);
+    CHECK_STATUS(pymic_stream_sync(p.reader), PYMIC_ERR_DEVICE_LOST);
+    CHECK_MESSAGE("event wait");
+    pending_end(&p);
+    CHECK_STATUS(pymic_stream_sync(p.writer), PYMIC_ERR_DEVICE_LOST);
+    CHECK_OK(pymic_stream_destroy(p.writer));
+    CHECK_OK(pymic_stream_destroy(p.reader));
     CHECK_OK(pymic_stream_destroy(s));
     /* The host device beside it is untouched. */
     pymic_library *here;
@@ -581,11 +893,18 @@ int main(int argc, char **argv)
     test_library_without_a_shared_path();
     test_failures(lib);
     test_invokes_in_flight(lib, false);
+    test_wait_resolved_on_device(lib);
+    test_many_waits_on_device(lib);
+    test_wait_on_another_device(lib);
     if (remote_proc) {
         test_remote_bounds(lib);
         test_invokes_in_flight(lib, true);
-        test_remote_crash_and_reset(); /* (the reset made `lib` stale) */
+        test_wait_failure_on_device(lib);
+        test_reset_with_a_wait_pending(lib);
+        CHECK_OK(pymic_library_unload(lib)); /* (the reset made it stale) */
+        test_remote_crash_and_reset();
     } else {
+        test_reset_with_a_wait_pending(lib);
         CHECK_OK(pymic_library_unload(lib));
         /* Last: they end the device process (a reset starts a new one),
          * over shared memory and over TCP alike. */

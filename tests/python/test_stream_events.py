@@ -1,6 +1,8 @@
 """Streams and events (API.md sections 5 and 6)."""
 
+import ctypes
 import gc
+import os
 
 import numpy as np
 import pytest
@@ -116,6 +118,49 @@ def test_event_from_another_stream_in_a_pipeline(device, lib):
     second.sync()
     for i, chunk in enumerate(chunks):
         np.testing.assert_array_equal(chunk.array, np.full(8, 6.0 * i))
+
+
+def waits_on_device():
+    """Event waits the MPI backend handed to its devices (the plugin's count)."""
+    library = ctypes.CDLL(os.path.join(os.path.dirname(pymic.__file__), "libpymic_mpi.so"))
+    library.pymic_mpi_waits_on_device.restype = ctypes.c_uint64
+    return int(library.pymic_mpi_waits_on_device())
+
+
+def test_wait_between_streams_of_one_device_while_the_writer_is_held(device, lib):
+    # The writer is held at a gate in device memory; the reader waits for
+    # the writer's event and then reads what it wrote.  On an MPI device
+    # the wait is resolved on the device: the reader's worker hands it over
+    # while the writer is still held (on the host it would wait for the
+    # writer's commands to come back first), and the order still holds.
+    opener = device.create_stream()
+    writer = device.create_stream()
+    reader = device.create_stream()
+    gate = opener.bind(np.zeros(1, dtype=np.int64))
+    opener.sync()
+    data = writer.bind(np.zeros(4))
+    writer.sync()
+    handed = waits_on_device() if device.kind == "mpi" else 0
+    writer.invoke(lib.wait_for_device_gate, gate)
+    writer.invoke(lib.sleep_then_fill, data, 4, 9.0, 0)
+    written = writer.record_event()
+    reader.wait_event(written)
+    result = reader.bind(np.zeros(4))
+    reader.invoke(lib.copy_double, result, data, 4)
+    result.update_host()
+    if device.kind == "mpi":
+        # Bounded only so that a broken run fails instead of hanging.
+        for _ in range(10_000_000):
+            if waits_on_device() > handed:
+                break
+            os.sched_yield()
+        assert waits_on_device() == handed + 1
+    assert not written.done
+    gate.fill(1)
+    reader.sync()
+    np.testing.assert_array_equal(result.array, np.full(4, 9.0))
+    assert written.done
+    writer.sync()
 
 
 def test_wait_event_rejects_non_events(stream, usable):
