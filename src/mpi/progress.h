@@ -108,6 +108,7 @@ typedef struct mpidev_pace {
     uint64_t spin, yield;
     uint64_t start, watched;
     unsigned polls;
+    bool pausing; /* it sleeps: a sleep after every poll */
 } mpidev_pace;
 
 mpidev_pace mpidev_pace_of(bool transfer);
