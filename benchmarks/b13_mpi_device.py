@@ -13,7 +13,8 @@ and each time against the same transport's peer:
   the target, which stays against the plain ping-pong;
 * bandwidth: h2d + sync and d2h + sync from 4 KiB to 256 MiB against
   ``MPI_Send``/``MPI_Recv`` of the same bytes followed by a one-word answer
-  (the shape of a copy that completes);
+  (the shape of a copy that completes), each the best of 7 in a run, the
+  device's and the peer's runs taking turns three times;
 * dgemm n = 2048 on the MPI device with its transfers (A and B in, C out)
   against numpy.dot on the host.
 
@@ -48,6 +49,9 @@ TRANSPORTS = {"shared memory": {}, "tcp": {"OMPI_MCA_btl": "self,tcp"}}
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "OMPI_MCA_btl_vader_single_copy_mechanism": "none"}
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: Runs of the copies per transport, the device's and its peer's in turn
+#: (see `_copies`).
+BANDWIDTH_ROUNDS = 3
 
 
 def _unavailable():
@@ -206,11 +210,10 @@ def _transport(context, programs, env):
         "mpi4py_pingpong_s": _json_of(
             _mpirun([sys.executable, "-c", MPI4PY_PINGPONG, str(count // 4), str(repeats)], env),
             env)["round_trip_s"],
-        "device_copies_s": _json_of(
-            _mpmd([device, library, "bandwidth", str(repeats), *size_args], server), device_env),
-        "peer_copies_s": _json_of(_mpirun([peer, "bandwidth", str(repeats), *size_args], env),
-                                  env),
     }
+    figures.update(_copies(context, lambda: _json_of(
+        _mpmd([device, library, "bandwidth", str(repeats), *size_args], server), device_env),
+        lambda: _json_of(_mpirun([peer, "bandwidth", str(repeats), *size_args], env), env)))
     options = json.dumps({"quick": context.quick, "kernel_dir": str(context.kernel_dir)})
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "b13.json")
@@ -219,6 +222,52 @@ def _transport(context, programs, env):
         with open(out, encoding="utf-8") as source:
             figures.update(json.load(source))
     return figures
+
+
+def _copies(context, device_run, peer_run):
+    """The copy figures of the device and its peer, taking turns.
+
+    One run of each, seconds apart, is no fair pair on a shared machine:
+    back-to-back runs of the same program gave its best-of-7 at 1 MiB
+    anywhere from 0.2 to 22 GB/s while other work ran (the other
+    contender's run lands in another moment).  So each runs
+    `BANDWIDTH_ROUNDS` times, the two alternating (the first to go
+    alternates too), and each size keeps its best time over all of them.
+
+    Returns
+    -------
+    dict
+        ``device_copies_s`` and ``peer_copies_s``, per size the best
+        seconds of ``h2d`` and ``d2h``.
+    """
+    runs = {"device_copies_s": [], "peer_copies_s": []}
+    turns = [("device_copies_s", device_run), ("peer_copies_s", peer_run)]
+    for round_ in range(context.pick(BANDWIDTH_ROUNDS, 1)):
+        for name, run in turns if round_ % 2 == 0 else turns[::-1]:
+            runs[name].append(run())
+    return {name: best_of(seconds) for name, seconds in runs.items()}
+
+
+def best_of(runs):
+    """Per size and direction the shortest time of several runs.
+
+    Parameters
+    ----------
+    runs : list of dict
+        Each run's ``{size: {"h2d": seconds, "d2h": seconds}}``.
+
+    Returns
+    -------
+    dict
+        The same shape, each time the shortest of the runs'.
+    """
+    best = {}
+    for run in runs:
+        for size, times in run.items():
+            kept = best.setdefault(size, {})
+            for direction, seconds in times.items():
+                kept[direction] = min(kept.get(direction, seconds), seconds)
+    return best
 
 
 def _median(values):
@@ -350,7 +399,9 @@ def judge(figures):
             "notes": ["The MPI peers run as two ranks of one mpirun on this node over the "
                       "same transport; the MPI device and the measuring program are two ranks "
                       "of one MPMD mpirun (program : pymic-device), the same two processes. "
-                      "Copies are synchronous round trips (the answer of each is awaited)."]}
+                      "Copies are synchronous round trips (the answer of each is awaited); "
+                      f"each size's figure is the best of {BANDWIDTH_ROUNDS} runs (quick: 1) "
+                      "of the best of 7, the device's and the peer's runs taking turns."]}
 
 
 if __name__ == "__main__":

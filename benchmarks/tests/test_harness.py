@@ -176,6 +176,36 @@ def _b13_figures(c_us, ping_us, multiple_us, polled_us=0.5):
             "dgemm": {"order": 64, "mpi": 1.0, "numpy": 2.0}}
 
 
+def test_b13_copies_keep_each_sizes_best_time_of_the_runs():
+    from b13_mpi_device import best_of
+
+    runs = [{"1024": {"h2d": 3.0, "d2h": 1.0}, "2048": {"h2d": 5.0, "d2h": 6.0}},
+            {"1024": {"h2d": 2.0, "d2h": 4.0}, "2048": {"h2d": 7.0, "d2h": 5.5}}]
+    assert best_of(runs) == {"1024": {"h2d": 2.0, "d2h": 1.0}, "2048": {"h2d": 5.0, "d2h": 5.5}}
+    assert best_of(runs[:1]) == runs[0]
+
+
+def test_b13_device_and_peer_copies_take_turns(monkeypatch):
+    import b13_mpi_device
+    from context import Context
+
+    order = []
+
+    def run_of(name, seconds):
+        def run():
+            order.append(name)
+            return {"1024": {"h2d": seconds.pop(0), "d2h": 1.0}}
+        return run
+
+    monkeypatch.setattr(b13_mpi_device, "BANDWIDTH_ROUNDS", 3)
+    copies = b13_mpi_device._copies(Context(quick=False, kernel_dir=None),
+                                    run_of("device", [3.0, 1.0, 2.0]),
+                                    run_of("peer", [0.5, 4.0, 4.0]))
+    assert order == ["device", "peer", "peer", "device", "device", "peer"]
+    assert copies["device_copies_s"]["1024"]["h2d"] == 1.0
+    assert copies["peer_copies_s"]["1024"]["h2d"] == 0.5
+
+
 def test_b13_judges_the_plain_ping_pong_and_reports_the_others():
     from b13_mpi_device import judge
 

@@ -205,10 +205,10 @@ static void h2d(int tag, int data_tag, const mpidev_request *rq, const unsigned 
            "the destination is not inside one allocation of the device");
 }
 
-/* The answer says whether the data follows; then the data, inline in the
- * answer or as chunks on the slot's data tag.  A traced d2h (span.asked)
- * has its span in the inline answer's head, or else in a second answer
- * after the data (the first one goes before the data, untraced). */
+/* The data, inline in the answer or as chunks on the slot's data tag
+ * followed by the answer (the host has the receives posted before it
+ * asks: protocol.h); a traced d2h (span.asked) has its span in that
+ * answer.  A d2h that fails sends no data, only its answer. */
 static void d2h(int tag, int data_tag, slot *s, const mpidev_request *rq)
 {
     if (!inside_allocation(rq->a, rq->b)) {
@@ -227,13 +227,9 @@ static void d2h(int tag, int data_tag, slot *s, const mpidev_request *rq)
         mpidev_send(s->out, (int)(MPIDEV_REPLY_HEAD + rq->b), host_rank, tag, host_comm, NULL);
         return;
     }
-    bool asked = span.asked;
-    span.asked = false;
-    answer(tag, PYMIC_OK, 0, NULL);
     int rc = mpidev_transfer(1, (void *)(uintptr_t)rq->a, rq->b, rq->c, MPIDEV_WINDOW,
                              host_rank, data_tag, host_comm, NULL);
-    span.asked = asked;
-    if (rc == MPI_SUCCESS && asked)
+    if (rc == MPI_SUCCESS) /* (else the host is gone) */
         answer(tag, PYMIC_OK, 0, NULL);
 }
 

@@ -359,17 +359,6 @@ static bool stream_ask(mpi_device *md, mpi_stream *ms, const void *message, size
     return stream_ask_into(md, ms, message, bytes, reply, sizeof *reply, pending);
 }
 
-/* One more answer on the stream's slot, not asked for by a request of
- * its own (a traced d2h's span, after the data). */
-static bool stream_answer(mpi_device *md, mpi_stream *ms, mpidev_reply *reply)
-{
-    int rc = mpidev_recv(reply, sizeof *reply, md->rank, MPIDEV_TAG_STREAM(ms->slot),
-                         md->comm, MPI_STATUS_IGNORE, &md->peer);
-    if (rc != MPI_SUCCESS)
-        lose(md, "waiting for an answer of", rc);
-    return rc == MPI_SUCCESS;
-}
-
 /* A request of the stream's slot and its answer. */
 static bool stream_call(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes,
                         mpidev_reply *reply)
@@ -540,6 +529,51 @@ static bool stream_data(mpi_device *md, mpi_stream *ms, int sending, void *base,
     return rc == MPI_SUCCESS;
 }
 
+/* A d2h's data and its answer (`rq`, bytes past the inline size): the
+ * receives of the answer and of the first chunks are posted before the
+ * request goes, so nothing waits for a round trip and the bytes land in
+ * place as they come; the device sends the data at once and the answer
+ * after it -- or, when it does not send the data (a failure, a skip), only
+ * the answer, which then comes while the data is awaited.  False if the
+ * device is (or became) lost. */
+static bool stream_fetch(mpi_device *md, mpi_stream *ms, const mpidev_request *rq, void *dst,
+                         uint64_t nbytes, mpidev_reply *reply)
+{
+    MPI_Request pending;
+    mpidev_flow flow;
+    int rc = MPI_Irecv(reply, sizeof *reply, MPI_BYTE, md->rank, MPIDEV_TAG_STREAM(ms->slot),
+                       md->comm, &pending);
+    if (rc == MPI_SUCCESS) {
+        rc = mpidev_flow_start(&flow, 0, dst, nbytes, md->chunk, MPIDEV_WINDOW, md->rank,
+                               MPIDEV_TAG_DATA(ms->slot), md->comm);
+        if (rc != MPI_SUCCESS)
+            mpidev_abandon(&pending);
+    }
+    if (rc != MPI_SUCCESS) {
+        lose(md, "receiving data from", rc);
+        return false;
+    }
+    if (!stream_send(md, ms, rq, MPIDEV_REQUEST_HEAD)) {
+        mpidev_flow_abandon(&flow);
+        mpidev_abandon(&pending);
+        return false;
+    }
+    rc = mpidev_flow_finish(&flow, &pending, &md->peer);
+    if (rc == MPIDEV_FLOW_ANSWERED) {
+        if (reply->status == PYMIC_OK) {
+            rc = mpidev_flow_finish(&flow, NULL, &md->peer);
+        } else {
+            mpidev_flow_abandon(&flow); /* none of it comes */
+            rc = MPI_SUCCESS;
+        }
+    }
+    if (rc != MPI_SUCCESS) {
+        mpidev_abandon(&pending);
+        lose(md, "receiving data from", rc);
+    }
+    return rc == MPI_SUCCESS;
+}
+
 static void mpi_poll(pymic_stream *stream);
 
 static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
@@ -591,7 +625,6 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
         ok = ok && stream_answer_of(md, &pending);
         break;
     case PYMIC_COPY_D2H:
-        /* The answer says whether the data follows. */
         rq.op = MPIDEV_D2H | span_bit;
         rq.a = (uintptr_t)cmd->u.copy.src;
         rq.b = nbytes;
@@ -607,12 +640,7 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
             }
             break;
         }
-        ok = stream_call(md, ms, &rq, MPIDEV_REQUEST_HEAD, &reply);
-        if (ok && reply.status == PYMIC_OK)
-            ok = stream_data(md, ms, 0, cmd->u.copy.dst, nbytes);
-        /* A traced copy's span comes after the data, in a second answer. */
-        if (ok && traced && reply.status == PYMIC_OK)
-            ok = stream_answer(md, ms, &reply);
+        ok = stream_fetch(md, ms, &rq, cmd->u.copy.dst, nbytes, &reply);
         break;
     default:
         rq.op = MPIDEV_D2D | span_bit;

@@ -53,15 +53,43 @@ int mpidev_wait(MPI_Request *request, MPI_Status *status, const mpidev_peer *pee
 
 /* Send (`sending`) or receive `nbytes` at `base` as consecutive messages
  * of at most `chunk` bytes on `tag`, with up to `window` of them in flight
- * (at most 64): the next chunk is under way while one completes.  Data
- * moves only while both ends poll (a large message goes in fragments that
- * each side pushes when it polls), so this does not sleep while the
- * transfer moves: after the spin window it yields the core between polls,
- * and sleeps between them only once no chunk has completed for a second
- * (or, as every wait, while a kernel runs in this process).  On an error
- * the chunks in flight are abandoned. */
+ * (at most MPIDEV_FLOW_MOST): the next chunk is under way while one
+ * completes.  Data moves only while both ends poll (a large message goes
+ * in fragments that each side pushes when it polls), so this does not
+ * sleep while the transfer moves: after the spin window it yields the
+ * core between polls, and sleeps between them only once no chunk has
+ * completed for a second (or, as every wait, while a kernel runs in this
+ * process).  On an error the chunks in flight are abandoned. */
 int mpidev_transfer(int sending, void *base, uint64_t nbytes, uint64_t chunk, int window,
                     int rank, int tag, MPI_Comm comm, const mpidev_peer *peer);
+
+/* mpidev_transfer in two steps, so a receiver can have the first chunks'
+ * receives posted before it asks for the data (a d2h: they are in place
+ * when the first bytes come, as a blocking MPI_Recv's would be), and can
+ * watch the answer that may say no data comes.  mpidev_flow_start posts
+ * the first `window` chunks; mpidev_flow_finish moves the rest and waits
+ * until every chunk has moved and, if `answer` is not NULL, the receive
+ * *answer has completed too -- or returns MPIDEV_FLOW_ANSWERED as soon as
+ * the answer came while data is still in flight: the caller reads it and
+ * either finishes the flow (answer NULL) or abandons it.  On an error
+ * (also mpidev_flow_start's) the flow's chunks are abandoned, the answer
+ * is left to the caller. */
+#define MPIDEV_FLOW_MOST 64
+#define MPIDEV_FLOW_ANSWERED (-2)
+
+typedef struct mpidev_flow {
+    int sending;
+    void *base;
+    uint64_t nbytes, chunk, posted;
+    int window, rank, tag;
+    MPI_Comm comm;
+    MPI_Request requests[MPIDEV_FLOW_MOST];
+} mpidev_flow;
+
+int mpidev_flow_start(mpidev_flow *f, int sending, void *base, uint64_t nbytes, uint64_t chunk,
+                      int window, int rank, int tag, MPI_Comm comm);
+int mpidev_flow_finish(mpidev_flow *f, MPI_Request *answer, const mpidev_peer *peer);
+void mpidev_flow_abandon(mpidev_flow *f);
 
 /* MPI_Recv / MPI_Send through mpidev_wait (`peer` may be NULL). */
 int mpidev_recv(void *buffer, int count, int source, int tag, MPI_Comm comm,
@@ -80,6 +108,7 @@ typedef struct mpidev_pace {
     uint64_t spin, yield;
     uint64_t start, watched;
     unsigned polls;
+    bool pausing; /* it sleeps: a sleep after every poll */
 } mpidev_pace;
 
 mpidev_pace mpidev_pace_of(bool transfer);

@@ -97,10 +97,13 @@ enum mpidev_op {
                          follows in chunks (data tag), or up to
                          MPIDEV_INLINE_BYTES right after the request's
                          head in the same message; then the answer       */
-    MPIDEV_D2H,       /* a: address, b: bytes, c: chunk bytes; answer,
-                         then (if OK) the data in chunks (data tag), or up
-                         to MPIDEV_INLINE_BYTES right after the answer's
-                         head in the same message                        */
+    MPIDEV_D2H,       /* a: address, b: bytes, c: chunk bytes; the data
+                         in chunks (data tag) at once, then the answer --
+                         or only the answer if no data is sent (a failure,
+                         a skip); the host posts the receives of the
+                         answer and of the first chunks before it asks.
+                         Up to MPIDEV_INLINE_BYTES go right after the
+                         answer's head, in the one message              */
     MPIDEV_D2D,       /* a: destination, b: source, c: bytes (overlap ok) */
     MPIDEV_INVOKE,    /* mpidev_invoke below                              */
     MPIDEV_STOP,      /* the slot's thread ends (a: 1 = no answer)        */
@@ -147,9 +150,8 @@ enum mpidev_op {
 
 /* A stream request whose op has this bit asks for the device's span of
  * the request (a traced command): its answer then carries span_start and
- * span_end (the device's clock), and the answer of a D2H -- which comes
- * before the data -- is followed, after the data, by a second answer with
- * the span.  Without the bit nothing of it is measured or sent. */
+ * span_end (the device's clock).  Without the bit nothing of it is
+ * measured or sent. */
 #define MPIDEV_SPAN 0x80000000u
 
 /* The answer's status of a stream request the device did not carry out

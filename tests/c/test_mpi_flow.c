@@ -1,0 +1,119 @@
+/*
+ * test_mpi_flow.c -- progress.c's flows (a copy's chunks in flight) and
+ * the answer a d2h's receiver watches while it waits for the data: one
+ * process talking to itself on MPI_COMM_SELF, so every message is real
+ * MPI and nothing else is needed.
+ *
+ * The host posts the receives of a d2h's answer and of its first chunks
+ * before it asks; the device sends the data and then the answer, or only
+ * the answer when it sends no data (a refused copy).  So: an answer that
+ * comes while the data is awaited stops the wait, and the flow's receives,
+ * abandoned, take nothing sent afterwards; data and answer that both come
+ * are all received, in place, whichever completes first.
+ */
+#include "check.h"
+
+#include <mpi.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "progress.h"
+
+enum { ANSWER_TAG = 1, DATA_TAG = 2, CHUNK = 4, WINDOW = 2 };
+
+/* A refused copy: only its answer comes. */
+static void test_an_answer_without_data_stops_the_wait(void)
+{
+    char data[3 * CHUNK];
+    memset(data, '.', sizeof data);
+    int32_t answer = 0, refused = -7;
+    MPI_Request pending;
+    mpidev_flow flow;
+    CHECK(MPI_Irecv(&answer, 1, MPI_INT32_T, 0, ANSWER_TAG, MPI_COMM_SELF, &pending) ==
+          MPI_SUCCESS);
+    CHECK(mpidev_flow_start(&flow, 0, data, sizeof data, CHUNK, WINDOW, 0, DATA_TAG,
+                            MPI_COMM_SELF) == MPI_SUCCESS);
+    MPI_Request sent;
+    MPI_Isend(&refused, 1, MPI_INT32_T, 0, ANSWER_TAG, MPI_COMM_SELF, &sent);
+    CHECK(mpidev_flow_finish(&flow, &pending, NULL) == MPIDEV_FLOW_ANSWERED);
+    MPI_Wait(&sent, MPI_STATUS_IGNORE);
+    CHECK(answer == refused);
+    mpidev_flow_abandon(&flow);
+    /* What comes next on the data tag is not taken by the abandoned
+     * receives: a new receive gets it, the flow's buffer stays as it was. */
+    char later[CHUNK] = {'w', 'x', 'y', 'z'}, got[CHUNK] = {0};
+    MPI_Request receive;
+    MPI_Isend(later, CHUNK, MPI_CHAR, 0, DATA_TAG, MPI_COMM_SELF, &sent);
+    MPI_Irecv(got, CHUNK, MPI_CHAR, 0, DATA_TAG, MPI_COMM_SELF, &receive);
+    MPI_Wait(&receive, MPI_STATUS_IGNORE);
+    MPI_Wait(&sent, MPI_STATUS_IGNORE);
+    CHECK(memcmp(got, later, CHUNK) == 0);
+    bool untouched = true;
+    for (size_t i = 0; i < sizeof data; i++)
+        untouched = untouched && data[i] == '.';
+    CHECK(untouched);
+}
+
+/* A copy that goes: more chunks than the window, then the answer. */
+static void test_data_and_answer_all_arrive(void)
+{
+    char sent_data[3 * CHUNK + 1] = "abcdefghijk", data[3 * CHUNK] = {0};
+    int32_t answer = -1, ok = 0;
+    MPI_Request pending, sends[4];
+    mpidev_flow flow;
+    CHECK(MPI_Irecv(&answer, 1, MPI_INT32_T, 0, ANSWER_TAG, MPI_COMM_SELF, &pending) ==
+          MPI_SUCCESS);
+    CHECK(mpidev_flow_start(&flow, 0, data, 11, CHUNK, WINDOW, 0, DATA_TAG, MPI_COMM_SELF) ==
+          MPI_SUCCESS);
+    for (int i = 0; i < 3; i++)
+        MPI_Isend(sent_data + i * CHUNK, i < 2 ? CHUNK : 3, MPI_CHAR, 0, DATA_TAG, MPI_COMM_SELF,
+                  &sends[i]);
+    MPI_Isend(&ok, 1, MPI_INT32_T, 0, ANSWER_TAG, MPI_COMM_SELF, &sends[3]);
+    int rc = mpidev_flow_finish(&flow, &pending, NULL);
+    if (rc == MPIDEV_FLOW_ANSWERED) /* the answer was matched first */
+        rc = mpidev_flow_finish(&flow, NULL, NULL);
+    CHECK(rc == MPI_SUCCESS);
+    MPI_Waitall(4, sends, MPI_STATUSES_IGNORE);
+    CHECK(answer == ok && pending == MPI_REQUEST_NULL);
+    CHECK(memcmp(data, sent_data, 11) == 0 && data[11] == 0);
+}
+
+/* Sending and receiving flows, windows of their own. */
+static void test_a_flow_to_itself(void)
+{
+    char out[10] = "0123456789", in[10] = {0};
+    mpidev_flow sending, receiving;
+    /* Every send posted at once (a window of 4 chunks of 3 bytes), the
+     * receives two at a time: the receiving flow's wait moves them all. */
+    CHECK(mpidev_flow_start(&sending, 1, out, sizeof out, 3, 4, 0, DATA_TAG, MPI_COMM_SELF) ==
+          MPI_SUCCESS);
+    CHECK(mpidev_flow_start(&receiving, 0, in, sizeof in, 3, WINDOW, 0, DATA_TAG,
+                            MPI_COMM_SELF) == MPI_SUCCESS);
+    CHECK(mpidev_flow_finish(&receiving, NULL, NULL) == MPI_SUCCESS);
+    CHECK(mpidev_flow_finish(&sending, NULL, NULL) == MPI_SUCCESS);
+    CHECK(memcmp(in, out, sizeof in) == 0);
+}
+
+/* A window out of range is refused before anything is posted. */
+static void test_bad_window(void)
+{
+    char data[8];
+    mpidev_flow flow;
+    CHECK(mpidev_flow_start(&flow, 0, data, sizeof data, 4, MPIDEV_FLOW_MOST + 1, 0, DATA_TAG,
+                            MPI_COMM_SELF) == MPI_ERR_ARG);
+    mpidev_flow_abandon(&flow); /* nothing to abandon: harmless */
+    CHECK(mpidev_flow_start(&flow, 0, data, sizeof data, 0, 1, 0, DATA_TAG, MPI_COMM_SELF) ==
+          MPI_ERR_ARG);
+}
+
+int main(int argc, char **argv)
+{
+    int provided;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    test_an_answer_without_data_stops_the_wait();
+    test_data_and_answer_all_arrive();
+    test_a_flow_to_itself();
+    test_bad_window();
+    MPI_Finalize();
+    return check_finish();
+}
