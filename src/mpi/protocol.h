@@ -41,7 +41,7 @@
 
 #include "pymic.h"
 
-#define MPIDEV_PROTOCOL 4
+#define MPIDEV_PROTOCOL 5
 
 #define MPIDEV_TAG_CONTROL 1
 #define MPIDEV_TAG_REPLY 2
