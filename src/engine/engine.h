@@ -270,6 +270,10 @@ typedef struct pymic_command {
     /* Set by pymic_command_complete when the command finished while one
      * before it had not; cleared as `completed` passes it (stream.c). */
     _Atomic unsigned char finished;
+    /* INVOKE whose run is timed (stream.c): when it was submitted, so that
+     * one the backend leaves in flight is timed when it completes; 0 when
+     * it is not timed, or was timed by its runner. */
+    uint64_t submitted_ns;
     /* RECORD, WAIT_EVENT: handed to the backend's record / wait_mark
      * (events resolved on the device, backend.h); the core then finishes
      * the mark's part when `completed` passes the command (stream.c).
@@ -383,6 +387,10 @@ struct pymic_stream {
      * (pymic_command_complete); a command that finishes while every one
      * before it has completed is published without it. */
     pthread_mutex_t complete_lock;
+    /* When the last timed invoke left in flight completed (complete_lock):
+     * the next one's length counts from then, not from its submission,
+     * since it waited behind that one on the device. */
+    uint64_t in_flight_done_ns;
     int failed_status;
     uint64_t skipped_through; /* newest command skipped for the failure  */
     uint64_t forgive_through; /* reset: failures up to here are dropped  */

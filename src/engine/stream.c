@@ -300,6 +300,22 @@ static void finish_on_device(pymic_stream *stream, pymic_command *cmd, uint64_t 
         pymic_mark_release(cmd->u.mark); /* the wait's reference */
 }
 
+/* A timed invoke the backend left in flight has completed (complete_lock
+ * held): its length, from its submission or the completion of the one
+ * before it, whichever is later, is what the stream learns of the kernel
+ * -- so a kernel that only ever runs in flight (the MPI device's worker
+ * leaves invokes in flight) is known short all the same, and a syncing
+ * thread that may run only quick commands (a Python sync) runs it. */
+static void note_in_flight_length(pymic_stream *stream, pymic_command *cmd)
+{
+    uint64_t now = pymic_now_ns();
+    uint64_t from = cmd->submitted_ns > stream->in_flight_done_ns ? cmd->submitted_ns
+                                                                  : stream->in_flight_done_ns;
+    cmd->submitted_ns = 0;
+    stream->in_flight_done_ns = now;
+    note_kernel_ns(stream, cmd->u.call.handle, now - from);
+}
+
 void pymic_command_complete(pymic_stream *stream, uint64_t seq)
 {
     /* Once `completed` passes the stream's last command its worker may
@@ -307,7 +323,10 @@ void pymic_command_complete(pymic_stream *stream, uint64_t seq)
      * it.  (It cannot go before: its last command has not completed.) */
     pymic_stream_retain(stream);
     pthread_mutex_lock(&stream->complete_lock);
-    atomic_store_explicit(&slot_of(stream->ring, seq)->finished, 1, memory_order_relaxed);
+    pymic_command *cmd = slot_of(stream->ring, seq);
+    if (cmd->submitted_ns)
+        note_in_flight_length(stream, cmd);
+    atomic_store_explicit(&cmd->finished, 1, memory_order_relaxed);
     uint64_t before = atomic_load_explicit(&stream->completed, memory_order_relaxed);
     uint64_t upto = before;
     for (;;) {
@@ -347,6 +366,9 @@ static void run_claimed(pymic_stream *stream, uint64_t seq, bool on_worker)
     pymic_command *cmd = slot_of(stream->ring, seq);
     bool invoke = cmd->kind == PYMIC_CMD_INVOKE;
     uint64_t start = invoke && time_this_run(stream, cmd->u.call.handle) ? pymic_now_ns() : 0;
+    /* Before it is submitted: a backend may complete it on another thread
+     * at once. */
+    cmd->submitted_ns = start;
     uint64_t traced = pymic_trace_exec_begin(stream, seq);
     int result = PYMIC_COMMAND_DONE;
     bool hosts = invoke && stream->ops->release_thread;
@@ -362,7 +384,9 @@ static void run_claimed(pymic_stream *stream, uint64_t seq, bool on_worker)
                                             : pymic_command_execute(stream, cmd, seq);
     }
     /* A command in flight: its trace slice is its submission, and its
-     * length says nothing about the kernel's. */
+     * length is taken when it completes (note_in_flight_length). */
+    if (result == PYMIC_COMMAND_DONE)
+        cmd->submitted_ns = 0; /* (timed here, not by its completion) */
     if (start && result == PYMIC_COMMAND_DONE)
         note_kernel_ns(stream, cmd->u.call.handle, pymic_now_ns() - start);
     pymic_trace_exec_end(stream, seq, traced);

@@ -748,6 +748,15 @@ static int send_in_flight(mpi_device *md, mpi_stream *ms, pymic_stream *stream, 
     return PYMIC_COMMAND_IN_FLIGHT;
 }
 
+/* Invokes left in flight so far (for tests: one a syncing thread runs is
+ * carried out to its answer instead, test_mpi.c). */
+static _Atomic uint64_t invokes_in_flight;
+
+__attribute__((visibility("default"))) uint64_t pymic_mpi_invokes_in_flight(void)
+{
+    return atomic_load(&invokes_in_flight);
+}
+
 static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
 {
     char what[PYMIC_NAME_MAX + 16];
@@ -769,9 +778,11 @@ static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t s
             mpi_poll(stream);
     /* A traced invoke is carried out to its answer: its host span then
      * covers its run (a span in flight would be its submission only). */
-    if (on_worker && !traced)
+    if (on_worker && !traced) {
+        atomic_fetch_add_explicit(&invokes_in_flight, 1, memory_order_relaxed);
         return send_in_flight(md, ms, stream, seq, FLIGHT_INVOKE, cmd->u.call.handle, bytes,
                               traced);
+    }
     mpidev_reply reply;
     reply.span_start = 0; /* (a short answer leaves it: no span) */
     if (!stream_call(md, ms, ms->message, bytes, &reply)) {
