@@ -15,6 +15,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,8 +198,29 @@ static const char *level_name(int level)
     }
 }
 
+/* A device process that ends while this one writes to it over a socket
+ * (TCP, the way a spawned device is reached even on one node) must make
+ * the device lost, not end this process: Open MPI's TCP transport writes
+ * without MSG_NOSIGNAL, and SIGPIPE's default action is to terminate.  So
+ * a host of MPI devices ignores SIGPIPE unless its program chose another
+ * action itself (a handler, or ignoring it already, as CPython does):
+ * the write then fails with EPIPE, which MPI reports.  (A C host was
+ * killed this way when its device ended in the middle of a copy, test
+ * mpi-ends-during-copy.) */
+static void ignore_sigpipe(void)
+{
+    struct sigaction current;
+    if (sigaction(SIGPIPE, NULL, &current) == 0 && !(current.sa_flags & SA_SIGINFO) &&
+        current.sa_handler == SIG_DFL) {
+        struct sigaction ignore = {.sa_handler = SIG_IGN};
+        sigemptyset(&ignore.sa_mask);
+        sigaction(SIGPIPE, &ignore, NULL);
+    }
+}
+
 static int start_mpi(char *why, size_t len)
 {
+    ignore_sigpipe();
     int initialized = 0, finalized = 0, level = 0;
     MPI_Finalized(&finalized);
     if (finalized) {

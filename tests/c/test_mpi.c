@@ -25,6 +25,7 @@
 
 #include <dlfcn.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -59,6 +60,10 @@ static void test_device_info(void)
 {
     pymic_device_info info;
     CHECK_OK(pymic_device_get_info(0, &info));
+    /* A device process that ends while this one writes to it over TCP
+     * makes the device lost; SIGPIPE must not end this process. */
+    struct sigaction sigpipe;
+    CHECK(sigaction(SIGPIPE, NULL, &sigpipe) == 0 && sigpipe.sa_handler == SIG_IGN);
     CHECK(strcmp(info.kind, "mpi") == 0);
     CHECK(info.host_addressable == 0);
     CHECK(info.memory_total > 0);
@@ -217,6 +222,34 @@ static void until_waits_on_device(uint64_t target)
 }
 
 static int64_t read_on(pymic_stream *s, void *d);
+static void *device_int(int device, pymic_stream *s, int64_t value);
+
+/* The start of a test with a writer held at a gate on the device and a
+ * reader waiting for its event: three streams (the opener opens the
+ * gate), the event, and three zeroed ints in device memory. */
+static void start_gated(pymic_stream **writer, pymic_stream **reader, pymic_stream **opener,
+                        pymic_event **written, void **started, void **gate, void **counter)
+{
+    CHECK_OK(pymic_stream_create(0, writer));
+    CHECK_OK(pymic_stream_create(0, reader));
+    CHECK_OK(pymic_stream_create(0, opener));
+    CHECK_OK(pymic_event_create(written));
+    *started = device_int(0, *opener, 0);
+    *gate = device_int(0, *opener, 0);
+    *counter = device_int(0, *opener, 0);
+}
+
+/* The end of a test with a writer and a reader held at a gate: its four
+ * blocks freed on `opener`, the three streams ended. */
+static void end_gated(pymic_stream *opener, pymic_stream *writer, pymic_stream *reader,
+                      void *const blocks[4])
+{
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(pymic_mem_free(opener, blocks[i]));
+    CHECK_OK(pymic_stream_destroy(writer));
+    CHECK_OK(pymic_stream_destroy(reader));
+    CHECK_OK(pymic_stream_destroy(opener));
+}
 
 /* `count` int64s in device memory of `device`, the first set to `value`
  * on `s` (a log for the append kernel: its length, then its entries). */
@@ -245,13 +278,10 @@ static void *device_int(int device, pymic_stream *s, int64_t value)
 static void test_wait_resolved_on_device(pymic_library *lib)
 {
     pymic_stream *writer, *reader, *opener;
-    CHECK_OK(pymic_stream_create(0, &writer));
-    CHECK_OK(pymic_stream_create(0, &reader));
-    CHECK_OK(pymic_stream_create(0, &opener));
     pymic_event *written;
-    CHECK_OK(pymic_event_create(&written));
-    void *started = device_int(0, opener, 0), *gate = device_int(0, opener, 0);
-    void *counter = device_int(0, opener, 0), *log = device_ints(0, opener, 0, 3);
+    void *started, *gate, *counter;
+    start_gated(&writer, &reader, &opener, &written, &started, &gate, &counter);
+    void *log = device_ints(0, opener, 0, 3);
     int64_t zero = 0, one = 1;
     pymic_arg held[] = {{started, 0}, {gate, 0}}, count[] = {{counter, 0}};
     pymic_arg logged[] = {{log, 0}, {counter, 0}}; /* appends the counter's value */
@@ -285,11 +315,7 @@ static void test_wait_resolved_on_device(pymic_library *lib)
     CHECK(waits_on_device() >= 2);
     CHECK_OK(pymic_event_destroy(written));
     void *blocks[] = {started, gate, counter, log};
-    for (int i = 0; i < 4; i++)
-        CHECK_OK(pymic_mem_free(opener, blocks[i]));
-    CHECK_OK(pymic_stream_destroy(writer));
-    CHECK_OK(pymic_stream_destroy(reader));
-    CHECK_OK(pymic_stream_destroy(opener));
+    end_gated(opener, writer, reader, blocks);
 }
 
 /* Many waits on records that come and go: every one resolved, in order
@@ -331,13 +357,9 @@ static void test_many_waits_on_device(pymic_library *lib)
 static void test_wait_failure_on_device(pymic_library *lib)
 {
     pymic_stream *writer, *reader, *opener;
-    CHECK_OK(pymic_stream_create(0, &writer));
-    CHECK_OK(pymic_stream_create(0, &reader));
-    CHECK_OK(pymic_stream_create(0, &opener));
     pymic_event *written;
-    CHECK_OK(pymic_event_create(&written));
-    void *started = device_int(0, opener, 0), *gate = device_int(0, opener, 0);
-    void *counter = device_int(0, opener, 0), *out;
+    void *started, *gate, *counter, *out;
+    start_gated(&writer, &reader, &opener, &written, &started, &gate, &counter);
     CHECK_OK(pymic_mem_alloc(0, 4 * sizeof(double), 0, &out));
     int64_t one = 1, n = 5;
     pymic_arg held[] = {{started, 0}, {gate, 0}}, count[] = {{counter, 0}};
@@ -363,11 +385,7 @@ static void test_wait_failure_on_device(pymic_library *lib)
     CHECK(read_on(opener, counter) == 1); /* after the report: runs */
     CHECK_OK(pymic_event_destroy(written));
     void *blocks[] = {started, gate, counter, out};
-    for (int i = 0; i < 4; i++)
-        CHECK_OK(pymic_mem_free(opener, blocks[i]));
-    CHECK_OK(pymic_stream_destroy(writer));
-    CHECK_OK(pymic_stream_destroy(reader));
-    CHECK_OK(pymic_stream_destroy(opener));
+    end_gated(opener, writer, reader, blocks);
 }
 
 /* A wait on an event of another device (the host device beside it) is
