@@ -75,8 +75,17 @@ static int quit_devices(MPI_Comm comm, int keyval, void *value, void *extra)
         if (!atomic_load(&md->device->lost))
             pymic_device_mark_lost(md->device, "device %d lost: MPI was finalised, which ends "
                                    "its MPI device", md->device->id);
-        if (md->spawned && md->comm != MPI_COMM_NULL)
-            MPI_Comm_disconnect(&md->comm);
+        /* A spawned device's process that has ended is let go of as a
+         * reset does (mpidev_respawn): freed, not disconnected, since a
+         * disconnect waits for the other side -- a device that ended in
+         * the middle of a copy and was never reset hung the program's
+         * MPI_Finalize now and then (mpi-ends-during-copy under CI). */
+        if (md->spawned && md->comm != MPI_COMM_NULL) {
+            if (atomic_load(&md->ended))
+                MPI_Comm_free(&md->comm);
+            else
+                MPI_Comm_disconnect(&md->comm);
+        }
         pthread_mutex_unlock(&md->control_lock);
     }
     if (pair_comm != MPI_COMM_NULL)
