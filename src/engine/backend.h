@@ -198,16 +198,19 @@ typedef struct pymic_backend_ops {
      * skips only commands not yet submitted).
      * poll (NULL: the backend completes commands by itself, e.g. from a
      * progress thread) drives the completion of the stream's commands in
-     * flight: a thread waiting for such a command (a sync, a device sync,
-     * the worker at a fence, a full window or idle with commands in
-     * flight) calls it in a loop instead of sleeping, so it may run on
-     * several threads at once for the same stream, with no lock held. */
+     * flight: the worker calls it in a loop whenever commands are in
+     * flight (idle, at a fence, with a full window), and a thread waiting
+     * for such a command (a sync, a device sync) calls it in a loop for
+     * the spin window (PYMIC_SPIN_NS), then sleeps until the worker has
+     * completed it.  So it may run on several threads at once for the
+     * same stream, with no lock held; it paces itself (a call that finds
+     * nothing done may yield or sleep, longer the longer the wait). */
     int (*copy)(struct pymic_stream *stream, const struct pymic_command *cmd, uint64_t seq);
     int (*invoke)(struct pymic_stream *stream, const struct pymic_command *cmd, uint64_t seq);
     /* Drive completion of this stream's commands in flight (NULL: the
      * backend completes them by itself, e.g. from a progress thread).
-     * With a poll, a thread waiting for such a command calls it in a loop
-     * instead of sleeping. */
+     * With a poll, the worker calls it in a loop while commands are in
+     * flight, and a waiting thread for its spin window (see above). */
     void (*poll)(struct pymic_stream *stream);
 
     /* ---- events resolved on the device (all three NULL: every event

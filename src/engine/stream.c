@@ -631,14 +631,31 @@ static int wait_for_runner(pymic_stream *stream, uint64_t target, uint64_t spin_
     if (!stream->ops->poll)
         return pymic_wait_geq_spin(&stream->done_q, &stream->completed, target, spin_ns,
                                    deadline);
+    /* A backend that completes commands only when polled: this thread
+     * polls for the spin window (PYMIC_SPIN_NS, whatever `spin_ns` says:
+     * the commands run on the device's side of a poll, not on this
+     * thread's core), so a quick answer is taken here at once.  Then it
+     * sleeps until the worker has completed the commands: the worker
+     * polls whenever commands are in flight (worker_wait; the kick wakes
+     * a napping one), pacing its polls as the backend does.  A second
+     * poller would only double the wake-ups that take a core from the
+     * kernel (on this node) or from the host's own work: a Python sync
+     * that polled through a 20 ms dgemm on an MPI device on this node
+     * yielded its core thousands of times a second. */
     pymic_kick(&stream->work_q);
+    uint64_t poll_ns = atomic_load_explicit(&pymic_global.spin_ns, memory_order_relaxed);
+    uint64_t polls_until = poll_ns ? pymic_now_ns() + poll_ns : 0;
     for (;;) {
         if (atomic_load_explicit(&stream->completed, memory_order_acquire) >= target)
             return 1;
-        if (deadline != UINT64_MAX && pymic_now_ns() >= deadline)
+        uint64_t now = pymic_now_ns();
+        if (deadline != UINT64_MAX && now >= deadline)
             return 0;
+        if (now >= polls_until)
+            break;
         stream->ops->poll(stream);
     }
+    return pymic_wait_geq_spin(&stream->done_q, &stream->completed, target, 0, deadline);
 }
 
 /* PYMIC_CALLER_RUNS=0 turns caller runs off on every device (each command

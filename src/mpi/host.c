@@ -797,8 +797,18 @@ static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t s
  * device is lost), and complete its command; else pace the wait (spin,
  * yield, sleep as any wait here) and watch the device process.  Several
  * threads may poll one stream: one at a time looks, the others yield. */
+/* Calls of mpi_poll on this thread (a test's measure of which thread
+ * polls: a sync polls for its spin window, then the worker alone). */
+static _Thread_local uint64_t polls_here;
+
+__attribute__((visibility("default"))) uint64_t pymic_mpi_polls_on_this_thread(void)
+{
+    return polls_here;
+}
+
 static void mpi_poll(pymic_stream *stream)
 {
+    polls_here++;
     mpi_device *md = state_of(stream->device);
     pthread_rwlock_rdlock(&md->streams_gate);
     mpi_stream *ms = stream->backend_worker;

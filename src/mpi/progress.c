@@ -21,16 +21,26 @@ static uint64_t now_ns(void)
 /* Polling at full speed for the spin window catches a quick answer at
  * once; yielding until YIELD_NS lets a thread on the same core run (the
  * kernel, the other end of a local exchange); after that a sleep between
- * polls, a longer one once the wait has lasted IDLE_NS (an idle device's
- * threads wake a thousand times a second, not twenty thousand; the first
- * request after such a pause waits up to a millisecond longer).  A
- * transfer yields rather than sleeps until nothing has completed for
- * IDLE_NS: its data moves only while both ends poll. */
+ * polls that grows with the wait: 1/PAUSE_SHARE of the time waited so
+ * far, at least MIN_PAUSE_NS, at most MAX_PAUSE_NS.  So an answer is
+ * noticed at most about 1/PAUSE_SHARE of its wait late, and a long wait
+ * wakes a few dozen times on its way to a thousand times a second, not
+ * ten thousand: each wake takes a core from whatever runs there -- a
+ * kernel's OpenMP thread, the host's own computation, the other end of
+ * an exchange -- and in a VM a wake cost that thread 20-50 us.  (With a
+ * fixed 50 us pause until a second had passed, the device process's
+ * idle control thread alone stalled B13's invoke + sync loop once every
+ * ~120 us, for 20-50 us each, and a dgemm on the MPI device ran at 0.8x
+ * the host device's speed.)  An idle device's threads wake a thousand
+ * times a second; the first request after a pause waits up to a
+ * millisecond longer.  A transfer yields rather than sleeps until nothing
+ * has completed for IDLE_NS: its data moves only while both ends poll. */
 #define DEFAULT_SPIN_NS 50000u
 #define YIELD_NS 2000000u
-#define SLEEP_NS 50000
+#define PAUSE_SHARE 32u
+#define MIN_PAUSE_NS 50000u
+#define MAX_PAUSE_NS 1000000u
 #define IDLE_NS 1000000000u
-#define IDLE_SLEEP_NS 1000000
 /* While spinning the clock is read once per this many polls (a clock read
  * costs about as much as a poll of an idle MPI). */
 #define POLLS_PER_CLOCK 64u
@@ -44,6 +54,14 @@ static uint64_t now_ns(void)
 #define WATCH_NS 20000000u
 
 static _Atomic uint64_t spin_ns = DEFAULT_SPIN_NS;
+/* Sleeps between polls so far, of every wait of this process (a test's
+ * measure of how often a long wait wakes). */
+static _Atomic uint64_t pauses;
+
+__attribute__((visibility("default"))) uint64_t pymic_mpi_wait_pauses(void)
+{
+    return atomic_load_explicit(&pauses, memory_order_relaxed);
+}
 static _Atomic int kernels_running;
 
 void mpidev_set_spin_ns(uint64_t ns)
@@ -98,7 +116,10 @@ bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
      * long, and a yield with nothing else to run is cheap.) */
     p->pausing = kernel || waited >= p->yield;
     if (p->pausing) {
-        struct timespec pause = {0, waited >= IDLE_NS ? IDLE_SLEEP_NS : SLEEP_NS};
+        uint64_t ns = waited / PAUSE_SHARE;
+        ns = ns < MIN_PAUSE_NS ? MIN_PAUSE_NS : ns > MAX_PAUSE_NS ? MAX_PAUSE_NS : ns;
+        struct timespec pause = {0, (long)ns};
+        atomic_fetch_add_explicit(&pauses, 1, memory_order_relaxed);
         nanosleep(&pause, NULL);
     } else if (waited >= p->spin) {
         sched_yield();

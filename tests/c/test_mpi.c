@@ -153,24 +153,31 @@ static void test_streams_and_events(pymic_library *lib)
     CHECK_OK(pymic_stream_destroy(second));
 }
 
-/* A counter of the MPI backend (`name`, in the plugin the registry loaded
- * from PYMIC_BACKEND_PATH). */
-static uint64_t plugin_counter(const char *name)
+/* A function of the MPI backend (`name`, in the plugin the registry
+ * loaded from PYMIC_BACKEND_PATH). */
+static void *plugin_function(const char *name)
 {
-    uint64_t (*counter)(void) = NULL;
+    void *function = NULL;
     const char *dirs = getenv("PYMIC_BACKEND_PATH");
     char path[4096];
-    for (const char *at = dirs; !counter && at && *at;) {
+    for (const char *at = dirs; !function && at && *at;) {
         size_t len = strcspn(at, ":");
         snprintf(path, sizeof path, "%.*s/libpymic_mpi.so", (int)len, at);
         void *plugin = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
         if (plugin) {
-            counter = (uint64_t(*)(void))(uintptr_t)dlsym(plugin, name);
+            function = dlsym(plugin, name);
             dlclose(plugin);
         }
         at += len + (at[len] == ':');
     }
-    CHECK(counter != NULL);
+    CHECK(function != NULL);
+    return function;
+}
+
+/* A counter of the MPI backend. */
+static uint64_t plugin_counter(const char *name)
+{
+    uint64_t (*counter)(void) = (uint64_t(*)(void))(uintptr_t)plugin_function(name);
     return counter ? counter() : 0;
 }
 
@@ -205,6 +212,49 @@ static void test_kernels_run_in_flight_are_known_short(pymic_library *lib)
                                             PYMIC_WAIT_RUNS_QUICK));
     }
     CHECK(plugin_counter("pymic_mpi_invokes_in_flight") - before < ROUNDS);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* A long wait sleeps between its polls for longer the longer it has
+ * waited (progress.c): at most 1/32 of the time waited, 50 us to 1 ms.
+ * Its sleeps can be no shorter than asked, so a 300 ms kernel's sync
+ * sleeps at most ~370 times (24 at 50 us, 75 growing, 268 at 1 ms).
+ * Each wake takes a core from the kernel's OpenMP team or the host's
+ * computation; with a fixed 50 us pause (100 us with Linux's timer
+ * slack) the same wait slept about 3000 times. */
+static void test_a_long_wait_wakes_seldom(pymic_library *lib)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    int64_t ms = 300;
+    pymic_arg args[] = {{&ms, sizeof ms}};
+    uint64_t before = plugin_counter("pymic_mpi_wait_pauses");
+    CHECK_OK(pymic_invoke(s, find(lib, "sleep_ms"), 1, args));
+    CHECK_OK(pymic_stream_sync(s));
+    uint64_t pauses = plugin_counter("pymic_mpi_wait_pauses") - before;
+    CHECK(pauses > 0); /* it did sleep: a 300 ms wait outlasts the yields */
+    CHECK(pauses < 500);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* A sync that waits for a kernel the worker sent (in flight) polls for
+ * its spin window, then sleeps while the worker polls, pacing itself: one
+ * poller per stream.  Before, the syncing thread polled until the end,
+ * yielding its core between polls whenever the worker held the stream's
+ * poll lock -- about a hundred thousand polls in 300 ms, each a wake
+ * that took a core from the kernel when the device shares this node. */
+static void test_a_sync_leaves_the_polls_to_the_worker(pymic_library *lib)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    int64_t ms = 300;
+    pymic_arg args[] = {{&ms, sizeof ms}};
+    uint64_t before = plugin_counter("pymic_mpi_polls_on_this_thread");
+    CHECK_OK(pymic_invoke(s, find(lib, "sleep_ms"), 1, args));
+    /* Runs nothing itself: the worker takes the kernel and sends it. */
+    CHECK_OK(pymic_stream_wait_seq_runs(s, pymic_stream_last_enqueued(s), UINT64_MAX,
+                                        PYMIC_WAIT_RUNS_NOTHING));
+    CHECK(plugin_counter("pymic_mpi_polls_on_this_thread") - before < 20000);
     CHECK_OK(pymic_stream_destroy(s));
 }
 
@@ -947,6 +997,8 @@ int main(int argc, char **argv)
     test_failures(lib);
     test_invokes_in_flight(lib, false);
     test_kernels_run_in_flight_are_known_short(lib);
+    test_a_long_wait_wakes_seldom(lib);
+    test_a_sync_leaves_the_polls_to_the_worker(lib);
     test_wait_resolved_on_device(lib);
     test_many_waits_on_device(lib);
     test_wait_on_another_device(lib);
