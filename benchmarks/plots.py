@@ -147,7 +147,9 @@ def _mpi_device(result, path):
     labels, values, colour_list = [], [], []
     for name in transports:
         f = figures[name]
-        series = [("pymic C", f["c_invoke_sync_s"]), ("MPI C", f["c_pingpong_s"]),
+        series = [("pymic C", f["c_invoke_sync_s"]),
+                  ("MPI C, same\nprocesses", f.get("c_round_trip_s")),
+                  ("MPI C", f["c_pingpong_s"]),
                   ("MPI C multiple", f.get("c_pingpong_multiple_s")),
                   ("MPI C exchange\n(polled)", f.get("c_pingpong_polled_s")),
                   ("mpi4py", f["mpi4py_pingpong_s"])]

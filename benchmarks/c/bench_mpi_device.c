@@ -6,7 +6,10 @@
  * the peer's other rank is; run alone, it spawns its device.
  *
  *   bench_mpi_device KERNELS latency COUNT REPEATS
- *       empty kernel invoke + sync; per repeat the mean seconds
+ *       empty kernel invoke + sync; per repeat the mean seconds, and,
+ *       taking turns with it, the mean MPI round trip between this
+ *       process and the device's (pymic_mpi_round_trip: a one-word
+ *       ping-pong between the very same two processes)
  *   bench_mpi_device KERNELS bandwidth REPEATS SIZE...
  *       per size the best-of-REPEATS seconds of h2d + sync and d2h + sync
  *
@@ -14,6 +17,7 @@
  * stdout.
  */
 #include <pymic.h>
+#include <pymic_mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,16 +58,45 @@ int main(int argc, char **argv)
             must(pymic_invoke(s, empty, 0, NULL), "invoke");
             must(pymic_stream_sync(s), "sync");
         }
-        printf("{\"invoke_sync_s\": [");
-        for (int r = 0; r < repeats; r++) {
-            double start = now();
-            for (long i = 0; i < count; i++) {
-                pymic_invoke(s, empty, 0, NULL);
-                pymic_stream_sync(s);
-            }
-            printf("%s%.9g", r ? ", " : "", (now() - start) / (double)count);
+        double *invoke_sync = calloc((size_t)repeats, sizeof *invoke_sync);
+        double *round_trip = calloc((size_t)repeats, sizeof *round_trip);
+        char why[512];
+        if (!invoke_sync || !round_trip)
+            must(PYMIC_ERR_SYSTEM, "memory");
+        if (pymic_mpi_round_trip(0, 1000, &round_trip[0], why, sizeof why) != PYMIC_OK) {
+            fprintf(stderr, "bench_mpi_device: %s\n", why);
+            exit(1);
         }
-        printf("]}\n");
+        /* Taking turns, each first in every other repeat: both see the
+         * same placement of the two processes on the cores. */
+        for (int r = 0; r < repeats; r++) {
+            for (int turn = 0; turn < 2; turn++) {
+                if ((turn + r) % 2 == 0) {
+                    double start = now();
+                    for (long i = 0; i < count; i++) {
+                        pymic_invoke(s, empty, 0, NULL);
+                        pymic_stream_sync(s);
+                    }
+                    invoke_sync[r] = (now() - start) / (double)count;
+                } else if (pymic_mpi_round_trip(0, (uint64_t)count, &round_trip[r], why,
+                                                sizeof why) != PYMIC_OK) {
+                    fprintf(stderr, "bench_mpi_device: %s\n", why);
+                    exit(1);
+                }
+            }
+        }
+        const char *names[] = {"invoke_sync_s", "round_trip_s"};
+        const double *series[] = {invoke_sync, round_trip};
+        printf("{");
+        for (int k = 0; k < 2; k++) {
+            printf("%s\"%s\": [", k ? ", " : "", names[k]);
+            for (int r = 0; r < repeats; r++)
+                printf("%s%.9g", r ? ", " : "", series[k][r]);
+            printf("]");
+        }
+        printf("}\n");
+        free(invoke_sync);
+        free(round_trip);
     } else {
         int repeats = atoi(argv[3]);
         printf("{");

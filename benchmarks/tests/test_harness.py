@@ -165,11 +165,14 @@ def test_b11_without_mpi_says_why():
     assert load_row["status"] in (targets.PASS, targets.MISS)
 
 
-def _b13_figures(c_us, ping_us, multiple_us, polled_us=0.5):
-    seconds = {"c_invoke_sync_s": [c_us * 1e-6] * 3, "c_pingpong_s": [ping_us * 1e-6] * 3,
+def _b13_figures(c_us, round_trip_us, ping_us=0.3, multiple_us=0.4, polled_us=0.5):
+    seconds = {"c_invoke_sync_s": [c_us * 1e-6] * 3,
+               "c_round_trip_s": [round_trip_us * 1e-6] * 3,
+               "c_pingpong_s": [ping_us * 1e-6] * 3,
                "c_pingpong_multiple_s": [multiple_us * 1e-6] * 3,
                "c_pingpong_polled_s": [polled_us * 1e-6] * 3,
-               "c_invoke_sync_spawned_s": [15e-6] * 3, "mpi4py_pingpong_s": [2e-6] * 3}
+               "c_invoke_sync_spawned_s": [15e-6] * 3, "c_round_trip_spawned_s": [12e-6] * 3,
+               "mpi4py_pingpong_s": [2e-6] * 3}
     copies = {str(1 << 20): {"h2d": 1e-3, "d2h": 2e-3}}
     return {**seconds, "python_latency_us": _summary(4.0), "device_copies_s": copies,
             "peer_copies_s": {str(1 << 20): {"h2d": 1e-3, "d2h": 1e-3}},
@@ -206,24 +209,26 @@ def test_b13_device_and_peer_copies_take_turns(monkeypatch):
     assert copies["peer_copies_s"]["1024"]["h2d"] == 0.5
 
 
-def test_b13_judges_the_plain_ping_pong_and_reports_the_others():
+def test_b13_judges_the_round_trip_of_the_same_processes_and_reports_the_others():
     from b13_mpi_device import judge
 
-    result = judge({"shared memory": _b13_figures(c_us=0.6, ping_us=0.3, multiple_us=0.4)})
+    result = judge({"shared memory": _b13_figures(c_us=0.6, round_trip_us=0.375)})
     rows = result["targets"]
-    target, multiple, polled, spawned, python = rows[:5]
-    assert target["status"] == targets.MISS and target["value"] == pytest.approx(2.0)
-    assert "ping-pong 0.30 µs" in target["peer"]
+    target, plain, multiple, polled, spawned, python = rows[:6]
+    assert target["status"] == targets.MISS and target["value"] == pytest.approx(1.6)
+    assert "round trip 0.38 µs" in target["peer"] and "same two processes" in target["goal"]
+    assert plain["status"] == targets.REPORTED and plain["value_text"] == "2.00×"
+    assert "MPI_Init" in plain["goal"] and "ping-pong 0.30 µs" in plain["peer"]
     assert multiple["status"] == targets.REPORTED and multiple["value_text"] == "1.50×"
     assert "MPI_THREAD_MULTIPLE" in multiple["goal"] and "0.40 µs" in multiple["peer"]
     assert polled["status"] == targets.REPORTED and polled["value_text"] == "1.20×"
     assert "exchange 0.50 µs (1.67× the plain ping-pong)" in polled["peer"]
     assert spawned["status"] == targets.REPORTED and "spawned" in spawned["goal"]
-    assert "15.00 µs" in spawned["pymic"]
+    assert "15.00 µs" in spawned["pymic"] and spawned["value_text"] == "1.25×"
     assert python["status"] == targets.REPORTED and "mpi4py" in python["goal"]
-    copies = {row["goal"].split(":")[1].split()[0]: row for row in rows[5:7]}
+    copies = {row["goal"].split(":")[1].split()[0]: row for row in rows[6:8]}
     assert copies["h2d"]["status"] == targets.PASS
     assert copies["d2h"]["status"] == targets.MISS
     assert copies["d2h"]["value"] == pytest.approx(0.5)
-    passing = judge({"tcp": _b13_figures(c_us=0.45, ping_us=0.3, multiple_us=0.4)})
+    passing = judge({"tcp": _b13_figures(c_us=0.45, round_trip_us=0.35)})
     assert passing["targets"][0]["status"] == targets.PASS

@@ -24,6 +24,7 @@
 #include "host.h"
 #include "progress.h"
 #include "launch.h"
+#include "pymic_mpi.h"
 
 static pthread_mutex_t launch_lock = PTHREAD_MUTEX_INITIALIZER;
 static int launch_status = 1; /* 1: not tried yet */
@@ -395,6 +396,16 @@ bool mpidev_connect(mpi_device *md, char *why, size_t len)
     }
     pthread_mutex_unlock(&launch_lock);
     return ok;
+}
+
+mpi_device *mpidev_opened(int id)
+{
+    pthread_mutex_lock(&launch_lock);
+    mpi_device *md = opened;
+    while (md && md->device->id != id)
+        md = md->next;
+    pthread_mutex_unlock(&launch_lock);
+    return md;
 }
 
 bool mpidev_respawn(mpi_device *md, char *why, size_t len)

@@ -637,6 +637,22 @@ static void join_stopped(void)
     }
 }
 
+/* ECHO: `words` one-word round trips with the host on their own tag,
+ * with MPI's blocking calls on both sides -- a plain ping-pong between
+ * this process and the host, at the thread level the two run at (the
+ * stream threads keep waiting as they do). */
+static void echo(uint64_t words)
+{
+    uint64_t word = 0;
+    for (uint64_t i = 0; i < words; i++) {
+        if (MPI_Recv(&word, (int)sizeof word, MPI_BYTE, host_rank, MPIDEV_TAG_ECHO, host_comm,
+                     MPI_STATUS_IGNORE) != MPI_SUCCESS ||
+            MPI_Send(&word, (int)sizeof word, MPI_BYTE, host_rank, MPIDEV_TAG_ECHO,
+                     host_comm) != MPI_SUCCESS)
+            return; /* MPI is gone: so is the host */
+    }
+}
+
 /* The main thread: every control request of the host, in the order it
  * comes (the streams' requests go to their own threads). */
 static void serve(void)
@@ -701,6 +717,10 @@ static void serve(void)
         case MPIDEV_CLOCK:
             value = clock_ns();
             break;
+        case MPIDEV_ECHO:
+            answer(MPIDEV_TAG_REPLY, PYMIC_OK, 0, NULL);
+            echo(rq.a);
+            continue;
         case MPIDEV_QUIT:
             answer(MPIDEV_TAG_REPLY, PYMIC_OK, 0, NULL);
             points_abandon(UINT64_MAX);

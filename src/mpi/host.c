@@ -144,6 +144,11 @@ int mpidev_control(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
     return control(md, rq, reply);
 }
 
+int mpidev_control_held(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
+{
+    return control_call(md, rq, reply);
+}
+
 /* ------------------------------------------------------------ device life */
 
 /* PYMIC_MPI_CHUNK: the bytes of one message of a copy (default

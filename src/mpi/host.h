@@ -82,6 +82,10 @@ int mpidev_host_ready(char *why, size_t len);
  * under MPMD.  False with the reason. */
 bool mpidev_connect(mpi_device *md, char *why, size_t len);
 
+/* The opened MPI device of engine device `id`, or NULL.  (An opened
+ * device stays in the list until the process ends.) */
+mpi_device *mpidev_opened(int id);
+
 /* Spawn a new device process for a spawned device whose process ended
  * (the old communicator is freed).  False with the reason. */
 bool mpidev_respawn(mpi_device *md, char *why, size_t len);
@@ -90,6 +94,8 @@ bool mpidev_respawn(mpi_device *md, char *why, size_t len);
  * PYMIC_ERR_DEVICE_LOST, or the device's status with its reason in
  * reply->text. */
 int mpidev_control(mpi_device *md, mpidev_request *rq, mpidev_reply *reply);
+/* The same with md->control_lock already held by the caller. */
+int mpidev_control_held(mpi_device *md, mpidev_request *rq, mpidev_reply *reply);
 
 /* Device memory (blocks.c): the backend's block_get / block_put, and
  * after a respawn every live block becomes an orphan. */

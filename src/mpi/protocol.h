@@ -12,6 +12,9 @@
  *                            order by the device's main thread; the
  *                            answer comes back on MPIDEV_TAG_REPLY.
  *                            The host sends one at a time per device.
+ *   tag MPIDEV_TAG_ECHO      both ways: the words of a measured MPI
+ *                            round trip (ECHO below), MPI_Send and
+ *                            MPI_Recv on both sides, nothing else.
  *   tag MPIDEV_TAG_STREAM(i) both ways: the requests of host stream slot
  *                            i (copies, invokes, its end) and their
  *                            answers, served in order by the device
@@ -41,10 +44,11 @@
 
 #include "pymic.h"
 
-#define MPIDEV_PROTOCOL 5
+#define MPIDEV_PROTOCOL 6
 
 #define MPIDEV_TAG_CONTROL 1
 #define MPIDEV_TAG_REPLY 2
+#define MPIDEV_TAG_ECHO 3
 #define MPIDEV_TAG_STREAM(slot) (16 + (slot))
 #define MPIDEV_TAG_DATA(slot) (16 + MPIDEV_MAX_STREAMS + (slot))
 
@@ -92,6 +96,11 @@ enum mpidev_op {
     MPIDEV_CLOCK,     /* answer value = the device's clock (CLOCK_MONOTONIC
                          ns): the host reads it against its own in a round
                          trip, to place the device's spans in its trace   */
+    MPIDEV_ECHO,      /* a: words; answered at once, then the main thread
+                         sends back each of `a` one-word messages that
+                         come on MPIDEV_TAG_ECHO (MPI_Recv, MPI_Send): the
+                         MPI round trip between these two processes, for
+                         pymic_mpi_round_trip                            */
     /* stream (on the slot's tag) */
     MPIDEV_H2D,       /* a: address, b: bytes, c: chunk bytes; the data
                          follows in chunks (data tag), or up to

@@ -215,6 +215,33 @@ static void test_kernels_run_in_flight_are_known_short(pymic_library *lib)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* pymic_mpi_round_trip (pymic_mpi.h): a one-word ping-pong with the
+ * device's process on a tag of its own; bad arguments are refused before
+ * any message, and the device's streams work on after it. */
+static void test_round_trip(pymic_library *lib)
+{
+    int (*round_trip)(int, uint64_t, double *, char *, size_t) =
+        (int (*)(int, uint64_t, double *, char *, size_t))(uintptr_t)plugin_function(
+            "pymic_mpi_round_trip");
+    if (!round_trip)
+        return;
+    char why[256];
+    double seconds = 0;
+    CHECK_OK(round_trip(0, 2000, &seconds, why, sizeof why));
+    CHECK(seconds > 0 && seconds < 0.1);
+    CHECK(round_trip(0, 0, &seconds, why, sizeof why) == PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(why, "1 to 100000000 words") != NULL);
+    CHECK(round_trip(0, 10, NULL, why, sizeof why) == PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK(round_trip(7, 10, &seconds, why, sizeof why) == PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(why, "not an MPI device this process has opened") != NULL);
+    CHECK(round_trip(0, 0, &seconds, NULL, 0) == PYMIC_ERR_INVALID_ARGUMENT);
+    /* The device goes on: copies and a kernel after the echo. */
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    check_increment(0, s, lib, 41);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 /* A long wait sleeps between its polls for longer the longer it has
  * waited (progress.c): at most 1/32 of the time waited, 50 us to 1 ms.
  * Its sleeps can be no shorter than asked, so a 300 ms kernel's sync
@@ -997,6 +1024,7 @@ int main(int argc, char **argv)
     test_failures(lib);
     test_invokes_in_flight(lib, false);
     test_kernels_run_in_flight_are_known_short(lib);
+    test_round_trip(lib);
     test_a_long_wait_wakes_seldom(lib);
     test_a_sync_leaves_the_polls_to_the_worker(lib);
     test_wait_resolved_on_device(lib);

@@ -401,6 +401,52 @@ def test_host_comm_holds_the_host_ranks_only(tmp_path, devices):
     assert lines == [f"rank {r} of 2 (world {world}): mpi 12.0" for r in (0, 1)], output
 
 
+ROUND_TRIP_PROGRAM = """
+import numpy as np
+import pymic, pymic.mpi
+device = pymic.devices[0]
+seconds = pymic.mpi.round_trip(device, 2000)
+assert 0 < seconds < 0.1, seconds
+for words, error in ((0, ValueError), (100_000_001, ValueError), (True, TypeError),
+                     (1.5, TypeError)):
+    try:
+        pymic.mpi.round_trip(device, words)
+    except error as caught:
+        print("refused:", caught)
+    else:
+        raise SystemExit(f"round_trip accepted {words!r}")
+# The device goes on as before: the echo's words never reach a stream.
+stream = device.get_default_stream()
+print("after:", stream.bind(np.arange(4.0)).array.sum(), pymic.mpi.round_trip(device, 10) > 0)
+"""
+
+
+@pytest.mark.parametrize("devices", [0, 1], ids=["spawned", "mpmd"])
+def test_round_trip_pings_the_device_process(tmp_path, devices):
+    # pymic.mpi.round_trip: a one-word ping-pong between this process and
+    # the device's (B13's peer); bad word counts are refused before any
+    # message, and the device works on after it.
+    command, device_part, env = mpi_device_command(1, devices=devices, mpi4py=False)
+    env["PYMIC_DEVICES"] = "mpi"
+    program = tmp_path / "round_trip.py"
+    program.write_text(ROUND_TRIP_PROGRAM)
+    result = run_mpi_job(command + [sys.executable, str(program)] + device_part, env, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert result.stdout.count("refused:") == 4, output
+    assert "after: 6.0 True" in result.stdout, output
+
+
+def test_round_trip_of_a_device_that_is_not_mpi_says_so():
+    import pymic.mpi
+
+    device = pymic.devices[0]
+    if device.kind == "mpi":
+        pytest.skip("device 0 of this run is an MPI device")
+    with pytest.raises(pymic.OffloadError, match="not an MPI device"):
+        pymic.mpi.round_trip(device)
+
+
 TOO_FEW_PROGRAM = """
 import numpy as np
 import pymic
