@@ -242,6 +242,23 @@ static void test_round_trip(pymic_library *lib)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* How much the backend's `counter` grew while this thread waited for a
+ * 300 ms kernel on a stream of its own, its wait running what `runs`
+ * allows. */
+static uint64_t counter_over_a_long_kernel(pymic_library *lib, const char *counter, int runs)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    int64_t ms = 300;
+    pymic_arg args[] = {{&ms, sizeof ms}};
+    uint64_t before = plugin_counter(counter);
+    CHECK_OK(pymic_invoke(s, find(lib, "sleep_ms"), 1, args));
+    CHECK_OK(pymic_stream_wait_seq_runs(s, pymic_stream_last_enqueued(s), UINT64_MAX, runs));
+    uint64_t grown = plugin_counter(counter) - before;
+    CHECK_OK(pymic_stream_destroy(s));
+    return grown;
+}
+
 /* A long wait sleeps between its polls for longer the longer it has
  * waited (progress.c): at most 1/32 of the time waited, 50 us to 1 ms.
  * Its sleeps can be no shorter than asked, so a 300 ms kernel's sync
@@ -251,17 +268,10 @@ static void test_round_trip(pymic_library *lib)
  * slack) the same wait slept about 3000 times. */
 static void test_a_long_wait_wakes_seldom(pymic_library *lib)
 {
-    pymic_stream *s;
-    CHECK_OK(pymic_stream_create(0, &s));
-    int64_t ms = 300;
-    pymic_arg args[] = {{&ms, sizeof ms}};
-    uint64_t before = plugin_counter("pymic_mpi_wait_pauses");
-    CHECK_OK(pymic_invoke(s, find(lib, "sleep_ms"), 1, args));
-    CHECK_OK(pymic_stream_sync(s));
-    uint64_t pauses = plugin_counter("pymic_mpi_wait_pauses") - before;
+    uint64_t pauses =
+        counter_over_a_long_kernel(lib, "pymic_mpi_wait_pauses", PYMIC_WAIT_RUNS_ANY);
     CHECK(pauses > 0); /* it did sleep: a 300 ms wait outlasts the yields */
     CHECK(pauses < 500);
-    CHECK_OK(pymic_stream_destroy(s));
 }
 
 /* A sync that waits for a kernel the worker sent (in flight) polls for
@@ -269,20 +279,13 @@ static void test_a_long_wait_wakes_seldom(pymic_library *lib)
  * poller per stream.  Before, the syncing thread polled until the end,
  * yielding its core between polls whenever the worker held the stream's
  * poll lock -- about a hundred thousand polls in 300 ms, each a wake
- * that took a core from the kernel when the device shares this node. */
+ * that took a core from the kernel when the device shares this node.
+ * (The wait runs nothing itself: the worker takes the kernel and sends
+ * it.) */
 static void test_a_sync_leaves_the_polls_to_the_worker(pymic_library *lib)
 {
-    pymic_stream *s;
-    CHECK_OK(pymic_stream_create(0, &s));
-    int64_t ms = 300;
-    pymic_arg args[] = {{&ms, sizeof ms}};
-    uint64_t before = plugin_counter("pymic_mpi_polls_on_this_thread");
-    CHECK_OK(pymic_invoke(s, find(lib, "sleep_ms"), 1, args));
-    /* Runs nothing itself: the worker takes the kernel and sends it. */
-    CHECK_OK(pymic_stream_wait_seq_runs(s, pymic_stream_last_enqueued(s), UINT64_MAX,
-                                        PYMIC_WAIT_RUNS_NOTHING));
-    CHECK(plugin_counter("pymic_mpi_polls_on_this_thread") - before < 20000);
-    CHECK_OK(pymic_stream_destroy(s));
+    CHECK(counter_over_a_long_kernel(lib, "pymic_mpi_polls_on_this_thread",
+                                     PYMIC_WAIT_RUNS_NOTHING) < 20000);
 }
 
 /* Until the waiting stream's worker has handed its wait to the device

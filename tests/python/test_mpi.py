@@ -352,6 +352,25 @@ def run_mpi_job(command, env, cwd, timeout=300):
                           timeout=timeout)
 
 
+def run_mpi_program(tmp_path, source, hosts, devices, mpi4py=True, layout="mpi"):
+    """Run `source` as the host program of `hosts` ranks with ``PYMIC_DEVICES`` set
+    to `layout` and `devices` pymic-device ranks (0: spawned); assert it succeeded.
+
+    Returns
+    -------
+    tuple
+        ``(completed process, its stdout and stderr together)``.
+    """
+    command, device_part, env = mpi_device_command(hosts, devices=devices, mpi4py=mpi4py)
+    env["PYMIC_DEVICES"] = layout
+    program = tmp_path / "program.py"
+    program.write_text(source)
+    result = run_mpi_job(command + [sys.executable, str(program)] + device_part, env, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return result, output
+
+
 def test_heat_mpi_two_host_ranks_each_offload_to_their_own_mpi_device(heat_library):
     # mpirun -np 2 python heat_mpi.py : -np 2 pymic-device: the stencil runs
     # on the host ranks (pymic.mpi.host_comm()), each offloading to a device
@@ -387,13 +406,7 @@ sys.stdout.write(f"rank {comm.Get_rank()} of {comm.Get_size()} "
 
 @pytest.mark.parametrize("devices", [0, 2], ids=["spawned", "mpmd"])
 def test_host_comm_holds_the_host_ranks_only(tmp_path, devices):
-    command, device_part, env = mpi_device_command(2, devices=devices)
-    env["PYMIC_DEVICES"] = "mpi"
-    program = tmp_path / "host_comm.py"
-    program.write_text(HOST_COMM_PROGRAM)
-    result = run_mpi_job(command + [sys.executable, str(program)] + device_part, env, tmp_path)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    result, output = run_mpi_program(tmp_path, HOST_COMM_PROGRAM, 2, devices)
     world = 2 + devices  # spawned devices are not in MPI_COMM_WORLD
     # (mpirun forwards each rank's output as it comes: lines may run together)
     lines = sorted(re.findall(r"rank \d+ of \d+ \(world \d+\): \w+ [\d.]+", result.stdout))
@@ -426,13 +439,7 @@ def test_round_trip_pings_the_device_process(tmp_path, devices):
     # pymic.mpi.round_trip: a one-word ping-pong between this process and
     # the device's (B13's peer); bad word counts are refused before any
     # message, and the device works on after it.
-    command, device_part, env = mpi_device_command(1, devices=devices, mpi4py=False)
-    env["PYMIC_DEVICES"] = "mpi"
-    program = tmp_path / "round_trip.py"
-    program.write_text(ROUND_TRIP_PROGRAM)
-    result = run_mpi_job(command + [sys.executable, str(program)] + device_part, env, tmp_path)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    result, output = run_mpi_program(tmp_path, ROUND_TRIP_PROGRAM, 1, devices, mpi4py=False)
     assert result.stdout.count("refused:") == 4, output
     assert "after: 6.0 True" in result.stdout, output
 
@@ -460,13 +467,8 @@ except pymic.OffloadError as error:
 
 
 def test_more_mpi_devices_than_device_ranks_says_so(tmp_path):
-    command, device_part, env = mpi_device_command(1, devices=1, mpi4py=False)
-    env["PYMIC_DEVICES"] = "mpi*2"
-    program = tmp_path / "too_few.py"
-    program.write_text(TOO_FEW_PROGRAM)
-    result = run_mpi_job(command + [sys.executable, str(program)] + device_part, env, tmp_path)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    result, output = run_mpi_program(tmp_path, TOO_FEW_PROGRAM, 1, 1, mpi4py=False,
+                                     layout="mpi*2")
     assert "device 0 works: 3.0" in result.stdout
     assert "PYMIC_DEVICES asks for 2 MPI devices" in result.stderr, output
     assert "no device rank left for it" in result.stdout, output
