@@ -14,8 +14,11 @@
 #include "check.h"
 
 #include <mpi.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "progress.h"
 
@@ -106,6 +109,54 @@ static void test_bad_window(void)
           MPI_ERR_ARG);
 }
 
+/* progress.c's count of yields after which a wait stepped off its core. */
+uint64_t pymic_mpi_wait_steps_off(void);
+
+enum { CROWD_TAG = 3, CROWD_MS = 30 };
+
+/* A thread that keeps its core busy, never yielding, for CROWD_MS, then
+ * sends the word the waiting thread waits for. */
+static void *crowd(void *arg)
+{
+    (void)arg;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 <
+           CROWD_MS);
+    int32_t word = 1;
+    MPI_Send(&word, 1, MPI_INT32_T, 0, CROWD_TAG, MPI_COMM_SELF);
+    return NULL;
+}
+
+/* A wait that shares its core with a busy thread: its yields give the core
+ * away for long (the busy thread runs its whole time slice), and the wait
+ * steps off the core with a short sleep, so that the kernel may place it
+ * on an idle core (two waits that took turns on one core by yielding
+ * stayed there while the other core idled).  Both threads are held on one
+ * CPU for the test. */
+static void test_a_wait_on_a_crowded_core_steps_off_it(void)
+{
+    cpu_set_t all, one;
+    CHECK(sched_getaffinity(0, sizeof all, &all) == 0);
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
+    int32_t word = 0;
+    MPI_Request request;
+    CHECK(MPI_Irecv(&word, 1, MPI_INT32_T, 0, CROWD_TAG, MPI_COMM_SELF, &request) ==
+          MPI_SUCCESS);
+    uint64_t before = pymic_mpi_wait_steps_off();
+    pthread_t busy;
+    CHECK(pthread_create(&busy, NULL, crowd, NULL) == 0); /* (it inherits the one CPU) */
+    CHECK(mpidev_wait(&request, MPI_STATUS_IGNORE, NULL) == MPI_SUCCESS);
+    pthread_join(busy, NULL);
+    CHECK(word == 1);
+    CHECK(pymic_mpi_wait_steps_off() > before);
+    CHECK(sched_setaffinity(0, sizeof all, &all) == 0);
+}
+
 int main(int argc, char **argv)
 {
     int provided;
@@ -114,6 +165,7 @@ int main(int argc, char **argv)
     test_data_and_answer_all_arrive();
     test_a_flow_to_itself();
     test_bad_window();
+    test_a_wait_on_a_crowded_core_steps_off_it();
     MPI_Finalize();
     return check_finish();
 }
