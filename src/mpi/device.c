@@ -638,9 +638,10 @@ static void join_stopped(void)
 }
 
 /* ECHO: `words` one-word round trips with the host on their own tag,
- * with MPI's blocking calls on both sides -- a plain ping-pong between
- * this process and the host, at the thread level the two run at (the
- * stream threads keep waiting as they do). */
+ * MPI_Recv and MPI_Send here (the host polls its receives, as all its
+ * waits do) -- a plain ping-pong between this process and the host, at
+ * the thread level the two run at (the stream threads keep waiting as
+ * they do). */
 static void echo(uint64_t words)
 {
     uint64_t word = 0;

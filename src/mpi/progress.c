@@ -76,6 +76,7 @@ __attribute__((visibility("default"))) uint64_t pymic_mpi_wait_steps_off(void)
 {
     return atomic_load_explicit(&steps_off, memory_order_relaxed);
 }
+
 static _Atomic int kernels_running;
 
 void mpidev_set_spin_ns(uint64_t ns)
@@ -143,7 +144,7 @@ bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
          * stay paired there while another core idles: each looks
          * cache-hot to the kernel's balancer, which then leaves it where
          * it is (seen: B13's invoke + sync loop at 55 µs a round trip for
-         * seconds, its TCP copies at 2 GB/s instead of 8).  A short sleep
+         * seconds, one CPU idle).  A short sleep
          * steps off the core, and the kernel places the thread on an idle
          * core when it wakes, if there is one. */
         if (now_ns() - t >= CROWDED_YIELD_NS) {
