@@ -268,8 +268,10 @@ static void invoke(int tag, slot *s, const unsigned char *message, int bytes)
     const unsigned char *scalars = at + (size_t)head.nargs * sizeof(mpidev_arg);
     pymic_arg args[PYMIC_MAX_KERNEL_ARGS];
     void *direct[PYMIC_MAX_KERNEL_ARGS];
+    /* A direct call reads the scalars from their aligned copy. */
     if (direct_invoke)
         memcpy(s->scalars, scalars, head.scalar_bytes);
+    const unsigned char *scalar_base = direct_invoke ? s->scalars : scalars;
     for (int i = 0; i < head.nargs; i++) {
         mpidev_arg arg;
         memcpy(&arg, at + (size_t)i * sizeof arg, sizeof arg);
@@ -277,12 +279,9 @@ static void invoke(int tag, slot *s, const unsigned char *message, int bytes)
             answer(tag, PYMIC_ERR_INVALID_ARGUMENT, 0, "a malformed invoke request");
             return;
         }
-        if (arg.scalar_size)
-            args[i] = (pymic_arg){scalars + arg.scalar_offset, arg.scalar_size};
-        else
-            args[i] = (pymic_arg){(const void *)(uintptr_t)arg.value, 0};
-        direct[i] = arg.scalar_size ? s->scalars + arg.scalar_offset
+        direct[i] = arg.scalar_size ? (void *)(uintptr_t)(scalar_base + arg.scalar_offset)
                                     : (void *)(uintptr_t)arg.value;
+        args[i] = (pymic_arg){direct[i], arg.scalar_size};
     }
     const pymic_kernel *kernel = (const pymic_kernel *)(uintptr_t)head.kernel;
     int status = PYMIC_OK;
