@@ -75,9 +75,8 @@ typedef struct slot {
     /* Whether the stream has ended (guarded by `lock`). */
     pthread_mutex_t lock;
     bool stopped;
-    /* The request being served and the next one's (the receive for the
-     * next is posted while this one is served): the slot's thread only. */
-    _Alignas(16) unsigned char message[2][MPIDEV_STREAM_MAX];
+    /* The request being served (the slot's thread only). */
+    _Alignas(16) unsigned char message[MPIDEV_STREAM_MAX];
     /* The answer of a d2h with its bytes inline. */
     _Alignas(16) unsigned char out[MPIDEV_REPLY_HEAD + MPIDEV_INLINE_BYTES];
     /* A direct invoke's scalars, at the 16-byte boundaries any scalar
@@ -206,8 +205,8 @@ static void h2d(int tag, int data_tag, const mpidev_request *rq, const unsigned 
 }
 
 /* The data, inline in the answer or as chunks on the slot's data tag
- * followed by the answer (the host has the receives posted before it
- * asks: protocol.h); a traced d2h (span.asked) has its span in that
+ * followed by the answer (the host posts the receives of the chunks
+ * before it asks, the answer's as it asks: protocol.h); a traced d2h (span.asked) has its span in that
  * answer.  A d2h that fails sends no data, only its answer. */
 static void d2h(int tag, int data_tag, slot *s, const mpidev_request *rq)
 {
@@ -340,32 +339,32 @@ static void wait_for_point(int tag, uint64_t id, uint64_t generation)
  * local stream (whose sync runs the kernel on this very thread where the
  * local device allows: caller runs), until STOP.  No other thread is woken
  * on the way: an invoke + sync is one receive, the kernel and one send.
- * The receive for the next request is posted before this one is served,
- * so it lands in place as it comes.  The host sends a stream's next
- * request only after this one's answer, so the requests of one stream
- * run in order, and two streams run side by side as on the host. */
+ * MPI's non-overtaking rule keeps the requests of one stream in order
+ * (the host may send invokes before the answers of those before them),
+ * and two streams run side by side as on the host. */
 static void *serve_slot(void *arg)
 {
     slot *s = arg;
     int tag = MPIDEV_TAG_STREAM(s->index), data_tag = MPIDEV_TAG_DATA(s->index);
-    const int size = (int)sizeof s->message[0];
-    int current = 0;
-    MPI_Request next;
+    const int size = (int)sizeof s->message;
     bool skipping = false; /* a request of epoch skip_epoch failed */
     uint32_t skip_epoch = 0;
     /* A kernel called directly opens its OpenMP team with the device's
      * core count, as the engine's caller runs it (host backend). */
     if (direct_invoke && omp_get_max_threads() != local_ncpus)
         omp_set_num_threads(local_ncpus);
-    if (MPI_Irecv(s->message[current], size, MPI_BYTE, host_rank, tag, host_comm, &next) !=
-        MPI_SUCCESS)
-        return NULL;
     for (;;) {
+        /* The receive of the next request is posted once this one is
+         * answered, off the way from a request to its answer (in an
+         * invoke + sync the host's next request comes later than that; one
+         * that comes sooner waits in MPI as an unexpected message). */
+        MPI_Request next;
         MPI_Status got;
-        if (mpidev_wait(&next, &got, NULL) != MPI_SUCCESS)
+        if (MPI_Irecv(s->message, size, MPI_BYTE, host_rank, tag, host_comm, &next) !=
+                MPI_SUCCESS ||
+            mpidev_wait(&next, &got, NULL) != MPI_SUCCESS)
             return NULL; /* MPI is gone: so is the host */
-        unsigned char *message = s->message[current];
-        current = !current;
+        unsigned char *message = s->message;
         int bytes = 0;
         MPI_Get_count(&got, MPI_BYTE, &bytes);
         uint32_t op = MPIDEV_OP_UNKNOWN; /* unless the message says */
@@ -375,10 +374,6 @@ static void *serve_slot(void *arg)
         op &= ~MPIDEV_SPAN;
         if (span.asked)
             span.start = clock_ns();
-        /* After STOP nothing more comes for this thread. */
-        if (op != MPIDEV_STOP && MPI_Irecv(s->message[current], size, MPI_BYTE, host_rank, tag,
-                                           host_comm, &next) != MPI_SUCCESS)
-            return NULL;
         /* A stream request is its head (an invoke is read by invoke()). */
         mpidev_request rq;
         memset(&rq, 0, MPIDEV_REQUEST_HEAD);

@@ -28,7 +28,7 @@ enum flight_kind { FLIGHT_INVOKE, FLIGHT_RECORD, FLIGHT_WAIT };
 
 /* A request in flight (an invoke sent by the stream's worker, an event
  * record or wait; answer not yet taken): the receive of its answer,
- * posted before the request left. */
+ * posted as the request left. */
 typedef struct in_flight {
     MPI_Request request;
     uint64_t seq;
@@ -338,24 +338,21 @@ static bool stream_answer_of(mpi_device *md, MPI_Request *pending)
     return rc == MPI_SUCCESS;
 }
 
-/* A request of the stream's slot, the receive for its answer posted
- * first (so the answer lands in *reply as it comes, with no unexpected
- * message to match and copy).  False if the device is (or became) lost;
- * else *pending is the answer's receive, for stream_answer_of. */
+/* A request of the stream's slot, then the receive for its answer: it is
+ * posted while the request travels and is served (so the answer still
+ * lands in *answer as it comes), not on the way of the request.  False if
+ * the device is (or became) lost; else *pending is the answer's receive,
+ * for stream_answer_of. */
 static bool stream_ask_into(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes,
                             void *answer, size_t most, MPI_Request *pending)
 {
-    int tag = MPIDEV_TAG_STREAM(ms->slot);
-    int rc = MPI_Irecv(answer, (int)most, MPI_BYTE, md->rank, tag, md->comm, pending);
-    if (rc != MPI_SUCCESS) {
+    if (!stream_send(md, ms, message, bytes))
+        return false;
+    int rc = MPI_Irecv(answer, (int)most, MPI_BYTE, md->rank, MPIDEV_TAG_STREAM(ms->slot),
+                       md->comm, pending);
+    if (rc != MPI_SUCCESS)
         lose(md, "a stream request to", rc);
-        return false;
-    }
-    if (!stream_send(md, ms, message, bytes)) {
-        mpidev_abandon(pending);
-        return false;
-    }
-    return true;
+    return rc == MPI_SUCCESS;
 }
 
 static bool stream_ask(mpi_device *md, mpi_stream *ms, const void *message, size_t bytes,
@@ -618,7 +615,7 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
             break;
         }
         /* The request, the data with chunks in flight, then the answer
-         * (whose receive is posted before any of it leaves). */
+         * (whose receive is posted before the data leaves). */
         rq.op = MPIDEV_H2D | span_bit;
         rq.a = (uintptr_t)cmd->u.copy.dst;
         rq.b = nbytes;

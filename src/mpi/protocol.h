@@ -18,12 +18,13 @@
  *   tag MPIDEV_TAG_STREAM(i) both ways: the requests of host stream slot
  *                            i (copies, invokes, its end) and their
  *                            answers, served in order by the device
- *                            thread of that slot.  The receive for the
- *                            next message is posted before it can come
- *                            (the host posts the answer's before it
- *                            sends the request; the device the next
- *                            request's before it serves this one), so a
- *                            small message lands in place at once.
+ *                            thread of that slot.  Each receive is
+ *                            posted off the way from a request to its
+ *                            answer, yet before its message comes in an
+ *                            exchange (the host posts the answer's right
+ *                            after it sent the request; the device the
+ *                            next request's right after it answered), so
+ *                            a small message lands in place at once.
  *   tag MPIDEV_TAG_DATA(i)   both ways: the bytes of slot i's copies, in
  *                            chunks, up to MPIDEV_WINDOW of them in flight
  *                            (apart from the requests, so a pre-posted
