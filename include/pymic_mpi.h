@@ -25,6 +25,20 @@ extern "C" {
  * may be NULL). */
 int pymic_mpi_round_trip(int device, uint64_t words, double *seconds, char *why, size_t len);
 
+/* `count` plain MPI exchanges (1 to 100000000) with the process of MPI
+ * device `device`, as pymic_mpi_round_trip: each sends `out_bytes` of
+ * `out` there (MPI_Send; MPI_Recv there) and receives `in_bytes` into `in`
+ * (the first `in_bytes` of what the device received, zeros past them);
+ * each way 1 to 2147483647 bytes.  seconds[i] is exchange i's time.  The
+ * device's buffer is kept for the next call with the same two sizes (as
+ * device memory is, for the next copy) and is fresh when they change:
+ * the first exchange then also warms it up, and a measure leaves it out.  With
+ * one word back, an exchange is what an h2d of `out_bytes` + sync
+ * stands on; with one word out, a d2h of `in_bytes`.  Returns PYMIC_OK or
+ * a status, with the reason in `why`. */
+int pymic_mpi_exchange(int device, uint64_t count, const void *out, uint64_t out_bytes, void *in,
+                       uint64_t in_bytes, double *seconds, char *why, size_t len);
+
 /* The Fortran handle (MPI_Comm_c2f) of the communicator of the host ranks
  * (pymic.mpi.host_comm() in Python), or -1 with the reason in `why`. */
 int pymic_mpi_host_comm(char *why, size_t len);

@@ -12,6 +12,10 @@
  *       ping-pong between the very same two processes)
  *   bench_mpi_device KERNELS bandwidth REPEATS SIZE...
  *       per size the best-of-REPEATS seconds of h2d + sync and d2h + sync
+ *       ("device") and, taking turns with them at every size, of the
+ *       same shapes as plain MPI messages between the very same two
+ *       processes ("send_recv", pymic_mpi_exchange: SIZE bytes there and
+ *       a word back, a word there and SIZE bytes back)
  *
  * KERNELS: the benchmark kernel library (bench_empty).  One JSON object on
  * stdout.
@@ -35,6 +39,53 @@ static void must(int status, const char *what)
     if (status != PYMIC_OK) {
         fprintf(stderr, "bench_mpi_device: %s: %s\n", what, pymic_last_error());
         exit(1);
+    }
+}
+
+/* Per direction the best of `repeats` h2d + sync and d2h + sync of
+ * `bytes` on stream `s` (a first round warms up). */
+static void device_copies(pymic_stream *s, char *host, size_t bytes, int repeats, double best[2])
+{
+    void *device;
+    must(pymic_mem_alloc(0, bytes, 0, &device), "alloc");
+    best[0] = best[1] = 1e30;
+    for (int r = 0; r < repeats + 1; r++) {
+        double start = now();
+        must(pymic_memcpy_h2d(s, device, 0, host, bytes), "h2d");
+        must(pymic_stream_sync(s), "sync");
+        double h2d = now() - start;
+        start = now();
+        must(pymic_memcpy_d2h(s, host, device, 0, bytes), "d2h");
+        must(pymic_stream_sync(s), "sync");
+        double d2h = now() - start;
+        if (r && h2d < best[0])
+            best[0] = h2d;
+        if (r && d2h < best[1])
+            best[1] = d2h;
+    }
+    must(pymic_mem_free(s, device), "free");
+}
+
+/* The same shapes as plain MPI between the same two processes
+ * (pymic_mpi_exchange): `bytes` there and a word back, a word there and
+ * `bytes` back; per direction the best of `repeats` (a first warms up). */
+static void exchanges(char *host, size_t bytes, int repeats, double *times, double best[2])
+{
+    char why[512];
+    uint64_t word = 0;
+    for (int d = 0; d < 2; d++) {
+        int status = d == 0 ? pymic_mpi_exchange(0, (uint64_t)repeats + 1, host, bytes, &word,
+                                                 sizeof word, times, why, sizeof why)
+                            : pymic_mpi_exchange(0, (uint64_t)repeats + 1, &word, sizeof word,
+                                                 host, bytes, times, why, sizeof why);
+        if (status != PYMIC_OK) {
+            fprintf(stderr, "bench_mpi_device: %s\n", why);
+            exit(1);
+        }
+        best[d] = 1e30;
+        for (int r = 1; r < repeats + 1; r++)
+            if (times[r] < best[d])
+                best[d] = times[r];
     }
 }
 
@@ -99,34 +150,44 @@ int main(int argc, char **argv)
         free(round_trip);
     } else {
         int repeats = atoi(argv[3]);
-        printf("{");
-        for (int k = 4; k < argc; k++) {
-            size_t bytes = (size_t)atol(argv[k]);
+        int sizes = argc - 4;
+        /* Per size: best seconds of [device h2d, device d2h, exchange h2d,
+         * exchange d2h]. */
+        double (*best)[4] = malloc((size_t)sizes * sizeof *best);
+        double *times = malloc((size_t)(repeats + 1) * sizeof *times);
+        if (!best || !times)
+            must(PYMIC_ERR_SYSTEM, "memory");
+        for (int k = 0; k < sizes; k++) {
+            size_t bytes = (size_t)atol(argv[4 + k]);
             char *host = malloc(bytes);
+            if (!host)
+                must(PYMIC_ERR_SYSTEM, "memory");
             memset(host, 1, bytes);
-            void *device;
-            must(pymic_mem_alloc(0, bytes, 0, &device), "alloc");
-            double best[2] = {1e30, 1e30};
-            for (int r = 0; r < repeats + 1; r++) { /* the first is a warm-up */
-                double start = now();
-                must(pymic_memcpy_h2d(s, device, 0, host, bytes), "h2d");
-                must(pymic_stream_sync(s), "sync");
-                double h2d = now() - start;
-                start = now();
-                must(pymic_memcpy_d2h(s, host, device, 0, bytes), "d2h");
-                must(pymic_stream_sync(s), "sync");
-                double d2h = now() - start;
-                if (r && h2d < best[0])
-                    best[0] = h2d;
-                if (r && d2h < best[1])
-                    best[1] = d2h;
+            /* Taking turns, each first at every other size: both see
+             * the same placement of the two processes on the cores.  (Not
+             * at every repeat: each turn leaves the other's threads of the
+             * device process polling for a while, on a machine with as
+             * few cores as threads then busy.) */
+            for (int turn = 0; turn < 2; turn++) {
+                if ((turn + k) % 2 == 0)
+                    device_copies(s, host, bytes, repeats, best[k]);
+                else
+                    exchanges(host, bytes, repeats, times, best[k] + 2);
             }
-            printf("%s\"%zu\": {\"h2d\": %.9g, \"d2h\": %.9g}", k > 4 ? ", " : "", bytes,
-                   best[0], best[1]);
-            must(pymic_mem_free(s, device), "free");
             free(host);
         }
+        const char *names[] = {"device", "send_recv"};
+        printf("{");
+        for (int who = 0; who < 2; who++) {
+            printf("%s\"%s\": {", who ? ", " : "", names[who]);
+            for (int k = 0; k < sizes; k++)
+                printf("%s\"%zu\": {\"h2d\": %.9g, \"d2h\": %.9g}", k ? ", " : "",
+                       (size_t)atol(argv[4 + k]), best[k][2 * who], best[k][2 * who + 1]);
+            printf("}");
+        }
         printf("}\n");
+        free(times);
+        free(best);
     }
     must(pymic_stream_destroy(s), "destroy");
     return 0;

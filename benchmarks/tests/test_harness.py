@@ -176,6 +176,7 @@ def _b13_figures(c_us, round_trip_us, ping_us=0.3, multiple_us=0.4, polled_us=0.
     copies = {str(1 << 20): {"h2d": 1e-3, "d2h": 2e-3}}
     return {**seconds, "python_latency_us": _summary(4.0), "device_copies_s": copies,
             "peer_copies_s": {str(1 << 20): {"h2d": 1e-3, "d2h": 1e-3}},
+            "send_recv_copies_s": {str(1 << 20): {"h2d": 0.5e-3, "d2h": 1e-3}},
             "dgemm": {"order": 64, "mpi": 1.0, "numpy": 2.0}}
 
 
@@ -203,14 +204,21 @@ def test_b13_device_and_peer_copies_take_turns(monkeypatch):
             return {"1024": {"h2d": seconds.pop(0), "d2h": 1.0}}
         return run
 
+    def device_run_of(device, send_recv):
+        return lambda: {"device": device(), "send_recv": send_recv()}
+
     monkeypatch.setattr(b13_mpi_device, "BANDWIDTH_ROUNDS", 3)
     copies = b13_mpi_device._copies(Context(quick=False, kernel_dir=None),
-                                    run_of("device", [3.0, 1.0, 2.0]),
+                                    device_run_of(run_of("device", [3.0, 1.0, 2.0]),
+                                                  run_of("same", [6.0, 5.0, 0.1])),
                                     run_of("peer", [0.5, 4.0, 4.0]))
-    assert order == ["device", "peer", "peer", "device", "device", "peer"]
+    assert order == ["device", "same", "peer", "peer", "device", "same", "device", "same",
+                     "peer"]
     assert copies["device_copies_s"]["1024"]["h2d"] == 2.0
+    assert copies["send_recv_copies_s"]["1024"]["h2d"] == 5.0
     assert copies["peer_copies_s"]["1024"]["h2d"] == 4.0
     assert [run["1024"]["h2d"] for run in copies["peer_copies_runs_s"]] == [0.5, 4.0, 4.0]
+    assert [run["1024"]["h2d"] for run in copies["send_recv_copies_runs_s"]] == [6.0, 5.0, 0.1]
 
 
 def test_b13_judges_the_round_trip_of_the_same_processes_and_reports_the_others():
@@ -234,5 +242,11 @@ def test_b13_judges_the_round_trip_of_the_same_processes_and_reports_the_others(
     assert copies["h2d"]["status"] == targets.PASS
     assert copies["d2h"]["status"] == targets.MISS
     assert copies["d2h"]["value"] == pytest.approx(0.5)
+    # Beside them, reported: against plain MPI between the same processes.
+    same = {row["goal"].split(":")[1].split()[0]: row for row in rows[8:10]}
+    assert all(row["status"] == targets.REPORTED and "same two processes" in row["goal"]
+               for row in same.values())
+    assert same["h2d"]["value_text"] == "0.50×" and same["d2h"]["value_text"] == "0.50×"
+    assert result["tables"][0]["rows"][0][-2:] == ["2.10", "1.05"]
     passing = judge({"tcp": _b13_figures(c_us=0.45, round_trip_us=0.35)})
     assert passing["targets"][0]["status"] == targets.PASS

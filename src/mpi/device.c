@@ -631,20 +631,41 @@ static void join_stopped(void)
     }
 }
 
-/* ECHO: `words` one-word round trips with the host on their own tag,
- * MPI_Recv and MPI_Send here (the host polls its receives, as all its
- * waits do) -- a plain ping-pong between this process and the host, at
- * the thread level the two run at (the stream threads keep waiting as
- * they do). */
-static void echo(uint64_t words)
+/* ECHO (protocol.h): rq->a exchanges with the host on their own tag, each
+ * rq->b bytes in and rq->c bytes back, MPI_Recv and MPI_Send here (the
+ * host polls its waits, as all its waits do) -- the plain MPI exchange
+ * between this process and the host, at the thread level the two run at
+ * (the stream threads keep waiting as they do).  The buffer is kept for
+ * the next request of the same sizes, as a copy's device memory is kept
+ * for the next copy (a measure that takes turns between the two makes
+ * one exchange per request), and is fresh (zeros) when they change: the
+ * caller warms it up with a first exchange it does not count. */
+static void echo(const mpidev_request *rq)
 {
-    uint64_t word = 0;
-    for (uint64_t i = 0; i < words; i++) {
-        if (MPI_Recv(&word, (int)sizeof word, MPI_BYTE, host_rank, MPIDEV_TAG_ECHO, host_comm,
+    static unsigned char *buffer;
+    static uint64_t in_bytes, out_bytes;
+    if (rq->b == 0 || rq->b > MPIDEV_ECHO_MOST || rq->c == 0 || rq->c > MPIDEV_ECHO_MOST) {
+        answer(MPIDEV_TAG_REPLY, PYMIC_ERR_INVALID_ARGUMENT, 0, "bad echo sizes");
+        return;
+    }
+    if (!buffer || rq->b != in_bytes || rq->c != out_bytes) {
+        free(buffer);
+        buffer = calloc(rq->b > rq->c ? rq->b : rq->c, 1);
+        in_bytes = buffer ? rq->b : 0;
+        out_bytes = buffer ? rq->c : 0;
+    }
+    if (!buffer) {
+        answer(MPIDEV_TAG_REPLY, PYMIC_ERR_OUT_OF_MEMORY, 0,
+               "no memory in the device process for the echo's buffer");
+        return;
+    }
+    answer(MPIDEV_TAG_REPLY, PYMIC_OK, 0, NULL);
+    for (uint64_t i = 0; i < rq->a; i++) {
+        if (MPI_Recv(buffer, (int)rq->b, MPI_BYTE, host_rank, MPIDEV_TAG_ECHO, host_comm,
                      MPI_STATUS_IGNORE) != MPI_SUCCESS ||
-            MPI_Send(&word, (int)sizeof word, MPI_BYTE, host_rank, MPIDEV_TAG_ECHO,
-                     host_comm) != MPI_SUCCESS)
-            return; /* MPI is gone: so is the host */
+            MPI_Send(buffer, (int)rq->c, MPI_BYTE, host_rank, MPIDEV_TAG_ECHO, host_comm) !=
+                MPI_SUCCESS)
+            break; /* MPI is gone: so is the host */
     }
 }
 
@@ -713,8 +734,7 @@ static void serve(void)
             value = clock_ns();
             break;
         case MPIDEV_ECHO:
-            answer(MPIDEV_TAG_REPLY, PYMIC_OK, 0, NULL);
-            echo(rq.a);
+            echo(&rq);
             continue;
         case MPIDEV_QUIT:
             answer(MPIDEV_TAG_REPLY, PYMIC_OK, 0, NULL);

@@ -109,6 +109,7 @@ typedef struct mpidev_pace {
     uint64_t start, watched;
     unsigned polls;
     bool pausing; /* it sleeps: a sleep after every poll */
+    bool transfer; /* a transfer's wait: it never sleeps while data moves */
 } mpidev_pace;
 
 mpidev_pace mpidev_pace_of(bool transfer);

@@ -12,9 +12,8 @@
  *                            order by the device's main thread; the
  *                            answer comes back on MPIDEV_TAG_REPLY.
  *                            The host sends one at a time per device.
- *   tag MPIDEV_TAG_ECHO      both ways: the words of a measured MPI
- *                            round trip (ECHO below), MPI_Send and
- *                            MPI_Recv on both sides, nothing else.
+ *   tag MPIDEV_TAG_ECHO      both ways: the messages of a measured MPI
+ *                            exchange (ECHO below), nothing else.
  *   tag MPIDEV_TAG_STREAM(i) both ways: the requests of host stream slot
  *                            i (copies, invokes, its end) and their
  *                            answers, served in order by the device
@@ -45,7 +44,7 @@
 
 #include "pymic.h"
 
-#define MPIDEV_PROTOCOL 6
+#define MPIDEV_PROTOCOL 7
 
 #define MPIDEV_TAG_CONTROL 1
 #define MPIDEV_TAG_REPLY 2
@@ -69,6 +68,9 @@
 #define MPIDEV_WINDOW 8
 
 #define MPIDEV_TEXT_MAX 1024
+
+/* The largest message of an ECHO exchange (an MPI count). */
+#define MPIDEV_ECHO_MOST ((uint64_t)INT32_MAX)
 
 enum mpidev_op {
     /* control */
@@ -97,11 +99,16 @@ enum mpidev_op {
     MPIDEV_CLOCK,     /* answer value = the device's clock (CLOCK_MONOTONIC
                          ns): the host reads it against its own in a round
                          trip, to place the device's spans in its trace   */
-    MPIDEV_ECHO,      /* a: words; answered at once, then the main thread
-                         sends back each of `a` one-word messages that
-                         come on MPIDEV_TAG_ECHO (MPI_Recv, MPI_Send): the
-                         MPI round trip between these two processes, for
-                         pymic_mpi_round_trip                            */
+    MPIDEV_ECHO,      /* a: exchanges, b: bytes each way to the device,
+                         c: back (each 1 to MPIDEV_ECHO_MOST); answered
+                         at once (or refused: no memory), then the main
+                         thread receives `a` messages of b bytes on
+                         MPIDEV_TAG_ECHO (MPI_Recv) and answers each with
+                         c bytes (MPI_Send): its first c bytes, zeros
+                         past them (the buffer is kept for the next ECHO
+                         of the same b and c).  The plain MPI exchanges
+                         between these two processes, for
+                         pymic_mpi_round_trip and pymic_mpi_exchange     */
     /* stream (on the slot's tag) */
     MPIDEV_H2D,       /* a: address, b: bytes, c: chunk bytes; the data
                          follows in chunks (data tag), or up to

@@ -242,6 +242,65 @@ static void test_round_trip(pymic_library *lib)
     CHECK_OK(pymic_stream_destroy(s));
 }
 
+/* pymic_mpi_exchange (pymic_mpi.h): messages of any size each way with
+ * the device's process; what comes back is the first bytes of what went,
+ * zeros past them; each exchange is timed; bad arguments are refused
+ * before any message, and the device's streams work on after it. */
+static void test_exchange(pymic_library *lib)
+{
+    typedef int exchange_fn(int, uint64_t, const void *, uint64_t, void *, uint64_t, double *,
+                            char *, size_t);
+    exchange_fn *exchange = (exchange_fn *)(uintptr_t)plugin_function("pymic_mpi_exchange");
+    if (!exchange)
+        return;
+    enum { BIG = (3 << 20) + 5 };
+    unsigned char *out = malloc(BIG), *in = malloc(BIG);
+    CHECK(out && in);
+    for (size_t i = 0; i < BIG; i++)
+        out[i] = (unsigned char)(i * 7 + 1);
+    char why[256];
+    double seconds[3] = {0, 0, 0};
+    /* Many bytes out, a word back (what an h2d stands on). */
+    CHECK_OK(exchange(0, 3, out, BIG, in, 8, seconds, why, sizeof why));
+    CHECK(memcmp(in, out, 8) == 0);
+    CHECK(seconds[0] > 0 && seconds[1] > 0 && seconds[2] > 0);
+    /* A word out, many bytes back (a d2h): the word, then zeros. */
+    memset(in, 0xff, BIG);
+    CHECK_OK(exchange(0, 2, out, 8, in, BIG, seconds, why, sizeof why));
+    CHECK(memcmp(in, out, 8) == 0);
+    size_t nonzero = 0;
+    for (size_t i = 8; i < BIG; i++)
+        nonzero += in[i] != 0;
+    CHECK(nonzero == 0);
+    /* The same size both ways: every byte comes back. */
+    memset(in, 0, BIG);
+    CHECK_OK(exchange(0, 1, out, BIG, in, BIG, seconds, why, sizeof why));
+    CHECK(memcmp(in, out, BIG) == 0);
+    /* Refused, with the reason. */
+    CHECK(exchange(0, 0, out, 8, in, 8, seconds, why, sizeof why) ==
+          PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(why, "1 to 100000000 exchanges") != NULL);
+    CHECK(exchange(0, 1, out, 0, in, 8, seconds, why, sizeof why) ==
+          PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK(exchange(0, 1, out, 8, in, (uint64_t)1 << 31, seconds, why, sizeof why) ==
+          PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK(exchange(0, 1, NULL, 8, in, 8, seconds, why, sizeof why) ==
+          PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK(exchange(0, 1, out, 8, NULL, 8, seconds, why, sizeof why) ==
+          PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK(exchange(0, 1, out, 8, in, 8, NULL, why, sizeof why) == PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK(exchange(7, 1, out, 8, in, 8, seconds, why, sizeof why) ==
+          PYMIC_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(why, "not an MPI device this process has opened") != NULL);
+    free(out);
+    free(in);
+    /* The device goes on: copies and a kernel after the exchanges. */
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(0, &s));
+    check_increment(0, s, lib, 43);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 /* How much the backend's `counter` grew while this thread waited for a
  * 300 ms kernel on a stream of its own, its wait running what `runs`
  * allows. */
@@ -1028,6 +1087,7 @@ int main(int argc, char **argv)
     test_invokes_in_flight(lib, false);
     test_kernels_run_in_flight_are_known_short(lib);
     test_round_trip(lib);
+    test_exchange(lib);
     test_a_long_wait_wakes_seldom(lib);
     test_a_sync_leaves_the_polls_to_the_worker(lib);
     test_wait_resolved_on_device(lib);
