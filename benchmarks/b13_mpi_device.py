@@ -20,8 +20,15 @@ and each time against the same transport's peer:
   from Python, mpi4py's ``send``/``recv`` pair;
 * bandwidth: h2d + sync and d2h + sync from 4 KiB to 256 MiB against
   ``MPI_Send``/``MPI_Recv`` of the same bytes followed by a one-word answer
-  (the shape of a copy that completes), each the best of 7 in a run, the
-  device's and the peer's runs taking turns five times;
+  (the shape of a copy that completes), each the best of 7 in a run:
+  the target's peer is that exchange between the same two processes
+  (``pymic_mpi_exchange``), taking turns with the copies at each size in
+  each of five runs, and each size's ratio the median of the five runs'
+  (this VM has phases of seconds to minutes in which every contender's
+  copies run at 2.2 GB/s instead of 8-9: a separate job's peer may land
+  in a phase the device's run missed, or the other way round).
+  Reported beside it: the same of two ranks of a job of their own, five
+  runs taking turns with the device's, each size the median of its runs;
 * dgemm n = 2048 on the MPI device with its transfers (A and B in, C out)
   against numpy.dot on the host.
 
@@ -407,6 +414,27 @@ def latency_rows(name, f):
     ]
 
 
+def paired_ratio(device_runs, peer_runs, size):
+    """Per direction the median over runs of each run's peer/device ratio.
+
+    Parameters
+    ----------
+    device_runs, peer_runs : list of dict
+        Run i of each, ``{size: {"h2d": seconds, "d2h": seconds}}``,
+        measured in the same job (so in the same moment of the machine).
+    size : str
+        The size to compare.
+
+    Returns
+    -------
+    dict
+        ``{"h2d": ratio, "d2h": ratio}``: above 1 the device is faster.
+    """
+    return {d: _median([peer[size][d] / device[size][d]
+                        for device, peer in zip(device_runs, peer_runs)])
+            for d in ("h2d", "d2h")}
+
+
 def _note_worst(worst, size, ratio):
     """Keep in ``worst`` (per direction: size, ratio) the lowest ratio."""
     for d, value in ratio.items():
@@ -433,35 +461,35 @@ def judge(figures):
         table = []
         worst = {}
         worst_same = {}
-        same = f.get("send_recv_copies_s", {})
+        same = f["send_recv_copies_s"]
         for size, device_s in f["device_copies_s"].items():
             peer_s = f["peer_copies_s"][size]
-            ratio = {d: peer_s[d] / device_s[d] for d in ("h2d", "d2h")}
             if int(size) >= MIB:
-                _note_worst(worst, int(size), ratio)
-                if size in same:
-                    _note_worst(worst_same, int(size),
-                                {d: same[size][d] / device_s[d] for d in ("h2d", "d2h")})
+                _note_worst(worst, int(size), {d: peer_s[d] / device_s[d] for d in ("h2d", "d2h")})
+                _note_worst(worst_same, int(size), paired_ratio(
+                    f["device_copies_runs_s"], f["send_recv_copies_runs_s"], size))
             table.append([f"{int(size) // MIB} MiB" if int(size) >= MIB else
                           f"{int(size) // KIB} KiB"] +
                          [f"{int(size) / device_s[d] / 1e9:.2f}" for d in ("h2d", "d2h")] +
                          [f"{int(size) / peer_s[d] / 1e9:.2f}" for d in ("h2d", "d2h")] +
                          [f"{int(size) / same[size][d] / 1e9:.2f}" if size in same else "-"
                           for d in ("h2d", "d2h")])
-        for d, (size, ratio) in worst.items():
+        for d, (size, ratio) in worst_same.items():
             rows.append(targets.check(
-                "B13", f"{name}: {d} ≥ 0.9× MPI Send/Recv from 1 MiB up (worst size shown)",
+                "B13", f"{name}: {d} ≥ 0.9× MPI Send/Recv between the same two processes from "
+                "1 MiB up (taking turns in one job; per size the median of the runs' ratios; "
+                "worst size shown)",
+                f"{size / f['device_copies_s'][str(size)][d] / 1e9:.2f} GB/s at "
+                f"{size // MIB} MiB",
+                f"Send/Recv {size / same[str(size)][d] / 1e9:.2f} GB/s", ratio, ">=", 0.9))
+        for d, (size, ratio) in worst.items():
+            rows.append(targets.reported(
+                "B13", f"{name}: {d} against MPI Send/Recv of two ranks of a job of their own "
+                "from 1 MiB up (per size the median of the runs; worst size shown)",
                 f"{size / f['device_copies_s'][str(size)][d] / 1e9:.2f} GB/s at "
                 f"{size // MIB} MiB",
                 f"Send/Recv {size / f['peer_copies_s'][str(size)][d] / 1e9:.2f} GB/s",
-                ratio, ">=", 0.9))
-        for d, (size, ratio) in worst_same.items():
-            rows.append(targets.reported(
-                "B13", f"{name}: {d} against MPI Send/Recv between the same two processes, "
-                "taking turns in one job, from 1 MiB up (worst size shown)",
-                f"{size / f['device_copies_s'][str(size)][d] / 1e9:.2f} GB/s at "
-                f"{size // MIB} MiB",
-                f"Send/Recv {size / same[str(size)][d] / 1e9:.2f} GB/s", f"{ratio:.2f}×"))
+                f"{ratio:.2f}×"))
         dgemm = f["dgemm"]
         rows.append(targets.reported(
             "B13", f"{name}: dgemm n={dgemm['order']} with transfers on the MPI device "
@@ -480,10 +508,10 @@ def judge(figures):
                       "Copies are synchronous round trips (the answer of each is awaited); "
                       f"each size's figure is the median of {BANDWIDTH_ROUNDS} runs (quick: 1) "
                       "of the best of 7, the device's and the peer's runs taking turns. "
-                      "The same-processes copy peer (reported) is plain MPI_Send/MPI_Recv "
-                      "of the same shapes between the measuring process and the device's "
-                      "(pymic_mpi_exchange), taking turns with the device's copies at each "
-                      "size in the device's own runs."]}
+                      "The copies' target peer is plain MPI_Send/MPI_Recv of the same shapes "
+                      "between the measuring process and the device's (pymic_mpi_exchange), "
+                      "taking turns with the device's copies at each size in the device's own "
+                      "runs; each size's ratio is the median of the runs' ratios."]}
 
 
 if __name__ == "__main__":

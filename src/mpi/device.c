@@ -173,6 +173,18 @@ static void drain(int data_tag, const mpidev_request *rq)
     free(scratch);
 }
 
+/* A copy's data moving in chunks (mpidev_transfer), counted as a transfer
+ * running in this process: meanwhile its other waits sleep rather than
+ * yield (progress.h). */
+static int transfer(int sending, const mpidev_request *rq, int data_tag)
+{
+    mpidev_transfer_begins();
+    int rc = mpidev_transfer(sending, (void *)(uintptr_t)rq->a, rq->b, rq->c, MPIDEV_WINDOW,
+                             host_rank, data_tag, host_comm, NULL);
+    mpidev_transfer_ends();
+    return rc;
+}
+
 /* The data of a copy: inline in the request (`inline_bytes` of them right
  * after its head), or chunks on the slot's data tag, several in flight. */
 static void h2d(int tag, int data_tag, const mpidev_request *rq, const unsigned char *message,
@@ -191,8 +203,7 @@ static void h2d(int tag, int data_tag, const mpidev_request *rq, const unsigned 
         return;
     }
     if (inside_allocation(rq->a, rq->b)) {
-        int rc = mpidev_transfer(0, (void *)(uintptr_t)rq->a, rq->b, rq->c, MPIDEV_WINDOW,
-                                 host_rank, data_tag, host_comm, NULL);
+        int rc = transfer(0, rq, data_tag);
         if (rc == MPI_SUCCESS)
             answer(tag, PYMIC_OK, 0, NULL);
         else
@@ -226,8 +237,7 @@ static void d2h(int tag, int data_tag, slot *s, const mpidev_request *rq)
         mpidev_send(s->out, (int)(MPIDEV_REPLY_HEAD + rq->b), host_rank, tag, host_comm, NULL);
         return;
     }
-    int rc = mpidev_transfer(1, (void *)(uintptr_t)rq->a, rq->b, rq->c, MPIDEV_WINDOW,
-                             host_rank, data_tag, host_comm, NULL);
+    int rc = transfer(1, rq, data_tag);
     if (rc == MPI_SUCCESS) /* (else the host is gone) */
         answer(tag, PYMIC_OK, 0, NULL);
 }
@@ -660,6 +670,9 @@ static void echo(const mpidev_request *rq)
         return;
     }
     answer(MPIDEV_TAG_REPLY, PYMIC_OK, 0, NULL);
+    /* Counted as a transfer, as a copy's data is: the stream threads'
+     * waits meanwhile sleep rather than yield, as they do during copies. */
+    mpidev_transfer_begins();
     for (uint64_t i = 0; i < rq->a; i++) {
         if (MPI_Recv(buffer, (int)rq->b, MPI_BYTE, host_rank, MPIDEV_TAG_ECHO, host_comm,
                      MPI_STATUS_IGNORE) != MPI_SUCCESS ||
@@ -667,6 +680,7 @@ static void echo(const mpidev_request *rq)
                 MPI_SUCCESS)
             break; /* MPI is gone: so is the host */
     }
+    mpidev_transfer_ends();
 }
 
 /* The main thread: every control request of the host, in the order it

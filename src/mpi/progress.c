@@ -77,7 +77,17 @@ __attribute__((visibility("default"))) uint64_t pymic_mpi_wait_steps_off(void)
     return atomic_load_explicit(&steps_off, memory_order_relaxed);
 }
 
+/* Yields between polls so far, of every wait of this process (a test's
+ * measure of which waits yield). */
+static _Atomic uint64_t yields;
+
+__attribute__((visibility("default"))) uint64_t pymic_mpi_wait_yields(void)
+{
+    return atomic_load_explicit(&yields, memory_order_relaxed);
+}
+
 static _Atomic int kernels_running;
+static _Atomic int transfers_running;
 
 void mpidev_set_spin_ns(uint64_t ns)
 {
@@ -92,6 +102,16 @@ void mpidev_kernel_begins(void)
 void mpidev_kernel_ends(void)
 {
     atomic_fetch_sub_explicit(&kernels_running, 1, memory_order_relaxed);
+}
+
+void mpidev_transfer_begins(void)
+{
+    atomic_fetch_add_explicit(&transfers_running, 1, memory_order_relaxed);
+}
+
+void mpidev_transfer_ends(void)
+{
+    atomic_fetch_sub_explicit(&transfers_running, 1, memory_order_relaxed);
 }
 
 static bool peer_gone(const mpidev_peer *peer)
@@ -112,7 +132,11 @@ mpidev_pace mpidev_pace_of(bool transfer)
  * sleep.  False when the watched peer has ended. */
 bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
 {
+    /* Work that needs this process's cores runs: a kernel, or (for any
+     * wait but a transfer's) a transfer (progress.h). */
     bool kernel = atomic_load_explicit(&kernels_running, memory_order_relaxed) > 0;
+    bool transfer = !p->transfer &&
+                    atomic_load_explicit(&transfers_running, memory_order_relaxed) > 0;
     if (!kernel && !p->pausing && ++p->polls % POLLS_PER_CLOCK)
         return true;
     uint64_t t = now_ns();
@@ -129,7 +153,7 @@ bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
      * record of the whole job).  (While it yields, the clock is
      * still read once per POLLS_PER_CLOCK polls: a transfer yields for
      * long, and a yield with nothing else to run is cheap.) */
-    p->pausing = kernel || waited >= p->yield;
+    p->pausing = kernel || waited >= p->yield || (transfer && waited >= p->spin);
     if (p->pausing) {
         uint64_t ns = waited / PAUSE_SHARE;
         ns = ns < MIN_PAUSE_NS ? MIN_PAUSE_NS : ns > MAX_PAUSE_NS ? MAX_PAUSE_NS : ns;
@@ -137,6 +161,7 @@ bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
         atomic_fetch_add_explicit(&pauses, 1, memory_order_relaxed);
         nanosleep(&pause, NULL);
     } else if (waited >= p->spin) {
+        atomic_fetch_add_explicit(&yields, 1, memory_order_relaxed);
         sched_yield();
         /* A yield that gave the core away for long: another thread is
          * runnable on this core.  Two waits that take turns on one core

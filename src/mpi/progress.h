@@ -41,6 +41,20 @@ void mpidev_set_spin_ns(uint64_t ns);
 void mpidev_kernel_begins(void);
 void mpidev_kernel_ends(void);
 
+/* A transfer runs in this process (the device side brackets each copy's
+ * data and its ECHO exchanges, as it brackets kernels): while one does,
+ * the other waits -- not other transfers -- sleep between polls after
+ * their spin window instead of yielding, since the transfer's data moves
+ * only while its thread polls, and a device rank is often bound to one
+ * core (Open MPI binds two ranks to a core each), which a yielding
+ * thread shares about evenly with it.  (Seen: a device process's control
+ * thread, yielding for 2 ms after each control request, slowed the 1 MiB
+ * copies that followed over shared memory from 8-9 GB/s to 2-3.)  The
+ * host side does not: its threads are the application's, whose waits for
+ * answers on other streams keep their latency. */
+void mpidev_transfer_begins(void);
+void mpidev_transfer_ends(void);
+
 /* Wait for `request` (MPI_Wait's contract, `status` may be
  * MPI_STATUS_IGNORE).  A blocking MPI call polls at full speed for as long
  * as it waits (Open MPI has no blocking wait: MPI_Wait itself polls); the

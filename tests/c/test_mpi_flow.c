@@ -16,6 +16,7 @@
 #include <mpi.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -181,6 +182,61 @@ static void test_a_transfer_on_a_crowded_core_stays_on_it(void)
     CHECK(sched_setaffinity(0, sizeof all, &all) == 0);
 }
 
+/* progress.c's counts of every wait's yields and sleeps between polls. */
+uint64_t pymic_mpi_wait_yields(void);
+uint64_t pymic_mpi_wait_pauses(void);
+
+enum { LATE_TAG = 4, LATE_MS = 20 };
+
+/* Sends the word after LATE_MS, asleep meanwhile. */
+static void *send_late(void *arg)
+{
+    (void)arg;
+    struct timespec pause = {0, LATE_MS * 1000000L};
+    nanosleep(&pause, NULL);
+    int32_t word = 1;
+    MPI_Send(&word, 1, MPI_INT32_T, 0, LATE_TAG, MPI_COMM_SELF);
+    return NULL;
+}
+
+/* Wait for a word sent LATE_MS later, with a transfer counted as running
+ * in this process; the wait's own kind: a transfer's or another. */
+static void wait_beside_a_transfer(bool own_transfer)
+{
+    int32_t word = 0;
+    pthread_t late;
+    CHECK(pthread_create(&late, NULL, send_late, NULL) == 0);
+    mpidev_transfer_begins();
+    if (own_transfer) {
+        CHECK(mpidev_transfer(0, &word, sizeof word, sizeof word, 1, 0, LATE_TAG, MPI_COMM_SELF,
+                              NULL) == MPI_SUCCESS);
+    } else {
+        MPI_Request request;
+        CHECK(MPI_Irecv(&word, 1, MPI_INT32_T, 0, LATE_TAG, MPI_COMM_SELF, &request) ==
+              MPI_SUCCESS);
+        CHECK(mpidev_wait(&request, MPI_STATUS_IGNORE, NULL) == MPI_SUCCESS);
+    }
+    mpidev_transfer_ends();
+    pthread_join(late, NULL);
+    CHECK(word == 1);
+}
+
+/* While a transfer runs in this process (a device rank is often bound to
+ * one core), a wait other than the transfer's own sleeps between polls
+ * after its spin window and never yields: a yielding thread shares the
+ * core about evenly with the transfer's, whose data moves only while it
+ * polls.  The transfer's own wait still yields, as it did. */
+static void test_a_wait_beside_a_transfer_sleeps_instead_of_yielding(void)
+{
+    uint64_t yields = pymic_mpi_wait_yields(), pauses = pymic_mpi_wait_pauses();
+    wait_beside_a_transfer(false);
+    CHECK(pymic_mpi_wait_yields() == yields);
+    CHECK(pymic_mpi_wait_pauses() > pauses);
+    yields = pymic_mpi_wait_yields();
+    wait_beside_a_transfer(true);
+    CHECK(pymic_mpi_wait_yields() > yields);
+}
+
 int main(int argc, char **argv)
 {
     int provided;
@@ -191,6 +247,7 @@ int main(int argc, char **argv)
     test_bad_window();
     test_a_wait_on_a_crowded_core_steps_off_it();
     test_a_transfer_on_a_crowded_core_stays_on_it();
+    test_a_wait_beside_a_transfer_sleeps_instead_of_yielding();
     MPI_Finalize();
     return check_finish();
 }
