@@ -217,8 +217,9 @@ static void h2d(int tag, int data_tag, const mpidev_request *rq, const unsigned 
 
 /* The data, inline in the answer or as chunks on the slot's data tag
  * followed by the answer (the host posts the receives of the chunks
- * before it asks, the answer's as it asks: protocol.h); a traced d2h (span.asked) has its span in that
- * answer.  A d2h that fails sends no data, only its answer. */
+ * before it asks, the answer's as it asks: protocol.h); a traced d2h
+ * (span.asked) has its span in that answer.  A d2h that fails sends no
+ * data, only its answer. */
 static void d2h(int tag, int data_tag, slot *s, const mpidev_request *rq)
 {
     if (!inside_allocation(rq->a, rq->b)) {

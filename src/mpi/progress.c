@@ -171,14 +171,12 @@ bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
          * it is (seen: B13's invoke + sync loop at 55 µs a round trip for
          * seconds, one CPU idle).  A short sleep
          * steps off the core, and the kernel places the thread on an idle
-         * core when it wakes, if there is one.  Not in a transfer: its
-         * data moves only while both ends poll, and the short sleep lasts
-         * the timer's slack (~55 µs here) -- with a third thread polling
-         * on the two cores, 1 MiB h2d copies over shared memory ran at 2-5
-         * GB/s instead of 8.5 (B13's copies taking turns with plain MPI
-         * exchanges, whose device side had left its control thread
-         * polling). */
-        if (!p->transfer && now_ns() - t >= CROWDED_YIELD_NS) {
+         * core when it wakes, if there is one.  A transfer's wait too:
+         * without it, the two ends of small copies stayed paired on one
+         * core in 6 of 12 B13 runs (each copy 240-390 µs instead of 1.5-12,
+         * every wait spinning its window out while the other end waited
+         * for the core), with it in 1 of 12. */
+        if (now_ns() - t >= CROWDED_YIELD_NS) {
             struct timespec pause = {0, STEP_OFF_NS};
             atomic_fetch_add_explicit(&steps_off, 1, memory_order_relaxed);
             nanosleep(&pause, NULL);

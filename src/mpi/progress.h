@@ -123,7 +123,8 @@ typedef struct mpidev_pace {
     uint64_t start, watched;
     unsigned polls;
     bool pausing; /* it sleeps: a sleep after every poll */
-    bool transfer; /* a transfer's wait: it never sleeps while data moves */
+    bool transfer; /* a transfer's wait: no sleep while data moves, and
+                      other transfers do not make it sleep */
 } mpidev_pace;
 
 mpidev_pace mpidev_pace_of(bool transfer);

@@ -158,12 +158,11 @@ static void test_a_wait_on_a_crowded_core_steps_off_it(void)
     CHECK(sched_setaffinity(0, sizeof all, &all) == 0);
 }
 
-/* A transfer's wait on the same crowded core yields but never steps off
- * it: the data of a transfer moves only while both ends poll, and the
- * step-off's short sleep lasts the timer's slack (1 MiB copies over
- * shared memory ran at a quarter to a half of their speed when a third
- * thread polled on the two cores). */
-static void test_a_transfer_on_a_crowded_core_stays_on_it(void)
+/* A transfer's wait on a crowded core steps off it as any wait does: the
+ * two ends of small copies otherwise stayed paired on one core (each copy
+ * a few hundred µs, every wait spinning its window out while the other
+ * end waited for the core). */
+static void test_a_transfer_on_a_crowded_core_steps_off_it(void)
 {
     cpu_set_t all, one;
     CHECK(sched_getaffinity(0, sizeof all, &all) == 0);
@@ -178,7 +177,7 @@ static void test_a_transfer_on_a_crowded_core_stays_on_it(void)
                           NULL) == MPI_SUCCESS);
     pthread_join(busy, NULL);
     CHECK(word == 1);
-    CHECK(pymic_mpi_wait_steps_off() == before);
+    CHECK(pymic_mpi_wait_steps_off() > before);
     CHECK(sched_setaffinity(0, sizeof all, &all) == 0);
 }
 
@@ -246,7 +245,7 @@ int main(int argc, char **argv)
     test_a_flow_to_itself();
     test_bad_window();
     test_a_wait_on_a_crowded_core_steps_off_it();
-    test_a_transfer_on_a_crowded_core_stays_on_it();
+    test_a_transfer_on_a_crowded_core_steps_off_it();
     test_a_wait_beside_a_transfer_sleeps_instead_of_yielding();
     MPI_Finalize();
     return check_finish();
