@@ -43,9 +43,8 @@ static uint64_t now_ns(void)
 #define IDLE_NS 1000000000u
 /* A yield that returns later than this gave the core to another thread
  * (one that returns at once, with nobody else to run, takes about half a
- * microsecond here); the wait then sleeps this long once. */
+ * microsecond here): the core is crowded (see mpidev_pace_on). */
 #define CROWDED_YIELD_NS 10000u
-#define STEP_OFF_NS 1000
 /* While spinning the clock is read once per this many polls (a clock read
  * costs about as much as a poll of an idle MPI). */
 #define POLLS_PER_CLOCK 64u
@@ -68,13 +67,13 @@ __attribute__((visibility("default"))) uint64_t pymic_mpi_wait_pauses(void)
     return atomic_load_explicit(&pauses, memory_order_relaxed);
 }
 
-/* Yields after which a wait found its core crowded and stepped off it
- * (a test's witness). */
-static _Atomic uint64_t steps_off;
+/* Polls a wait followed at once with the next, spinning (a test's
+ * witness of which waits spin). */
+static _Atomic uint64_t spins;
 
-__attribute__((visibility("default"))) uint64_t pymic_mpi_wait_steps_off(void)
+__attribute__((visibility("default"))) uint64_t pymic_mpi_wait_spins(void)
 {
-    return atomic_load_explicit(&steps_off, memory_order_relaxed);
+    return atomic_load_explicit(&spins, memory_order_relaxed);
 }
 
 /* Yields between polls so far, of every wait of this process (a test's
@@ -84,6 +83,23 @@ static _Atomic uint64_t yields;
 __attribute__((visibility("default"))) uint64_t pymic_mpi_wait_yields(void)
 {
     return atomic_load_explicit(&yields, memory_order_relaxed);
+}
+
+/* Whether this thread's last yield gave its core to another thread for
+ * long (see mpidev_pace_on). */
+static _Thread_local bool crowded;
+
+static void yield_the_core(void)
+{
+    sched_yield();
+}
+
+/* How a wait yields its core: sched_yield, or a test's stand-in. */
+static void (*yield_core)(void) = yield_the_core;
+
+void mpidev_set_yield(void (*yield)(void))
+{
+    yield_core = yield ? yield : yield_the_core;
 }
 
 static _Atomic int kernels_running;
@@ -137,8 +153,10 @@ bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
     bool kernel = atomic_load_explicit(&kernels_running, memory_order_relaxed) > 0;
     bool transfer = !p->transfer &&
                     atomic_load_explicit(&transfers_running, memory_order_relaxed) > 0;
-    if (!kernel && !p->pausing && ++p->polls % POLLS_PER_CLOCK)
+    if (!kernel && !p->pausing && !crowded && ++p->polls % POLLS_PER_CLOCK) {
+        atomic_fetch_add_explicit(&spins, 1, memory_order_relaxed);
         return true;
+    }
     uint64_t t = now_ns();
     if (!p->start)
         p->start = t;
@@ -160,27 +178,21 @@ bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
         struct timespec pause = {0, (long)ns};
         atomic_fetch_add_explicit(&pauses, 1, memory_order_relaxed);
         nanosleep(&pause, NULL);
-    } else if (waited >= p->spin) {
+    } else if (crowded || waited >= p->spin) {
+        /* A yield that gave the core away for long: another thread was
+         * runnable on this core -- often the other end of the exchange
+         * this waits for, both of this node.  Spinning then only keeps
+         * that thread from the core, a whole spin window (50 µs) per
+         * message: so until a yield of this thread returns at once again,
+         * its waits yield after every poll, from their first.  A short
+         * sleep after such a yield, meant to let the kernel place the
+         * thread on the idle core when it woke, failed: both ends slept at
+         * once, the core went idle, and both woke on it again (7 of 16
+         * runs of a loop of small copies had copies at 190-350 µs instead
+         * of 2-12; none of 8 with this rule; docs/mpi.md, "Waiting"). */
         atomic_fetch_add_explicit(&yields, 1, memory_order_relaxed);
-        sched_yield();
-        /* A yield that gave the core away for long: another thread is
-         * runnable on this core.  Two waits that take turns on one core
-         * by yielding -- the two ends of an exchange, both of this node --
-         * stay paired there while another core idles: each looks
-         * cache-hot to the kernel's balancer, which then leaves it where
-         * it is (seen: B13's invoke + sync loop at 55 µs a round trip for
-         * seconds, one CPU idle).  A short sleep
-         * steps off the core, and the kernel places the thread on an idle
-         * core when it wakes, if there is one.  A transfer's wait too:
-         * without it, the two ends of small copies stayed paired on one
-         * core in 6 of 12 B13 runs (each copy 240-390 µs instead of 1.5-12,
-         * every wait spinning its window out while the other end waited
-         * for the core), with it in 1 of 12. */
-        if (now_ns() - t >= CROWDED_YIELD_NS) {
-            struct timespec pause = {0, STEP_OFF_NS};
-            atomic_fetch_add_explicit(&steps_off, 1, memory_order_relaxed);
-            nanosleep(&pause, NULL);
-        }
+        yield_core();
+        crowded = now_ns() - t >= CROWDED_YIELD_NS;
     }
     if (waited >= YIELD_NS && t - p->watched >= WATCH_NS) {
         p->watched = t;

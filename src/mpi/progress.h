@@ -55,6 +55,13 @@ void mpidev_kernel_ends(void);
 void mpidev_transfer_begins(void);
 void mpidev_transfer_ends(void);
 
+/* For tests: what a wait calls to yield its core (NULL: sched_yield).  A
+ * yield that returns CROWDED_YIELD_NS (10 µs) or more later found the
+ * core crowded: the thread's waits then yield after every poll instead
+ * of spinning, until a yield returns sooner (mpidev_pace_on).  Set before
+ * the threads that wait start. */
+void mpidev_set_yield(void (*yield)(void));
+
 /* Wait for `request` (MPI_Wait's contract, `status` may be
  * MPI_STATUS_IGNORE).  A blocking MPI call polls at full speed for as long
  * as it waits (Open MPI has no blocking wait: MPI_Wait itself polls); the

@@ -110,82 +110,15 @@ static void test_bad_window(void)
           MPI_ERR_ARG);
 }
 
-/* progress.c's count of yields after which a wait stepped off its core. */
-uint64_t pymic_mpi_wait_steps_off(void);
-
-enum { CROWD_TAG = 3, CROWD_MS = 30 };
-
-/* A thread that keeps its core busy, never yielding, for CROWD_MS, then
- * sends the word the waiting thread waits for. */
-static void *crowd(void *arg)
-{
-    (void)arg;
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    do
-        clock_gettime(CLOCK_MONOTONIC, &now);
-    while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 <
-           CROWD_MS);
-    int32_t word = 1;
-    MPI_Send(&word, 1, MPI_INT32_T, 0, CROWD_TAG, MPI_COMM_SELF);
-    return NULL;
-}
-
-/* A wait that shares its core with a busy thread: its yields give the core
- * away for long (the busy thread runs its whole time slice), and the wait
- * steps off the core with a short sleep, so that the kernel may place it
- * on an idle core (two waits that took turns on one core by yielding
- * stayed there while the other core idled).  Both threads are held on one
- * CPU for the test. */
-static void test_a_wait_on_a_crowded_core_steps_off_it(void)
-{
-    cpu_set_t all, one;
-    CHECK(sched_getaffinity(0, sizeof all, &all) == 0);
-    CPU_ZERO(&one);
-    CPU_SET(sched_getcpu(), &one);
-    CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
-    int32_t word = 0;
-    MPI_Request request;
-    CHECK(MPI_Irecv(&word, 1, MPI_INT32_T, 0, CROWD_TAG, MPI_COMM_SELF, &request) ==
-          MPI_SUCCESS);
-    uint64_t before = pymic_mpi_wait_steps_off();
-    pthread_t busy;
-    CHECK(pthread_create(&busy, NULL, crowd, NULL) == 0); /* (it inherits the one CPU) */
-    CHECK(mpidev_wait(&request, MPI_STATUS_IGNORE, NULL) == MPI_SUCCESS);
-    pthread_join(busy, NULL);
-    CHECK(word == 1);
-    CHECK(pymic_mpi_wait_steps_off() > before);
-    CHECK(sched_setaffinity(0, sizeof all, &all) == 0);
-}
-
-/* A transfer's wait on a crowded core steps off it as any wait does: the
- * two ends of small copies otherwise stayed paired on one core (each copy
- * a few hundred µs, every wait spinning its window out while the other
- * end waited for the core). */
-static void test_a_transfer_on_a_crowded_core_steps_off_it(void)
-{
-    cpu_set_t all, one;
-    CHECK(sched_getaffinity(0, sizeof all, &all) == 0);
-    CPU_ZERO(&one);
-    CPU_SET(sched_getcpu(), &one);
-    CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
-    int32_t word = 0;
-    uint64_t before = pymic_mpi_wait_steps_off();
-    pthread_t busy;
-    CHECK(pthread_create(&busy, NULL, crowd, NULL) == 0); /* (it inherits the one CPU) */
-    CHECK(mpidev_transfer(0, &word, sizeof word, sizeof word, 1, 0, CROWD_TAG, MPI_COMM_SELF,
-                          NULL) == MPI_SUCCESS);
-    pthread_join(busy, NULL);
-    CHECK(word == 1);
-    CHECK(pymic_mpi_wait_steps_off() > before);
-    CHECK(sched_setaffinity(0, sizeof all, &all) == 0);
-}
-
-/* progress.c's counts of every wait's yields and sleeps between polls. */
+/* progress.c's counts of every wait's polls followed at once with the
+ * next (spins), of its yields and of its sleeps between polls. */
+uint64_t pymic_mpi_wait_spins(void);
 uint64_t pymic_mpi_wait_yields(void);
 uint64_t pymic_mpi_wait_pauses(void);
 
-enum { LATE_TAG = 4, LATE_MS = 20 };
+/* A word comes this long after the wait for it starts: far beyond any
+ * wait's spin window (50 µs), so the wait always reaches its yields. */
+enum { LATE_TAG = 4, LATE_MS = 100 };
 
 /* Sends the word after LATE_MS, asleep meanwhile. */
 static void *send_late(void *arg)
@@ -196,6 +129,75 @@ static void *send_late(void *arg)
     int32_t word = 1;
     MPI_Send(&word, 1, MPI_INT32_T, 0, LATE_TAG, MPI_COMM_SELF);
     return NULL;
+}
+
+/* Wait for a word sent LATE_MS later (a transfer's wait if `transfer`);
+ * the polls it spun. */
+static uint64_t spins_of_a_wait_for_a_late_word(bool transfer)
+{
+    int32_t word = 0;
+    uint64_t before = pymic_mpi_wait_spins();
+    pthread_t late;
+    CHECK(pthread_create(&late, NULL, send_late, NULL) == 0);
+    if (transfer) {
+        CHECK(mpidev_transfer(0, &word, sizeof word, sizeof word, 1, 0, LATE_TAG,
+                              MPI_COMM_SELF, NULL) == MPI_SUCCESS);
+    } else {
+        MPI_Request request;
+        CHECK(MPI_Irecv(&word, 1, MPI_INT32_T, 0, LATE_TAG, MPI_COMM_SELF, &request) ==
+              MPI_SUCCESS);
+        CHECK(mpidev_wait(&request, MPI_STATUS_IGNORE, NULL) == MPI_SUCCESS);
+    }
+    uint64_t spun = pymic_mpi_wait_spins() - before;
+    pthread_join(late, NULL);
+    CHECK(word == 1);
+    return spun;
+}
+
+/* Stand-ins for sched_yield: one that gives the core away for 20 µs (as
+ * when another thread runs there), one that returns at once. */
+static void yield_to_a_crowd(void)
+{
+    struct timespec pause = {0, 20000};
+    nanosleep(&pause, NULL);
+}
+
+static void yield_to_nobody(void)
+{
+}
+
+/* The four waits of the test below, on a thread of their own (what they
+ * test is the thread's state): the spins of each. */
+static void *waits_on_a_crowded_core(void *arg)
+{
+    uint64_t *spun = arg;
+    mpidev_set_yield(yield_to_a_crowd);
+    spun[0] = spins_of_a_wait_for_a_late_word(false);
+    spun[1] = spins_of_a_wait_for_a_late_word(false);
+    spun[2] = spins_of_a_wait_for_a_late_word(true);
+    mpidev_set_yield(yield_to_nobody);
+    spun[3] = spins_of_a_wait_for_a_late_word(false);
+    mpidev_set_yield(NULL);
+    return NULL;
+}
+
+/* A wait whose yield gave the core to another thread for long stops
+ * spinning: until a yield returns at once again, its thread's waits yield
+ * after every poll from their first, since spinning only keeps the other
+ * thread -- often the other end of the exchange -- from the core, a whole
+ * spin window per message.  (A short sleep after such a yield, tried
+ * before, paired the two ends of small copies on one core in about half
+ * of B13's runs.) */
+static void test_a_wait_on_a_crowded_core_stops_spinning(void)
+{
+    uint64_t spun[4];
+    pthread_t waiter;
+    CHECK(pthread_create(&waiter, NULL, waits_on_a_crowded_core, spun) == 0);
+    pthread_join(waiter, NULL);
+    CHECK(spun[0] > 0);  /* a thread's first wait spins its window */
+    CHECK(spun[1] == 0); /* its yields found the core crowded: the next does not */
+    CHECK(spun[2] == 0); /* nor a transfer's */
+    CHECK(spun[3] > 0);  /* once a yield returns at once, waits spin again */
 }
 
 /* Wait for a word sent LATE_MS later, with a transfer counted as running
@@ -225,8 +227,9 @@ static void wait_beside_a_transfer(bool own_transfer)
  * after its spin window and never yields: a yielding thread shares the
  * core about evenly with the transfer's, whose data moves only while it
  * polls.  The transfer's own wait still yields, as it did. */
-static void test_a_wait_beside_a_transfer_sleeps_instead_of_yielding(void)
+static void *waits_beside_a_transfer(void *arg)
 {
+    (void)arg;
     uint64_t yields = pymic_mpi_wait_yields(), pauses = pymic_mpi_wait_pauses();
     wait_beside_a_transfer(false);
     CHECK(pymic_mpi_wait_yields() == yields);
@@ -234,6 +237,16 @@ static void test_a_wait_beside_a_transfer_sleeps_instead_of_yielding(void)
     yields = pymic_mpi_wait_yields();
     wait_beside_a_transfer(true);
     CHECK(pymic_mpi_wait_yields() > yields);
+    return NULL;
+}
+
+static void test_a_wait_beside_a_transfer_sleeps_instead_of_yielding(void)
+{
+    /* On a thread of its own: one whose yields found its core crowded
+     * would yield in its spin window (see the test above). */
+    pthread_t waiter;
+    CHECK(pthread_create(&waiter, NULL, waits_beside_a_transfer, NULL) == 0);
+    pthread_join(waiter, NULL);
 }
 
 int main(int argc, char **argv)
@@ -244,8 +257,7 @@ int main(int argc, char **argv)
     test_data_and_answer_all_arrive();
     test_a_flow_to_itself();
     test_bad_window();
-    test_a_wait_on_a_crowded_core_steps_off_it();
-    test_a_transfer_on_a_crowded_core_steps_off_it();
+    test_a_wait_on_a_crowded_core_stops_spinning();
     test_a_wait_beside_a_transfer_sleeps_instead_of_yielding();
     MPI_Finalize();
     return check_finish();
