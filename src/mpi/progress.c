@@ -67,13 +67,14 @@ __attribute__((visibility("default"))) uint64_t pymic_mpi_wait_pauses(void)
     return atomic_load_explicit(&pauses, memory_order_relaxed);
 }
 
-/* Polls a wait followed at once with the next, spinning (a test's
- * witness of which waits spin). */
-static _Atomic uint64_t spins;
+/* Polls this thread's waits followed at once with the next, spinning (a
+ * test's witness of which waits spin; per thread, so that no two polling
+ * threads share the count's cache line). */
+static _Thread_local uint64_t spins_here;
 
-__attribute__((visibility("default"))) uint64_t pymic_mpi_wait_spins(void)
+__attribute__((visibility("default"))) uint64_t pymic_mpi_wait_spins_on_this_thread(void)
 {
-    return atomic_load_explicit(&spins, memory_order_relaxed);
+    return spins_here;
 }
 
 /* Yields between polls so far, of every wait of this process (a test's
@@ -154,7 +155,7 @@ bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
     bool transfer = !p->transfer &&
                     atomic_load_explicit(&transfers_running, memory_order_relaxed) > 0;
     if (!kernel && !p->pausing && !crowded && ++p->polls % POLLS_PER_CLOCK) {
-        atomic_fetch_add_explicit(&spins, 1, memory_order_relaxed);
+        spins_here++;
         return true;
     }
     uint64_t t = now_ns();

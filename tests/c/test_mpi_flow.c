@@ -110,9 +110,9 @@ static void test_bad_window(void)
           MPI_ERR_ARG);
 }
 
-/* progress.c's counts of every wait's polls followed at once with the
- * next (spins), of its yields and of its sleeps between polls. */
-uint64_t pymic_mpi_wait_spins(void);
+/* progress.c's counts of this thread's polls followed at once with the
+ * next (spins), and of every wait's yields and sleeps between polls. */
+uint64_t pymic_mpi_wait_spins_on_this_thread(void);
 uint64_t pymic_mpi_wait_yields(void);
 uint64_t pymic_mpi_wait_pauses(void);
 
@@ -136,7 +136,7 @@ static void *send_late(void *arg)
 static uint64_t spins_of_a_wait_for_a_late_word(bool transfer)
 {
     int32_t word = 0;
-    uint64_t before = pymic_mpi_wait_spins();
+    uint64_t before = pymic_mpi_wait_spins_on_this_thread();
     pthread_t late;
     CHECK(pthread_create(&late, NULL, send_late, NULL) == 0);
     if (transfer) {
@@ -148,7 +148,7 @@ static uint64_t spins_of_a_wait_for_a_late_word(bool transfer)
               MPI_SUCCESS);
         CHECK(mpidev_wait(&request, MPI_STATUS_IGNORE, NULL) == MPI_SUCCESS);
     }
-    uint64_t spun = pymic_mpi_wait_spins() - before;
+    uint64_t spun = pymic_mpi_wait_spins_on_this_thread() - before;
     pthread_join(late, NULL);
     CHECK(word == 1);
     return spun;
