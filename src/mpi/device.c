@@ -661,7 +661,13 @@ static void echo(const mpidev_request *rq)
     }
     if (!buffer || rq->b != in_bytes || rq->c != out_bytes) {
         free(buffer);
-        buffer = calloc(rq->b > rq->c ? rq->b : rq->c, 1);
+        size_t bytes = rq->b > rq->c ? rq->b : rq->c;
+        buffer = malloc(bytes);
+        /* Written, not merely allocated: a copy's device memory is real,
+         * written pages, and the exchange's should be too (pages never
+         * written all map one shared page of zeros). */
+        if (buffer)
+            memset(buffer, 0, bytes);
         in_bytes = buffer ? rq->b : 0;
         out_bytes = buffer ? rq->c : 0;
     }
