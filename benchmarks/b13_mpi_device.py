@@ -435,6 +435,11 @@ def paired_ratio(device_runs, peer_runs, size):
             for d in ("h2d", "d2h")}
 
 
+def _gbps(size, seconds):
+    """``size`` bytes in ``seconds`` as GB/s (10^9 bytes/s), two decimals."""
+    return f"{size / seconds / 1e9:.2f}"
+
+
 def _note_worst(worst, size, ratio):
     """Keep in ``worst`` (per direction: size, ratio) the lowest ratio."""
     for d, value in ratio.items():
@@ -470,25 +475,22 @@ def judge(figures):
                     f["device_copies_runs_s"], f["send_recv_copies_runs_s"], size))
             table.append([f"{int(size) // MIB} MiB" if int(size) >= MIB else
                           f"{int(size) // KIB} KiB"] +
-                         [f"{int(size) / device_s[d] / 1e9:.2f}" for d in ("h2d", "d2h")] +
-                         [f"{int(size) / peer_s[d] / 1e9:.2f}" for d in ("h2d", "d2h")] +
-                         [f"{int(size) / same[size][d] / 1e9:.2f}" if size in same else "-"
+                         [_gbps(int(size), by[size][d])
+                          for by in (f["device_copies_s"], f["peer_copies_s"], same)
                           for d in ("h2d", "d2h")])
         for d, (size, ratio) in worst_same.items():
             rows.append(targets.check(
                 "B13", f"{name}: {d} ≥ 0.9× MPI Send/Recv between the same two processes from "
                 "1 MiB up (taking turns in one job; per size the median of the runs' ratios; "
                 "worst size shown)",
-                f"{size / f['device_copies_s'][str(size)][d] / 1e9:.2f} GB/s at "
-                f"{size // MIB} MiB",
-                f"Send/Recv {size / same[str(size)][d] / 1e9:.2f} GB/s", ratio, ">=", 0.9))
+                f"{_gbps(size, f['device_copies_s'][str(size)][d])} GB/s at {size // MIB} MiB",
+                f"Send/Recv {_gbps(size, same[str(size)][d])} GB/s", ratio, ">=", 0.9))
         for d, (size, ratio) in worst.items():
             rows.append(targets.reported(
                 "B13", f"{name}: {d} against MPI Send/Recv of two ranks of a job of their own "
                 "from 1 MiB up (per size the median of the runs; worst size shown)",
-                f"{size / f['device_copies_s'][str(size)][d] / 1e9:.2f} GB/s at "
-                f"{size // MIB} MiB",
-                f"Send/Recv {size / f['peer_copies_s'][str(size)][d] / 1e9:.2f} GB/s",
+                f"{_gbps(size, f['device_copies_s'][str(size)][d])} GB/s at {size // MIB} MiB",
+                f"Send/Recv {_gbps(size, f['peer_copies_s'][str(size)][d])} GB/s",
                 f"{ratio:.2f}×"))
         dgemm = f["dgemm"]
         rows.append(targets.reported(

@@ -49,11 +49,6 @@ static uint64_t now_ns(void)
  * costs about as much as a poll of an idle MPI). */
 #define POLLS_PER_CLOCK 64u
 
-/* Messages up to this size are sent with MPI_Send (below every eager
- * limit of Open MPI's transports: 4 KiB over shared memory, 64 KiB over
- * TCP). */
-#define MPIDEV_EAGER_BYTES 1024
-
 /* How often a long wait looks at its peer. */
 #define WATCH_NS 20000000u
 
@@ -150,14 +145,15 @@ mpidev_pace mpidev_pace_of(bool transfer)
 bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
 {
     /* Work that needs this process's cores runs: a kernel, or (for any
-     * wait but a transfer's) a transfer (progress.h). */
+     * wait but a transfer's, looked at only off the spinning path) a
+     * transfer (progress.h). */
     bool kernel = atomic_load_explicit(&kernels_running, memory_order_relaxed) > 0;
-    bool transfer = !p->transfer &&
-                    atomic_load_explicit(&transfers_running, memory_order_relaxed) > 0;
     if (!kernel && !p->pausing && !crowded && ++p->polls % POLLS_PER_CLOCK) {
         spins_here++;
         return true;
     }
+    bool transfer = !p->transfer &&
+                    atomic_load_explicit(&transfers_running, memory_order_relaxed) > 0;
     uint64_t t = now_ns();
     if (!p->start)
         p->start = t;

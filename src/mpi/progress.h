@@ -55,6 +55,11 @@ void mpidev_kernel_ends(void);
 void mpidev_transfer_begins(void);
 void mpidev_transfer_ends(void);
 
+/* Messages up to this size are sent with MPI_Send (below every eager
+ * limit of Open MPI's transports: 4 KiB over shared memory, 64 KiB over
+ * TCP): it returns at once, with no request to poll. */
+#define MPIDEV_EAGER_BYTES 1024
+
 /* For tests: what a wait calls to yield its core (NULL: sched_yield).  A
  * yield that returns CROWDED_YIELD_NS (10 µs) or more later found the
  * core crowded: the thread's waits then yield after every poll instead

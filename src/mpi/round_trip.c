@@ -28,10 +28,6 @@
  * lock is held, and on what the device loops over). */
 #define MOST_EXCHANGES 100000000u
 
-/* Messages up to this size are sent with MPI_Send (eager: it returns at
- * once); larger ones are polled to their end as a copy's chunks are. */
-#define EAGER_BYTES 1024u
-
 static double now_s(void)
 {
     struct timespec t;
@@ -46,10 +42,12 @@ static int refuse(char *why, size_t len, int status, const char *text, int devic
     return status;
 }
 
-/* One message of an exchange, either way. */
+/* One message of an exchange, either way: a small one as mpidev_send and
+ * mpidev_recv move it, a larger one polled to its end as a copy's chunks
+ * are. */
 static int move(mpi_device *md, int sending, void *bytes, uint64_t n)
 {
-    if (n <= EAGER_BYTES)
+    if (n <= MPIDEV_EAGER_BYTES)
         return sending ? MPI_Send(bytes, (int)n, MPI_BYTE, md->rank, MPIDEV_TAG_ECHO, md->comm)
                        : mpidev_recv(bytes, (int)n, md->rank, MPIDEV_TAG_ECHO, md->comm,
                                      MPI_STATUS_IGNORE, &md->peer);
