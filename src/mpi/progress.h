@@ -55,6 +55,13 @@ void mpidev_kernel_ends(void);
 void mpidev_transfer_begins(void);
 void mpidev_transfer_ends(void);
 
+/* Such a sleep lasts until the last transfer of the process ends, at most
+ * a millisecond: a wait that woke while the transfer moved would take MPI's
+ * progress and a core from its thread, one that slept past its end would
+ * serve its next request late.  For tests: that longest sleep (0: the
+ * default). */
+void mpidev_set_sleep_beside_transfers_ns(uint64_t ns);
+
 /* Messages up to this size are sent with MPI_Send (below every eager
  * limit of Open MPI's transports: 4 KiB over shared memory, 64 KiB over
  * TCP): it returns at once, with no request to poll. */

@@ -249,6 +249,46 @@ static void test_a_wait_beside_a_transfer_sleeps_instead_of_yielding(void)
     pthread_join(waiter, NULL);
 }
 
+/* The wait of the test below: a word on LATE_TAG, beside a transfer. */
+static void *waits_for_a_word(void *arg)
+{
+    int32_t *word = arg;
+    MPI_Request request;
+    CHECK(MPI_Irecv(word, 1, MPI_INT32_T, 0, LATE_TAG, MPI_COMM_SELF, &request) ==
+          MPI_SUCCESS);
+    CHECK(mpidev_wait(&request, MPI_STATUS_IGNORE, NULL) == MPI_SUCCESS);
+    return NULL;
+}
+
+/* A wait beside a transfer sleeps until the transfer ends: it does not
+ * wake while the transfer moves (its polls would take MPI's progress and
+ * a core from the transfer's thread), and the transfer's end wakes it at
+ * once, not when a pause is over.  The longest sleep is set to a minute,
+ * so both are seen in what happens, not in how long it took. */
+static void test_a_wait_beside_a_transfer_sleeps_until_it_ends(void)
+{
+    mpidev_set_sleep_beside_transfers_ns(60ull * 1000000000u);
+    uint64_t pauses = pymic_mpi_wait_pauses();
+    int32_t word = 0;
+    pthread_t waiter;
+    mpidev_transfer_begins();
+    CHECK(pthread_create(&waiter, NULL, waits_for_a_word, &word) == 0);
+    while (pymic_mpi_wait_pauses() == pauses) /* its spin window, then asleep */
+        sched_yield();
+    struct timespec moving = {0, 20 * 1000000L};
+    nanosleep(&moving, NULL);
+    CHECK(pymic_mpi_wait_pauses() == pauses + 1); /* one sleep, not woken since */
+    int32_t one = 1;
+    MPI_Send(&one, 1, MPI_INT32_T, 0, LATE_TAG, MPI_COMM_SELF);
+    mpidev_transfer_ends(); /* wakes it: it polls, and finds the word */
+    struct timespec limit;
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += 30; /* (only a guard against a hang: it wakes at once) */
+    CHECK(pthread_timedjoin_np(waiter, NULL, &limit) == 0);
+    CHECK(word == 1);
+    mpidev_set_sleep_beside_transfers_ns(0);
+}
+
 int main(int argc, char **argv)
 {
     int provided;
@@ -259,6 +299,7 @@ int main(int argc, char **argv)
     test_bad_window();
     test_a_wait_on_a_crowded_core_stops_spinning();
     test_a_wait_beside_a_transfer_sleeps_instead_of_yielding();
+    test_a_wait_beside_a_transfer_sleeps_until_it_ends();
     MPI_Finalize();
     return check_finish();
 }
