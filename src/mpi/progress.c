@@ -210,10 +210,10 @@ bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
     p->pausing = kernel || waited >= p->yield || (transfer && waited >= p->spin);
     if (p->pausing && transfer) {
         /* Beside a transfer: asleep until it ends.  (Waking every 50 µs
-         * early in a wait, as the pauses below do, the device's control
-         * thread made 1 MiB d2h copies over shared memory 15-20% slower
-         * than plain MPI's in about half of B13's runs; docs/mpi.md,
-         * "Waiting".) */
+         * early in its wait, as the pauses below do, the device's control
+         * thread made the 1 MiB d2h copies after an allocation 12-26%
+         * slower than plain MPI's over shared memory in half or more of
+         * B13's runs; docs/mpi.md, "Waiting".) */
         atomic_fetch_add_explicit(&pauses, 1, memory_order_relaxed);
         sleep_beside_transfers(atomic_load_explicit(&beside_transfers_ns, memory_order_relaxed));
     } else if (p->pausing) {
