@@ -138,54 +138,71 @@ def _timeline(result, path):
 
 
 def _mpi_device(result, path):
-    """B13: latency and bandwidth by size, the MPI device beside the same MPI."""
+    """B13: latency and bandwidth by size, the MPI device beside the same MPI.
+
+    Left, the median round trip of each contender, a bar per contender and
+    transport (colour).  Then one panel of copies per transport: pymic's
+    h2d and d2h, the same bytes as plain MPI between the same two
+    processes (the target's peer, taking turns in the device's runs) and
+    between two ranks of a job of their own (reported)."""
     figures = result["figures"]
     transports = [name for name in figures if isinstance(figures[name], dict)
                   and "device_copies_s" in figures[name]]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    figure, axes = plt.subplots(1, 1 + len(transports), figsize=(6 + 5 * len(transports), 5))
+    left, panels = axes[0], axes[1:]
     colours = {"shared memory": "tab:blue", "tcp": "tab:orange"}
-    labels, values, colour_list = [], [], []
-    for name in transports:
+    contenders = ("pymic C", "MPI C, same processes", "MPI C", "MPI C multiple",
+                  "MPI C exchange (polled)", "mpi4py", "pymic Python")
+    width = 0.8 / max(1, len(transports))
+    tallest = 0.0
+    for t, name in enumerate(transports):
         f = figures[name]
-        series = [("pymic C", f["c_invoke_sync_s"]),
-                  ("MPI C, same\nprocesses", f.get("c_round_trip_s")),
-                  ("MPI C", f["c_pingpong_s"]),
-                  ("MPI C multiple", f.get("c_pingpong_multiple_s")),
-                  ("MPI C exchange\n(polled)", f.get("c_pingpong_polled_s")),
-                  ("mpi4py", f["mpi4py_pingpong_s"])]
-        for label, samples in [(label, samples) for label, samples in series if samples]:
-            ordered = sorted(samples)
-            labels.append(f"{label}\n{name}")
-            values.append(ordered[len(ordered) // 2] * 1e6)
-            colour_list.append(colours.get(name, "gray"))
-        labels.append(f"pymic Python\n{name}")
-        values.append(f["python_latency_us"]["median"])
-        colour_list.append(colours.get(name, "gray"))
-    left.bar(range(len(values)), values, color=colour_list)
-    left.set_xticks(range(len(values)))
-    left.set_xticklabels(labels, rotation=60, fontsize=8)
+        samples = {"pymic C": f["c_invoke_sync_s"],
+                   "MPI C, same processes": f.get("c_round_trip_s"),
+                   "MPI C": f["c_pingpong_s"],
+                   "MPI C multiple": f.get("c_pingpong_multiple_s"),
+                   "MPI C exchange (polled)": f.get("c_pingpong_polled_s"),
+                   "mpi4py": f["mpi4py_pingpong_s"]}
+        values = []
+        for label in contenders:
+            if label == "pymic Python":
+                values.append(f["python_latency_us"]["median"])
+            elif samples.get(label):
+                ordered = sorted(samples[label])
+                values.append(ordered[len(ordered) // 2] * 1e6)
+            else:
+                values.append(0.0)
+        left.bar([i + (t - (len(transports) - 1) / 2) * width for i in range(len(contenders))],
+                 values, width, color=colours.get(name, "gray"), label=name)
+        tallest = max([tallest, *values])
+    left.set_xticks(range(len(contenders)))
+    left.set_xticklabels(contenders, rotation=35, ha="right", fontsize=8)
     left.set_yscale("log")
+    left.set_ylim(top=tallest * 6)  # room for the legend above the bars
     left.set_ylabel("round trip (µs, log scale; median)")
-    left.set_title("invoke + sync against an MPI round trip")
-    for name in transports:
+    left.set_title("invoke + sync against MPI round trips")
+    left.legend(fontsize=8, loc="upper left", ncol=2)
+    for panel, name in zip(panels, transports):
         f = figures[name]
+        colour = colours.get(name, "gray")
         sizes = sorted(int(size) for size in f["device_copies_s"])
-        for direction, style in (("h2d", "o-"), ("d2h", "s-")):
-            left_rates = [size / f["device_copies_s"][str(size)][direction] / 1e9
-                          for size in sizes]
-            peer_rates = [size / f["peer_copies_s"][str(size)][direction] / 1e9
-                          for size in sizes]
-            right.plot(sizes, left_rates, style, color=colours.get(name, "gray"),
-                       label=f"pymic {direction}, {name}")
-            right.plot(sizes, peer_rates, style.replace("-", ":"), color=colours.get(name, "gray"),
-                       alpha=0.5, label=f"MPI Send/Recv {direction}, {name}")
-    right.set_xscale("log", base=2)
-    right.set_yscale("log")
-    right.set_xlabel("bytes")
-    right.set_ylabel("GB/s (10^9 bytes/s)")
-    right.set_title("copies against MPI Send/Recv of the same bytes")
-    right.legend(fontsize=7)
-    right.grid(True, alpha=0.3)
+        lines = (("device_copies_s", "-", 1.0, "pymic"),
+                 ("send_recv_copies_s", "--", 0.8, "MPI, same processes"),
+                 ("peer_copies_s", ":", 0.5, "MPI, a job of its own"))
+        for key, line, alpha, who in lines:
+            if key not in f:
+                continue
+            for direction, marker in (("h2d", "o"), ("d2h", "s")):
+                rates = [size / f[key][str(size)][direction] / 1e9 for size in sizes]
+                panel.plot(sizes, rates, marker + line, color=colour, alpha=alpha,
+                           label=f"{who} {direction}")
+        panel.set_xscale("log", base=2)
+        panel.set_yscale("log")
+        panel.set_xlabel("bytes")
+        panel.set_ylabel("GB/s (10^9 bytes/s)")
+        panel.set_title(f"copies over {name} against MPI Send/Recv")
+        panel.legend(fontsize=7)
+        panel.grid(True, alpha=0.3)
     figure.suptitle("B13: the MPI device against the same MPI")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
