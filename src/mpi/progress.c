@@ -23,15 +23,16 @@ static uint64_t now_ns(void)
 }
 
 /* Polling at full speed for the spin window catches a quick answer at
- * once; yielding until YIELD_NS lets a thread on the same core run (the
- * kernel, the other end of a local exchange); after that a sleep between
- * polls that grows with the wait: 1/PAUSE_SHARE of the time waited so
- * far, at least MIN_PAUSE_NS, at most MAX_PAUSE_NS.  So an answer is
- * noticed at most about 1/PAUSE_SHARE of its wait late, and a long wait
- * wakes a few dozen times on its way to a thousand times a second, not
- * ten thousand: each wake takes a core from whatever runs there -- a
- * kernel's OpenMP thread, the host's own computation, the other end of
- * an exchange -- and in a VM a wake cost that thread 20-50 us.  (With a
+ * once; a yield after every POLLS_PER_CLOCK-th poll until YIELD_NS (after
+ * every poll on a crowded core: mpidev_pace_on) lets a thread on the same
+ * core run (the kernel, the other end of a local exchange); after that a
+ * sleep between polls that grows with the wait: 1/PAUSE_SHARE of the time
+ * waited so far, at least MIN_PAUSE_NS, at most MAX_PAUSE_NS.  So an
+ * answer is noticed at most about 1/PAUSE_SHARE of its wait late, and a
+ * long wait wakes a few dozen times on its way to a thousand times a
+ * second, not ten thousand: each wake takes a core from whatever runs
+ * there -- a kernel's OpenMP thread, the host's own computation, the other
+ * end of an exchange -- and in a VM a wake cost that thread 20-50 us.  (With a
  * fixed 50 us pause until a second had passed, the device process's
  * idle control thread alone stalled B13's invoke + sync loop once every
  * ~120 us, for 20-50 us each, and a dgemm on the MPI device ran at 0.8x

@@ -27,10 +27,10 @@ typedef struct mpidev_peer {
  * requests are abandoned). */
 #define MPIDEV_ERR_PEER_GONE (-1)
 
-/* How long a wait polls at full speed before it yields the core between
- * polls: the engine's PYMIC_SPIN_NS, read once by whoever initialised the
- * engine on this side (the host's open, the device's HELLO); 50 µs until
- * then. */
+/* How long a wait polls at full speed before it starts yielding the core
+ * (progress.c): the engine's PYMIC_SPIN_NS, read once by whoever
+ * initialised the engine on this side (the host's open, the device's
+ * HELLO); 50 µs until then. */
 void mpidev_set_spin_ns(uint64_t ns);
 
 /* A kernel runs in this process (the device side brackets each invoke):
@@ -79,9 +79,9 @@ void mpidev_set_yield(void (*yield)(void));
  * as it waits (Open MPI has no blocking wait: MPI_Wait itself polls); the
  * threads of an MPI device share cores with kernels and with each other
  * (a rank is often bound to one core), so this polls for the spin window,
- * then yields the core between polls, then sleeps between them once the
- * wait has been long, and longer still once it has been idle for a
- * second: an idle device costs next to nothing. */
+ * then yields the core now and then between polls (progress.c), then
+ * sleeps between them once the wait has been long, and longer still once
+ * it has been idle for a second: an idle device costs next to nothing. */
 int mpidev_wait(MPI_Request *request, MPI_Status *status, const mpidev_peer *peer);
 
 /* Send (`sending`) or receive `nbytes` at `base` as consecutive messages
@@ -90,9 +90,9 @@ int mpidev_wait(MPI_Request *request, MPI_Status *status, const mpidev_peer *pee
  * completes.  Data moves only while both ends poll (a large message goes
  * in fragments that each side pushes when it polls), so this does not
  * sleep while the transfer moves: after the spin window it yields the
- * core between polls, and sleeps between them only once no chunk has
- * completed for a second (or, as every wait, while a kernel runs in this
- * process).  On an error the chunks in flight are abandoned. */
+ * core now and then between polls, and sleeps between them only once no
+ * chunk has completed for a second (or, as every wait, while a kernel
+ * runs in this process).  On an error the chunks in flight are abandoned. */
 int mpidev_transfer(int sending, void *base, uint64_t nbytes, uint64_t chunk, int window,
                     int rank, int tag, MPI_Comm comm, const mpidev_peer *peer);
 
