@@ -5,10 +5,19 @@
  * start and at least as many after its end, up to a page boundary (the
  * backends place the block so that both exist: host/backend.c,
  * proc/arena.c).  After
- * every invoke the worker checks the canaries of every live allocation of
- * its device; the first one found overwritten becomes the command's
- * failure ("kernel 'k' wrote past the end of allocation ...") and is
- * re-armed, so the same damage is reported once.  A process device also
+ * every invoke the worker checks the canaries of the allocations the
+ * kernel's arguments point into; the first one found overwritten becomes
+ * the command's failure ("kernel 'k' wrote past the end of allocation
+ * ...") and is re-armed, so the same damage is reported once.  Then, if
+ * none was, it checks every other live allocation of the device -- a
+ * kernel may write through a pointer it was not given as an argument --
+ * but only when no other kernel of the device is between its start and
+ * its own check (pymic_device.bounds_kernels): with kernels of several
+ * streams running, damage outside this kernel's arguments is likelier
+ * theirs, and blaming (and re-arming) it here lost it for the kernel that
+ * did it, whose check then found nothing (seen: of two streams whose
+ * kernels each overran their own buffer, one failure went unreported in
+ * about 1 of 100 runs, the other stream's check having taken it).  A process device also
  * puts a PROT_NONE guard page after each allocation: a write beyond the
  * canary faults in the device process, which is then reported as a lost
  * device naming the allocation (proc/monitor.c).
@@ -77,15 +86,32 @@ void pymic_bounds_arm(pymic_device *device, const pymic_alloc *alloc)
 }
 
 typedef struct bounds_scan {
+    const pymic_command *cmd;
+    bool arguments; /* this pass: the kernel's arguments, or the others */
     const pymic_alloc *hit;
     uintptr_t where;
     bool before;
 } bounds_scan;
 
+/* Whether an argument of the invoke points into `a` or its canaries (a
+ * pointer just before its start is an address argument, not a device
+ * one: it is the kernel's all the same). */
+static bool argument_of(const pymic_command *cmd, const pymic_alloc *a)
+{
+    uintptr_t lo, end, hi;
+    canary_ranges(a, &lo, &end, &hi);
+    for (int i = 0; i < cmd->nargs; i++) {
+        uintptr_t arg = (uintptr_t)cmd->args[i];
+        if (cmd->arg_kind[i] != PYMIC_ARG_SCALAR && arg >= lo && arg < hi)
+            return true;
+    }
+    return false;
+}
+
 static void check_one(pymic_alloc *a, void *arg)
 {
     bounds_scan *scan = arg;
-    if (scan->hit)
+    if (scan->hit || argument_of(scan->cmd, a) != scan->arguments)
         return;
     uintptr_t lo, end, hi, changed;
     canary_ranges(a, &lo, &end, &hi);
@@ -103,16 +129,22 @@ void pymic_bounds_after_invoke(pymic_stream *stream, const pymic_command *cmd)
 {
     if (atomic_load_explicit(&stream->device->lost, memory_order_acquire))
         return; /* the kernel did not run (or did not finish) */
-    bounds_scan scan = {NULL, 0, false};
+    bounds_scan scan = {cmd, true, NULL, 0, false};
     pymic_memory_visit(stream->device, check_one, &scan);
+    if (!scan.hit &&
+        atomic_load_explicit(&stream->device->bounds_kernels, memory_order_acquire) == 1) {
+        scan.arguments = false;
+        pymic_memory_visit(stream->device, check_one, &scan);
+    }
     if (!scan.hit)
         return;
     uint64_t seq = atomic_load_explicit(&stream->completed, memory_order_relaxed) + 1;
     pymic_stream_fail_status(
         stream, seq, PYMIC_ERR_OUT_OF_RANGE,
-        "device %d: kernel '%s' (command %llu) wrote %s allocation %p (%zu bytes): the canary "
-        "at %p was overwritten (PYMIC_CHECK=bounds)",
+        "device %d: kernel '%s' (command %llu) wrote %s allocation %p (%zu bytes)%s: the "
+        "canary at %p was overwritten (PYMIC_CHECK=bounds)",
         stream->device->id, cmd->u.call.handle->name, (unsigned long long)seq,
         scan.before ? "before the start of" : "past the end of", scan.hit->base,
-        scan.hit->nbytes, (void *)scan.where);
+        scan.hit->nbytes, scan.arguments ? "" : ", which none of its arguments points into",
+        (void *)scan.where);
 }

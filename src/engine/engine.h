@@ -179,6 +179,10 @@ typedef struct pymic_device {
     _Atomic int lost;
     char lost_why[384];
     _Atomic unsigned generation;
+
+    /* PYMIC_CHECK=bounds: kernels of this device between their start and
+     * the check of the canaries after them (bounds.c). */
+    _Atomic int bounds_kernels;
 } pymic_device;
 
 /* Mark `device` lost with the formatted reason (first reason wins). */
@@ -686,9 +690,10 @@ size_t pymic_bounds_span(size_t nbytes, size_t alignment, size_t after);
 /* Fill the canaries of a new allocation (bounds.c). */
 void pymic_bounds_arm(pymic_device *device, const pymic_alloc *alloc);
 /* After an invoke (bounds_after_invoke of host-addressable backends):
- * check every allocation of the device,
- * report the first overwritten canary as the command's failure and
- * re-arm it. */
+ * check the allocations the kernel's arguments point into, then -- when
+ * no other kernel of the device awaits its own check -- every other
+ * allocation of the device; report the first overwritten canary as the
+ * command's failure and re-arm it (bounds.c). */
 void pymic_bounds_after_invoke(pymic_stream *stream, const pymic_command *cmd);
 /* "past the end of allocation 0x... (N bytes)" when `address` lies in the
  * guard page after an allocation of `device` whose memory has not gone

@@ -146,12 +146,19 @@ int pymic_command_execute(pymic_stream *stream, pymic_command *cmd, uint64_t seq
     int result;
     switch (cmd->kind) {
     case PYMIC_CMD_INVOKE:
-        result = stream->ops->invoke(stream, cmd, seq);
-        /* A kernel still in flight is the backend's to check. */
-        if (__builtin_expect(pymic_global.check_bounds, 0) && result == PYMIC_COMMAND_DONE &&
-            stream->ops->bounds_after_invoke)
-            stream->ops->bounds_after_invoke(stream, cmd);
-        return result;
+        if (__builtin_expect(pymic_global.check_bounds, 0) && stream->ops->bounds_after_invoke) {
+            /* Counted from its start to its check: a check looks past the
+             * kernel's own arguments only when no other kernel of the
+             * device may have done the damage (bounds.c). */
+            atomic_fetch_add_explicit(&stream->device->bounds_kernels, 1, memory_order_acq_rel);
+            result = stream->ops->invoke(stream, cmd, seq);
+            /* A kernel still in flight is the backend's to check. */
+            if (result == PYMIC_COMMAND_DONE)
+                stream->ops->bounds_after_invoke(stream, cmd);
+            atomic_fetch_sub_explicit(&stream->device->bounds_kernels, 1, memory_order_acq_rel);
+            return result;
+        }
+        return stream->ops->invoke(stream, cmd, seq);
     case PYMIC_CMD_COPY:
         return stream->ops->copy(stream, cmd, seq);
     case PYMIC_CMD_FREE:

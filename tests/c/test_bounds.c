@@ -16,9 +16,11 @@
  */
 #include "check.h"
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const char *kernels_path;
 
@@ -226,6 +228,100 @@ static void test_dependents(int fail_on, int wait_on)
     CHECK_OK(pymic_stream_destroy(b));
 }
 
+/* "allocation 0x... (800 bytes)", as a failure names it. */
+static void allocation_name(char *name, size_t len, const void *block)
+{
+    snprintf(name, len, "allocation %p (800 bytes)", block);
+}
+
+/* Two streams whose kernels each overrun their own buffer each report
+ * their own overrun, once: the check after one kernel does not take the
+ * other's damage for its own.  The first kernel overruns the buffer
+ * whose canaries a scan of the device meets first, then waits at a gate
+ * (its check held back) while the second overruns the other buffer and
+ * is checked, after a kernel of its that stays inside its buffer.
+ * (Before, those checks reported -- and re-armed -- the first buffer as
+ * the second stream's, so the first kernel's check found nothing, or the
+ * second buffer's damage; a process that exited with two such streams
+ * printed one unreported failure in about 1 of 100 runs.) */
+static void test_concurrent_overruns_are_each_their_own(int device)
+{
+    pymic_stream *first, *second;
+    CHECK_OK(pymic_stream_create(device, &first));
+    CHECK_OK(pymic_stream_create(device, &second));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(device, kernels_path, &lib));
+    pymic_kernel *past, *past_then_wait;
+    CHECK_OK(pymic_kernel_find(lib, "write_past", &past));
+    CHECK_OK(pymic_kernel_find(lib, "write_past_then_wait", &past_then_wait));
+    void *a, *b, *flags;
+    CHECK_OK(pymic_mem_alloc(device, 800, 0, &a));
+    CHECK_OK(pymic_mem_alloc(device, 800, 0, &b));
+    CHECK_OK(pymic_mem_alloc(device, 2 * sizeof(int64_t), 0, &flags));
+    void *low = (uintptr_t)a < (uintptr_t)b ? a : b, *high = low == a ? b : a;
+    char low_name[64], high_name[64];
+    allocation_name(low_name, sizeof low_name, low);
+    allocation_name(high_name, sizeof high_name, high);
+    static const int64_t closed[2] = {0, 0};
+    CHECK_OK(pymic_memcpy_h2d(first, flags, 0, closed, sizeof closed));
+    CHECK_OK(pymic_stream_sync(first));
+    _Atomic int64_t *started = flags, *gate = started + 1;
+
+    int64_t n = 101;
+    pymic_arg held[4] = {{low, 0}, {&n, sizeof n}, {started, 0}, {gate, 0}};
+    CHECK_OK(pymic_invoke(first, past_then_wait, 4, held));
+    while (atomic_load(started) == 0) /* its damage is done */
+        sched_yield();
+    write_past(second, past, high, 100); /* a kernel that stays inside */
+    CHECK_OK(pymic_stream_sync(second)); /* is not blamed for the other's */
+    write_past(second, past, high, 101);
+    CHECK_STATUS(pymic_stream_sync(second), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE(high_name);
+    CHECK(strstr(pymic_last_error(), low_name) == NULL);
+    CHECK_OK(pymic_stream_sync(second)); /* reported once */
+    atomic_store(gate, 1);
+    CHECK_STATUS(pymic_stream_sync(first), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE("kernel 'write_past_then_wait'");
+    CHECK_MESSAGE(low_name);
+    CHECK_OK(pymic_stream_sync(first)); /* reported once */
+    CHECK_OK(pymic_device_sync(device)); /* and nothing else is left */
+
+    CHECK_OK(pymic_mem_free(first, a));
+    CHECK_OK(pymic_mem_free(first, b));
+    CHECK_OK(pymic_mem_free(first, flags));
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_stream_destroy(first));
+    CHECK_OK(pymic_stream_destroy(second));
+}
+
+/* A kernel that overruns memory none of its arguments points into (a
+ * device pointer passed as a number) is still caught, when no other
+ * kernel of the device runs, and the failure says so. */
+static void test_overrun_outside_the_arguments(int device)
+{
+    pymic_stream *s;
+    CHECK_OK(pymic_stream_create(device, &s));
+    pymic_library *lib;
+    CHECK_OK(pymic_library_load(device, kernels_path, &lib));
+    pymic_kernel *past_at;
+    CHECK_OK(pymic_kernel_find(lib, "write_past_at", &past_at));
+    void *buffer;
+    CHECK_OK(pymic_mem_alloc(device, 800, 0, &buffer));
+    char name[64];
+    allocation_name(name, sizeof name, buffer);
+    int64_t address = (int64_t)(intptr_t)buffer, n = 101;
+    pymic_arg args[2] = {{&address, sizeof address}, {&n, sizeof n}};
+    CHECK_OK(pymic_invoke(s, past_at, 2, args));
+    CHECK_STATUS(pymic_stream_sync(s), PYMIC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE("kernel 'write_past_at'");
+    CHECK_MESSAGE(name);
+    CHECK_MESSAGE("which none of its arguments points into");
+    CHECK_OK(pymic_stream_sync(s)); /* reported once */
+    CHECK_OK(pymic_mem_free(s, buffer));
+    CHECK_OK(pymic_library_unload(lib));
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
 /* A stream destroyed before anybody synced it leaves its failure to the
  * device: the next device sync reports it, once. */
 static void test_destroyed_stream_failure(int device)
@@ -260,6 +356,8 @@ int main(int argc, char **argv)
         pymic_device_info info;
         CHECK_OK(pymic_device_get_info(d, &info));
         test_canaries(d);
+        test_concurrent_overruns_are_each_their_own(d);
+        test_overrun_outside_the_arguments(d);
         test_destroyed_stream_failure(d);
         test_freed_while_queued(d, 1);
         if (strcmp(info.kind, "proc") == 0) {

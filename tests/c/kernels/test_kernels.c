@@ -133,6 +133,23 @@ PYMIC_KERNEL void write_past(double *out, const int64_t *n)
         out[i] = 1.0;
 }
 
+/* write_past, then sets *started and waits like wait_for_gate: the damage
+ * is done, and its check after the kernel is held back. */
+PYMIC_KERNEL void write_past_then_wait(double *out, const int64_t *n, _Atomic int64_t *started,
+                                       _Atomic int64_t *gate)
+{
+    write_past(out, n);
+    announce_then_wait(started, gate);
+}
+
+/* write_past through an address given as a number (as a device pointer
+ * from translate_device_pointer is): no argument points into the
+ * memory it writes. */
+PYMIC_KERNEL void write_past_at(const int64_t *address, const int64_t *n)
+{
+    write_past((double *)(intptr_t)*address, n);
+}
+
 /* fork()s, and both copies return: the child's copy of the calling thread
  * must not go on serving its mailbox (process device). */
 PYMIC_KERNEL void fork_and_return(void) { (void)fork(); }
