@@ -564,6 +564,11 @@ typedef struct pymic_mark {
     pymic_device *owner;
     unsigned owner_generation;
     uint64_t backend_id;
+    /* Such a backend's word of when the device reached the mark, by the
+     * device's clock (0: none), written before the record completes:
+     * the time between two marks of one device is measured by it, not by
+     * when this process learned of each (stamp_ns), which may be late. */
+    uint64_t device_stamp_ns;
 } pymic_mark;
 
 void pymic_mark_release(pymic_mark *mark);

@@ -283,8 +283,15 @@ int pymic_event_elapsed(pymic_event *start, pymic_event *end, double *seconds)
         if (atomic_load_explicit(&marks[i]->done, memory_order_acquire) == 0)
             status = pymic_fail(PYMIC_ERR_INVALID_ARGUMENT,
                                 "%s: the %s event has not completed yet", op, which[i]);
-    if (status == PYMIC_OK)
-        *seconds = ((double)marks[1]->stamp_ns - (double)marks[0]->stamp_ns) * 1e-9;
+    if (status == PYMIC_OK) {
+        /* Both reached on one device that stamps its marks: its clock. */
+        bool on_device = marks[0]->device_stamp_ns && marks[1]->device_stamp_ns &&
+                         marks[0]->owner == marks[1]->owner &&
+                         marks[0]->owner_generation == marks[1]->owner_generation;
+        uint64_t from = on_device ? marks[0]->device_stamp_ns : marks[0]->stamp_ns;
+        uint64_t to = on_device ? marks[1]->device_stamp_ns : marks[1]->stamp_ns;
+        *seconds = ((double)to - (double)from) * 1e-9;
+    }
     pymic_mark_release(marks[0]);
     pymic_mark_release(marks[1]);
     return status;

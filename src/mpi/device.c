@@ -413,9 +413,13 @@ static void *serve_slot(void *arg)
             points_forget(forget, n);
         }
         if (op == MPIDEV_RECORD) {
+            /* The answer carries when the point was reached, by this
+             * process's clock: the host times events by it (the host's
+             * own clock says when it took the answer, which may be late). */
+            uint64_t reached = clock_ns();
             points_mark(rq.a, skipped || (rq.b & MPIDEV_RECORD_FAILED));
             if (!(rq.b & MPIDEV_RECORD_NO_ANSWER))
-                answer(tag, PYMIC_OK, 0, NULL);
+                answer(tag, PYMIC_OK, reached, NULL);
             continue;
         }
         if (op == MPIDEV_WAIT && !skipped) {

@@ -34,6 +34,7 @@ typedef struct in_flight {
     uint64_t seq;
     int kind;                          /* enum flight_kind */
     const struct pymic_kernel *kernel; /* an invoke's, kept alive by the command */
+    struct pymic_mark *recorded;       /* a record's, kept alive by the command */
     bool traced;
     mpidev_reply reply;
 } in_flight;
@@ -722,8 +723,8 @@ static void take_answer(mpi_device *md, mpi_stream *ms, pymic_stream *stream, ui
  * waits): the request in ms->message goes with its answer's receive
  * posted, and mpi_poll takes the answer. */
 static int send_in_flight(mpi_device *md, mpi_stream *ms, pymic_stream *stream, uint64_t seq,
-                          int kind, const struct pymic_kernel *kernel, size_t bytes,
-                          bool traced)
+                          int kind, const struct pymic_kernel *kernel,
+                          struct pymic_mark *recorded, size_t bytes, bool traced)
 {
     /* The engine keeps at most MAX_IN_FLIGHT ahead of `completed`; were
      * the ring ever full, the oldest answer is waited for first. */
@@ -736,6 +737,7 @@ static int send_in_flight(mpi_device *md, mpi_stream *ms, pymic_stream *stream, 
     f->seq = seq;
     f->kind = kind;
     f->kernel = kernel;
+    f->recorded = recorded;
     f->traced = traced;
     f->reply.span_start = 0; /* (a short answer leaves it: no span) */
     if (!stream_ask(md, ms, ms->message, bytes, &f->reply, &f->request)) {
@@ -782,8 +784,8 @@ static int mpi_invoke(pymic_stream *stream, const pymic_command *cmd, uint64_t s
      * covers its run (a span in flight would be its submission only). */
     if (on_worker && !traced) {
         atomic_fetch_add_explicit(&invokes_in_flight, 1, memory_order_relaxed);
-        return send_in_flight(md, ms, stream, seq, FLIGHT_INVOKE, cmd->u.call.handle, bytes,
-                              traced);
+        return send_in_flight(md, ms, stream, seq, FLIGHT_INVOKE, cmd->u.call.handle, NULL,
+                              bytes, traced);
     }
     mpidev_reply reply;
     reply.span_start = 0; /* (a short answer leaves it: no span) */
@@ -808,9 +810,22 @@ __attribute__((visibility("default"))) uint64_t pymic_mpi_polls_on_this_thread(v
     return polls_here;
 }
 
+/* For tests: while held, no poll takes an answer, as if the host's
+ * threads were all busy elsewhere (the answers wait in MPI). */
+static _Atomic int answers_held;
+
+__attribute__((visibility("default"))) void pymic_mpi_hold_answers(int hold)
+{
+    atomic_store(&answers_held, hold);
+}
+
 static void mpi_poll(pymic_stream *stream)
 {
     polls_here++;
+    if (atomic_load_explicit(&answers_held, memory_order_relaxed)) {
+        sched_yield();
+        return;
+    }
     mpi_device *md = state_of(stream->device);
     pthread_rwlock_rdlock(&md->streams_gate);
     mpi_stream *ms = stream->backend_worker;
@@ -855,6 +870,8 @@ static void mpi_poll(pymic_stream *stream)
                         (f->reply.status == PYMIC_OK || wait_failed);
         if (f->reply.status < 0)
             fail_with_answer_of(ms, stream, seq, &f->reply, flight_what(f));
+        else if (f->kind == FLIGHT_RECORD && f->reply.status == PYMIC_OK)
+            f->recorded->device_stamp_ns = f->reply.value; /* (before it completes) */
     } else {
         /* (MPI is not to be called once gone: finalised, or a fork()ed
          * child's copy of its parent's.) */
@@ -954,7 +971,7 @@ static int mpi_record(pymic_stream *stream, const pymic_command *cmd, uint64_t s
         return PYMIC_COMMAND_DONE;
     }
     size_t bytes = pack_point(md, ms, MPIDEV_RECORD, cmd->u.mark->backend_id, failed);
-    return send_in_flight(md, ms, stream, seq, FLIGHT_RECORD, NULL, bytes, false);
+    return send_in_flight(md, ms, stream, seq, FLIGHT_RECORD, NULL, cmd->u.mark, bytes, false);
 }
 
 /* A wait for an event recorded on a stream of this device (not yet done on
@@ -974,7 +991,7 @@ static int mpi_wait_mark(pymic_stream *stream, const pymic_command *cmd, uint64_
         mark->owner_generation == atomic_load(&stream->device->generation)) {
         size_t bytes = pack_point(md, ms, MPIDEV_WAIT, mark->backend_id,
                                   mark->owner_generation);
-        result = send_in_flight(md, ms, stream, seq, FLIGHT_WAIT, NULL, bytes, false);
+        result = send_in_flight(md, ms, stream, seq, FLIGHT_WAIT, NULL, NULL, bytes, false);
         if (result == PYMIC_COMMAND_IN_FLIGHT)
             atomic_fetch_add_explicit(&waits_on_device, 1, memory_order_relaxed);
     }

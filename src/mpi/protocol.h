@@ -44,7 +44,7 @@
 
 #include "pymic.h"
 
-#define MPIDEV_PROTOCOL 7
+#define MPIDEV_PROTOCOL 8
 
 #define MPIDEV_TAG_CONTROL 1
 #define MPIDEV_TAG_REPLY 2
@@ -129,7 +129,10 @@ enum mpidev_op {
                          to forget, as
                          c uint64_t after the head (up to
                          MPIDEV_FORGET_MAX); answered once the point is
-                         marked (every request before it was served)    */
+                         marked (every request before it was served),
+                         the answer's value the device's CLOCK_MONOTONIC
+                         then (ns): the host times events by it
+                         (protocol 8)                                   */
     MPIDEV_WAIT,      /* a: point, b: the device's generation as the host
                          saw it, c and forget as RECORD; answered once
                          the point is marked: OK, MPIDEV_WAIT_FAILED, or a

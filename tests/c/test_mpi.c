@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *kernels_path;
@@ -239,6 +240,41 @@ static void test_round_trip(pymic_library *lib)
     pymic_stream *s;
     CHECK_OK(pymic_stream_create(0, &s));
     check_increment(0, s, lib, 41);
+    CHECK_OK(pymic_stream_destroy(s));
+}
+
+/* The time between two events recorded on an MPI device is the device's:
+ * when it reached each, not when this process took each answer.  The
+ * answers are held back here while a 100 ms kernel runs between the two
+ * records and well after: taken at once, both would say the same time.
+ * (Timed by the host, the start event's answer taken late -- a busy
+ * host -- made the span shorter than the kernel it brackets: seen in the
+ * suite run beside another.) */
+static void test_event_time_is_the_devices(pymic_library *lib)
+{
+    void (*hold)(int) = (void (*)(int))(uintptr_t)plugin_function("pymic_mpi_hold_answers");
+    if (!hold)
+        return;
+    pymic_stream *s;
+    pymic_event *start, *end;
+    CHECK_OK(pymic_stream_create(0, &s));
+    CHECK_OK(pymic_event_create(&start));
+    CHECK_OK(pymic_event_create(&end));
+    int64_t ms = 100;
+    pymic_arg args[] = {{&ms, sizeof ms}};
+    hold(1);
+    CHECK_OK(pymic_event_record(start, s));
+    CHECK_OK(pymic_invoke(s, find(lib, "sleep_ms"), 1, args));
+    CHECK_OK(pymic_event_record(end, s));
+    struct timespec later = {0, 300 * 1000000L}; /* all three answered by now */
+    nanosleep(&later, NULL);
+    hold(0);
+    CHECK_OK(pymic_event_sync(end));
+    double seconds = 0;
+    CHECK_OK(pymic_event_elapsed(start, end, &seconds));
+    CHECK(seconds >= 0.099); /* the kernel between them slept 100 ms */
+    CHECK_OK(pymic_event_destroy(start));
+    CHECK_OK(pymic_event_destroy(end));
     CHECK_OK(pymic_stream_destroy(s));
 }
 
@@ -1088,6 +1124,7 @@ int main(int argc, char **argv)
     test_kernels_run_in_flight_are_known_short(lib);
     test_round_trip(lib);
     test_exchange(lib);
+    test_event_time_is_the_devices(lib);
     test_a_long_wait_wakes_seldom(lib);
     test_a_sync_leaves_the_polls_to_the_worker(lib);
     test_wait_resolved_on_device(lib);
