@@ -17,10 +17,10 @@
  * theirs, and blaming (and re-arming) it here lost it for the kernel that
  * did it, whose check then found nothing (seen: of two streams whose
  * kernels each overran their own buffer, one failure went unreported in
- * about 1 of 100 runs, the other stream's check having taken it).  A process device also
- * puts a PROT_NONE guard page after each allocation: a write beyond the
- * canary faults in the device process, which is then reported as a lost
- * device naming the allocation (proc/monitor.c).
+ * about 1 of 100 runs, the other stream's check having taken it).  A
+ * process device also puts a PROT_NONE guard page after each allocation:
+ * a write beyond the canary faults in the device process, which is then
+ * reported as a lost device naming the allocation (proc/monitor.c).
  *
  * The host device has no guard page (a fault there would end the host
  * program): a write that jumps over its canaries into other memory is not
