@@ -20,7 +20,9 @@ and each time against the same transport's peer:
   from Python, mpi4py's ``send``/``recv`` pair;
 * bandwidth: h2d + sync and d2h + sync from 4 KiB to 256 MiB against
   ``MPI_Send``/``MPI_Recv`` of the same bytes followed by a one-word answer
-  (the shape of a copy that completes), each the best of 7 in a run:
+  (the shape of a copy that completes), each the best of 7 in a run
+  after the copies the device takes to choose how each size travels
+  (``PYMIC_MPI_LEARNING_COPIES``, docs/mpi.md "Chunks or one message"):
   the target's peer is that exchange between the same two processes
   (``pymic_mpi_exchange``), taking turns with the copies at each size in
   each of five runs, and each size's ratio the median of the five runs'

@@ -14,6 +14,13 @@
 extern "C" {
 #endif
 
+/* How many copies of one size class (2^k to 2^(k+1) - 1 bytes, from 1 MiB
+ * to 2 GiB) in one direction an MPI device makes before it has chosen in
+ * which messages such copies go (docs/mpi.md, "Copies"; unless
+ * PYMIC_MPI_CHUNK fixes the size): a benchmark of the steady state warms up
+ * with this many. */
+#define PYMIC_MPI_LEARNING_COPIES 6
+
 /* The MPI round trip between this process and the process of MPI device
  * `device` (one this process has opened: create a stream on it first):
  * `words` one-word ping-pongs (1 to 100000000) with MPI_Send and MPI_Recv,

@@ -43,13 +43,16 @@ static void must(int status, const char *what)
 }
 
 /* Per direction the best of `repeats` h2d + sync and d2h + sync of
- * `bytes` on stream `s` (a first round warms up). */
+ * `bytes` on stream `s`, in the steady state: first rounds warm up, as
+ * many as the device takes to choose in which messages copies of this
+ * size go (PYMIC_MPI_LEARNING_COPIES). */
 static void device_copies(pymic_stream *s, char *host, size_t bytes, int repeats, double best[2])
 {
     void *device;
     must(pymic_mem_alloc(0, bytes, 0, &device), "alloc");
     best[0] = best[1] = 1e30;
-    for (int r = 0; r < repeats + 1; r++) {
+    const int warm_up = PYMIC_MPI_LEARNING_COPIES;
+    for (int r = 0; r < warm_up + repeats; r++) {
         double start = now();
         must(pymic_memcpy_h2d(s, device, 0, host, bytes), "h2d");
         must(pymic_stream_sync(s), "sync");
@@ -58,9 +61,9 @@ static void device_copies(pymic_stream *s, char *host, size_t bytes, int repeats
         must(pymic_memcpy_d2h(s, host, device, 0, bytes), "d2h");
         must(pymic_stream_sync(s), "sync");
         double d2h = now() - start;
-        if (r && h2d < best[0])
+        if (r >= warm_up && h2d < best[0])
             best[0] = h2d;
-        if (r && d2h < best[1])
+        if (r >= warm_up && d2h < best[1])
             best[1] = d2h;
     }
     must(pymic_mem_free(s, device), "free");

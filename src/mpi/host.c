@@ -152,15 +152,16 @@ int mpidev_control_held(mpi_device *md, mpidev_request *rq, mpidev_reply *reply)
 
 /* ------------------------------------------------------------ device life */
 
-/* PYMIC_MPI_CHUNK: the bytes of one message of a copy (default
- * MPIDEV_CHUNK), read once per device. */
-static uint64_t chunk_bytes(void)
+/* PYMIC_MPI_CHUNK: the bytes of every message of a copy, read once per
+ * device; 0 (unset, or not a size) lets the device learn them
+ * (tuning.h). */
+static uint64_t fixed_chunk_bytes(void)
 {
     const char *text = getenv("PYMIC_MPI_CHUNK");
     char *end;
     unsigned long long n = text ? strtoull(text, &end, 10) : 0;
     if (!text || *end || n == 0 || n > INT32_MAX)
-        return MPIDEV_CHUNK;
+        return 0;
     return n;
 }
 
@@ -179,7 +180,7 @@ static bool mpi_open(pymic_device *device)
         return false;
     md->device = device;
     md->comm = MPI_COMM_NULL;
-    md->chunk = chunk_bytes();
+    mpidev_tuner_init(&md->tuner, fixed_chunk_bytes(), MPIDEV_CHUNK);
     pthread_mutex_init(&md->control_lock, NULL);
     pthread_mutex_init(&md->lock, NULL);
     pthread_rwlock_init(&md->streams_gate, NULL);
@@ -523,9 +524,9 @@ static void fail_with_answer_of(mpi_stream *ms, pymic_stream *stream, uint64_t s
 /* The bytes of a copy, as chunks on the slot's data tag with several in
  * flight (protocol.h).  False if the device is (or became) lost. */
 static bool stream_data(mpi_device *md, mpi_stream *ms, int sending, void *base,
-                        uint64_t nbytes)
+                        uint64_t nbytes, uint64_t chunk)
 {
-    int rc = mpidev_transfer(sending, base, nbytes, md->chunk, MPIDEV_WINDOW, md->rank,
+    int rc = mpidev_transfer(sending, base, nbytes, chunk, MPIDEV_WINDOW, md->rank,
                              MPIDEV_TAG_DATA(ms->slot), md->comm, &md->peer);
     if (rc != MPI_SUCCESS)
         lose(md, sending ? "sending data to" : "receiving data from", rc);
@@ -547,7 +548,7 @@ static bool stream_fetch(mpi_device *md, mpi_stream *ms, const mpidev_request *r
     int rc = MPI_Irecv(reply, sizeof *reply, MPI_BYTE, md->rank, MPIDEV_TAG_STREAM(ms->slot),
                        md->comm, &pending);
     if (rc == MPI_SUCCESS) {
-        rc = mpidev_flow_start(&flow, 0, dst, nbytes, md->chunk, MPIDEV_WINDOW, md->rank,
+        rc = mpidev_flow_start(&flow, 0, dst, nbytes, rq->c, MPIDEV_WINDOW, md->rank,
                                MPIDEV_TAG_DATA(ms->slot), md->comm);
         if (rc != MPI_SUCCESS)
             mpidev_abandon(&pending);
@@ -577,6 +578,24 @@ static bool stream_fetch(mpi_device *md, mpi_stream *ms, const mpidev_request *r
     return rc == MPI_SUCCESS;
 }
 
+/* A copy whose messages tuning.h chose has ended; when that settles its
+ * size class's way, PYMIC_DEBUG=1 says so. */
+static void tune_done(mpi_device *md, const mpidev_tune_choice *tuned, uint64_t start_ns,
+                      bool completed)
+{
+    mpidev_tune_class c;
+    if (!mpidev_tune_done(&md->tuner, tuned, mpidev_now_ns() - start_ns, completed, &c))
+        return;
+    unsigned lowest = MPIDEV_TUNE_LOWEST + (unsigned)tuned->klass;
+    pymic_log(1, "device %d: copies %s it of %llu to %llu MiB go %s (best %.3f ns per byte "
+              "as one message, %.3f in chunks of %llu KiB)",
+              md->device->id, tuned->sending ? "to" : "from",
+              (unsigned long long)1 << (lowest - 20), (unsigned long long)2 << (lowest - 20),
+              c.settled == MPIDEV_WAY_WHOLE ? "as one message" : "in chunks",
+              c.best_ns_per_byte[MPIDEV_WAY_WHOLE], c.best_ns_per_byte[MPIDEV_WAY_CHUNKS],
+              (unsigned long long)(MPIDEV_CHUNK >> 10));
+}
+
 static void mpi_poll(pymic_stream *stream);
 
 static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq)
@@ -595,7 +614,9 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
     if (refuse_if_lost(stream, seq, what))
         return PYMIC_COMMAND_DONE;
     uint64_t nbytes = cmd->u.copy.nbytes;
-    mpidev_request rq = {.slot = (uint32_t)ms->slot, .c = md->chunk,
+    /* (c: the chunk size, chosen below for a copy of more than the
+     * inline bytes; any is valid for one that fits.) */
+    mpidev_request rq = {.slot = (uint32_t)ms->slot, .c = MPIDEV_CHUNK,
                          .epoch = atomic_load_explicit(&ms->epoch, memory_order_acquire)};
     mpidev_reply reply;
     reply.span_start = 0; /* (a short answer leaves it: no span) */
@@ -603,6 +624,8 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
     uint32_t span_bit = traced ? MPIDEV_SPAN : 0;
     MPI_Request pending;
     bool ok = true;
+    mpidev_tune_choice tuned;
+    uint64_t start_ns;
     switch (cmd->u.copy.dir) {
     case PYMIC_COPY_H2D:
         if (nbytes <= MPIDEV_INLINE_BYTES) {
@@ -620,12 +643,15 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
         rq.op = MPIDEV_H2D | span_bit;
         rq.a = (uintptr_t)cmd->u.copy.dst;
         rq.b = nbytes;
+        start_ns = mpidev_now_ns();
+        rq.c = mpidev_tune_pick(&md->tuner, 1, nbytes, &tuned);
         ok = stream_ask(md, ms, &rq, MPIDEV_REQUEST_HEAD, &reply, &pending);
-        if (ok && !stream_data(md, ms, 1, (void *)(uintptr_t)cmd->u.copy.src, nbytes)) {
+        if (ok && !stream_data(md, ms, 1, (void *)(uintptr_t)cmd->u.copy.src, nbytes, rq.c)) {
             mpidev_abandon(&pending);
             ok = false;
         }
         ok = ok && stream_answer_of(md, &pending);
+        tune_done(md, &tuned, start_ns, ok && reply.status == PYMIC_OK);
         break;
     case PYMIC_COPY_D2H:
         rq.op = MPIDEV_D2H | span_bit;
@@ -643,7 +669,10 @@ static int mpi_copy(pymic_stream *stream, const pymic_command *cmd, uint64_t seq
             }
             break;
         }
+        start_ns = mpidev_now_ns();
+        rq.c = mpidev_tune_pick(&md->tuner, 0, nbytes, &tuned);
         ok = stream_fetch(md, ms, &rq, cmd->u.copy.dst, nbytes, &reply);
+        tune_done(md, &tuned, start_ns, ok && reply.status == PYMIC_OK);
         break;
     default:
         rq.op = MPIDEV_D2D | span_bit;

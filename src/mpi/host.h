@@ -11,6 +11,7 @@
 #include "../engine/engine.h"
 #include "progress.h"
 #include "protocol.h"
+#include "tuning.h"
 
 /* A block of device memory as this backend hands it to the engine. */
 typedef struct mpi_block {
@@ -49,7 +50,7 @@ typedef struct mpi_device {
      * reset that succeeds stops it (guarded by control_lock). */
     bool stale[MPIDEV_MAX_STREAMS];
     size_t capacity; /* the device's answer to HELLO */
-    uint64_t chunk;  /* bytes per message of a copy (PYMIC_MPI_CHUNK) */
+    mpidev_tuner tuner; /* in which messages a copy goes */
     char local[PYMIC_NAME_MAX]; /* the device engine's own device name */
     mpidev_peer peer; /* the device process, watched where it is on this node */
     /* The device process ended (its wait saw it go): a reset spawns a

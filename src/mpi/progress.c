@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t now_ns(void)
+uint64_t mpidev_now_ns(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -194,7 +194,7 @@ bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
     }
     bool transfer = !p->transfer &&
                     atomic_load_explicit(&transfers_running, memory_order_relaxed) > 0;
-    uint64_t t = now_ns();
+    uint64_t t = mpidev_now_ns();
     if (!p->start)
         p->start = t;
     uint64_t waited = t - p->start;
@@ -237,7 +237,7 @@ bool mpidev_pace_on(mpidev_pace *p, const mpidev_peer *peer)
          * of 2-12; none of 8 with this rule; docs/mpi.md, "Waiting"). */
         atomic_fetch_add_explicit(&yields, 1, memory_order_relaxed);
         yield_core();
-        crowded = now_ns() - t >= CROWDED_YIELD_NS;
+        crowded = mpidev_now_ns() - t >= CROWDED_YIELD_NS;
     }
     if (waited >= YIELD_NS && t - p->watched >= WATCH_NS) {
         p->watched = t;

@@ -27,6 +27,9 @@ typedef struct mpidev_peer {
  * requests are abandoned). */
 #define MPIDEV_ERR_PEER_GONE (-1)
 
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t mpidev_now_ns(void);
+
 /* How long a wait polls at full speed before it starts yielding the core
  * (progress.c): the engine's PYMIC_SPIN_NS, read once by whoever
  * initialised the engine on this side (the host's open, the device's

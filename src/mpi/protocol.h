@@ -55,11 +55,13 @@
 /* Streams one MPI device serves at once (slots of the tag space). */
 #define MPIDEV_MAX_STREAMS 256
 
-/* Copies travel in chunks: by default at most this many bytes, or
- * PYMIC_MPI_CHUNK on the host (up to 2^31 - 1, an MPI count), which names
- * the size in each copy request (c).  Each chunk lands in device memory
- * directly; up to MPIDEV_WINDOW chunks of a copy are in flight at once,
- * so the next is under way while one completes (measured on Open MPI
+/* Copies travel in chunks of at most c bytes, which each copy request
+ * names (up to 2^31 - 1, an MPI count): this many, or the whole copy as
+ * one message -- the host learns per size class which is faster
+ * (tuning.h) -- or PYMIC_MPI_CHUNK on the host.  Each chunk lands in
+ * device memory directly; up to MPIDEV_WINDOW chunks of a copy are in
+ * flight at once, so the next is under way while one completes
+ * (measured on Open MPI
  * 4.1 over shared memory: a 64 MiB d2h as one message reached 0.8x of
  * MPI_Send/MPI_Recv of the same bytes; in 4 MiB chunks, 4 in flight,
  * 0.87-0.9x; in 1 MiB chunks, 8 in flight, 1.0-1.1x, and h2d 1.0x).
