@@ -10,7 +10,7 @@
  * against 512-632 us) and slower over TCP (692-890 us against 487-695
  * us), while over TCP 64 MiB went faster in chunks again (10.9 ms against
  * 13.3-15.9 ms).  So each device measures: per direction and per size
- * class (2^k < bytes <= 2^(k+1) - 1, from 1 MiB to 2 GiB), its first
+ * class (2^k <= bytes < 2^(k+1), above 1 MiB and below 2 GiB), its first
  * copies take turns between the two ways until each has
  * MPIDEV_TUNE_TRIALS timings, and from then on the way with the better
  * time per byte goes -- save every MPIDEV_TUNE_RECHECK-th copy of the
