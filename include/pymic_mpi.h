@@ -14,11 +14,11 @@
 extern "C" {
 #endif
 
-/* How many copies of one size class (2^k to 2^(k+1) - 1 bytes, from 1 MiB
- * to 2 GiB) in one direction an MPI device makes before it has chosen in
- * which messages such copies go (docs/mpi.md, "Copies"; unless
- * PYMIC_MPI_CHUNK fixes the size): a benchmark of the steady state warms up
- * with this many. */
+/* How many copies of one size class (2^k to 2^(k+1) - 1 bytes, above 1 MiB
+ * and below 2 GiB) in one direction an MPI device makes before it has
+ * chosen whether such copies go in chunks or as one message (docs/mpi.md,
+ * "Chunks or one message"; unless PYMIC_MPI_CHUNK fixes the size): a
+ * benchmark of the steady state warms up with this many. */
 #define PYMIC_MPI_LEARNING_COPIES 6
 
 /* The MPI round trip between this process and the process of MPI device
